@@ -1,0 +1,182 @@
+//! Checkpoints: a named consumer's position in the global log, with the seed's
+//! projection_checkpoints fields (status, error_count, last_error, updated time).
+//!
+//! Invariant: a checkpoint is written atomically, optionally only if it is still at the
+//! position the writer expected (compare-and-set), alone or inside a [`crate::Transaction`].
+
+use crate::append::check_name;
+use crate::error::{Error, Result};
+use crate::event::Timestamp;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The largest `last_error` kept, in bytes.
+pub const MAX_LAST_ERROR_BYTES: usize = 64 * 1024;
+
+/// A consumer's state, as the seed's projection_checkpoints names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointStatus {
+    /// Processing events.
+    #[default]
+    Running,
+    /// Replaying from the beginning.
+    Rebuilding,
+    /// Stopped on purpose.
+    Stopped,
+    /// Stopped by an error it could not get past.
+    Faulted,
+}
+
+impl CheckpointStatus {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointStatus::Running => "running",
+            CheckpointStatus::Rebuilding => "rebuilding",
+            CheckpointStatus::Stopped => "stopped",
+            CheckpointStatus::Faulted => "faulted",
+        }
+    }
+}
+
+impl fmt::Display for CheckpointStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CheckpointStatus {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "running" => Ok(Self::Running),
+            "rebuilding" => Ok(Self::Rebuilding),
+            "stopped" => Ok(Self::Stopped),
+            "faulted" => Ok(Self::Faulted),
+            other => Err(Error::invalid(
+                "status",
+                format!("'{other}' is not one of running, rebuilding, stopped, faulted"),
+            )),
+        }
+    }
+}
+
+/// A checkpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The consumer's name.
+    pub name: String,
+    /// The last global position it has handled (0: none).
+    pub position: u64,
+    /// Its state.
+    pub status: CheckpointStatus,
+    /// Errors counted since the consumer last reset the count.
+    pub error_count: u64,
+    /// The last error's text.
+    pub last_error: Option<String>,
+    /// When it was last written.
+    pub updated_at: Timestamp,
+}
+
+/// A write of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointWrite {
+    /// The consumer's name.
+    pub name: String,
+    /// The new position (at most the head position after the write).
+    pub position: u64,
+    /// The new status (default running).
+    #[serde(default)]
+    pub status: CheckpointStatus,
+    /// The new error count (default 0).
+    #[serde(default)]
+    pub error_count: u64,
+    /// The new last error (default none).
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Compare-and-set: absent writes unconditionally; `null` (`Some(None)`) requires
+    /// that the checkpoint does not exist yet; a number requires it to be at that position.
+    #[serde(
+        default,
+        deserialize_with = "present_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expected_position: Option<Option<u64>>,
+}
+
+fn present_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
+}
+
+impl CheckpointWrite {
+    /// A write moving `name` to `position`, status running, no error, unconditional.
+    pub fn new(name: impl Into<String>, position: u64) -> Self {
+        Self {
+            name: name.into(),
+            position,
+            status: CheckpointStatus::Running,
+            error_count: 0,
+            last_error: None,
+            expected_position: None,
+        }
+    }
+
+    /// Makes the write conditional on the current position (`None`: must not exist).
+    pub fn expecting(mut self, expected_position: Option<u64>) -> Self {
+        self.expected_position = Some(expected_position);
+        self
+    }
+
+    /// Checks the fields; `at` prefixes field paths in errors.
+    pub fn validate(&self, at: &str) -> Result<()> {
+        check_name(&format!("{at}name"), &self.name)?;
+        if let Some(e) = &self.last_error
+            && e.len() > MAX_LAST_ERROR_BYTES
+        {
+            return Err(Error::TooLarge {
+                field: format!("{at}last_error"),
+                limit: MAX_LAST_ERROR_BYTES as u64,
+                actual: e.len() as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the compare-and-set against the stored position (`None`: not stored).
+    pub fn check_expected(&self, actual: Option<u64>) -> Result<()> {
+        match self.expected_position {
+            Some(expected) if expected != actual => Err(Error::CheckpointConflict {
+                name: self.name.clone(),
+                expected_position: expected,
+                actual_position: actual,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks that the position is not past the head, the last committed position.
+    pub fn check_position(&self, head: u64) -> Result<()> {
+        if self.position > head {
+            return Err(Error::invalid(
+                "checkpoint.position",
+                format!("{} is past the head position {head}", self.position),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The stored checkpoint this write produces at `now`.
+    pub fn stored(&self, now: Timestamp) -> Checkpoint {
+        Checkpoint {
+            name: self.name.clone(),
+            position: self.position,
+            status: self.status,
+            error_count: self.error_count,
+            last_error: self.last_error.clone(),
+            updated_at: now,
+        }
+    }
+}

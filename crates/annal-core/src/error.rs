@@ -1,0 +1,144 @@
+//! Typed errors of every store operation.
+//!
+//! Every variant says what happened and what the caller can do about it. Variants other
+//! than [`Error::Storage`] and [`Error::Corrupt`] are the caller's to handle (conflicts,
+//! bad input); none of them leaves anything written. [`Error::kind`] gives the stable
+//! string the HTTP API uses as its problem `type`.
+
+use crate::append::ExpectedVersion;
+use uuid::Uuid;
+
+/// Shorthand for results of store operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A boxed error from a backend's database library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong in a store operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The aggregate's current version is not what the append expected. Nothing was
+    /// written; re-read the aggregate, decide again and retry.
+    #[error(
+        "wrong expected version for aggregate '{aggregate_id}': expected {expected}, actual version is {actual}"
+    )]
+    WrongExpectedVersion {
+        /// The aggregate the append was for.
+        aggregate_id: String,
+        /// What the append expected.
+        expected: ExpectedVersion,
+        /// The aggregate's current version (0 when it has no events).
+        actual: u64,
+    },
+    /// The aggregate exists with another aggregate_type, fixed by its first event.
+    #[error(
+        "aggregate '{aggregate_id}' is of type '{existing}', not '{requested}': an aggregate's type is fixed by its first event"
+    )]
+    AggregateTypeMismatch {
+        /// The aggregate.
+        aggregate_id: String,
+        /// The type it has.
+        existing: String,
+        /// The type the append named.
+        requested: String,
+    },
+    /// An event_id is already stored with other content or at another place: a retry
+    /// must resend exactly what it sent first.
+    #[error(
+        "event_id {event_id} is already stored with different content or at another version: {detail}"
+    )]
+    DuplicateEventId {
+        /// The reused id.
+        event_id: Uuid,
+        /// What differs.
+        detail: String,
+    },
+    /// A checkpoint was not at the position the writer expected. Nothing was written.
+    #[error(
+        "checkpoint '{name}' is at {}, not at the expected {}",
+        fmt_pos(*actual_position),
+        fmt_pos(*expected_position)
+    )]
+    CheckpointConflict {
+        /// The checkpoint.
+        name: String,
+        /// What the writer expected (`None`: that it does not exist yet).
+        expected_position: Option<u64>,
+        /// Where it is (`None`: it does not exist).
+        actual_position: Option<u64>,
+    },
+    /// A field of the request is invalid.
+    #[error("invalid {field}: {reason}")]
+    InvalidRequest {
+        /// The field, as a path into the request (`events[2].event_type`).
+        field: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// A request or one of its parts is over a configured limit.
+    #[error("{field} is too large: {actual} is over the limit of {limit}")]
+    TooLarge {
+        /// The field or part that is too large.
+        field: String,
+        /// The configured limit.
+        limit: u64,
+        /// Its size.
+        actual: u64,
+    },
+    /// The thing asked for does not exist.
+    #[error("not found: {what}")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// The database failed (I/O, disk full, lost connection). The outcome of an append
+    /// that fails this way is unknown: retry it with the same event_ids.
+    #[error("storage error: {0}")]
+    Storage(#[source] BoxError),
+    /// Stored data cannot be read back as an event: the store was edited behind annal's
+    /// back or is damaged. Run `annal verify`.
+    #[error("store content is corrupt: {0}")]
+    Corrupt(String),
+    /// The store is shutting down or its writer stopped after a failure; reopen it.
+    #[error("the store is closed: {0}")]
+    Closed(String),
+}
+
+fn fmt_pos(p: Option<u64>) -> String {
+    match p {
+        Some(p) => format!("position {p}"),
+        None => "nothing (no such checkpoint)".to_owned(),
+    }
+}
+
+impl Error {
+    /// The stable problem `type` string of this error (API.md).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::WrongExpectedVersion { .. } => "wrong_expected_version",
+            Error::AggregateTypeMismatch { .. } => "aggregate_type_mismatch",
+            Error::DuplicateEventId { .. } => "duplicate_event_id",
+            Error::CheckpointConflict { .. } => "checkpoint_conflict",
+            Error::InvalidRequest { .. } => "invalid_request",
+            Error::TooLarge { .. } => "too_large",
+            Error::NotFound { .. } => "not_found",
+            Error::Storage(_) => "storage_error",
+            Error::Corrupt(_) => "corrupt",
+            Error::Closed(_) => "closed",
+        }
+    }
+
+    /// Shorthand for an [`Error::InvalidRequest`].
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidRequest {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Wraps a backend's error as [`Error::Storage`].
+    pub fn storage(e: impl Into<BoxError>) -> Self {
+        Error::Storage(e.into())
+    }
+}

@@ -1,0 +1,242 @@
+//! The event as stored: [`RecordedEvent`], its verbatim JSON payloads ([`RawJson`]) and
+//! its store-assigned time ([`Timestamp`]).
+//!
+//! Invariants: a `RawJson` holds the exact text a writer sent (valid JSON, without the
+//! surrounding whitespace) and serialises as that text, never re-encoded; a `Timestamp`
+//! is UTC with microsecond precision and always renders as
+//! `YYYY-MM-DDTHH:MM:SS.ffffffZ` (fixed width, so text order is time order).
+
+use crate::chain::Hash;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use std::fmt;
+use uuid::Uuid;
+
+/// JSON text kept exactly as written: key order, spacing inside, number formatting.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RawJson(Box<str>);
+
+impl RawJson {
+    /// Checks that `text` is one JSON value and keeps it verbatim (minus surrounding
+    /// whitespace).
+    pub fn parse(text: impl Into<String>) -> Result<Self, serde_json::Error> {
+        let raw = RawValue::from_string(text.into())?;
+        Ok(Self(raw.into()))
+    }
+
+    /// Serialises a value to compact JSON.
+    pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        Ok(Self(serde_json::to_string(value)?.into_boxed_str()))
+    }
+
+    /// The empty object `{}`.
+    pub fn empty_object() -> Self {
+        Self("{}".into())
+    }
+
+    /// Wraps text a backend stored after it was checked on the way in. Backends use this
+    /// on their read path so reads do not re-parse every payload; `annal verify` and any
+    /// consumer that parses the text still detect damage.
+    pub fn from_stored(text: String) -> Self {
+        Self(text.into_boxed_str())
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the text is a JSON object.
+    pub fn is_object(&self) -> bool {
+        self.0.starts_with('{')
+    }
+
+    /// Parses the text into a typed value.
+    pub fn to_value<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw: &RawValue = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        Ok(Self(raw.into()))
+    }
+}
+
+/// A UTC instant with microsecond precision (microseconds since the Unix epoch).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+const MICROS_PER_SEC: i64 = 1_000_000;
+
+impl Timestamp {
+    /// The current time, truncated to microseconds.
+    pub fn now() -> Self {
+        let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        Self((nanos / 1000) as i64)
+    }
+
+    /// From microseconds since the Unix epoch.
+    pub fn from_micros(micros: i64) -> Self {
+        Self(micros)
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub fn as_micros(self) -> i64 {
+        self.0
+    }
+
+    /// Parses an RFC 3339 time with any offset (or a plain `YYYY-MM-DD`, meaning its
+    /// midnight UTC), converting to UTC and truncating to microseconds.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(t) = Self::parse_canonical(text) {
+            return Ok(t);
+        }
+        let bad = |e: &dyn fmt::Display| {
+            format!("'{text}' is not an RFC 3339 time such as 2024-10-20T14:03:11Z ({e})")
+        };
+        if text.len() == 10 {
+            let date = time::Date::parse(
+                text,
+                time::macros::format_description!("[year]-[month]-[day]"),
+            )
+            .map_err(|e| bad(&e))?;
+            return Ok(Self::from_odt(date.midnight().assume_utc()));
+        }
+        let odt = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| bad(&e))?;
+        Ok(Self::from_odt(odt))
+    }
+
+    fn from_odt(odt: time::OffsetDateTime) -> Self {
+        Self((odt.unix_timestamp_nanos() / 1000) as i64)
+    }
+
+    /// Fast path for the exact form annal writes: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+    fn parse_canonical(text: &str) -> Option<Self> {
+        let b = text.as_bytes();
+        if b.len() != 27 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
+            return None;
+        }
+        if b[16] != b':' || b[19] != b'.' || b[26] != b'Z' {
+            return None;
+        }
+        let num = |r: std::ops::Range<usize>| -> Option<u32> {
+            let mut n = 0u32;
+            for &c in &b[r] {
+                if !c.is_ascii_digit() {
+                    return None;
+                }
+                n = n * 10 + u32::from(c - b'0');
+            }
+            Some(n)
+        };
+        let month = time::Month::try_from(u8::try_from(num(5..7)?).ok()?).ok()?;
+        let date =
+            time::Date::from_calendar_date(num(0..4)? as i32, month, num(8..10)? as u8).ok()?;
+        let tod = time::Time::from_hms_micro(
+            num(11..13)? as u8,
+            num(14..16)? as u8,
+            num(17..19)? as u8,
+            num(20..26)?,
+        )
+        .ok()?;
+        Some(Self::from_odt(
+            time::PrimitiveDateTime::new(date, tod).assume_utc(),
+        ))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.div_euclid(MICROS_PER_SEC);
+        let micros = self.0.rem_euclid(MICROS_PER_SEC);
+        match time::OffsetDateTime::from_unix_timestamp(secs) {
+            Ok(t) => write!(
+                f,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                micros
+            ),
+            Err(_) => write!(f, "@{}us", self.0),
+        }
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        Timestamp::parse(&s).map_err(D::Error::custom)
+    }
+}
+
+/// An event as the store recorded it: the one JSON form of API.md.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    /// Global position: 1-based, contiguous, commit order.
+    pub position: u64,
+    /// Unique id (supplied by the writer, or a UUID v7 assigned by the store).
+    pub event_id: Uuid,
+    /// What happened, e.g. `PaymentReceived`.
+    pub event_type: String,
+    /// Schema version of `data` (default 1).
+    pub event_version: u32,
+    /// The kind of entity, fixed by the aggregate's first event.
+    pub aggregate_type: String,
+    /// The entity; unique across the store.
+    pub aggregate_id: String,
+    /// 1-based, contiguous per aggregate.
+    pub aggregate_version: u64,
+    /// When the store committed it (UTC, microseconds; never decreases with position).
+    pub recorded_at: Timestamp,
+    /// The actor (default `system`).
+    pub user_id: String,
+    /// Ties related events together.
+    pub correlation_id: Option<String>,
+    /// What caused this event (often another event's id).
+    pub causation_id: Option<String>,
+    /// The payload, verbatim.
+    pub data: RawJson,
+    /// A JSON object, verbatim.
+    pub metadata: RawJson,
+    /// SHA-256 over this event's content and the previous event's hash.
+    pub hash: Hash,
+}

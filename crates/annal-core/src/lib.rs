@@ -1,0 +1,39 @@
+//! annal-core: the rules of an annal event store, with no I/O library in sight.
+//!
+//! This crate owns the event model ([`RecordedEvent`], [`NewEvent`]), the append and
+//! transaction requests with their validation ([`AppendRequest`], [`Transaction`]), read
+//! filters, snapshots, checkpoints, the hash chain ([`chain`]), typed errors ([`Error`])
+//! and the backend-agnostic [`Store`] trait. Storage backends (`annal-sqlite`, later
+//! `annal-postgres`) translate the trait into one database; the server translates it into
+//! HTTP. With the `testkit` feature it also ships the conformance suite every backend runs.
+//!
+//! Invariants every backend keeps, and the conformance suite checks:
+//! - global positions are 1-based, contiguous and in commit order;
+//! - aggregate versions are 1-based and contiguous per aggregate, checked optimistically;
+//! - an append or transaction is atomic, durable once acknowledged, and an error writes nothing;
+//! - `data` and `metadata` are returned byte for byte as written;
+//! - each event's `hash` chains it to its predecessor (see [`chain`]).
+
+pub mod append;
+pub mod chain;
+pub mod checkpoint;
+pub mod error;
+pub mod event;
+pub mod read;
+pub mod snapshot;
+pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use append::{
+    AppendRequest, AppendResult, ExpectedVersion, Limits, NewEvent, ProposedAppend, ProposedEvent,
+    ProposedTransaction, Transaction, TransactionResult,
+};
+pub use chain::{Hash, VerifyReport};
+pub use checkpoint::{Checkpoint, CheckpointStatus, CheckpointWrite};
+pub use error::{Error, Result};
+pub use event::{RawJson, RecordedEvent, Timestamp};
+pub use read::{Direction, Filter};
+pub use snapshot::Snapshot;
+pub use store::{AggregateInfo, Store};
+pub use uuid::Uuid;

@@ -1,0 +1,135 @@
+//! The backend-agnostic [`Store`] trait: what every annal backend does.
+//!
+//! Backends implement the required methods; the provided ones (`append`, `verify`) are
+//! written once here in terms of them. Every method validates its input and answers a
+//! typed [`Error`] that leaves nothing written.
+
+use crate::append::{
+    AppendRequest, AppendResult, Limits, ProposedTransaction, Transaction, TransactionResult,
+};
+use crate::chain::{self, VerifyReport};
+use crate::checkpoint::{Checkpoint, CheckpointWrite};
+use crate::error::{Error, Result};
+use crate::event::{RawJson, RecordedEvent};
+use crate::read::{Direction, Filter};
+use crate::snapshot::Snapshot;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// An aggregate's type and current version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggregateInfo {
+    /// Its type.
+    pub aggregate_type: String,
+    /// Its last event's version.
+    pub version: u64,
+}
+
+/// An event store.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// The limits this store enforces on appends.
+    fn limits(&self) -> &Limits;
+
+    /// Commits validated appends and optionally a checkpoint, all or nothing, after
+    /// checking expected versions, aggregate types and the checkpoint's expected position.
+    /// An append whose event_ids are all stored with the same content is answered from
+    /// the store without writing (a safe retry). Callers normally use [`Store::append`] or
+    /// [`Store::transact`], which validate first.
+    async fn commit(&self, proposed: ProposedTransaction) -> Result<TransactionResult>;
+
+    /// Commits several appends and optionally a checkpoint, all or nothing.
+    async fn transact(&self, transaction: Transaction) -> Result<TransactionResult> {
+        let proposed = transaction.prepare(self.limits())?;
+        self.commit(proposed).await
+    }
+
+    /// Appends events to one aggregate, atomically, after checking the expected version.
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
+        let proposed = request.prepare(self.limits())?;
+        let mut out = self.commit(proposed.into()).await?;
+        out.results
+            .pop()
+            .ok_or_else(|| Error::Corrupt("a transaction of one append returned no result".into()))
+    }
+
+    /// Reads up to `limit` events of one aggregate. Forward: versions ≥ `from_version`
+    /// (default 1) ascending; backward: versions ≤ `from_version` (default: the last)
+    /// descending. An unknown aggregate reads as no events.
+    async fn read_aggregate(
+        &self,
+        aggregate_id: &str,
+        direction: Direction,
+        from_version: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>>;
+
+    /// Reads up to `limit` events after `after_position` that pass `filter`, in global order.
+    async fn read_all(
+        &self,
+        after_position: u64,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<RecordedEvent>>;
+
+    /// One event by id.
+    async fn event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>>;
+
+    /// An aggregate's type and current version; `None` if it has no events.
+    async fn aggregate(&self, aggregate_id: &str) -> Result<Option<AggregateInfo>>;
+
+    /// The last committed position (0 for an empty store); with `aggregate_types`, the
+    /// last position among those aggregates' events (0 if none).
+    async fn head(&self, aggregate_types: &[String]) -> Result<u64>;
+
+    /// Saves a snapshot of `aggregate_id` at `version` (at most its current version),
+    /// replacing one with the same aggregate, version and tag.
+    async fn save_snapshot(
+        &self,
+        aggregate_id: &str,
+        version: u64,
+        tag: &str,
+        state: RawJson,
+    ) -> Result<Snapshot>;
+
+    /// The newest snapshot with `tag` at or below `at_or_below` (default: any version).
+    async fn load_snapshot(
+        &self,
+        aggregate_id: &str,
+        tag: &str,
+        at_or_below: Option<u64>,
+    ) -> Result<Option<Snapshot>>;
+
+    /// A checkpoint by name.
+    async fn checkpoint(&self, name: &str) -> Result<Option<Checkpoint>>;
+
+    /// Writes a checkpoint (compare-and-set when `expected_position` is given).
+    async fn put_checkpoint(&self, write: CheckpointWrite) -> Result<Checkpoint> {
+        write.validate("")?;
+        let out = self
+            .commit(ProposedTransaction {
+                appends: Vec::new(),
+                checkpoint: Some(write),
+            })
+            .await?;
+        out.checkpoint
+            .ok_or_else(|| Error::Corrupt("a checkpoint write returned no checkpoint".into()))
+    }
+
+    /// Waits until the head is past `after_position` or `timeout` passes; returns the
+    /// head. Backends wake waiters on commit; writers in other processes are seen by
+    /// polling at least every 50 ms.
+    async fn wait_for_head(&self, after_position: u64, timeout: Duration) -> Result<u64>;
+
+    /// Checks the hash chain from `from_position` (default 1) to `to_position` (default:
+    /// the head), reading in pages.
+    async fn verify(
+        &self,
+        from_position: Option<u64>,
+        to_position: Option<u64>,
+    ) -> Result<VerifyReport> {
+        chain::verify(self, from_position, to_position).await
+    }
+}

@@ -1,0 +1,422 @@
+//! annal-sqlite: the embedded annal store, one SQLite file per store.
+//!
+//! - **Durability**: WAL with `synchronous=FULL`; an append is answered only after its
+//!   COMMIT returned, i.e. after the WAL was fsync'd.
+//! - **Throughput**: writes go through one writer thread that commits whatever is queued
+//!   as one group (see [`writer`]): 16 writers share one fsync.
+//! - **Readers never block the writer**: reads run on their own connections (WAL readers
+//!   see the last committed snapshot), on tokio's blocking pool.
+//! - **Several processes** may open the same file: each commit takes SQLite's write lock
+//!   and reads the log's tip inside it, so positions, versions and the chain stay whole.
+//!   Waiters in one process are woken on its commits and poll for other processes'.
+//!
+//! The schema is in [`schema`]; docs/storage.md describes it for people querying the
+//! file by hand.
+
+pub mod rows;
+pub mod schema;
+pub mod writer;
+
+use annal_core::append::{ProposedTransaction, check_name};
+use annal_core::{
+    AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Limits, RawJson,
+    RecordedEvent, Result, Snapshot, Store, Timestamp, TransactionResult, Uuid,
+};
+use async_trait::async_trait;
+use rows::{EVENT_COLUMNS, clamp, db};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// How long a connection waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a waiter polls for commits made by other processes.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Idle read connections kept open.
+const MAX_IDLE_READERS: usize = 8;
+
+/// Settings of an embedded store.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Size limits on appends.
+    pub limits: Limits,
+}
+
+/// An annal store in one SQLite file. Cheap to clone; clones share the writer.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    limits: Limits,
+    jobs: mpsc::Sender<writer::Job>,
+    readers: Mutex<Vec<Connection>>,
+    head: watch::Receiver<u64>,
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The file or its folder could not be created or opened.
+    #[error("cannot open store file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// SQLite refused the file.
+    #[error("cannot open store file {path}: {source}")]
+    Db {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The schema could not be created or migrated.
+    #[error("cannot prepare store file {path}: {source}")]
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: schema::MigrateError,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl From<OpenError> for Error {
+    fn from(e: OpenError) -> Self {
+        Error::storage(e)
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, with its folder) the store file at `path`.
+    pub fn open(path: impl AsRef<Path>) -> std::result::Result<Self, OpenError> {
+        Self::open_with(path, Options::default())
+    }
+
+    /// Opens the store file at `path` with `options`.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: Options,
+    ) -> std::result::Result<Self, OpenError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let dberr = |source| OpenError::Db {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = open_connection(&path, false).map_err(dberr)?;
+        schema::migrate(&mut conn, &Timestamp::now().to_string()).map_err(|source| {
+            OpenError::Schema {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        let head: i64 = conn
+            .query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
+                r.get(0)
+            })
+            .map_err(dberr)?;
+        let (head_tx, head_rx) = watch::channel(head as u64);
+        let (jobs, jobs_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("annal-sqlite-writer".into())
+            .spawn(move || writer::run(conn, jobs_rx, head_tx))
+            .map_err(OpenError::Thread)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                limits: options.limits,
+                jobs,
+                readers: Mutex::new(Vec::new()),
+                head: head_rx,
+            }),
+        })
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> writer::Job,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(make(tx))
+            .map_err(|_| Error::Closed("the writer thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Closed("the writer thread stopped before answering".into()))?
+    }
+
+    /// Runs `f` on a read connection on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().map(|mut v| v.pop()).unwrap_or(None);
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_connection(&inner.path, true).map_err(db)?,
+            };
+            let out = f(&conn);
+            if let Ok(mut idle) = inner.readers.lock()
+                && idle.len() < MAX_IDLE_READERS
+            {
+                idle.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| Error::storage(format!("a read task failed: {e}")))?
+    }
+}
+
+fn open_connection(path: &Path, reader: bool) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", -65536)?;
+    if reader {
+        conn.pragma_update(None, "query_only", true)?;
+        conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
+    }
+    Ok(conn)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    async fn commit(&self, proposed: ProposedTransaction) -> Result<TransactionResult> {
+        self.submit(|tx| writer::Job::Transact(proposed, tx)).await
+    }
+
+    async fn read_aggregate(
+        &self,
+        aggregate_id: &str,
+        direction: Direction,
+        from_version: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let id = aggregate_id.to_owned();
+        self.read(move |c| {
+            let (sql, from) = match direction {
+                Direction::Forward => (
+                    format!(
+                        "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_id = ?1
+                         AND aggregate_version >= ?2 ORDER BY aggregate_version LIMIT ?3"
+                    ),
+                    from_version.unwrap_or(1),
+                ),
+                Direction::Backward => (
+                    format!(
+                        "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_id = ?1
+                         AND aggregate_version <= ?2 ORDER BY aggregate_version DESC LIMIT ?3"
+                    ),
+                    from_version.unwrap_or(u64::MAX),
+                ),
+            };
+            rows::query_events(
+                c,
+                &sql,
+                rusqlite::params![id, clamp(from), clamp(limit as u64)],
+            )
+        })
+        .await
+    }
+
+    async fn read_all(
+        &self,
+        after_position: u64,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<RecordedEvent>> {
+        let (sql, params) = rows::read_all_sql(after_position, limit, filter);
+        self.read(move |c| rows::query_events(c, &sql, rusqlite::params_from_iter(params)))
+            .await
+    }
+
+    async fn event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {
+        self.read(move |c| {
+            let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1");
+            Ok(rows::query_events(c, &sql, [event_id.hyphenated().to_string()])?.pop())
+        })
+        .await
+    }
+
+    async fn aggregate(&self, aggregate_id: &str) -> Result<Option<AggregateInfo>> {
+        let id = aggregate_id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT aggregate_type, aggregate_version FROM events
+                 WHERE aggregate_id = ?1 ORDER BY aggregate_version DESC LIMIT 1",
+            )
+            .map_err(db)?
+            .query_row([id], |r| {
+                Ok(AggregateInfo {
+                    aggregate_type: r.get(0)?,
+                    version: r.get::<_, i64>(1)? as u64,
+                })
+            })
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn head(&self, aggregate_types: &[String]) -> Result<u64> {
+        let (sql, params) = rows::head_sql(aggregate_types);
+        self.read(move |c| {
+            c.prepare_cached(&sql)
+                .map_err(db)?
+                .query_row(rusqlite::params_from_iter(params), |r| r.get::<_, i64>(0))
+                .map(|p| p as u64)
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn save_snapshot(
+        &self,
+        aggregate_id: &str,
+        version: u64,
+        tag: &str,
+        state: RawJson,
+    ) -> Result<Snapshot> {
+        check_name("aggregate_id", aggregate_id)?;
+        check_name("tag", tag)?;
+        let job = writer::SnapshotJob {
+            aggregate_id: aggregate_id.to_owned(),
+            version,
+            tag: tag.to_owned(),
+            state,
+        };
+        self.submit(|tx| writer::Job::Snapshot(job, tx)).await
+    }
+
+    async fn load_snapshot(
+        &self,
+        aggregate_id: &str,
+        tag: &str,
+        at_or_below: Option<u64>,
+    ) -> Result<Option<Snapshot>> {
+        let (id, tag) = (aggregate_id.to_owned(), tag.to_owned());
+        let below = clamp(at_or_below.unwrap_or(u64::MAX));
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT aggregate_type, aggregate_version, state, created_at FROM snapshots
+                     WHERE aggregate_id = ?1 AND tag = ?2 AND aggregate_version <= ?3
+                     ORDER BY aggregate_version DESC LIMIT 1",
+                )
+                .map_err(db)?
+                .query_row(rusqlite::params![id, tag, below], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .optional()
+                .map_err(db)?;
+            let Some((aggregate_type, version, state, created_at)) = row else {
+                return Ok(None);
+            };
+            Ok(Some(Snapshot {
+                aggregate_id: id,
+                aggregate_type,
+                aggregate_version: version as u64,
+                tag,
+                state: RawJson::from_stored(state),
+                created_at: Timestamp::parse(&created_at).map_err(Error::Corrupt)?,
+            }))
+        })
+        .await
+    }
+
+    async fn checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT position, status, error_count, last_error, updated_at
+                     FROM checkpoints WHERE name = ?1",
+                )
+                .map_err(db)?
+                .query_row([&name], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })
+                .optional()
+                .map_err(db)?;
+            let Some((position, status, error_count, last_error, updated_at)) = row else {
+                return Ok(None);
+            };
+            let status: CheckpointStatus = status
+                .parse()
+                .map_err(|e: Error| Error::Corrupt(format!("checkpoint '{name}': {e}")))?;
+            Ok(Some(Checkpoint {
+                name,
+                position: position as u64,
+                status,
+                error_count: error_count as u64,
+                last_error,
+                updated_at: Timestamp::parse(&updated_at).map_err(Error::Corrupt)?,
+            }))
+        })
+        .await
+    }
+
+    async fn wait_for_head(&self, after_position: u64, timeout: Duration) -> Result<u64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changes = self.inner.head.clone();
+        changes.mark_unchanged();
+        loop {
+            let head = self.head(&[]).await?;
+            let now = tokio::time::Instant::now();
+            if head > after_position || now >= deadline {
+                return Ok(head);
+            }
+            let nap = (deadline - now).min(POLL_INTERVAL);
+            // Woken early by a commit in this process; otherwise poll for other processes.
+            if let Ok(Err(_)) = tokio::time::timeout(nap, changes.changed()).await {
+                // The writer is gone (store closing): keep polling without a wake-up.
+                tokio::time::sleep(nap).await;
+            }
+        }
+    }
+}

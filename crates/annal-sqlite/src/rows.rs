@@ -1,0 +1,133 @@
+//! Mapping between `events` rows and [`RecordedEvent`], and the SQL of filtered reads.
+
+use annal_core::{Error, Filter, Hash, RawJson, RecordedEvent, Result, Timestamp, Uuid};
+use rusqlite::types::Value;
+use rusqlite::{Connection, Row};
+
+/// The columns every event read selects, in [`event_from_row`]'s order.
+pub const EVENT_COLUMNS: &str = "position, event_id, event_type, event_version, aggregate_type, \
+     aggregate_id, aggregate_version, recorded_at, user_id, correlation_id, causation_id, \
+     data, metadata, hash";
+
+/// Maps a database error.
+pub fn db(e: rusqlite::Error) -> Error {
+    Error::storage(e)
+}
+
+fn text<'r>(row: &'r Row<'_>, i: usize) -> Result<&'r str> {
+    row.get_ref(i)
+        .and_then(|v| v.as_str().map_err(rusqlite::Error::from))
+        .map_err(db)
+}
+
+fn corrupt(position: i64, what: &str, detail: impl std::fmt::Display) -> Error {
+    Error::Corrupt(format!("event at position {position}: {what}: {detail}"))
+}
+
+/// Reads one event row selected with [`EVENT_COLUMNS`].
+pub fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent> {
+    let position: i64 = row.get(0).map_err(db)?;
+    let event_id = Uuid::parse_str(text(row, 1)?).map_err(|e| corrupt(position, "event_id", e))?;
+    let recorded_at =
+        Timestamp::parse(text(row, 7)?).map_err(|e| corrupt(position, "recorded_at", e))?;
+    let hash: Hash = text(row, 13)?
+        .parse()
+        .map_err(|e| corrupt(position, "hash", e))?;
+    let event_version: i64 = row.get(3).map_err(db)?;
+    let aggregate_version: i64 = row.get(6).map_err(db)?;
+    Ok(RecordedEvent {
+        position: position as u64,
+        event_id,
+        event_type: row.get(2).map_err(db)?,
+        event_version: u32::try_from(event_version)
+            .map_err(|e| corrupt(position, "event_version", e))?,
+        aggregate_type: row.get(4).map_err(db)?,
+        aggregate_id: row.get(5).map_err(db)?,
+        aggregate_version: aggregate_version as u64,
+        recorded_at,
+        user_id: row.get(8).map_err(db)?,
+        correlation_id: row.get(9).map_err(db)?,
+        causation_id: row.get(10).map_err(db)?,
+        data: RawJson::from_stored(row.get(11).map_err(db)?),
+        metadata: RawJson::from_stored(row.get(12).map_err(db)?),
+        hash,
+    })
+}
+
+/// Runs a prepared event query and collects its rows.
+pub fn query_events(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<RecordedEvent>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
+    let mut rows = stmt.query(params).map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        out.push(event_from_row(row)?);
+    }
+    Ok(out)
+}
+
+/// Appends `AND column IN (?, …)` for a non-empty value list.
+fn any_of(sql: &mut String, params: &mut Vec<Value>, column: &str, values: &[String]) {
+    if values.is_empty() {
+        return;
+    }
+    sql.push_str(" AND ");
+    sql.push_str(column);
+    sql.push_str(" IN (");
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('?');
+        params.push(Value::Text(v.clone()));
+    }
+    sql.push(')');
+}
+
+/// The SQL and parameters of a filtered read of the global log.
+pub fn read_all_sql(after_position: u64, limit: usize, filter: &Filter) -> (String, Vec<Value>) {
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ?");
+    let mut params = vec![Value::Integer(clamp(after_position))];
+    any_of(&mut sql, &mut params, "event_type", &filter.event_types);
+    any_of(
+        &mut sql,
+        &mut params,
+        "aggregate_type",
+        &filter.aggregate_types,
+    );
+    any_of(
+        &mut sql,
+        &mut params,
+        "correlation_id",
+        &filter.correlation_ids,
+    );
+    any_of(&mut sql, &mut params, "causation_id", &filter.causation_ids);
+    any_of(&mut sql, &mut params, "user_id", &filter.user_ids);
+    if let Some(since) = filter.since {
+        sql.push_str(" AND recorded_at >= ?");
+        params.push(Value::Text(since.to_string()));
+    }
+    if let Some(until) = filter.until {
+        sql.push_str(" AND recorded_at < ?");
+        params.push(Value::Text(until.to_string()));
+    }
+    sql.push_str(" ORDER BY position LIMIT ?");
+    params.push(Value::Integer(clamp(limit as u64)));
+    (sql, params)
+}
+
+/// The SQL and parameters of the last position among some aggregate types.
+pub fn head_sql(aggregate_types: &[String]) -> (String, Vec<Value>) {
+    let mut sql = "SELECT coalesce(max(position), 0) FROM events WHERE 1".to_owned();
+    let mut params = Vec::new();
+    any_of(&mut sql, &mut params, "aggregate_type", aggregate_types);
+    (sql, params)
+}
+
+/// A u64 as SQLite's i64, saturating.
+pub fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,107 @@
+//! The on-disk schema and its migrations.
+//!
+//! Tables and columns are named for people who query the file by hand with the sqlite3
+//! tool: `events` holds one row per event with the API's field names; `recorded_at` is
+//! fixed-width RFC 3339 UTC text, so `WHERE recorded_at >= '2024-10-20'` works. Triggers
+//! refuse UPDATE and DELETE on `events`: the log is append-only (the hash chain catches
+//! anyone who drops the triggers and edits anyway). `schema_version` records each applied
+//! migration; a file from a newer annal is refused, never misread.
+
+use rusqlite::Connection;
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const V1: &str = r#"
+CREATE TABLE events (
+    position          INTEGER PRIMARY KEY,   -- global order, 1-based, contiguous
+    event_id          TEXT    NOT NULL UNIQUE,
+    event_type        TEXT    NOT NULL,
+    event_version     INTEGER NOT NULL,
+    aggregate_type    TEXT    NOT NULL,
+    aggregate_id      TEXT    NOT NULL,
+    aggregate_version INTEGER NOT NULL,
+    recorded_at       TEXT    NOT NULL,      -- UTC, YYYY-MM-DDTHH:MM:SS.ffffffZ
+    user_id           TEXT    NOT NULL,
+    correlation_id    TEXT,
+    causation_id      TEXT,
+    data              TEXT    NOT NULL,      -- JSON, exactly as written
+    metadata          TEXT    NOT NULL,      -- JSON object, exactly as written
+    hash              TEXT    NOT NULL,      -- SHA-256 hex, chained (docs/chain.md)
+    UNIQUE (aggregate_id, aggregate_version)
+);
+CREATE INDEX events_by_event_type     ON events (event_type, position);
+CREATE INDEX events_by_aggregate_type ON events (aggregate_type, position);
+CREATE INDEX events_by_correlation_id ON events (correlation_id, position);
+CREATE INDEX events_by_causation_id   ON events (causation_id, position);
+CREATE INDEX events_by_user_id        ON events (user_id, position);
+CREATE INDEX events_by_recorded_at    ON events (recorded_at);
+CREATE TRIGGER events_are_immutable BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are immutable: append a compensating event instead'); END;
+CREATE TRIGGER events_are_never_deleted BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are never deleted: append a compensating event instead'); END;
+
+CREATE TABLE snapshots (
+    aggregate_id      TEXT    NOT NULL,
+    aggregate_type    TEXT    NOT NULL,
+    aggregate_version INTEGER NOT NULL,      -- events up to this version applied
+    tag               TEXT    NOT NULL,      -- the state's shape
+    state             TEXT    NOT NULL,      -- JSON
+    created_at        TEXT    NOT NULL,
+    PRIMARY KEY (aggregate_id, tag, aggregate_version)
+) WITHOUT ROWID;
+
+CREATE TABLE checkpoints (
+    name        TEXT    PRIMARY KEY,
+    position    INTEGER NOT NULL,
+    status      TEXT    NOT NULL CHECK (status IN ('running', 'rebuilding', 'stopped', 'faulted')),
+    error_count INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    updated_at  TEXT    NOT NULL
+);
+"#;
+
+/// What can go wrong bringing a file's schema up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] rusqlite::Error),
+    /// The file was written by a newer annal.
+    #[error(
+        "the store file has schema version {found}, newer than the {SCHEMA_VERSION} this annal knows: upgrade annal"
+    )]
+    TooNew {
+        /// The file's version.
+        found: i64,
+    },
+}
+
+/// Creates or migrates the schema, in one immediate transaction (safe when several
+/// processes open the same new file at once).
+pub fn migrate(conn: &mut Connection, now: &str) -> Result<(), MigrateError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             version    INTEGER PRIMARY KEY,
+             applied_at TEXT NOT NULL
+         )",
+    )?;
+    let found: i64 = tx.query_row(
+        "SELECT coalesce(max(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )?;
+    if found > SCHEMA_VERSION {
+        return Err(MigrateError::TooNew { found });
+    }
+    if found < 1 {
+        tx.execute_batch(V1)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (1, ?1)",
+            [now],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
