@@ -1,1 +1,22 @@
-//! placeholder
+//! annal: an event store. This facade is the one crate a Rust application depends on:
+//! the core model and [`Store`] trait, plus the backends enabled by features
+//! (`sqlite`, on by default), and [`open`] to open a store from its URL.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use annal::{AppendRequest, ExpectedVersion, NewEvent, Store};
+//! let store = annal::open(&"sqlite:./annal-data/annal.db".parse()?)?;
+//! let request = AppendRequest::new("Family", "family_123", ExpectedVersion::NoStream)
+//!     .by("sarah")
+//!     .event(NewEvent::new("FamilyEnrolled", &serde_json::json!({"family_name": "Martinez Family"}))?);
+//! let result = store.append(request).await?;
+//! println!("stored at position {}", result.first_position);
+//! # Ok(()) }
+//! ```
+
+pub mod url;
+
+pub use annal_core::*;
+#[cfg(feature = "sqlite")]
+pub use annal_sqlite as sqlite;
+pub use url::{OpenError, StoreUrl, open};

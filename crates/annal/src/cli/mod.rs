@@ -1,0 +1,108 @@
+//! Command-line parsing and the error type every subcommand reports through.
+//!
+//! Exit codes: 0 success; 1 the store refused or failed (a conflict, an I/O error, a
+//! broken chain); 2 bad usage or bad input.
+
+mod append;
+mod read;
+mod verify;
+
+use annal::{OpenError, StoreUrl, url::DEFAULT_STORE};
+use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// annal: an event store that keeps every state change, in order, tamper-evident.
+#[derive(Debug, Parser)]
+#[command(name = "annal", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Append events: reads append requests or transactions (API.md's JSON), one per
+    /// line, from stdin; prints each result as one JSON line as soon as it is durable.
+    Append(append::AppendArgs),
+    /// Read events as NDJSON: the whole log (filtered) or one aggregate.
+    Read(Box<read::ReadArgs>),
+    /// Check the hash chain, whole or by range; exits 1 if it is broken.
+    Verify(verify::VerifyArgs),
+}
+
+/// The store option every subcommand takes.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The store: sqlite:PATH (the embedded store).
+    #[arg(long, env = "ANNAL_STORE", default_value = DEFAULT_STORE)]
+    store: String,
+}
+
+impl StoreArgs {
+    fn open(&self) -> Result<Arc<dyn annal::Store>, CliError> {
+        let url: StoreUrl = self.store.parse().map_err(CliError::Open)?;
+        annal::open(&url).map_err(CliError::Open)
+    }
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The store could not be named or opened.
+    #[error("{0}")]
+    Open(OpenError),
+    /// The store refused or failed an operation.
+    #[error("{0}")]
+    Store(#[from] annal::Error),
+    /// A line of input is not a valid request.
+    #[error("line {line}: {reason}")]
+    Input {
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A flag's value is invalid.
+    #[error("{0}")]
+    Usage(String),
+    /// Reading input or writing output failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The command ran and found a problem it already reported.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Input { .. } | CliError::Usage(_) => ExitCode::from(2),
+            CliError::Store(e) if e.kind() == "invalid_request" || e.kind() == "too_large" => {
+                ExitCode::from(2)
+            }
+            _ => ExitCode::from(1),
+        }
+    }
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Append(a) => append::run(a).await,
+        Command::Read(a) => read::run(*a).await,
+        Command::Verify(a) => verify::run(a).await,
+    }
+}
+
+/// Splits repeated and comma-separated flag values into one list.
+fn list(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
+}

@@ -1,0 +1,173 @@
+//! `annal read`: events as NDJSON, from the whole log (filtered) or one aggregate,
+//! optionally following new commits.
+
+use super::{CliError, StoreArgs, list};
+use annal::{Direction, Filter, RecordedEvent, Store, Timestamp};
+use clap::Args;
+use std::io::{BufWriter, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+const PAGE: usize = 1000;
+const FOLLOW_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Read one aggregate's events (in version order) instead of the whole log.
+    #[arg(long)]
+    aggregate: Option<String>,
+    /// With --aggregate: the first version to read.
+    #[arg(long, requires = "aggregate")]
+    from_version: Option<u64>,
+    /// Read events after this global position.
+    #[arg(long, default_value_t = 0, conflicts_with = "aggregate")]
+    after_position: u64,
+    /// Only these event types (comma-separated or repeated).
+    #[arg(long)]
+    event_type: Vec<String>,
+    /// Only these aggregate types.
+    #[arg(long)]
+    aggregate_type: Vec<String>,
+    /// Only events with these correlation ids.
+    #[arg(long)]
+    correlation_id: Vec<String>,
+    /// Only events with these causation ids.
+    #[arg(long)]
+    causation_id: Vec<String>,
+    /// Only events by these actors.
+    #[arg(long)]
+    user_id: Vec<String>,
+    /// Only events recorded at or after this RFC 3339 time (or date).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events recorded before this RFC 3339 time (or date).
+    #[arg(long)]
+    until: Option<String>,
+    /// Stop after this many events.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Keep running and print new events as they are committed.
+    #[arg(long)]
+    follow: bool,
+}
+
+fn time(flag: &str, v: &Option<String>) -> Result<Option<Timestamp>, CliError> {
+    v.as_deref()
+        .map(|t| Timestamp::parse(t).map_err(|e| CliError::Usage(format!("--{flag}: {e}"))))
+        .transpose()
+}
+
+pub async fn run(args: ReadArgs) -> Result<ExitCode, CliError> {
+    let filter = Filter {
+        event_types: list(&args.event_type),
+        aggregate_types: list(&args.aggregate_type),
+        correlation_ids: list(&args.correlation_id),
+        causation_ids: list(&args.causation_id),
+        user_ids: list(&args.user_id),
+        since: time("since", &args.since)?,
+        until: time("until", &args.until)?,
+    };
+    let store = args.store.open()?;
+    let mut out = Output {
+        w: BufWriter::new(std::io::stdout().lock()),
+        left: args.limit.unwrap_or(u64::MAX),
+    };
+    match &args.aggregate {
+        Some(id) => {
+            read_aggregate(
+                &*store,
+                id,
+                args.from_version,
+                &filter,
+                args.follow,
+                &mut out,
+            )
+            .await?
+        }
+        None => read_all(&*store, args.after_position, &filter, args.follow, &mut out).await?,
+    }
+    out.w.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Output<W: Write> {
+    w: W,
+    left: u64,
+}
+
+impl<W: Write> Output<W> {
+    /// Prints the events; false once the limit is reached.
+    fn print(&mut self, events: &[RecordedEvent], filter: &Filter) -> Result<bool, CliError> {
+        for e in events.iter().filter(|e| filter.matches(e)) {
+            if self.left == 0 {
+                return Ok(false);
+            }
+            serde_json::to_writer(&mut self.w, e).map_err(std::io::Error::from)?;
+            self.w.write_all(b"\n")?;
+            self.left -= 1;
+        }
+        Ok(self.left > 0)
+    }
+}
+
+async fn read_all<W: Write>(
+    store: &dyn Store,
+    mut after: u64,
+    filter: &Filter,
+    follow: bool,
+    out: &mut Output<W>,
+) -> Result<(), CliError> {
+    loop {
+        // Everything up to `scanned` has been looked at once a short page comes back.
+        let scanned = store.head(&[]).await?;
+        let page = store.read_all(after, PAGE, filter).await?;
+        if let Some(last) = page.last() {
+            after = last.position;
+        }
+        if !out.print(&page, filter)? {
+            return Ok(());
+        }
+        if page.len() == PAGE {
+            continue;
+        }
+        if !follow {
+            return Ok(());
+        }
+        out.w.flush()?;
+        after = after.max(scanned);
+        store.wait_for_head(after, FOLLOW_WAIT).await?;
+    }
+}
+
+async fn read_aggregate<W: Write>(
+    store: &dyn Store,
+    id: &str,
+    from: Option<u64>,
+    filter: &Filter,
+    follow: bool,
+    out: &mut Output<W>,
+) -> Result<(), CliError> {
+    let mut next = from.unwrap_or(1);
+    loop {
+        let scanned = store.head(&[]).await?;
+        let page = store
+            .read_aggregate(id, Direction::Forward, Some(next), PAGE)
+            .await?;
+        if let Some(last) = page.last() {
+            next = last.aggregate_version + 1;
+        }
+        if !out.print(&page, filter)? {
+            return Ok(());
+        }
+        if page.len() == PAGE {
+            continue;
+        }
+        if !follow {
+            return Ok(());
+        }
+        out.w.flush()?;
+        store.wait_for_head(scanned, FOLLOW_WAIT).await?;
+    }
+}
