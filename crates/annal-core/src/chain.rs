@@ -25,7 +25,7 @@ use crate::read::Filter;
 use crate::store::Store;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::str::FromStr;
 
 /// A SHA-256 digest, shown as 64 lowercase hex characters.
@@ -37,12 +37,22 @@ impl Hash {
     pub const ZERO: Hash = Hash([0; 32]);
 }
 
+impl Hash {
+    /// The 64 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for b in self.0 {
+            out.push(DIGITS[usize::from(b >> 4)] as char);
+            out.push(DIGITS[usize::from(b & 15)] as char);
+        }
+        out
+    }
+}
+
 impl fmt::Display for Hash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        f.write_str(&self.to_hex())
     }
 }
 
@@ -99,26 +109,34 @@ fn field(h: &mut Sha256, value: Option<&[u8]>) {
     }
 }
 
+/// Writes `n` in decimal into the end of `buf`; returns the digits.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
 /// The hash of `event` (its `hash` field is ignored) chained to `prev`.
 pub fn event_hash(prev: &Hash, event: &RecordedEvent) -> Hash {
     let mut h = Sha256::new();
     h.update(DOMAIN);
     h.update(prev.0);
-    let mut num = String::with_capacity(64);
-    let mut text = |h: &mut Sha256, v: &dyn fmt::Display| {
-        num.clear();
-        // Writing to a String cannot fail.
-        let _ = write!(num, "{v}");
-        field(h, Some(num.as_bytes()));
-    };
-    text(&mut h, &event.position);
-    text(&mut h, &event.event_id.hyphenated());
+    let mut digits = [0u8; 20];
+    field(&mut h, Some(decimal(event.position, &mut digits)));
+    let mut id = [0u8; 36];
+    field(&mut h, Some(event.event_id.hyphenated().encode_lower(&mut id).as_bytes()));
     field(&mut h, Some(event.event_type.as_bytes()));
-    text(&mut h, &event.event_version);
+    field(&mut h, Some(decimal(u64::from(event.event_version), &mut digits)));
     field(&mut h, Some(event.aggregate_type.as_bytes()));
     field(&mut h, Some(event.aggregate_id.as_bytes()));
-    text(&mut h, &event.aggregate_version);
-    text(&mut h, &event.recorded_at);
+    field(&mut h, Some(decimal(event.aggregate_version, &mut digits)));
+    field(&mut h, Some(&event.recorded_at.canonical()));
     field(&mut h, Some(event.user_id.as_bytes()));
     field(&mut h, event.correlation_id.as_deref().map(str::as_bytes));
     field(&mut h, event.causation_id.as_deref().map(str::as_bytes));

@@ -168,24 +168,36 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// The canonical text `YYYY-MM-DDTHH:MM:SS.ffffffZ` as bytes. Years outside
+    /// 0000–9999 (which no store clock produces) render with their last four digits.
+    pub fn canonical(self) -> [u8; 27] {
+        let secs = self.0.div_euclid(MICROS_PER_SEC);
+        let micros = self.0.rem_euclid(MICROS_PER_SEC) as u32;
+        let t = time::OffsetDateTime::from_unix_timestamp(secs)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let mut b = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut n: u32| {
+            for i in (at..at + width).rev() {
+                b[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(0, 4, t.year().rem_euclid(10_000) as u32);
+        put(5, 2, u32::from(u8::from(t.month())));
+        put(8, 2, u32::from(t.day()));
+        put(11, 2, u32::from(t.hour()));
+        put(14, 2, u32::from(t.minute()));
+        put(17, 2, u32::from(t.second()));
+        put(20, 6, micros);
+        b
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.0.div_euclid(MICROS_PER_SEC);
-        let micros = self.0.rem_euclid(MICROS_PER_SEC);
-        match time::OffsetDateTime::from_unix_timestamp(secs) {
-            Ok(t) => write!(
-                f,
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second(),
-                micros
-            ),
-            Err(_) => write!(f, "@{}us", self.0),
-        }
+        let text = self.canonical();
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 

@@ -2,11 +2,12 @@
 //!
 //! One thread owns the store's only write connection. Appends, transactions, snapshot
 //! and checkpoint writes queue up on a channel; the thread takes everything queued (up
-//! to a cap), applies each job inside its own SAVEPOINT of one `BEGIN IMMEDIATE`
-//! transaction, and COMMITs once: one fsync (WAL, `synchronous=FULL`) for the whole
-//! group. A job that fails (a conflict, a bad checkpoint) is rolled back to its savepoint
-//! and fails alone; the others commit. Callers are answered only after COMMIT returns,
-//! so an acknowledged job is durable.
+//! to a cap), applies the jobs in one `BEGIN IMMEDIATE` transaction and COMMITs once:
+//! one fsync (WAL, `synchronous=FULL`) for the whole group. Each job checks everything
+//! (expected versions, types, replays, its checkpoint) before it writes anything, so a
+//! job that is refused (a conflict, a bad checkpoint) writes nothing and fails alone; the
+//! others commit. A database failure fails the whole group, and nothing of it is written.
+//! Callers are answered only after COMMIT returns, so an acknowledged job is durable.
 //!
 //! Ordering: the transaction reads the tip of the log (last position, hash, time) after
 //! taking SQLite's write lock, so positions stay contiguous and the chain stays whole even
@@ -21,6 +22,7 @@ use annal_core::{
     TransactionResult, Uuid,
 };
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use tokio::sync::{oneshot, watch};
 
@@ -70,7 +72,6 @@ enum Outcome {
 }
 
 /// The last event of the log, as the next append needs it.
-#[derive(Clone)]
 struct Tip {
     position: u64,
     hash: Hash,
@@ -103,7 +104,7 @@ pub fn run(mut conn: Connection, jobs: Receiver<Job>, head: watch::Sender<u64>) 
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
+                let msg = format!("the commit failed, nothing of it was written: {e}");
                 for job in group {
                     answer(job, Err(Error::Storage(msg.clone().into())));
                 }
@@ -128,32 +129,49 @@ fn mixed() -> Error {
     Error::Corrupt("the writer answered a job with another job's outcome".into())
 }
 
+/// Why a job failed: on its own (a conflict, a bad checkpoint: nothing of it was
+/// written, the group goes on) or with the whole group (the database failed).
+enum Fail {
+    Job(Error),
+    Group(Error),
+}
+
+impl From<rusqlite::Error> for Fail {
+    fn from(e: rusqlite::Error) -> Self {
+        Fail::Group(db(e))
+    }
+}
+
+/// A job's own refusal.
+fn refuse(e: Error) -> Fail {
+    Fail::Job(e)
+}
+
 /// Applies a group in one transaction; answers each job's outcome and the new head.
-fn commit_group(
-    conn: &mut Connection,
-    group: &[Job],
-) -> rusqlite::Result<(Vec<Result<Outcome>>, u64)> {
-    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut tip = read_tip(&tx)?;
+///
+/// Each job checks everything it needs (reads only) before it writes anything, so a job
+/// that is refused leaves no trace and needs no savepoint: the only failures after the
+/// first write are the database's, and those fail the whole group (its transaction is
+/// rolled back when dropped).
+fn commit_group(conn: &mut Connection, group: &[Job]) -> Result<(Vec<Result<Outcome>>, u64)> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db)?;
+    let mut tip = read_tip(&tx).map_err(db)?;
     let now = Timestamp::now().max(tip.recorded_at);
     let mut outcomes = Vec::with_capacity(group.len());
     for job in group {
-        let before = tip.clone();
-        let sp = tx.savepoint()?;
         let outcome = match job {
-            Job::Transact(t, _) => apply_transaction(&sp, t, &mut tip, now).map(Outcome::Transact),
-            Job::Snapshot(s, _) => save_snapshot(&sp, s, now).map(Outcome::Snapshot),
+            Job::Transact(t, _) => apply_transaction(&tx, t, &mut tip, now).map(Outcome::Transact),
+            Job::Snapshot(s, _) => save_snapshot(&tx, s, now).map(Outcome::Snapshot),
         };
-        if outcome.is_ok() {
-            sp.commit()?;
-        } else {
-            // Rolls back to the savepoint and releases it: this job leaves nothing.
-            sp.finish()?;
-            tip = before;
+        match outcome {
+            Ok(o) => outcomes.push(Ok(o)),
+            Err(Fail::Job(e)) => outcomes.push(Err(e)),
+            Err(Fail::Group(e)) => return Err(e),
         }
-        outcomes.push(outcome);
     }
-    tx.commit()?;
+    tx.commit().map_err(db)?;
     Ok((outcomes, tip.position))
 }
 
@@ -191,27 +209,52 @@ fn read_tip(conn: &Connection) -> rusqlite::Result<Tip> {
     })
 }
 
+/// What a checked append will do.
+enum Plan {
+    /// A retry of an append already stored: answer this, write nothing.
+    Replay(AppendResult),
+    /// Write the events after `version`.
+    Write { version: u64 },
+}
+
 fn apply_transaction(
     conn: &Connection,
     t: &ProposedTransaction,
     tip: &mut Tip,
     now: Timestamp,
-) -> Result<TransactionResult> {
-    let mut results = Vec::with_capacity(t.appends.len());
+) -> Result<TransactionResult, Fail> {
+    // Check every append (reads only) before writing any. Appends of one transaction to
+    // the same aggregate see each other's planned versions.
+    let mut planned: HashMap<&str, (&str, u64)> = HashMap::new();
+    let mut plans = Vec::with_capacity(t.appends.len());
+    let mut new_events = 0u64;
     for a in &t.appends {
-        results.push(apply_append(conn, a, tip, now)?);
+        let plan = plan_append(conn, a, &planned)?;
+        if let Plan::Write { version } = plan {
+            planned.insert(&a.aggregate_id, (&a.aggregate_type, version + a.events.len() as u64));
+            new_events += a.events.len() as u64;
+        }
+        plans.push(plan);
+    }
+    if let Some(c) = &t.checkpoint {
+        let actual: Option<i64> = conn
+            .prepare_cached("SELECT position FROM checkpoints WHERE name = ?1")?
+            .query_row([&c.name], |r| r.get(0))
+            .optional()?;
+        c.check_expected(actual.map(|p| p as u64)).map_err(refuse)?;
+        c.check_position(tip.position + new_events).map_err(refuse)?;
+    }
+    // Write.
+    let mut results = Vec::with_capacity(plans.len());
+    for (a, plan) in t.appends.iter().zip(plans) {
+        results.push(match plan {
+            Plan::Replay(r) => r,
+            Plan::Write { version } => write_append(conn, a, version, tip, now)?,
+        });
     }
     let checkpoint = match &t.checkpoint {
         None => None,
         Some(c) => {
-            let actual: Option<i64> = conn
-                .prepare_cached("SELECT position FROM checkpoints WHERE name = ?1")
-                .map_err(db)?
-                .query_row([&c.name], |r| r.get(0))
-                .optional()
-                .map_err(db)?;
-            c.check_expected(actual.map(|p| p as u64))?;
-            c.check_position(tip.position)?;
             let stored = c.stored(now);
             conn.prepare_cached(
                 "INSERT INTO checkpoints (name, position, status, error_count, last_error, updated_at)
@@ -219,8 +262,7 @@ fn apply_transaction(
                  ON CONFLICT (name) DO UPDATE SET position = excluded.position,
                    status = excluded.status, error_count = excluded.error_count,
                    last_error = excluded.last_error, updated_at = excluded.updated_at",
-            )
-            .map_err(db)?
+            )?
             .execute(params![
                 stored.name,
                 clamp(stored.position),
@@ -228,8 +270,7 @@ fn apply_transaction(
                 clamp(stored.error_count),
                 stored.last_error,
                 stored.updated_at.to_string()
-            ])
-            .map_err(db)?;
+            ])?;
             Some(stored)
         }
     };
@@ -239,12 +280,12 @@ fn apply_transaction(
     })
 }
 
-fn apply_append(
+/// Checks one append: a replay of stored events, or a write after which version.
+fn plan_append(
     conn: &Connection,
     a: &ProposedAppend,
-    tip: &mut Tip,
-    now: Timestamp,
-) -> Result<AppendResult> {
+    planned: &HashMap<&str, (&str, u64)>,
+) -> Result<Plan, Fail> {
     if a.events.iter().any(|e| e.id_supplied) {
         let mut stored = Vec::with_capacity(a.events.len());
         for e in &a.events {
@@ -254,39 +295,51 @@ fn apply_append(
                 None
             });
         }
-        if let Some(replayed) = check_replay(a, stored)? {
-            return Ok(replayed);
+        if let Some(replayed) = check_replay(a, stored).map_err(refuse)? {
+            return Ok(Plan::Replay(replayed));
         }
     }
-    let current: Option<(String, i64)> = conn
-        .prepare_cached(
-            "SELECT aggregate_type, aggregate_version FROM events
-             WHERE aggregate_id = ?1 ORDER BY aggregate_version DESC LIMIT 1",
-        )
-        .map_err(db)?
-        .query_row([&a.aggregate_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
-        .map_err(db)?;
+    let current: Option<(String, u64)> = match planned.get(a.aggregate_id.as_str()) {
+        Some((t, v)) => Some(((*t).to_owned(), *v)),
+        None => current_version(conn, &a.aggregate_id)?,
+    };
     let version = match current {
         Some((existing, _)) if existing != a.aggregate_type => {
-            return Err(Error::AggregateTypeMismatch {
+            return Err(refuse(Error::AggregateTypeMismatch {
                 aggregate_id: a.aggregate_id.clone(),
                 existing,
                 requested: a.aggregate_type.clone(),
-            });
+            }));
         }
-        Some((_, v)) => v as u64,
+        Some((_, v)) => v,
         None => 0,
     };
-    a.expected.check(&a.aggregate_id, version)?;
-    let mut insert = conn
-        .prepare_cached(
-            "INSERT INTO events (position, event_id, event_type, event_version, aggregate_type,
-               aggregate_id, aggregate_version, recorded_at, user_id, correlation_id,
-               causation_id, data, metadata, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )
-        .map_err(db)?;
+    a.expected.check(&a.aggregate_id, version).map_err(refuse)?;
+    Ok(Plan::Write { version })
+}
+
+fn current_version(conn: &Connection, aggregate_id: &str) -> rusqlite::Result<Option<(String, u64)>> {
+    conn.prepare_cached(
+        "SELECT aggregate_type, aggregate_version FROM events
+         WHERE aggregate_id = ?1 ORDER BY aggregate_version DESC LIMIT 1",
+    )?
+    .query_row([aggregate_id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+    .optional()
+}
+
+fn write_append(
+    conn: &Connection,
+    a: &ProposedAppend,
+    version: u64,
+    tip: &mut Tip,
+    now: Timestamp,
+) -> rusqlite::Result<AppendResult> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events (position, event_id, event_type, event_version, aggregate_type,
+           aggregate_id, aggregate_version, recorded_at, user_id, correlation_id,
+           causation_id, data, metadata, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
     let at = now.to_string();
     let mut events = Vec::with_capacity(a.events.len());
     for (i, e) in a.events.iter().enumerate() {
@@ -298,30 +351,22 @@ fn apply_append(
             now,
             &tip.hash,
         );
-        insert
-            .execute(params![
-                clamp(recorded.position),
-                recorded.event_id.hyphenated().to_string(),
-                recorded.event_type,
-                recorded.event_version,
-                recorded.aggregate_type,
-                recorded.aggregate_id,
-                clamp(recorded.aggregate_version),
-                at,
-                recorded.user_id,
-                recorded.correlation_id,
-                recorded.causation_id,
-                recorded.data.get(),
-                recorded.metadata.get(),
-                recorded.hash.to_string(),
-            ])
-            .map_err(|err| match err.sqlite_error_code() {
-                Some(rusqlite::ErrorCode::ConstraintViolation) => Error::DuplicateEventId {
-                    event_id: recorded.event_id,
-                    detail: format!("the store refused it: {err}"),
-                },
-                _ => db(err),
-            })?;
+        insert.execute(params![
+            clamp(recorded.position),
+            recorded.event_id.hyphenated().to_string(),
+            recorded.event_type,
+            recorded.event_version,
+            recorded.aggregate_type,
+            recorded.aggregate_id,
+            clamp(recorded.aggregate_version),
+            at,
+            recorded.user_id,
+            recorded.correlation_id,
+            recorded.causation_id,
+            recorded.data.get(),
+            recorded.metadata.get(),
+            recorded.hash.to_hex(),
+        ])?;
         tip.position = recorded.position;
         tip.hash = recorded.hash;
         tip.recorded_at = now;
@@ -330,34 +375,29 @@ fn apply_append(
     Ok(AppendResult::from_events(events))
 }
 
-fn event_by_id(conn: &Connection, id: Uuid) -> Result<Option<RecordedEvent>> {
+fn event_by_id(conn: &Connection, id: Uuid) -> Result<Option<RecordedEvent>, Fail> {
     let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1");
-    Ok(rows::query_events(conn, &sql, [id.hyphenated().to_string()])?.pop())
+    match rows::query_events(conn, &sql, [id.hyphenated().to_string()]) {
+        Ok(mut found) => Ok(found.pop()),
+        Err(e @ Error::Corrupt(_)) => Err(Fail::Job(e)),
+        Err(e) => Err(Fail::Group(e)),
+    }
 }
 
-fn save_snapshot(conn: &Connection, s: &SnapshotJob, now: Timestamp) -> Result<Snapshot> {
-    let current: Option<(String, i64)> = conn
-        .prepare_cached(
-            "SELECT aggregate_type, aggregate_version FROM events
-             WHERE aggregate_id = ?1 ORDER BY aggregate_version DESC LIMIT 1",
-        )
-        .map_err(db)?
-        .query_row([&s.aggregate_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
-        .map_err(db)?;
-    let Some((aggregate_type, version)) = current else {
-        return Err(Error::NotFound {
+fn save_snapshot(conn: &Connection, s: &SnapshotJob, now: Timestamp) -> Result<Snapshot, Fail> {
+    let Some((aggregate_type, version)) = current_version(conn, &s.aggregate_id)? else {
+        return Err(refuse(Error::NotFound {
             what: format!("aggregate '{}'", s.aggregate_id),
-        });
+        }));
     };
-    if s.version == 0 || s.version > version as u64 {
-        return Err(Error::invalid(
+    if s.version == 0 || s.version > version {
+        return Err(refuse(Error::invalid(
             "version",
             format!(
                 "{} is not a version of aggregate '{}' (its current version is {version})",
                 s.version, s.aggregate_id
             ),
-        ));
+        )));
     }
     let snapshot = Snapshot {
         aggregate_id: s.aggregate_id.clone(),
@@ -371,8 +411,7 @@ fn save_snapshot(conn: &Connection, s: &SnapshotJob, now: Timestamp) -> Result<S
         "INSERT OR REPLACE INTO snapshots
            (aggregate_id, aggregate_type, aggregate_version, tag, state, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .map_err(db)?
+    )?
     .execute(params![
         snapshot.aggregate_id,
         snapshot.aggregate_type,
@@ -380,7 +419,6 @@ fn save_snapshot(conn: &Connection, s: &SnapshotJob, now: Timestamp) -> Result<S
         snapshot.tag,
         snapshot.state.get(),
         now.to_string()
-    ])
-    .map_err(db)?;
+    ])?;
     Ok(snapshot)
 }
