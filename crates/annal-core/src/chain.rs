@@ -62,6 +62,23 @@ impl fmt::Debug for Hash {
     }
 }
 
+/// Hex digit values; 0xff marks a byte that is not a hex digit.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 impl FromStr for Hash {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -69,15 +86,18 @@ impl FromStr for Hash {
         if b.len() != 64 {
             return Err(format!("a hash is 64 hex characters, got {}", b.len()));
         }
-        let nibble = |c: u8| match c {
-            b'0'..=b'9' => Ok(c - b'0'),
-            b'a'..=b'f' => Ok(c - b'a' + 10),
-            b'A'..=b'F' => Ok(c - b'A' + 10),
-            _ => Err(format!("'{}' is not a hex digit", c as char)),
-        };
         let mut out = [0u8; 32];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = nibble(b[2 * i])? << 4 | nibble(b[2 * i + 1])?;
+        let mut bad = 0u8;
+        for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+            let (hi, lo) = (
+                HEX_VALUE[usize::from(pair[0])],
+                HEX_VALUE[usize::from(pair[1])],
+            );
+            bad |= (hi | lo) & 0xf0;
+            *o = hi << 4 | (lo & 0x0f);
+        }
+        if bad != 0 {
+            return Err(format!("'{s}' is not 64 hex digits"));
         }
         Ok(Hash(out))
     }
@@ -130,9 +150,15 @@ pub fn event_hash(prev: &Hash, event: &RecordedEvent) -> Hash {
     let mut digits = [0u8; 20];
     field(&mut h, Some(decimal(event.position, &mut digits)));
     let mut id = [0u8; 36];
-    field(&mut h, Some(event.event_id.hyphenated().encode_lower(&mut id).as_bytes()));
+    field(
+        &mut h,
+        Some(event.event_id.hyphenated().encode_lower(&mut id).as_bytes()),
+    );
     field(&mut h, Some(event.event_type.as_bytes()));
-    field(&mut h, Some(decimal(u64::from(event.event_version), &mut digits)));
+    field(
+        &mut h,
+        Some(decimal(u64::from(event.event_version), &mut digits)),
+    );
     field(&mut h, Some(event.aggregate_type.as_bytes()));
     field(&mut h, Some(event.aggregate_id.as_bytes()));
     field(&mut h, Some(decimal(event.aggregate_version, &mut digits)));
@@ -267,5 +293,32 @@ fn bad(
         reason: Some(reason),
         expected_hash,
         stored_hash,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_hex_round_trips_and_rejects_non_hex() {
+        let h = Hash(std::array::from_fn(|i| (i * 37 + 5) as u8));
+        let hex = h.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(hex.parse::<Hash>(), Ok(h));
+        assert_eq!(hex.to_uppercase().parse::<Hash>(), Ok(h));
+        for bad in ["g", "G", " ", "/", ":", "@", "`"] {
+            let s = format!("{bad}{}", &hex[1..]);
+            assert!(s.parse::<Hash>().is_err(), "{bad:?} is not a hex digit");
+        }
+        assert!(hex[..62].parse::<Hash>().is_err());
+    }
+
+    #[test]
+    fn decimal_writes_every_digit() {
+        let mut buf = [0u8; 20];
+        for n in [0u64, 7, 10, 99, 1_000_000, u64::MAX] {
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
     }
 }

@@ -252,3 +252,53 @@ pub struct RecordedEvent {
     /// SHA-256 over this event's content and the previous event's hash.
     pub hash: Hash,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_render_fixed_width_and_parse_back() {
+        for micros in [
+            0i64,
+            1,
+            999_999,
+            1_729_432_991_123_456,
+            253_402_300_799_999_999,
+        ] {
+            let t = Timestamp::from_micros(micros);
+            let text = t.to_string();
+            assert_eq!(text.len(), 27, "{text}");
+            assert_eq!(Timestamp::parse(&text), Ok(t), "{text}");
+        }
+        assert_eq!(
+            Timestamp::from_micros(1_729_432_991_123_456).to_string(),
+            "2024-10-20T14:03:11.123456Z"
+        );
+    }
+
+    #[test]
+    fn timestamps_parse_offsets_and_plain_dates_as_utc() {
+        let utc = Timestamp::parse("2024-10-20T14:03:11Z").expect("utc");
+        assert_eq!(Timestamp::parse("2024-10-20T16:03:11+02:00"), Ok(utc));
+        assert_eq!(
+            Timestamp::parse("2024-09-20").expect("date").to_string(),
+            "2024-09-20T00:00:00.000000Z"
+        );
+        assert!(Timestamp::parse("yesterday").is_err());
+        assert!(Timestamp::parse("2024-13-01T00:00:00.000000Z").is_err());
+    }
+
+    #[test]
+    fn raw_json_keeps_text_and_rejects_invalid_json() {
+        let j = RawJson::parse("  {\"b\": 1.0,\"a\":2}\n").expect("json");
+        assert_eq!(j.get(), "{\"b\": 1.0,\"a\":2}");
+        assert!(j.is_object());
+        assert_eq!(
+            serde_json::to_string(&j).expect("ser"),
+            "{\"b\": 1.0,\"a\":2}"
+        );
+        assert!(RawJson::parse("{\"a\":").is_err());
+        assert!(RawJson::parse("1 2").is_err());
+    }
+}

@@ -10,6 +10,9 @@ use crate::store::Store;
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 /// Which way to read an aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -74,34 +77,103 @@ impl Filter {
 
 /// Streams every event after `after_position` that passes `filter`, in global order, up
 /// to the head as it is when each page is read, fetching `page_size` events at a time.
+/// The next page is fetched while the current one is consumed.
 pub fn stream_all<'a, S: Store + ?Sized>(
     store: &'a S,
     after_position: u64,
     filter: &'a Filter,
     page_size: usize,
 ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'a {
-    struct State {
-        after: u64,
-        buf: VecDeque<RecordedEvent>,
-        done: bool,
-    }
     let page_size = page_size.max(1);
-    futures_util::stream::try_unfold(
-        State {
-            after: after_position,
-            buf: VecDeque::new(),
-            done: false,
-        },
-        move |mut st| async move {
-            if st.buf.is_empty() && !st.done {
-                let page = store.read_all(st.after, page_size, filter).await?;
-                st.done = page.len() < page_size;
-                if let Some(last) = page.last() {
-                    st.after = last.position;
+    let fetch = move |after: u64| -> PageFuture<'a> {
+        Box::pin(async move { store.read_all(after, page_size, filter).await })
+    };
+    Paged {
+        buf: VecDeque::new(),
+        next: Some(fetch(after_position)),
+        resume: None,
+        fetch: Box::new(fetch),
+        page_size,
+        failed: false,
+    }
+}
+
+type PageFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<RecordedEvent>>> + Send + 'a>>;
+
+/// The stream behind [`stream_all`]: at most two pages buffered and one fetch in flight.
+struct Paged<'a> {
+    buf: VecDeque<RecordedEvent>,
+    next: Option<PageFuture<'a>>,
+    /// Where the next fetch starts, once the buffer has room for it.
+    resume: Option<u64>,
+    fetch: Box<dyn Fn(u64) -> PageFuture<'a> + Send + 'a>,
+    page_size: usize,
+    failed: bool,
+}
+
+impl Stream for Paged<'_> {
+    type Item = Result<RecordedEvent>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        loop {
+            if let Some(e) = this.buf.pop_front() {
+                if this.next.is_none() && this.buf.len() <= this.page_size {
+                    if let Some(after) = this.resume.take() {
+                        this.next = Some((this.fetch)(after));
+                    }
                 }
-                st.buf = page.into();
+                // Keep the next page's fetch moving while the caller works on this one.
+                if let Some(next) = this.next.as_mut()
+                    && let Poll::Ready(page) = next.as_mut().poll(cx)
+                {
+                    this.next = None;
+                    match page {
+                        Ok(page) => this.stash(page),
+                        Err(err) => {
+                            this.buf.clear();
+                            this.failed = true;
+                            return Poll::Ready(Some(Err(err)));
+                        }
+                    }
+                }
+                return Poll::Ready(Some(Ok(e)));
             }
-            Ok(st.buf.pop_front().map(|e| (e, st)))
-        },
-    )
+            if this.next.is_none()
+                && let Some(after) = this.resume.take()
+            {
+                this.next = Some((this.fetch)(after));
+            }
+            let Some(next) = this.next.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match next.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(err)) => {
+                    this.failed = true;
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Poll::Ready(Ok(page)) => {
+                    this.next = None;
+                    this.stash(page);
+                }
+            }
+        }
+    }
+}
+
+impl Paged<'_> {
+    /// Buffers a fetched page and notes where the next one starts, unless it was short
+    /// (the head was reached). The next fetch starts once at most one page is buffered.
+    fn stash(&mut self, page: Vec<RecordedEvent>) {
+        if page.len() == self.page_size
+            && let Some(last) = page.last()
+        {
+            self.resume = Some(last.position);
+        }
+        self.buf.extend(page);
+    }
 }

@@ -231,7 +231,10 @@ fn apply_transaction(
     for a in &t.appends {
         let plan = plan_append(conn, a, &planned)?;
         if let Plan::Write { version } = plan {
-            planned.insert(&a.aggregate_id, (&a.aggregate_type, version + a.events.len() as u64));
+            planned.insert(
+                &a.aggregate_id,
+                (&a.aggregate_type, version + a.events.len() as u64),
+            );
             new_events += a.events.len() as u64;
         }
         plans.push(plan);
@@ -242,7 +245,8 @@ fn apply_transaction(
             .query_row([&c.name], |r| r.get(0))
             .optional()?;
         c.check_expected(actual.map(|p| p as u64)).map_err(refuse)?;
-        c.check_position(tip.position + new_events).map_err(refuse)?;
+        c.check_position(tip.position + new_events)
+            .map_err(refuse)?;
     }
     // Write.
     let mut results = Vec::with_capacity(plans.len());
@@ -318,12 +322,17 @@ fn plan_append(
     Ok(Plan::Write { version })
 }
 
-fn current_version(conn: &Connection, aggregate_id: &str) -> rusqlite::Result<Option<(String, u64)>> {
+fn current_version(
+    conn: &Connection,
+    aggregate_id: &str,
+) -> rusqlite::Result<Option<(String, u64)>> {
     conn.prepare_cached(
         "SELECT aggregate_type, aggregate_version FROM events
          WHERE aggregate_id = ?1 ORDER BY aggregate_version DESC LIMIT 1",
     )?
-    .query_row([aggregate_id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+    .query_row([aggregate_id], |r| {
+        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+    })
     .optional()
 }
 
