@@ -1,0 +1,261 @@
+//! The `annal` command as users run it: append, read, verify, exit codes and messages,
+//! and the documented chain recipe re-checked by docs/verify_chain.py.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn annal(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_annal"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run annal");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("annal finishes")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const ENROL: &str = r#"{"aggregate_type":"Family","aggregate_id":"family_123","expected_version":"no_stream","user_id":"sarah","correlation_id":"enrollment_abc123","events":[{"event_type":"FamilyEnrolled","data":{"family_name": "Martinez Family",  "enrollment_date":"2024-09-01"}},{"event_type":"ChildAdded","data":{"child_name":"Sofia Martinez","age":8,"grade":3}}]}"#;
+const PAY: &str = r#"{"aggregate_type":"Family","aggregate_id":"family_123","expected_version":2,"correlation_id":"payment_xyz789","events":[{"event_type":"PaymentReceived","event_version":2,"data":{"amount":450,"date":"2024-09-15","method":"credit_card"}}]}"#;
+
+fn store(dir: &Path) -> String {
+    format!("sqlite:{}", dir.join("annal.db").display())
+}
+
+#[test]
+fn append_prints_one_result_per_line_and_read_filters_them() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = store(dir.path());
+    let out = annal(&["append", "--store", &s], &format!("{ENROL}\n\n{PAY}\n"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let results: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON result line"))
+        .collect();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["last_position"], 2);
+    assert_eq!(results[1]["aggregate_version"], 3);
+
+    let out = annal(
+        &[
+            "read",
+            "--store",
+            &s,
+            "--event-type",
+            "PaymentReceived,ChildAdded",
+        ],
+        "",
+    );
+    let types: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("event")["event_type"]
+                .as_str()
+                .expect("type")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(types, ["ChildAdded", "PaymentReceived"]);
+
+    let out = annal(
+        &[
+            "read",
+            "--store",
+            &s,
+            "--correlation-id",
+            "enrollment_abc123",
+        ],
+        "",
+    );
+    assert_eq!(text(&out.stdout).lines().count(), 2);
+    let first = text(&out.stdout).lines().next().expect("a line").to_owned();
+    assert!(
+        first.contains(
+            r#""data":{"family_name": "Martinez Family",  "enrollment_date":"2024-09-01"}"#
+        ),
+        "data is printed exactly as written: {first}"
+    );
+
+    let out = annal(
+        &[
+            "read",
+            "--store",
+            &s,
+            "--aggregate",
+            "family_123",
+            "--from-version",
+            "3",
+        ],
+        "",
+    );
+    assert_eq!(text(&out.stdout).lines().count(), 1);
+
+    let out = annal(&["verify", "--store", &s], "");
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout).trim(), r#"{"ok":true,"checked":3}"#);
+}
+
+#[test]
+fn append_stops_at_the_first_failure_and_says_which_line_and_why() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = store(dir.path());
+    let out = annal(&["append", "--store", &s], &format!("{ENROL}\n{ENROL}\n"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        1,
+        "the first line's result was printed"
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("line 2") && err.contains("wrong expected version"),
+        "{err}"
+    );
+    assert!(
+        err.contains("family_123") && err.contains("actual version is 2"),
+        "{err}"
+    );
+
+    let out = annal(
+        &["append", "--store", &s],
+        "{\"aggregate_type\": \"Family\",\n",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("line 1"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = annal(
+        &["append", "--store", &s],
+        r#"{"aggregate_type":"Family","aggregate_id":"f","expected_version":"sometimes","events":[{"event_type":"X","data":{}}]}"#,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("expected_version"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = annal(
+        &["append", "--store", &s],
+        r#"{"aggregate_type":"Family","aggregate_id":"f","events":[{"event_type":"X","data":{},"metadata":[1]}]}"#,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("events[0].metadata"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = annal(&["read", "--store", &s], "");
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        2,
+        "failed lines wrote nothing"
+    );
+}
+
+#[test]
+fn a_bad_store_url_is_refused_with_a_clear_message() {
+    let out = annal(&["read", "--store", "mysql://localhost/x"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("sqlite:"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn an_exported_log_reverifies_with_the_documented_python_recipe() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = store(dir.path());
+    let weird = r#"{"aggregate_type":"Odd","aggregate_id":"o-1","causation_id":"c-1","events":[{"event_type":"Ünïcode","data":{"z":1.50,"a":[1e3,{"é":"\u00e9\n"}]},"metadata":{ "k" : null }}]}"#;
+    let out = annal(
+        &["append", "--store", &s],
+        &format!("{ENROL}\n{PAY}\n{weird}\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let export = text(&annal(&["read", "--store", &s], "").stdout);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify_chain.py");
+    let run = |input: &str| {
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 is needed to check the documented recipe");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+        child.wait_with_output().expect("python3 finishes")
+    };
+    let ok = run(&export);
+    assert!(ok.status.success(), "{}", text(&ok.stdout));
+    assert_eq!(text(&ok.stdout).trim(), "ok: 4 events");
+    let edited = export.replacen(r#""amount":450"#, r#""amount":451"#, 1);
+    assert_ne!(edited, export);
+    let bad = run(&edited);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stdout).contains("position 3"),
+        "{}",
+        text(&bad.stdout)
+    );
+}
+
+#[test]
+fn read_follow_prints_events_committed_after_it_started() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = store(dir.path());
+    assert!(annal(&["append", "--store", &s], ENROL).status.success());
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_annal"))
+        .args([
+            "read",
+            "--store",
+            &s,
+            "--follow",
+            "--event-type",
+            "PaymentReceived",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start follower");
+    let stdout = follower.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(annal(&["append", "--store", &s], PAY).status.success());
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the follower printed the new event");
+    follower.kill().expect("stop follower");
+    follower.wait().expect("reap");
+    let e: serde_json::Value = serde_json::from_str(&line).expect("event JSON");
+    assert_eq!(e["position"], 3);
+    assert_eq!(e["event_type"], "PaymentReceived");
+}

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Re-verify an annal hash chain without annal, from NDJSON events on stdin.
+
+    annal read --store sqlite:annal.db | python3 docs/verify_chain.py
+
+The recipe is in docs/chain.md. Only the Python standard library is used. When the
+export does not start at position 1, pass the stored hash of the event before it:
+`--prev HEX`. Exits 0 and prints "ok: N events" when every event links to its
+predecessor, else prints the first bad position and exits 1.
+"""
+
+import hashlib
+import json
+import sys
+
+DECODER = json.JSONDecoder()
+WS = " \t\r\n"
+
+
+def raw_fields(line):
+    """Maps each top-level key of a JSON object to the exact text of its value."""
+    i = 0
+    n = len(line)
+
+    def skip(i):
+        while i < n and line[i] in WS:
+            i += 1
+        return i
+
+    i = skip(i)
+    if line[i] != "{":
+        raise ValueError("not a JSON object")
+    i += 1
+    out = {}
+    while True:
+        i = skip(i)
+        if line[i] == "}":
+            return out
+        key, i = DECODER.raw_decode(line, i)
+        i = skip(i)
+        if line[i] != ":":
+            raise ValueError("expected ':'")
+        i = skip(i + 1)
+        _, end = DECODER.raw_decode(line, i)
+        out[key] = line[i:end]
+        i = skip(end)
+        if line[i] == ",":
+            i += 1
+
+
+def field(value):
+    """0x00 for null, else 0x01, the UTF-8 length as u64 big-endian, the UTF-8 bytes."""
+    if value is None:
+        return b"\x00"
+    b = value.encode("utf-8")
+    return b"\x01" + len(b).to_bytes(8, "big") + b
+
+
+def event_hash(prev, raw):
+    def text(key):
+        return json.loads(raw[key])
+
+    h = hashlib.sha256()
+    h.update(b"annal-event-v1")
+    h.update(prev)
+    h.update(field(str(text("position"))))
+    h.update(field(text("event_id")))
+    h.update(field(text("event_type")))
+    h.update(field(str(text("event_version"))))
+    h.update(field(text("aggregate_type")))
+    h.update(field(text("aggregate_id")))
+    h.update(field(str(text("aggregate_version"))))
+    h.update(field(text("recorded_at")))
+    h.update(field(text("user_id")))
+    h.update(field(text("correlation_id")))
+    h.update(field(text("causation_id")))
+    h.update(field(raw["data"]))
+    h.update(field(raw["metadata"]))
+    return h.digest()
+
+
+def main():
+    prev = bytes(32)
+    if len(sys.argv) == 3 and sys.argv[1] == "--prev":
+        prev = bytes.fromhex(sys.argv[2])
+    checked = 0
+    expected_position = None
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        raw = raw_fields(line)
+        position = json.loads(raw["position"])
+        if expected_position is not None and position != expected_position:
+            print(f"bad: position {expected_position} is missing (next is {position})")
+            return 1
+        got = event_hash(prev, raw)
+        stored = bytes.fromhex(json.loads(raw["hash"]))
+        if got != stored:
+            print(f"bad: position {position}: computed {got.hex()}, stored {stored.hex()}")
+            return 1
+        prev = stored
+        checked += 1
+        expected_position = position + 1
+    print(f"ok: {checked} events")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
