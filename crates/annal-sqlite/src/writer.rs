@@ -24,10 +24,13 @@ use annal_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 /// Most events one group commit takes before it commits.
 const MAX_GROUP_EVENTS: usize = 20_000;
+/// How long a group waits for writers that were in the last group to come back.
+const GATHER: Duration = Duration::from_micros(200);
 
 /// Work for the writer.
 pub enum Job {
@@ -80,18 +83,31 @@ struct Tip {
 
 /// Runs the writer until every sender is gone.
 pub fn run(mut conn: Connection, jobs: Receiver<Job>, head: watch::Sender<u64>) {
+    let mut last_group = 1usize;
     while let Ok(first) = jobs.recv() {
         let mut weight = first.weight();
         let mut group = vec![first];
+        let gather_until = Instant::now() + GATHER;
         while weight < MAX_GROUP_EVENTS {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    weight += job.weight();
-                    group.push(job);
+            let next = match jobs.try_recv() {
+                Ok(job) => Some(job),
+                // Writers answered by the last commit are still preparing their next job:
+                // when the last group showed that many were active, wait a moment for them.
+                Err(TryRecvError::Empty) if group.len() < last_group => {
+                    let left = gather_until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        None
+                    } else {
+                        jobs.recv_timeout(left).ok()
+                    }
                 }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+            };
+            let Some(job) = next else { break };
+            weight += job.weight();
+            group.push(job);
         }
+        last_group = group.len();
         match commit_group(&mut conn, &group) {
             Ok((outcomes, tip)) => {
                 head.send_if_modified(|h| {
