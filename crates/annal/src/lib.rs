@@ -19,4 +19,4 @@ pub mod url;
 pub use annal_core::*;
 #[cfg(feature = "sqlite")]
 pub use annal_sqlite as sqlite;
-pub use url::{OpenError, StoreUrl, open};
+pub use url::{OpenError, StoreUrl, open, open_with};

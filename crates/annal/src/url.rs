@@ -4,7 +4,7 @@
 //! creating it and its folder if needed. `postgres://…` is reserved for the PostgreSQL
 //! backend and refused with a clear message until it is built in.
 
-use annal_core::Store;
+use annal_core::{Limits, Store};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -78,12 +78,25 @@ impl fmt::Display for StoreUrl {
     }
 }
 
-/// Opens the store a URL names.
+/// Opens the store a URL names, with the default limits.
 pub fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, OpenError> {
+    open_with(url, Limits::default())
+}
+
+/// Opens the store a URL names, enforcing `limits` on appends.
+pub fn open_with(url: &StoreUrl, limits: Limits) -> Result<Arc<dyn Store>, OpenError> {
     match url {
         #[cfg(feature = "sqlite")]
-        StoreUrl::Sqlite(path) => Ok(Arc::new(annal_sqlite::SqliteStore::open(path)?)),
+        StoreUrl::Sqlite(path) => {
+            let options = annal_sqlite::Options { limits };
+            Ok(Arc::new(annal_sqlite::SqliteStore::open_with(
+                path, options,
+            )?))
+        }
         #[cfg(not(feature = "sqlite"))]
-        StoreUrl::Sqlite(_) => Err(OpenError::NotBuilt(url.to_string())),
+        StoreUrl::Sqlite(_) => {
+            let _ = limits;
+            Err(OpenError::NotBuilt(url.to_string()))
+        }
     }
 }

@@ -7,7 +7,7 @@ mod append;
 mod read;
 mod verify;
 
-use annal::{OpenError, StoreUrl, url::DEFAULT_STORE};
+use annal::{Limits, OpenError, StoreUrl, url::DEFAULT_STORE};
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,12 +37,22 @@ pub struct StoreArgs {
     /// The store: sqlite:PATH (the embedded store).
     #[arg(long, env = "ANNAL_STORE", default_value = DEFAULT_STORE)]
     store: String,
+    /// Largest event accepted (data plus metadata), in bytes.
+    #[arg(long, env = "ANNAL_MAX_EVENT_BYTES", default_value_t = Limits::default().max_event_bytes)]
+    max_event_bytes: usize,
+    /// Most events accepted in one append or transaction.
+    #[arg(long, env = "ANNAL_MAX_BATCH_EVENTS", default_value_t = Limits::default().max_batch_events)]
+    max_batch_events: usize,
 }
 
 impl StoreArgs {
     fn open(&self) -> Result<Arc<dyn annal::Store>, CliError> {
         let url: StoreUrl = self.store.parse().map_err(CliError::Open)?;
-        annal::open(&url).map_err(CliError::Open)
+        let limits = Limits {
+            max_event_bytes: self.max_event_bytes,
+            max_batch_events: self.max_batch_events,
+        };
+        annal::open_with(&url, limits).map_err(CliError::Open)
     }
 }
 
