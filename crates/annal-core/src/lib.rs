@@ -14,26 +14,36 @@
 //! - `data` and `metadata` are returned byte for byte as written;
 //! - each event's `hash` chains it to its predecessor (see [`chain`]).
 
+pub mod aggregate;
 pub mod append;
+pub mod audit;
 pub mod chain;
 pub mod checkpoint;
 pub mod error;
 pub mod event;
 pub mod read;
+pub mod repository;
 pub mod snapshot;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod upcast;
 
+pub use aggregate::{Aggregate, CodecError, DomainEvent};
 pub use append::{
     AppendRequest, AppendResult, ExpectedVersion, Limits, NewEvent, ProposedAppend, ProposedEvent,
     ProposedTransaction, Transaction, TransactionResult,
 };
+pub use audit::{AuditEntry, Compensation};
 pub use chain::{Hash, VerifyReport};
 pub use checkpoint::{Checkpoint, CheckpointStatus, CheckpointWrite};
 pub use error::{Error, Result};
 pub use event::{RawJson, RecordedEvent, Timestamp};
 pub use read::{Direction, Filter};
+pub use repository::{
+    CommandContext, Executed, Loaded, Repository, RepositoryError, SnapshotPolicy,
+};
 pub use snapshot::Snapshot;
 pub use store::{AggregateInfo, Store};
+pub use upcast::{Upcast, Upcasters};
 pub use uuid::Uuid;

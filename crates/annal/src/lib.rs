@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod state_command;
 pub mod url;
 
 pub use annal_core::*;

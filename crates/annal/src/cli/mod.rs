@@ -4,6 +4,7 @@
 //! broken chain); 2 bad usage or bad input.
 
 mod append;
+mod audit;
 mod read;
 mod verify;
 
@@ -29,6 +30,10 @@ enum Command {
     Read(Box<read::ReadArgs>),
     /// Check the hash chain, whole or by range; exits 1 if it is broken.
     Verify(verify::VerifyArgs),
+    /// An aggregate's history: who changed it, when, how, and which event corrected which.
+    Audit(audit::AuditArgs),
+    /// Every event one correlation_id ties together, across aggregates.
+    Correlated(audit::CorrelatedArgs),
 }
 
 /// The store option every subcommand takes.
@@ -103,6 +108,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Append(a) => append::run(a).await,
         Command::Read(a) => read::run(*a).await,
         Command::Verify(a) => verify::run(a).await,
+        Command::Audit(a) => audit::run(a).await,
+        Command::Correlated(a) => audit::run_correlated(a).await,
     }
 }
 

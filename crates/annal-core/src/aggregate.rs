@@ -1,0 +1,185 @@
+//! The [`Aggregate`] trait: an entity whose state is a fold of its events, with command
+//! handling that decides new events from the current state.
+//!
+//! An aggregate's events are a serde enum, adjacently tagged so that each variant's name
+//! is the stored `event_type` and its content the stored `data`:
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! #[derive(Debug, Clone, Serialize, Deserialize)]
+//! #[serde(tag = "event_type", content = "data")]
+//! enum CounterEvent {
+//!     Incremented { by: u32 },
+//!     Reset {},
+//! }
+//! ```
+//!
+//! [`encode`] and [`decode`] translate between that enum and stored events; decoding an
+//! event type the enum does not know is an error naming it, never a silent skip.
+
+use crate::event::RawJson;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// The events of an aggregate: a serde enum with `#[serde(tag = "event_type", content = "data")]`.
+pub trait DomainEvent: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// The schema version written for events of `event_type` (default 1). Raise it when
+    /// a type's data changes shape, and register an upcaster from the old version.
+    fn schema_version(event_type: &str) -> u32 {
+        let _ = event_type;
+        1
+    }
+}
+
+/// An event-sourced entity.
+pub trait Aggregate:
+    Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// The stored aggregate_type of its events, e.g. `Family`.
+    const TYPE: &'static str;
+    /// Names the state's serialised shape in snapshots. Change it whenever the state's
+    /// fields change: snapshots with another tag are then ignored, not misread.
+    const SNAPSHOT_TAG: &'static str;
+    /// Its events.
+    type Event: DomainEvent;
+    /// What it can be asked to do.
+    type Command: Clone + Send + Sync;
+    /// Why it refuses a command.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Folds one event into the state. Must not fail: events are facts.
+    fn apply(&mut self, event: &Self::Event);
+
+    /// Decides the events a command produces from the current state (none is fine), or
+    /// refuses it.
+    fn handle(&self, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+}
+
+/// Why an event could not be turned into stored form or back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The stored type is not a variant of the aggregate's event enum.
+    #[error("unknown event type '{event_type}': the aggregate's event enum has no such variant")]
+    UnknownEventType {
+        /// The stored type.
+        event_type: String,
+    },
+    /// The stored data does not fit the variant.
+    #[error("event type '{event_type}': data does not match the event enum: {reason}")]
+    BadData {
+        /// The stored type.
+        event_type: String,
+        /// serde's reason.
+        reason: String,
+    },
+    /// The enum does not serialise as `{"event_type": …, "data": …}`.
+    #[error(
+        "the event enum must be adjacently tagged with #[serde(tag = \"event_type\", content = \"data\")]: {0}"
+    )]
+    Shape(String),
+}
+
+/// Splits an event into its stored type, schema version and data.
+pub fn encode<E: DomainEvent>(event: &E) -> Result<(String, u32, RawJson), CodecError> {
+    let value = serde_json::to_value(event).map_err(|e| CodecError::Shape(e.to_string()))?;
+    let Value::Object(mut map) = value else {
+        return Err(CodecError::Shape(format!("it serialised as {value}")));
+    };
+    let event_type = match map.remove("event_type") {
+        Some(Value::String(t)) => t,
+        other => {
+            return Err(CodecError::Shape(format!(
+                "no string event_type field (found {other:?})"
+            )));
+        }
+    };
+    let data = map
+        .remove("data")
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    let data = RawJson::from_value(&data).map_err(|e| CodecError::Shape(e.to_string()))?;
+    let version = E::schema_version(&event_type);
+    Ok((event_type, version, data))
+}
+
+/// Rebuilds an event from its stored type and data.
+pub fn decode<E: DomainEvent>(event_type: &str, data: &RawJson) -> Result<E, CodecError> {
+    let tag = serde_json::to_string(event_type).map_err(|e| CodecError::Shape(e.to_string()))?;
+    let text = format!(r#"{{"event_type":{tag},"data":{}}}"#, data.get());
+    match serde_json::from_str(&text) {
+        Ok(e) => Ok(e),
+        Err(e) => {
+            let reason = e.to_string();
+            if reason.contains("unknown variant") {
+                return Err(CodecError::UnknownEventType {
+                    event_type: event_type.to_owned(),
+                });
+            }
+            // Unit variants carry no data: accept the `{}` stored for them.
+            if matches!(data.get(), "{}" | "null")
+                && let Ok(e) = serde_json::from_str(&format!(r#"{{"event_type":{tag}}}"#))
+            {
+                return Ok(e);
+            }
+            Err(CodecError::BadData {
+                event_type: event_type.to_owned(),
+                reason,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "event_type", content = "data")]
+    enum Ev {
+        Incremented { by: u32 },
+        Reset,
+    }
+
+    impl DomainEvent for Ev {
+        fn schema_version(t: &str) -> u32 {
+            if t == "Incremented" { 2 } else { 1 }
+        }
+    }
+
+    #[test]
+    fn events_round_trip_through_their_stored_form() {
+        let (t, v, data) = encode(&Ev::Incremented { by: 3 }).expect("encode");
+        assert_eq!(
+            (t.as_str(), v, data.get()),
+            ("Incremented", 2, r#"{"by":3}"#)
+        );
+        assert_eq!(
+            decode::<Ev>(&t, &data).expect("decode"),
+            Ev::Incremented { by: 3 }
+        );
+        let (t, v, data) = encode(&Ev::Reset).expect("encode");
+        assert_eq!((t.as_str(), v, data.get()), ("Reset", 1, "{}"));
+        assert_eq!(decode::<Ev>(&t, &data).expect("decode"), Ev::Reset);
+    }
+
+    #[test]
+    fn unknown_types_and_bad_data_are_errors_naming_the_type() {
+        let e = decode::<Ev>("Exploded", &RawJson::empty_object()).expect_err("unknown");
+        assert_eq!(
+            e,
+            CodecError::UnknownEventType {
+                event_type: "Exploded".into()
+            }
+        );
+        let e = decode::<Ev>(
+            "Incremented",
+            &RawJson::parse(r#"{"by":"x"}"#).expect("json"),
+        )
+        .expect_err("bad data");
+        assert!(
+            matches!(e, CodecError::BadData { ref event_type, .. } if event_type == "Incremented")
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! The seed's story on a real embedded store, asserting what the seed says it shows.
+
+use annal::StoreUrl;
+use annal_example_coop::story;
+use annal_example_coop::{Child, Family, PaymentStatus, PortalAccess, Status};
+
+async fn told() -> (tempfile::TempDir, story::Outcome, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let url: StoreUrl = format!("sqlite:{}", dir.path().join("coop.db").display())
+        .parse()
+        .expect("url");
+    let store = annal::open(&url).expect("open");
+    let mut printed = Vec::new();
+    let outcome = story::tell(store, &mut printed)
+        .await
+        .expect("the story runs");
+    (dir, outcome, String::from_utf8(printed).expect("utf-8"))
+}
+
+#[tokio::test]
+async fn the_usage_example_reconstructs_the_state_the_seed_prints() {
+    let (_dir, o, _) = told().await;
+    let s: &Family = &o.reconstructed;
+    assert_eq!(s.family_id.as_deref(), Some("family_123"));
+    assert_eq!(s.family_name.as_deref(), Some("Martinez Family"));
+    assert_eq!(s.status, Status::Enrolled);
+    assert_eq!(s.enrollment_date.as_deref(), Some("2024-09-01"));
+    assert_eq!(
+        s.children,
+        vec![Child {
+            child_name: "Sofia Martinez".into(),
+            age: 8,
+            grade: 3
+        }]
+    );
+    assert_eq!(s.payments.len(), 1);
+    assert_eq!(
+        (s.payments[0].amount, s.payments[0].date.as_str()),
+        (450, "2024-09-15")
+    );
+    assert_eq!(s.engagement_score, 0);
+    assert_eq!(s.payment_status, PaymentStatus::Paid);
+    assert_eq!(s.portal_access, PortalAccess::Active);
+}
+
+#[tokio::test]
+async fn time_travel_shows_the_state_on_a_past_date() {
+    let (_dir, o, _) = told().await;
+    assert_eq!(o.before_payment.status, Status::Enrolled);
+    assert!(
+        o.before_payment.payments.is_empty(),
+        "no payment by 2024-09-10"
+    );
+    assert_eq!(o.on_20_september.payments.len(), 1, "paid by 2024-09-20");
+    assert_eq!(o.on_20_september.children.len(), 1);
+}
+
+#[tokio::test]
+async fn correlated_events_are_the_enrolment_and_the_child() {
+    let (_dir, o, printed) = told().await;
+    let types: Vec<_> = o.correlated.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["FamilyEnrolled", "ChildAdded"]);
+    assert!(o.correlated.iter().all(|e| e.user_id == "sarah"));
+    assert!(
+        printed.contains("FamilyEnrolled: {") && printed.contains("ChildAdded: {"),
+        "{printed}"
+    );
+}
+
+#[tokio::test]
+async fn a_v1_payment_is_read_as_v2_with_an_unknown_method_and_never_rewritten() {
+    let (_dir, o, _) = told().await;
+    assert_eq!(o.legacy_event.event_version, 1);
+    assert_eq!(
+        o.legacy_event.data.get(),
+        r#"{"amount": 300, "date": "2024-08-20"}"#
+    );
+    assert_eq!(o.legacy_family.payments.len(), 1);
+    assert_eq!(o.legacy_family.payments[0].method, "unknown");
+    assert_eq!(o.legacy_family.payments[0].amount, 300);
+}
+
+#[tokio::test]
+async fn a_mistaken_withdrawal_is_reversed_and_history_keeps_both() {
+    let (_dir, o, _) = told().await;
+    assert_eq!(o.withdrawn.status, Status::Withdrawn);
+    assert_eq!(o.reversed.status, Status::Enrolled);
+    assert_eq!(o.reversed.withdrawal_date, None);
+    let types: Vec<_> = o.audit.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "FamilyEnrolled",
+            "ChildAdded",
+            "PaymentReceived",
+            "FamilyWithdrawn",
+            "FamilyWithdrawalReversed"
+        ]
+    );
+    let (mistake, fix) = (&o.audit[3], &o.audit[4]);
+    assert_eq!(mistake.compensated_by, vec![fix.event_id]);
+    let link = fix
+        .compensates
+        .as_ref()
+        .expect("the reversal says what it corrects");
+    assert_eq!(
+        (link.event_id, link.position),
+        (mistake.event_id, Some(mistake.position))
+    );
+    assert_eq!(link.reason.as_deref(), Some("Administrative error"));
+    assert_eq!(fix.causation_id, Some(mistake.event_id.to_string()));
+}
