@@ -84,7 +84,8 @@ pub struct Checkpoint {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointWrite {
-    /// The consumer's name.
+    /// The consumer's name (over HTTP it comes from the route).
+    #[serde(default)]
     pub name: String,
     /// The new position (at most the head position after the write).
     pub position: u64,

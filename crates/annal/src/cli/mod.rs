@@ -6,6 +6,7 @@
 mod append;
 mod audit;
 mod read;
+mod serve;
 mod verify;
 
 use annal::{Limits, OpenError, StoreUrl, url::DEFAULT_STORE};
@@ -23,6 +24,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the HTTP API (API.md) on a store: the embedded one by default.
+    Serve(Box<serve::ServeArgs>),
     /// Append events: reads append requests or transactions (API.md's JSON), one per
     /// line, from stdin; prints each result as one JSON line as soon as it is durable.
     Append(append::AppendArgs),
@@ -41,7 +44,7 @@ enum Command {
 pub struct StoreArgs {
     /// The store: sqlite:PATH (the embedded store).
     #[arg(long, env = "ANNAL_STORE", default_value = DEFAULT_STORE)]
-    store: String,
+    pub(crate) store: String,
     /// Largest event accepted (data plus metadata), in bytes.
     #[arg(long, env = "ANNAL_MAX_EVENT_BYTES", default_value_t = Limits::default().max_event_bytes)]
     max_event_bytes: usize,
@@ -105,6 +108,7 @@ impl CliError {
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
+        Command::Serve(a) => serve::run(*a).await,
         Command::Append(a) => append::run(a).await,
         Command::Read(a) => read::run(*a).await,
         Command::Verify(a) => verify::run(a).await,

@@ -1,0 +1,146 @@
+//! annal-server: the [`Store`] trait over HTTP/JSON (API.md), with Server-Sent Events,
+//! RFC 9457 problem documents, health, Prometheus metrics, body and page limits, and
+//! graceful shutdown. It knows no SQL: any backend serves.
+//!
+//! Invariants: every error is a problem document with a stable `type` and writes
+//! nothing; bad input is a 4xx, never a 5xx; responses and subscriptions stream from the
+//! store at the client's pace (bounded memory per client); on shutdown the server stops
+//! accepting, ends subscriptions, and lets in-flight requests (appends) finish.
+
+pub mod problem;
+pub mod routes;
+pub mod stream;
+
+use annal_core::Store;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Server limits.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest request body, in bytes (413 `too_large` beyond). Default 16 MiB.
+    pub max_body_bytes: usize,
+    /// Largest `limit` of a page read (400 beyond). Default 10,000.
+    pub max_page: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024 * 1024,
+            max_page: 10_000,
+        }
+    }
+}
+
+/// What every handler sees.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store served.
+    pub store: Arc<dyn Store>,
+    /// The limits.
+    pub config: Arc<Config>,
+    /// Turns true when the server is shutting down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process-wide metrics recorder (installed on first use).
+fn prometheus() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .as_ref()
+}
+
+/// The metrics in Prometheus' text format.
+pub fn metrics_text() -> String {
+    prometheus()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}
+
+/// The router of every route, on `store`. `shutdown` turning true ends subscriptions.
+pub fn router(store: Arc<dyn Store>, config: Config, shutdown: watch::Receiver<bool>) -> Router {
+    prometheus();
+    let limit = config.max_body_bytes;
+    let state = AppState {
+        store,
+        config: Arc::new(config),
+        shutdown,
+    };
+    Router::new()
+        .route(
+            "/v1/streams/{aggregate_id}",
+            post(routes::append).get(routes::read_stream),
+        )
+        .route(
+            "/v1/streams/{aggregate_id}/snapshots/latest",
+            get(routes::latest_snapshot),
+        )
+        .route(
+            "/v1/streams/{aggregate_id}/snapshots/{version}",
+            put(routes::put_snapshot),
+        )
+        .route("/v1/events", get(routes::read_events))
+        .route("/v1/events/{event_id}", get(routes::read_event))
+        .route("/v1/head", get(routes::head))
+        .route("/v1/transactions", post(routes::transact))
+        .route(
+            "/v1/checkpoints/{name}",
+            get(routes::get_checkpoint).put(routes::put_checkpoint),
+        )
+        .route("/v1/subscribe", get(routes::subscribe))
+        .route("/v1/verify", get(routes::verify))
+        .route("/health/live", get(routes::live))
+        .route("/health/ready", get(routes::ready))
+        .route("/metrics", get(routes::metrics))
+        .fallback(routes::fallback)
+        .layer(DefaultBodyLimit::max(limit))
+        .route_layer(middleware::from_fn(count_requests))
+        .with_state(state)
+}
+
+/// Counts requests by route and status, and times them.
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("annal_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("annal_http_request_seconds", "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    res
+}
+
+/// Serves `router` on `listener` until `stop` completes; then stops accepting, ends
+/// subscriptions and waits for in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    config: Config,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    let app = router(store, config, rx);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            stop.await;
+            let _ = tx.send(true);
+        })
+        .await
+}

@@ -1,0 +1,382 @@
+//! The handlers of API.md's routes. Each translates HTTP into one Store call and back;
+//! every failure is a [`Problem`], and nothing is written on any error.
+
+use crate::problem::Problem;
+use crate::stream::{events_body, subscription};
+use crate::{AppState, metrics_text};
+use annal_core::checkpoint::CheckpointWrite;
+use annal_core::{AppendRequest, Direction, Filter, RawJson, Timestamp, Transaction, Uuid};
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+type Res = Result<Response, Problem>;
+
+fn created<T: serde::Serialize>(body: &T) -> Res {
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+fn ok<T: serde::Serialize>(body: &T) -> Res {
+    Ok(Json(body).into_response())
+}
+
+/// Checks a page size against the server's limit; `default` when absent.
+fn page(limit: Option<usize>, default: usize, max: usize) -> Result<usize, Problem> {
+    match limit {
+        None => Ok(default.min(max)),
+        Some(0) => Err(Problem::invalid("limit", "must be 1 or more")),
+        Some(n) if n > max => Err(Problem::invalid(
+            "limit",
+            format!("{n} is over the server's page limit of {max}"),
+        )),
+        Some(n) => Ok(n),
+    }
+}
+
+/// `POST /v1/streams/{aggregate_id}`
+pub async fn append(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<AppendRequest>, JsonRejection>,
+) -> Res {
+    let Path(id) = path?;
+    let Json(mut request) = body?;
+    if request.aggregate_id.is_empty() {
+        request.aggregate_id = id;
+    } else if request.aggregate_id != id {
+        return Err(Problem::invalid(
+            "aggregate_id",
+            format!(
+                "the body names '{}' but the route names '{id}'",
+                request.aggregate_id
+            ),
+        ));
+    }
+    let result = app.store.append(request).await?;
+    metrics::counter!("annal_events_appended_total").increment(result.events.len() as u64);
+    created(&result)
+}
+
+/// `POST /v1/transactions`
+pub async fn transact(
+    State(app): State<AppState>,
+    body: Result<Json<Transaction>, JsonRejection>,
+) -> Res {
+    let Json(t) = body?;
+    let result = app.store.transact(t).await?;
+    let n: usize = result.results.iter().map(|r| r.events.len()).sum();
+    metrics::counter!("annal_events_appended_total").increment(n as u64);
+    created(&result)
+}
+
+/// Query of `GET /v1/streams/{aggregate_id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    from_version: Option<u64>,
+    limit: Option<usize>,
+    direction: Option<Direction>,
+}
+
+/// `GET /v1/streams/{aggregate_id}`
+pub async fn read_stream(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+) -> Res {
+    let Path(id) = path?;
+    let Query(q) = query?;
+    let limit = page(q.limit, 100, app.config.max_page)?;
+    let Some(info) = app.store.aggregate(&id).await? else {
+        return Err(Problem::not_found(format!("aggregate '{id}'")));
+    };
+    let direction = q.direction.unwrap_or_default();
+    let events = app
+        .store
+        .read_aggregate(&id, direction, q.from_version, limit)
+        .await?;
+    let next = match (direction, events.last()) {
+        (Direction::Forward, Some(last)) if last.aggregate_version < info.version => {
+            Some(last.aggregate_version + 1)
+        }
+        (Direction::Backward, Some(last)) if last.aggregate_version > 1 => {
+            Some(last.aggregate_version - 1)
+        }
+        _ => None,
+    };
+    // A typed body, not a serde_json::Value: event payloads must stay verbatim.
+    #[derive(serde::Serialize)]
+    struct StreamPage {
+        events: Vec<annal_core::RecordedEvent>,
+        next_from_version: Option<u64>,
+    }
+    ok(&StreamPage {
+        events,
+        next_from_version: next,
+    })
+}
+
+/// The filters every global read takes (comma-separated lists; OR within, AND across).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    after_position: Option<u64>,
+    limit: Option<usize>,
+    event_type: Option<String>,
+    aggregate_type: Option<String>,
+    correlation_id: Option<String>,
+    causation_id: Option<String>,
+    user_id: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+fn list(v: &Option<String>) -> Vec<String> {
+    v.as_deref()
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn time(field: &str, v: &Option<String>) -> Result<Option<Timestamp>, Problem> {
+    v.as_deref()
+        .map(|t| Timestamp::parse(t).map_err(|e| Problem::invalid(field, e)))
+        .transpose()
+}
+
+impl EventsQuery {
+    /// The store filter these parameters describe.
+    pub fn filter(&self) -> Result<Filter, Problem> {
+        Ok(Filter {
+            event_types: list(&self.event_type),
+            aggregate_types: list(&self.aggregate_type),
+            correlation_ids: list(&self.correlation_id),
+            causation_ids: list(&self.causation_id),
+            user_ids: list(&self.user_id),
+            since: time("since", &self.since)?,
+            until: time("until", &self.until)?,
+        })
+    }
+}
+
+/// `GET /v1/events`: streamed, so a large page is never one buffer.
+pub async fn read_events(
+    State(app): State<AppState>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Res {
+    let Query(q) = query?;
+    let filter = q.filter()?;
+    let limit = page(q.limit, 1000, app.config.max_page)?;
+    events_body(
+        app.store.clone(),
+        q.after_position.unwrap_or(0),
+        limit,
+        filter,
+    )
+    .await
+}
+
+/// `GET /v1/events/{event_id}`
+pub async fn read_event(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Res {
+    let Path(raw) = path?;
+    let id: Uuid = raw
+        .parse()
+        .map_err(|e| Problem::invalid("event_id", format!("'{raw}' is not a UUID: {e}")))?;
+    match app.store.event(id).await? {
+        Some(e) => ok(&e),
+        None => Err(Problem::not_found(format!("event {id}"))),
+    }
+}
+
+/// Query of `GET /v1/head`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadQuery {
+    aggregate_type: Option<String>,
+}
+
+/// `GET /v1/head`
+pub async fn head(
+    State(app): State<AppState>,
+    query: Result<Query<HeadQuery>, QueryRejection>,
+) -> Res {
+    let Query(q) = query?;
+    let position = app.store.head(&list(&q.aggregate_type)).await?;
+    ok(&json!({ "position": position }))
+}
+
+/// `GET /v1/checkpoints/{name}`
+pub async fn get_checkpoint(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Res {
+    let Path(name) = path?;
+    match app.store.checkpoint(&name).await? {
+        Some(c) => ok(&c),
+        None => Err(Problem::not_found(format!("checkpoint '{name}'"))),
+    }
+}
+
+/// `PUT /v1/checkpoints/{name}`
+pub async fn put_checkpoint(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<CheckpointWrite>, JsonRejection>,
+) -> Res {
+    let Path(name) = path?;
+    let Json(mut write) = body?;
+    if write.name.is_empty() {
+        write.name = name;
+    } else if write.name != name {
+        return Err(Problem::invalid(
+            "name",
+            format!(
+                "the body names '{}' but the route names '{name}'",
+                write.name
+            ),
+        ));
+    }
+    ok(&app.store.put_checkpoint(write).await?)
+}
+
+/// Body of `PUT /v1/streams/{aggregate_id}/snapshots/{version}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotBody {
+    tag: String,
+    state: RawJson,
+}
+
+/// `PUT /v1/streams/{aggregate_id}/snapshots/{version}`
+pub async fn put_snapshot(
+    State(app): State<AppState>,
+    path: Result<Path<(String, u64)>, PathRejection>,
+    body: Result<Json<SnapshotBody>, JsonRejection>,
+) -> Res {
+    let Path((id, version)) = path?;
+    let Json(b) = body?;
+    created(
+        &app.store
+            .save_snapshot(&id, version, &b.tag, b.state)
+            .await?,
+    )
+}
+
+/// Query of `GET /v1/streams/{aggregate_id}/snapshots/latest`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotQuery {
+    tag: Option<String>,
+    at_or_below: Option<u64>,
+}
+
+/// `GET /v1/streams/{aggregate_id}/snapshots/latest`
+pub async fn latest_snapshot(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<SnapshotQuery>, QueryRejection>,
+) -> Res {
+    let Path(id) = path?;
+    let Query(q) = query?;
+    let Some(tag) = q.tag.filter(|t| !t.is_empty()) else {
+        return Err(Problem::invalid(
+            "tag",
+            "is required: snapshots are read by the tag of their shape",
+        ));
+    };
+    match app.store.load_snapshot(&id, &tag, q.at_or_below).await? {
+        Some(s) => ok(&s),
+        None => Err(Problem::not_found(format!(
+            "snapshot of '{id}' with tag '{tag}'"
+        ))),
+    }
+}
+
+/// `GET /v1/subscribe`: Server-Sent Events, history then live. A `Last-Event-ID` header
+/// (sent by reconnecting browsers) resumes after that position.
+pub async fn subscribe(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Res {
+    let Query(q) = query?;
+    let filter = q.filter()?;
+    if q.limit.is_some() {
+        return Err(Problem::invalid(
+            "limit",
+            "a subscription has no limit; read /v1/events for pages",
+        ));
+    }
+    let mut after = q.after_position.unwrap_or(0);
+    if let Some(v) = headers.get("last-event-id") {
+        after = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| Problem::invalid("Last-Event-ID", "must be a position"))?;
+    }
+    Ok(subscription(app, after, filter).into_response())
+}
+
+/// Query of `GET /v1/verify`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyQuery {
+    from_position: Option<u64>,
+    to_position: Option<u64>,
+}
+
+/// `GET /v1/verify`
+pub async fn verify(
+    State(app): State<AppState>,
+    query: Result<Query<VerifyQuery>, QueryRejection>,
+) -> Res {
+    let Query(q) = query?;
+    ok(&app.store.verify(q.from_position, q.to_position).await?)
+}
+
+/// `GET /health/live`
+pub async fn live() -> Res {
+    ok(&json!({ "status": "live" }))
+}
+
+/// `GET /health/ready`: the store answers.
+pub async fn ready(State(app): State<AppState>) -> Res {
+    match app.store.head(&[]).await {
+        Ok(head) => ok(&json!({ "status": "ready", "head": head })),
+        Err(e) => Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the store does not answer: {e}"),
+        )),
+    }
+}
+
+/// `GET /metrics`
+pub async fn metrics(State(app): State<AppState>) -> Res {
+    if let Ok(head) = app.store.head(&[]).await {
+        metrics::gauge!("annal_head_position").set(head as f64);
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_text(),
+    )
+        .into_response())
+}
+
+/// Any other route.
+pub async fn fallback() -> Problem {
+    Problem::not_found("no such route (GET /openapi.json lists them)")
+}

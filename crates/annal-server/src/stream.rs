@@ -1,0 +1,183 @@
+//! Streamed responses: pages of `GET /v1/events` written as they are read (a large page
+//! is never one buffer), and Server-Sent Events subscriptions that read history then
+//! wait for commits. Both pull from the store only as fast as the client takes bytes,
+//! so a slow client costs at most one internal page of memory.
+
+use crate::AppState;
+use crate::problem::Problem;
+use annal_core::{Filter, RecordedEvent, Store};
+use axum::body::{Body, Bytes};
+use axum::http::header;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Events read from the store per internal page.
+const CHUNK: usize = 1000;
+/// How long a subscription waits for a commit before checking for shutdown again.
+const LIVE_WAIT: Duration = Duration::from_secs(5);
+
+fn serialise(events: &[RecordedEvent], first: bool) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::with_capacity(events.len() * 512);
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 || !first {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, e)?;
+    }
+    Ok(out)
+}
+
+/// `{"events": [...], "next_after_position": P|null}`, streamed. The first internal page
+/// is read before the response starts, so a failing store is a proper error response.
+pub async fn events_body(
+    store: Arc<dyn Store>,
+    after: u64,
+    limit: usize,
+    filter: Filter,
+) -> Result<Response, Problem> {
+    let chunk = limit.min(CHUNK);
+    let first = store.read_all(after, chunk, &filter).await?;
+    let head = serialise(&first, true)
+        .map_err(|e| Problem::from(annal_core::Error::Corrupt(e.to_string())))?;
+    struct St {
+        store: Arc<dyn Store>,
+        filter: Filter,
+        after: u64,
+        sent: usize,
+        limit: usize,
+        chunk: usize,
+        more: bool,
+        done: bool,
+    }
+    let st = St {
+        store,
+        filter,
+        after: first.last().map_or(after, |e| e.position),
+        sent: first.len(),
+        limit,
+        chunk,
+        more: first.len() == chunk,
+        done: false,
+    };
+    let mut opening = b"{\"events\":[".to_vec();
+    opening.extend(head);
+    let rest = futures_util::stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        if st.more && st.sent < st.limit {
+            let want = (st.limit - st.sent).min(st.chunk);
+            let page = match st.store.read_all(st.after, want, &st.filter).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a streamed read failed midway; closing the response");
+                    st.done = true;
+                    return Some((Err(std::io::Error::other(e.to_string())), st));
+                }
+            };
+            st.more = page.len() == want;
+            st.sent += page.len();
+            if let Some(last) = page.last() {
+                st.after = last.position;
+            }
+            let bytes = serialise(&page, st.sent == page.len()).map_err(std::io::Error::other);
+            return Some((bytes.map(Bytes::from), st));
+        }
+        st.done = true;
+        // A full page may have more after it; a short one reached the head.
+        let next = if st.sent == st.limit {
+            st.after.to_string()
+        } else {
+            "null".to_owned()
+        };
+        Some((
+            Ok(Bytes::from(format!("],\"next_after_position\":{next}}}"))),
+            st,
+        ))
+    });
+    let body =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(opening)) });
+    let body = Body::from_stream(futures_util::StreamExt::chain(body, rest));
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// An SSE stream of every event after `after` that passes `filter`: history, then live
+/// commits, without a gap or a duplicate at the switch (both come from the same ordered
+/// reads by position). Ends when the server shuts down.
+pub fn subscription(app: AppState, after: u64, filter: Filter) -> impl IntoResponse {
+    struct St {
+        app: AppState,
+        filter: Filter,
+        after: u64,
+        buf: VecDeque<RecordedEvent>,
+        _gauge: SseGauge,
+    }
+    let st = St {
+        app,
+        filter,
+        after,
+        buf: VecDeque::new(),
+        _gauge: SseGauge::new(),
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(e) = st.buf.pop_front() {
+                let event = match serde_json::to_string(&e) {
+                    Ok(json) => Event::default().id(e.position.to_string()).data(json),
+                    Err(err) => Event::default().event("error").data(err.to_string()),
+                };
+                return Some((Ok::<_, Infallible>(event), st));
+            }
+            if *st.app.shutdown.borrow() {
+                return None;
+            }
+            let scanned = match st.app.store.head(&[]).await {
+                Ok(h) => h,
+                Err(e) => {
+                    return Some((Ok(Event::default().event("error").data(e.to_string())), st));
+                }
+            };
+            match st.app.store.read_all(st.after, CHUNK, &st.filter).await {
+                Ok(page) if !page.is_empty() => {
+                    if let Some(last) = page.last() {
+                        st.after = last.position;
+                    }
+                    st.buf.extend(page);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Some((Ok(Event::default().event("error").data(e.to_string())), st));
+                }
+            }
+            // Caught up: everything up to `scanned` was looked at. Wait for a commit.
+            st.after = st.after.max(scanned);
+            let mut shutdown = st.app.shutdown.clone();
+            tokio::select! {
+                _ = st.app.store.wait_for_head(st.after, LIVE_WAIT) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Counts open subscriptions in the `annal_sse_clients` gauge while alive.
+struct SseGauge;
+
+impl SseGauge {
+    fn new() -> Self {
+        metrics::gauge!("annal_sse_clients").increment(1.0);
+        SseGauge
+    }
+}
+
+impl Drop for SseGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("annal_sse_clients").decrement(1.0);
+    }
+}

@@ -1,0 +1,577 @@
+//! End to end over real HTTP: a server on 127.0.0.1 on the embedded store, driven with
+//! reqwest. Routes and shapes as API.md says; errors as problem documents that write
+//! nothing; concurrent appenders and a live SSE subscriber; streaming; shutdown.
+
+use annal_server::Config;
+use annal_sqlite::SqliteStore;
+use futures_util::StreamExt;
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+struct Server {
+    base: String,
+    _dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(config: Config) -> Server {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Arc::new(SqliteStore::open(dir.path().join("s.db")).expect("open"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = oneshot::channel::<()>();
+    let done = tokio::spawn(annal_server::serve(listener, store, config, async move {
+        let _ = rx.await;
+    }));
+    Server {
+        base,
+        _dir: dir,
+        stop: Some(tx),
+        done,
+    }
+}
+
+fn family(expected: Value, events: Value) -> Value {
+    json!({"aggregate_type": "Family", "expected_version": expected, "user_id": "sarah", "events": events})
+}
+
+async fn post(c: &Client, url: &str, body: &Value) -> (StatusCode, Value) {
+    let r = c.post(url).json(body).send().await.expect("request");
+    let status = r.status();
+    (status, r.json().await.expect("JSON body"))
+}
+
+async fn get(c: &Client, url: &str) -> (StatusCode, Value) {
+    let r = c.get(url).send().await.expect("request");
+    let status = r.status();
+    (status, r.json().await.expect("JSON body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_as_the_api_says() {
+    let s = start(Config::default()).await;
+    let c = Client::new();
+    let b = &s.base;
+    let (st, r) = post(&c, &format!("{b}/v1/streams/family_123"), &family(json!("no_stream"), json!([
+        {"event_type": "FamilyEnrolled", "data": {"family_name": "Martinez Family"}},
+        {"event_type": "ChildAdded", "correlation_id": "enrollment_abc123", "data": {"child_name": "Sofia"}}
+    ]))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(
+        (
+            r["aggregate_version"].as_u64(),
+            r["first_position"].as_u64(),
+            r["last_position"].as_u64()
+        ),
+        (Some(2), Some(1), Some(2))
+    );
+    let first_id = r["events"][0]["event_id"].as_str().expect("id").to_owned();
+
+    let (st, r) = get(
+        &c,
+        &format!("{b}/v1/streams/family_123?from_version=1&limit=1"),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        (
+            r["events"].as_array().map(Vec::len),
+            r["next_from_version"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    let (_, r) = get(&c, &format!("{b}/v1/streams/family_123?direction=backward")).await;
+    let versions: Vec<_> = r["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["aggregate_version"].as_u64())
+        .collect();
+    assert_eq!(versions, [Some(2), Some(1)]);
+    assert!(r["next_from_version"].is_null());
+    let (st, r) = get(&c, &format!("{b}/v1/streams/nobody")).await;
+    assert_eq!(
+        (st, r["type"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+
+    let (_, r) = get(&c, &format!("{b}/v1/events?after_position=0&limit=1")).await;
+    assert_eq!(
+        (
+            r["events"].as_array().map(Vec::len),
+            r["next_after_position"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let (_, r) = get(&c, &format!("{b}/v1/events?after_position=1")).await;
+    assert!(
+        r["next_after_position"].is_null(),
+        "the page reached the head"
+    );
+    let (_, r) = get(
+        &c,
+        &format!("{b}/v1/events?event_type=ChildAdded,Nothing&correlation_id=enrollment_abc123"),
+    )
+    .await;
+    assert_eq!(r["events"][0]["position"].as_u64(), Some(2));
+    let (_, r) = get(
+        &c,
+        &format!("{b}/v1/events?since=2000-01-01&until=2000-01-02"),
+    )
+    .await;
+    assert_eq!(r["events"].as_array().map(Vec::len), Some(0));
+
+    let (st, r) = get(&c, &format!("{b}/v1/events/{first_id}")).await;
+    assert_eq!((st, r["position"].as_u64()), (StatusCode::OK, Some(1)));
+    let (st, _) = get(
+        &c,
+        &format!("{b}/v1/events/01932c07-8e5c-7a3e-9b6f-3f1d2c4b5a69"),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, r) = get(&c, &format!("{b}/v1/events/not-a-uuid")).await;
+    assert_eq!(
+        (st, r["type"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+
+    assert_eq!(
+        get(&c, &format!("{b}/v1/head")).await.1,
+        json!({"position": 2})
+    );
+    assert_eq!(
+        get(&c, &format!("{b}/v1/head?aggregate_type=Invoice"))
+            .await
+            .1,
+        json!({"position": 0})
+    );
+
+    let (st, r) = post(&c, &format!("{b}/v1/transactions"), &json!({
+        "appends": [
+            {"aggregate_type": "Family", "aggregate_id": "family_123", "expected_version": 2, "events": [{"event_type": "PaymentReceived", "data": {"amount": 450}}]},
+            {"aggregate_type": "Invoice", "aggregate_id": "inv-1", "expected_version": "no_stream", "events": [{"event_type": "InvoicePaid", "data": {}}]}
+        ],
+        "checkpoint": {"name": "payments-projection", "position": 3, "expected_position": null}
+    })).await;
+    assert_eq!(st, StatusCode::CREATED, "{r}");
+    assert_eq!(r["results"].as_array().map(Vec::len), Some(2));
+    assert_eq!(r["checkpoint"]["position"].as_u64(), Some(3));
+
+    let (st, r) = get(&c, &format!("{b}/v1/checkpoints/payments-projection")).await;
+    assert_eq!(
+        (st, r["status"].as_str(), r["error_count"].as_u64()),
+        (StatusCode::OK, Some("running"), Some(0))
+    );
+    let r = c
+        .put(format!("{b}/v1/checkpoints/payments-projection"))
+        .json(&json!({"position": 4, "expected_position": 3, "status": "stopped"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = c
+        .put(format!("{b}/v1/checkpoints/payments-projection"))
+        .json(&json!({"position": 4, "expected_position": 3}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let p: Value = r.json().await.expect("problem");
+    assert_eq!(
+        (
+            p["type"].as_str(),
+            p["expected_position"].as_u64(),
+            p["actual_position"].as_u64()
+        ),
+        (Some("checkpoint_conflict"), Some(3), Some(4))
+    );
+    assert_eq!(
+        get(&c, &format!("{b}/v1/checkpoints/nobody")).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let r = c
+        .put(format!("{b}/v1/streams/family_123/snapshots/2"))
+        .json(&json!({"tag": "family-v2", "state": {"n": 2}}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (st, r) = get(
+        &c,
+        &format!("{b}/v1/streams/family_123/snapshots/latest?tag=family-v2"),
+    )
+    .await;
+    assert_eq!(
+        (st, r["aggregate_version"].as_u64()),
+        (StatusCode::OK, Some(2))
+    );
+    assert_eq!(
+        get(
+            &c,
+            &format!("{b}/v1/streams/family_123/snapshots/latest?tag=other")
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    let r = c
+        .put(format!("{b}/v1/streams/family_123/snapshots/99"))
+        .json(&json!({"tag": "t", "state": {}}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = c
+        .put(format!("{b}/v1/streams/nobody/snapshots/1"))
+        .json(&json!({"tag": "t", "state": {}}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    assert_eq!(
+        get(&c, &format!("{b}/v1/verify")).await.1,
+        json!({"ok": true, "checked": 4})
+    );
+    assert_eq!(get(&c, &format!("{b}/health/live")).await.0, StatusCode::OK);
+    assert_eq!(
+        get(&c, &format!("{b}/health/ready")).await.0,
+        StatusCode::OK
+    );
+    let metrics = c
+        .get(format!("{b}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("annal_http_requests_total"), "{metrics}");
+    assert!(metrics.contains("annal_events_appended_total"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_problem_documents_and_write_nothing() {
+    let s = start(Config {
+        max_body_bytes: 4096,
+        ..Config::default()
+    })
+    .await;
+    let c = Client::new();
+    let b = &s.base;
+    let ok = family(
+        json!("no_stream"),
+        json!([{"event_type": "FamilyEnrolled", "data": {}}]),
+    );
+    assert_eq!(
+        post(&c, &format!("{b}/v1/streams/f"), &ok).await.0,
+        StatusCode::CREATED
+    );
+    let cases: Vec<(Value, StatusCode, &str)> = vec![
+        (ok.clone(), StatusCode::CONFLICT, "wrong_expected_version"),
+        (
+            family(json!("sometimes"), json!([{"event_type": "E", "data": {}}])),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            family(json!("any"), json!([])),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            family(json!("any"), json!([{"event_type": "", "data": {}}])),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            family(
+                json!("any"),
+                json!([{"event_type": "E", "data": {}, "metadata": [1]}]),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            family(json!("any"), json!([{"event_type": "E"}])),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"aggregate_type": "Invoice", "events": [{"event_type": "E", "data": {}}]}),
+            StatusCode::CONFLICT,
+            "aggregate_type_mismatch",
+        ),
+        (
+            json!({"aggregate_type": "Family", "aggregate_id": "g", "events": [{"event_type": "E", "data": {}}]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            family(
+                json!("any"),
+                json!([{"event_type": "E", "data": "x".repeat(5000)}]),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+        ),
+    ];
+    for (body, status, kind) in cases {
+        let r = c
+            .post(format!("{b}/v1/streams/f"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), status, "{body}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let p: Value = r.json().await.expect("problem");
+        assert_eq!(p["type"].as_str(), Some(kind), "{p}");
+        assert_eq!(p["status"].as_u64(), Some(u64::from(status.as_u16())));
+        assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    let r = c
+        .post(format!("{b}/v1/streams/f"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = c
+        .post(format!("{b}/v1/streams/f"))
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    for q in [
+        "limit=0",
+        "limit=10001",
+        "limit=x",
+        "since=yesterday",
+        "after_position=-1",
+        "typo=1",
+    ] {
+        let (st, p) = get(&c, &format!("{b}/v1/events?{q}")).await;
+        assert_eq!(
+            (st, p["type"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request")),
+            "{q}: {p}"
+        );
+    }
+    let (st, _) = get(&c, &format!("{b}/v1/streams/f?direction=sideways")).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        get(&c, &format!("{b}/v1/head")).await.1,
+        json!({"position": 1}),
+        "nothing was written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_comes_back_byte_for_byte_on_every_route() {
+    let s = start(Config::default()).await;
+    let c = Client::new();
+    let b = &s.base;
+    let data = r#"{"z": 1.50, "a" :[1e3, {"é":"\u00e9"}]}"#;
+    let body = format!(
+        r#"{{"aggregate_type":"T","events":[{{"event_type":"E","metadata":{{ "k" :1}},"data":{data}}}]}}"#
+    );
+    let r = c
+        .post(format!("{b}/v1/streams/t-1"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created = r.text().await.expect("text");
+    let id = serde_json::from_str::<Value>(&created).expect("json")["events"][0]["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    for url in [
+        format!("{b}/v1/streams/t-1"),
+        format!("{b}/v1/events"),
+        format!("{b}/v1/events/{id}"),
+    ] {
+        let text = c
+            .get(&url)
+            .send()
+            .await
+            .expect("get")
+            .text()
+            .await
+            .expect("text");
+        assert!(text.contains(&format!(r#""data":{data}"#)), "{url}: {text}");
+        assert!(text.contains(r#""metadata":{ "k" :1}"#), "{url}: {text}");
+    }
+    assert!(created.contains(&format!(r#""data":{data}"#)), "{created}");
+}
+
+async fn sse_positions(url: String, want: usize) -> Vec<u64> {
+    let r = Client::new().get(url).send().await.expect("subscribe");
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut stream = r.bytes_stream();
+    let mut buf = String::new();
+    let mut seen = Vec::new();
+    while seen.len() < want {
+        let chunk = stream
+            .next()
+            .await
+            .expect("the stream stays open")
+            .expect("bytes");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(i) = buf.find("\n\n") {
+            let frame: String = buf.drain(..i + 2).collect();
+            let data = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("data:"))
+                .map(str::trim);
+            let id = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("id:"))
+                .map(str::trim);
+            if let (Some(id), Some(data)) = (id, data) {
+                let e: Value = serde_json::from_str(data).expect("event JSON");
+                assert_eq!(
+                    e["position"].as_u64().map(|p| p.to_string()).as_deref(),
+                    Some(id)
+                );
+                seen.push(e["position"].as_u64().expect("position"));
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_appenders_and_a_live_subscriber_see_every_event_once_in_order() {
+    const CLIENTS: u64 = 32;
+    const EACH: u64 = 20;
+    let s = start(Config::default()).await;
+    let b = s.base.clone();
+    let c = Client::new();
+    assert_eq!(
+        post(
+            &c,
+            &format!("{b}/v1/streams/seed"),
+            &family(json!("any"), json!([{"event_type": "Seeded", "data": {}}]))
+        )
+        .await
+        .0,
+        StatusCode::CREATED
+    );
+    let total = (1 + CLIENTS * EACH) as usize;
+    let subscriber = tokio::spawn(sse_positions(
+        format!("{b}/v1/subscribe?after_position=0"),
+        total,
+    ));
+    let filtered = tokio::spawn(sse_positions(
+        format!("{b}/v1/subscribe?event_type=Tick&after_position=0"),
+        (CLIENTS * EACH) as usize,
+    ));
+    let mut acked = HashSet::new();
+    let writers: Vec<_> = (0..CLIENTS)
+        .map(|w| {
+            let (c, b) = (c.clone(), b.clone());
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for i in 0..EACH {
+                    let body = family(
+                        json!(i),
+                        json!([{"event_type": "Tick", "data": {"w": w, "i": i}}]),
+                    );
+                    let (st, r) = post(&c, &format!("{b}/v1/streams/writer-{w}"), &body).await;
+                    assert_eq!(st, StatusCode::CREATED, "{r}");
+                    mine.push(r["first_position"].as_u64().expect("position"));
+                }
+                mine
+            })
+        })
+        .collect();
+    for w in writers {
+        acked.extend(w.await.expect("writer"));
+    }
+    let seen = tokio::time::timeout(Duration::from_secs(30), subscriber)
+        .await
+        .expect("subscriber finishes")
+        .expect("task");
+    assert_eq!(
+        seen,
+        (1..=total as u64).collect::<Vec<_>>(),
+        "every position once, in order"
+    );
+    let ticks = tokio::time::timeout(Duration::from_secs(30), filtered)
+        .await
+        .expect("filtered finishes")
+        .expect("task");
+    assert_eq!(
+        ticks.iter().copied().collect::<HashSet<_>>(),
+        acked,
+        "exactly the acknowledged appends"
+    );
+    assert!(ticks.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_pages_stream_and_say_where_the_next_starts() {
+    let s = start(Config::default()).await;
+    let c = Client::new();
+    let b = &s.base;
+    for k in 0..5 {
+        let events: Vec<Value> = (0..1000)
+            .map(|i| json!({"event_type": "E", "data": {"k": k, "i": i}}))
+            .collect();
+        assert_eq!(
+            post(
+                &c,
+                &format!("{b}/v1/streams/big"),
+                &family(json!("any"), json!(events))
+            )
+            .await
+            .0,
+            StatusCode::CREATED
+        );
+    }
+    let (_, r) = get(&c, &format!("{b}/v1/events?limit=2500")).await;
+    let events = r["events"].as_array().expect("events");
+    assert_eq!(events.len(), 2500);
+    assert_eq!(events[2499]["position"].as_u64(), Some(2500));
+    assert_eq!(r["next_after_position"].as_u64(), Some(2500));
+    let (_, r) = get(
+        &c,
+        &format!("{b}/v1/events?after_position=2500&limit=10000"),
+    )
+    .await;
+    assert_eq!(r["events"].as_array().map(Vec::len), Some(2500));
+    assert!(r["next_after_position"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_subscriptions_and_returns() {
+    let mut s = start(Config::default()).await;
+    let r = Client::new()
+        .get(format!("{}/v1/subscribe", s.base))
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(r.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = s.stop.take().expect("stop").send(());
+    let served = tokio::time::timeout(Duration::from_secs(10), s.done)
+        .await
+        .expect("the server stops")
+        .expect("task");
+    assert!(served.is_ok());
+    drop(r);
+}

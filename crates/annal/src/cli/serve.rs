@@ -1,0 +1,85 @@
+//! `annal serve`: the HTTP API (API.md) on a store, by default the embedded one in
+//! `./annal-data/annal.db`, on 127.0.0.1:2113.
+//!
+//! Shutdown: SIGTERM or Ctrl-C stops accepting connections, ends subscriptions, lets
+//! in-flight requests (appends) finish, then exits 0.
+
+use super::{CliError, StoreArgs};
+use annal_server::Config;
+use clap::Args;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// A data directory: the embedded store in DIR/annal.db (instead of --store).
+    #[arg(long, env = "ANNAL_DATA", conflicts_with = "store")]
+    data: Option<std::path::PathBuf>,
+    /// Address to listen on. Anything but a loopback address needs --allow-anonymous
+    /// until API tokens are configured.
+    #[arg(long, env = "ANNAL_LISTEN", default_value = "127.0.0.1:2113")]
+    listen: SocketAddr,
+    /// Serve without authentication on a non-loopback address (anyone who can reach
+    /// the port can read and append).
+    #[arg(long, env = "ANNAL_ALLOW_ANONYMOUS")]
+    allow_anonymous: bool,
+    /// Largest request body, in bytes (413 beyond).
+    #[arg(long, env = "ANNAL_MAX_BODY_BYTES", default_value_t = Config::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Largest page a read may ask for with `limit` (400 beyond).
+    #[arg(long, env = "ANNAL_MAX_PAGE", default_value_t = Config::default().max_page)]
+    max_page: usize,
+}
+
+pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
+    if !args.listen.ip().is_loopback() && !args.allow_anonymous {
+        return Err(CliError::Usage(format!(
+            "refusing to listen on {} without authentication: anyone who can reach it could read and append. \
+             Listen on 127.0.0.1, or pass --allow-anonymous if that is what you want",
+            args.listen
+        )));
+    }
+    if let Some(dir) = &args.data {
+        args.store.store = format!("sqlite:{}", dir.join("annal.db").display());
+    }
+    let store = args.store.open()?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+    let config = Config {
+        max_body_bytes: args.max_body_bytes,
+        max_page: args.max_page,
+    };
+    tracing::info!(listen = %args.listen, store = %args.store.store, "annal is serving");
+    eprintln!(
+        "annal: serving {} on http://{}",
+        args.store.store, args.listen
+    );
+    annal_server::serve(listener, store, config, stop_signal()).await?;
+    tracing::info!("annal stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
