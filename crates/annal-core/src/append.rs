@@ -131,6 +131,7 @@ impl Default for Limits {
 }
 
 /// One event a writer proposes. Unset fields take the append's values, then defaults.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewEvent {
@@ -138,18 +139,23 @@ pub struct NewEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<Uuid>,
     /// What happened.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub event_type: String,
     /// Schema version of `data` (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub event_version: Option<u32>,
     /// The actor, overriding the append's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub user_id: Option<String>,
     /// Overrides the append's correlation_id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub correlation_id: Option<String>,
     /// Overrides the append's causation_id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub causation_id: Option<String>,
     /// A JSON object (default `{}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,10 +211,12 @@ impl NewEvent {
 }
 
 /// Appends events to one aggregate, atomically.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppendRequest {
     /// The aggregate's type (must match its first event's).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub aggregate_type: String,
     /// The aggregate (over HTTP it may come from the route instead).
     #[serde(default)]
@@ -218,14 +226,18 @@ pub struct AppendRequest {
     pub expected_version: ExpectedVersion,
     /// Actor for events that set none (default `system`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub user_id: Option<String>,
     /// correlation_id for events that set none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub correlation_id: Option<String>,
     /// causation_id for events that set none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub causation_id: Option<String>,
     /// The events, in order.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub events: Vec<NewEvent>,
 }
 
@@ -529,6 +541,7 @@ pub fn check_replay(
 }
 
 /// What the store answers to an append.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendResult {
     /// The aggregate's version after the append (its last event's version).
@@ -556,6 +569,7 @@ impl AppendResult {
 }
 
 /// Several appends and optionally one checkpoint, committed together or not at all.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Transaction {
@@ -621,6 +635,7 @@ impl From<ProposedAppend> for ProposedTransaction {
 }
 
 /// What the store answers to a transaction.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransactionResult {
     /// One result per append, in order.

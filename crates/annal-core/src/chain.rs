@@ -172,6 +172,7 @@ pub fn event_hash(prev: &Hash, event: &RecordedEvent) -> Hash {
 }
 
 /// The outcome of a chain check.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {
     /// Whether every checked event links to its predecessor.

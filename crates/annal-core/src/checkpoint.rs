@@ -15,6 +15,7 @@ use std::str::FromStr;
 pub const MAX_LAST_ERROR_BYTES: usize = 64 * 1024;
 
 /// A consumer's state, as the seed's projection_checkpoints names it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckpointStatus {
@@ -64,6 +65,7 @@ impl FromStr for CheckpointStatus {
 }
 
 /// A checkpoint as stored.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// The consumer's name.
@@ -81,11 +83,13 @@ pub struct Checkpoint {
 }
 
 /// A write of a checkpoint.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointWrite {
     /// The consumer's name (over HTTP it comes from the route).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub name: String,
     /// The new position (at most the head position after the write).
     pub position: u64,
@@ -105,6 +109,7 @@ pub struct CheckpointWrite {
         deserialize_with = "present_or_null",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub expected_position: Option<Option<u64>>,
 }
 

@@ -221,6 +221,7 @@ impl<'de> Deserialize<'de> for Timestamp {
 }
 
 /// An event as the store recorded it: the one JSON form of API.md.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedEvent {
     /// Global position: 1-based, contiguous, commit order.

@@ -21,6 +21,8 @@ pub mod chain;
 pub mod checkpoint;
 pub mod error;
 pub mod event;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod read;
 pub mod repository;
 pub mod snapshot;

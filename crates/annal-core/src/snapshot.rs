@@ -9,6 +9,7 @@ use crate::event::{RawJson, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// A cached state of an aggregate.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The aggregate.

@@ -7,6 +7,7 @@
 //! store at the client's pace (bounded memory per client); on shutdown the server stops
 //! accepting, ends subscriptions, and lets in-flight requests (appends) finish.
 
+pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod stream;
@@ -104,6 +105,7 @@ pub fn router(store: Arc<dyn Store>, config: Config, shutdown: watch::Receiver<b
         .route("/health/live", get(routes::live))
         .route("/health/ready", get(routes::ready))
         .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi))
         .fallback(routes::fallback)
         .layer(DefaultBodyLimit::max(limit))
         .route_layer(middleware::from_fn(count_requests))

@@ -1,11 +1,17 @@
 //! The handlers of API.md's routes. Each translates HTTP into one Store call and back;
 //! every failure is a [`Problem`], and nothing is written on any error.
 
+#[allow(unused_imports)]
+use crate::openapi::{EventsPageDoc, HeadDoc, ProblemDoc, StatusDoc, StreamPageDoc};
 use crate::problem::Problem;
 use crate::stream::{events_body, subscription};
 use crate::{AppState, metrics_text};
 use annal_core::checkpoint::CheckpointWrite;
 use annal_core::{AppendRequest, Direction, Filter, RawJson, Timestamp, Transaction, Uuid};
+#[allow(unused_imports)]
+use annal_core::{
+    AppendResult, Checkpoint, RecordedEvent, Snapshot, TransactionResult, VerifyReport,
+};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -13,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 type Res = Result<Response, Problem>;
 
@@ -38,6 +45,22 @@ fn page(limit: Option<usize>, default: usize, max: usize) -> Result<usize, Probl
 }
 
 /// `POST /v1/streams/{aggregate_id}`
+#[utoipa::path(
+    post,
+    path = "/v1/streams/{aggregate_id}",
+    tag = "events",
+    description = "Append events to one aggregate, atomically, with an optimistic concurrency check.",
+    params(("aggregate_id" = String, Path, description = "The aggregate")),
+    request_body = AppendRequest,
+    responses(
+        (status = 201, description = "Appended (or an identical retry answered)", body = AppendResult),
+        (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: wrong_expected_version, aggregate_type_mismatch, duplicate_event_id or checkpoint_conflict", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Too large", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
 pub async fn append(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -62,6 +85,21 @@ pub async fn append(
 }
 
 /// `POST /v1/transactions`
+#[utoipa::path(
+    post,
+    path = "/v1/transactions",
+    tag = "events",
+    description = "Several appends and optionally one checkpoint, committed together or not at all.",
+    request_body = Transaction,
+    responses(
+        (status = 201, description = "Committed", body = TransactionResult),
+        (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: wrong_expected_version, aggregate_type_mismatch, duplicate_event_id or checkpoint_conflict", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Too large", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
 pub async fn transact(
     State(app): State<AppState>,
     body: Result<Json<Transaction>, JsonRejection>,
@@ -74,15 +112,33 @@ pub async fn transact(
 }
 
 /// Query of `GET /v1/streams/{aggregate_id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
+    /// Forward: the first version (default 1); backward: the last (default: the current one).
     from_version: Option<u64>,
+    /// Most events in the page (default 100, at most the server's page limit).
+    #[param(minimum = 1)]
     limit: Option<usize>,
+    /// `forward` (default) or `backward`.
     direction: Option<Direction>,
 }
 
 /// `GET /v1/streams/{aggregate_id}`
+#[utoipa::path(
+    get,
+    path = "/v1/streams/{aggregate_id}",
+    tag = "events",
+    description = "An aggregate's events, forwards or backwards from a version.",
+    params(("aggregate_id" = String, Path, description = "The aggregate"), StreamQuery),
+    responses(
+        (status = 200, description = "A page of the aggregate's events", body = StreamPageDoc),
+        (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
 pub async fn read_stream(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -121,17 +177,30 @@ pub async fn read_stream(
 }
 
 /// The filters every global read takes (comma-separated lists; OR within, AND across).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
+    /// Events after this global position (default 0).
     after_position: Option<u64>,
+    /// Most events in the page (default 1000, at most the server's page limit).
+    #[param(minimum = 1)]
     limit: Option<usize>,
+    /// Comma-separated event types (any of).
     event_type: Option<String>,
+    /// Comma-separated aggregate types (any of).
     aggregate_type: Option<String>,
+    /// Comma-separated correlation ids (any of).
     correlation_id: Option<String>,
+    /// Comma-separated causation ids (any of).
     causation_id: Option<String>,
+    /// Comma-separated actors (any of).
     user_id: Option<String>,
+    /// Recorded at or after this RFC 3339 time (or date).
+    #[param(value_type = Option<String>, format = DateTime)]
     since: Option<String>,
+    /// Recorded before this RFC 3339 time (or date).
+    #[param(value_type = Option<String>, format = DateTime)]
     until: Option<String>,
 }
 
@@ -169,6 +238,18 @@ impl EventsQuery {
 }
 
 /// `GET /v1/events`: streamed, so a large page is never one buffer.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    description = "All events in global order, filtered.",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "A page of events in global order", body = EventsPageDoc),
+        (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
 pub async fn read_events(
     State(app): State<AppState>,
     query: Result<Query<EventsQuery>, QueryRejection>,
@@ -186,6 +267,19 @@ pub async fn read_events(
 }
 
 /// `GET /v1/events/{event_id}`
+#[utoipa::path(
+    get,
+    path = "/v1/events/{event_id}",
+    tag = "events",
+    description = "One event by id.",
+    params(("event_id" = uuid::Uuid, Path, description = "The event's UUID")),
+    responses(
+        (status = 200, description = "The event", body = RecordedEvent),
+        (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
 pub async fn read_event(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -201,13 +295,27 @@ pub async fn read_event(
 }
 
 /// Query of `GET /v1/head`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HeadQuery {
+    /// Comma-separated aggregate types: the last position among their events.
     aggregate_type: Option<String>,
 }
 
 /// `GET /v1/head`
+#[utoipa::path(
+    get,
+    path = "/v1/head",
+    tag = "events",
+    description = "The last committed position, overall or among some aggregate types.",
+    params(HeadQuery),
+    responses(
+        (status = 200, description = "The last committed position", body = HeadDoc),
+        (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
 pub async fn head(
     State(app): State<AppState>,
     query: Result<Query<HeadQuery>, QueryRejection>,
@@ -218,6 +326,19 @@ pub async fn head(
 }
 
 /// `GET /v1/checkpoints/{name}`
+#[utoipa::path(
+    get,
+    path = "/v1/checkpoints/{name}",
+    tag = "checkpoints",
+    description = "A named consumer's position and status.",
+    params(("name" = String, Path, description = "The consumer")),
+    responses(
+        (status = 200, description = "The checkpoint", body = Checkpoint),
+        (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
 pub async fn get_checkpoint(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -230,6 +351,22 @@ pub async fn get_checkpoint(
 }
 
 /// `PUT /v1/checkpoints/{name}`
+#[utoipa::path(
+    put,
+    path = "/v1/checkpoints/{name}",
+    tag = "checkpoints",
+    description = "Write a checkpoint, optionally only if it is at expected_position (null: must not exist).",
+    params(("name" = String, Path, description = "The consumer")),
+    request_body = CheckpointWrite,
+    responses(
+        (status = 200, description = "The checkpoint as stored", body = Checkpoint),
+        (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict: wrong_expected_version, aggregate_type_mismatch, duplicate_event_id or checkpoint_conflict", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Too large", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
 pub async fn put_checkpoint(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -252,14 +389,33 @@ pub async fn put_checkpoint(
 }
 
 /// Body of `PUT /v1/streams/{aggregate_id}/snapshots/{version}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotBody {
+    /// The state's shape, e.g. `family-v2`.
+    #[schema(min_length = 1, max_length = 255)]
     tag: String,
+    /// The state.
     state: RawJson,
 }
 
 /// `PUT /v1/streams/{aggregate_id}/snapshots/{version}`
+#[utoipa::path(
+    put,
+    path = "/v1/streams/{aggregate_id}/snapshots/{version}",
+    tag = "snapshots",
+    description = "Store a snapshot of an aggregate at a version (replaces one with the same version and tag).",
+    params(("aggregate_id" = String, Path, description = "The aggregate"), ("version" = u64, Path, description = "The version the state reflects")),
+    request_body = SnapshotBody,
+    responses(
+        (status = 201, description = "The snapshot as stored", body = Snapshot),
+        (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Too large", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
 pub async fn put_snapshot(
     State(app): State<AppState>,
     path: Result<Path<(String, u64)>, PathRejection>,
@@ -275,14 +431,31 @@ pub async fn put_snapshot(
 }
 
 /// Query of `GET /v1/streams/{aggregate_id}/snapshots/latest`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotQuery {
+    /// The state's shape (required).
+    #[param(required = true, value_type = String, min_length = 1)]
     tag: Option<String>,
+    /// The newest snapshot at or below this version (default: any).
     at_or_below: Option<u64>,
 }
 
 /// `GET /v1/streams/{aggregate_id}/snapshots/latest`
+#[utoipa::path(
+    get,
+    path = "/v1/streams/{aggregate_id}/snapshots/latest",
+    tag = "snapshots",
+    description = "The newest snapshot with a tag at or below a version.",
+    params(("aggregate_id" = String, Path, description = "The aggregate"), SnapshotQuery),
+    responses(
+        (status = 200, description = "The snapshot", body = Snapshot),
+        (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
 pub async fn latest_snapshot(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -306,6 +479,18 @@ pub async fn latest_snapshot(
 
 /// `GET /v1/subscribe`: Server-Sent Events, history then live. A `Last-Event-ID` header
 /// (sent by reconnecting browsers) resumes after that position.
+#[utoipa::path(
+    get,
+    path = "/v1/subscribe",
+    tag = "events",
+    description = "Every matching event after a position, then live ones as they commit.",
+    params(EventsQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position")),
+    responses(
+        (status = 200, description = "Server-Sent Events: id = position, data = the event JSON; history, then live", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
 pub async fn subscribe(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -331,14 +516,29 @@ pub async fn subscribe(
 }
 
 /// Query of `GET /v1/verify`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyQuery {
+    /// First position to check (default 1).
     from_position: Option<u64>,
+    /// Last position to check (default: the head).
     to_position: Option<u64>,
 }
 
 /// `GET /v1/verify`
+#[utoipa::path(
+    get,
+    path = "/v1/verify",
+    tag = "audit",
+    description = "Check the hash chain, whole or by range.",
+    params(VerifyQuery),
+    responses(
+        (status = 200, description = "The report (ok may be false)", body = VerifyReport),
+        (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
 pub async fn verify(
     State(app): State<AppState>,
     query: Result<Query<VerifyQuery>, QueryRejection>,
@@ -348,11 +548,30 @@ pub async fn verify(
 }
 
 /// `GET /health/live`
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "operations",
+    description = "Liveness.",
+    responses(
+        (status = 200, description = "The process is up", body = StatusDoc)
+    )
+)]
 pub async fn live() -> Res {
     ok(&json!({ "status": "live" }))
 }
 
 /// `GET /health/ready`: the store answers.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "operations",
+    description = "Readiness: the store answers.",
+    responses(
+        (status = 200, description = "The store answers", body = StatusDoc),
+        (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
 pub async fn ready(State(app): State<AppState>) -> Res {
     match app.store.head(&[]).await {
         Ok(head) => ok(&json!({ "status": "ready", "head": head })),
@@ -365,6 +584,15 @@ pub async fn ready(State(app): State<AppState>) -> Res {
 }
 
 /// `GET /metrics`
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    description = "Prometheus metrics.",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn metrics(State(app): State<AppState>) -> Res {
     if let Ok(head) = app.store.head(&[]).await {
         metrics::gauge!("annal_head_position").set(head as f64);
@@ -374,6 +602,13 @@ pub async fn metrics(State(app): State<AppState>) -> Res {
         metrics_text(),
     )
         .into_response())
+}
+
+/// `GET /openapi.json`: the OpenAPI 3 document of every route.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", description = "This document.", responses((status = 200, description = "The OpenAPI 3 document", body = Object)))]
+pub async fn openapi() -> Response {
+    use utoipa::OpenApi;
+    Json(crate::openapi::ApiDoc::openapi()).into_response()
 }
 
 /// Any other route.
