@@ -7,6 +7,7 @@
 //! store at the client's pace (bounded memory per client); on shutdown the server stops
 //! accepting, ends subscriptions, and lets in-flight requests (appends) finish.
 
+pub mod auth;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -32,6 +33,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Largest `limit` of a page read (400 beyond). Default 10,000.
     pub max_page: usize,
+    /// API tokens; `None` turns auth off.
+    pub tokens: Option<auth::Tokens>,
 }
 
 impl Default for Config {
@@ -39,6 +42,7 @@ impl Default for Config {
         Self {
             max_body_bytes: 16 * 1024 * 1024,
             max_page: 10_000,
+            tokens: None,
         }
     }
 }
@@ -74,6 +78,7 @@ pub fn metrics_text() -> String {
 pub fn router(store: Arc<dyn Store>, config: Config, shutdown: watch::Receiver<bool>) -> Router {
     prometheus();
     let limit = config.max_body_bytes;
+    let tokens = Arc::new(config.tokens.clone());
     let state = AppState {
         store,
         config: Arc::new(config),
@@ -109,6 +114,9 @@ pub fn router(store: Arc<dyn Store>, config: Config, shutdown: watch::Receiver<b
         .fallback(routes::fallback)
         .layer(DefaultBodyLimit::max(limit))
         .route_layer(middleware::from_fn(count_requests))
+        .layer(middleware::from_fn(move |req, next| {
+            auth::authenticate(tokens.clone(), req, next)
+        }))
         .with_state(state)
 }
 

@@ -1,6 +1,7 @@
 //! The handlers of API.md's routes. Each translates HTTP into one Store call and back;
 //! every failure is a [`Problem`], and nothing is written on any error.
 
+use crate::auth::Caller;
 #[allow(unused_imports)]
 use crate::openapi::{EventsPageDoc, HeadDoc, ProblemDoc, StatusDoc, StreamPageDoc};
 use crate::problem::Problem;
@@ -14,7 +15,7 @@ use annal_core::{
 };
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -58,11 +59,14 @@ fn page(limit: Option<usize>, default: usize, max: usize) -> Result<usize, Probl
         (status = 409, description = "Conflict: wrong_expected_version, aggregate_type_mismatch, duplicate_event_id or checkpoint_conflict", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "Too large", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "The body is not application/json", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role or aggregate types do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
     )
 )]
 pub async fn append(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     body: Result<Json<AppendRequest>, JsonRejection>,
 ) -> Res {
@@ -78,6 +82,10 @@ pub async fn append(
                 request.aggregate_id
             ),
         ));
+    }
+    caller.check_type(&request.aggregate_type)?;
+    if request.user_id.is_none() {
+        request.user_id.clone_from(&caller.name);
     }
     let result = app.store.append(request).await?;
     metrics::counter!("annal_events_appended_total").increment(result.events.len() as u64);
@@ -97,14 +105,23 @@ pub async fn append(
         (status = 409, description = "Conflict: wrong_expected_version, aggregate_type_mismatch, duplicate_event_id or checkpoint_conflict", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "Too large", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "The body is not application/json", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role or aggregate types do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
     )
 )]
 pub async fn transact(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<Transaction>, JsonRejection>,
 ) -> Res {
-    let Json(t) = body?;
+    let Json(mut t) = body?;
+    for a in &mut t.appends {
+        caller.check_type(&a.aggregate_type)?;
+        if a.user_id.is_none() {
+            a.user_id.clone_from(&caller.name);
+        }
+    }
     let result = app.store.transact(t).await?;
     let n: usize = result.results.iter().map(|r| r.events.len()).sum();
     metrics::counter!("annal_events_appended_total").increment(n as u64);
@@ -136,11 +153,14 @@ pub struct StreamQuery {
         (status = 200, description = "A page of the aggregate's events", body = StreamPageDoc),
         (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role or aggregate types do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
     )
 )]
 pub async fn read_stream(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Res {
@@ -150,6 +170,7 @@ pub async fn read_stream(
     let Some(info) = app.store.aggregate(&id).await? else {
         return Err(Problem::not_found(format!("aggregate '{id}'")));
     };
+    caller.check_type(&info.aggregate_type)?;
     let direction = q.direction.unwrap_or_default();
     let events = app
         .store
@@ -247,15 +268,19 @@ impl EventsQuery {
     responses(
         (status = 200, description = "A page of events in global order", body = EventsPageDoc),
         (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role or aggregate types do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
     )
 )]
 pub async fn read_events(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Res {
     let Query(q) = query?;
-    let filter = q.filter()?;
+    let mut filter = q.filter()?;
+    caller.narrow(&mut filter.aggregate_types)?;
     let limit = page(q.limit, 1000, app.config.max_page)?;
     events_body(
         app.store.clone(),
@@ -277,11 +302,14 @@ pub async fn read_events(
         (status = 200, description = "The event", body = RecordedEvent),
         (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role or aggregate types do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
     )
 )]
 pub async fn read_event(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
 ) -> Res {
     let Path(raw) = path?;
@@ -289,7 +317,10 @@ pub async fn read_event(
         .parse()
         .map_err(|e| Problem::invalid("event_id", format!("'{raw}' is not a UUID: {e}")))?;
     match app.store.event(id).await? {
-        Some(e) => ok(&e),
+        Some(e) => {
+            caller.check_type(&e.aggregate_type)?;
+            ok(&e)
+        }
         None => Err(Problem::not_found(format!("event {id}"))),
     }
 }
@@ -313,15 +344,20 @@ pub struct HeadQuery {
     responses(
         (status = 200, description = "The last committed position", body = HeadDoc),
         (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role or aggregate types do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
     )
 )]
 pub async fn head(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<HeadQuery>, QueryRejection>,
 ) -> Res {
     let Query(q) = query?;
-    let position = app.store.head(&list(&q.aggregate_type)).await?;
+    let mut types = list(&q.aggregate_type);
+    caller.narrow(&mut types)?;
+    let position = app.store.head(&types).await?;
     ok(&json!({ "position": position }))
 }
 
@@ -336,6 +372,8 @@ pub async fn head(
         (status = 200, description = "The checkpoint", body = Checkpoint),
         (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role or aggregate types do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
     )
 )]
@@ -364,6 +402,8 @@ pub async fn get_checkpoint(
         (status = 409, description = "Conflict: wrong_expected_version, aggregate_type_mismatch, duplicate_event_id or checkpoint_conflict", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "Too large", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "The body is not application/json", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role or aggregate types do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
     )
 )]
@@ -413,16 +453,22 @@ pub struct SnapshotBody {
         (status = 404, description = "Not found", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "Too large", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "The body is not application/json", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role or aggregate types do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
     )
 )]
 pub async fn put_snapshot(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<(String, u64)>, PathRejection>,
     body: Result<Json<SnapshotBody>, JsonRejection>,
 ) -> Res {
     let Path((id, version)) = path?;
     let Json(b) = body?;
+    if let Some(info) = app.store.aggregate(&id).await? {
+        caller.check_type(&info.aggregate_type)?;
+    }
     created(
         &app.store
             .save_snapshot(&id, version, &b.tag, b.state)
@@ -453,11 +499,14 @@ pub struct SnapshotQuery {
         (status = 200, description = "The snapshot", body = Snapshot),
         (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role or aggregate types do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
     )
 )]
 pub async fn latest_snapshot(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<SnapshotQuery>, QueryRejection>,
 ) -> Res {
@@ -470,7 +519,10 @@ pub async fn latest_snapshot(
         ));
     };
     match app.store.load_snapshot(&id, &tag, q.at_or_below).await? {
-        Some(s) => ok(&s),
+        Some(s) => {
+            caller.check_type(&s.aggregate_type)?;
+            ok(&s)
+        }
         None => Err(Problem::not_found(format!(
             "snapshot of '{id}' with tag '{tag}'"
         ))),
@@ -488,16 +540,20 @@ pub async fn latest_snapshot(
     responses(
         (status = 200, description = "Server-Sent Events: id = position, data = the event JSON; history, then live", content_type = "text/event-stream", body = String),
         (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role or aggregate types do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
     )
 )]
 pub async fn subscribe(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Res {
     let Query(q) = query?;
-    let filter = q.filter()?;
+    let mut filter = q.filter()?;
+    caller.narrow(&mut filter.aggregate_types)?;
     if q.limit.is_some() {
         return Err(Problem::invalid(
             "limit",
@@ -536,14 +592,18 @@ pub struct VerifyQuery {
     responses(
         (status = 200, description = "The report (ok may be false)", body = VerifyReport),
         (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role or aggregate types do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
     )
 )]
 pub async fn verify(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<VerifyQuery>, QueryRejection>,
 ) -> Res {
     let Query(q) = query?;
+    caller.check_unlimited()?;
     ok(&app.store.verify(q.from_position, q.to_position).await?)
 }
 
@@ -569,6 +629,8 @@ pub async fn live() -> Res {
     description = "Readiness: the store answers.",
     responses(
         (status = 200, description = "The store answers", body = StatusDoc),
+        (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role or aggregate types do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
     )
 )]

@@ -575,3 +575,179 @@ async fn shutdown_ends_subscriptions_and_returns() {
     assert!(served.is_ok());
     drop(r);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_with_roles_and_aggregate_types_guard_every_route() {
+    let tokens = annal_server::auth::Tokens::parse(
+        r#"{"tokens": [
+            {"name": "auditor", "token": "read-read-read-read", "role": "read"},
+            {"name": "billing", "token": "write-write-write-write", "role": "write", "aggregate_types": ["Invoice"]},
+            {"name": "ops", "token": "admin-admin-admin-admin", "role": "admin"}
+        ]}"#,
+    )
+    .expect("tokens");
+    let s = start(Config {
+        tokens: Some(tokens),
+        ..Config::default()
+    })
+    .await;
+    let c = Client::new();
+    let b = &s.base;
+    let send =
+        |method: reqwest::Method, url: String, token: Option<&'static str>, body: Option<Value>| {
+            let c = c.clone();
+            async move {
+                let mut r = c.request(method, url);
+                if let Some(t) = token {
+                    r = r.bearer_auth(t);
+                }
+                if let Some(body) = body {
+                    r = r.json(&body);
+                }
+                let r = r.send().await.expect("request");
+                let status = r.status();
+                (status, r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+    use reqwest::Method;
+    let invoice = json!({"aggregate_type": "Invoice", "events": [{"event_type": "InvoiceIssued", "data": {}}]});
+    let fam = json!({"aggregate_type": "Family", "events": [{"event_type": "FamilyEnrolled", "data": {}}]});
+    assert_eq!(
+        send(Method::GET, format!("{b}/health/live"), None, None)
+            .await
+            .0,
+        StatusCode::OK,
+        "health is open"
+    );
+    let (st, p) = send(Method::GET, format!("{b}/v1/head"), None, None).await;
+    assert_eq!(
+        (st, p["type"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    assert_eq!(
+        send(
+            Method::GET,
+            format!("{b}/v1/head"),
+            Some("wrong-wrong-wrong-wrong"),
+            None
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(
+            Method::POST,
+            format!("{b}/v1/streams/inv-1"),
+            Some("read-read-read-read"),
+            Some(invoice.clone())
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    let (st, r) = send(
+        Method::POST,
+        format!("{b}/v1/streams/inv-1"),
+        Some("write-write-write-write"),
+        Some(invoice),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{r}");
+    assert_eq!(
+        r["events"][0]["user_id"], "billing",
+        "the actor defaults to the token's name"
+    );
+    let (st, p) = send(
+        Method::POST,
+        format!("{b}/v1/streams/fam-1"),
+        Some("write-write-write-write"),
+        Some(fam.clone()),
+    )
+    .await;
+    assert_eq!(
+        (st, p["type"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    assert_eq!(
+        send(
+            Method::POST,
+            format!("{b}/v1/streams/fam-1"),
+            Some("admin-admin-admin-admin"),
+            Some(fam)
+        )
+        .await
+        .0,
+        StatusCode::CREATED
+    );
+    let (_, r) = send(
+        Method::GET,
+        format!("{b}/v1/events"),
+        Some("write-write-write-write"),
+        None,
+    )
+    .await;
+    let types: Vec<_> = r["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["aggregate_type"].clone())
+        .collect();
+    assert_eq!(
+        types,
+        [json!("Invoice")],
+        "a limited token reads only its aggregate types"
+    );
+    assert_eq!(
+        send(
+            Method::GET,
+            format!("{b}/v1/streams/fam-1"),
+            Some("write-write-write-write"),
+            None
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(
+            Method::GET,
+            format!("{b}/v1/events?aggregate_type=Family"),
+            Some("write-write-write-write"),
+            None
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(
+            Method::GET,
+            format!("{b}/v1/verify"),
+            Some("write-write-write-write"),
+            None
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(
+            Method::GET,
+            format!("{b}/v1/verify"),
+            Some("read-read-read-read"),
+            None
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let (_, r) = send(
+        Method::GET,
+        format!("{b}/v1/head"),
+        Some("read-read-read-read"),
+        None,
+    )
+    .await;
+    assert_eq!(r["position"], 2);
+}

@@ -6,6 +6,7 @@
 
 use super::{CliError, StoreArgs};
 use annal_server::Config;
+use annal_server::auth::Tokens;
 use clap::Args;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -17,14 +18,18 @@ pub struct ServeArgs {
     /// A data directory: the embedded store in DIR/annal.db (instead of --store).
     #[arg(long, env = "ANNAL_DATA", conflicts_with = "store")]
     data: Option<std::path::PathBuf>,
-    /// Address to listen on. Anything but a loopback address needs --allow-anonymous
-    /// until API tokens are configured.
+    /// Address to listen on. Anything but a loopback address needs API tokens
+    /// (--tokens-file) or --allow-anonymous.
     #[arg(long, env = "ANNAL_LISTEN", default_value = "127.0.0.1:2113")]
     listen: SocketAddr,
     /// Serve without authentication on a non-loopback address (anyone who can reach
     /// the port can read and append).
     #[arg(long, env = "ANNAL_ALLOW_ANONYMOUS")]
     allow_anonymous: bool,
+    /// API tokens, a JSON file: {"tokens": [{"name", "token", "role": "read"|"write"|"admin",
+    /// "aggregate_types": [..]?}]}. Turns auth on. (Or the same JSON in ANNAL_TOKENS.)
+    #[arg(long, env = "ANNAL_TOKENS_FILE")]
+    tokens_file: Option<std::path::PathBuf>,
     /// Largest request body, in bytes (413 beyond).
     #[arg(long, env = "ANNAL_MAX_BODY_BYTES", default_value_t = Config::default().max_body_bytes)]
     max_body_bytes: usize,
@@ -34,10 +39,24 @@ pub struct ServeArgs {
 }
 
 pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
-    if !args.listen.ip().is_loopback() && !args.allow_anonymous {
+    let tokens = match (&args.tokens_file, std::env::var("ANNAL_TOKENS")) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+            Some(
+                Tokens::parse(&text)
+                    .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?,
+            )
+        }
+        (None, Ok(json)) => {
+            Some(Tokens::parse(&json).map_err(|e| CliError::Usage(format!("ANNAL_TOKENS: {e}")))?)
+        }
+        (None, Err(_)) => None,
+    };
+    if tokens.is_none() && !args.listen.ip().is_loopback() && !args.allow_anonymous {
         return Err(CliError::Usage(format!(
             "refusing to listen on {} without authentication: anyone who can reach it could read and append. \
-             Listen on 127.0.0.1, or pass --allow-anonymous if that is what you want",
+             Configure API tokens (--tokens-file), listen on 127.0.0.1, or pass --allow-anonymous if that is what you want",
             args.listen
         )));
     }
@@ -51,6 +70,7 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
     let config = Config {
         max_body_bytes: args.max_body_bytes,
         max_page: args.max_page,
+        tokens,
     };
     tracing::info!(listen = %args.listen, store = %args.store.store, "annal is serving");
     eprintln!(
