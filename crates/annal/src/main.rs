@@ -1,4 +1,4 @@
-//! The `annal` command: append, read and verify an annal store (API.md's CLI).
+//! The `annal` command: serve, append, read, verify and audit an annal store (API.md's CLI).
 
 mod cli;
 
@@ -7,13 +7,20 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let argv = match cli::config::expand(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("annal: {e}");
+            return e.exit_code();
+        }
+    };
+    let args = cli::Cli::parse_from(argv);
     let filter = tracing_subscriber::EnvFilter::try_from_env("ANNAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if std::env::var_os("ANNAL_LOG_JSON").is_some() {
+    if args.log_json {
         logs.json().init();
     } else {
         logs.init();

@@ -262,8 +262,20 @@ fn read_follow_prints_events_committed_after_it_started() {
 
 #[test]
 fn serve_refuses_a_public_address_without_auth_and_says_how_to_fix_it() {
-    let out = annal(&["serve", "--listen", "0.0.0.0:0", "--data", "/nonexistent-annal-test"], "");
+    let out = annal(
+        &[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--data",
+            "/nonexistent-annal-test",
+        ],
+        "",
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(err.contains("--allow-anonymous") && err.contains("--tokens-file"), "{err}");
+    assert!(
+        err.contains("--allow-anonymous") && err.contains("--tokens-file"),
+        "{err}"
+    );
 }

@@ -5,6 +5,7 @@
 
 mod append;
 mod audit;
+pub mod config;
 mod read;
 mod serve;
 mod verify;
@@ -20,6 +21,9 @@ use std::sync::Arc;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Logs as JSON lines on stderr (level: ANNAL_LOG, default warn).
+    #[arg(long, global = true, env = "ANNAL_LOG_JSON")]
+    pub log_json: bool,
 }
 
 #[derive(Debug, Subcommand)]

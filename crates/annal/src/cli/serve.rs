@@ -11,8 +11,15 @@ use clap::Args;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+/// Every flag can also come from its ANNAL_* environment variable or from a TOML
+/// config file (--config FILE or ANNAL_CONFIG) whose keys are the flags' names
+/// (listen = "127.0.0.1:2113", max_page = 5000, allow_anonymous = true, ...);
+/// a flag beats its variable, which beats the file.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// A TOML file of settings (keys: the flags below, with underscores).
+    #[arg(long, env = "ANNAL_CONFIG")]
+    config: Option<std::path::PathBuf>,
     #[command(flatten)]
     store: StoreArgs,
     /// A data directory: the embedded store in DIR/annal.db (instead of --store).
