@@ -1,0 +1,3 @@
+//! Placeholder: W1–W5 on PostgreSQL (filled in by a later commit).
+
+fn main() {}
