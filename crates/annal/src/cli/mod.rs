@@ -34,7 +34,8 @@ enum Command {
 /// The store option every subcommand takes.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// The store: sqlite:PATH (the embedded store).
+    /// The store: sqlite:PATH (the embedded store) or postgres://USER@HOST/DB?schema=NAME
+    /// (see docs/postgres.md for the parameters).
     #[arg(long, env = "ANNAL_STORE", default_value = DEFAULT_STORE)]
     store: String,
     /// Largest event accepted (data plus metadata), in bytes.
@@ -46,13 +47,15 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    fn open(&self) -> Result<Arc<dyn annal::Store>, CliError> {
+    async fn open(&self) -> Result<Arc<dyn annal::Store>, CliError> {
         let url: StoreUrl = self.store.parse().map_err(CliError::Open)?;
         let limits = Limits {
             max_event_bytes: self.max_event_bytes,
             max_batch_events: self.max_batch_events,
         };
-        annal::open_with(&url, limits).map_err(CliError::Open)
+        annal::connect_with(&url, limits)
+            .await
+            .map_err(CliError::Open)
     }
 }
 
