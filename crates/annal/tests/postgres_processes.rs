@@ -4,7 +4,7 @@
 //! exactly once, in order, and end with exactly the acknowledged events; the chain must
 //! verify. Skipped (with a notice) when `ANNAL_TEST_POSTGRES_URL` is not set.
 
-use annal::{AppendResult, Filter, Store, StoreUrl, Uuid};
+use annal::{AppendResult, Filter, StoreUrl, Uuid};
 use std::collections::HashSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
