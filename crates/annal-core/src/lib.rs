@@ -19,6 +19,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod error;
 pub mod event;
+pub mod import;
 pub mod read;
 pub mod snapshot;
 pub mod store;

@@ -345,18 +345,6 @@ impl PgStore {
         self.inner.listener.is_listening()
     }
 
-    /// Stores already-recorded events (from another store, e.g. by `annal copy`) exactly
-    /// as they are: same event_ids, positions, versions, times and hashes. They must
-    /// continue this store's log: the first at its head + 1, each chaining to the one
-    /// before, versions contiguous, no event_id stored already, time never going back.
-    /// Anything else is refused and nothing is written.
-    pub async fn import(&self, events: Vec<RecordedEvent>) -> Result<u64> {
-        if events.is_empty() {
-            return Ok(0);
-        }
-        self.submit(|tx| writer::Job::Import(events, tx)).await
-    }
-
     async fn submit<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T>>) -> writer::Job,
@@ -422,6 +410,13 @@ impl Store for PgStore {
 
     async fn commit(&self, proposed: ProposedTransaction) -> Result<TransactionResult> {
         self.submit(|tx| writer::Job::Transact(proposed, tx)).await
+    }
+
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<u64> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        self.submit(|tx| writer::Job::Import(events, tx)).await
     }
 
     async fn read_aggregate(

@@ -48,7 +48,7 @@
 use crate::rows::{self, EVENT_COLUMNS, PgTime, clamp, jsonb_can_hold, micros_to_timestamptz};
 use crate::{StorageFailure, pool_failure};
 use annal_core::append::{ProposedAppend, ProposedTransaction, check_replay};
-use annal_core::chain;
+use annal_core::import::{self, check_import};
 use annal_core::{
     AppendResult, Checkpoint, Error, Hash, RawJson, RecordedEvent, Result, Snapshot, Timestamp,
     TransactionResult, Uuid,
@@ -722,75 +722,32 @@ impl GroupState {
         Ok(snapshot)
     }
 
-    /// Checks that `events` continue the log exactly (positions, chain, versions, time,
-    /// unique ids) and queues them as they are.
+    /// Checks that `events` continue the log exactly (see [`check_import`]) and queues
+    /// them as they are.
     fn import(&mut self, events: &[RecordedEvent]) -> Result<u64> {
-        let mut tip = Tip {
-            position: self.tip.position,
-            hash: self.tip.hash,
-            recorded_at: self.tip.recorded_at,
-        };
-        let mut versions: HashMap<&str, (&str, u64)> = HashMap::new();
-        for (i, e) in events.iter().enumerate() {
-            let field = |f: &str| format!("events[{i}].{f}");
-            if e.position != tip.position + 1 {
-                return Err(Error::invalid(
-                    field("position"),
-                    format!(
-                        "{} does not follow the store's head {}",
-                        e.position, tip.position
-                    ),
-                ));
-            }
-            if chain::event_hash(&tip.hash, e) != e.hash {
-                return Err(Error::invalid(
-                    field("hash"),
-                    format!("position {}: the hash does not chain", e.position),
-                ));
-            }
-            if e.recorded_at < tip.recorded_at {
-                return Err(Error::invalid(
-                    field("recorded_at"),
-                    format!("position {}: time goes backwards", e.position),
-                ));
-            }
-            let current = match versions.get(e.aggregate_id.as_str()) {
-                Some((t, v)) => Some(((*t).to_owned(), *v)),
-                None => self.current(&e.aggregate_id),
-            };
-            let (ty, v) = current.unwrap_or_else(|| (e.aggregate_type.clone(), 0));
-            if ty != e.aggregate_type || e.aggregate_version != v + 1 {
-                return Err(Error::invalid(
-                    field("aggregate_version"),
-                    format!(
-                        "position {}: aggregate '{}' is of type '{ty}' at version {v}",
-                        e.position, e.aggregate_id
-                    ),
-                ));
-            }
-            if self.by_id.contains_key(&e.event_id)
-                || events[..i].iter().any(|o| o.event_id == e.event_id)
-            {
-                return Err(Error::DuplicateEventId {
-                    event_id: e.event_id,
-                    detail: "the target store already holds it".into(),
-                });
-            }
-            versions.insert(&e.aggregate_id, (&e.aggregate_type, e.aggregate_version));
-            tip = Tip {
-                position: e.position,
-                hash: e.hash,
-                recorded_at: e.recorded_at,
-            };
-        }
-        for (id, (ty, v)) in versions {
-            self.versions.insert(id.to_owned(), (ty.to_owned(), v));
-        }
+        let tip = check_import(
+            import::Tip {
+                position: self.tip.position,
+                hash: self.tip.hash,
+                recorded_at: self.tip.recorded_at,
+            },
+            events,
+            |a| self.current(a),
+            |id| self.by_id.contains_key(id),
+        )?;
         for e in events {
+            self.versions.insert(
+                e.aggregate_id.clone(),
+                (e.aggregate_type.clone(), e.aggregate_version),
+            );
             self.by_id.insert(e.event_id, e.clone());
         }
         self.events.extend(events.iter().cloned());
-        self.tip = tip;
+        self.tip = Tip {
+            position: tip.position,
+            hash: tip.hash,
+            recorded_at: tip.recorded_at,
+        };
         Ok(events.len() as u64)
     }
 }

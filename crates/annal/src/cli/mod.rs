@@ -4,6 +4,7 @@
 //! broken chain); 2 bad usage or bad input.
 
 mod append;
+mod copy;
 mod read;
 mod verify;
 
@@ -29,6 +30,9 @@ enum Command {
     Read(Box<read::ReadArgs>),
     /// Check the hash chain, whole or by range; exits 1 if it is broken.
     Verify(verify::VerifyArgs),
+    /// Copy a whole store's log into an empty store (any backend to any backend),
+    /// keeping event_ids, positions, versions, times and hashes; verifies the copy.
+    Copy(copy::CopyArgs),
 }
 
 /// The store option every subcommand takes.
@@ -106,6 +110,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Append(a) => append::run(a).await,
         Command::Read(a) => read::run(*a).await,
         Command::Verify(a) => verify::run(a).await,
+        Command::Copy(a) => copy::run(a).await,
     }
 }
 
