@@ -57,6 +57,7 @@ use deadpool_postgres::{Object, Pool};
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::types::ToSql;
@@ -313,6 +314,11 @@ struct GroupState {
 
 type Fut<'a> = BoxFuture<'a, std::result::Result<u64, tokio_postgres::Error>>;
 
+/// Polls a future once, from an async context.
+async fn poll_once<T>(fut: &mut BoxFuture<'_, T>) -> Poll<T> {
+    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
+}
+
 impl Writer {
     fn publish(&self, tip: u64) {
         self.head.send_if_modified(|h| {
@@ -555,13 +561,39 @@ impl Writer {
         if state.tip.position != start {
             writes.push(Box::pin(client.execute(&move_head, &head_params)));
         }
-        for w in futures_util::future::join_all(writes).await {
-            w.map_err(fail("writing the group"))?;
+        // Send every write (a future sends its request when first polled). A write that
+        // fails before it is sent (it could not be encoded) stops the group here, before
+        // COMMIT is sent: the connection is then closed and the server rolls back.
+        let write_failed = fail("writing the group");
+        let mut answered: Vec<Option<std::result::Result<u64, tokio_postgres::Error>>> =
+            Vec::with_capacity(writes.len());
+        for w in &mut writes {
+            match poll_once(w).await {
+                Poll::Ready(Err(e)) => return Err(write_failed(e)),
+                Poll::Ready(Ok(n)) => answered.push(Some(Ok(n))),
+                Poll::Pending => answered.push(None),
+            }
         }
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(fail("committing the group"))?;
+        // COMMIT goes out behind the writes, in the same round trip. If any write failed
+        // on the server, the transaction is aborted and COMMIT only ends it (PostgreSQL
+        // answers ROLLBACK): the group is reported failed below and nothing was written.
+        let mut commit: Fut<'_> =
+            Box::pin(async { client.batch_execute("COMMIT").await.map(|()| 0) });
+        let mut committed = match poll_once(&mut commit).await {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        };
+        for (w, answer) in writes.iter_mut().zip(answered) {
+            match answer {
+                Some(r) => r.map_err(&write_failed)?,
+                None => w.await.map_err(&write_failed)?,
+            };
+        }
+        let committed = match committed.take() {
+            Some(r) => r,
+            None => commit.await,
+        };
+        committed.map_err(fail("committing the group"))?;
         Ok((outcomes, state.tip.position))
     }
 }
