@@ -91,6 +91,9 @@ pub struct Timestamp(i64);
 const MICROS_PER_SEC: i64 = 1_000_000;
 
 impl Timestamp {
+    /// Earlier than every real time (the time before an empty log's first event).
+    pub const MIN: Timestamp = Timestamp(i64::MIN);
+
     /// The current time, truncated to microseconds.
     pub fn now() -> Self {
         let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();

@@ -21,6 +21,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod error;
 pub mod event;
+pub mod import;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod read;

@@ -123,6 +123,18 @@ pub trait Store: Send + Sync {
     /// polling at least every 50 ms.
     async fn wait_for_head(&self, after_position: u64, timeout: Duration) -> Result<u64>;
 
+    /// Stores already-recorded events exactly as they are (same event_ids, positions,
+    /// versions, times and hashes): a copy from another store. They must continue this
+    /// store's log ([`crate::import::check_import`]); otherwise nothing is written.
+    /// Backends that cannot import answer [`Error::InvalidRequest`] (this default).
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<u64> {
+        let _ = events;
+        Err(Error::invalid(
+            "import",
+            "this store cannot import recorded events",
+        ))
+    }
+
     /// Checks the hash chain from `from_position` (default 1) to `to_position` (default:
     /// the head), reading in pages.
     async fn verify(

@@ -221,6 +221,13 @@ impl Store for SqliteStore {
         self.submit(|tx| writer::Job::Transact(proposed, tx)).await
     }
 
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<u64> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        self.submit(|tx| writer::Job::Import(events, tx)).await
+    }
+
     async fn read_aggregate(
         &self,
         aggregate_id: &str,

@@ -17,12 +17,13 @@
 
 use crate::rows::{self, EVENT_COLUMNS, clamp, db};
 use annal_core::append::{ProposedAppend, ProposedTransaction, check_replay};
+use annal_core::import::{self, check_import};
 use annal_core::{
     AppendResult, Error, Hash, RawJson, RecordedEvent, Result, Snapshot, Timestamp,
     TransactionResult, Uuid,
 };
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
@@ -41,6 +42,8 @@ pub enum Job {
     ),
     /// A snapshot save.
     Snapshot(SnapshotJob, oneshot::Sender<Result<Snapshot>>),
+    /// Already-recorded events to store as they are (a copy from another store).
+    Import(Vec<RecordedEvent>, oneshot::Sender<Result<u64>>),
 }
 
 /// A snapshot to save.
@@ -65,6 +68,7 @@ impl Job {
                 .sum::<usize>()
                 .max(1),
             Job::Snapshot(..) => 1,
+            Job::Import(events, _) => events.len().max(1),
         }
     }
 }
@@ -72,6 +76,7 @@ impl Job {
 enum Outcome {
     Transact(TransactionResult),
     Snapshot(Snapshot),
+    Import(u64),
 }
 
 /// The last event of the log, as the next append needs it.
@@ -134,10 +139,13 @@ fn answer(job: Job, outcome: Result<Outcome>) {
     match (job, outcome) {
         (Job::Transact(_, tx), Ok(Outcome::Transact(r))) => drop(tx.send(Ok(r))),
         (Job::Snapshot(_, tx), Ok(Outcome::Snapshot(s))) => drop(tx.send(Ok(s))),
+        (Job::Import(_, tx), Ok(Outcome::Import(n))) => drop(tx.send(Ok(n))),
         (Job::Transact(_, tx), Err(e)) => drop(tx.send(Err(e))),
         (Job::Snapshot(_, tx), Err(e)) => drop(tx.send(Err(e))),
+        (Job::Import(_, tx), Err(e)) => drop(tx.send(Err(e))),
         (Job::Transact(_, tx), Ok(_)) => drop(tx.send(Err(mixed()))),
         (Job::Snapshot(_, tx), Ok(_)) => drop(tx.send(Err(mixed()))),
+        (Job::Import(_, tx), Ok(_)) => drop(tx.send(Err(mixed()))),
     }
 }
 
@@ -180,6 +188,7 @@ fn commit_group(conn: &mut Connection, group: &[Job]) -> Result<(Vec<Result<Outc
         let outcome = match job {
             Job::Transact(t, _) => apply_transaction(&tx, t, &mut tip, now).map(Outcome::Transact),
             Job::Snapshot(s, _) => save_snapshot(&tx, s, now).map(Outcome::Snapshot),
+            Job::Import(events, _) => import_events(&tx, events, &mut tip).map(Outcome::Import),
         };
         match outcome {
             Ok(o) => outcomes.push(Ok(o)),
@@ -359,12 +368,6 @@ fn write_append(
     tip: &mut Tip,
     now: Timestamp,
 ) -> rusqlite::Result<AppendResult> {
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO events (position, event_id, event_type, event_version, aggregate_type,
-           aggregate_id, aggregate_version, recorded_at, user_id, correlation_id,
-           causation_id, data, metadata, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    )?;
     let at = now.to_string();
     let mut events = Vec::with_capacity(a.events.len());
     for (i, e) in a.events.iter().enumerate() {
@@ -376,28 +379,72 @@ fn write_append(
             now,
             &tip.hash,
         );
-        insert.execute(params![
-            clamp(recorded.position),
-            recorded.event_id.hyphenated().to_string(),
-            recorded.event_type,
-            recorded.event_version,
-            recorded.aggregate_type,
-            recorded.aggregate_id,
-            clamp(recorded.aggregate_version),
-            at,
-            recorded.user_id,
-            recorded.correlation_id,
-            recorded.causation_id,
-            recorded.data.get(),
-            recorded.metadata.get(),
-            recorded.hash.to_hex(),
-        ])?;
+        insert_event(conn, &recorded, &at)?;
         tip.position = recorded.position;
         tip.hash = recorded.hash;
         tip.recorded_at = now;
         events.push(recorded);
     }
     Ok(AppendResult::from_events(events))
+}
+
+fn insert_event(conn: &Connection, e: &RecordedEvent, at: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO events (position, event_id, event_type, event_version, aggregate_type,
+           aggregate_id, aggregate_version, recorded_at, user_id, correlation_id,
+           causation_id, data, metadata, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        clamp(e.position),
+        e.event_id.hyphenated().to_string(),
+        e.event_type,
+        e.event_version,
+        e.aggregate_type,
+        e.aggregate_id,
+        clamp(e.aggregate_version),
+        at,
+        e.user_id,
+        e.correlation_id,
+        e.causation_id,
+        e.data.get(),
+        e.metadata.get(),
+        e.hash.to_hex(),
+    ])?;
+    Ok(())
+}
+
+/// Checks that `events` continue the log exactly ([`check_import`]), then stores them
+/// as they are.
+fn import_events(conn: &Connection, events: &[RecordedEvent], tip: &mut Tip) -> Result<u64, Fail> {
+    let mut current: HashMap<&str, Option<(String, u64)>> = HashMap::new();
+    let mut stored: HashSet<Uuid> = HashSet::new();
+    for e in events {
+        if !current.contains_key(e.aggregate_id.as_str()) {
+            current.insert(&e.aggregate_id, current_version(conn, &e.aggregate_id)?);
+        }
+        if event_by_id(conn, e.event_id)?.is_some() {
+            stored.insert(e.event_id);
+        }
+    }
+    let new_tip = check_import(
+        import::Tip {
+            position: tip.position,
+            hash: tip.hash,
+            recorded_at: tip.recorded_at,
+        },
+        events,
+        |a| current.get(a).cloned().flatten(),
+        |id| stored.contains(id),
+    )
+    .map_err(refuse)?;
+    for e in events {
+        insert_event(conn, e, &e.recorded_at.to_string())?;
+    }
+    tip.position = new_tip.position;
+    tip.hash = new_tip.hash;
+    tip.recorded_at = new_tip.recorded_at;
+    Ok(events.len() as u64)
 }
 
 fn event_by_id(conn: &Connection, id: Uuid) -> Result<Option<RecordedEvent>, Fail> {

@@ -1,6 +1,7 @@
 //! annal: an event store. This facade is the one crate a Rust application depends on:
 //! the core model and [`Store`] trait, plus the backends enabled by features
-//! (`sqlite`, on by default), and [`open`] to open a store from its URL.
+//! (`sqlite` and `postgres`, both on by default), and [`open`] / [`connect`] to open a
+//! store from its URL (`sqlite:PATH` or `postgres://…`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,6 +19,8 @@ pub mod state_command;
 pub mod url;
 
 pub use annal_core::*;
+#[cfg(feature = "postgres")]
+pub use annal_postgres as postgres;
 #[cfg(feature = "sqlite")]
 pub use annal_sqlite as sqlite;
-pub use url::{OpenError, StoreUrl, open, open_with};
+pub use url::{OpenError, StoreUrl, connect, connect_with, open, open_with};

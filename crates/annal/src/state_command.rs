@@ -76,7 +76,7 @@ async fn load<A: Aggregate>(args: &Args, upcasters: Upcasters) -> Result<String,
         .transpose()
         .map_err(|e| (2, format!("--at: {e}")))?;
     let url = args.store.parse().map_err(|e| (2, format!("{e}")))?;
-    let store = crate::open(&url).map_err(|e| (1, e.to_string()))?;
+    let store = crate::connect(&url).await.map_err(|e| (1, e.to_string()))?;
     let repo = Repository::<A>::new(store)
         .with_upcasters(upcasters)
         .with_snapshots(SnapshotPolicy::ReadOnly);

@@ -1,8 +1,17 @@
 //! Store URLs: how the CLI and applications name a store.
 //!
-//! `sqlite:PATH` (or `sqlite://PATH`) opens the embedded store in the file PATH,
-//! creating it and its folder if needed. `postgres://…` is reserved for the PostgreSQL
-//! backend and refused with a clear message until it is built in.
+//! - `sqlite:PATH` (or `sqlite://PATH`) opens the embedded store in the file PATH,
+//!   creating it and its folder if needed.
+//! - `postgres://…` or `postgresql://…` connects to the PostgreSQL store (the `postgres`
+//!   feature, on by default): a libpq-style URL plus annal's parameters `schema`
+//!   (default `annal`), `pool_size`, `statement_timeout`, `sslmode` and `sslrootcert`
+//!   (see `annal_postgres::config` and docs/postgres.md), e.g.
+//!   `postgres://annal:secret@db.internal:5432/shop?schema=events&sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem`.
+//!
+//! [`open`] is synchronous and serves the embedded store; [`connect`] is async and
+//! serves every backend (a PostgreSQL store needs a running tokio runtime).
+//!
+//! Invariant: a URL's password never appears in `Display` or `Debug` output.
 
 use annal_core::{Limits, Store};
 use std::fmt;
@@ -13,12 +22,54 @@ use std::sync::Arc;
 /// The default store: the embedded one in `./annal-data/annal.db`.
 pub const DEFAULT_STORE: &str = "sqlite:./annal-data/annal.db";
 
+/// A PostgreSQL URL, kept whole, shown with its password hidden.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    /// The full URL, password included.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // postgres://user:password@host… → postgres://user:***@host…
+        let url = &self.0;
+        if let Some(scheme_end) = url.find("://") {
+            let rest = &url[scheme_end + 3..];
+            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+            if let Some(at) = rest[..authority_end].rfind('@')
+                && let Some(colon) = rest[..at].find(':')
+            {
+                return write!(
+                    f,
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &rest[..colon],
+                    &rest[at..]
+                );
+            }
+        }
+        f.write_str(url)
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PostgresUrl({self})")
+    }
+}
+
 /// A parsed store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreUrl {
     /// The embedded store in one SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL store.
+    Postgres(PostgresUrl),
 }
 
 /// Why a store could not be named or opened.
@@ -28,7 +79,7 @@ pub enum OpenError {
     /// The URL is not one annal understands.
     #[error("invalid store URL '{url}': {reason}")]
     BadUrl {
-        /// The URL as given.
+        /// The URL as given (password hidden).
         url: String,
         /// Why it is refused.
         reason: String,
@@ -37,9 +88,16 @@ pub enum OpenError {
     #[cfg(feature = "sqlite")]
     #[error(transparent)]
     Sqlite(#[from] annal_sqlite::OpenError),
+    /// The PostgreSQL store could not be opened.
+    #[cfg(feature = "postgres")]
+    #[error(transparent)]
+    Postgres(#[from] annal_postgres::OpenError),
     /// The backend the URL names is not compiled into this build.
     #[error("store URL '{0}' needs a backend this build of annal does not include")]
     NotBuilt(String),
+    /// The store can only be opened with [`connect`] (it needs async I/O to open).
+    #[error("store URL '{0}' must be opened with annal::connect (async)")]
+    NeedsAsync(String),
 }
 
 impl FromStr for StoreUrl {
@@ -60,12 +118,18 @@ impl FromStr for StoreUrl {
             return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(bad(
-                "the PostgreSQL backend is not part of this build yet; use sqlite:PATH",
-            ));
+            let pg = PostgresUrl(url.to_owned());
+            #[cfg(feature = "postgres")]
+            if let Err(e) = annal_postgres::PgConfig::from_url(url) {
+                return Err(OpenError::BadUrl {
+                    url: pg.to_string(),
+                    reason: e.to_string(),
+                });
+            }
+            return Ok(StoreUrl::Postgres(pg));
         }
         Err(bad(
-            "a store URL starts with sqlite: (e.g. sqlite:./annal-data/annal.db)",
+            "a store URL starts with sqlite: (e.g. sqlite:./annal-data/annal.db) or postgres://",
         ))
     }
 }
@@ -74,16 +138,19 @@ impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreUrl::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            StoreUrl::Postgres(u) => fmt::Display::fmt(u, f),
         }
     }
 }
 
-/// Opens the store a URL names, with the default limits.
+/// Opens the store a URL names, with the default limits (embedded store only; use
+/// [`connect`] for every backend).
 pub fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, OpenError> {
     open_with(url, Limits::default())
 }
 
-/// Opens the store a URL names, enforcing `limits` on appends.
+/// Opens the store a URL names, enforcing `limits` on appends (embedded store only; use
+/// [`connect_with`] for every backend).
 pub fn open_with(url: &StoreUrl, limits: Limits) -> Result<Arc<dyn Store>, OpenError> {
     match url {
         #[cfg(feature = "sqlite")]
@@ -98,5 +165,68 @@ pub fn open_with(url: &StoreUrl, limits: Limits) -> Result<Arc<dyn Store>, OpenE
             let _ = limits;
             Err(OpenError::NotBuilt(url.to_string()))
         }
+        StoreUrl::Postgres(_) => Err(OpenError::NeedsAsync(url.to_string())),
+    }
+}
+
+/// Opens or connects to the store a URL names, with the default limits.
+pub async fn connect(url: &StoreUrl) -> Result<Arc<dyn Store>, OpenError> {
+    connect_with(url, Limits::default()).await
+}
+
+/// Opens or connects to the store a URL names, enforcing `limits` on appends.
+pub async fn connect_with(url: &StoreUrl, limits: Limits) -> Result<Arc<dyn Store>, OpenError> {
+    match url {
+        StoreUrl::Sqlite(_) => open_with(url, limits),
+        #[cfg(feature = "postgres")]
+        StoreUrl::Postgres(pg) => {
+            let config = annal_postgres::PgConfig::from_url(pg.expose())
+                .map_err(annal_postgres::OpenError::from)?;
+            let options = annal_postgres::Options { limits };
+            Ok(Arc::new(
+                annal_postgres::PgStore::connect_with(config, options).await?,
+            ))
+        }
+        #[cfg(not(feature = "postgres"))]
+        StoreUrl::Postgres(_) => {
+            let _ = limits;
+            Err(OpenError::NotBuilt(url.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_urls_parse_and_hide_their_password() {
+        let url: StoreUrl = "postgres://annal:s3cret@127.0.0.1:5432/shop?schema=events"
+            .parse()
+            .expect("url");
+        assert_eq!(
+            url.to_string(),
+            "postgres://annal:***@127.0.0.1:5432/shop?schema=events"
+        );
+        assert!(!format!("{url:?}").contains("s3cret"));
+        let plain: StoreUrl = "postgresql://postgres@127.0.0.1/test".parse().expect("url");
+        assert_eq!(plain.to_string(), "postgresql://postgres@127.0.0.1/test");
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn bad_postgres_parameters_are_refused_when_parsed() {
+        let err = "postgres://u:pw@127.0.0.1/db?schema=Not-Valid"
+            .parse::<StoreUrl>()
+            .expect_err("bad schema");
+        let text = err.to_string();
+        assert!(text.contains("schema"), "{text}");
+        assert!(!text.contains("pw@"), "{text}");
+    }
+
+    #[test]
+    fn other_schemes_are_refused() {
+        assert!("mysql://x".parse::<StoreUrl>().is_err());
+        assert!("sqlite:".parse::<StoreUrl>().is_err());
     }
 }

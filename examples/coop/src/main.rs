@@ -35,7 +35,11 @@ async fn demo(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let store = match url.parse().and_then(|u| annal::open(&u)) {
+    let store = match url.parse() {
+        Ok(u) => annal::connect(&u).await,
+        Err(e) => Err(e),
+    };
+    let store = match store {
         Ok(s) => s,
         Err(e) => {
             eprintln!("coop: {e}");

@@ -26,10 +26,24 @@ pub trait Harness: Send + Sync + 'static {
 
 /// Instantiates the whole conformance suite as tests, given a path to an
 /// `async fn() -> impl Harness` that returns a fresh harness.
+///
+/// `conformance_suite!(make, skip_unless = ready)` makes each test return at once (after
+/// `ready`, a `fn() -> bool`, has said why, e.g. on stderr) when `ready()` is false: for
+/// backends that need a server the environment may not provide.
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:path) => {
-        $crate::conformance_suite!(@cases $make;
+        $crate::conformance_suite!(@all $make; {});
+    };
+    ($make:path, skip_unless = $ready:path) => {
+        $crate::conformance_suite!(@all $make; {
+            if !$ready() {
+                return;
+            }
+        });
+    };
+    (@all $make:path; $guard:block) => {
+        $crate::conformance_suite!(@cases $make; $guard;
             appends_get_contiguous_positions_and_versions,
             store_fills_in_defaults,
             data_and_metadata_come_back_byte_for_byte,
@@ -61,13 +75,15 @@ macro_rules! conformance_suite {
         );
         #[test]
         fn random_operation_sequences_match_an_in_memory_model() {
+            $guard
             $crate::testkit::model::check(|| $make());
         }
     };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
+    (@cases $make:path; $guard:block; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
+                $guard
                 $crate::testkit::cases::$case($make().await).await;
             }
         )*

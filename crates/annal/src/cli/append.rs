@@ -74,7 +74,7 @@ fn submit(store: Arc<dyn Store>, line_no: u64, line: Line) -> Pending {
 }
 
 pub async fn run(args: AppendArgs) -> Result<ExitCode, CliError> {
-    let store = args.store.open()?;
+    let store = args.store.open().await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut line_no = 0u64;

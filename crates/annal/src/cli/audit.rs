@@ -31,7 +31,7 @@ pub struct CorrelatedArgs {
 }
 
 pub async fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
-    let store = args.store.open()?;
+    let store = args.store.open().await?;
     let Some(info) = store.aggregate(&args.aggregate_id).await? else {
         return Err(CliError::Failed(format!(
             "aggregate '{}' has no events in this store",
@@ -62,7 +62,7 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
 }
 
 pub async fn run_correlated(args: CorrelatedArgs) -> Result<ExitCode, CliError> {
-    let store = args.store.open()?;
+    let store = args.store.open().await?;
     let events = audit::correlated(&*store, &args.correlation_id).await?;
     if events.is_empty() {
         return Err(CliError::Failed(format!(

@@ -6,6 +6,7 @@
 mod append;
 mod audit;
 pub mod config;
+mod copy;
 mod read;
 mod serve;
 mod verify;
@@ -41,12 +42,16 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Every event one correlation_id ties together, across aggregates.
     Correlated(audit::CorrelatedArgs),
+    /// Copy a whole store's log into an empty store (any backend to any backend),
+    /// keeping event_ids, positions, versions, times and hashes; verifies the copy.
+    Copy(copy::CopyArgs),
 }
 
 /// The store option every subcommand takes.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// The store: sqlite:PATH (the embedded store).
+    /// The store: sqlite:PATH (the embedded store) or postgres://USER@HOST/DB?schema=NAME
+    /// (see docs/postgres.md for the parameters).
     #[arg(long, env = "ANNAL_STORE", default_value = DEFAULT_STORE)]
     pub(crate) store: String,
     /// Largest event accepted (data plus metadata), in bytes.
@@ -58,13 +63,15 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    fn open(&self) -> Result<Arc<dyn annal::Store>, CliError> {
+    async fn open(&self) -> Result<Arc<dyn annal::Store>, CliError> {
         let url: StoreUrl = self.store.parse().map_err(CliError::Open)?;
         let limits = Limits {
             max_event_bytes: self.max_event_bytes,
             max_batch_events: self.max_batch_events,
         };
-        annal::open_with(&url, limits).map_err(CliError::Open)
+        annal::connect_with(&url, limits)
+            .await
+            .map_err(CliError::Open)
     }
 }
 
@@ -118,6 +125,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Verify(a) => verify::run(a).await,
         Command::Audit(a) => audit::run(a).await,
         Command::Correlated(a) => audit::run_correlated(a).await,
+        Command::Copy(a) => copy::run(a).await,
     }
 }
 

@@ -69,7 +69,7 @@ pub async fn run(args: ReadArgs) -> Result<ExitCode, CliError> {
         since: time("since", &args.since)?,
         until: time("until", &args.until)?,
     };
-    let store = args.store.open()?;
+    let store = args.store.open().await?;
     let mut out = Output {
         w: BufWriter::new(std::io::stdout().lock()),
         left: args.limit.unwrap_or(u64::MAX),

@@ -70,7 +70,7 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
     if let Some(dir) = &args.data {
         args.store.store = format!("sqlite:{}", dir.join("annal.db").display());
     }
-    let store = args.store.open()?;
+    let store = args.store.open().await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;

@@ -17,7 +17,7 @@ pub struct VerifyArgs {
 }
 
 pub async fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
-    let store = args.store.open()?;
+    let store = args.store.open().await?;
     let report = store.verify(args.from_position, args.to_position).await?;
     let json = serde_json::to_string(&report).map_err(std::io::Error::from)?;
     println!("{json}");

@@ -1,0 +1,611 @@
+//! annal-postgres: the annal store on PostgreSQL, with every guarantee of the embedded
+//! one, for many processes on one database.
+//!
+//! - **Gap-free global order across processes**: no sequence numbers positions; every
+//!   commit locks the one-row `head` table and numbers its events from there, so
+//!   positions are contiguous and in commit order, and a subscriber reading by position
+//!   never misses one. [`writer`] explains why sequences lose events and how this avoids it.
+//! - **Throughput**: group commit. One writer task per store takes every queued job and
+//!   commits them as one transaction: one lock, one WAL flush, pipelined round trips.
+//! - **Durability and atomicity**: a caller is answered after COMMIT returned; each job
+//!   checks everything before it writes, so an error writes nothing.
+//! - **Live readers**: commits `NOTIFY`; a dedicated connection LISTENs and wakes
+//!   [`Store::wait_for_head`] callers within milliseconds, polling every 50 ms while that
+//!   connection is down ([`notify`]).
+//! - **Faults**: a lost connection or a restarted server surfaces as
+//!   [`Error::Storage`]; nothing panics or hangs (every operation has a deadline, see
+//!   [`config`]); the pool replaces dead connections, the listener reconnects.
+//! - **Byte-for-byte payloads, queryable**: `data`/`metadata` are stored as their exact
+//!   text, beside `jsonb` copies for PostgreSQL's JSON operators ([`schema`]).
+//!
+//! The store lives in its own PostgreSQL schema (default `annal`), which it creates and
+//! migrates itself. docs/postgres.md describes the tables and the URL options.
+
+pub mod config;
+pub mod notify;
+pub mod rows;
+pub mod schema;
+pub mod writer;
+
+pub use config::{ConfigError, PgConfig, TlsMode};
+
+use annal_core::append::{ProposedTransaction, check_name};
+use annal_core::{
+    AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Limits, RawJson,
+    RecordedEvent, Result, Snapshot, Store, TransactionResult, Uuid,
+};
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rows::{EVENT_COLUMNS, Param, PgTime, clamp};
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::types::ToSql;
+
+/// How often a waiter polls the head while the listening connection is down.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How often a waiter re-reads the head while notifications flow (a safety net only).
+const LISTENING_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A PostgreSQL failure, with what annal was doing and what the server said.
+#[derive(Debug, thiserror::Error)]
+#[error("PostgreSQL: {context}: {detail}")]
+pub struct StorageFailure {
+    context: String,
+    detail: String,
+    /// The SQLSTATE, when the server reported the error.
+    code: Option<String>,
+}
+
+impl StorageFailure {
+    /// Wraps a tokio-postgres error.
+    pub fn new(context: &str, e: tokio_postgres::Error) -> Self {
+        let code = e.as_db_error().map(|d| d.code().code().to_owned());
+        Self {
+            context: context.to_owned(),
+            detail: describe(&e),
+            code,
+        }
+    }
+
+    /// A failure described in words.
+    pub fn message(context: &str, detail: String) -> Self {
+        Self {
+            context: context.to_owned(),
+            detail,
+            code: None,
+        }
+    }
+
+    /// An operation that got no answer in time.
+    pub fn timeout(context: &str, after: Duration) -> Self {
+        Self::message(
+            context,
+            format!("no answer from the server within {after:?}"),
+        )
+    }
+
+    /// The same failure, with more context.
+    pub fn wrap(context: &str, e: &StorageFailure) -> Self {
+        Self {
+            context: format!("{context}: {}", e.context),
+            detail: e.detail.clone(),
+            code: e.code.clone(),
+        }
+    }
+
+    /// The SQLSTATE the server reported, if it reported the error.
+    pub fn sqlstate(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    /// Whether the server reported the error (as opposed to a lost connection or a
+    /// timeout, after which the outcome of a commit is unknown). Class 57 (operator
+    /// intervention: shutdown, terminated connection) and 08 (connection) are not.
+    pub fn is_server_error(&self) -> bool {
+        self.code
+            .as_deref()
+            .is_some_and(|c| !c.starts_with("57") && !c.starts_with("08"))
+    }
+}
+
+/// The text of a tokio-postgres error: the server's message and SQLSTATE, or the
+/// client's error with its causes.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!(" ({d})"));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    s
+}
+
+pub(crate) fn pool_failure(context: &str, e: deadpool_postgres::PoolError) -> StorageFailure {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => StorageFailure::new(context, e),
+        other => StorageFailure::message(context, other.to_string()),
+    }
+}
+
+impl From<StorageFailure> for Error {
+    fn from(e: StorageFailure) -> Self {
+        Error::storage(e)
+    }
+}
+
+/// Runs a database future with an optional deadline.
+pub(crate) async fn timed<T>(
+    timeout: Option<Duration>,
+    context: &str,
+    fut: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+) -> std::result::Result<T, StorageFailure> {
+    match timeout {
+        Some(t) => match tokio::time::timeout(t, fut).await {
+            Ok(r) => r.map_err(|e| StorageFailure::new(context, e)),
+            Err(_) => Err(StorageFailure::timeout(context, t)),
+        },
+        None => fut.await.map_err(|e| StorageFailure::new(context, e)),
+    }
+}
+
+/// Settings of a PostgreSQL store beyond its URL.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Size limits on appends.
+    pub limits: Limits,
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The URL or its parameters are invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The pool could not be built.
+    #[error("cannot set up the connection pool: {0}")]
+    Pool(String),
+    /// The server could not be reached or refused the connection.
+    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    Connect {
+        /// host:port/dbname.
+        target: String,
+        /// Why.
+        source: StorageFailure,
+    },
+    /// The schema could not be created or migrated.
+    #[error("cannot prepare schema '{schema}': {source}")]
+    Schema {
+        /// The schema.
+        schema: String,
+        /// Why.
+        source: schema::MigrateError,
+    },
+}
+
+impl From<OpenError> for Error {
+    fn from(e: OpenError) -> Self {
+        Error::storage(e)
+    }
+}
+
+/// An annal store in a PostgreSQL schema. Cheap to clone; clones share the pool and the
+/// writer.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    schema: String,
+    quoted: String,
+    limits: Limits,
+    pool: Pool,
+    timeout: Option<Duration>,
+    jobs: mpsc::UnboundedSender<writer::Job>,
+    head: watch::Receiver<u64>,
+    listener: Arc<notify::Listener>,
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("schema", &self.inner.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+fn target(pg: &tokio_postgres::Config) -> String {
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", pg.get_dbname().unwrap_or(""))
+}
+
+impl PgStore {
+    /// Connects to the store a URL names (`postgres://…`; see [`config`] for the
+    /// parameters), creating or migrating its schema.
+    pub async fn connect(url: &str) -> std::result::Result<Self, OpenError> {
+        Self::connect_with(PgConfig::from_url(url)?, Options::default()).await
+    }
+
+    /// Connects with parsed settings and options.
+    pub async fn connect_with(
+        config: PgConfig,
+        options: Options,
+    ) -> std::result::Result<Self, OpenError> {
+        let tls = config.tls_connector()?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            None => Manager::from_config(config.pg.clone(), tokio_postgres::NoTls, manager_config),
+            Some(tls) => Manager::from_config(config.pg.clone(), tls.clone(), manager_config),
+        };
+        let timeout = config.operation_timeout();
+        let wait = timeout.unwrap_or(Duration::from_secs(60));
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(wait))
+            .create_timeout(Some(
+                config
+                    .pg
+                    .get_connect_timeout()
+                    .copied()
+                    .unwrap_or(Duration::from_secs(10))
+                    + Duration::from_secs(5),
+            ))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| OpenError::Pool(e.to_string()))?;
+        let connect_failed = |source| OpenError::Connect {
+            target: target(&config.pg),
+            source,
+        };
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| connect_failed(pool_failure("connecting", e)))?;
+        schema::migrate(&mut client, &config.schema, timeout)
+            .await
+            .map_err(|source| OpenError::Schema {
+                schema: config.schema.clone(),
+                source,
+            })?;
+        let quoted = schema::quoted(&config.schema);
+        let head_sql = format!("SELECT position FROM {quoted}.head");
+        let head: i64 = timed(
+            timeout,
+            "reading the head",
+            client.query_one(&head_sql, &[]),
+        )
+        .await
+        .map_err(connect_failed)?
+        .try_get(0)
+        .map_err(|e| connect_failed(StorageFailure::new("reading the head", e)))?;
+        drop(client);
+
+        let (head_tx, head_rx) = watch::channel(head.max(0) as u64);
+        let head_tx = Arc::new(head_tx);
+        let sql = Arc::new(writer::Sql::new(&config.schema));
+        let listener = Arc::new(notify::Listener::default());
+        tokio::spawn(notify::run(notify::Setup {
+            pg: config.pg.clone(),
+            tls,
+            channel: sql.channel.clone(),
+            head_sql,
+            head: head_tx.clone(),
+            state: listener.clone(),
+        }));
+        let (jobs, jobs_rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer::run(
+            writer::Writer {
+                pool: pool.clone(),
+                sql,
+                timeout,
+                head: head_tx,
+            },
+            jobs_rx,
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                schema: config.schema,
+                quoted,
+                limits: options.limits,
+                pool,
+                timeout,
+                jobs,
+                head: head_rx,
+                listener,
+            }),
+        })
+    }
+
+    /// The PostgreSQL schema holding the store.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// Whether the listening connection is up (otherwise waiters poll every 50 ms).
+    pub fn is_listening(&self) -> bool {
+        self.inner.listener.is_listening()
+    }
+
+    async fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> writer::Job,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(make(tx))
+            .map_err(|_| Error::Closed("the writer task has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Closed("the writer task stopped before answering".into()))?
+    }
+
+    /// Runs one query on a pooled connection, with the store's deadline.
+    async fn query(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let work = async {
+            let client = self
+                .inner
+                .pool
+                .get()
+                .await
+                .map_err(|e| pool_failure(context, e))?;
+            let statement = client
+                .prepare_cached(sql)
+                .await
+                .map_err(|e| StorageFailure::new(context, e))?;
+            client
+                .query(&statement, params)
+                .await
+                .map_err(|e| StorageFailure::new(context, e))
+        };
+        let rows = match self.inner.timeout {
+            Some(t) => tokio::time::timeout(t, work)
+                .await
+                .unwrap_or_else(|_| Err(StorageFailure::timeout(context, t))),
+            None => work.await,
+        };
+        Ok(rows?)
+    }
+
+    async fn query_boxed(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[Param],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+        self.query(context, sql, &refs).await
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    async fn commit(&self, proposed: ProposedTransaction) -> Result<TransactionResult> {
+        self.submit(|tx| writer::Job::Transact(proposed, tx)).await
+    }
+
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<u64> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        self.submit(|tx| writer::Job::Import(events, tx)).await
+    }
+
+    async fn read_aggregate(
+        &self,
+        aggregate_id: &str,
+        direction: Direction,
+        from_version: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let s = &self.inner.quoted;
+        let (sql, from) = match direction {
+            Direction::Forward => (
+                format!(
+                    "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE aggregate_id = $1
+                     AND aggregate_version >= $2 ORDER BY aggregate_version LIMIT $3"
+                ),
+                from_version.unwrap_or(1),
+            ),
+            Direction::Backward => (
+                format!(
+                    "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE aggregate_id = $1
+                     AND aggregate_version <= $2 ORDER BY aggregate_version DESC LIMIT $3"
+                ),
+                from_version.unwrap_or(u64::MAX),
+            ),
+        };
+        let rows = self
+            .query(
+                "reading an aggregate",
+                &sql,
+                &[&aggregate_id, &clamp(from), &clamp(limit as u64)],
+            )
+            .await?;
+        rows::events_from_rows(&rows)
+    }
+
+    async fn read_all(
+        &self,
+        after_position: u64,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<RecordedEvent>> {
+        let (sql, params) = rows::read_all_sql(&self.inner.quoted, after_position, limit, filter);
+        let rows = self.query_boxed("reading the log", &sql, &params).await?;
+        rows::events_from_rows(&rows)
+    }
+
+    async fn event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM {}.events WHERE event_id = $1",
+            self.inner.quoted
+        );
+        let rows = self.query("reading an event", &sql, &[&event_id]).await?;
+        Ok(rows::events_from_rows(&rows)?.pop())
+    }
+
+    async fn aggregate(&self, aggregate_id: &str) -> Result<Option<AggregateInfo>> {
+        let sql = format!(
+            "SELECT aggregate_type, aggregate_version FROM {}.events
+             WHERE aggregate_id = $1 ORDER BY aggregate_version DESC LIMIT 1",
+            self.inner.quoted
+        );
+        let rows = self
+            .query("reading an aggregate's version", &sql, &[&aggregate_id])
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok(AggregateInfo {
+                    aggregate_type: rows::get(r, 0)?,
+                    version: rows::get::<i64>(r, 1)? as u64,
+                })
+            })
+            .transpose()
+    }
+
+    async fn head(&self, aggregate_types: &[String]) -> Result<u64> {
+        let s = &self.inner.quoted;
+        let rows = if aggregate_types.is_empty() {
+            let sql = format!("SELECT position FROM {s}.head");
+            self.query("reading the head", &sql, &[]).await?
+        } else {
+            let sql = format!(
+                "SELECT coalesce(max(position), 0) FROM {s}.events WHERE aggregate_type = ANY($1)"
+            );
+            self.query("reading the head", &sql, &[&aggregate_types])
+                .await?
+        };
+        let row = rows
+            .first()
+            .ok_or_else(|| Error::Corrupt(format!("the table {s}.head has no row")))?;
+        Ok(rows::get::<i64>(row, 0)?.max(0) as u64)
+    }
+
+    async fn save_snapshot(
+        &self,
+        aggregate_id: &str,
+        version: u64,
+        tag: &str,
+        state: RawJson,
+    ) -> Result<Snapshot> {
+        check_name("aggregate_id", aggregate_id)?;
+        check_name("tag", tag)?;
+        let job = writer::SnapshotJob {
+            aggregate_id: aggregate_id.to_owned(),
+            version,
+            tag: tag.to_owned(),
+            state,
+        };
+        self.submit(|tx| writer::Job::Snapshot(job, tx)).await
+    }
+
+    async fn load_snapshot(
+        &self,
+        aggregate_id: &str,
+        tag: &str,
+        at_or_below: Option<u64>,
+    ) -> Result<Option<Snapshot>> {
+        let sql = format!(
+            "SELECT aggregate_type, aggregate_version, state, created_at FROM {}.snapshots
+             WHERE aggregate_id = $1 AND tag = $2 AND aggregate_version <= $3
+             ORDER BY aggregate_version DESC LIMIT 1",
+            self.inner.quoted
+        );
+        let below = clamp(at_or_below.unwrap_or(u64::MAX));
+        let rows = self
+            .query("reading a snapshot", &sql, &[&aggregate_id, &tag, &below])
+            .await?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate_type: rows::get(r, 0)?,
+            aggregate_version: rows::get::<i64>(r, 1)? as u64,
+            tag: tag.to_owned(),
+            state: RawJson::from_stored(rows::get(r, 2)?),
+            created_at: rows::get::<PgTime>(r, 3)?.0,
+        }))
+    }
+
+    async fn checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
+        let sql = format!(
+            "SELECT position, status, error_count, last_error, updated_at
+             FROM {}.checkpoints WHERE name = $1",
+            self.inner.quoted
+        );
+        let rows = self.query("reading a checkpoint", &sql, &[&name]).await?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        let status: CheckpointStatus = rows::get::<&str>(r, 1)?
+            .parse()
+            .map_err(|e: Error| Error::Corrupt(format!("checkpoint '{name}': {e}")))?;
+        Ok(Some(Checkpoint {
+            name: name.to_owned(),
+            position: rows::get::<i64>(r, 0)? as u64,
+            status,
+            error_count: rows::get::<i64>(r, 2)? as u64,
+            last_error: rows::get(r, 3)?,
+            updated_at: rows::get::<PgTime>(r, 4)?.0,
+        }))
+    }
+
+    async fn wait_for_head(&self, after_position: u64, timeout: Duration) -> Result<u64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changes = self.inner.head.clone();
+        changes.mark_unchanged();
+        // Read once: a commit may be visible before its notification arrives.
+        let mut head = self.head(&[]).await?;
+        loop {
+            head = head.max(*changes.borrow_and_update());
+            let now = tokio::time::Instant::now();
+            if head > after_position || now >= deadline {
+                return Ok(head);
+            }
+            let poll = if self.is_listening() {
+                LISTENING_POLL_INTERVAL
+            } else {
+                POLL_INTERVAL
+            };
+            let nap = (deadline - now).min(poll);
+            match tokio::time::timeout(nap, changes.changed()).await {
+                // Woken by a commit (this process's writer or a notification).
+                Ok(Ok(())) => continue,
+                // The store's tasks are gone (closing): keep polling without wake-ups.
+                Ok(Err(_)) => tokio::time::sleep(nap).await,
+                Err(_) => {}
+            }
+            head = head.max(self.head(&[]).await?);
+        }
+    }
+}

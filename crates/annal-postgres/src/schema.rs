@@ -1,0 +1,175 @@
+//! The store's tables, in their own PostgreSQL schema, and their migrations.
+//!
+//! Tables and columns carry the names of the SQLite store (docs/storage.md) and of the
+//! API's JSON form: `events`, `snapshots`, `checkpoints`, `schema_version`, plus `head`,
+//! the one-row table every commit locks (see [`crate::writer`]). `data` and `metadata`
+//! hold the exact JSON text as written (annal reads them back byte for byte); `data_json`
+//! and `metadata_json` hold `jsonb` copies for PostgreSQL's JSON operators (NULL in the
+//! rare case jsonb cannot represent a payload: a `\u0000` escape, a lone surrogate, a
+//! number past `numeric`'s range). A trigger refuses UPDATE, DELETE and TRUNCATE on
+//! `events`; the hash chain catches anyone who disables it.
+//!
+//! Invariants: the schema name was checked by [`crate::config::check_schema`] (so it is
+//! safe to splice into SQL, double-quoted); migrations run in one transaction under an
+//! advisory lock, so several processes opening a new store at once create it once; a
+//! schema written by a newer annal is refused, never misread.
+
+use crate::{StorageFailure, timed};
+use std::time::Duration;
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The DDL of version 1; `{s}` stands for the quoted schema name.
+const V1: &str = r#"
+CREATE TABLE {s}.events (
+    position          bigint      PRIMARY KEY,       -- global order, 1-based, contiguous
+    event_id          uuid        NOT NULL UNIQUE,
+    event_type        text        NOT NULL,
+    event_version     bigint      NOT NULL,
+    aggregate_type    text        NOT NULL,
+    aggregate_id      text        NOT NULL,
+    aggregate_version bigint      NOT NULL,
+    recorded_at       timestamptz NOT NULL,          -- microseconds, as hashed
+    user_id           text        NOT NULL,
+    correlation_id    text,
+    causation_id      text,
+    data              text        NOT NULL,          -- JSON, exactly as written
+    metadata          text        NOT NULL,          -- JSON object, exactly as written
+    hash              text        NOT NULL,          -- SHA-256 hex, chained (docs/chain.md)
+    data_json         jsonb,                         -- data as jsonb, for JSON operators
+    metadata_json     jsonb,                         -- metadata as jsonb
+    UNIQUE (aggregate_id, aggregate_version)
+);
+CREATE INDEX events_by_event_type     ON {s}.events (event_type, position);
+CREATE INDEX events_by_aggregate_type ON {s}.events (aggregate_type, position);
+CREATE INDEX events_by_correlation_id ON {s}.events (correlation_id, position);
+CREATE INDEX events_by_causation_id   ON {s}.events (causation_id, position);
+CREATE INDEX events_by_user_id        ON {s}.events (user_id, position);
+CREATE INDEX events_by_recorded_at    ON {s}.events (recorded_at);
+
+CREATE FUNCTION {s}.events_are_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'events are immutable and never deleted: append a compensating event instead';
+END $$;
+CREATE TRIGGER events_are_immutable BEFORE UPDATE OR DELETE ON {s}.events
+    FOR EACH ROW EXECUTE FUNCTION {s}.events_are_immutable();
+CREATE TRIGGER events_are_never_truncated BEFORE TRUNCATE ON {s}.events
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.events_are_immutable();
+
+-- The tip of the log. Every commit locks this row (SELECT … FOR UPDATE) before it reads
+-- anything, so commits are serialised, positions are contiguous and in commit order.
+CREATE TABLE {s}.head (
+    singleton   boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+    position    bigint      NOT NULL,                -- the last committed position (0: none)
+    hash        text        NOT NULL,                -- its hash (64 zeros: none)
+    recorded_at timestamptz                          -- its time (NULL: none)
+);
+INSERT INTO {s}.head (position, hash) VALUES (0, repeat('0', 64));
+
+CREATE TABLE {s}.snapshots (
+    aggregate_id      text        NOT NULL,
+    aggregate_type    text        NOT NULL,
+    aggregate_version bigint      NOT NULL,          -- events up to this version applied
+    tag               text        NOT NULL,          -- the state's shape
+    state             text        NOT NULL,          -- JSON, exactly as written
+    state_json        jsonb,                         -- state as jsonb
+    created_at        timestamptz NOT NULL,
+    PRIMARY KEY (aggregate_id, tag, aggregate_version)
+);
+
+CREATE TABLE {s}.checkpoints (
+    name        text        PRIMARY KEY,
+    position    bigint      NOT NULL,
+    status      text        NOT NULL CHECK (status IN ('running', 'rebuilding', 'stopped', 'faulted')),
+    error_count bigint      NOT NULL DEFAULT 0,
+    last_error  text,
+    updated_at  timestamptz NOT NULL
+);
+"#;
+
+/// What can go wrong bringing a schema up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] StorageFailure),
+    /// The schema was written by a newer annal.
+    #[error(
+        "schema '{schema}' has version {found}, newer than the {SCHEMA_VERSION} this annal knows: upgrade annal"
+    )]
+    TooNew {
+        /// The schema.
+        schema: String,
+        /// Its version.
+        found: i32,
+    },
+}
+
+/// The double-quoted schema identifier.
+pub fn quoted(schema: &str) -> String {
+    format!("\"{schema}\"")
+}
+
+/// Creates or migrates the store's schema, in one transaction under an advisory lock.
+pub async fn migrate(
+    client: &mut tokio_postgres::Client,
+    schema: &str,
+    timeout: Option<Duration>,
+) -> Result<(), MigrateError> {
+    let s = quoted(schema);
+    let ctx = "migrating the schema";
+    let tx = timed(timeout, ctx, client.transaction()).await?;
+    timed(
+        timeout,
+        ctx,
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('annal schema ' || $1, 0))",
+            &[&schema],
+        ),
+    )
+    .await?;
+    timed(
+        timeout,
+        ctx,
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {s};
+             CREATE TABLE IF NOT EXISTS {s}.schema_version (
+                 version    integer     PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );"
+        )),
+    )
+    .await?;
+    let found: i32 = timed(
+        timeout,
+        ctx,
+        tx.query_one(
+            &format!("SELECT coalesce(max(version), 0) FROM {s}.schema_version"),
+            &[],
+        ),
+    )
+    .await?
+    .try_get(0)
+    .map_err(|e| StorageFailure::new(ctx, e))?;
+    if found > SCHEMA_VERSION {
+        return Err(MigrateError::TooNew {
+            schema: schema.to_owned(),
+            found,
+        });
+    }
+    if found < 1 {
+        timed(timeout, ctx, tx.batch_execute(&V1.replace("{s}", &s))).await?;
+        timed(
+            timeout,
+            ctx,
+            tx.execute(
+                &format!("INSERT INTO {s}.schema_version (version) VALUES (1)"),
+                &[],
+            ),
+        )
+        .await?;
+    }
+    timed(timeout, ctx, tx.commit()).await?;
+    Ok(())
+}

@@ -1,0 +1,913 @@
+//! The writer task and its group commit: how positions stay contiguous and in commit
+//! order with writers in many processes.
+//!
+//! # Why not a sequence
+//!
+//! The obvious PostgreSQL event table numbers events with a sequence (`bigserial`).
+//! That loses events for subscribers, for two reasons. Sequences are not transactional:
+//! a transaction that takes number 7 and rolls back leaves a gap for ever, so a reader
+//! cannot tell a gap that will never fill from a commit still in flight. And numbers are
+//! taken at insert time, not at commit time: transaction A takes 7, transaction B takes 8
+//! and commits first; a subscriber reading "after 6" sees 8, moves its cursor to 8, and
+//! never sees 7 when A commits a moment later. Several well-known event stores built on
+//! PostgreSQL have shipped exactly this bug.
+//!
+//! # What annal does instead
+//!
+//! The one-row table `head` holds the last committed position, its hash and its time.
+//! Every commit, from any process, starts with `SELECT … FROM head FOR UPDATE`: commits
+//! are serialised on that row. Holding the lock, the commit numbers its events from
+//! `head.position + 1`, chains them from `head.hash`, inserts them, moves `head`, sends
+//! `NOTIFY`, and commits. The next commit's lock is granted only when this transaction
+//! has ended, and PostgreSQL makes a transaction visible before it releases its locks,
+//! so:
+//!
+//! - positions are contiguous (nothing is numbered unless it commits: a rolled-back
+//!   group leaves `head` where it was);
+//! - commit order is position order, and visibility is monotonic: when a reader sees
+//!   position `n`, every position below `n` is already visible. A subscriber that reads
+//!   "after its cursor" never skips anything.
+//!
+//! The price is that commits do not overlap. Group commit amortises it: one writer task
+//! per store takes every queued job (appends, transactions, checkpoint and snapshot
+//! writes, imports) and commits them as one transaction: one lock, one WAL flush, a few
+//! round trips (the reads of a group are pipelined, then its writes). Each job checks
+//! everything (expected versions, aggregate types, idempotent replays, its checkpoint)
+//! against what the database holds plus what earlier jobs of the group wrote, before it
+//! writes anything, so a refused job writes nothing and fails alone; the others commit.
+//! A database failure fails the whole group and nothing of it is written; if the database
+//! refused the group (an error it reported, not a lost connection), each job is retried
+//! alone, so one job the database cannot take does not fail the others. Callers are
+//! answered only after COMMIT returned, so an acknowledged job is durable; when COMMIT's
+//! outcome is unknown (connection lost), the callers get [`Error::Storage`] and can
+//! retry with the same event_ids.
+//!
+//! `recorded_at` is the committing process's clock, raised to `head.recorded_at` if that
+//! clock is behind, so it never decreases with position, across processes too.
+
+use crate::rows::{self, EVENT_COLUMNS, PgTime, clamp, jsonb_can_hold, micros_to_timestamptz};
+use crate::{StorageFailure, pool_failure};
+use annal_core::append::{ProposedAppend, ProposedTransaction, check_replay};
+use annal_core::import::{self, check_import};
+use annal_core::{
+    AppendResult, Checkpoint, Error, Hash, RawJson, RecordedEvent, Result, Snapshot, Timestamp,
+    TransactionResult, Uuid,
+};
+use deadpool_postgres::{Object, Pool};
+use futures_util::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::types::ToSql;
+
+/// Most events one group commit takes before it commits.
+const MAX_GROUP_EVENTS: usize = 20_000;
+/// How many times a group yields to let writers of the last group queue again.
+const GATHER_YIELDS: usize = 4;
+
+/// Work for the writer.
+pub enum Job {
+    /// Appends and an optional checkpoint.
+    Transact(
+        ProposedTransaction,
+        oneshot::Sender<Result<TransactionResult>>,
+    ),
+    /// A snapshot save.
+    Snapshot(SnapshotJob, oneshot::Sender<Result<Snapshot>>),
+    /// Already-recorded events to store as they are (a copy from another store).
+    Import(Vec<RecordedEvent>, oneshot::Sender<Result<u64>>),
+}
+
+/// A snapshot to save.
+pub struct SnapshotJob {
+    /// The aggregate.
+    pub aggregate_id: String,
+    /// Its version the state reflects.
+    pub version: u64,
+    /// The state's shape.
+    pub tag: String,
+    /// The state.
+    pub state: RawJson,
+}
+
+impl Job {
+    fn weight(&self) -> usize {
+        match self {
+            Job::Transact(t, _) => t
+                .appends
+                .iter()
+                .map(|a| a.events.len())
+                .sum::<usize>()
+                .max(1),
+            Job::Snapshot(..) => 1,
+            Job::Import(events, _) => events.len().max(1),
+        }
+    }
+}
+
+enum Outcome {
+    Transact(TransactionResult),
+    Snapshot(Snapshot),
+    Import(u64),
+}
+
+/// The SQL the writer runs, for one schema.
+pub struct Sql {
+    lock_head: String,
+    versions: String,
+    by_id: String,
+    checkpoints: String,
+    insert_events: String,
+    upsert_checkpoints: String,
+    upsert_snapshots: String,
+    move_head: String,
+    /// The NOTIFY channel: `<schema>.head`.
+    pub channel: String,
+}
+
+impl Sql {
+    /// The statements for `schema` (unquoted, already checked).
+    pub fn new(schema: &str) -> Self {
+        let s = crate::schema::quoted(schema);
+        Self {
+            lock_head: format!("SELECT position, hash, recorded_at FROM {s}.head FOR UPDATE"),
+            versions: format!(
+                "SELECT a.id, e.aggregate_type, e.aggregate_version
+                 FROM unnest($1::text[]) AS a(id)
+                 CROSS JOIN LATERAL (
+                     SELECT aggregate_type, aggregate_version FROM {s}.events
+                     WHERE aggregate_id = a.id ORDER BY aggregate_version DESC LIMIT 1
+                 ) AS e"
+            ),
+            by_id: format!("SELECT {EVENT_COLUMNS} FROM {s}.events WHERE event_id = ANY($1::uuid[])"),
+            checkpoints: format!(
+                "SELECT name, position FROM {s}.checkpoints WHERE name = ANY($1::text[])"
+            ),
+            insert_events: format!(
+                "INSERT INTO {s}.events (position, event_id, event_type, event_version,
+                   aggregate_type, aggregate_id, aggregate_version, recorded_at, user_id,
+                   correlation_id, causation_id, data, metadata, hash, data_json, metadata_json)
+                 SELECT p, id, et, ev, aty, aid, av, {}, u, co, ca, d, m, h,
+                   CASE WHEN dj THEN d::jsonb END, CASE WHEN mj THEN m::jsonb END
+                 FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],
+                   $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[],
+                   $12::text[], $13::text[], $14::text[], $15::bool[], $16::bool[])
+                   AS t(p, id, et, ev, aty, aid, av, at, u, co, ca, d, m, h, dj, mj)",
+                micros_to_timestamptz("at")
+            ),
+            upsert_checkpoints: format!(
+                "INSERT INTO {s}.checkpoints (name, position, status, error_count, last_error, updated_at)
+                 SELECT n, p, st, ec, le, {}
+                 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[])
+                   AS t(n, p, st, ec, le, at)
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position,
+                   status = excluded.status, error_count = excluded.error_count,
+                   last_error = excluded.last_error, updated_at = excluded.updated_at",
+                micros_to_timestamptz("at")
+            ),
+            upsert_snapshots: format!(
+                "INSERT INTO {s}.snapshots (aggregate_id, aggregate_type, aggregate_version, tag,
+                   state, state_json, created_at)
+                 SELECT i, ty, v, tg, st, CASE WHEN sj THEN st::jsonb END, {}
+                 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                   $6::bool[], $7::bigint[]) AS t(i, ty, v, tg, st, sj, at)
+                 ON CONFLICT (aggregate_id, tag, aggregate_version) DO UPDATE SET
+                   aggregate_type = excluded.aggregate_type, state = excluded.state,
+                   state_json = excluded.state_json, created_at = excluded.created_at",
+                micros_to_timestamptz("at")
+            ),
+            move_head: format!(
+                "WITH moved AS (
+                     UPDATE {s}.head SET position = $1, hash = $2, recorded_at = {}
+                     RETURNING position
+                 )
+                 SELECT pg_notify($4, position::text) FROM moved",
+                micros_to_timestamptz("$3")
+            ),
+            channel: format!("{schema}.head"),
+        }
+    }
+}
+
+/// What the writer task needs.
+pub struct Writer {
+    /// The store's pool.
+    pub pool: Pool,
+    /// Its statements.
+    pub sql: Arc<Sql>,
+    /// Longest a group may take before it is abandoned (its connection dropped).
+    pub timeout: Option<Duration>,
+    /// Where the writer publishes the head after each commit.
+    pub head: Arc<watch::Sender<u64>>,
+}
+
+/// Runs the writer until every sender is gone.
+pub async fn run(w: Writer, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let mut last_group = 1usize;
+    while let Some(first) = jobs.recv().await {
+        let mut weight = first.weight();
+        let mut group = vec![first];
+        let mut yields = 0;
+        while weight < MAX_GROUP_EVENTS {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    weight += job.weight();
+                    group.push(job);
+                }
+                // Writers answered by the last commit are still preparing their next job:
+                // when the last group showed that many were active, let them run a moment.
+                Err(mpsc::error::TryRecvError::Empty)
+                    if group.len() < last_group && yields < GATHER_YIELDS =>
+                {
+                    yields += 1;
+                    tokio::task::yield_now().await;
+                }
+                Err(_) => break,
+            }
+        }
+        last_group = group.len();
+        match w.commit_group(&group).await {
+            Ok((outcomes, tip)) => {
+                w.publish(tip);
+                for (job, outcome) in group.into_iter().zip(outcomes) {
+                    answer(job, outcome);
+                }
+            }
+            Err(e) if group.len() > 1 && e.is_server_error() => {
+                // The database refused the group: one job may be the cause. Retry each
+                // alone so the others are not failed with it.
+                for job in group {
+                    match w.commit_group(std::slice::from_ref(&job)).await {
+                        Ok((mut outcomes, tip)) => {
+                            w.publish(tip);
+                            let outcome = outcomes
+                                .pop()
+                                .unwrap_or_else(|| Err(Error::Corrupt("no outcome".into())));
+                            answer(job, outcome);
+                        }
+                        Err(e) => answer(job, Err(group_failed(&e))),
+                    }
+                }
+            }
+            Err(e) => {
+                for job in group {
+                    answer(job, Err(group_failed(&e)));
+                }
+            }
+        }
+    }
+}
+
+fn group_failed(e: &StorageFailure) -> Error {
+    Error::storage(StorageFailure::wrap(
+        "the commit failed; if it was lost with the connection its outcome is unknown (retry with the same event_ids)",
+        e,
+    ))
+}
+
+fn answer(job: Job, outcome: Result<Outcome>) {
+    // A caller that stopped waiting (dropped its future) no longer needs the answer.
+    match (job, outcome) {
+        (Job::Transact(_, tx), Ok(Outcome::Transact(r))) => drop(tx.send(Ok(r))),
+        (Job::Snapshot(_, tx), Ok(Outcome::Snapshot(s))) => drop(tx.send(Ok(s))),
+        (Job::Import(_, tx), Ok(Outcome::Import(n))) => drop(tx.send(Ok(n))),
+        (Job::Transact(_, tx), Err(e)) => drop(tx.send(Err(e))),
+        (Job::Snapshot(_, tx), Err(e)) => drop(tx.send(Err(e))),
+        (Job::Import(_, tx), Err(e)) => drop(tx.send(Err(e))),
+        (Job::Transact(_, tx), Ok(_)) => drop(tx.send(Err(mixed()))),
+        (Job::Snapshot(_, tx), Ok(_)) => drop(tx.send(Err(mixed()))),
+        (Job::Import(_, tx), Ok(_)) => drop(tx.send(Err(mixed()))),
+    }
+}
+
+fn mixed() -> Error {
+    Error::Corrupt("the writer answered a job with another job's outcome".into())
+}
+
+/// The last event of the log, as the next append needs it.
+struct Tip {
+    position: u64,
+    hash: Hash,
+    recorded_at: Timestamp,
+}
+
+/// What a group has read and written so far: the database's state as the next job of
+/// the group must see it.
+struct GroupState {
+    tip: Tip,
+    now: Timestamp,
+    /// aggregate_id → (aggregate_type, current version).
+    versions: HashMap<String, (String, u64)>,
+    /// Stored events by id, for replays (read, plus written by this group).
+    by_id: HashMap<Uuid, RecordedEvent>,
+    /// Checkpoint positions (read, plus written by this group).
+    checkpoints: HashMap<String, u64>,
+    /// Events to insert.
+    events: Vec<RecordedEvent>,
+    /// Checkpoints to write (the last write of each name).
+    checkpoint_writes: HashMap<String, Checkpoint>,
+    /// Snapshots to write (the last of each aggregate, tag and version).
+    snapshot_writes: HashMap<(String, String, u64), Snapshot>,
+}
+
+type Fut<'a> = BoxFuture<'a, std::result::Result<u64, tokio_postgres::Error>>;
+
+/// Polls a future once, from an async context.
+async fn poll_once<T>(fut: &mut BoxFuture<'_, T>) -> Poll<T> {
+    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
+}
+
+impl Writer {
+    fn publish(&self, tip: u64) {
+        self.head.send_if_modified(|h| {
+            let moved = *h < tip;
+            if moved {
+                *h = tip;
+            }
+            moved
+        });
+    }
+
+    /// Commits a group on a pooled connection; a connection that failed (or timed out)
+    /// mid-transaction is dropped, never returned to the pool.
+    async fn commit_group(
+        &self,
+        group: &[Job],
+    ) -> std::result::Result<(Vec<Result<Outcome>>, u64), StorageFailure> {
+        let client = match self.timeout {
+            Some(t) => tokio::time::timeout(t, self.pool.get())
+                .await
+                .map_err(|_| StorageFailure::timeout("taking a connection", t))?,
+            None => self.pool.get().await,
+        }
+        .map_err(|e| pool_failure("taking a connection for a commit", e))?;
+        let result = match self.timeout {
+            Some(t) => tokio::time::timeout(t, self.commit_on(&client, group))
+                .await
+                .unwrap_or_else(|_| Err(StorageFailure::timeout("committing", t))),
+            None => self.commit_on(&client, group).await,
+        };
+        if result.is_err() {
+            // Its transaction state is unknown: close it (the server rolls back).
+            drop(Object::take(client));
+        }
+        result
+    }
+
+    async fn commit_on(
+        &self,
+        client: &deadpool_postgres::Client,
+        group: &[Job],
+    ) -> std::result::Result<(Vec<Result<Outcome>>, u64), StorageFailure> {
+        let fail = |ctx: &'static str| move |e| StorageFailure::new(ctx, e);
+        let sql = &self.sql;
+        // What the group needs to read.
+        let mut aggregates: Vec<&str> = Vec::new();
+        let mut ids: Vec<Uuid> = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
+        for job in group {
+            match job {
+                Job::Transact(t, _) => {
+                    for a in &t.appends {
+                        aggregates.push(&a.aggregate_id);
+                        ids.extend(
+                            a.events
+                                .iter()
+                                .filter(|e| e.id_supplied)
+                                .map(|e| e.event_id),
+                        );
+                    }
+                    if let Some(c) = &t.checkpoint {
+                        names.push(&c.name);
+                    }
+                }
+                Job::Snapshot(s, _) => aggregates.push(&s.aggregate_id),
+                Job::Import(events, _) => {
+                    aggregates.extend(events.iter().map(|e| e.aggregate_id.as_str()));
+                    ids.extend(events.iter().map(|e| e.event_id));
+                }
+            }
+        }
+        aggregates.sort_unstable();
+        aggregates.dedup();
+        ids.sort_unstable();
+        ids.dedup();
+        names.sort_unstable();
+        names.dedup();
+
+        let prep = fail("preparing the commit's statements");
+        let lock_head = client.prepare_cached(&sql.lock_head).await.map_err(prep)?;
+        let versions = client.prepare_cached(&sql.versions).await.map_err(prep)?;
+        let by_id = client.prepare_cached(&sql.by_id).await.map_err(prep)?;
+        let checkpoints = client
+            .prepare_cached(&sql.checkpoints)
+            .await
+            .map_err(prep)?;
+        let insert_events = client
+            .prepare_cached(&sql.insert_events)
+            .await
+            .map_err(prep)?;
+        let upsert_checkpoints = client
+            .prepare_cached(&sql.upsert_checkpoints)
+            .await
+            .map_err(prep)?;
+        let upsert_snapshots = client
+            .prepare_cached(&sql.upsert_snapshots)
+            .await
+            .map_err(prep)?;
+        let move_head = client.prepare_cached(&sql.move_head).await.map_err(prep)?;
+
+        // Read phase, pipelined: the server runs these in order, so every read happens
+        // after the head lock is granted and sees every commit before this one.
+        let aggregates_param: [&(dyn ToSql + Sync); 1] = [&aggregates];
+        let ids_param: [&(dyn ToSql + Sync); 1] = [&ids];
+        let names_param: [&(dyn ToSql + Sync); 1] = [&names];
+        let (begin, tip, versions, stored, cps) = tokio::join!(
+            client.batch_execute("BEGIN"),
+            client.query_one(&lock_head, &[]),
+            client.query(&versions, &aggregates_param),
+            client.query(&by_id, &ids_param),
+            client.query(&checkpoints, &names_param),
+        );
+        let read = fail("reading the log's tip under the commit lock");
+        begin.map_err(read)?;
+        let tip = tip.map_err(read)?;
+        let versions = versions.map_err(read)?;
+        let stored = stored.map_err(read)?;
+        let cps = cps.map_err(read)?;
+        let bad = |e: Error| StorageFailure::message("reading the log's tip", e.to_string());
+        let position: i64 = rows::get(&tip, 0).map_err(bad)?;
+        let hash: Hash = rows::get::<&str>(&tip, 1)
+            .map_err(bad)?
+            .parse()
+            .map_err(|e: String| bad(Error::Corrupt(format!("head hash: {e}"))))?;
+        let at: Option<PgTime> = rows::get(&tip, 2).map_err(bad)?;
+        let tip = Tip {
+            position: position as u64,
+            hash,
+            recorded_at: at.map_or(Timestamp::from_micros(i64::MIN), |t| t.0),
+        };
+        let start = tip.position;
+        let mut state = GroupState {
+            now: Timestamp::now().max(tip.recorded_at),
+            tip,
+            versions: HashMap::with_capacity(versions.len()),
+            by_id: HashMap::with_capacity(stored.len()),
+            checkpoints: HashMap::with_capacity(cps.len()),
+            events: Vec::new(),
+            checkpoint_writes: HashMap::new(),
+            snapshot_writes: HashMap::new(),
+        };
+        for r in &versions {
+            let id: String = rows::get(r, 0).map_err(bad)?;
+            let ty: String = rows::get(r, 1).map_err(bad)?;
+            let v: i64 = rows::get(r, 2).map_err(bad)?;
+            state.versions.insert(id, (ty, v as u64));
+        }
+        // A stored event that cannot be read back fails only the jobs that replay it.
+        let mut damaged: Vec<Uuid> = Vec::new();
+        for r in &stored {
+            match rows::event_from_row(r) {
+                Ok(e) => drop(state.by_id.insert(e.event_id, e)),
+                Err(_) => damaged.extend(r.try_get::<_, Uuid>(1).ok()),
+            }
+        }
+        for r in &cps {
+            let name: String = rows::get(r, 0).map_err(bad)?;
+            let p: i64 = rows::get(r, 1).map_err(bad)?;
+            state.checkpoints.insert(name, p as u64);
+        }
+
+        // Each job checks everything, then writes into the group's buffers.
+        let mut outcomes = Vec::with_capacity(group.len());
+        for job in group {
+            outcomes.push(match job {
+                Job::Transact(t, _) => {
+                    if let Some(id) = t
+                        .appends
+                        .iter()
+                        .flat_map(|a| &a.events)
+                        .find(|e| damaged.contains(&e.event_id))
+                    {
+                        Err(Error::Corrupt(format!(
+                            "the stored event {} cannot be read back",
+                            id.event_id
+                        )))
+                    } else {
+                        state.apply_transaction(t).map(Outcome::Transact)
+                    }
+                }
+                Job::Snapshot(s, _) => state.save_snapshot(s).map(Outcome::Snapshot),
+                Job::Import(events, _) => state.import(events).map(Outcome::Import),
+            });
+        }
+
+        // Write phase, pipelined; COMMIT only once every write succeeded.
+        let events = std::mem::take(&mut state.events);
+        let ev = EventColumns::from(&events);
+        let ev_params: [&(dyn ToSql + Sync); 16] = [
+            &ev.position,
+            &ev.event_id,
+            &ev.event_type,
+            &ev.event_version,
+            &ev.aggregate_type,
+            &ev.aggregate_id,
+            &ev.aggregate_version,
+            &ev.recorded_at,
+            &ev.user_id,
+            &ev.correlation_id,
+            &ev.causation_id,
+            &ev.data,
+            &ev.metadata,
+            &ev.hash,
+            &ev.data_ok,
+            &ev.metadata_ok,
+        ];
+        let cp = CheckpointColumns::from(state.checkpoint_writes.values());
+        let cp_params: [&(dyn ToSql + Sync); 6] = [
+            &cp.name,
+            &cp.position,
+            &cp.status,
+            &cp.error_count,
+            &cp.last_error,
+            &cp.updated_at,
+        ];
+        let sn = SnapshotColumns::from(state.snapshot_writes.values());
+        let sn_params: [&(dyn ToSql + Sync); 7] = [
+            &sn.aggregate_id,
+            &sn.aggregate_type,
+            &sn.version,
+            &sn.tag,
+            &sn.state,
+            &sn.state_ok,
+            &sn.created_at,
+        ];
+        let head = clamp(state.tip.position);
+        let head_hash = state.tip.hash.to_hex();
+        let head_at = state.tip.recorded_at.as_micros();
+        let head_params: [&(dyn ToSql + Sync); 4] = [&head, &head_hash, &head_at, &sql.channel];
+        let mut writes: Vec<Fut<'_>> = Vec::new();
+        if !events.is_empty() {
+            writes.push(Box::pin(client.execute(&insert_events, &ev_params)));
+        }
+        if !cp.name.is_empty() {
+            writes.push(Box::pin(client.execute(&upsert_checkpoints, &cp_params)));
+        }
+        if !sn.aggregate_id.is_empty() {
+            writes.push(Box::pin(client.execute(&upsert_snapshots, &sn_params)));
+        }
+        if state.tip.position != start {
+            writes.push(Box::pin(client.execute(&move_head, &head_params)));
+        }
+        // Send every write (a future sends its request when first polled). A write that
+        // fails before it is sent (it could not be encoded) stops the group here, before
+        // COMMIT is sent: the connection is then closed and the server rolls back.
+        let write_failed = fail("writing the group");
+        let mut answered: Vec<Option<std::result::Result<u64, tokio_postgres::Error>>> =
+            Vec::with_capacity(writes.len());
+        for w in &mut writes {
+            match poll_once(w).await {
+                Poll::Ready(Err(e)) => return Err(write_failed(e)),
+                Poll::Ready(Ok(n)) => answered.push(Some(Ok(n))),
+                Poll::Pending => answered.push(None),
+            }
+        }
+        // COMMIT goes out behind the writes, in the same round trip. If any write failed
+        // on the server, the transaction is aborted and COMMIT only ends it (PostgreSQL
+        // answers ROLLBACK): the group is reported failed below and nothing was written.
+        let mut commit: Fut<'_> =
+            Box::pin(async { client.batch_execute("COMMIT").await.map(|()| 0) });
+        let mut committed = match poll_once(&mut commit).await {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        };
+        for (w, answer) in writes.iter_mut().zip(answered) {
+            match answer {
+                Some(r) => r.map_err(&write_failed)?,
+                None => w.await.map_err(&write_failed)?,
+            };
+        }
+        let committed = match committed.take() {
+            Some(r) => r,
+            None => commit.await,
+        };
+        committed.map_err(fail("committing the group"))?;
+        Ok((outcomes, state.tip.position))
+    }
+}
+
+/// What a checked append will do.
+enum Plan {
+    /// A retry of an append already stored: answer this, write nothing.
+    Replay(AppendResult),
+    /// Write the events after `version`.
+    Write { version: u64 },
+}
+
+impl GroupState {
+    fn current(&self, aggregate_id: &str) -> Option<(String, u64)> {
+        self.versions.get(aggregate_id).cloned()
+    }
+
+    fn apply_transaction(&mut self, t: &ProposedTransaction) -> Result<TransactionResult> {
+        // Check every append before writing any. Appends of one transaction to the same
+        // aggregate see each other's planned versions.
+        let mut planned: HashMap<&str, (&str, u64)> = HashMap::new();
+        let mut plans = Vec::with_capacity(t.appends.len());
+        let mut new_events = 0u64;
+        for a in &t.appends {
+            let plan = self.plan_append(a, &planned)?;
+            if let Plan::Write { version } = plan {
+                planned.insert(
+                    &a.aggregate_id,
+                    (&a.aggregate_type, version + a.events.len() as u64),
+                );
+                new_events += a.events.len() as u64;
+            }
+            plans.push(plan);
+        }
+        if let Some(c) = &t.checkpoint {
+            if c.last_error.as_deref().is_some_and(|e| e.contains('\0')) {
+                return Err(Error::invalid(
+                    "checkpoint.last_error",
+                    "must not contain NUL characters",
+                ));
+            }
+            c.check_expected(self.checkpoints.get(&c.name).copied())?;
+            c.check_position(self.tip.position + new_events)?;
+        }
+        // Write.
+        let mut results = Vec::with_capacity(plans.len());
+        for (a, plan) in t.appends.iter().zip(plans) {
+            results.push(match plan {
+                Plan::Replay(r) => r,
+                Plan::Write { version } => self.write_append(a, version),
+            });
+        }
+        let checkpoint = t.checkpoint.as_ref().map(|c| {
+            let stored = c.stored(self.now);
+            self.checkpoints.insert(c.name.clone(), c.position);
+            self.checkpoint_writes
+                .insert(c.name.clone(), stored.clone());
+            stored
+        });
+        Ok(TransactionResult {
+            results,
+            checkpoint,
+        })
+    }
+
+    fn plan_append(
+        &self,
+        a: &ProposedAppend,
+        planned: &HashMap<&str, (&str, u64)>,
+    ) -> Result<Plan> {
+        if a.events.iter().any(|e| e.id_supplied) {
+            let stored = a
+                .events
+                .iter()
+                .map(|e| {
+                    if e.id_supplied {
+                        self.by_id.get(&e.event_id).cloned()
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            if let Some(replayed) = check_replay(a, stored)? {
+                return Ok(Plan::Replay(replayed));
+            }
+        }
+        let current = match planned.get(a.aggregate_id.as_str()) {
+            Some((t, v)) => Some(((*t).to_owned(), *v)),
+            None => self.current(&a.aggregate_id),
+        };
+        let version = match current {
+            Some((existing, _)) if existing != a.aggregate_type => {
+                return Err(Error::AggregateTypeMismatch {
+                    aggregate_id: a.aggregate_id.clone(),
+                    existing,
+                    requested: a.aggregate_type.clone(),
+                });
+            }
+            Some((_, v)) => v,
+            None => 0,
+        };
+        a.expected.check(&a.aggregate_id, version)?;
+        Ok(Plan::Write { version })
+    }
+
+    fn write_append(&mut self, a: &ProposedAppend, version: u64) -> AppendResult {
+        let mut events = Vec::with_capacity(a.events.len());
+        for (i, e) in a.events.iter().enumerate() {
+            let recorded = e.record(
+                self.tip.position + 1,
+                &a.aggregate_type,
+                &a.aggregate_id,
+                version + 1 + i as u64,
+                self.now,
+                &self.tip.hash,
+            );
+            self.tip.position = recorded.position;
+            self.tip.hash = recorded.hash;
+            self.tip.recorded_at = self.now;
+            self.by_id.insert(recorded.event_id, recorded.clone());
+            self.events.push(recorded.clone());
+            events.push(recorded);
+        }
+        self.versions.insert(
+            a.aggregate_id.clone(),
+            (a.aggregate_type.clone(), version + a.events.len() as u64),
+        );
+        AppendResult::from_events(events)
+    }
+
+    fn save_snapshot(&mut self, s: &SnapshotJob) -> Result<Snapshot> {
+        let Some((aggregate_type, version)) = self.current(&s.aggregate_id) else {
+            return Err(Error::NotFound {
+                what: format!("aggregate '{}'", s.aggregate_id),
+            });
+        };
+        if s.version == 0 || s.version > version {
+            return Err(Error::invalid(
+                "version",
+                format!(
+                    "{} is not a version of aggregate '{}' (its current version is {version})",
+                    s.version, s.aggregate_id
+                ),
+            ));
+        }
+        let snapshot = Snapshot {
+            aggregate_id: s.aggregate_id.clone(),
+            aggregate_type,
+            aggregate_version: s.version,
+            tag: s.tag.clone(),
+            state: s.state.clone(),
+            created_at: self.now,
+        };
+        self.snapshot_writes.insert(
+            (s.aggregate_id.clone(), s.tag.clone(), s.version),
+            snapshot.clone(),
+        );
+        Ok(snapshot)
+    }
+
+    /// Checks that `events` continue the log exactly (see [`check_import`]) and queues
+    /// them as they are.
+    fn import(&mut self, events: &[RecordedEvent]) -> Result<u64> {
+        let tip = check_import(
+            import::Tip {
+                position: self.tip.position,
+                hash: self.tip.hash,
+                recorded_at: self.tip.recorded_at,
+            },
+            events,
+            |a| self.current(a),
+            |id| self.by_id.contains_key(id),
+        )?;
+        for e in events {
+            self.versions.insert(
+                e.aggregate_id.clone(),
+                (e.aggregate_type.clone(), e.aggregate_version),
+            );
+            self.by_id.insert(e.event_id, e.clone());
+        }
+        self.events.extend(events.iter().cloned());
+        self.tip = Tip {
+            position: tip.position,
+            hash: tip.hash,
+            recorded_at: tip.recorded_at,
+        };
+        Ok(events.len() as u64)
+    }
+}
+
+/// The group's events as column arrays, for one `INSERT … SELECT FROM unnest(…)`.
+struct EventColumns<'a> {
+    position: Vec<i64>,
+    event_id: Vec<Uuid>,
+    event_type: Vec<&'a str>,
+    event_version: Vec<i64>,
+    aggregate_type: Vec<&'a str>,
+    aggregate_id: Vec<&'a str>,
+    aggregate_version: Vec<i64>,
+    recorded_at: Vec<i64>,
+    user_id: Vec<&'a str>,
+    correlation_id: Vec<Option<&'a str>>,
+    causation_id: Vec<Option<&'a str>>,
+    data: Vec<&'a str>,
+    metadata: Vec<&'a str>,
+    hash: Vec<String>,
+    data_ok: Vec<bool>,
+    metadata_ok: Vec<bool>,
+}
+
+impl<'a> From<&'a Vec<RecordedEvent>> for EventColumns<'a> {
+    fn from(events: &'a Vec<RecordedEvent>) -> Self {
+        let n = events.len();
+        let mut c = EventColumns {
+            position: Vec::with_capacity(n),
+            event_id: Vec::with_capacity(n),
+            event_type: Vec::with_capacity(n),
+            event_version: Vec::with_capacity(n),
+            aggregate_type: Vec::with_capacity(n),
+            aggregate_id: Vec::with_capacity(n),
+            aggregate_version: Vec::with_capacity(n),
+            recorded_at: Vec::with_capacity(n),
+            user_id: Vec::with_capacity(n),
+            correlation_id: Vec::with_capacity(n),
+            causation_id: Vec::with_capacity(n),
+            data: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+            hash: Vec::with_capacity(n),
+            data_ok: Vec::with_capacity(n),
+            metadata_ok: Vec::with_capacity(n),
+        };
+        for e in events {
+            c.position.push(clamp(e.position));
+            c.event_id.push(e.event_id);
+            c.event_type.push(&e.event_type);
+            c.event_version.push(i64::from(e.event_version));
+            c.aggregate_type.push(&e.aggregate_type);
+            c.aggregate_id.push(&e.aggregate_id);
+            c.aggregate_version.push(clamp(e.aggregate_version));
+            c.recorded_at.push(e.recorded_at.as_micros());
+            c.user_id.push(&e.user_id);
+            c.correlation_id.push(e.correlation_id.as_deref());
+            c.causation_id.push(e.causation_id.as_deref());
+            c.data.push(e.data.get());
+            c.metadata.push(e.metadata.get());
+            c.hash.push(e.hash.to_hex());
+            c.data_ok.push(jsonb_can_hold(e.data.get()));
+            c.metadata_ok.push(jsonb_can_hold(e.metadata.get()));
+        }
+        c
+    }
+}
+
+struct CheckpointColumns<'a> {
+    name: Vec<&'a str>,
+    position: Vec<i64>,
+    status: Vec<&'static str>,
+    error_count: Vec<i64>,
+    last_error: Vec<Option<&'a str>>,
+    updated_at: Vec<i64>,
+}
+
+impl<'a, I: Iterator<Item = &'a Checkpoint>> From<I> for CheckpointColumns<'a> {
+    fn from(cps: I) -> Self {
+        let mut c = CheckpointColumns {
+            name: Vec::new(),
+            position: Vec::new(),
+            status: Vec::new(),
+            error_count: Vec::new(),
+            last_error: Vec::new(),
+            updated_at: Vec::new(),
+        };
+        for cp in cps {
+            c.name.push(&cp.name);
+            c.position.push(clamp(cp.position));
+            c.status.push(cp.status.as_str());
+            c.error_count.push(clamp(cp.error_count));
+            c.last_error.push(cp.last_error.as_deref());
+            c.updated_at.push(cp.updated_at.as_micros());
+        }
+        c
+    }
+}
+
+struct SnapshotColumns<'a> {
+    aggregate_id: Vec<&'a str>,
+    aggregate_type: Vec<&'a str>,
+    version: Vec<i64>,
+    tag: Vec<&'a str>,
+    state: Vec<&'a str>,
+    state_ok: Vec<bool>,
+    created_at: Vec<i64>,
+}
+
+impl<'a, I: Iterator<Item = &'a Snapshot>> From<I> for SnapshotColumns<'a> {
+    fn from(snaps: I) -> Self {
+        let mut c = SnapshotColumns {
+            aggregate_id: Vec::new(),
+            aggregate_type: Vec::new(),
+            version: Vec::new(),
+            tag: Vec::new(),
+            state: Vec::new(),
+            state_ok: Vec::new(),
+            created_at: Vec::new(),
+        };
+        for s in snaps {
+            c.aggregate_id.push(&s.aggregate_id);
+            c.aggregate_type.push(&s.aggregate_type);
+            c.version.push(clamp(s.aggregate_version));
+            c.tag.push(&s.tag);
+            c.state.push(s.state.get());
+            c.state_ok.push(jsonb_can_hold(s.state.get()));
+            c.created_at.push(s.created_at.as_micros());
+        }
+        c
+    }
+}

@@ -1,0 +1,68 @@
+//! The whole conformance suite against PostgreSQL, one fresh schema per test
+//! (skipped, with a notice, when `ANNAL_TEST_POSTGRES_URL` is not set).
+
+mod common;
+
+use annal_core::testkit::Harness;
+use annal_postgres::PgStore;
+use async_trait::async_trait;
+
+struct Pg {
+    store: PgStore,
+    url: String,
+    schema: String,
+    _guard: common::SchemaGuard,
+}
+
+async fn fresh() -> Pg {
+    let schema = common::fresh_schema();
+    let url = common::store_url(&schema);
+    let guard = common::SchemaGuard(schema.clone());
+    let store = PgStore::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open a store on the test server: {e}"));
+    Pg {
+        store,
+        url,
+        schema,
+        _guard: guard,
+    }
+}
+
+#[async_trait]
+impl Harness for Pg {
+    type Store = PgStore;
+
+    fn store(&self) -> &PgStore {
+        &self.store
+    }
+
+    async fn tamper_data(&self, position: u64, data: &str) {
+        let c = common::admin().await;
+        let s = &self.schema;
+        c.batch_execute(&format!(
+            "BEGIN; ALTER TABLE \"{s}\".events DISABLE TRIGGER events_are_immutable"
+        ))
+        .await
+        .expect("disable the guard");
+        let n = c
+            .execute(
+                &format!("UPDATE \"{s}\".events SET data = $1 WHERE position = $2"),
+                &[&data, &(position as i64)],
+            )
+            .await
+            .expect("edit");
+        assert_eq!(n, 1);
+        c.batch_execute(&format!(
+            "ALTER TABLE \"{s}\".events ENABLE TRIGGER events_are_immutable; COMMIT"
+        ))
+        .await
+        .expect("enable the guard");
+    }
+
+    async fn reopen(&mut self) {
+        self.store = PgStore::connect(&self.url).await.expect("reopen");
+    }
+}
+
+annal_core::conformance_suite!(fresh, skip_unless = common::available);
