@@ -14,7 +14,8 @@ use tokio::sync::oneshot;
 
 struct Server {
     base: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
+    _schema: Option<PgSchema>,
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -22,6 +23,71 @@ struct Server {
 async fn start(config: Config) -> Server {
     let dir = tempfile::tempdir().expect("dir");
     let store = Arc::new(SqliteStore::open(dir.path().join("s.db")).expect("open"));
+    let mut s = serve(store, config).await;
+    s._dir = Some(dir);
+    s
+}
+
+/// A fresh schema on the test PostgreSQL, dropped afterwards; `None` (with a notice)
+/// when ANNAL_TEST_POSTGRES_URL is not set. Fails when it is set but unreachable.
+struct PgSchema {
+    base: String,
+    name: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        // Best effort, on its own thread: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+                    .await
+                    .ok()?;
+                tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+async fn start_on_postgres(config: Config) -> Option<Server> {
+    let Ok(base) = std::env::var("ANNAL_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "notice: ANNAL_TEST_POSTGRES_URL is not set; skipping the PostgreSQL end-to-end test"
+        );
+        return None;
+    };
+    let name = format!("annal_http_{}", uuid_like());
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url: annal::StoreUrl = format!("{base}{sep}schema={name}").parse().expect("url");
+    let store = annal::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("the test PostgreSQL is unreachable: {e}"));
+    let mut s = serve(store, config).await;
+    s._schema = Some(PgSchema { base, name });
+    Some(s)
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    )
+}
+
+async fn serve(store: Arc<dyn annal_core::Store>, config: Config) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -32,7 +98,8 @@ async fn start(config: Config) -> Server {
     }));
     Server {
         base,
-        _dir: dir,
+        _dir: None,
+        _schema: None,
         stop: Some(tx),
         done,
     }
@@ -57,8 +124,18 @@ async fn get(c: &Client, url: &str) -> (StatusCode, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_as_the_api_says() {
     let s = start(Config::default()).await;
+    check_every_route(&s.base).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_as_the_api_says_on_postgres() {
+    if let Some(s) = start_on_postgres(Config::default()).await {
+        check_every_route(&s.base).await;
+    }
+}
+
+async fn check_every_route(b: &str) {
     let c = Client::new();
-    let b = &s.base;
     let (st, r) = post(&c, &format!("{b}/v1/streams/family_123"), &family(json!("no_stream"), json!([
         {"event_type": "FamilyEnrolled", "data": {"family_name": "Martinez Family"}},
         {"event_type": "ChildAdded", "correlation_id": "enrollment_abc123", "data": {"child_name": "Sofia"}}
@@ -456,10 +533,21 @@ async fn sse_positions(url: String, want: usize) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_appenders_and_a_live_subscriber_see_every_event_once_in_order() {
+    let s = start(Config::default()).await;
+    check_appenders_and_subscriber(&s.base).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_appenders_and_a_live_subscriber_on_postgres() {
+    if let Some(s) = start_on_postgres(Config::default()).await {
+        check_appenders_and_subscriber(&s.base).await;
+    }
+}
+
+async fn check_appenders_and_subscriber(base: &str) {
     const CLIENTS: u64 = 32;
     const EACH: u64 = 20;
-    let s = start(Config::default()).await;
-    let b = s.base.clone();
+    let b = base.to_owned();
     let c = Client::new();
     assert_eq!(
         post(
