@@ -1,0 +1,3 @@
+//! Placeholder: the HTTP workloads bench comes next.
+
+fn main() {}
