@@ -30,6 +30,8 @@
 //!   retries are always safe;
 //! - reads larger than the server's page limit are fetched in pages (`page_size`).
 //!
+//! Aggregate ids and checkpoint names travel in URL paths, which cannot carry `.` or
+//! `..`: those answer [`Error::InvalidRequest`] rather than reaching another route.
 //! Filters travel as API.md's comma-separated lists, so a filter value that is empty,
 //! contains a comma or starts or ends with a space cannot be sent: such a read answers
 //! [`Error::InvalidRequest`] instead of a different result.
@@ -593,6 +595,20 @@ impl HttpStore {
     }
 }
 
+/// Refuses an id that a URL path cannot carry: `.` and `..` are removed from paths by
+/// URL rules, so the request would reach another route.
+fn addressable(field: &str, value: &str) -> Result<()> {
+    if value == "." || value == ".." {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{value:?} cannot be addressed over HTTP: URL paths drop '.' and '..' segments"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A filter's values as one comma-separated parameter, refusing values the list form
 /// would change.
 fn list(key: &str, values: &[String]) -> Result<String> {
@@ -702,6 +718,7 @@ impl Store for HttpStore {
         // The id goes in the route: an empty or invalid one must fail as locally.
         check_name("aggregate_type", &request.aggregate_type)?;
         check_name("aggregate_id", &request.aggregate_id)?;
+        addressable("aggregate_id", &request.aggregate_id)?;
         let resend = replay_safe(std::slice::from_ref(&request), None);
         let url = self.url(&["v1", "streams", &request.aggregate_id]);
         self.send(Method::POST, url, &request, resend).await
@@ -714,6 +731,7 @@ impl Store for HttpStore {
         from_version: Option<u64>,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
+        addressable("aggregate_id", aggregate_id)?;
         let mut out = Vec::new();
         let mut from = from_version;
         while out.len() < limit {
@@ -776,6 +794,7 @@ impl Store for HttpStore {
 
     /// The stream route read backward, one event: its type and version.
     async fn aggregate(&self, aggregate_id: &str) -> Result<Option<AggregateInfo>> {
+        addressable("aggregate_id", aggregate_id)?;
         let mut url = self.url(&["v1", "streams", aggregate_id]);
         url.query_pairs_mut()
             .append_pair("direction", "backward")
@@ -806,6 +825,7 @@ impl Store for HttpStore {
         tag: &str,
         state: RawJson,
     ) -> Result<Snapshot> {
+        addressable("aggregate_id", aggregate_id)?;
         let url = self.url(&[
             "v1",
             "streams",
@@ -823,6 +843,7 @@ impl Store for HttpStore {
         tag: &str,
         at_or_below: Option<u64>,
     ) -> Result<Option<Snapshot>> {
+        addressable("aggregate_id", aggregate_id)?;
         let mut url = self.url(&["v1", "streams", aggregate_id, "snapshots", "latest"]);
         {
             let mut q = url.query_pairs_mut();
@@ -835,12 +856,14 @@ impl Store for HttpStore {
     }
 
     async fn checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
+        addressable("name", name)?;
         self.get_opt(self.url(&["v1", "checkpoints", name])).await
     }
 
     /// `PUT /v1/checkpoints/{name}`.
     async fn put_checkpoint(&self, write: CheckpointWrite) -> Result<Checkpoint> {
         write.validate("")?;
+        addressable("name", &write.name)?;
         let resend = if write.expected_position.is_some() {
             Resend::IfNotSent
         } else {
