@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+/// Runs per workload (`ANNAL_BENCH_RUNS` overrides, for profiling).
 const RUNS: usize = 3;
 const W1_APPENDS: u64 = 2_000;
 const W2_EVENTS: u64 = 32_000;
@@ -54,12 +55,8 @@ fn request(agg: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> Appen
 
 /// A server on one store file: in this process, or an `annal serve` child.
 enum Server {
-    InProcess {
-        _stop: oneshot::Sender<()>,
-    },
-    Child {
-        child: std::process::Child,
-    },
+    InProcess { _stop: oneshot::Sender<()> },
+    Child { child: std::process::Child },
 }
 
 impl Server {
@@ -267,7 +264,11 @@ async fn main() {
     let names = ["W1", "W2-16", "W2-64", "W3", "W4-paged", "W4-sse"];
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut memory: Vec<String> = Vec::new();
-    for run in 1..=RUNS {
+    let runs = std::env::var("ANNAL_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(RUNS);
+    for run in 1..=runs {
         let dir = match &base {
             Some(b) => tempfile::tempdir_in(b),
             None => tempfile::tempdir(),
@@ -328,7 +329,7 @@ async fn main() {
             server.stop().await;
         }
     }
-    println!("median of {RUNS} runs:");
+    println!("median of {runs} runs:");
     for (name, mut rates) in names.iter().zip(results) {
         if rates.is_empty() {
             continue;
