@@ -49,7 +49,7 @@ use annal_core::{
     Transaction, TransactionResult, Uuid, VerifyReport,
 };
 use async_trait::async_trait;
-use futures_util::Stream;
+use futures_util::{FutureExt, Stream};
 use problem::ProblemDoc;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
@@ -371,7 +371,13 @@ impl HttpStore {
                     },
                     Phase::Live(mut response) => {
                         let idle = st.store.inner.idle_timeout;
-                        match tokio::time::timeout(idle, response.chunk()).await {
+                        // Bytes already received need no timer (`chunk` is cancel-safe:
+                        // a pending call has taken nothing).
+                        let next = match response.chunk().now_or_never() {
+                            Some(next) => Ok(next),
+                            None => tokio::time::timeout(idle, response.chunk()).await,
+                        };
+                        match next {
                             Err(_) => {
                                 let e = TransportError::answer(
                                     base,
