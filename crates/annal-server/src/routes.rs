@@ -568,7 +568,7 @@ pub async fn subscribe(
             .and_then(|s| s.trim().parse().ok())
             .ok_or_else(|| Problem::invalid("Last-Event-ID", "must be a position"))?;
     }
-    Ok(subscription(app, after, filter).into_response())
+    Ok(subscription(app, after, filter))
 }
 
 /// Query of `GET /v1/verify`.

@@ -8,9 +8,7 @@ use crate::problem::Problem;
 use annal_core::{Filter, RecordedEvent, Store};
 use axum::body::{Body, Bytes};
 use axum::http::header;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,63 +105,98 @@ pub async fn events_body(
 
 /// An SSE stream of every event after `after` that passes `filter`: history, then live
 /// commits, without a gap or a duplicate at the switch (both come from the same ordered
-/// reads by position). Ends when the server shuts down.
-pub fn subscription(app: AppState, after: u64, filter: Filter) -> impl IntoResponse {
+/// reads by position). Each store page goes out as one body chunk (one frame per event
+/// would cap throughput at the transport's frames per second); a comment line keeps an
+/// idle connection open. Ends when the server shuts down.
+///
+/// SSE treats CR, LF and CRLF alike as line ends, so an event whose verbatim `data` or
+/// `metadata` holds a CR in its whitespace arrives with LF there; the paged routes keep
+/// every byte.
+pub fn subscription(app: AppState, after: u64, filter: Filter) -> Response {
     struct St {
         app: AppState,
         filter: Filter,
         after: u64,
-        buf: VecDeque<RecordedEvent>,
         _gauge: SseGauge,
     }
     let st = St {
         app,
         filter,
         after,
-        buf: VecDeque::new(),
         _gauge: SseGauge::new(),
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
-        loop {
-            if let Some(e) = st.buf.pop_front() {
-                let event = match serde_json::to_string(&e) {
-                    Ok(json) => Event::default().id(e.position.to_string()).data(json),
-                    Err(err) => Event::default().event("error").data(err.to_string()),
-                };
-                return Some((Ok::<_, Infallible>(event), st));
-            }
-            if *st.app.shutdown.borrow() {
-                return None;
-            }
-            let scanned = match st.app.store.head(&[]).await {
-                Ok(h) => h,
-                Err(e) => {
-                    return Some((Ok(Event::default().event("error").data(e.to_string())), st));
+        if *st.app.shutdown.borrow() {
+            return None;
+        }
+        let scanned = match st.app.store.head(&[]).await {
+            Ok(h) => h,
+            Err(e) => return Some((Ok::<_, Infallible>(error_frame(&e.to_string())), st)),
+        };
+        match st.app.store.read_all(st.after, CHUNK, &st.filter).await {
+            Ok(page) if !page.is_empty() => {
+                if let Some(last) = page.last() {
+                    st.after = last.position;
                 }
-            };
-            match st.app.store.read_all(st.after, CHUNK, &st.filter).await {
-                Ok(page) if !page.is_empty() => {
-                    if let Some(last) = page.last() {
-                        st.after = last.position;
+                return Some((Ok(frames(&page)), st));
+            }
+            Ok(_) => {}
+            Err(e) => return Some((Ok(error_frame(&e.to_string())), st)),
+        }
+        // Caught up: everything up to `scanned` was looked at. Wait for a commit.
+        st.after = st.after.max(scanned);
+        let mut shutdown = st.app.shutdown.clone();
+        tokio::select! {
+            _ = st.app.store.wait_for_head(st.after, LIVE_WAIT) => {}
+            _ = shutdown.changed() => {}
+        }
+        Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// `id: <position>` and the event JSON as `data:` lines, for each event.
+fn frames(events: &[RecordedEvent]) -> Bytes {
+    let mut out = Vec::with_capacity(events.len() * 600);
+    let mut json = Vec::with_capacity(1024);
+    for e in events {
+        json.clear();
+        if let Err(err) = serde_json::to_writer(&mut json, e) {
+            out.extend_from_slice(&error_frame(&err.to_string()));
+            continue;
+        }
+        out.extend_from_slice(format!("id: {}\ndata: ", e.position).as_bytes());
+        // A line break in the (verbatim) JSON starts a new data line: CRLF, CR or LF.
+        let mut bytes = json.iter().peekable();
+        while let Some(&b) = bytes.next() {
+            match b {
+                b'\r' | b'\n' => {
+                    if b == b'\r' && bytes.peek() == Some(&&b'\n') {
+                        bytes.next();
                     }
-                    st.buf.extend(page);
-                    continue;
+                    out.extend_from_slice(b"\ndata: ");
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    return Some((Ok(Event::default().event("error").data(e.to_string())), st));
-                }
-            }
-            // Caught up: everything up to `scanned` was looked at. Wait for a commit.
-            st.after = st.after.max(scanned);
-            let mut shutdown = st.app.shutdown.clone();
-            tokio::select! {
-                _ = st.app.store.wait_for_head(st.after, LIVE_WAIT) => {}
-                _ = shutdown.changed() => {}
+                _ => out.push(b),
             }
         }
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+        out.extend_from_slice(b"\n\n");
+    }
+    Bytes::from(out)
+}
+
+fn error_frame(message: &str) -> Bytes {
+    let one_line: String = message
+        .chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect();
+    Bytes::from(format!("event: error\ndata: {one_line}\n\n"))
 }
 
 /// Counts open subscriptions in the `annal_sse_clients` gauge while alive.

@@ -16,6 +16,9 @@
 //! ```
 
 pub mod state_command;
+
+/// The Store API against a remote `annal serve` ([`client::HttpStore`]).
+pub use annal_client as client;
 pub mod url;
 
 pub use annal_core::*;

@@ -279,3 +279,52 @@ fn serve_refuses_a_public_address_without_auth_and_says_how_to_fix_it() {
         "{err}"
     );
 }
+
+#[test]
+fn append_read_and_verify_work_against_a_running_server() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_annal"))
+        .args([
+            "serve",
+            "--data",
+            &dir.path().display().to_string(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start annal serve");
+    let url = format!("http://127.0.0.1:{port}");
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let appended = annal(&["append", "--server", &url], &format!("{ENROL}\n{PAY}\n"));
+    let read = annal(
+        &["read", "--server", &url, "--event-type", "PaymentReceived"],
+        "",
+    );
+    let verified = annal(&["verify", "--server", &url], "");
+    let conflict = annal(&["append", "--server", &url], ENROL);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(ready, "the server started");
+    assert!(appended.status.success(), "{}", text(&appended.stderr));
+    assert_eq!(text(&appended.stdout).lines().count(), 2);
+    let e: serde_json::Value = serde_json::from_str(text(&read.stdout).trim()).expect("one event");
+    assert_eq!(
+        (e["position"].as_u64(), e["event_type"].as_str()),
+        (Some(3), Some("PaymentReceived"))
+    );
+    assert_eq!(text(&verified.stdout).trim(), r#"{"ok":true,"checked":3}"#);
+    assert_eq!(conflict.status.code(), Some(1));
+    assert!(
+        text(&conflict.stderr).contains("wrong expected version"),
+        "{}",
+        text(&conflict.stderr)
+    );
+}

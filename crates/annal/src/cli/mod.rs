@@ -54,6 +54,12 @@ pub struct StoreArgs {
     /// (see docs/postgres.md for the parameters).
     #[arg(long, env = "ANNAL_STORE", default_value = DEFAULT_STORE)]
     pub(crate) store: String,
+    /// A running `annal serve` to use instead of a store, e.g. http://127.0.0.1:2113.
+    #[arg(long, env = "ANNAL_SERVER")]
+    pub(crate) server: Option<String>,
+    /// The API token to send to --server.
+    #[arg(long, env = "ANNAL_TOKEN", requires = "server", hide_env_values = true)]
+    pub(crate) token: Option<String>,
     /// Largest event accepted (data plus metadata), in bytes.
     #[arg(long, env = "ANNAL_MAX_EVENT_BYTES", default_value_t = Limits::default().max_event_bytes)]
     max_event_bytes: usize,
@@ -64,11 +70,18 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     async fn open(&self) -> Result<Arc<dyn annal::Store>, CliError> {
-        let url: StoreUrl = self.store.parse().map_err(CliError::Open)?;
         let limits = Limits {
             max_event_bytes: self.max_event_bytes,
             max_batch_events: self.max_batch_events,
         };
+        if let Some(server) = &self.server {
+            let mut b = annal::client::HttpStore::builder(server).limits(limits);
+            if let Some(t) = &self.token {
+                b = b.token(t.clone());
+            }
+            return Ok(Arc::new(b.build()?));
+        }
+        let url: StoreUrl = self.store.parse().map_err(CliError::Open)?;
         annal::connect_with(&url, limits)
             .await
             .map_err(CliError::Open)

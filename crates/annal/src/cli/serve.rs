@@ -46,6 +46,11 @@ pub struct ServeArgs {
 }
 
 pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
+    if args.store.server.is_some() {
+        return Err(CliError::Usage(
+            "annal serve serves a store (--store or --data), not another server (--server)".into(),
+        ));
+    }
     let tokens = match (&args.tokens_file, std::env::var("ANNAL_TOKENS")) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path)
