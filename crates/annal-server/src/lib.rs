@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod stream;
+pub mod tls;
 
 use annal_core::Store;
 use axum::Router;

@@ -839,3 +839,106 @@ async fn tokens_with_roles_and_aggregate_types_guard_every_route() {
     .await;
     assert_eq!(r["position"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_the_same_api_with_http2_and_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes a test certificate");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let tls = annal_server::tls::server_config(&annal_server::tls::TlsFiles {
+        cert: cert.clone(),
+        key,
+    })
+    .expect("tls config");
+    let store = Arc::new(SqliteStore::open(dir.path().join("s.db")).expect("open"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = oneshot::channel::<()>();
+    let done = tokio::spawn(annal_server::tls::serve_tls(
+        listener,
+        store,
+        Config::default(),
+        tls,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    let url = format!("https://127.0.0.1:{port}");
+    let curl = |args: Vec<String>| {
+        let cert = cert.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "--cacert"])
+                .arg(&cert)
+                .args(args)
+                .output()
+                .expect("curl");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    let body =
+        r#"{"aggregate_type":"Family","events":[{"event_type":"FamilyEnrolled","data":{"x": 1}}]}"#;
+    let created = curl(vec![
+        "-w".into(),
+        "\n%{http_code} %{http_version}".into(),
+        "--http2".into(),
+        "-H".into(),
+        "content-type: application/json".into(),
+        "-d".into(),
+        body.into(),
+        format!("{url}/v1/streams/f-1"),
+    ])
+    .await
+    .expect("task");
+    assert!(
+        created.ends_with("201 2"),
+        "an append over HTTP/2 with TLS: {created}"
+    );
+    assert!(created.contains(r#""data":{"x": 1}"#));
+    let plain = curl(vec![
+        "-w".into(),
+        "%{http_code}".into(),
+        "-o".into(),
+        "/dev/null".into(),
+        format!("http://127.0.0.1:{port}/health/live"),
+    ])
+    .await
+    .expect("task");
+    assert_ne!(plain, "200", "plain HTTP is not served on the TLS port");
+    let _ = tx.send(());
+    let stopped = tokio::time::timeout(Duration::from_secs(10), done)
+        .await
+        .expect("stops")
+        .expect("task");
+    assert!(stopped.is_ok());
+}

@@ -21,6 +21,8 @@ const KEYS: &[(&str, &str, bool)] = &[
     ("max_event_bytes", "ANNAL_MAX_EVENT_BYTES", false),
     ("max_batch_events", "ANNAL_MAX_BATCH_EVENTS", false),
     ("log_json", "ANNAL_LOG_JSON", true),
+    ("tls_cert", "ANNAL_TLS_CERT", false),
+    ("tls_key", "ANNAL_TLS_KEY", false),
 ];
 
 /// Expands `--config FILE` (or `ANNAL_CONFIG`) of `annal serve` into flags.

@@ -37,6 +37,12 @@ pub struct ServeArgs {
     /// "aggregate_types": [..]?}]}. Turns auth on. (Or the same JSON in ANNAL_TOKENS.)
     #[arg(long, env = "ANNAL_TOKENS_FILE")]
     tokens_file: Option<std::path::PathBuf>,
+    /// HTTPS: the certificate chain (PEM). Needs --tls-key.
+    #[arg(long, env = "ANNAL_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// HTTPS: the private key (PEM). Needs --tls-cert.
+    #[arg(long, env = "ANNAL_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Largest request body, in bytes (413 beyond).
     #[arg(long, env = "ANNAL_MAX_BODY_BYTES", default_value_t = Config::default().max_body_bytes)]
     max_body_bytes: usize,
@@ -75,6 +81,16 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
     if let Some(dir) = &args.data {
         args.store.store = format!("sqlite:{}", dir.join("annal.db").display());
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            annal_server::tls::server_config(&annal_server::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .map_err(|e| CliError::Usage(format!("TLS: {e}")))?,
+        ),
+        _ => None,
+    };
     let store = args.store.open().await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -85,11 +101,17 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         tokens,
     };
     tracing::info!(listen = %args.listen, store = %args.store.store, "annal is serving");
+    let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
-        "annal: serving {} on http://{}",
+        "annal: serving {} on {scheme}://{}",
         args.store.store, args.listen
     );
-    annal_server::serve(listener, store, config, stop_signal()).await?;
+    match tls {
+        Some(tls) => {
+            annal_server::tls::serve_tls(listener, store, config, tls, stop_signal()).await?;
+        }
+        None => annal_server::serve(listener, store, config, stop_signal()).await?,
+    }
     tracing::info!("annal stopped");
     Ok(ExitCode::SUCCESS)
 }
