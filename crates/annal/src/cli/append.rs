@@ -2,7 +2,9 @@
 //! JSON lines on stdout, each printed as soon as it is durable.
 //!
 //! Lines are submitted as they arrive, up to [`MAX_IN_FLIGHT`] at a time, so lines that
-//! arrive together share group commits; results are printed in input order. On the first
+//! arrive together share group commits; results are printed in input order. With
+//! `--server`, a line waits while an earlier line to the same aggregate is in flight
+//! (HTTP requests may overtake each other; a local store's queue keeps their order). On the first
 //! failure no further line is read; appends already submitted are still answered (their
 //! results printed, their failures reported), then the command exits non-zero.
 
@@ -13,6 +15,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+use std::collections::HashMap;
 use std::io::Write;
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -52,9 +55,20 @@ fn parse(text: &str, line: u64) -> Result<Line, CliError> {
     }
 }
 
-type Pending = Pin<Box<dyn Future<Output = (u64, Result<String, CliError>)> + Send>>;
+type Pending = Pin<Box<dyn Future<Output = (u64, Result<String, CliError>, Vec<String>)> + Send>>;
+
+impl Line {
+    /// The aggregates the line appends to.
+    fn aggregates(&self) -> Vec<String> {
+        match self {
+            Line::Append(r) => vec![r.aggregate_id.clone()],
+            Line::Transaction(t) => t.appends.iter().map(|a| a.aggregate_id.clone()).collect(),
+        }
+    }
+}
 
 fn submit(store: Arc<dyn Store>, line_no: u64, line: Line) -> Pending {
+    let aggregates = line.aggregates();
     Box::pin(async move {
         let out = match line {
             Line::Append(r) => store.append(r).await.map(|r| serde_json::to_string(&r)),
@@ -69,22 +83,43 @@ fn submit(store: Arc<dyn Store>, line_no: u64, line: Line) -> Pending {
             }),
             Err(e) => Err(CliError::Failed(format!("line {line_no}: {e}"))),
         };
-        (line_no, out)
+        (line_no, out, aggregates)
     })
 }
 
 pub async fn run(args: AppendArgs) -> Result<ExitCode, CliError> {
+    // A local store takes jobs in submission order (one queue), so lines may all be in
+    // flight at once. Requests to a server may overtake each other, so there a line waits
+    // until no earlier line to the same aggregate is in flight.
+    let ordered = args.store.server.is_some();
     let store = args.store.open().await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
+    let mut busy: HashMap<String, usize> = HashMap::new();
+    let mut waiting: Option<(u64, Line)> = None;
     let mut line_no = 0u64;
     let mut reading = true;
     let mut first_failure: Option<(u64, CliError)> = None;
     let stdout = std::io::stdout();
     loop {
+        if let Some((n, line)) = waiting.take() {
+            if line.aggregates().iter().any(|a| busy.contains_key(a)) {
+                waiting = Some((n, line));
+            } else {
+                start(&mut in_flight, &mut busy, ordered, &store, n, line);
+            }
+        }
         tokio::select! {
             biased;
-            Some((n, result)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((n, result, aggregates)) = in_flight.next(), if !in_flight.is_empty() => {
+                for a in aggregates {
+                    if let Some(count) = busy.get_mut(&a) {
+                        *count -= 1;
+                        if *count == 0 {
+                            busy.remove(&a);
+                        }
+                    }
+                }
                 match result {
                     Ok(json) => {
                         let mut out = stdout.lock();
@@ -97,7 +132,7 @@ pub async fn run(args: AppendArgs) -> Result<ExitCode, CliError> {
                     }
                 }
             }
-            next = lines.next_line(), if reading && in_flight.len() < MAX_IN_FLIGHT => {
+            next = lines.next_line(), if reading && waiting.is_none() && in_flight.len() < MAX_IN_FLIGHT => {
                 match next? {
                     None => reading = false,
                     Some(text) => {
@@ -106,7 +141,10 @@ pub async fn run(args: AppendArgs) -> Result<ExitCode, CliError> {
                             continue;
                         }
                         match parse(&text, line_no) {
-                            Ok(line) => in_flight.push_back(submit(store.clone(), line_no, line)),
+                            Ok(line) if ordered && line.aggregates().iter().any(|a| busy.contains_key(a)) => {
+                                waiting = Some((line_no, line));
+                            }
+                            Ok(line) => start(&mut in_flight, &mut busy, ordered, &store, line_no, line),
                             Err(e) => {
                                 reading = false;
                                 fail(&mut first_failure, line_no, e);
@@ -122,6 +160,23 @@ pub async fn run(args: AppendArgs) -> Result<ExitCode, CliError> {
         None => Ok(ExitCode::SUCCESS),
         Some((_, e)) => Err(e),
     }
+}
+
+/// Submits a line, noting its aggregates as busy when submission must stay ordered.
+fn start(
+    in_flight: &mut FuturesOrdered<Pending>,
+    busy: &mut HashMap<String, usize>,
+    ordered: bool,
+    store: &Arc<dyn Store>,
+    line_no: u64,
+    line: Line,
+) {
+    if ordered {
+        for a in line.aggregates() {
+            *busy.entry(a).or_insert(0) += 1;
+        }
+    }
+    in_flight.push_back(submit(store.clone(), line_no, line));
 }
 
 /// Keeps the failure of the earliest line as the one the command exits with, and reports
