@@ -15,11 +15,13 @@
 //! at its peak under W2. `ANNAL_BENCH_DIR` chooses where the store files go.
 
 use annal_client::HttpStore;
-use annal_core::read::stream_all;
-use annal_core::{AppendRequest, ExpectedVersion, Filter, NewEvent, RawJson, Store, Uuid};
+use annal_core::testkit::workloads::{
+    batches, concurrent_writers, median, one_writer, rate, read_everything,
+};
+use annal_core::{Filter, Store};
 use annal_server::Config;
 use annal_sqlite::SqliteStore;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,26 +34,6 @@ const W1_APPENDS: u64 = 2_000;
 const W2_EVENTS: u64 = 32_000;
 const W3_APPENDS: u64 = 10_000;
 const PAGE: usize = 10_000;
-
-fn payment(i: u64) -> NewEvent {
-    let data = format!(
-        r#"{{"family_id":"family_{}","amount":{},"date":"2024-10-20","method":"credit_card"}}"#,
-        i % 1000,
-        400 + i % 100
-    );
-    let mut e = NewEvent::raw("PaymentReceived", RawJson::parse(data).expect("json"));
-    e.event_version = Some(2);
-    e.user_id = Some("sarah".into());
-    e.correlation_id = Some(format!("payment_{i}"));
-    e.causation_id = Some(Uuid::now_v7().to_string());
-    e
-}
-
-fn request(agg: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> AppendRequest {
-    let mut r = AppendRequest::new("Family", agg, expected);
-    r.events = events;
-    r
-}
 
 /// A server on one store file: in this process, or an `annal serve` child.
 enum Server {
@@ -131,77 +113,23 @@ impl Drop for Server {
 
 /// W1: one client, one event per append, 1,000 aggregates, expected version checked.
 async fn w1(s: &HttpStore) -> (u64, f64) {
-    let mut versions = vec![0u64; 1000];
-    let t = Instant::now();
-    for i in 0..W1_APPENDS {
-        let a = (i % 1000) as usize;
-        s.append(request(
-            &format!("family_{a}"),
-            ExpectedVersion::Exact(versions[a]),
-            vec![payment(i)],
-        ))
-        .await
-        .expect("append");
-        versions[a] += 1;
-    }
-    (W1_APPENDS, t.elapsed().as_secs_f64())
+    one_writer(s, W1_APPENDS).await
 }
 
 /// W2: `clients` concurrent clients (one connection each), one event per append.
 async fn w2(s: &HttpStore, clients: u64) -> (u64, f64) {
-    let each = W2_EVENTS / clients;
-    let t = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|w| {
-            let s = s.clone();
-            tokio::spawn(async move {
-                let mut versions = [0u64; 10];
-                for i in 0..each {
-                    let a = (i % 10) as usize;
-                    s.append(request(
-                        &format!("writer_{w}_family_{a}"),
-                        ExpectedVersion::Exact(versions[a]),
-                        vec![payment(i)],
-                    ))
-                    .await
-                    .expect("append");
-                    versions[a] += 1;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("writer");
-    }
-    (clients * each, t.elapsed().as_secs_f64())
+    concurrent_writers(s, clients, W2_EVENTS / clients).await
 }
 
 /// W3: one client, 100 events per append.
 async fn w3(s: &HttpStore) -> (u64, f64) {
-    let t = Instant::now();
-    for i in 0..W3_APPENDS {
-        let events = (0..100).map(|k| payment(i * 100 + k)).collect();
-        s.append(request(
-            &format!("family_{}", i % 1000),
-            ExpectedVersion::Any,
-            events,
-        ))
-        .await
-        .expect("append");
-    }
-    (W3_APPENDS * 100, t.elapsed().as_secs_f64())
+    batches(s, W3_APPENDS).await
 }
 
 /// W4, paged: every event through `GET /v1/events?limit=10000`, the next page fetched
 /// while this one is counted.
 async fn w4_paged(s: &HttpStore) -> (u64, f64) {
-    let t = Instant::now();
-    let f = Filter::default();
-    let n = stream_all(s, 0, &f, PAGE)
-        .try_fold(0u64, |n, _| async move { Ok(n + 1) })
-        .await
-        .expect("read");
-    (n, t.elapsed().as_secs_f64())
+    read_everything(s, PAGE).await
 }
 
 /// W4, SSE: every event through `GET /v1/subscribe`, until the head.
@@ -218,10 +146,6 @@ async fn w4_sse(s: &HttpStore) -> (u64, f64) {
         }
     }
     (n, t.elapsed().as_secs_f64())
-}
-
-fn rate((n, secs): (u64, f64)) -> f64 {
-    n as f64 / secs
 }
 
 /// Samples the server's RSS every 20 ms until `stop`; returns the peak in KiB.
@@ -330,12 +254,10 @@ async fn main() {
         }
     }
     println!("median of {runs} runs:");
-    for (name, mut rates) in names.iter().zip(results) {
-        if rates.is_empty() {
-            continue;
+    for (name, rates) in names.iter().zip(results) {
+        if !rates.is_empty() {
+            println!("{name:<9} {:>10.0} events/s", median(rates));
         }
-        rates.sort_by(f64::total_cmp);
-        println!("{name:<9} {:>10.0} events/s", rates[rates.len() / 2]);
     }
     for line in memory {
         println!("{line}");

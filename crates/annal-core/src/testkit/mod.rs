@@ -7,6 +7,7 @@
 
 pub mod cases;
 pub mod model;
+pub mod workloads;
 
 use crate::store::Store;
 use async_trait::async_trait;
