@@ -11,8 +11,8 @@
 //!   owner's runner starts from that checkpoint: nothing is lost or reordered, and a
 //!   graceful move redelivers nothing. A member that crashes instead redelivers what it
 //!   handled since its partitions' last checkpoints (at-least-once);
-//! - partitions are assigned round-robin over the members sorted by name, so a given
-//!   membership always gives the same assignment.
+//! - a membership change moves as few partitions as it can: a partition keeps its owner
+//!   while that member is in the group and within its fair share (⌈partitions/members⌉).
 //!
 //! Membership is coordinated in this process: the group object owns every member's
 //! runners. The partition count is fixed for the group's life (changing it changes
@@ -157,12 +157,43 @@ impl<S: Store + ?Sized + 'static, H: Handler> ConsumerGroup<S, H> {
         Ok(out)
     }
 
+    /// The assignment for the current members: partitions keep their owner while it is a
+    /// member within its fair share; the rest go to the members with the fewest.
+    fn plan(&self) -> BTreeMap<u32, String> {
+        let n = self.members.len();
+        let mut plan = BTreeMap::new();
+        if n == 0 {
+            return plan;
+        }
+        let most = (self.partitions as usize).div_ceil(n);
+        let mut count: BTreeMap<&str, usize> =
+            self.members.keys().map(|m| (m.as_str(), 0)).collect();
+        for (p, (owner, _)) in &self.running {
+            if let Some(c) = count.get_mut(owner.as_str())
+                && *c < most
+            {
+                *c += 1;
+                plan.insert(*p, owner.clone());
+            }
+        }
+        for p in 0..self.partitions {
+            if plan.contains_key(&p) {
+                continue;
+            }
+            if let Some((m, c)) = count.iter_mut().min_by_key(|(m, c)| (**c, **m)) {
+                *c += 1;
+                plan.insert(p, (*m).to_owned());
+            }
+        }
+        plan
+    }
+
     /// Moves every partition whose owner changes: stop, then start under the new owner.
     async fn rebalance(&mut self) -> Result<(), GroupError> {
-        let names: Vec<String> = self.members.keys().cloned().collect();
+        let plan = self.plan();
         let mut first_error: Option<ProjectionError> = None;
         for p in 0..self.partitions {
-            let owner = (!names.is_empty()).then(|| names[p as usize % names.len()].clone());
+            let owner = plan.get(&p).cloned();
             let current = self.running.get(&p).map(|(m, _)| m.clone());
             if current == owner {
                 continue;

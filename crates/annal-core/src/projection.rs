@@ -464,6 +464,9 @@ impl<S: Store + ?Sized + 'static, H: Handler> Runner<S, H> {
                 Flow::Continue => {}
                 other => return Ok(other),
             }
+            if self.unrecorded >= self.options.checkpoint_every {
+                self.write_checkpoint().await?;
+            }
         }
         if batch.through > self.position {
             self.position = batch.through;
@@ -471,8 +474,6 @@ impl<S: Store + ?Sized + 'static, H: Handler> Runner<S, H> {
         }
         if batch.caught_up && self.status == CheckpointStatus::Rebuilding {
             self.status = CheckpointStatus::Running;
-            self.write_checkpoint().await?;
-        } else if self.unrecorded >= self.options.checkpoint_every {
             self.write_checkpoint().await?;
         }
         self.publish();
