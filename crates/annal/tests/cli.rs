@@ -329,11 +329,19 @@ fn append_read_and_verify_work_against_a_running_server() {
         "{}",
         text(&conflict.stderr)
     );
-    assert!(checkpointed.status.success(), "{}", text(&checkpointed.stderr));
+    assert!(
+        checkpointed.status.success(),
+        "{}",
+        text(&checkpointed.stderr)
+    );
     let p: serde_json::Value =
         serde_json::from_str(text(&projections.stdout).trim()).expect("one checkpoint");
     assert_eq!(
-        (p["name"].as_str(), p["position"].as_u64(), p["lag"].as_u64()),
+        (
+            p["name"].as_str(),
+            p["position"].as_u64(),
+            p["lag"].as_u64()
+        ),
         (Some("payments-projection"), Some(2), Some(1))
     );
 }
@@ -363,7 +371,15 @@ fn projections_lists_each_checkpoint_with_status_lag_and_last_error() {
         .collect();
     assert_eq!(
         row,
-        ["payments-projection", "faulted", "2", "1", "3", "bad", "amount"],
+        [
+            "payments-projection",
+            "faulted",
+            "2",
+            "1",
+            "3",
+            "bad",
+            "amount"
+        ],
         "{table}"
     );
 }

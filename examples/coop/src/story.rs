@@ -6,8 +6,8 @@
 
 use crate::triggers::{PORTAL_ACCESS, PortalAccessTrigger};
 use crate::{Child, Family, FamilyCommand, FamilyEvent, upcasters};
-use annal::projection::{self, ProjectionError, ProjectionHandle, ProjectionOptions};
 use annal::audit::{self, AuditEntry};
+use annal::projection::{self, ProjectionError, ProjectionHandle, ProjectionOptions};
 use annal::{
     AppendRequest, CommandContext, ExpectedVersion, NewEvent, RawJson, RecordedEvent, Repository,
     RepositoryError, SnapshotPolicy, Store, Timestamp,

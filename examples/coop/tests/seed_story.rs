@@ -141,14 +141,21 @@ async fn the_trigger_locks_the_chen_family_when_overdue_and_restores_it_when_pai
     assert_eq!(restore.user_id, "portal-access");
     assert_eq!(restore.causation_id, Some(paid.event_id.to_string()));
     assert_eq!(restore.correlation_id.as_deref(), Some("payment_chen_oct"));
-    assert!(lock.position < paid.position, "the payment cleared after the lock");
+    assert!(
+        lock.position < paid.position,
+        "the payment cleared after the lock"
+    );
     assert_eq!(o.chen.payment_status, PaymentStatus::Paid);
     assert_eq!(o.chen.portal_access, PortalAccess::Active);
     assert!(
-        o.why_locked.contains("by portal-access (automated), caused by")
+        o.why_locked
+            .contains("by portal-access (automated), caused by")
             && o.why_locked.contains("PaymentOverdue by billing-job"),
         "{}",
         o.why_locked
     );
-    assert!(printed.contains("Why was the Chen family locked out?"), "{printed}");
+    assert!(
+        printed.contains("Why was the Chen family locked out?"),
+        "{printed}"
+    );
 }

@@ -49,6 +49,9 @@ fn positions(events: &[RecordedEvent]) -> Vec<u64> {
     events.iter().map(|e| e.position).collect()
 }
 
+/// Where a gated handler says it has arrived.
+type Tell = Arc<Mutex<Option<oneshot::Sender<()>>>>;
+
 /// A handler that records what it is given (position, aggregate, version), optionally
 /// failing or blocking on chosen events.
 #[derive(Clone, Default)]
@@ -61,7 +64,7 @@ struct Recorder {
     /// Always fail on this position.
     poison: Option<u64>,
     /// On this position: record, tell, then never return.
-    gate: Option<(u64, Arc<Mutex<Option<oneshot::Sender<()>>>>)>,
+    gate: Option<(u64, Tell)>,
 }
 
 impl Recorder {
