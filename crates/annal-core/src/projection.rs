@@ -98,7 +98,7 @@ pub struct ProjectionOptions {
     pub name: String,
     /// What it reads (its `start` is ignored: the checkpoint says where to resume).
     pub subscription: SubscriptionOptions,
-    /// Write the checkpoint after this many handled events (default 1000)…
+    /// Write the checkpoint after this many handled events (default 10,000)…
     pub checkpoint_every: u64,
     /// …or this long after the first unrecorded one (default 100 ms).
     pub checkpoint_interval: Duration,
@@ -116,7 +116,7 @@ impl ProjectionOptions {
         Self {
             name: name.into(),
             subscription: SubscriptionOptions::default(),
-            checkpoint_every: 1000,
+            checkpoint_every: 10_000,
             checkpoint_interval: Duration::from_millis(100),
             retry: Retry::default(),
             on_failure: FailurePolicy::Fault,
