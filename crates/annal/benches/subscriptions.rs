@@ -3,7 +3,7 @@
 //!   (default 1,000,000) events, through a bare [`subscribe`] and through the projection
 //!   runner (checkpointing as it goes);
 //! - live latency: 16 writers appending one event at a time for 3 s while a projection
-//!   runner handles them; commit (the writer's acknowledgement) → handler, p50 and p99
+//!   runner handles them (on PostgreSQL through a second store, woken by NOTIFY); commit (the writer's acknowledgement) → handler, p50 and p99
 //!   (0 when the handler saw the event before the writer got its answer), and
 //!   append call → handler.
 //!
@@ -123,7 +123,7 @@ impl Handler for Stamp {
     }
 }
 
-async fn live(store: Arc<dyn Store>, label: &str) {
+async fn live(store: Arc<dyn Store>, reader: Arc<dyn Store>, label: &str) {
     let mut p50s = Vec::new();
     let mut p99s = Vec::new();
     let mut c50s = Vec::new();
@@ -138,7 +138,7 @@ async fn live(store: Arc<dyn Store>, label: &str) {
             .put_checkpoint(annal::CheckpointWrite::new(format!("live-{run}"), head))
             .await
             .expect("checkpoint");
-        let p = projection::spawn(store.clone(), Stamp { seen: seen.clone() }, options);
+        let p = projection::spawn(reader.clone(), Stamp { seen: seen.clone() }, options);
         p.wait_until(|p| p.position >= head).await;
         let acked: Times = Arc::default();
         let called: Times = Arc::default();
@@ -234,7 +234,7 @@ async fn main() {
         t.elapsed().as_secs_f64()
     );
     catch_up(store.clone(), "sqlite").await;
-    live(store, "sqlite").await;
+    live(store.clone(), store, "sqlite").await;
 
     if let Ok(url) = std::env::var("ANNAL_BENCH_POSTGRES_URL") {
         let schema = format!("annal_bench_{:016x}", fastrand::u64(..));
@@ -252,7 +252,14 @@ async fn main() {
             t.elapsed().as_secs_f64()
         );
         catch_up(store.clone(), "postgres").await;
-        live(store, "postgres").await;
+        // The runner on its own connection pool: woken by LISTEN/NOTIFY, as another
+        // process would be, not by the writers' in-process signal.
+        let reader: Arc<dyn Store> = Arc::new(
+            annal::postgres::PgStore::connect(&store_url)
+                .await
+                .expect("second connection"),
+        );
+        live(store, reader, "postgres").await;
         let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
             .await
             .expect("connect to drop the schema");
