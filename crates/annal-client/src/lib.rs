@@ -866,6 +866,18 @@ impl Store for HttpStore {
         self.get_opt(self.url(&["v1", "checkpoints", name])).await
     }
 
+    /// `GET /v1/checkpoints`.
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            checkpoints: Vec<Checkpoint>,
+        }
+        let list: List = self
+            .get(self.url(&["v1", "checkpoints"]), self.inner.timeout)
+            .await?;
+        Ok(list.checkpoints)
+    }
+
     /// `PUT /v1/checkpoints/{name}`.
     async fn put_checkpoint(&self, write: CheckpointWrite) -> Result<Checkpoint> {
         write.validate("")?;

@@ -106,3 +106,8 @@ impl Harness for Live {
 }
 
 annal_core::conformance_suite!(fresh);
+
+mod subscriptions {
+    use super::fresh;
+    annal_core::subscription_suite!(fresh);
+}

@@ -5,7 +5,9 @@
 //! filters, snapshots, checkpoints, the hash chain ([`chain`]), typed errors ([`Error`])
 //! and the backend-agnostic [`Store`] trait. Storage backends (`annal-sqlite`, later
 //! `annal-postgres`) translate the trait into one database; the server translates it into
-//! HTTP. With the `testkit` feature it also ships the conformance suite every backend runs.
+//! HTTP. On top of the trait, and so on every backend: [`subscription`]s (history then
+//! live), the [`projection`] runner (durable, checkpointed), [`trigger`]s and consumer
+//! [`group`]s. With the `testkit` feature it also ships the conformance suite every backend runs.
 //!
 //! Invariants every backend keeps, and the conformance suite checks:
 //! - global positions are 1-based, contiguous and in commit order;
@@ -21,15 +23,19 @@ pub mod chain;
 pub mod checkpoint;
 pub mod error;
 pub mod event;
+pub mod group;
 pub mod import;
 #[cfg(feature = "openapi")]
 mod openapi;
+pub mod projection;
 pub mod read;
 pub mod repository;
 pub mod snapshot;
 pub mod store;
+pub mod subscription;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod trigger;
 pub mod upcast;
 
 pub use aggregate::{Aggregate, CodecError, DomainEvent};
@@ -48,5 +54,6 @@ pub use repository::{
 };
 pub use snapshot::Snapshot;
 pub use store::{AggregateInfo, Store};
+pub use subscription::{Start, Subscription, SubscriptionOptions, subscribe};
 pub use upcast::{Upcast, Upcasters};
 pub use uuid::Uuid;

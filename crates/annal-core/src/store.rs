@@ -105,6 +105,15 @@ pub trait Store: Send + Sync {
     /// A checkpoint by name.
     async fn checkpoint(&self, name: &str) -> Result<Option<Checkpoint>>;
 
+    /// Every checkpoint, by name. Backends that cannot list them answer
+    /// [`Error::InvalidRequest`] (this default).
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        Err(Error::invalid(
+            "checkpoints",
+            "this store cannot list checkpoints",
+        ))
+    }
+
     /// Writes a checkpoint (compare-and-set when `expected_position` is given).
     async fn put_checkpoint(&self, write: CheckpointWrite) -> Result<Checkpoint> {
         write.validate("")?;

@@ -559,25 +559,22 @@ impl Store for PgStore {
 
     async fn checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
         let sql = format!(
-            "SELECT position, status, error_count, last_error, updated_at
+            "SELECT name, position, status, error_count, last_error, updated_at
              FROM {}.checkpoints WHERE name = $1",
             self.inner.quoted
         );
         let rows = self.query("reading a checkpoint", &sql, &[&name]).await?;
-        let Some(r) = rows.first() else {
-            return Ok(None);
-        };
-        let status: CheckpointStatus = rows::get::<&str>(r, 1)?
-            .parse()
-            .map_err(|e: Error| Error::Corrupt(format!("checkpoint '{name}': {e}")))?;
-        Ok(Some(Checkpoint {
-            name: name.to_owned(),
-            position: rows::get::<i64>(r, 0)? as u64,
-            status,
-            error_count: rows::get::<i64>(r, 2)? as u64,
-            last_error: rows::get(r, 3)?,
-            updated_at: rows::get::<PgTime>(r, 4)?.0,
-        }))
+        rows.first().map(checkpoint_from_row).transpose()
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let sql = format!(
+            "SELECT name, position, status, error_count, last_error, updated_at
+             FROM {}.checkpoints ORDER BY name",
+            self.inner.quoted
+        );
+        let rows = self.query("listing checkpoints", &sql, &[]).await?;
+        rows.iter().map(checkpoint_from_row).collect()
     }
 
     async fn wait_for_head(&self, after_position: u64, timeout: Duration) -> Result<u64> {
@@ -608,4 +605,20 @@ impl Store for PgStore {
             head = head.max(self.head(&[]).await?);
         }
     }
+}
+
+/// A checkpoint from a row of name, position, status, error_count, last_error, updated_at.
+fn checkpoint_from_row(r: &tokio_postgres::Row) -> Result<Checkpoint> {
+    let name: String = rows::get(r, 0)?;
+    let status: CheckpointStatus = rows::get::<&str>(r, 2)?
+        .parse()
+        .map_err(|e: Error| Error::Corrupt(format!("checkpoint '{name}': {e}")))?;
+    Ok(Checkpoint {
+        position: rows::get::<i64>(r, 1)? as u64,
+        status,
+        error_count: rows::get::<i64>(r, 3)? as u64,
+        last_error: rows::get(r, 4)?,
+        updated_at: rows::get::<PgTime>(r, 5)?.0,
+        name,
+    })
 }

@@ -1,5 +1,6 @@
-//! The whole conformance suite against PostgreSQL, one fresh schema per test
-//! (skipped, with a notice, when `ANNAL_TEST_POSTGRES_URL` is not set).
+//! The whole conformance suite, and the subscription suite (subscriptions,
+//! projections, triggers, consumer groups), against PostgreSQL, one fresh schema per
+//! test (skipped, with a notice, when `ANNAL_TEST_POSTGRES_URL` is not set).
 
 mod common;
 
@@ -66,3 +67,8 @@ impl Harness for Pg {
 }
 
 annal_core::conformance_suite!(fresh, skip_unless = common::available);
+
+mod subscriptions {
+    use super::{common, fresh};
+    annal_core::subscription_suite!(fresh, skip_unless = common::available);
+}

@@ -102,6 +102,7 @@ pub fn router(store: Arc<dyn Store>, config: Config, shutdown: watch::Receiver<b
         .route("/v1/events/{event_id}", get(routes::read_event))
         .route("/v1/head", get(routes::head))
         .route("/v1/transactions", post(routes::transact))
+        .route("/v1/checkpoints", get(routes::list_checkpoints))
         .route(
             "/v1/checkpoints/{name}",
             get(routes::get_checkpoint).put(routes::put_checkpoint),

@@ -18,7 +18,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
@@ -359,6 +359,31 @@ pub async fn head(
     caller.narrow(&mut types)?;
     let position = app.store.head(&types).await?;
     ok(&json!({ "position": position }))
+}
+
+/// The body of `GET /v1/checkpoints`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointList {
+    /// Every checkpoint, by name.
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+/// `GET /v1/checkpoints`
+#[utoipa::path(
+    get,
+    path = "/v1/checkpoints",
+    tag = "checkpoints",
+    description = "Every checkpoint (named consumers and projections), by name, with position and status.",
+    responses(
+        (status = 200, description = "The checkpoints", body = CheckpointList),
+        (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The token's role or aggregate types do not allow this", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
+    )
+)]
+pub async fn list_checkpoints(State(app): State<AppState>) -> Res {
+    let checkpoints = app.store.checkpoints().await?;
+    ok(&CheckpointList { checkpoints })
 }
 
 /// `GET /v1/checkpoints/{name}`

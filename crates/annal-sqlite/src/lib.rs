@@ -378,35 +378,32 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let row = c
                 .prepare_cached(
-                    "SELECT position, status, error_count, last_error, updated_at
+                    "SELECT name, position, status, error_count, last_error, updated_at
                      FROM checkpoints WHERE name = ?1",
                 )
                 .map_err(db)?
-                .query_row([&name], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, String>(4)?,
-                    ))
-                })
+                .query_row([&name], checkpoint_row)
                 .optional()
                 .map_err(db)?;
-            let Some((position, status, error_count, last_error, updated_at)) = row else {
-                return Ok(None);
-            };
-            let status: CheckpointStatus = status
-                .parse()
-                .map_err(|e: Error| Error::Corrupt(format!("checkpoint '{name}': {e}")))?;
-            Ok(Some(Checkpoint {
-                name,
-                position: position as u64,
-                status,
-                error_count: error_count as u64,
-                last_error,
-                updated_at: Timestamp::parse(&updated_at).map_err(Error::Corrupt)?,
-            }))
+            row.map(checkpoint_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT name, position, status, error_count, last_error, updated_at
+                     FROM checkpoints ORDER BY name",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], checkpoint_row)
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            rows.into_iter().map(checkpoint_from_row).collect()
         })
         .await
     }
@@ -429,4 +426,33 @@ impl Store for SqliteStore {
             }
         }
     }
+}
+
+/// A checkpoints row's columns: name, position, status, error_count, last_error, updated_at.
+type CheckpointRow = (String, i64, String, i64, Option<String>, String);
+
+fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckpointRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn checkpoint_from_row(row: CheckpointRow) -> Result<Checkpoint> {
+    let (name, position, status, error_count, last_error, updated_at) = row;
+    let status: CheckpointStatus = status
+        .parse()
+        .map_err(|e: Error| Error::Corrupt(format!("checkpoint '{name}': {e}")))?;
+    Ok(Checkpoint {
+        name,
+        position: position as u64,
+        status,
+        error_count: error_count as u64,
+        last_error,
+        updated_at: Timestamp::parse(&updated_at).map_err(Error::Corrupt)?,
+    })
 }

@@ -310,6 +310,8 @@ fn append_read_and_verify_work_against_a_running_server() {
     );
     let verified = annal(&["verify", "--server", &url], "");
     let conflict = annal(&["append", "--server", &url], ENROL);
+    let checkpointed = annal(&["append", "--server", &url], CHECKPOINT);
+    let projections = annal(&["projections", "--server", &url, "--json"], "");
     let _ = server.kill();
     let _ = server.wait();
     assert!(ready, "the server started");
@@ -326,5 +328,58 @@ fn append_read_and_verify_work_against_a_running_server() {
         text(&conflict.stderr).contains("wrong expected version"),
         "{}",
         text(&conflict.stderr)
+    );
+    assert!(
+        checkpointed.status.success(),
+        "{}",
+        text(&checkpointed.stderr)
+    );
+    let p: serde_json::Value =
+        serde_json::from_str(text(&projections.stdout).trim()).expect("one checkpoint");
+    assert_eq!(
+        (
+            p["name"].as_str(),
+            p["position"].as_u64(),
+            p["lag"].as_u64()
+        ),
+        (Some("payments-projection"), Some(2), Some(1))
+    );
+}
+
+const CHECKPOINT: &str = r#"{"appends":[],"checkpoint":{"name":"payments-projection","position":2,"status":"faulted","error_count":3,"last_error":"bad amount"}}"#;
+
+#[test]
+fn projections_lists_each_checkpoint_with_status_lag_and_last_error() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = store(dir.path());
+    let empty = annal(&["projections", "--store", &s], "");
+    assert!(empty.status.success(), "{}", text(&empty.stderr));
+    assert_eq!(text(&empty.stdout).lines().count(), 1, "only the header");
+    let out = annal(
+        &["append", "--store", &s],
+        &format!("{ENROL}\n{PAY}\n{CHECKPOINT}\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = annal(&["projections", "--store", &s], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .expect("a row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        [
+            "payments-projection",
+            "faulted",
+            "2",
+            "1",
+            "3",
+            "bad",
+            "amount"
+        ],
+        "{table}"
     );
 }

@@ -1,10 +1,13 @@
 //! The seed's story, told against a real store: the usage example (enrol, add a child,
 //! receive a payment, reconstruct), the audit listing, the state on a past date, the
-//! correlated events, an upcast v1 payment, and a mistaken withdrawal reversed by a
-//! compensating event. `coop demo` prints it; the tests assert it.
+//! correlated events, an upcast v1 payment, a mistaken withdrawal reversed by a
+//! compensating event, and the portal trigger locking and restoring the Chen family
+//! (the seed's "why was the Chen family locked out?", answered from the audit trail). `coop demo` prints it; the tests assert it.
 
+use crate::triggers::{PORTAL_ACCESS, PortalAccessTrigger};
 use crate::{Child, Family, FamilyCommand, FamilyEvent, upcasters};
 use annal::audit::{self, AuditEntry};
+use annal::projection::{self, ProjectionError, ProjectionHandle, ProjectionOptions};
 use annal::{
     AppendRequest, CommandContext, ExpectedVersion, NewEvent, RawJson, RecordedEvent, Repository,
     RepositoryError, SnapshotPolicy, Store, Timestamp,
@@ -27,6 +30,9 @@ pub enum StoryError {
     /// JSON could not be written.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    /// The portal trigger stopped.
+    #[error(transparent)]
+    Trigger(#[from] ProjectionError),
 }
 
 /// What the story showed, for tests to check.
@@ -50,6 +56,34 @@ pub struct Outcome {
     pub reversed: Family,
     /// family_123's audit trail at the end.
     pub audit: Vec<AuditEntry>,
+    /// family_456 (the Chen family) at the end: overdue, locked, paid, restored.
+    pub chen: Family,
+    /// The Chen family's audit trail at the end.
+    pub chen_audit: Vec<AuditEntry>,
+    /// The answer printed to "why was the Chen family locked out?".
+    pub why_locked: String,
+}
+
+/// Waits until the trigger has handled everything committed so far (its own reactions
+/// included).
+async fn settle<H>(store: &dyn Store, trigger: &ProjectionHandle<H>) -> Result<(), StoryError> {
+    loop {
+        let head = store.head(&[]).await?;
+        let progressed = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            trigger.wait_until(|p| p.position >= head),
+        )
+        .await;
+        if !matches!(progressed, Ok(true)) {
+            return Err(StoryError::Store(annal::Error::Closed(format!(
+                "the portal trigger did not reach position {head}: {:?}",
+                trigger.progress()
+            ))));
+        }
+        if store.head(&[]).await? == head {
+            return Ok(());
+        }
+    }
 }
 
 fn day(date: &str) -> Timestamp {
@@ -234,7 +268,96 @@ pub async fn tell(store: Arc<dyn Store>, out: &mut impl Write) -> Result<Outcome
             e.position, e.aggregate_version, e.event_type, e.user_id
         )?;
     }
+    writeln!(
+        out,
+        "\n== Triggers: the Chen family's overdue payment locks the portal; paying restores it"
+    )?;
+    let trigger = projection::spawn(
+        store.clone(),
+        PortalAccessTrigger::new(store.clone()),
+        ProjectionOptions::new(PORTAL_ACCESS),
+    );
+    families
+        .execute(
+            "family_456",
+            FamilyCommand::MarkPaymentDue {
+                amount: 300,
+                due_date: "2024-10-01".into(),
+            },
+            &CommandContext::by("billing-job").correlated("billing_run_2024_10"),
+        )
+        .await?;
+    families
+        .execute(
+            "family_456",
+            FamilyCommand::MarkPaymentOverdue,
+            &CommandContext::by("billing-job").correlated("billing_run_2024_10"),
+        )
+        .await?;
+    settle(&*store, &trigger).await?;
+    families
+        .execute(
+            "family_456",
+            FamilyCommand::RecordPayment {
+                amount: 300,
+                date: "2024-10-04".into(),
+                method: "bank_transfer".into(),
+            },
+            &CommandContext::by("sarah").correlated("payment_chen_oct"),
+        )
+        .await?;
+    settle(&*store, &trigger).await?;
+    trigger.stop().await?;
+    let chen = families.load("family_456").await?.state;
+    let chen_audit = audit::audit_trail(&*store, "family_456").await?;
+    writeln!(out, "Why was the Chen family locked out?")?;
+    let mut why_locked = String::new();
+    if let Some(lock) = chen_audit
+        .iter()
+        .find(|e| e.event_type == "PortalAccessLocked")
+    {
+        let cause = chen_audit
+            .iter()
+            .find(|e| Some(e.event_id.to_string()) == lock.causation_id);
+        why_locked = match cause {
+            Some(c) => format!(
+                "#{} PortalAccessLocked at {} by {} (automated), caused by #{} {} by {} at {} (correlation {})",
+                lock.position,
+                lock.recorded_at,
+                lock.user_id,
+                c.position,
+                c.event_type,
+                c.user_id,
+                c.recorded_at,
+                c.correlation_id.as_deref().unwrap_or("none"),
+            ),
+            None => format!("#{} PortalAccessLocked by {}", lock.position, lock.user_id),
+        };
+        writeln!(out, "  {why_locked}")?;
+    }
+    for e in &chen_audit {
+        writeln!(
+            out,
+            "  #{} v{} {} by {}{}",
+            e.position,
+            e.aggregate_version,
+            e.event_type,
+            e.user_id,
+            e.causation_id
+                .as_deref()
+                .map(|c| format!("  (caused by {c})"))
+                .unwrap_or_default()
+        )?;
+    }
+    writeln!(
+        out,
+        "now: payment {:?}, portal {:?}",
+        chen.payment_status, chen.portal_access
+    )?;
     Ok(Outcome {
+        chen,
+        chen_audit,
+        why_locked,
         reconstructed,
         before_payment,
         on_20_september,

@@ -110,3 +110,52 @@ async fn a_mistaken_withdrawal_is_reversed_and_history_keeps_both() {
     assert_eq!(link.reason.as_deref(), Some("Administrative error"));
     assert_eq!(fix.causation_id, Some(mistake.event_id.to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trigger_locks_the_chen_family_when_overdue_and_restores_it_when_paid() {
+    let (_dir, o, printed) = told().await;
+    let types: Vec<_> = o.chen_audit.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "FamilyEnrolled",
+            "PaymentReceived",
+            "PaymentDue",
+            "PaymentOverdue",
+            "PortalAccessLocked",
+            "PaymentReceived",
+            "PortalAccessRestored"
+        ]
+    );
+    let (overdue, lock, paid, restore) = (
+        &o.chen_audit[3],
+        &o.chen_audit[4],
+        &o.chen_audit[5],
+        &o.chen_audit[6],
+    );
+    // Why was the Chen family locked out? The trigger did it, because of the overdue notice.
+    assert_eq!(lock.user_id, "portal-access");
+    assert_eq!(lock.causation_id, Some(overdue.event_id.to_string()));
+    assert_eq!(lock.correlation_id.as_deref(), Some("billing_run_2024_10"));
+    assert_eq!(overdue.user_id, "billing-job");
+    assert_eq!(restore.user_id, "portal-access");
+    assert_eq!(restore.causation_id, Some(paid.event_id.to_string()));
+    assert_eq!(restore.correlation_id.as_deref(), Some("payment_chen_oct"));
+    assert!(
+        lock.position < paid.position,
+        "the payment cleared after the lock"
+    );
+    assert_eq!(o.chen.payment_status, PaymentStatus::Paid);
+    assert_eq!(o.chen.portal_access, PortalAccess::Active);
+    assert!(
+        o.why_locked
+            .contains("by portal-access (automated), caused by")
+            && o.why_locked.contains("PaymentOverdue by billing-job"),
+        "{}",
+        o.why_locked
+    );
+    assert!(
+        printed.contains("Why was the Chen family locked out?"),
+        "{printed}"
+    );
+}

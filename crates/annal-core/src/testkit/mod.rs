@@ -7,6 +7,7 @@
 
 pub mod cases;
 pub mod model;
+pub mod subscriptions;
 pub mod workloads;
 
 use crate::store::Store;
@@ -86,6 +87,47 @@ macro_rules! conformance_suite {
             async fn $case() {
                 $guard
                 $crate::testkit::cases::$case($make().await).await;
+            }
+        )*
+    };
+}
+
+/// Instantiates the subscription cases (subscriptions, projections, triggers, consumer
+/// groups: [`subscriptions`]) as tests, like [`conformance_suite!`], with the same
+/// optional `skip_unless = ready`.
+#[macro_export]
+macro_rules! subscription_suite {
+    ($make:path) => {
+        $crate::subscription_suite!(@all $make; {});
+    };
+    ($make:path, skip_unless = $ready:path) => {
+        $crate::subscription_suite!(@all $make; {
+            if !$ready() {
+                return;
+            }
+        });
+    };
+    (@all $make:path; $guard:block) => {
+        $crate::subscription_suite!(@cases $make; $guard;
+            a_subscription_delivers_history_then_live_without_gap_or_duplicate,
+            filters_and_an_aggregate_id_prefix_choose_events_and_the_position_reaches_the_head,
+            eight_concurrent_writers_and_a_subscriber_that_sees_the_total_order,
+            a_consumer_that_does_not_read_never_makes_writers_wait,
+            a_killed_consumer_restarts_from_its_checkpoint_missing_nothing,
+            a_handler_failing_every_third_call_handles_every_event_once_in_order,
+            an_event_that_keeps_failing_faults_the_projection_or_is_skipped_by_policy,
+            a_rebuild_under_live_load_replays_everything_then_goes_live,
+            lag_is_the_head_minus_the_checkpoint_for_every_listed_projection,
+            a_trigger_reacts_once_with_causation_and_correlation,
+            a_consumer_group_of_three_keeps_each_aggregate_in_order_when_a_member_leaves,
+        );
+    };
+    (@cases $make:path; $guard:block; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                $guard
+                $crate::testkit::subscriptions::$case($make().await).await;
             }
         )*
     };

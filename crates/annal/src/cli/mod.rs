@@ -7,6 +7,7 @@ mod append;
 mod audit;
 pub mod config;
 mod copy;
+mod projections;
 mod read;
 mod serve;
 mod verify;
@@ -45,6 +46,9 @@ enum Command {
     /// Copy a whole store's log into an empty store (any backend to any backend),
     /// keeping event_ids, positions, versions, times and hashes; verifies the copy.
     Copy(copy::CopyArgs),
+    /// List projections and named subscriptions (every checkpoint) with status, position,
+    /// lag behind the head and errors.
+    Projections(projections::ProjectionsArgs),
 }
 
 /// The store option every subcommand takes.
@@ -139,6 +143,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Audit(a) => audit::run(a).await,
         Command::Correlated(a) => audit::run_correlated(a).await,
         Command::Copy(a) => copy::run(a).await,
+        Command::Projections(a) => projections::run(a).await,
     }
 }
 
