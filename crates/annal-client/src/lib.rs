@@ -87,6 +87,7 @@ pub struct HttpStoreBuilder {
     idle_timeout: Duration,
     page_size: usize,
     limits: Limits,
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for HttpStoreBuilder {
@@ -100,6 +101,7 @@ impl fmt::Debug for HttpStoreBuilder {
             .field("idle_timeout", &self.idle_timeout)
             .field("page_size", &self.page_size)
             .field("limits", &self.limits)
+            .field("ca_cert", &self.ca_cert)
             .finish()
     }
 }
@@ -143,6 +145,13 @@ impl HttpStoreBuilder {
         self
     }
 
+    /// For `https://` servers: also trust the CA certificate(s) in this PEM file (for a
+    /// self-signed or private CA), besides the system's roots.
+    pub fn ca_cert(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.ca_cert = Some(path.into());
+        self
+    }
+
     /// The limits [`Store::limits`] reports. The server enforces its own; these only
     /// matter to callers that prepare requests themselves before [`Store::commit`].
     pub fn limits(mut self, limits: Limits) -> Self {
@@ -159,11 +168,11 @@ impl HttpStoreBuilder {
                 format!("'{}' is not a URL: {e}", self.base_url),
             )
         })?;
-        if base.scheme() != "http" {
+        if base.scheme() != "http" && base.scheme() != "https" {
             return Err(Error::invalid(
                 "server_url",
                 format!(
-                    "'{}': only http:// is supported (this build has no TLS); reach an https server through a local proxy",
+                    "'{}': the server URL starts with http:// or https://",
                     self.base_url
                 ),
             ));
@@ -189,10 +198,24 @@ impl HttpStoreBuilder {
             headers.insert(AUTHORIZATION, value);
         }
         let base_text = base.as_str().trim_end_matches('/').to_owned();
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
-            .default_headers(headers)
+            .default_headers(headers);
+        if let Some(path) = &self.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::invalid("ca_cert", format!("cannot read {}: {e}", path.display()))
+            })?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::invalid(
+                    "ca_cert",
+                    format!("{} is not PEM certificates: {e}", path.display()),
+                )
+            })? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
             .build()
             .map_err(|e| Error::from(TransportError::request(&base_text, e)))?;
         Ok(HttpStore {
@@ -307,6 +330,7 @@ impl HttpStore {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             page_size: DEFAULT_PAGE_SIZE,
             limits: Limits::default(),
+            ca_cert: None,
         }
     }
 

@@ -383,3 +383,74 @@ fn projections_lists_each_checkpoint_with_status_lag_and_last_error() {
         "{table}"
     );
 }
+
+#[test]
+fn the_cli_talks_to_an_https_server_that_trusts_a_private_ca() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        // A server certificate, not a CA (rustls refuses a CA certificate as a leaf).
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes a test certificate");
+    assert!(made.status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_annal"))
+        .args([
+            "serve",
+            "--data",
+            &dir.path().join("data").display().to_string(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start annal serve");
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let url = format!("https://localhost:{port}");
+    let ca = cert.display().to_string();
+    let appended = annal(&["append", "--server", &url, "--ca-cert", &ca], ENROL);
+    let verified = annal(&["verify", "--server", &url, "--ca-cert", &ca], "");
+    let untrusted = annal(&["verify", "--server", &url], "");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(ready);
+    assert!(appended.status.success(), "{}", text(&appended.stderr));
+    assert_eq!(text(&verified.stdout).trim(), r#"{"ok":true,"checked":2}"#);
+    assert_eq!(
+        untrusted.status.code(),
+        Some(1),
+        "a server the client does not trust is refused"
+    );
+}

@@ -64,6 +64,9 @@ pub struct StoreArgs {
     /// The API token to send to --server.
     #[arg(long, env = "ANNAL_TOKEN", requires = "server", hide_env_values = true)]
     pub(crate) token: Option<String>,
+    /// For an https --server with a private CA: its certificate (PEM).
+    #[arg(long, env = "ANNAL_CA_CERT", requires = "server")]
+    pub(crate) ca_cert: Option<std::path::PathBuf>,
     /// Largest event accepted (data plus metadata), in bytes.
     #[arg(long, env = "ANNAL_MAX_EVENT_BYTES", default_value_t = Limits::default().max_event_bytes)]
     max_event_bytes: usize,
@@ -82,6 +85,9 @@ impl StoreArgs {
             let mut b = annal::client::HttpStore::builder(server).limits(limits);
             if let Some(t) = &self.token {
                 b = b.token(t.clone());
+            }
+            if let Some(ca) = &self.ca_cert {
+                b = b.ca_cert(ca.clone());
             }
             return Ok(Arc::new(b.build()?));
         }
