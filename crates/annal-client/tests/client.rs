@@ -352,10 +352,10 @@ async fn filter_values_a_comma_list_would_change_are_refused() {
 }
 
 #[test]
-fn only_http_base_urls_are_accepted() {
+fn only_http_and_https_base_urls_are_accepted() {
     for bad in [
         "not a url",
-        "https://127.0.0.1:2113",
+        "ftp://127.0.0.1:2113",
         "http://h/?q=1",
         "mailto:x@y",
     ] {
@@ -367,4 +367,6 @@ fn only_http_base_urls_are_accepted() {
     }
     let store = HttpStore::connect("http://127.0.0.1:2113/").expect("a plain base");
     assert_eq!(store.base_url(), "http://127.0.0.1:2113");
+    let tls = HttpStore::connect("https://127.0.0.1:2113").expect("https");
+    assert_eq!(tls.base_url(), "https://127.0.0.1:2113");
 }

@@ -25,6 +25,7 @@ pub mod error;
 pub mod event;
 pub mod group;
 pub mod import;
+pub mod job;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod projection;

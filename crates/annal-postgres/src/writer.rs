@@ -50,7 +50,7 @@ use crate::{StorageFailure, pool_failure};
 use annal_core::append::{ProposedAppend, ProposedTransaction, check_replay};
 use annal_core::import::{self, check_import};
 use annal_core::{
-    AppendResult, Checkpoint, Error, Hash, RawJson, RecordedEvent, Result, Snapshot, Timestamp,
+    AppendResult, Checkpoint, Error, Hash, RecordedEvent, Result, Snapshot, Timestamp,
     TransactionResult, Uuid,
 };
 use deadpool_postgres::{Object, Pool};
@@ -59,7 +59,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::ToSql;
 
 /// Most events one group commit takes before it commits.
@@ -67,51 +67,8 @@ const MAX_GROUP_EVENTS: usize = 20_000;
 /// How many times a group yields to let writers of the last group queue again.
 const GATHER_YIELDS: usize = 4;
 
-/// Work for the writer.
-pub enum Job {
-    /// Appends and an optional checkpoint.
-    Transact(
-        ProposedTransaction,
-        oneshot::Sender<Result<TransactionResult>>,
-    ),
-    /// A snapshot save.
-    Snapshot(SnapshotJob, oneshot::Sender<Result<Snapshot>>),
-    /// Already-recorded events to store as they are (a copy from another store).
-    Import(Vec<RecordedEvent>, oneshot::Sender<Result<u64>>),
-}
-
-/// A snapshot to save.
-pub struct SnapshotJob {
-    /// The aggregate.
-    pub aggregate_id: String,
-    /// Its version the state reflects.
-    pub version: u64,
-    /// The state's shape.
-    pub tag: String,
-    /// The state.
-    pub state: RawJson,
-}
-
-impl Job {
-    fn weight(&self) -> usize {
-        match self {
-            Job::Transact(t, _) => t
-                .appends
-                .iter()
-                .map(|a| a.events.len())
-                .sum::<usize>()
-                .max(1),
-            Job::Snapshot(..) => 1,
-            Job::Import(events, _) => events.len().max(1),
-        }
-    }
-}
-
-enum Outcome {
-    Transact(TransactionResult),
-    Snapshot(Snapshot),
-    Import(u64),
-}
+use annal_core::job::Outcome;
+pub use annal_core::job::{Job, SnapshotJob};
 
 /// The SQL the writer runs, for one schema.
 pub struct Sql {
@@ -232,7 +189,7 @@ pub async fn run(w: Writer, mut jobs: mpsc::UnboundedReceiver<Job>) {
             Ok((outcomes, tip)) => {
                 w.publish(tip);
                 for (job, outcome) in group.into_iter().zip(outcomes) {
-                    answer(job, outcome);
+                    job.answer(outcome);
                 }
             }
             Err(e) if group.len() > 1 && e.is_server_error() => {
@@ -245,15 +202,15 @@ pub async fn run(w: Writer, mut jobs: mpsc::UnboundedReceiver<Job>) {
                             let outcome = outcomes
                                 .pop()
                                 .unwrap_or_else(|| Err(Error::Corrupt("no outcome".into())));
-                            answer(job, outcome);
+                            job.answer(outcome);
                         }
-                        Err(e) => answer(job, Err(group_failed(&e))),
+                        Err(e) => job.answer(Err(group_failed(&e))),
                     }
                 }
             }
             Err(e) => {
                 for job in group {
-                    answer(job, Err(group_failed(&e)));
+                    job.answer(Err(group_failed(&e)));
                 }
             }
         }
@@ -265,25 +222,6 @@ fn group_failed(e: &StorageFailure) -> Error {
         "the commit failed; if it was lost with the connection its outcome is unknown (retry with the same event_ids)",
         e,
     ))
-}
-
-fn answer(job: Job, outcome: Result<Outcome>) {
-    // A caller that stopped waiting (dropped its future) no longer needs the answer.
-    match (job, outcome) {
-        (Job::Transact(_, tx), Ok(Outcome::Transact(r))) => drop(tx.send(Ok(r))),
-        (Job::Snapshot(_, tx), Ok(Outcome::Snapshot(s))) => drop(tx.send(Ok(s))),
-        (Job::Import(_, tx), Ok(Outcome::Import(n))) => drop(tx.send(Ok(n))),
-        (Job::Transact(_, tx), Err(e)) => drop(tx.send(Err(e))),
-        (Job::Snapshot(_, tx), Err(e)) => drop(tx.send(Err(e))),
-        (Job::Import(_, tx), Err(e)) => drop(tx.send(Err(e))),
-        (Job::Transact(_, tx), Ok(_)) => drop(tx.send(Err(mixed()))),
-        (Job::Snapshot(_, tx), Ok(_)) => drop(tx.send(Err(mixed()))),
-        (Job::Import(_, tx), Ok(_)) => drop(tx.send(Err(mixed()))),
-    }
-}
-
-fn mixed() -> Error {
-    Error::Corrupt("the writer answered a job with another job's outcome".into())
 }
 
 /// The last event of the log, as the next append needs it.

@@ -19,65 +19,21 @@ use crate::rows::{self, EVENT_COLUMNS, clamp, db};
 use annal_core::append::{ProposedAppend, ProposedTransaction, check_replay};
 use annal_core::import::{self, check_import};
 use annal_core::{
-    AppendResult, Error, Hash, RawJson, RecordedEvent, Result, Snapshot, Timestamp,
-    TransactionResult, Uuid,
+    AppendResult, Error, Hash, RecordedEvent, Result, Snapshot, Timestamp, TransactionResult, Uuid,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// Most events one group commit takes before it commits.
 const MAX_GROUP_EVENTS: usize = 20_000;
 /// How long a group waits for writers that were in the last group to come back.
 const GATHER: Duration = Duration::from_micros(200);
 
-/// Work for the writer.
-pub enum Job {
-    /// Appends and an optional checkpoint.
-    Transact(
-        ProposedTransaction,
-        oneshot::Sender<Result<TransactionResult>>,
-    ),
-    /// A snapshot save.
-    Snapshot(SnapshotJob, oneshot::Sender<Result<Snapshot>>),
-    /// Already-recorded events to store as they are (a copy from another store).
-    Import(Vec<RecordedEvent>, oneshot::Sender<Result<u64>>),
-}
-
-/// A snapshot to save.
-pub struct SnapshotJob {
-    /// The aggregate.
-    pub aggregate_id: String,
-    /// Its version the state reflects.
-    pub version: u64,
-    /// The state's shape.
-    pub tag: String,
-    /// The state.
-    pub state: RawJson,
-}
-
-impl Job {
-    fn weight(&self) -> usize {
-        match self {
-            Job::Transact(t, _) => t
-                .appends
-                .iter()
-                .map(|a| a.events.len())
-                .sum::<usize>()
-                .max(1),
-            Job::Snapshot(..) => 1,
-            Job::Import(events, _) => events.len().max(1),
-        }
-    }
-}
-
-enum Outcome {
-    Transact(TransactionResult),
-    Snapshot(Snapshot),
-    Import(u64),
-}
+use annal_core::job::Outcome;
+pub use annal_core::job::{Job, SnapshotJob};
 
 /// The last event of the log, as the next append needs it.
 struct Tip {
@@ -121,36 +77,17 @@ pub fn run(mut conn: Connection, jobs: Receiver<Job>, head: watch::Sender<u64>) 
                     moved
                 });
                 for (job, outcome) in group.into_iter().zip(outcomes) {
-                    answer(job, outcome);
+                    job.answer(outcome);
                 }
             }
             Err(e) => {
                 let msg = format!("the commit failed, nothing of it was written: {e}");
                 for job in group {
-                    answer(job, Err(Error::Storage(msg.clone().into())));
+                    job.answer(Err(Error::Storage(msg.clone().into())));
                 }
             }
         }
     }
-}
-
-fn answer(job: Job, outcome: Result<Outcome>) {
-    // A caller that stopped waiting (dropped its future) no longer needs the answer.
-    match (job, outcome) {
-        (Job::Transact(_, tx), Ok(Outcome::Transact(r))) => drop(tx.send(Ok(r))),
-        (Job::Snapshot(_, tx), Ok(Outcome::Snapshot(s))) => drop(tx.send(Ok(s))),
-        (Job::Import(_, tx), Ok(Outcome::Import(n))) => drop(tx.send(Ok(n))),
-        (Job::Transact(_, tx), Err(e)) => drop(tx.send(Err(e))),
-        (Job::Snapshot(_, tx), Err(e)) => drop(tx.send(Err(e))),
-        (Job::Import(_, tx), Err(e)) => drop(tx.send(Err(e))),
-        (Job::Transact(_, tx), Ok(_)) => drop(tx.send(Err(mixed()))),
-        (Job::Snapshot(_, tx), Ok(_)) => drop(tx.send(Err(mixed()))),
-        (Job::Import(_, tx), Ok(_)) => drop(tx.send(Err(mixed()))),
-    }
-}
-
-fn mixed() -> Error {
-    Error::Corrupt("the writer answered a job with another job's outcome".into())
 }
 
 /// Why a job failed: on its own (a conflict, a bad checkpoint: nothing of it was
