@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 annal="${1:-target/debug/annal}"
 [ -x "$annal" ] || cargo build --quiet -p annal
-venv=target/schemathesis-venv
+venv="$PWD/target/schemathesis-venv"
 if [ ! -x "$venv/bin/schemathesis" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet 'schemathesis==4.*'
@@ -23,6 +23,8 @@ for _ in $(seq 1 100); do
 done
 # /v1/subscribe never ends by design (a live stream), so it is exercised by the Rust
 # end-to-end tests instead.
+# Run from the scratch folder: schemathesis keeps a cache in its working directory.
+cd "$data"
 "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
   --exclude-path /v1/subscribe \
