@@ -372,7 +372,11 @@ impl<S: Store + ?Sized + 'static, H: Handler> Runner<S, H> {
     }
 
     async fn drive(&mut self) -> Result<(), Failure> {
+        let mut was_rebuilding = false;
         if let Some(c) = self.store.checkpoint(&self.options.name).await? {
+            // A rebuild interrupted by a crash resumes as a rebuild: `running` only once
+            // the replay reaches the head.
+            was_rebuilding = c.status == CheckpointStatus::Rebuilding;
             self.expected = Some(c.position);
             self.position = c.position;
             self.error_count = c.error_count;
@@ -381,7 +385,11 @@ impl<S: Store + ?Sized + 'static, H: Handler> Runner<S, H> {
         let mut sub = if self.options.rebuild {
             self.reset().await?
         } else {
-            self.status = CheckpointStatus::Running;
+            self.status = if was_rebuilding {
+                CheckpointStatus::Rebuilding
+            } else {
+                CheckpointStatus::Running
+            };
             self.write_checkpoint().await?;
             self.resubscribe().await?
         };

@@ -221,7 +221,7 @@ fn number_fits_numeric(n: &str) -> bool {
         Some(i) => (&n[..i], n[i + 1..].parse::<i64>().unwrap_or(i64::MAX)),
         None => (n, 0),
     };
-    mantissa.len() <= 1000 && exp.abs() <= 1000
+    mantissa.len() <= 1000 && exp.unsigned_abs() <= 1000
 }
 
 #[cfg(test)]
@@ -230,6 +230,10 @@ mod tests {
 
     #[test]
     fn jsonb_compatibility_is_judged_conservatively() {
+        assert!(
+            !number_fits_numeric("1e-9223372036854775808"),
+            "the most negative exponent does not wrap into 'small'"
+        );
         for ok in [
             r#"{"a":1,"b":"x\u00e9\ud83d\ude00","c":[1.5e10,-2,0.25]}"#,
             r#""\\u0000""#,

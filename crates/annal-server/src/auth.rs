@@ -63,6 +63,11 @@ impl Tokens {
                     "tokens[{i}]: a token needs a name and a secret of at least 16 characters"
                 ));
             }
+            if tok.aggregate_types.as_ref().is_some_and(Vec::is_empty) {
+                return Err(format!(
+                    "tokens[{i}]: aggregate_types is empty; leave it out for all types, or name some"
+                ));
+            }
         }
         Ok(t)
     }
@@ -107,6 +112,13 @@ impl Caller {
         let Some(types) = &self.aggregate_types else {
             return Ok(());
         };
+        if types.is_empty() {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token may not use any aggregate type",
+            ));
+        }
         if requested.is_empty() {
             requested.clone_from(types);
             return Ok(());

@@ -116,6 +116,9 @@ pub async fn transact(
     body: Result<Json<Transaction>, JsonRejection>,
 ) -> Res {
     let Json(mut t) = body?;
+    if t.checkpoint.is_some() {
+        caller.check_unlimited()?;
+    }
     for a in &mut t.appends {
         caller.check_type(&a.aggregate_type)?;
         if a.user_id.is_none() {
@@ -165,6 +168,7 @@ pub async fn read_stream(
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Res {
     let Path(id) = path?;
+    path_name("aggregate_id", &id)?;
     let Query(q) = query?;
     let limit = page(q.limit, 100, app.config.max_page)?;
     let Some(info) = app.store.aggregate(&id).await? else {
@@ -225,6 +229,23 @@ pub struct EventsQuery {
     until: Option<String>,
 }
 
+/// Checks a name taken from the path (aggregate id, checkpoint name): what no append
+/// could have written is bad input, not a lookup.
+fn path_name(field: &str, value: &str) -> Result<(), Problem> {
+    annal_core::append::check_name(field, value).map_err(Problem::from)
+}
+
+/// Refuses control characters in filter values (no stored name holds them).
+fn plain(field: &str, values: &[String]) -> Result<(), Problem> {
+    match values.iter().find(|v| v.chars().any(char::is_control)) {
+        Some(_) => Err(Problem::invalid(
+            field,
+            "must not contain control characters",
+        )),
+        None => Ok(()),
+    }
+}
+
 fn list(v: &Option<String>) -> Vec<String> {
     v.as_deref()
         .map(|s| {
@@ -246,7 +267,7 @@ fn time(field: &str, v: &Option<String>) -> Result<Option<Timestamp>, Problem> {
 impl EventsQuery {
     /// The store filter these parameters describe.
     pub fn filter(&self) -> Result<Filter, Problem> {
-        Ok(Filter {
+        let f = Filter {
             event_types: list(&self.event_type),
             aggregate_types: list(&self.aggregate_type),
             correlation_ids: list(&self.correlation_id),
@@ -254,7 +275,13 @@ impl EventsQuery {
             user_ids: list(&self.user_id),
             since: time("since", &self.since)?,
             until: time("until", &self.until)?,
-        })
+        };
+        plain("event_type", &f.event_types)?;
+        plain("aggregate_type", &f.aggregate_types)?;
+        plain("correlation_id", &f.correlation_ids)?;
+        plain("causation_id", &f.causation_ids)?;
+        plain("user_id", &f.user_ids)?;
+        Ok(f)
     }
 }
 
@@ -356,6 +383,7 @@ pub async fn head(
 ) -> Res {
     let Query(q) = query?;
     let mut types = list(&q.aggregate_type);
+    plain("aggregate_type", &types)?;
     caller.narrow(&mut types)?;
     let position = app.store.head(&types).await?;
     ok(&json!({ "position": position }))
@@ -381,7 +409,12 @@ pub struct CheckpointList {
         (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
     )
 )]
-pub async fn list_checkpoints(State(app): State<AppState>) -> Res {
+pub async fn list_checkpoints(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Res {
+    // Checkpoints belong to no aggregate type: a limited token may not see or move them.
+    caller.check_unlimited()?;
     let checkpoints = app.store.checkpoints().await?;
     ok(&CheckpointList { checkpoints })
 }
@@ -404,9 +437,12 @@ pub async fn list_checkpoints(State(app): State<AppState>) -> Res {
 )]
 pub async fn get_checkpoint(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
 ) -> Res {
+    caller.check_unlimited()?;
     let Path(name) = path?;
+    path_name("name", &name)?;
     match app.store.checkpoint(&name).await? {
         Some(c) => ok(&c),
         None => Err(Problem::not_found(format!("checkpoint '{name}'"))),
@@ -434,10 +470,13 @@ pub async fn get_checkpoint(
 )]
 pub async fn put_checkpoint(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     body: Result<Json<CheckpointWrite>, JsonRejection>,
 ) -> Res {
+    caller.check_unlimited()?;
     let Path(name) = path?;
+    path_name("name", &name)?;
     let Json(mut write) = body?;
     if write.name.is_empty() {
         write.name = name;
@@ -490,6 +529,7 @@ pub async fn put_snapshot(
     body: Result<Json<SnapshotBody>, JsonRejection>,
 ) -> Res {
     let Path((id, version)) = path?;
+    path_name("aggregate_id", &id)?;
     let Json(b) = body?;
     if let Some(info) = app.store.aggregate(&id).await? {
         caller.check_type(&info.aggregate_type)?;
@@ -536,6 +576,7 @@ pub async fn latest_snapshot(
     query: Result<Query<SnapshotQuery>, QueryRejection>,
 ) -> Res {
     let Path(id) = path?;
+    path_name("aggregate_id", &id)?;
     let Query(q) = query?;
     let Some(tag) = q.tag.filter(|t| !t.is_empty()) else {
         return Err(Problem::invalid(

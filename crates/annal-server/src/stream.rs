@@ -117,21 +117,28 @@ pub fn subscription(app: AppState, after: u64, filter: Filter) -> Response {
         app: AppState,
         filter: Filter,
         after: u64,
+        failed: bool,
         _gauge: SseGauge,
     }
     let st = St {
         app,
         filter,
         after,
+        failed: false,
         _gauge: SseGauge::new(),
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
-        if *st.app.shutdown.borrow() {
+        // After an error frame the stream ends: the client reconnects with
+        // Last-Event-ID (never a tight loop against a failing store).
+        if st.failed || *st.app.shutdown.borrow() {
             return None;
         }
         let scanned = match st.app.store.head(&[]).await {
             Ok(h) => h,
-            Err(e) => return Some((Ok::<_, Infallible>(error_frame(&e.to_string())), st)),
+            Err(e) => {
+                st.failed = true;
+                return Some((Ok::<_, Infallible>(error_frame(&e.to_string())), st));
+            }
         };
         match st.app.store.read_all(st.after, CHUNK, &st.filter).await {
             Ok(page) if !page.is_empty() => {
@@ -141,7 +148,10 @@ pub fn subscription(app: AppState, after: u64, filter: Filter) -> Response {
                 return Some((Ok(frames(&page)), st));
             }
             Ok(_) => {}
-            Err(e) => return Some((Ok(error_frame(&e.to_string())), st)),
+            Err(e) => {
+                st.failed = true;
+                return Some((Ok(error_frame(&e.to_string())), st));
+            }
         }
         // Caught up: everything up to `scanned` was looked at. Wait for a commit.
         st.after = st.after.max(scanned);

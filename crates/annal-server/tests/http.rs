@@ -447,6 +447,19 @@ async fn errors_are_problem_documents_and_write_nothing() {
     }
     let (st, _) = get(&c, &format!("{b}/v1/streams/f?direction=sideways")).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
+    for url in [
+        "/v1/streams/a%00b",
+        "/v1/events?user_id=%00",
+        "/v1/checkpoints/%01",
+        "/v1/head?aggregate_type=%01",
+    ] {
+        let (st, p) = get(&c, &format!("{b}{url}")).await;
+        assert_eq!(
+            (st, p["type"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request")),
+            "{url}"
+        );
+    }
     assert_eq!(
         get(&c, &format!("{b}/v1/head")).await.1,
         json!({"position": 1}),
@@ -838,6 +851,42 @@ async fn tokens_with_roles_and_aggregate_types_guard_every_route() {
     )
     .await;
     assert_eq!(r["position"], 2);
+    for (method, url) in [
+        (Method::GET, format!("{b}/v1/checkpoints")),
+        (Method::GET, format!("{b}/v1/checkpoints/payroll")),
+        (Method::PUT, format!("{b}/v1/checkpoints/payroll")),
+    ] {
+        let body = (method == Method::PUT).then(|| json!({"position": 1}));
+        let (st, _) = send(method, url.clone(), Some("write-write-write-write"), body).await;
+        assert_eq!(
+            st,
+            StatusCode::FORBIDDEN,
+            "a type-limited token may not use checkpoints: {url}"
+        );
+    }
+    let (st, _) = send(
+        Method::POST,
+        format!("{b}/v1/transactions"),
+        Some("write-write-write-write"),
+        Some(json!({"appends": [], "checkpoint": {"name": "payroll", "position": 1}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = send(
+        Method::PUT,
+        format!("{b}/v1/checkpoints/payroll"),
+        Some("admin-admin-admin-admin"),
+        Some(json!({"position": 1})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let empty = annal_server::auth::Tokens::parse(
+        r#"{"tokens": [{"name": "none", "token": "none-none-none-none", "role": "read", "aggregate_types": []}]}"#,
+    );
+    assert!(
+        empty.is_err(),
+        "an empty aggregate_types list is refused, not read as 'all'"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,13 +119,30 @@ impl SqliteStore {
             path: path.clone(),
             source,
         };
-        let mut conn = open_connection(&path, false).map_err(dberr)?;
-        schema::migrate(&mut conn, &Timestamp::now().to_string()).map_err(|source| {
-            OpenError::Schema {
-                path: path.clone(),
-                source,
+        // Several processes opening a new file at once race to switch it to WAL and to
+        // create the schema; SQLite may answer "busy" there without waiting, so retry.
+        let mut attempt = 0;
+        let conn = loop {
+            attempt += 1;
+            let opened = open_connection(&path, false)
+                .map_err(schema::MigrateError::Db)
+                .and_then(|mut c| {
+                    schema::migrate(&mut c, &Timestamp::now().to_string()).map(|()| c)
+                });
+            match opened {
+                Ok(c) => break c,
+                Err(schema::MigrateError::Db(e)) if is_busy(&e) && attempt < OPEN_ATTEMPTS => {
+                    std::thread::sleep(Duration::from_millis(20 * attempt as u64));
+                }
+                Err(schema::MigrateError::Db(source)) => return Err(dberr(source)),
+                Err(source) => {
+                    return Err(OpenError::Schema {
+                        path: path.clone(),
+                        source,
+                    });
+                }
             }
-        })?;
+        };
         let head: i64 = conn
             .query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
                 r.get(0)
@@ -189,6 +206,16 @@ impl SqliteStore {
         .await
         .map_err(|e| Error::storage(format!("a read task failed: {e}")))?
     }
+}
+
+/// Tries at opening a new file that another process is creating at the same time.
+const OPEN_ATTEMPTS: u32 = 50;
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 fn open_connection(path: &Path, reader: bool) -> rusqlite::Result<Connection> {

@@ -310,6 +310,12 @@ fn append_read_and_verify_work_against_a_running_server() {
     );
     let verified = annal(&["verify", "--server", &url], "");
     let conflict = annal(&["append", "--server", &url], ENROL);
+    let later = r#"{"aggregate_type":"Family","aggregate_id":"family_123","events":[{"event_type":"Noted","data":{}}]}"#;
+    let after_failure = annal(
+        &["append", "--server", &url],
+        &format!("{ENROL}\n{later}\n"),
+    );
+    let count = annal(&["read", "--server", &url, "--aggregate", "family_123"], "");
     let checkpointed = annal(&["append", "--server", &url], CHECKPOINT);
     let projections = annal(&["projections", "--server", &url, "--json"], "");
     let _ = server.kill();
@@ -328,6 +334,12 @@ fn append_read_and_verify_work_against_a_running_server() {
         text(&conflict.stderr).contains("wrong expected version"),
         "{}",
         text(&conflict.stderr)
+    );
+    assert_eq!(after_failure.status.code(), Some(1));
+    assert_eq!(
+        text(&count.stdout).lines().count(),
+        3,
+        "the line after the failed one was not submitted"
     );
     assert!(
         checkpointed.status.success(),

@@ -102,6 +102,10 @@ pub async fn run(args: AppendArgs) -> Result<ExitCode, CliError> {
     let mut first_failure: Option<(u64, CliError)> = None;
     let stdout = std::io::stdout();
     loop {
+        if first_failure.is_some() {
+            // Nothing more is submitted after a failure (a parked line included).
+            waiting = None;
+        }
         if let Some((n, line)) = waiting.take() {
             if line.aggregates().iter().any(|a| busy.contains_key(a)) {
                 waiting = Some((n, line));
