@@ -64,6 +64,12 @@ async fn copy_between_sqlite_stores_keeps_every_event_exactly_and_refuses_a_non_
     let a = format!("sqlite:{}", dir.path().join("a.db").display());
     let b = format!("sqlite:{}", dir.path().join("b.db").display());
     seed(&a);
+    let checkpoint = r#"{"appends":[],"checkpoint":{"name":"payments","position":100,"status":"stopped","error_count":2,"last_error":"boom"}}"#;
+    assert!(
+        annal(&["append", "--store", &a], checkpoint)
+            .status
+            .success()
+    );
     let out = copy(&a, &b);
     assert!(
         out.status.success(),
@@ -76,6 +82,20 @@ async fn copy_between_sqlite_stores_keeps_every_event_exactly_and_refuses_a_non_
     let source = log(&a).await;
     assert_eq!(source.len(), 240);
     assert_eq!(log(&b).await, source, "identical events, hashes and times");
+    assert_eq!(summary["checkpoints"], 1);
+    let target = annal::connect(&b.parse().expect("url"))
+        .await
+        .expect("open");
+    let c = target
+        .checkpoint("payments")
+        .await
+        .expect("read")
+        .expect("copied");
+    assert_eq!(
+        (c.position, c.error_count, c.last_error.as_deref()),
+        (100, 2, Some("boom"))
+    );
+    assert_eq!(c.status, annal::CheckpointStatus::Stopped);
 
     let again = copy(&a, &b);
     assert!(!again.status.success(), "a non-empty target is refused");

@@ -6,11 +6,13 @@
 //! are left for another run... into a fresh target). The target must be empty: copy
 //! refuses otherwise and writes nothing. Each batch is imported atomically and checked
 //! on the way in ([`annal::import::check_import`]: positions, chain, versions, ids), so
-//! a copy cut short leaves a valid prefix of the source. Checkpoints and snapshots are
-//! not copied (the Store API has no way to list them): consumers resume from their own
-//! positions, and snapshots are rebuilt on the next load.
+//! a copy cut short leaves a valid prefix of the source. Once the copy verifies, the
+//! source's checkpoints are copied too (position, status, error count, last error; their
+//! `updated_at` becomes the copy's time), so consumers resume where they were. Snapshots
+//! are not copied (the Store API cannot list them): they are rebuilt on the next load.
 
 use super::CliError;
+use annal::checkpoint::CheckpointWrite;
 use annal::read::stream_all;
 use annal::{Filter, Limits, StoreUrl};
 use clap::Args;
@@ -86,11 +88,24 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CliError> {
     let copied = to.head(&[]).await?;
     let report = to.verify(None, None).await?;
     let ok = report.ok && report.checked == total && copied == total;
+    let mut checkpoints = 0u64;
+    if ok {
+        for c in from.checkpoints().await? {
+            // Positions past what was copied (commits made during the copy) are clamped.
+            let mut write = CheckpointWrite::new(c.name, c.position.min(copied)).expecting(None);
+            write.status = c.status;
+            write.error_count = c.error_count;
+            write.last_error = c.last_error;
+            to.put_checkpoint(write).await?;
+            checkpoints += 1;
+        }
+    }
     let summary = serde_json::json!({
         "copied": copied,
         "source_head": total,
         "verified": report.ok,
         "checked": report.checked,
+        "checkpoints": checkpoints,
     });
     let mut out = std::io::stdout().lock();
     writeln!(out, "{summary}")?;
