@@ -1,4 +1,5 @@
-//! The whole conformance suite against the embedded SQLite store, one file per test.
+//! The whole conformance suite and the subscription suite (subscriptions, projections,
+//! triggers, consumer groups) against the embedded SQLite store, one file per test.
 
 use annal_core::testkit::Harness;
 use annal_sqlite::SqliteStore;
@@ -48,3 +49,4 @@ impl Harness for Sqlite {
 }
 
 annal_core::conformance_suite!(fresh);
+annal_core::subscription_suite!(fresh);
