@@ -1,27 +1,13 @@
 //! The `annal` command as users run it: append, read, verify, exit codes and messages,
 //! and the documented chain recipe re-checked by docs/verify_chain.py.
 
+mod common;
+
+use common::annal;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn annal(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_annal"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run annal");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("annal finishes")
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -283,26 +269,8 @@ fn serve_refuses_a_public_address_without_auth_and_says_how_to_fix_it() {
 #[test]
 fn append_read_and_verify_work_against_a_running_server() {
     let dir = tempfile::tempdir().expect("dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_annal"))
-        .args([
-            "serve",
-            "--data",
-            &dir.path().display().to_string(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start annal serve");
-    let url = format!("http://127.0.0.1:{port}");
-    let ready = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let server = common::serve(dir.path(), &[]);
+    let url = format!("http://127.0.0.1:{}", server.port);
     let appended = annal(&["append", "--server", &url], &format!("{ENROL}\n{PAY}\n"));
     let read = annal(
         &["read", "--server", &url, "--event-type", "PaymentReceived"],
@@ -318,9 +286,7 @@ fn append_read_and_verify_work_against_a_running_server() {
     let count = annal(&["read", "--server", &url, "--aggregate", "family_123"], "");
     let checkpointed = annal(&["append", "--server", &url], CHECKPOINT);
     let projections = annal(&["projections", "--server", &url, "--json"], "");
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(ready, "the server started");
+    drop(server);
     assert!(appended.status.success(), "{}", text(&appended.stderr));
     assert_eq!(text(&appended.stdout).lines().count(), 2);
     let e: serde_json::Value = serde_json::from_str(text(&read.stdout).trim()).expect("one event");
@@ -427,37 +393,15 @@ fn the_cli_talks_to_an_https_server_that_trusts_a_private_ca() {
         .output()
         .expect("openssl makes a test certificate");
     assert!(made.status.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_annal"))
-        .args([
-            "serve",
-            "--data",
-            &dir.path().join("data").display().to_string(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start annal serve");
-    let ready = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    let url = format!("https://localhost:{port}");
+    let data = dir.path().join("data");
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let server = common::serve(&data, &["--tls-cert", &cert_arg, "--tls-key", &key_arg]);
+    let url = format!("https://localhost:{}", server.port);
     let ca = cert.display().to_string();
     let appended = annal(&["append", "--server", &url, "--ca-cert", &ca], ENROL);
     let verified = annal(&["verify", "--server", &url, "--ca-cert", &ca], "");
     let untrusted = annal(&["verify", "--server", &url], "");
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(ready);
+    drop(server);
     assert!(appended.status.success(), "{}", text(&appended.stderr));
     assert_eq!(text(&verified.stdout).trim(), r#"{"ok":true,"checked":2}"#);
     assert_eq!(

@@ -3,26 +3,11 @@
 //! positions, versions, times and hashes, verified at the end; a non-empty target is
 //! refused and left as it was.
 
-use annal::{Filter, RecordedEvent, StoreUrl};
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-fn annal(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_annal"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start annal");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("annal finishes")
-}
+use annal::{Filter, RecordedEvent, StoreUrl};
+use common::annal;
+use std::process::Output;
 
 /// Appends a varied log (several aggregates, multi-event appends, metadata, ids).
 fn seed(url: &str) {

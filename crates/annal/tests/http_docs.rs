@@ -1,9 +1,10 @@
 //! docs/http.md stays true: every ```sh block in it is run, in order, against a fresh
 //! `annal serve`, and must answer the status its `# →` line says.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 /// (the command, the expected status) of each example, in order.
 fn examples(doc: &str) -> Vec<(String, String)> {
@@ -42,49 +43,23 @@ fn every_curl_example_in_the_http_docs_answers_as_documented() {
     assert!(examples.len() >= 20, "found {} examples", examples.len());
 
     let dir = tempfile::tempdir().expect("dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_annal"))
-        .args([
-            "serve",
-            "--data",
-            &dir.path().display().to_string(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start annal serve");
-    let ready = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        Command::new("curl")
-            .args(["-sf", &format!("{base}/health/ready")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
+    let server = common::serve(dir.path(), &[]);
+    let base = format!("http://127.0.0.1:{}", server.port);
     let mut failures = Vec::new();
-    if ready {
-        for (command, want) in &examples {
-            // Print only the status code; the body is the reader's, not the test's.
-            let run = command.replacen("curl ", "curl -s -o /dev/null -w '%{http_code}' ", 1);
-            let out = Command::new("bash")
-                .args(["-c", &run])
-                .env("ANNAL", &base)
-                .output()
-                .expect("bash");
-            let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            if &got != want {
-                failures.push(format!("{command}\n  documented {want}, got {got}"));
-            }
+    for (command, want) in &examples {
+        // Print only the status code; the body is the reader's, not the test's.
+        let run = command.replacen("curl ", "curl -s -o /dev/null -w '%{http_code}' ", 1);
+        let out = Command::new("bash")
+            .args(["-c", &run])
+            .env("ANNAL", &base)
+            .output()
+            .expect("bash");
+        let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if &got != want {
+            failures.push(format!("{command}\n  documented {want}, got {got}"));
         }
     }
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(ready, "annal serve did not become ready");
+    drop(server);
     assert!(
         failures.is_empty(),
         "docs/http.md is out of date:\n{}",

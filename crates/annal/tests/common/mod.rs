@@ -1,0 +1,65 @@
+//! What the `annal` command's test files share: running the command, and a running
+//! `annal serve` child that is stopped (by its PID) when dropped.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// Runs `annal ARGS` with `stdin` and waits for it.
+pub fn annal(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_annal"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start annal");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("annal finishes")
+}
+
+/// A running `annal serve`, killed when dropped.
+pub struct Served {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `annal serve --data DATA --listen 127.0.0.1:<free port> EXTRA…` and waits
+/// until it accepts connections.
+pub fn serve(data: &Path, extra: &[&str]) -> Served {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_annal"))
+        .arg("serve")
+        .arg("--data")
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start annal serve");
+    let served = Served { child, port };
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(ready, "annal serve did not start listening");
+    served
+}
