@@ -123,6 +123,10 @@ pub(crate) fn error_from(base: &str, status: StatusCode, body: &[u8], sent: usiz
                 field,
             }
         }
+        "stream_deleted" => match doc.aggregate_id {
+            Some(aggregate_id) => Error::StreamDeleted { aggregate_id },
+            None => unexpected(&kind, &detail),
+        },
         "not_found" => Error::NotFound {
             what: strip(&detail, "not found: "),
         },

@@ -86,6 +86,12 @@ pub enum Error {
         /// Its size.
         actual: u64,
     },
+    /// The stream (aggregate) was tombstoned: it can no longer be read or written.
+    #[error("Event stream '{aggregate_id}' is deleted.")]
+    StreamDeleted {
+        /// The stream.
+        aggregate_id: String,
+    },
     /// The thing asked for does not exist.
     #[error("not found: {what}")]
     NotFound {
@@ -122,6 +128,7 @@ impl Error {
             Error::CheckpointConflict { .. } => "checkpoint_conflict",
             Error::InvalidRequest { .. } => "invalid_request",
             Error::TooLarge { .. } => "too_large",
+            Error::StreamDeleted { .. } => "stream_deleted",
             Error::NotFound { .. } => "not_found",
             Error::Storage(_) => "storage_error",
             Error::Corrupt(_) => "corrupt",

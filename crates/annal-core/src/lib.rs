@@ -33,6 +33,7 @@ pub mod read;
 pub mod repository;
 pub mod snapshot;
 pub mod store;
+pub mod streams;
 pub mod subscription;
 #[cfg(feature = "testkit")]
 pub mod testkit;

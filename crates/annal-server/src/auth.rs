@@ -201,3 +201,51 @@ pub async fn authenticate(tokens: Arc<Option<Tokens>>, mut req: Request, next: N
     req.extensions_mut().insert(caller);
     next.run(req).await
 }
+
+/// The gRPC middleware: KurrentDB clients send HTTP Basic credentials (over TLS); the
+/// user is an API token's name and the password its secret. `read` tokens may read and
+/// subscribe, `write` and `admin` also append and delete. Tokens limited to aggregate
+/// types are refused: KurrentDB's `$all` has no such narrowing.
+pub async fn authenticate_grpc(
+    tokens: Arc<Option<Tokens>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    use base64::Engine as _;
+    let Some(t) = tokens.as_ref() else {
+        return next.run(req).await;
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok());
+    let found = presented.as_deref().and_then(|p| {
+        let (user, secret) = p.split_once(':')?;
+        t.tokens
+            .iter()
+            .find(|k| k.name == user && same_secret(k.token.as_bytes(), secret.as_bytes()))
+    });
+    let Some(found) = found else {
+        return annal_grpc::status_response(tonic::Status::unauthenticated(
+            "send credentials (HTTP Basic): the user is an API token's name, the password its secret",
+        ));
+    };
+    if found.aggregate_types.is_some() {
+        return annal_grpc::status_response(tonic::Status::permission_denied(format!(
+            "token '{}' is limited to some aggregate types; the gRPC endpoint needs an unlimited token",
+            found.name
+        )));
+    }
+    req.extensions_mut().insert(annal_grpc::Principal {
+        name: found.name.clone(),
+        can_write: found.role >= Role::Write,
+    });
+    next.run(req).await
+}

@@ -26,6 +26,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::ServiceExt as _;
 
 /// Server limits.
 #[derive(Debug, Clone)]
@@ -36,6 +37,9 @@ pub struct Config {
     pub max_page: usize,
     /// API tokens; `None` turns auth off.
     pub tokens: Option<auth::Tokens>,
+    /// The address the KurrentDB gRPC endpoint advertises (Gossip). [`serve`] sets it
+    /// from its listener.
+    pub advertised: std::net::SocketAddr,
 }
 
 impl Default for Config {
@@ -44,6 +48,7 @@ impl Default for Config {
             max_body_bytes: 16 * 1024 * 1024,
             max_page: 10_000,
             tokens: None,
+            advertised: std::net::SocketAddr::from(([127, 0, 0, 1], 2113)),
         }
     }
 }
@@ -75,11 +80,42 @@ pub fn metrics_text() -> String {
         .unwrap_or_default()
 }
 
-/// The router of every route, on `store`. `shutdown` turning true ends subscriptions.
+/// The router of every route, on `store`: the HTTP API, and the KurrentDB gRPC
+/// protocol for requests whose content type is `application/grpc`. `shutdown` turning
+/// true ends subscriptions.
 pub fn router(store: Arc<dyn Store>, config: Config, shutdown: watch::Receiver<bool>) -> Router {
     prometheus();
-    let limit = config.max_body_bytes;
     let tokens = Arc::new(config.tokens.clone());
+    let grpc_tokens = tokens.clone();
+    let grpc = annal_grpc::router(
+        store.clone(),
+        annal_grpc::Options {
+            advertised: config.advertised,
+            max_message_bytes: config.max_body_bytes,
+        },
+        shutdown.clone(),
+    )
+    .layer(middleware::from_fn(move |req, next| {
+        auth::authenticate_grpc(grpc_tokens.clone(), req, next)
+    }));
+    let http = http_router(store, config, shutdown, tokens);
+    Router::new().fallback_service(tower::service_fn(move |req: Request| {
+        let target = if annal_grpc::is_grpc(req.headers()) {
+            grpc.clone()
+        } else {
+            http.clone()
+        };
+        target.oneshot(req)
+    }))
+}
+
+fn http_router(
+    store: Arc<dyn Store>,
+    config: Config,
+    shutdown: watch::Receiver<bool>,
+    tokens: Arc<Option<auth::Tokens>>,
+) -> Router {
+    let limit = config.max_body_bytes;
     let state = AppState {
         store,
         config: Arc::new(config),
@@ -148,6 +184,10 @@ pub async fn serve(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (tx, rx) = watch::channel(false);
+    let mut config = config;
+    if let Ok(addr) = listener.local_addr() {
+        config.advertised = addr;
+    }
     let app = router(store, config, rx);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -104,6 +104,10 @@ impl From<Error> for Problem {
                 .with("field", json!(field))
                 .with("limit", json!(limit))
                 .with("actual", json!(actual)),
+            Error::StreamDeleted { aggregate_id } => {
+                Problem::new(StatusCode::GONE, "stream_deleted", detail)
+                    .with("aggregate_id", json!(aggregate_id))
+            }
             Error::NotFound { .. } => Problem::new(StatusCode::NOT_FOUND, "not_found", detail),
             Error::Corrupt(_) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", detail),
             Error::Storage(_) => {

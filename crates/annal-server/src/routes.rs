@@ -8,6 +8,7 @@ use crate::problem::Problem;
 use crate::stream::{events_body, subscription};
 use crate::{AppState, metrics_text};
 use annal_core::checkpoint::CheckpointWrite;
+use annal_core::streams::{self, StreamRead};
 use annal_core::{AppendRequest, Direction, Filter, RawJson, Timestamp, Transaction, Uuid};
 #[allow(unused_imports)]
 use annal_core::{
@@ -87,7 +88,7 @@ pub async fn append(
     if request.user_id.is_none() {
         request.user_id.clone_from(&caller.name);
     }
-    let result = app.store.append(request).await?;
+    let result = streams::append(app.store.as_ref(), request).await?;
     metrics::counter!("annal_events_appended_total").increment(result.events.len() as u64);
     created(&result)
 }
@@ -123,6 +124,15 @@ pub async fn transact(
         caller.check_type(&a.aggregate_type)?;
         if a.user_id.is_none() {
             a.user_id.clone_from(&caller.name);
+        }
+        if streams::state(app.store.as_ref(), &a.aggregate_id)
+            .await?
+            .tombstoned
+        {
+            return Err(annal_core::Error::StreamDeleted {
+                aggregate_id: a.aggregate_id.clone(),
+            }
+            .into());
         }
     }
     let result = app.store.transact(t).await?;
@@ -171,20 +181,31 @@ pub async fn read_stream(
     path_name("aggregate_id", &id)?;
     let Query(q) = query?;
     let limit = page(q.limit, 100, app.config.max_page)?;
-    let Some(info) = app.store.aggregate(&id).await? else {
+    let st = streams::state(app.store.as_ref(), &id).await?;
+    let Some(aggregate_type) = &st.aggregate_type else {
         return Err(Problem::not_found(format!("aggregate '{id}'")));
     };
-    caller.check_type(&info.aggregate_type)?;
+    caller.check_type(aggregate_type)?;
     let direction = q.direction.unwrap_or_default();
-    let events = app
-        .store
-        .read_aggregate(&id, direction, q.from_version, limit)
-        .await?;
+    let read = streams::read_with(
+        app.store.as_ref(),
+        &st,
+        &id,
+        direction,
+        q.from_version,
+        limit,
+    )
+    .await?;
+    let StreamRead::Events(events) = read else {
+        return Err(Problem::not_found(format!(
+            "aggregate '{id}' (it was deleted)"
+        )));
+    };
     let next = match (direction, events.last()) {
-        (Direction::Forward, Some(last)) if last.aggregate_version < info.version => {
+        (Direction::Forward, Some(last)) if last.aggregate_version < st.version => {
             Some(last.aggregate_version + 1)
         }
-        (Direction::Backward, Some(last)) if last.aggregate_version > 1 => {
+        (Direction::Backward, Some(last)) if last.aggregate_version > st.first_visible() => {
             Some(last.aggregate_version - 1)
         }
         _ => None,

@@ -85,6 +85,10 @@ pub async fn serve_tls(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (tx, rx) = watch::channel(false);
+    let mut config = config;
+    if let Ok(addr) = listener.local_addr() {
+        config.advertised = addr;
+    }
     let app = router(store, config, rx);
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let graceful = GracefulShutdown::new();

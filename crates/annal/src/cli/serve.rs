@@ -99,6 +99,7 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         max_body_bytes: args.max_body_bytes,
         max_page: args.max_page,
         tokens,
+        advertised: args.listen,
     };
     tracing::info!(listen = %args.listen, store = %args.store.store, "annal is serving");
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -1,0 +1,429 @@
+//! Streams: an aggregate seen as a KurrentDB-style stream, with soft deletion,
+//! tombstones and stream metadata, over any [`Store`].
+//!
+//! The log never forgets: deleting a stream *records* the deletion (who, when) as an event,
+//! and reads through this module hide what KurrentDB would hide. The gRPC endpoint and the
+//! HTTP stream routes both go through here, so the two protocols agree.
+//!
+//! - The metadata of stream `s` is the data of the last `$metadata` event of the stream
+//!   `$$s` (aggregate_type `$metadata`).
+//! - Soft delete appends a `$metadata` event to `$$s` whose `$tb` (truncate before) is
+//!   [`TRUNCATE_ALL`]: every event of `s` is hidden from stream reads. Writing to `s`
+//!   again is allowed (expecting no stream, any, or its last version) and continues its
+//!   versions; that append also rewrites `$tb` to the first new revision, in the same
+//!   transaction, so only the new events are visible.
+//! - A tombstone appends a `$streamDeleted` event to `s` itself: from then on every read,
+//!   append and deletion of `s` fails with [`Error::StreamDeleted`].
+//! - Appends through [`append`] are checked against the stream's state and then written
+//!   with the exact version that state had, so a tombstone or a deletion racing with them
+//!   makes them retry (`any`, `exists`) or fail (`no_stream`, an exact version) instead of
+//!   landing after it.
+//!
+//! Versions here are annal's aggregate_versions (1-based); KurrentDB's revision is the
+//! version minus one. Global reads (`read_all`) show everything, deletion events included:
+//! they are system events (types starting with `$`).
+
+use crate::append::{AppendRequest, AppendResult, ExpectedVersion, NewEvent, Transaction};
+use crate::error::{Error, Result};
+use crate::event::{RawJson, RecordedEvent};
+use crate::read::Direction;
+use crate::store::Store;
+use serde_json::{Map, Value};
+
+/// The event type of a stream's metadata, appended to `$$<stream>`.
+pub const METADATA_EVENT_TYPE: &str = "$metadata";
+/// The aggregate_type of metadata streams (`$$<stream>`).
+pub const METADATA_AGGREGATE_TYPE: &str = "$metadata";
+/// The event type of a tombstone, appended to the stream itself.
+pub const TOMBSTONE_EVENT_TYPE: &str = "$streamDeleted";
+/// `$tb` of a soft-deleted stream: every event existing at deletion is hidden.
+pub const TRUNCATE_ALL: u64 = i64::MAX as u64;
+/// How often an `any`/`exists` append is retried when the stream moves under it.
+const RETRIES: usize = 16;
+
+/// The metadata stream of `stream`: `$$<stream>`.
+pub fn metadata_stream(stream: &str) -> String {
+    format!("$${stream}")
+}
+
+/// A stream's category (KurrentDB's convention): the part before the first `-`, or the
+/// whole name; `$metadata` for metadata streams.
+pub fn category(stream: &str) -> &str {
+    if stream.starts_with("$$") {
+        return METADATA_AGGREGATE_TYPE;
+    }
+    match stream.split_once('-') {
+        Some((head, _)) if !head.is_empty() => head,
+        _ => stream,
+    }
+}
+
+/// What a stream is now.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StreamState {
+    /// Its aggregate_type (`None`: it has never had an event).
+    pub aggregate_type: Option<String>,
+    /// Its stored version (0: no events), the tombstone included.
+    pub version: u64,
+    /// Whether it is tombstoned.
+    pub tombstoned: bool,
+    /// Its metadata stream's version (0: no metadata).
+    pub metadata_version: u64,
+    /// Its metadata (the last `$metadata` event's data), if it is a JSON object.
+    pub metadata: Option<Map<String, Value>>,
+}
+
+impl StreamState {
+    /// The first version reads show (1-based): `$tb` and `$maxCount` applied.
+    pub fn first_visible(&self) -> u64 {
+        let mut first = 1;
+        if let Some(meta) = &self.metadata {
+            if let Some(tb) = meta.get("$tb").and_then(Value::as_u64) {
+                first = if tb >= TRUNCATE_ALL {
+                    self.version.saturating_add(1)
+                } else {
+                    tb.saturating_add(1)
+                };
+            }
+            if let Some(max) = meta.get("$maxCount").and_then(Value::as_u64) {
+                first = first.max(self.version.saturating_sub(max).saturating_add(1));
+            }
+        }
+        first
+    }
+
+    /// Whether the stream was soft-deleted and not written since.
+    pub fn soft_deleted(&self) -> bool {
+        self.version > 0
+            && self
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get("$tb"))
+                .and_then(Value::as_u64)
+                .is_some_and(|tb| tb >= TRUNCATE_ALL)
+    }
+
+    /// Whether reads show any event.
+    pub fn has_visible_events(&self) -> bool {
+        !self.tombstoned && self.version > 0 && self.first_visible() <= self.version
+    }
+
+    /// Checks a writer's expectation the way KurrentDB does: a soft-deleted stream
+    /// accepts `no_stream` and its last version, and refuses `exists`.
+    fn allows(&self, expected: ExpectedVersion) -> bool {
+        match expected {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => {
+                self.version == 0 || self.soft_deleted()
+            }
+            ExpectedVersion::Exists => self.version > 0 && !self.soft_deleted(),
+            ExpectedVersion::Exact(n) => n == self.version,
+        }
+    }
+
+    fn wrong_version(&self, stream: &str, expected: ExpectedVersion) -> Error {
+        Error::WrongExpectedVersion {
+            aggregate_id: stream.to_owned(),
+            expected,
+            actual: self.version,
+        }
+    }
+}
+
+/// Reads a stream's state: its last event and its metadata stream's last event.
+pub async fn state<S: Store + ?Sized>(store: &S, stream: &str) -> Result<StreamState> {
+    let last = store
+        .read_aggregate(stream, Direction::Backward, None, 1)
+        .await?;
+    let mut st = StreamState::default();
+    if let Some(e) = last.first() {
+        st.aggregate_type = Some(e.aggregate_type.clone());
+        st.version = e.aggregate_version;
+        st.tombstoned = e.event_type == TOMBSTONE_EVENT_TYPE;
+    }
+    if stream.starts_with("$$") {
+        return Ok(st);
+    }
+    let meta = store
+        .read_aggregate(&metadata_stream(stream), Direction::Backward, None, 1)
+        .await?;
+    if let Some(m) = meta.first() {
+        st.metadata_version = m.aggregate_version;
+        if m.event_type == METADATA_EVENT_TYPE {
+            st.metadata = m.data.to_value::<Map<String, Value>>().ok();
+        }
+    }
+    Ok(st)
+}
+
+fn deleted(stream: &str) -> Error {
+    Error::StreamDeleted {
+        aggregate_id: stream.to_owned(),
+    }
+}
+
+/// Appends to a stream with KurrentDB's deletion semantics (module docs). The request's
+/// aggregate_type is replaced by the stream's own when it already has one and the
+/// request's is empty.
+pub async fn append<S: Store + ?Sized>(
+    store: &S,
+    mut request: AppendRequest,
+) -> Result<AppendResult> {
+    let stream = request.aggregate_id.clone();
+    let expected = request.expected_version;
+    for _ in 0..RETRIES {
+        let st = state(store, &stream).await?;
+        if st.tombstoned {
+            return Err(deleted(&stream));
+        }
+        if request.aggregate_type.is_empty() {
+            request.aggregate_type = st
+                .aggregate_type
+                .clone()
+                .unwrap_or_else(|| category(&stream).to_owned());
+        }
+        if !st.allows(expected) {
+            // Maybe a retry of an append that already landed: the store answers it.
+            return match store.append(request).await {
+                Ok(r) => Ok(r),
+                Err(Error::DuplicateEventId { .. }) | Err(Error::WrongExpectedVersion { .. }) => {
+                    Err(st.wrong_version(&stream, expected))
+                }
+                Err(e) => Err(e),
+            };
+        }
+        let mut pinned = request.clone();
+        pinned.expected_version = ExpectedVersion::Exact(st.version);
+        let outcome = if st.soft_deleted() {
+            let meta = with_truncate_before(st.metadata.clone(), st.version)?;
+            let mut meta_append = AppendRequest::new(
+                METADATA_AGGREGATE_TYPE,
+                metadata_stream(&stream),
+                ExpectedVersion::Exact(st.metadata_version),
+            )
+            .event(NewEvent::raw(METADATA_EVENT_TYPE, meta));
+            meta_append.user_id = pinned.user_id.clone();
+            meta_append.correlation_id = pinned.correlation_id.clone();
+            store
+                .transact(Transaction {
+                    appends: vec![pinned, meta_append],
+                    checkpoint: None,
+                })
+                .await
+                .and_then(|mut t| {
+                    if t.results.is_empty() {
+                        Err(Error::Corrupt("a transaction returned no result".into()))
+                    } else {
+                        Ok(t.results.swap_remove(0))
+                    }
+                })
+        } else {
+            store.append(pinned).await
+        };
+        match outcome {
+            Ok(r) => return Ok(r),
+            Err(Error::WrongExpectedVersion { .. }) => {
+                if matches!(expected, ExpectedVersion::Any | ExpectedVersion::Exists) {
+                    continue;
+                }
+                let now = state(store, &stream).await?;
+                if now.tombstoned {
+                    return Err(deleted(&stream));
+                }
+                return Err(now.wrong_version(&stream, expected));
+            }
+            Err(Error::DuplicateEventId { .. }) => {
+                // Some ids are stored: a retry of an earlier append, or a clash.
+                return store.append(request).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Storage(
+        format!("stream '{stream}' kept changing during {RETRIES} attempts to append").into(),
+    ))
+}
+
+fn with_truncate_before(meta: Option<Map<String, Value>>, tb: u64) -> Result<RawJson> {
+    let mut meta = meta.unwrap_or_default();
+    meta.insert("$tb".to_owned(), Value::from(tb));
+    RawJson::from_value(&meta).map_err(|e| Error::Corrupt(format!("stream metadata: {e}")))
+}
+
+/// How a deletion is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    /// Hide the events; the stream may be written again.
+    Soft,
+    /// Hide the events and refuse every later operation.
+    Tombstone,
+}
+
+/// Deletes a stream (module docs), checking `expected` like an append does (a missing
+/// stream passes `any` and `no_stream`). Returns the deletion event as recorded.
+pub async fn delete<S: Store + ?Sized>(
+    store: &S,
+    stream: &str,
+    expected: ExpectedVersion,
+    how: Deletion,
+    user_id: Option<String>,
+) -> Result<RecordedEvent> {
+    for _ in 0..RETRIES {
+        let st = state(store, stream).await?;
+        if st.tombstoned {
+            return Err(deleted(stream));
+        }
+        let ok = match expected {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => st.version == 0,
+            ExpectedVersion::Exists => st.version > 0,
+            ExpectedVersion::Exact(n) => n == st.version,
+        };
+        if !ok {
+            return Err(st.wrong_version(stream, expected));
+        }
+        let mut request = match how {
+            Deletion::Soft => AppendRequest::new(
+                METADATA_AGGREGATE_TYPE,
+                metadata_stream(stream),
+                ExpectedVersion::Exact(st.metadata_version),
+            )
+            .event(NewEvent::raw(
+                METADATA_EVENT_TYPE,
+                with_truncate_before(st.metadata.clone(), TRUNCATE_ALL)?,
+            )),
+            Deletion::Tombstone => AppendRequest::new(
+                st.aggregate_type
+                    .clone()
+                    .unwrap_or_else(|| category(stream).to_owned()),
+                stream,
+                ExpectedVersion::Exact(st.version),
+            )
+            .event(NewEvent::raw(TOMBSTONE_EVENT_TYPE, RawJson::empty_object())),
+        };
+        request.user_id = user_id.clone();
+        match store.append(request).await {
+            Ok(mut r) => {
+                return r
+                    .events
+                    .pop()
+                    .ok_or_else(|| Error::Corrupt("an append returned no event".into()));
+            }
+            Err(Error::WrongExpectedVersion { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Storage(
+        format!("stream '{stream}' kept changing during {RETRIES} attempts to delete it").into(),
+    ))
+}
+
+/// What a stream read found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamRead {
+    /// The visible events asked for (maybe none).
+    Events(Vec<RecordedEvent>),
+    /// The stream has no visible event (never written, or deleted).
+    NotFound,
+}
+
+/// Reads up to `limit` visible events of a stream, like [`Store::read_aggregate`], hiding
+/// what deletion, `$tb` and `$maxCount` hide; a tombstoned stream is
+/// [`Error::StreamDeleted`].
+pub async fn read<S: Store + ?Sized>(
+    store: &S,
+    stream: &str,
+    direction: Direction,
+    from_version: Option<u64>,
+    limit: usize,
+) -> Result<StreamRead> {
+    let st = state(store, stream).await?;
+    read_with(store, &st, stream, direction, from_version, limit).await
+}
+
+/// [`read`] with a state already read.
+pub async fn read_with<S: Store + ?Sized>(
+    store: &S,
+    st: &StreamState,
+    stream: &str,
+    direction: Direction,
+    from_version: Option<u64>,
+    limit: usize,
+) -> Result<StreamRead> {
+    if st.tombstoned {
+        return Err(deleted(stream));
+    }
+    if !st.has_visible_events() {
+        return Ok(StreamRead::NotFound);
+    }
+    let first = st.first_visible();
+    let events = match direction {
+        Direction::Forward => {
+            let from = from_version.unwrap_or(1).max(first);
+            store
+                .read_aggregate(stream, Direction::Forward, Some(from), limit)
+                .await?
+        }
+        Direction::Backward => {
+            let from = from_version.unwrap_or(st.version).min(st.version);
+            if from < first {
+                Vec::new()
+            } else {
+                let mut events = store
+                    .read_aggregate(stream, Direction::Backward, Some(from), limit)
+                    .await?;
+                events.retain(|e| e.aggregate_version >= first);
+                events
+            }
+        }
+    };
+    Ok(StreamRead::Events(
+        events
+            .into_iter()
+            .filter(|e| e.event_type != TOMBSTONE_EVENT_TYPE)
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn category_is_the_part_before_the_first_dash() {
+        assert_eq!(category("order-123-4"), "order");
+        assert_eq!(category("order"), "order");
+        assert_eq!(category("-x"), "-x");
+        assert_eq!(category("$$order-1"), METADATA_AGGREGATE_TYPE);
+    }
+
+    #[test]
+    fn soft_deleted_stream_hides_everything_until_rewritten() {
+        let mut meta = Map::new();
+        meta.insert("$tb".into(), Value::from(TRUNCATE_ALL));
+        let st = StreamState {
+            aggregate_type: Some("order".into()),
+            version: 3,
+            tombstoned: false,
+            metadata_version: 1,
+            metadata: Some(meta),
+        };
+        assert!(st.soft_deleted());
+        assert!(!st.has_visible_events());
+        assert!(st.allows(ExpectedVersion::NoStream));
+        assert!(st.allows(ExpectedVersion::Exact(3)));
+        assert!(!st.allows(ExpectedVersion::Exists));
+    }
+
+    #[test]
+    fn max_count_hides_older_events() {
+        let mut meta = Map::new();
+        meta.insert("$maxCount".into(), Value::from(2));
+        let st = StreamState {
+            version: 5,
+            metadata: Some(meta),
+            ..StreamState::default()
+        };
+        assert_eq!(st.first_visible(), 4);
+    }
+}

@@ -1,0 +1,378 @@
+//! The mapping between KurrentDB's event model and annal's (docs/kurrentdb.md).
+//!
+//! Invariants: what a gRPC client writes it reads back byte for byte (data, custom
+//! metadata, content type); JSON data with JSON custom metadata is stored as plain annal
+//! data and metadata, readable as such over HTTP; anything else (binary data, a content
+//! type other than `application/json`, custom metadata that is not a JSON object) is kept
+//! in an envelope: annal metadata `{"$grpc":{"contentType":..,"dataEncoding":"base64"?,
+//! "customMetadata":<JSON>?|"customMetadataBase64":".."?}}`, with binary data stored as a
+//! base64 JSON string. `$correlationId`/`$causationId` in custom metadata become annal's
+//! correlation_id/causation_id; events written over HTTP show theirs in custom metadata.
+
+use crate::pb::event_store::client::streams::read_resp::{ReadEvent, read_event};
+use crate::pb::event_store::client::{StreamIdentifier, Uuid as PbUuid, uuid};
+use annal_core::{NewEvent, RawJson, RecordedEvent, Uuid};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use tonic::Status;
+
+const JSON: &str = "application/json";
+const ENVELOPE_KEY: &str = "$grpc";
+
+/// A KurrentDB UUID message as a UUID.
+pub fn uuid_from_pb(id: Option<&PbUuid>) -> Result<Option<Uuid>, Status> {
+    let Some(value) = id.and_then(|i| i.value.as_ref()) else {
+        return Ok(None);
+    };
+    match value {
+        uuid::Value::String(s) if s.is_empty() => Ok(None),
+        uuid::Value::String(s) => Uuid::parse_str(s)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("event id '{s}' is not a UUID: {e}"))),
+        uuid::Value::Structured(st) => {
+            let bits = ((st.most_significant_bits as u64 as u128) << 64)
+                | (st.least_significant_bits as u64 as u128);
+            Ok(Some(Uuid::from_u128(bits)))
+        }
+    }
+}
+
+/// A UUID as a KurrentDB UUID message, in the form the reader asked for.
+pub fn uuid_to_pb(id: Uuid, structured: bool) -> PbUuid {
+    let value = if structured {
+        let bits = id.as_u128();
+        uuid::Value::Structured(uuid::Structured {
+            most_significant_bits: (bits >> 64) as u64 as i64,
+            least_significant_bits: bits as u64 as i64,
+        })
+    } else {
+        uuid::Value::String(id.to_string())
+    };
+    PbUuid { value: Some(value) }
+}
+
+/// A stream name from its identifier (UTF-8, 1–255 bytes).
+pub fn stream_name(id: Option<&StreamIdentifier>) -> Result<String, Status> {
+    let bytes = id.map(|i| i.stream_name.as_slice()).unwrap_or_default();
+    let name = std::str::from_utf8(bytes)
+        .map_err(|_| Status::invalid_argument("the stream name is not UTF-8"))?;
+    annal_core::append::check_name("stream name", name)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(name.to_owned())
+}
+
+/// A stream identifier for a name.
+pub fn stream_id(name: &str) -> StreamIdentifier {
+    StreamIdentifier {
+        stream_name: name.as_bytes().to_vec(),
+    }
+}
+
+/// The JSON text of `bytes` when they are exactly one JSON value with nothing around it.
+fn exact_json(bytes: &[u8]) -> Option<RawJson> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let raw = RawJson::parse(text).ok()?;
+    (raw.get().len() == text.len()).then_some(raw)
+}
+
+/// A proposed KurrentDB event as an annal event.
+pub fn new_event(
+    id: Option<&PbUuid>,
+    metadata: &HashMap<String, String>,
+    custom_metadata: &[u8],
+    data: &[u8],
+) -> Result<NewEvent, Status> {
+    let event_type = metadata
+        .get("type")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Status::invalid_argument("an event needs a 'type' in its metadata"))?;
+    let content_type = metadata
+        .get("content-type")
+        .map_or("application/octet-stream", String::as_str);
+    let json_data = if content_type == JSON {
+        exact_json(data)
+    } else {
+        None
+    };
+    let custom_json = exact_json(custom_metadata);
+    let custom_object = custom_json.as_ref().and_then(|c| {
+        c.to_value::<serde_json::Map<String, serde_json::Value>>()
+            .ok()
+    });
+    let plain_custom = custom_metadata.is_empty()
+        || custom_object
+            .as_ref()
+            .is_some_and(|o| !o.is_empty() && !o.contains_key(ENVELOPE_KEY));
+    let (data, annal_metadata) = match (json_data, plain_custom) {
+        (Some(d), true) => (d, custom_json.unwrap_or_else(RawJson::empty_object)),
+        (d, _) => {
+            let mut env = String::from("{\"$grpc\":{\"contentType\":");
+            env.push_str(&json_string(content_type));
+            let data = match d {
+                Some(d) => d,
+                None => {
+                    env.push_str(",\"dataEncoding\":\"base64\"");
+                    raw_string(&B64.encode(data))?
+                }
+            };
+            match (&custom_json, custom_metadata.is_empty()) {
+                (_, true) => {}
+                (Some(c), false) => {
+                    env.push_str(",\"customMetadata\":");
+                    env.push_str(c.get());
+                }
+                (None, false) => {
+                    env.push_str(",\"customMetadataBase64\":");
+                    env.push_str(&json_string(&B64.encode(custom_metadata)));
+                }
+            }
+            env.push_str("}}");
+            let meta = RawJson::parse(env)
+                .map_err(|e| Status::internal(format!("building the metadata envelope: {e}")))?;
+            (data, meta)
+        }
+    };
+    let mut event = NewEvent::raw(event_type.clone(), data).with_metadata(annal_metadata);
+    event.event_id = uuid_from_pb(id)?;
+    if let Some(obj) = &custom_object {
+        let text = |k: &str| {
+            obj.get(k)
+                .and_then(|v| v.as_str())
+                .filter(|s| annal_core::append::check_name(k, s).is_ok())
+                .map(str::to_owned)
+        };
+        event.correlation_id = text("$correlationId");
+        event.causation_id = text("$causationId");
+    }
+    Ok(event)
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+fn raw_string(s: &str) -> Result<RawJson, Status> {
+    RawJson::parse(json_string(s)).map_err(|e| Status::internal(e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope<'a> {
+    #[serde(rename = "$grpc", borrow)]
+    grpc: Inner<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Inner<'a> {
+    content_type: String,
+    #[serde(default)]
+    data_encoding: Option<String>,
+    #[serde(default, borrow)]
+    custom_metadata: Option<&'a RawValue>,
+    #[serde(default)]
+    custom_metadata_base64: Option<String>,
+}
+
+/// What a reader gets of an event's payload.
+struct Payload {
+    content_type: String,
+    data: Vec<u8>,
+    custom_metadata: Vec<u8>,
+}
+
+fn payload(e: &RecordedEvent) -> Payload {
+    let meta = e.metadata.get();
+    if meta.starts_with("{\"$grpc\"") {
+        if let Ok(env) = serde_json::from_str::<Envelope<'_>>(meta) {
+            let inner = env.grpc;
+            let data = match inner.data_encoding.as_deref() {
+                Some("base64") => e
+                    .data
+                    .to_value::<String>()
+                    .ok()
+                    .and_then(|s| B64.decode(s).ok())
+                    .unwrap_or_else(|| e.data.get().as_bytes().to_vec()),
+                _ => e.data.get().as_bytes().to_vec(),
+            };
+            let custom_metadata = match (inner.custom_metadata, inner.custom_metadata_base64) {
+                (Some(raw), _) => raw.get().as_bytes().to_vec(),
+                (None, Some(b)) => B64.decode(b).unwrap_or_default(),
+                (None, None) => Vec::new(),
+            };
+            return Payload {
+                content_type: inner.content_type,
+                data,
+                custom_metadata,
+            };
+        }
+    }
+    Payload {
+        content_type: JSON.to_owned(),
+        data: e.data.get().as_bytes().to_vec(),
+        custom_metadata: plain_custom_metadata(e),
+    }
+}
+
+/// Custom metadata of an event stored plainly: its annal metadata, with annal's
+/// correlation_id/causation_id added as `$correlationId`/`$causationId` when missing.
+fn plain_custom_metadata(e: &RecordedEvent) -> Vec<u8> {
+    let meta = e.metadata.get();
+    let missing = |id: &Option<String>, key: &str| id.is_some() && !meta.contains(key);
+    if !missing(&e.correlation_id, "\"$correlationId\"")
+        && !missing(&e.causation_id, "\"$causationId\"")
+    {
+        return if meta == "{}" {
+            Vec::new()
+        } else {
+            meta.as_bytes().to_vec()
+        };
+    }
+    let mut obj = e
+        .metadata
+        .to_value::<serde_json::Map<String, serde_json::Value>>()
+        .unwrap_or_default();
+    for (key, id) in [
+        ("$correlationId", &e.correlation_id),
+        ("$causationId", &e.causation_id),
+    ] {
+        if let Some(id) = id {
+            obj.entry(key.to_owned())
+                .or_insert_with(|| serde_json::Value::from(id.as_str()));
+        }
+    }
+    serde_json::to_vec(&obj).unwrap_or_default()
+}
+
+/// 100-ns ticks since the Unix epoch, KurrentDB's `created`.
+pub fn ticks(micros: i64) -> i64 {
+    micros.saturating_mul(10)
+}
+
+/// An annal event as a KurrentDB `ReadEvent`.
+pub fn read_event(e: &RecordedEvent, structured_ids: bool) -> ReadEvent {
+    let p = payload(e);
+    let mut metadata = HashMap::with_capacity(3);
+    metadata.insert("type".to_owned(), e.event_type.clone());
+    metadata.insert("content-type".to_owned(), p.content_type);
+    metadata.insert(
+        "created".to_owned(),
+        ticks(e.recorded_at.as_micros()).to_string(),
+    );
+    ReadEvent {
+        event: Some(read_event::RecordedEvent {
+            id: Some(uuid_to_pb(e.event_id, structured_ids)),
+            stream_identifier: Some(stream_id(&e.aggregate_id)),
+            stream_revision: e.aggregate_version.saturating_sub(1),
+            prepare_position: e.position,
+            commit_position: e.position,
+            metadata,
+            custom_metadata: p.custom_metadata,
+            data: p.data,
+        }),
+        link: None,
+        position: Some(read_event::Position::CommitPosition(e.position)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use annal_core::{Hash, Timestamp};
+
+    fn recorded(new: NewEvent) -> RecordedEvent {
+        RecordedEvent {
+            position: 7,
+            event_id: new.event_id.unwrap_or_else(Uuid::now_v7),
+            event_type: new.event_type,
+            event_version: 1,
+            aggregate_type: "order".into(),
+            aggregate_id: "order-1".into(),
+            aggregate_version: 3,
+            recorded_at: Timestamp::from_micros(1_700_000_000_000_000),
+            user_id: "system".into(),
+            correlation_id: new.correlation_id,
+            causation_id: new.causation_id,
+            data: new.data,
+            metadata: new.metadata.unwrap_or_else(RawJson::empty_object),
+            hash: Hash::ZERO,
+        }
+    }
+
+    fn meta(ct: &str) -> HashMap<String, String> {
+        HashMap::from([
+            ("type".to_owned(), "Placed".to_owned()),
+            ("content-type".to_owned(), ct.to_owned()),
+        ])
+    }
+
+    fn round_trip(ct: &str, custom: &[u8], data: &[u8]) -> (NewEvent, ReadEvent) {
+        let new = new_event(None, &meta(ct), custom, data).expect("valid event");
+        let read = read_event(&recorded(new.clone()), false);
+        let ev = read.event.as_ref().expect("event");
+        assert_eq!(ev.data, data, "data comes back byte for byte");
+        assert_eq!(ev.custom_metadata, custom, "custom metadata comes back");
+        assert_eq!(ev.metadata["content-type"], ct);
+        assert_eq!(ev.stream_revision, 2);
+        (new, read)
+    }
+
+    #[test]
+    fn json_with_json_metadata_is_stored_plainly() {
+        let (new, _) = round_trip(
+            JSON,
+            br#"{"$correlationId":"c-1","$causationId":"e-0","k":1}"#,
+            br#"{"a": 1}"#,
+        );
+        assert_eq!(new.data.get(), r#"{"a": 1}"#);
+        assert_eq!(
+            new.metadata.as_ref().map(RawJson::get),
+            Some(r#"{"$correlationId":"c-1","$causationId":"e-0","k":1}"#)
+        );
+        assert_eq!(new.correlation_id.as_deref(), Some("c-1"));
+        assert_eq!(new.causation_id.as_deref(), Some("e-0"));
+    }
+
+    #[test]
+    fn empty_custom_metadata_stays_empty() {
+        let (new, _) = round_trip(JSON, b"", b"[1,2]");
+        assert_eq!(new.metadata.as_ref().map(RawJson::get), Some("{}"));
+    }
+
+    #[test]
+    fn binary_and_odd_payloads_round_trip_through_the_envelope() {
+        round_trip("application/octet-stream", b"", &[0, 159, 146, 150, 255]);
+        round_trip("application/octet-stream", b"\x01\x02", b"{\"json\":true}");
+        round_trip(JSON, b"{}", b"{}");
+        round_trip(JSON, b"not json", b"1");
+        round_trip(JSON, b"", b" {\"padded\": true} ");
+        round_trip(JSON, br#"{"$grpc":1}"#, b"{}");
+        round_trip("text/plain", b"[1]", b"hello");
+    }
+
+    #[test]
+    fn http_events_show_correlation_in_custom_metadata() {
+        let mut new = NewEvent::raw("Placed", RawJson::empty_object());
+        new.correlation_id = Some("c-9".into());
+        let read = read_event(&recorded(new), false);
+        let ev = read.event.expect("event");
+        assert_eq!(ev.custom_metadata, br#"{"$correlationId":"c-9"}"#);
+        assert_eq!(ev.metadata["created"], "17000000000000000");
+    }
+
+    #[test]
+    fn structured_ids_round_trip() {
+        let id = Uuid::now_v7();
+        assert_eq!(
+            uuid_from_pb(Some(&uuid_to_pb(id, true))).ok(),
+            Some(Some(id))
+        );
+        assert_eq!(
+            uuid_from_pb(Some(&uuid_to_pb(id, false))).ok(),
+            Some(Some(id))
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! The small services: `ServerFeatures` (what this server answers), `Gossip` (this
+//! node, alone and leader) and `PersistentSubscriptions` (none yet: listed as none,
+//! everything else answers a clear "not implemented" so clients fail cleanly).
+
+use crate::convert::uuid_to_pb;
+use crate::pb::event_store::client::Empty;
+use crate::pb::event_store::client::gossip::{ClusterInfo, EndPoint, MemberInfo, member_info};
+use crate::pb::event_store::client::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptions;
+use crate::pb::event_store::client::persistent_subscriptions::{
+    CreateReq, CreateResp, ListReq, ListResp,
+};
+use crate::pb::event_store::client::server_features::{SupportedMethod, SupportedMethods};
+use annal_core::{Store, Uuid};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The KurrentDB version annal answers as: clients gate features on it.
+const COMPAT_VERSION: &str = "24.10.0";
+
+/// `ServerFeatures`.
+pub struct Features;
+
+#[tonic::async_trait]
+impl crate::pb::event_store::client::server_features::server_features_server::ServerFeatures
+    for Features
+{
+    async fn get_supported_methods(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<SupportedMethods>, Status> {
+        let method = |service: &str, name: &str, features: &[&str]| SupportedMethod {
+            method_name: name.to_owned(),
+            service_name: service.to_owned(),
+            features: features.iter().map(|f| (*f).to_owned()).collect(),
+        };
+        let streams = "event_store.client.streams.streams";
+        Ok(Response::new(SupportedMethods {
+            methods: vec![
+                method(streams, "read", &["position", "events"]),
+                method(streams, "append", &[]),
+                method(streams, "batchappend", &[]),
+                method(streams, "delete", &[]),
+                method(streams, "tombstone", &[]),
+                method("event_store.client.gossip.gossip", "read", &[]),
+                method(
+                    "event_store.client.server_features.serverfeatures",
+                    "getsupportedmethods",
+                    &[],
+                ),
+                method(
+                    "event_store.client.persistent_subscriptions.persistentsubscriptions",
+                    "list",
+                    &["stream", "all"],
+                ),
+            ],
+            event_store_server_version: COMPAT_VERSION.to_owned(),
+        }))
+    }
+}
+
+/// `Gossip`: a cluster of one, this node, leader.
+pub struct Gossip {
+    /// Where clients reach this node.
+    pub advertised: SocketAddr,
+}
+
+#[tonic::async_trait]
+impl crate::pb::event_store::client::gossip::gossip_server::Gossip for Gossip {
+    async fn read(&self, _: Request<Empty>) -> Result<Response<ClusterInfo>, Status> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        Ok(Response::new(ClusterInfo {
+            members: vec![MemberInfo {
+                instance_id: Some(uuid_to_pb(Uuid::nil(), false)),
+                time_stamp: crate::convert::ticks(now),
+                state: member_info::VNodeState::Leader as i32,
+                is_alive: true,
+                http_end_point: Some(EndPoint {
+                    address: self.advertised.ip().to_string(),
+                    port: u32::from(self.advertised.port()),
+                }),
+            }],
+        }))
+    }
+}
+
+/// `PersistentSubscriptions`: none exist yet.
+pub struct Persistent {
+    _store: Arc<dyn Store>,
+}
+
+impl Persistent {
+    /// On `store` (where definitions will live).
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { _store: store }
+    }
+}
+
+#[tonic::async_trait]
+impl PersistentSubscriptions for Persistent {
+    async fn create(&self, _: Request<CreateReq>) -> Result<Response<CreateResp>, Status> {
+        Err(Status::unimplemented(
+            "annal does not implement persistent subscriptions yet: use a catch-up subscription with a stored checkpoint",
+        ))
+    }
+
+    async fn list(&self, _: Request<ListReq>) -> Result<Response<ListResp>, Status> {
+        Ok(Response::new(ListResp {
+            subscriptions: Vec::new(),
+        }))
+    }
+}

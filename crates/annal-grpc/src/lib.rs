@@ -1,0 +1,126 @@
+//! annal-grpc: the KurrentDB (EventStoreDB) gRPC protocol over any annal [`Store`], so
+//! the official KurrentDB clients work against annal unchanged (docs/kurrentdb.md).
+//!
+//! Services: `Streams` (Read with catch-up subscriptions, Append, BatchAppend, Delete,
+//! Tombstone), `ServerFeatures`, `Gossip` (this node, leader) and `PersistentSubscriptions`
+//! (definitions listed and created; reading them is not implemented yet and says so).
+//!
+//! Invariants: one store, two protocols — every write goes through
+//! [`annal_core::streams`], exactly like the HTTP stream routes; reads and subscriptions
+//! stream from the store at the client's pace through a bounded channel (a slow or gone
+//! client costs a parked task, never a growing buffer, and a disconnect ends it); every
+//! failure is a gRPC status, never a panic.
+
+// tonic's handlers answer `Result<_, tonic::Status>`; helpers return the same type so
+// `?` works throughout, whatever Status's size.
+#![allow(clippy::result_large_err)]
+
+mod convert;
+mod features;
+mod filter;
+mod service;
+
+pub use service::Streams;
+
+use annal_core::Store;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Code generated from the `.proto` files in `proto/` (see proto/NOTICE.md).
+#[allow(missing_docs, clippy::all, clippy::unwrap_used, clippy::pedantic)]
+pub mod pb {
+    /// `event_store.*`
+    pub mod event_store {
+        /// `event_store.client`
+        pub mod client {
+            tonic::include_proto!("event_store.client");
+            /// `event_store.client.streams`
+            pub mod streams {
+                tonic::include_proto!("event_store.client.streams");
+            }
+            /// `event_store.client.gossip`
+            pub mod gossip {
+                tonic::include_proto!("event_store.client.gossip");
+            }
+            /// `event_store.client.server_features`
+            pub mod server_features {
+                tonic::include_proto!("event_store.client.server_features");
+            }
+            /// `event_store.client.persistent_subscriptions`
+            pub mod persistent_subscriptions {
+                tonic::include_proto!("event_store.client.persistent_subscriptions");
+            }
+        }
+    }
+    /// `google.rpc`
+    pub mod google {
+        /// `google.rpc`
+        pub mod rpc {
+            tonic::include_proto!("google.rpc");
+        }
+    }
+}
+
+/// What a caller may do, decided by the HTTP layer's authentication and put in the
+/// request's extensions. Absent: anonymous with auth off (everything allowed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user's name, recorded as the user_id of what they write.
+    pub name: String,
+    /// Whether they may write (append, delete).
+    pub can_write: bool,
+}
+
+/// Settings of the endpoint.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The address clients reach this node at (Gossip answers it).
+    pub advertised: SocketAddr,
+    /// Largest message the server decodes, in bytes.
+    pub max_message_bytes: usize,
+}
+
+/// The gRPC services as an axum router (merge it into the HTTP router: the paths do
+/// not overlap). `shutdown` turning true ends subscriptions.
+pub fn router(
+    store: Arc<dyn Store>,
+    options: Options,
+    shutdown: watch::Receiver<bool>,
+) -> axum::Router {
+    use pb::event_store::client::gossip::gossip_server::GossipServer;
+    use pb::event_store::client::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer;
+    use pb::event_store::client::server_features::server_features_server::ServerFeaturesServer;
+    use pb::event_store::client::streams::streams_server::StreamsServer;
+    let max = options.max_message_bytes;
+    let streams = Streams::new(store.clone(), shutdown);
+    let mut routes = tonic::service::Routes::new(
+        StreamsServer::new(streams)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+    );
+    routes = routes
+        .add_service(ServerFeaturesServer::new(features::Features))
+        .add_service(GossipServer::new(features::Gossip {
+            advertised: options.advertised,
+        }))
+        .add_service(PersistentSubscriptionsServer::new(
+            features::Persistent::new(store),
+        ));
+    routes.into_axum_router()
+}
+
+/// Whether a request is gRPC (by its content type).
+pub fn is_grpc(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// A gRPC error answer (HTTP 200 with `grpc-status`) for the HTTP layer: unknown methods
+/// and refused credentials.
+pub fn status_response(status: tonic::Status) -> axum::response::Response {
+    let (parts, ()) = status.into_http::<()>().into_parts();
+    axum::response::Response::from_parts(parts, axum::body::Body::empty())
+}
