@@ -43,6 +43,7 @@ mod transport;
 pub use transport::TransportError;
 
 use annal_core::append::check_name;
+use annal_core::lease::{self, Lease};
 use annal_core::{
     AggregateInfo, AppendRequest, AppendResult, Checkpoint, CheckpointWrite, Direction, Error,
     Filter, Limits, NewEvent, ProposedTransaction, RawJson, RecordedEvent, Result, Snapshot, Store,
@@ -625,6 +626,27 @@ impl HttpStore {
     }
 }
 
+impl HttpStore {
+    /// A lease call whose `lease_conflict` answer is `None`.
+    async fn lease_call(
+        &self,
+        url: Url,
+        body: &serde_json::Value,
+        resend: Resend,
+    ) -> Result<Option<Lease>> {
+        match self.send(Method::POST, url, body, resend).await {
+            Ok(lease) => Ok(Some(lease)),
+            Err(Error::LeaseConflict { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A ttl in whole milliseconds, rounded up (a ttl below 1 ms is refused before).
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)
+}
+
 /// Refuses an id that a URL path cannot carry: `.` and `..` are removed from paths by
 /// URL rules, so the request would reach another route.
 fn addressable(field: &str, value: &str) -> Result<()> {
@@ -913,6 +935,114 @@ impl Store for HttpStore {
         };
         let url = self.url(&["v1", "checkpoints", &write.name]);
         self.send(Method::PUT, url, &write, resend).await
+    }
+
+    /// `POST /v1/groups/{group}/leases/{partition}/acquire`; a `lease_conflict` is `None`.
+    async fn acquire_lease(
+        &self,
+        group: &str,
+        partition: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        lease::check_request(group, owner, ttl, false)?;
+        addressable("group", group)?;
+        let url = self.url(&[
+            "v1",
+            "groups",
+            group,
+            "leases",
+            &partition.to_string(),
+            "acquire",
+        ]);
+        let body = serde_json::json!({"owner": owner, "ttl_ms": ttl_ms(ttl)});
+        // Not resent once sent: a second acquisition would not see that the first won.
+        self.lease_call(url, &body, Resend::IfNotSent).await
+    }
+
+    /// `POST /v1/groups/{group}/leases/{partition}/renew`; a `lease_conflict` is `None`.
+    async fn renew_lease(&self, held: &Lease, ttl: Duration) -> Result<Option<Lease>> {
+        lease::check_request(&held.group, &held.owner, ttl, false)?;
+        addressable("group", &held.group)?;
+        let url = self.url(&[
+            "v1",
+            "groups",
+            &held.group,
+            "leases",
+            &held.partition.to_string(),
+            "renew",
+        ]);
+        let body =
+            serde_json::json!({"owner": held.owner, "token": held.token, "ttl_ms": ttl_ms(ttl)});
+        self.lease_call(url, &body, Resend::Safe).await
+    }
+
+    /// `POST /v1/groups/{group}/leases/{partition}/release`; a `lease_conflict` is `false`.
+    async fn release_lease(&self, held: &Lease) -> Result<bool> {
+        lease::check_request(&held.group, &held.owner, Duration::ZERO, true)?;
+        addressable("group", &held.group)?;
+        let url = self.url(&[
+            "v1",
+            "groups",
+            &held.group,
+            "leases",
+            &held.partition.to_string(),
+            "release",
+        ]);
+        let body = serde_json::json!({"owner": held.owner, "token": held.token});
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| Error::invalid("body", format!("cannot be written as JSON: {e}")))?;
+        let timeout = self.inner.timeout;
+        self.call(
+            Method::POST,
+            url,
+            Some(body),
+            Resend::Safe,
+            timeout,
+            |s, b, n| {
+                if s == reqwest::StatusCode::NO_CONTENT {
+                    return Ok(true);
+                }
+                match self.parse::<serde_json::Value>(s, b, n) {
+                    Err(Error::LeaseConflict { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                    Ok(_) => Ok(true),
+                }
+            },
+        )
+        .await
+    }
+
+    /// `GET /v1/groups/{group}/leases`.
+    async fn leases(&self, group: &str) -> Result<Vec<Lease>> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            leases: Vec<Lease>,
+        }
+        check_name("group", group)?;
+        addressable("group", group)?;
+        let list: List = self
+            .get(
+                self.url(&["v1", "groups", group, "leases"]),
+                self.inner.timeout,
+            )
+            .await?;
+        Ok(list.leases)
+    }
+
+    /// `PUT /v1/groups/{group}/members/{member}`.
+    async fn heartbeat(&self, group: &str, member: &str, ttl: Duration) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            members: Vec<String>,
+        }
+        lease::check_request(group, member, ttl, true)?;
+        addressable("group", group)?;
+        addressable("member", member)?;
+        let url = self.url(&["v1", "groups", group, "members", member]);
+        let body = serde_json::json!({"ttl_ms": ttl_ms(ttl)});
+        let list: List = self.send(Method::PUT, url, &body, Resend::Safe).await?;
+        Ok(list.members)
     }
 
     /// Polls `GET /v1/head`, 5 ms after the first look and then at most every 50 ms,

@@ -31,6 +31,8 @@ pub(crate) struct ProblemDoc {
     pub expected_position: Option<u64>,
     pub actual_position: Option<u64>,
     pub limit: Option<u64>,
+    pub group: Option<String>,
+    pub partition: Option<u32>,
 }
 
 impl ProblemDoc {
@@ -108,6 +110,17 @@ pub(crate) fn error_from(base: &str, status: StatusCode, body: &[u8], sent: usiz
                 actual_position: doc.actual_position,
             },
             None => unexpected(&kind, &detail),
+        },
+        "lease_conflict" => match (doc.group, doc.partition) {
+            (Some(group), Some(partition)) => Error::LeaseConflict {
+                detail: strip(
+                    &detail,
+                    &format!("lease of partition {partition} of consumer group '{group}': "),
+                ),
+                group,
+                partition,
+            },
+            _ => unexpected(&kind, &detail),
         },
         "invalid_request" => {
             let field = doc.field.unwrap_or_else(|| "request".to_owned());

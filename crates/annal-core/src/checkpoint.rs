@@ -2,11 +2,14 @@
 //! projection_checkpoints fields (status, error_count, last_error, updated time).
 //!
 //! Invariant: a checkpoint is written atomically, optionally only if it is still at the
-//! position the writer expected (compare-and-set), alone or inside a [`crate::Transaction`].
+//! position the writer expected (compare-and-set), alone or inside a [`crate::Transaction`],
+//! and, when it carries a [`LeaseFence`], only while that partition lease is still held
+//! with that token (checked in the same transaction).
 
 use crate::append::check_name;
 use crate::error::{Error, Result};
 use crate::event::Timestamp;
+use crate::lease::LeaseFence;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -111,6 +114,10 @@ pub struct CheckpointWrite {
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub expected_position: Option<Option<u64>>,
+    /// Fencing: write only while this partition lease is still held with this owner and
+    /// token (a consumer-group member's runner sets it; see [`crate::lease`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseFence>,
 }
 
 fn present_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
@@ -127,6 +134,7 @@ impl CheckpointWrite {
             error_count: 0,
             last_error: None,
             expected_position: None,
+            lease: None,
         }
     }
 
@@ -136,9 +144,18 @@ impl CheckpointWrite {
         self
     }
 
+    /// Makes the write conditional on a partition lease still being held.
+    pub fn fenced(mut self, fence: LeaseFence) -> Self {
+        self.lease = Some(fence);
+        self
+    }
+
     /// Checks the fields; `at` prefixes field paths in errors.
     pub fn validate(&self, at: &str) -> Result<()> {
         check_name(&format!("{at}name"), &self.name)?;
+        if let Some(f) = &self.lease {
+            f.validate(&format!("{at}lease."))?;
+        }
         if let Some(e) = &self.last_error
             && e.len() > MAX_LAST_ERROR_BYTES
         {

@@ -68,6 +68,18 @@ pub enum Error {
         /// Where it is (`None`: it does not exist).
         actual_position: Option<u64>,
     },
+    /// A partition lease is not (or no longer) held as the request needs: another member
+    /// holds it, or a checkpoint write's fence names a lease that has since changed
+    /// hands. Nothing was written; a member that gets this has lost the partition.
+    #[error("lease of partition {partition} of consumer group '{group}': {detail}")]
+    LeaseConflict {
+        /// The consumer group.
+        group: String,
+        /// The partition.
+        partition: u32,
+        /// Who holds it, or what changed.
+        detail: String,
+    },
     /// A field of the request is invalid.
     #[error("invalid {field}: {reason}")]
     InvalidRequest {
@@ -126,6 +138,7 @@ impl Error {
             Error::AggregateTypeMismatch { .. } => "aggregate_type_mismatch",
             Error::DuplicateEventId { .. } => "duplicate_event_id",
             Error::CheckpointConflict { .. } => "checkpoint_conflict",
+            Error::LeaseConflict { .. } => "lease_conflict",
             Error::InvalidRequest { .. } => "invalid_request",
             Error::TooLarge { .. } => "too_large",
             Error::StreamDeleted { .. } => "stream_deleted",

@@ -26,6 +26,7 @@ pub mod event;
 pub mod group;
 pub mod import;
 pub mod job;
+pub mod lease;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod projection;
@@ -50,6 +51,7 @@ pub use chain::{Hash, VerifyReport};
 pub use checkpoint::{Checkpoint, CheckpointStatus, CheckpointWrite};
 pub use error::{Error, Result};
 pub use event::{RawJson, RecordedEvent, Timestamp};
+pub use lease::{Lease, LeaseFence};
 pub use read::{Direction, Filter};
 pub use repository::{
     CommandContext, Executed, Loaded, Repository, RepositoryError, SnapshotPolicy,

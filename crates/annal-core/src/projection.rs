@@ -13,7 +13,8 @@
 //!   the event is delivered;
 //! - every checkpoint write is a compare-and-set on the position the runner last wrote,
 //!   so a second runner (or a reset behind its back) makes it stop with an error rather
-//!   than both writing;
+//!   than both writing; with a [`ProjectionOptions::fence`] every write (and every
+//!   commit of a handler's appends) also needs the partition lease to be held still;
 //! - an event that keeps failing is retried `retry.attempts` times with exponential
 //!   backoff, then either faults the projection (it stops at the event before) or is
 //!   skipped and named in last_error ([`FailurePolicy`]);
@@ -25,6 +26,7 @@ use crate::append::{AppendRequest, Transaction};
 use crate::checkpoint::{Checkpoint, CheckpointStatus, CheckpointWrite, MAX_LAST_ERROR_BYTES};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
+use crate::lease::LeaseFence;
 use crate::store::Store;
 use crate::subscription::{Start, Subscription, SubscriptionOptions, subscribe};
 use async_trait::async_trait;
@@ -108,6 +110,9 @@ pub struct ProjectionOptions {
     pub on_failure: FailurePolicy,
     /// Start with a rebuild.
     pub rebuild: bool,
+    /// Fence every checkpoint write with this partition lease: once it changes hands,
+    /// the runner's writes fail and it stops with [`Error::LeaseConflict`].
+    pub fence: Option<LeaseFence>,
 }
 
 impl ProjectionOptions {
@@ -121,6 +126,7 @@ impl ProjectionOptions {
             retry: Retry::default(),
             on_failure: FailurePolicy::Fault,
             rebuild: false,
+            fence: None,
         }
     }
 
@@ -247,6 +253,16 @@ impl<H> ProjectionHandle<H> {
             Ok(out) => out,
             Err(_) => Err(ProjectionError::Aborted(self.name)),
         }
+    }
+
+    /// Whether its runner has ended (faulted, failed, or stopped).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Aborts its runner at once, like a crash (no final checkpoint), without waiting.
+    pub fn abort(&self) {
+        self.task.abort();
     }
 
     /// Kills it like a crash would: no final checkpoint is written.
@@ -557,6 +573,7 @@ impl<S: Store + ?Sized + 'static, H: Handler> Runner<S, H> {
         };
         match self.store.transact(transaction).await {
             Ok(_) => {}
+            Err(e @ Error::LeaseConflict { .. }) => return Err(Failure::Store(e)),
             Err(e @ Error::CheckpointConflict { .. }) => {
                 // An earlier attempt whose answer was lost may have committed.
                 match self.store.checkpoint(&self.options.name).await? {
@@ -603,6 +620,7 @@ impl<S: Store + ?Sized + 'static, H: Handler> Runner<S, H> {
             error_count: self.error_count,
             last_error: self.last_error.clone(),
             expected_position: Some(self.expected),
+            lease: self.options.fence.clone(),
         }
     }
 

@@ -11,6 +11,7 @@ use crate::chain::{self, VerifyReport};
 use crate::checkpoint::{Checkpoint, CheckpointWrite};
 use crate::error::{Error, Result};
 use crate::event::{RawJson, RecordedEvent};
+use crate::lease::Lease;
 use crate::read::{Direction, Filter};
 use crate::snapshot::Snapshot;
 use async_trait::async_trait;
@@ -127,6 +128,48 @@ pub trait Store: Send + Sync {
             .ok_or_else(|| Error::Corrupt("a checkpoint write returned no checkpoint".into()))
     }
 
+    /// Takes the lease of `partition` of `group` for `owner` for `ttl`, if no one holds
+    /// it (never taken, released, or expired), raising its fencing token; `None` if
+    /// another owner (or `owner` itself: use [`Store::renew_lease`]) holds it unexpired.
+    /// Backends without leases answer [`Error::InvalidRequest`] (this default).
+    async fn acquire_lease(
+        &self,
+        group: &str,
+        partition: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        let _ = (group, partition, owner, ttl);
+        Err(no_leases())
+    }
+
+    /// Extends `lease` to `ttl` from now if it is still held with its owner and token
+    /// (even if it lapsed meanwhile, as long as nobody took it); `None` if it was lost.
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
+        let _ = (lease, ttl);
+        Err(no_leases())
+    }
+
+    /// Gives `lease` up (its token is kept, so the next owner's is higher); `false` if it
+    /// was no longer held with that owner and token.
+    async fn release_lease(&self, lease: &Lease) -> Result<bool> {
+        let _ = lease;
+        Err(no_leases())
+    }
+
+    /// The unexpired leases of `group`, by partition.
+    async fn leases(&self, group: &str) -> Result<Vec<Lease>> {
+        let _ = group;
+        Err(no_leases())
+    }
+
+    /// Records that `member` of `group` is alive for `ttl` (zero: it leaves), and answers
+    /// the members alive now, by name.
+    async fn heartbeat(&self, group: &str, member: &str, ttl: Duration) -> Result<Vec<String>> {
+        let _ = (group, member, ttl);
+        Err(no_leases())
+    }
+
     /// Waits until the head is past `after_position` or `timeout` passes; returns the
     /// head. Backends wake waiters on commit; writers in other processes are seen by
     /// polling at least every 50 ms.
@@ -153,4 +196,8 @@ pub trait Store: Send + Sync {
     ) -> Result<VerifyReport> {
         chain::verify(self, from_position, to_position).await
     }
+}
+
+fn no_leases() -> Error {
+    Error::invalid("lease", "this store cannot hold partition leases")
 }

@@ -30,6 +30,7 @@ pub mod writer;
 pub use config::{ConfigError, PgConfig, TlsMode};
 
 use annal_core::append::{ProposedTransaction, check_name};
+use annal_core::lease::{self, Lease};
 use annal_core::{
     AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Limits, RawJson,
     RecordedEvent, Result, Snapshot, Store, TransactionResult, Uuid,
@@ -577,6 +578,131 @@ impl Store for PgStore {
         rows.iter().map(checkpoint_from_row).collect()
     }
 
+    async fn acquire_lease(
+        &self,
+        group: &str,
+        partition: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        lease::check_request(group, owner, ttl, false)?;
+        let sql = format!(
+            "INSERT INTO {s}.leases AS l (group_name, partition, owner, token, expires_at)
+             VALUES ($1, $2, $3, 1, clock_timestamp() + $4::bigint * interval '1 microsecond')
+             ON CONFLICT (group_name, partition) DO UPDATE SET owner = excluded.owner,
+               token = l.token + 1, expires_at = excluded.expires_at
+             WHERE l.owner IS NULL OR l.expires_at <= clock_timestamp()
+             RETURNING token, expires_at",
+            s = self.inner.quoted
+        );
+        let p = i64::from(partition);
+        let micros = ttl_micros(ttl);
+        let rows = self
+            .query("acquiring a lease", &sql, &[&group, &p, &owner, &micros])
+            .await?;
+        rows.first()
+            .map(|r| lease_from_row(group, partition, owner, r))
+            .transpose()
+    }
+
+    async fn renew_lease(&self, held: &Lease, ttl: Duration) -> Result<Option<Lease>> {
+        lease::check_request(&held.group, &held.owner, ttl, false)?;
+        let sql = format!(
+            "UPDATE {s}.leases
+             SET expires_at = clock_timestamp() + $5::bigint * interval '1 microsecond'
+             WHERE group_name = $1 AND partition = $2 AND owner = $3 AND token = $4
+             RETURNING token, expires_at",
+            s = self.inner.quoted
+        );
+        let p = i64::from(held.partition);
+        let token = clamp(held.token);
+        let micros = ttl_micros(ttl);
+        let rows = self
+            .query(
+                "renewing a lease",
+                &sql,
+                &[&held.group, &p, &held.owner, &token, &micros],
+            )
+            .await?;
+        rows.first()
+            .map(|r| lease_from_row(&held.group, held.partition, &held.owner, r))
+            .transpose()
+    }
+
+    async fn release_lease(&self, held: &Lease) -> Result<bool> {
+        lease::check_request(&held.group, &held.owner, Duration::ZERO, true)?;
+        let sql = format!(
+            "UPDATE {s}.leases SET owner = NULL, expires_at = clock_timestamp()
+             WHERE group_name = $1 AND partition = $2 AND owner = $3 AND token = $4
+             RETURNING token",
+            s = self.inner.quoted
+        );
+        let p = i64::from(held.partition);
+        let token = clamp(held.token);
+        let rows = self
+            .query(
+                "releasing a lease",
+                &sql,
+                &[&held.group, &p, &held.owner, &token],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn leases(&self, group: &str) -> Result<Vec<Lease>> {
+        check_name("group", group)?;
+        let sql = format!(
+            "SELECT partition, owner, token, expires_at FROM {s}.leases
+             WHERE group_name = $1 AND owner IS NOT NULL AND expires_at > clock_timestamp()
+             ORDER BY partition",
+            s = self.inner.quoted
+        );
+        let rows = self.query("listing leases", &sql, &[&group]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Lease {
+                    group: group.to_owned(),
+                    partition: u32::try_from(rows::get::<i64>(r, 0)?)
+                        .map_err(|e| Error::Corrupt(format!("lease partition: {e}")))?,
+                    owner: rows::get(r, 1)?,
+                    token: rows::get::<i64>(r, 2)? as u64,
+                    expires_at: rows::get::<PgTime>(r, 3)?.0,
+                })
+            })
+            .collect()
+    }
+
+    async fn heartbeat(&self, group: &str, member: &str, ttl: Duration) -> Result<Vec<String>> {
+        lease::check_request(group, member, ttl, true)?;
+        let s = &self.inner.quoted;
+        let others = format!(
+            "SELECT member FROM {s}.group_members
+             WHERE group_name = $1 AND member <> $2 AND expires_at > clock_timestamp()"
+        );
+        let rows = if ttl.is_zero() {
+            let sql = format!(
+                "WITH gone AS (DELETE FROM {s}.group_members WHERE group_name = $1 AND member = $2)
+                 {others} ORDER BY 1"
+            );
+            self.query("leaving a group", &sql, &[&group, &member])
+                .await?
+        } else {
+            let sql = format!(
+                "WITH beat AS (
+                     INSERT INTO {s}.group_members (group_name, member, expires_at)
+                     VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 microsecond')
+                     ON CONFLICT (group_name, member) DO UPDATE SET expires_at = excluded.expires_at
+                     RETURNING member
+                 )
+                 {others} UNION SELECT member FROM beat ORDER BY 1"
+            );
+            let micros = ttl_micros(ttl);
+            self.query("sending a heartbeat", &sql, &[&group, &member, &micros])
+                .await?
+        };
+        rows.iter().map(|r| rows::get(r, 0)).collect()
+    }
+
     async fn wait_for_head(&self, after_position: u64, timeout: Duration) -> Result<u64> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changes = self.inner.head.clone();
@@ -605,6 +731,26 @@ impl Store for PgStore {
             head = head.max(self.head(&[]).await?);
         }
     }
+}
+
+fn ttl_micros(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// A lease from a row of token, expires_at.
+fn lease_from_row(
+    group: &str,
+    partition: u32,
+    owner: &str,
+    r: &tokio_postgres::Row,
+) -> Result<Lease> {
+    Ok(Lease {
+        group: group.to_owned(),
+        partition,
+        owner: owner.to_owned(),
+        token: rows::get::<i64>(r, 0)? as u64,
+        expires_at: rows::get::<PgTime>(r, 1)?.0,
+    })
 }
 
 /// A checkpoint from a row of name, position, status, error_count, last_error, updated_at.

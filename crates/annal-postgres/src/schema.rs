@@ -18,7 +18,7 @@ use crate::{StorageFailure, timed};
 use std::time::Duration;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The DDL of version 1; `{s}` stands for the quoted schema name.
 const V1: &str = r#"
@@ -85,6 +85,25 @@ CREATE TABLE {s}.checkpoints (
     error_count bigint      NOT NULL DEFAULT 0,
     last_error  text,
     updated_at  timestamptz NOT NULL
+);
+"#;
+
+/// The DDL of version 2: consumer-group partition leases and member heartbeats.
+const V2: &str = r#"
+CREATE TABLE {s}.leases (
+    group_name text        NOT NULL,
+    partition  bigint      NOT NULL,
+    owner      text,                             -- NULL: released
+    token      bigint      NOT NULL,             -- fencing token, raised by every acquisition
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (group_name, partition)
+);
+
+CREATE TABLE {s}.group_members (
+    group_name text        NOT NULL,
+    member     text        NOT NULL,
+    expires_at timestamptz NOT NULL,             -- the heartbeat lapses then
+    PRIMARY KEY (group_name, member)
 );
 "#;
 
@@ -165,6 +184,18 @@ pub async fn migrate(
             ctx,
             tx.execute(
                 &format!("INSERT INTO {s}.schema_version (version) VALUES (1)"),
+                &[],
+            ),
+        )
+        .await?;
+    }
+    if found < 2 {
+        timed(timeout, ctx, tx.batch_execute(&V2.replace("{s}", &s))).await?;
+        timed(
+            timeout,
+            ctx,
+            tx.execute(
+                &format!("INSERT INTO {s}.schema_version (version) VALUES (2)"),
                 &[],
             ),
         )

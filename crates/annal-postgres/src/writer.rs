@@ -76,6 +76,7 @@ pub struct Sql {
     versions: String,
     by_id: String,
     checkpoints: String,
+    leases: String,
     insert_events: String,
     upsert_checkpoints: String,
     upsert_snapshots: String,
@@ -101,6 +102,15 @@ impl Sql {
             by_id: format!("SELECT {EVENT_COLUMNS} FROM {s}.events WHERE event_id = ANY($1::uuid[])"),
             checkpoints: format!(
                 "SELECT name, position FROM {s}.checkpoints WHERE name = ANY($1::text[])"
+            ),
+            // Share-locked until the commit ends: an acquisition waits for the commit, so a
+            // fenced checkpoint write never lands after its lease changed hands.
+            leases: format!(
+                "SELECT l.group_name, l.partition, l.owner, l.token
+                 FROM {s}.leases AS l
+                 JOIN unnest($1::text[], $2::bigint[]) AS f(g, p)
+                   ON l.group_name = f.g AND l.partition = f.p
+                 FOR SHARE OF l"
             ),
             insert_events: format!(
                 "INSERT INTO {s}.events (position, event_id, event_type, event_version,
@@ -242,6 +252,8 @@ struct GroupState {
     by_id: HashMap<Uuid, RecordedEvent>,
     /// Checkpoint positions (read, plus written by this group).
     checkpoints: HashMap<String, u64>,
+    /// The leases fenced checkpoint writes name: (group, partition) → (owner, token).
+    leases: HashMap<(String, u32), (Option<String>, u64)>,
     /// Events to insert.
     events: Vec<RecordedEvent>,
     /// Checkpoints to write (the last write of each name).
@@ -305,6 +317,7 @@ impl Writer {
         let mut aggregates: Vec<&str> = Vec::new();
         let mut ids: Vec<Uuid> = Vec::new();
         let mut names: Vec<&str> = Vec::new();
+        let mut fences: Vec<(&str, i64)> = Vec::new();
         for job in group {
             match job {
                 Job::Transact(t, _) => {
@@ -319,6 +332,9 @@ impl Writer {
                     }
                     if let Some(c) = &t.checkpoint {
                         names.push(&c.name);
+                        if let Some(f) = &c.lease {
+                            fences.push((&f.group, i64::from(f.partition)));
+                        }
                     }
                 }
                 Job::Snapshot(s, _) => aggregates.push(&s.aggregate_id),
@@ -334,6 +350,10 @@ impl Writer {
         ids.dedup();
         names.sort_unstable();
         names.dedup();
+        fences.sort_unstable();
+        fences.dedup();
+        let (fence_groups, fence_partitions): (Vec<&str>, Vec<i64>) =
+            fences.iter().copied().unzip();
 
         let prep = fail("preparing the commit's statements");
         let lock_head = client.prepare_cached(&sql.lock_head).await.map_err(prep)?;
@@ -343,6 +363,7 @@ impl Writer {
             .prepare_cached(&sql.checkpoints)
             .await
             .map_err(prep)?;
+        let leases = client.prepare_cached(&sql.leases).await.map_err(prep)?;
         let insert_events = client
             .prepare_cached(&sql.insert_events)
             .await
@@ -362,12 +383,21 @@ impl Writer {
         let aggregates_param: [&(dyn ToSql + Sync); 1] = [&aggregates];
         let ids_param: [&(dyn ToSql + Sync); 1] = [&ids];
         let names_param: [&(dyn ToSql + Sync); 1] = [&names];
-        let (begin, tip, versions, stored, cps) = tokio::join!(
+        let fences_param: [&(dyn ToSql + Sync); 2] = [&fence_groups, &fence_partitions];
+        let no_fences = fences.is_empty();
+        let (begin, tip, versions, stored, cps, held) = tokio::join!(
             client.batch_execute("BEGIN"),
             client.query_one(&lock_head, &[]),
             client.query(&versions, &aggregates_param),
             client.query(&by_id, &ids_param),
             client.query(&checkpoints, &names_param),
+            async {
+                if no_fences {
+                    Ok(Vec::new())
+                } else {
+                    client.query(&leases, &fences_param).await
+                }
+            },
         );
         let read = fail("reading the log's tip under the commit lock");
         begin.map_err(read)?;
@@ -375,6 +405,7 @@ impl Writer {
         let versions = versions.map_err(read)?;
         let stored = stored.map_err(read)?;
         let cps = cps.map_err(read)?;
+        let held = held.map_err(read)?;
         let bad = |e: Error| StorageFailure::message("reading the log's tip", e.to_string());
         let position: i64 = rows::get(&tip, 0).map_err(bad)?;
         let hash: Hash = rows::get::<&str>(&tip, 1)
@@ -394,6 +425,7 @@ impl Writer {
             versions: HashMap::with_capacity(versions.len()),
             by_id: HashMap::with_capacity(stored.len()),
             checkpoints: HashMap::with_capacity(cps.len()),
+            leases: HashMap::with_capacity(held.len()),
             events: Vec::new(),
             checkpoint_writes: HashMap::new(),
             snapshot_writes: HashMap::new(),
@@ -416,6 +448,13 @@ impl Writer {
             let name: String = rows::get(r, 0).map_err(bad)?;
             let p: i64 = rows::get(r, 1).map_err(bad)?;
             state.checkpoints.insert(name, p as u64);
+        }
+        for r in &held {
+            let g: String = rows::get(r, 0).map_err(bad)?;
+            let p: i64 = rows::get(r, 1).map_err(bad)?;
+            let owner: Option<String> = rows::get(r, 2).map_err(bad)?;
+            let token: i64 = rows::get(r, 3).map_err(bad)?;
+            state.leases.insert((g, p as u32), (owner, token as u64));
         }
 
         // Each job checks everything, then writes into the group's buffers.
@@ -574,6 +613,13 @@ impl GroupState {
                 ));
             }
             c.check_expected(self.checkpoints.get(&c.name).copied())?;
+            if let Some(f) = &c.lease {
+                f.check(
+                    self.leases
+                        .get(&(f.group.clone(), f.partition))
+                        .map(|(o, t)| (o.as_deref(), *t)),
+                )?;
+            }
             c.check_position(self.tip.position + new_events)?;
         }
         // Write.

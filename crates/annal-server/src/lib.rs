@@ -143,6 +143,23 @@ fn http_router(
             "/v1/checkpoints/{name}",
             get(routes::get_checkpoint).put(routes::put_checkpoint),
         )
+        .route("/v1/groups/{group}/leases", get(routes::list_leases))
+        .route(
+            "/v1/groups/{group}/leases/{partition}/acquire",
+            post(routes::acquire_lease),
+        )
+        .route(
+            "/v1/groups/{group}/leases/{partition}/renew",
+            post(routes::renew_lease),
+        )
+        .route(
+            "/v1/groups/{group}/leases/{partition}/release",
+            post(routes::release_lease),
+        )
+        .route(
+            "/v1/groups/{group}/members/{member}",
+            put(routes::heartbeat),
+        )
         .route("/v1/subscribe", get(routes::subscribe))
         .route("/v1/verify", get(routes::verify))
         .route("/health/live", get(routes::live))

@@ -4,8 +4,9 @@
 use crate::routes;
 use annal_core::checkpoint::{CheckpointStatus, CheckpointWrite};
 use annal_core::{
-    AppendRequest, AppendResult, Checkpoint, Direction, ExpectedVersion, Hash, NewEvent, RawJson,
-    RecordedEvent, Snapshot, Timestamp, Transaction, TransactionResult, VerifyReport,
+    AppendRequest, AppendResult, Checkpoint, Direction, ExpectedVersion, Hash, Lease, LeaseFence,
+    NewEvent, RawJson, RecordedEvent, Snapshot, Timestamp, Transaction, TransactionResult,
+    VerifyReport,
 };
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
@@ -14,8 +15,8 @@ use utoipa::{OpenApi, ToSchema};
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProblemDoc {
     /// Stable: wrong_expected_version, aggregate_type_mismatch, duplicate_event_id,
-    /// checkpoint_conflict, invalid_request, too_large, not_found, storage_error, corrupt,
-    /// unavailable.
+    /// checkpoint_conflict, lease_conflict, invalid_request, too_large, not_found,
+    /// storage_error, corrupt, unavailable.
     #[serde(rename = "type")]
     pub kind: String,
     /// The HTTP reason phrase.
@@ -79,6 +80,11 @@ pub struct StatusDoc {
         routes::list_checkpoints,
         routes::get_checkpoint,
         routes::put_checkpoint,
+        routes::list_leases,
+        routes::acquire_lease,
+        routes::renew_lease,
+        routes::release_lease,
+        routes::heartbeat,
         routes::put_snapshot,
         routes::latest_snapshot,
         routes::subscribe,
@@ -103,6 +109,13 @@ pub struct StatusDoc {
         Checkpoint,
         CheckpointStatus,
         CheckpointWrite,
+        Lease,
+        LeaseFence,
+        routes::AcquireBody,
+        routes::HeldBody,
+        routes::HeartbeatBody,
+        routes::LeaseList,
+        routes::MemberList,
         Snapshot,
         VerifyReport,
         routes::SnapshotBody,

@@ -92,6 +92,11 @@ impl From<Error> for Problem {
                 .with("name", json!(name))
                 .with("expected_position", json!(expected_position))
                 .with("actual_position", json!(actual_position)),
+            Error::LeaseConflict {
+                group, partition, ..
+            } => Problem::new(StatusCode::CONFLICT, "lease_conflict", detail)
+                .with("group", json!(group))
+                .with("partition", json!(partition)),
             Error::InvalidRequest { field, .. } => {
                 Problem::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
                     .with("field", json!(field))

@@ -991,3 +991,188 @@ async fn https_serves_the_same_api_with_http2_and_stops_cleanly() {
         .expect("task");
     assert!(stopped.is_ok());
 }
+
+#[tokio::test]
+async fn group_lease_routes_need_an_unlimited_token_and_answer_problems_for_conflicts_and_bad_input()
+ {
+    let tokens = annal_server::auth::Tokens::parse(
+        r#"{"tokens": [
+            {"name": "billing", "token": "write-write-write-write", "role": "write", "aggregate_types": ["Invoice"]},
+            {"name": "worker", "token": "write2-write2-write2-write2", "role": "write"}
+        ]}"#,
+    )
+    .expect("tokens");
+    let s = start(Config {
+        tokens: Some(tokens),
+        ..Config::default()
+    })
+    .await;
+    let c = Client::new();
+    let b = &s.base;
+    let call = |method: reqwest::Method, url: String, token: &'static str, body: Option<Value>| {
+        let c = c.clone();
+        async move {
+            let mut r = c.request(method, url).bearer_auth(token);
+            if let Some(body) = body {
+                r = r.json(&body);
+            }
+            let r = r.send().await.expect("request");
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    use reqwest::Method;
+    let limited = "write-write-write-write";
+    let worker = "write2-write2-write2-write2";
+    let acquire = format!("{b}/v1/groups/billing/leases/3/acquire");
+    let (st, _) = call(
+        Method::POST,
+        acquire.clone(),
+        limited,
+        Some(json!({"owner": "a", "ttl_ms": 5000})),
+    )
+    .await;
+    assert_eq!(
+        st,
+        StatusCode::FORBIDDEN,
+        "a token limited to aggregate types cannot"
+    );
+    let (st, lease) = call(
+        Method::POST,
+        acquire.clone(),
+        worker,
+        Some(json!({"owner": "a", "ttl_ms": 5000})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{lease}");
+    assert_eq!(
+        (lease["owner"].as_str(), lease["partition"].as_u64()),
+        (Some("a"), Some(3))
+    );
+    let token = lease["token"].as_u64().expect("token");
+    let (st, p) = call(
+        Method::POST,
+        acquire.clone(),
+        worker,
+        Some(json!({"owner": "b", "ttl_ms": 5000})),
+    )
+    .await;
+    assert_eq!(
+        (st, p["type"].as_str()),
+        (StatusCode::CONFLICT, Some("lease_conflict"))
+    );
+    assert_eq!(
+        (p["group"].as_str(), p["partition"].as_u64()),
+        (Some("billing"), Some(3))
+    );
+    let (st, p) = call(
+        Method::PUT,
+        format!("{b}/v1/checkpoints/billing.p3of4"),
+        worker,
+        Some(json!({"position": 0, "lease": {"group": "billing", "partition": 3, "owner": "a", "token": token + 1}})),
+    )
+    .await;
+    assert_eq!(
+        (st, p["type"].as_str()),
+        (StatusCode::CONFLICT, Some("lease_conflict")),
+        "a stale fence"
+    );
+    let (st, _) = call(
+        Method::PUT,
+        format!("{b}/v1/checkpoints/billing.p3of4"),
+        worker,
+        Some(json!({"position": 0, "lease": {"group": "billing", "partition": 3, "owner": "a", "token": token}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "the holder's fence");
+    let (st, r) = call(
+        Method::POST,
+        format!("{b}/v1/groups/billing/leases/3/renew"),
+        worker,
+        Some(json!({"owner": "a", "token": token, "ttl_ms": 5000})),
+    )
+    .await;
+    assert_eq!((st, r["token"].as_u64()), (StatusCode::OK, Some(token)));
+    let (st, r) = call(
+        Method::GET,
+        format!("{b}/v1/groups/billing/leases"),
+        worker,
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(r["leases"].as_array().map(Vec::len), Some(1));
+    let (st, r) = call(
+        Method::PUT,
+        format!("{b}/v1/groups/billing/members/a"),
+        worker,
+        Some(json!({"ttl_ms": 5000})),
+    )
+    .await;
+    assert_eq!((st, r["members"].clone()), (StatusCode::OK, json!(["a"])));
+    let release = format!("{b}/v1/groups/billing/leases/3/release");
+    let (st, _) = call(
+        Method::POST,
+        release.clone(),
+        worker,
+        Some(json!({"owner": "a", "token": token})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, p) = call(
+        Method::POST,
+        release,
+        worker,
+        Some(json!({"owner": "a", "token": token})),
+    )
+    .await;
+    assert_eq!(
+        (st, p["type"].as_str()),
+        (StatusCode::CONFLICT, Some("lease_conflict"))
+    );
+    // Bad input: 400 problems naming the field, never 500.
+    for (method, url, body, field) in [
+        (
+            Method::POST,
+            acquire.clone(),
+            json!({"owner": "a", "ttl_ms": 0}),
+            "ttl_ms",
+        ),
+        (
+            Method::POST,
+            acquire.clone(),
+            json!({"owner": "", "ttl_ms": 10}),
+            "owner",
+        ),
+        (Method::POST, acquire.clone(), json!({"owner": "a"}), "body"),
+        (
+            Method::POST,
+            acquire,
+            json!({"owner": "a", "ttl_ms": 10_000_000}),
+            "ttl_ms",
+        ),
+        (
+            Method::POST,
+            format!("{b}/v1/groups/billing/leases/minus-one/acquire"),
+            json!({"owner": "a", "ttl_ms": 10}),
+            "path",
+        ),
+        (
+            Method::POST,
+            format!("{b}/v1/groups/billing/leases/3/renew"),
+            json!({"owner": "a", "token": 1}),
+            "ttl_ms",
+        ),
+    ] {
+        let (st, p) = call(method, url.clone(), worker, Some(body)).await;
+        assert_eq!(
+            (st, p["type"].as_str(), p["field"].as_str()),
+            (
+                StatusCode::BAD_REQUEST,
+                Some("invalid_request"),
+                Some(field)
+            ),
+            "{url}: {p}"
+        );
+    }
+}

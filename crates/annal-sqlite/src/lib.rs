@@ -18,13 +18,14 @@ pub mod schema;
 pub mod writer;
 
 use annal_core::append::{ProposedTransaction, check_name};
+use annal_core::lease;
 use annal_core::{
-    AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Limits, RawJson,
+    AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Lease, Limits, RawJson,
     RecordedEvent, Result, Snapshot, Store, Timestamp, TransactionResult, Uuid,
 };
 use async_trait::async_trait;
 use rows::{EVENT_COLUMNS, clamp, db};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -56,6 +57,8 @@ struct Inner {
     jobs: mpsc::Sender<writer::Job>,
     readers: Mutex<Vec<Connection>>,
     head: watch::Receiver<u64>,
+    /// The connection lease operations write on (opened on first use).
+    leases: Mutex<Option<Connection>>,
 }
 
 /// Why a store could not be opened.
@@ -161,6 +164,7 @@ impl SqliteStore {
                 jobs,
                 readers: Mutex::new(Vec::new()),
                 head: head_rx,
+                leases: Mutex::new(None),
             }),
         })
     }
@@ -206,6 +210,56 @@ impl SqliteStore {
         .await
         .map_err(|e| Error::storage(format!("a read task failed: {e}")))?
     }
+}
+
+impl SqliteStore {
+    /// Runs `f` in an IMMEDIATE transaction on the lease connection, on the blocking
+    /// pool, and commits (durable once answered). Lease writes are a row or two: they
+    /// hold SQLite's write lock for one short commit, beside the writer thread's groups.
+    async fn lease_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>, &str) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut slot = inner
+                .leases
+                .lock()
+                .map_err(|_| Error::storage("the lease connection's lock is poisoned"))?;
+            if slot.is_none() {
+                *slot = Some(open_connection(&inner.path, false).map_err(db)?);
+            }
+            let conn = slot
+                .as_mut()
+                .ok_or_else(|| Error::storage("no lease connection"))?;
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let now = Timestamp::now().to_string();
+            let out = f(&tx, &now)?;
+            tx.commit().map_err(db)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::storage(format!("a lease task failed: {e}")))?
+    }
+}
+
+/// A leases row: owner, token, expires_at.
+fn lease_from_row(
+    group: &str,
+    partition: u32,
+    owner: String,
+    token: i64,
+    at: &str,
+) -> Result<Lease> {
+    Ok(Lease {
+        group: group.to_owned(),
+        partition,
+        owner,
+        token: token as u64,
+        expires_at: Timestamp::parse(at).map_err(Error::Corrupt)?,
+    })
 }
 
 /// Tries at opening a new file that another process is creating at the same time.
@@ -431,6 +485,172 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(db)?;
             rows.into_iter().map(checkpoint_from_row).collect()
+        })
+        .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        group: &str,
+        partition: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        lease::check_request(group, owner, ttl, false)?;
+        let (group, owner) = (group.to_owned(), owner.to_owned());
+        self.lease_write(move |tx, now| {
+            let row: Option<(Option<String>, i64, String)> = tx
+                .prepare_cached(
+                    "SELECT owner, token, expires_at FROM leases
+                     WHERE group_name = ?1 AND partition = ?2",
+                )
+                .map_err(db)?
+                .query_row(params![group, partition], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
+                .map_err(db)?;
+            let token = match row {
+                Some((Some(_), _, expires)) if expires.as_str() > now => return Ok(None),
+                Some((_, token, _)) => token + 1,
+                None => 1,
+            };
+            let expires =
+                lease::expiry(Timestamp::parse(now).map_err(Error::Corrupt)?, ttl).to_string();
+            tx.prepare_cached(
+                "INSERT INTO leases (group_name, partition, owner, token, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (group_name, partition) DO UPDATE SET owner = excluded.owner,
+                   token = excluded.token, expires_at = excluded.expires_at",
+            )
+            .map_err(db)?
+            .execute(params![group, partition, owner, token, expires])
+            .map_err(db)?;
+            lease_from_row(&group, partition, owner, token, &expires).map(Some)
+        })
+        .await
+    }
+
+    async fn renew_lease(&self, held: &Lease, ttl: Duration) -> Result<Option<Lease>> {
+        lease::check_request(&held.group, &held.owner, ttl, false)?;
+        let held = held.clone();
+        self.lease_write(move |tx, now| {
+            let expires =
+                lease::expiry(Timestamp::parse(now).map_err(Error::Corrupt)?, ttl).to_string();
+            let n = tx
+                .prepare_cached(
+                    "UPDATE leases SET expires_at = ?5
+                     WHERE group_name = ?1 AND partition = ?2 AND owner = ?3 AND token = ?4",
+                )
+                .map_err(db)?
+                .execute(params![
+                    held.group,
+                    held.partition,
+                    held.owner,
+                    clamp(held.token),
+                    expires
+                ])
+                .map_err(db)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            Ok(Some(Lease {
+                expires_at: Timestamp::parse(&expires).map_err(Error::Corrupt)?,
+                ..held
+            }))
+        })
+        .await
+    }
+
+    async fn release_lease(&self, held: &Lease) -> Result<bool> {
+        lease::check_request(&held.group, &held.owner, Duration::ZERO, true)?;
+        let held = held.clone();
+        self.lease_write(move |tx, now| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE leases SET owner = NULL, expires_at = ?5
+                     WHERE group_name = ?1 AND partition = ?2 AND owner = ?3 AND token = ?4",
+                )
+                .map_err(db)?
+                .execute(params![
+                    held.group,
+                    held.partition,
+                    held.owner,
+                    clamp(held.token),
+                    now
+                ])
+                .map_err(db)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn leases(&self, group: &str) -> Result<Vec<Lease>> {
+        check_name("group", group)?;
+        let group = group.to_owned();
+        self.read(move |c| {
+            let now = Timestamp::now().to_string();
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT partition, owner, token, expires_at FROM leases
+                     WHERE group_name = ?1 AND owner IS NOT NULL AND expires_at > ?2
+                     ORDER BY partition",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![group, now], |r| {
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            rows.into_iter()
+                .map(|(p, owner, token, at)| lease_from_row(&group, p, owner, token, &at))
+                .collect()
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, group: &str, member: &str, ttl: Duration) -> Result<Vec<String>> {
+        lease::check_request(group, member, ttl, true)?;
+        let (group, member) = (group.to_owned(), member.to_owned());
+        self.lease_write(move |tx, now| {
+            if ttl.is_zero() {
+                tx.prepare_cached(
+                    "DELETE FROM group_members WHERE group_name = ?1 AND member = ?2",
+                )
+                .map_err(db)?
+                .execute(params![group, member])
+                .map_err(db)?;
+            } else {
+                let expires =
+                    lease::expiry(Timestamp::parse(now).map_err(Error::Corrupt)?, ttl).to_string();
+                tx.prepare_cached(
+                    "INSERT INTO group_members (group_name, member, expires_at)
+                     VALUES (?1, ?2, ?3)
+                     ON CONFLICT (group_name, member) DO UPDATE SET expires_at = excluded.expires_at",
+                )
+                .map_err(db)?
+                .execute(params![group, member, expires])
+                .map_err(db)?;
+            }
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT member FROM group_members
+                     WHERE group_name = ?1 AND expires_at > ?2 ORDER BY member",
+                )
+                .map_err(db)?;
+            let members = stmt
+                .query_map(params![group, now], |r| r.get::<_, String>(0))
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            Ok(members)
         })
         .await
     }

@@ -10,7 +10,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const V1: &str = r#"
 CREATE TABLE events (
@@ -61,6 +61,25 @@ CREATE TABLE checkpoints (
 );
 "#;
 
+/// Version 2: consumer-group partition leases and member heartbeats.
+const V2: &str = r#"
+CREATE TABLE leases (
+    group_name TEXT    NOT NULL,
+    partition  INTEGER NOT NULL,
+    owner      TEXT,                         -- NULL: released
+    token      INTEGER NOT NULL,             -- fencing token, raised by every acquisition
+    expires_at TEXT    NOT NULL,             -- UTC, like recorded_at
+    PRIMARY KEY (group_name, partition)
+) WITHOUT ROWID;
+
+CREATE TABLE group_members (
+    group_name TEXT NOT NULL,
+    member     TEXT NOT NULL,
+    expires_at TEXT NOT NULL,                -- the heartbeat lapses then
+    PRIMARY KEY (group_name, member)
+) WITHOUT ROWID;
+"#;
+
 /// What can go wrong bringing a file's schema up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -102,6 +121,51 @@ pub fn migrate(conn: &mut Connection, now: &str) -> Result<(), MigrateError> {
             [now],
         )?;
     }
+    if found < 2 {
+        tx.execute_batch(V2)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (2, ?1)",
+            [now],
+        )?;
+    }
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_file_is_migrated_to_version_2_keeping_its_data() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+        )
+        .expect("version table");
+        conn.execute_batch(V1).expect("v1");
+        conn.execute_batch(
+            "INSERT INTO schema_version VALUES (1, '2024-01-01T00:00:00.000000Z');
+             INSERT INTO checkpoints VALUES ('p', 0, 'running', 0, NULL, '2024-01-01T00:00:00.000000Z');",
+        )
+        .expect("v1 content");
+        migrate(&mut conn, "2024-02-01T00:00:00.000000Z").expect("migrate");
+        let versions: Vec<i64> = conn
+            .prepare("SELECT version FROM schema_version ORDER BY version")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(versions, [1, 2]);
+        let leases: i64 = conn
+            .query_row("SELECT count(*) FROM leases", [], |r| r.get(0))
+            .expect("leases table");
+        assert_eq!(leases, 0);
+        let kept: i64 = conn
+            .query_row("SELECT count(*) FROM checkpoints", [], |r| r.get(0))
+            .expect("checkpoints");
+        assert_eq!(kept, 1);
+        migrate(&mut conn, "2024-03-01T00:00:00.000000Z").expect("migrating again is a no-op");
+    }
 }

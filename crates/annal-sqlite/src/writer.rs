@@ -207,6 +207,18 @@ fn apply_transaction(
             .query_row([&c.name], |r| r.get(0))
             .optional()?;
         c.check_expected(actual.map(|p| p as u64)).map_err(refuse)?;
+        if let Some(f) = &c.lease {
+            let lease: Option<(Option<String>, i64)> = conn
+                .prepare_cached(
+                    "SELECT owner, token FROM leases WHERE group_name = ?1 AND partition = ?2",
+                )?
+                .query_row(params![f.group, f.partition], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            f.check(lease.as_ref().map(|(o, t)| (o.as_deref(), *t as u64)))
+                .map_err(refuse)?;
+        }
         c.check_position(tip.position + new_events)
             .map_err(refuse)?;
     }

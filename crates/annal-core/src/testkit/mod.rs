@@ -120,6 +120,8 @@ macro_rules! subscription_suite {
             lag_is_the_head_minus_the_checkpoint_for_every_listed_projection,
             a_trigger_reacts_once_with_causation_and_correlation,
             a_consumer_group_of_three_keeps_each_aggregate_in_order_when_a_member_leaves,
+            partition_leases_are_exclusive_and_change_hands_with_a_higher_token,
+            a_group_of_three_members_with_one_leaving_and_one_crashing_loses_nothing,
         );
     };
     (@cases $make:path; $guard:block; $($case:ident),* $(,)?) => {

@@ -16,7 +16,7 @@ use crate::store::Store;
 use crate::subscription::{Start, SubscriptionOptions, subscribe};
 use crate::trigger::{Trigger, reaction};
 use async_trait::async_trait;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -687,5 +687,313 @@ pub async fn a_consumer_group_of_three_keeps_each_aggregate_in_order_when_a_memb
     assert!(
         seen.iter().any(|(_, m, _)| m == "b"),
         "b took part before leaving"
+    );
+}
+
+/// Leases are exclusive; an expired or released lease is taken with a higher fencing
+/// token; the old owner can neither renew it nor write a fenced checkpoint or commit;
+/// heartbeats answer the live members; bad input is refused with typed errors.
+pub async fn partition_leases_are_exclusive_and_change_hands_with_a_higher_token<H: Harness>(h: H) {
+    use crate::checkpoint::CheckpointWrite;
+    use crate::error::Error;
+    let s = h.store();
+    let long = Duration::from_secs(30);
+    let a0 = s
+        .acquire_lease("billing", 0, "a", long)
+        .await
+        .expect("acquire")
+        .expect("a free partition is taken");
+    assert_eq!(
+        (a0.group.as_str(), a0.partition, a0.owner.as_str()),
+        ("billing", 0, "a")
+    );
+    assert!(a0.token >= 1);
+    assert_eq!(
+        s.acquire_lease("billing", 0, "b", long)
+            .await
+            .expect("acquire"),
+        None
+    );
+    assert_eq!(
+        s.acquire_lease("billing", 0, "a", long)
+            .await
+            .expect("acquire"),
+        None,
+        "a held lease is renewed, not acquired again"
+    );
+    let renewed = s
+        .renew_lease(&a0, long)
+        .await
+        .expect("renew")
+        .expect("the owner renews");
+    assert_eq!(renewed.token, a0.token, "renewing keeps the token");
+    assert!(renewed.expires_at >= a0.expires_at);
+    // Another group's partition 0 is another lease.
+    assert!(
+        s.acquire_lease("shipping", 0, "b", long)
+            .await
+            .expect("acquire")
+            .is_some()
+    );
+
+    // A short lease lapses and is taken by another member with a higher token.
+    let a1 = s
+        .acquire_lease("billing", 1, "a", Duration::from_millis(50))
+        .await
+        .expect("acquire")
+        .expect("free");
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let b1 = s
+        .acquire_lease("billing", 1, "b", long)
+        .await
+        .expect("acquire")
+        .expect("an expired lease is taken");
+    assert!(b1.token > a1.token, "the fencing token increases");
+    assert_eq!(
+        s.renew_lease(&a1, long).await.expect("renew"),
+        None,
+        "a lost it"
+    );
+    assert!(
+        !s.release_lease(&a1).await.expect("release"),
+        "a cannot release it"
+    );
+    let held = s.leases("billing").await.expect("leases");
+    let owners: Vec<(u32, &str)> = held
+        .iter()
+        .map(|l| (l.partition, l.owner.as_str()))
+        .collect();
+    assert_eq!(owners, [(0, "a"), (1, "b")]);
+
+    // Fencing: the old owner's checkpoint write and commit fail and write nothing.
+    let stale = CheckpointWrite::new("billing.p1of2", 0).fenced(a1.fence());
+    match s.put_checkpoint(stale.clone()).await {
+        Err(Error::LeaseConflict {
+            group, partition, ..
+        }) => {
+            assert_eq!((group.as_str(), partition), ("billing", 1));
+        }
+        other => panic!("a stale owner's checkpoint write must fail: {other:?}"),
+    }
+    let stale_commit = crate::append::Transaction {
+        appends: vec![req(
+            "Clock",
+            "c-1",
+            ExpectedVersion::Any,
+            vec![ev("Tick", "{}")],
+        )],
+        checkpoint: Some(CheckpointWrite::new("billing.p1of2", 1).fenced(a1.fence())),
+    };
+    assert!(matches!(
+        s.transact(stale_commit).await,
+        Err(Error::LeaseConflict { .. })
+    ));
+    assert_eq!(s.head(&[]).await.expect("head"), 0, "nothing was written");
+    assert_eq!(s.checkpoint("billing.p1of2").await.expect("read"), None);
+    s.put_checkpoint(CheckpointWrite::new("billing.p1of2", 0).fenced(b1.fence()))
+        .await
+        .expect("the owner's fenced write commits");
+
+    // A release keeps the token: the next owner's is higher still, and the released
+    // owner's fence no longer holds.
+    assert!(s.release_lease(&b1).await.expect("release"));
+    assert!(matches!(
+        s.put_checkpoint(CheckpointWrite::new("billing.p1of2", 0).fenced(b1.fence()))
+            .await,
+        Err(Error::LeaseConflict { .. })
+    ));
+    let c1 = s
+        .acquire_lease("billing", 1, "c", long)
+        .await
+        .expect("acquire")
+        .expect("a released lease is free");
+    assert!(c1.token > b1.token);
+
+    // Heartbeats.
+    assert_eq!(
+        s.heartbeat("billing", "b", long).await.expect("beat"),
+        ["b"]
+    );
+    assert_eq!(
+        s.heartbeat("billing", "a", long).await.expect("beat"),
+        ["a", "b"]
+    );
+    s.heartbeat("billing", "x", Duration::from_millis(30))
+        .await
+        .expect("beat");
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(
+        s.heartbeat("billing", "a", Duration::ZERO)
+            .await
+            .expect("leave"),
+        ["b"],
+        "a left and x lapsed"
+    );
+
+    // Bad input.
+    for bad in [
+        s.acquire_lease("", 0, "a", long).await,
+        s.acquire_lease("billing", 0, "", long).await,
+        s.acquire_lease("billing", 0, "a", Duration::ZERO).await,
+        s.acquire_lease("billing", 0, "a", Duration::from_secs(7200))
+            .await,
+    ] {
+        assert!(
+            matches!(bad, Err(Error::InvalidRequest { .. })),
+            "bad input is refused: {bad:?}"
+        );
+    }
+}
+
+/// Three members, each on its own as separate processes would be, share a group of 12
+/// partitions over 2,400 events in 40 aggregates while a writer appends; one leaves
+/// gracefully, one crashes (its leases expire). Every aggregate's events are handled in
+/// order, none is lost, and only the crashed member's are redelivered.
+pub async fn a_group_of_three_members_with_one_leaving_and_one_crashing_loses_nothing<
+    H: Harness,
+>(
+    h: H,
+) {
+    use crate::group::{GroupMember, MemberOptions};
+    type Seen = Arc<Mutex<Vec<(String, String, u64)>>>;
+    struct Member {
+        name: String,
+        seen: Seen,
+    }
+    #[async_trait]
+    impl Handler for Member {
+        async fn handle(&mut self, e: &RecordedEvent) -> Result<Vec<AppendRequest>, HandlerError> {
+            self.seen.lock().expect("lock").push((
+                e.aggregate_id.clone(),
+                self.name.clone(),
+                e.aggregate_version,
+            ));
+            Ok(Vec::new())
+        }
+    }
+    let s = Arc::new(h.store().clone());
+    let seen: Seen = Arc::default();
+    let options = MemberOptions::new(fast("orders"), 12).ttl(Duration::from_secs(2));
+    let join = |name: &str| {
+        GroupMember::join(
+            s.clone(),
+            name,
+            Member {
+                name: name.into(),
+                seen: seen.clone(),
+            },
+            options.clone(),
+        )
+        .expect("join")
+    };
+    fill(&*s, "order", 40, 400, 4).await;
+    let members = [join("a"), join("b"), join("c")];
+    let balanced = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let counts: Vec<usize> = members.iter().map(|m| m.status().leases.len()).collect();
+            if counts == [4, 4, 4] {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(balanced.is_ok(), "three members take four partitions each");
+    let mut all: BTreeSet<u32> = BTreeSet::new();
+    for m in &members {
+        all.extend(m.status().partitions());
+    }
+    assert_eq!(all.len(), 12, "no partition is held twice");
+
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(async move { fill(&*s, "order", 40, 2000, 4).await })
+    };
+    let [a, b, c] = members;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let b_partitions = b.status().partitions();
+    assert_eq!(b.status().lost, 0, "b lost no lease before leaving");
+    b.leave().await.expect("b leaves gracefully");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let a_lost = a.status().lost;
+    assert_eq!(
+        a_lost, 0,
+        "a lost no lease (the ttl is long enough for this machine)"
+    );
+    c.crash().await;
+    writer.await.expect("writer");
+    let head = s.head(&[]).await.expect("head");
+    let versions: BTreeMap<String, u64> = {
+        let mut v = BTreeMap::new();
+        for e in crate::testkit::cases::all(&*s).await {
+            v.insert(e.aggregate_id.clone(), e.aggregate_version);
+        }
+        v
+    };
+    let done = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let handled: BTreeMap<String, u64> = {
+                let seen = seen.lock().expect("lock");
+                let mut m = BTreeMap::new();
+                for (agg, _, v) in seen.iter() {
+                    let e = m.entry(agg.clone()).or_insert(0);
+                    *e = (*e).max(*v);
+                }
+                m
+            };
+            if handled == versions && a.status().leases.len() == 12 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        done.is_ok(),
+        "every event is handled and a runs all partitions"
+    );
+    a.leave().await.expect("a leaves");
+    let seen = seen.lock().expect("lock").clone();
+    assert!(seen.len() as u64 >= head);
+    // Per aggregate: versions in order; a step back (a redelivery) only where the crashed
+    // member c handed over, and only of versions c had handled.
+    let mut by_c: HashSet<(String, u64)> = HashSet::new();
+    let mut next: BTreeMap<&str, (u64, &str)> = BTreeMap::new();
+    for (agg, member, version) in &seen {
+        let (expected, owner) = next.entry(agg).or_insert((1, member));
+        if *version != *expected {
+            assert!(
+                *version < *expected && *owner == "c" && member != "c",
+                "{agg}: version {version} after {} by {owner}, now by {member}: only a crash redelivers",
+                *expected - 1
+            );
+            assert!(
+                by_c.contains(&(agg.clone(), *version)),
+                "{agg}: only what c had handled is redelivered"
+            );
+        }
+        if member == "c" {
+            by_c.insert((agg.clone(), *version));
+        }
+        if *owner != member.as_str() && *owner == "b" {
+            assert_eq!(
+                *version, *expected,
+                "{agg}: b's graceful leave redelivers nothing"
+            );
+        }
+        *owner = member;
+        *expected = version + 1;
+    }
+    assert_eq!(next.len(), 40);
+    for (agg, (expected, _)) in &next {
+        assert_eq!(*expected - 1, versions[*agg], "{agg}: nothing lost");
+    }
+    assert!(seen.iter().any(|(_, m, _)| m == "b"), "b took part");
+    assert!(seen.iter().any(|(_, m, _)| m == "c"), "c took part");
+    assert!(!b_partitions.is_empty());
+    let leases = s.leases("orders").await.expect("leases");
+    assert!(
+        leases.is_empty(),
+        "a released everything when it left: {leases:?}"
     );
 }
