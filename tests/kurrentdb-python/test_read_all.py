@@ -32,11 +32,6 @@ def ours(recorded, streams):
     return [(e.stream_name, e.type) for e in recorded if e.stream_name in streams]
 
 
-def test_all_starts_with_a_system_event(client, mixed):
-    (first,) = client.read_all(filter_exclude=(), limit=1)
-    assert first.type.startswith("$")
-
-
 def test_default_filter_excludes_system_events(client, mixed):
     recorded = list(client.read_all())
     assert recorded, "user events are visible"

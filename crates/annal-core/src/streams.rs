@@ -12,8 +12,10 @@
 //!   again is allowed (expecting no stream, any, or its last version) and continues its
 //!   versions; that append also rewrites `$tb` to the first new revision, in the same
 //!   transaction, so only the new events are visible.
+//! - `exists` on a soft-deleted stream not written since fails with
+//!   [`Error::StreamDeleted`], as KurrentDB's "is deleted".
 //! - A tombstone appends a `$streamDeleted` event to `s` itself: from then on every read,
-//!   append and deletion of `s` fails with [`Error::StreamDeleted`].
+//!   append and deletion of `s` and of `$$s` fails with [`Error::StreamDeleted`].
 //! - Appends through [`append`] are checked against the stream's state and then written
 //!   with the exact version that state had, so a tombstone or a deletion racing with them
 //!   makes them retry (`any`, `exists`) or fail (`no_stream`, an exact version) instead of
@@ -141,7 +143,14 @@ pub async fn state<S: Store + ?Sized>(store: &S, stream: &str) -> Result<StreamS
         st.version = e.aggregate_version;
         st.tombstoned = e.event_type == TOMBSTONE_EVENT_TYPE;
     }
-    if stream.starts_with("$$") {
+    if let Some(base) = stream.strip_prefix("$$") {
+        // A tombstoned stream's metadata goes with it.
+        let base_last = store
+            .read_aggregate(base, Direction::Backward, None, 1)
+            .await?;
+        st.tombstoned |= base_last
+            .first()
+            .is_some_and(|e| e.event_type == TOMBSTONE_EVENT_TYPE);
         return Ok(st);
     }
     let meta = store
@@ -174,6 +183,9 @@ pub async fn append<S: Store + ?Sized>(
     for _ in 0..RETRIES {
         let st = state(store, &stream).await?;
         if st.tombstoned {
+            return Err(deleted(&stream));
+        }
+        if expected == ExpectedVersion::Exists && st.soft_deleted() {
             return Err(deleted(&stream));
         }
         if request.aggregate_type.is_empty() {
@@ -271,6 +283,9 @@ pub async fn delete<S: Store + ?Sized>(
     for _ in 0..RETRIES {
         let st = state(store, stream).await?;
         if st.tombstoned {
+            return Err(deleted(stream));
+        }
+        if expected == ExpectedVersion::Exists && st.soft_deleted() {
             return Err(deleted(stream));
         }
         let ok = match expected {
