@@ -195,14 +195,9 @@ pub async fn append<S: Store + ?Sized>(
                 .unwrap_or_else(|| category(&stream).to_owned());
         }
         if !st.allows(expected) {
-            // Maybe a retry of an append that already landed: the store answers it.
-            return match store.append(request).await {
-                Ok(r) => Ok(r),
-                Err(Error::DuplicateEventId { .. }) | Err(Error::WrongExpectedVersion { .. }) => {
-                    Err(st.wrong_version(&stream, expected))
-                }
-                Err(e) => Err(e),
-            };
+            // Maybe a retry of an append that already landed: the store answers it (the
+            // original result, a duplicate id, or the wrong version).
+            return store.append(request).await;
         }
         let mut pinned = request.clone();
         pinned.expected_version = ExpectedVersion::Exact(st.version);
