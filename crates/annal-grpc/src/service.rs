@@ -154,6 +154,20 @@ fn expected_from_revision(revision: u64) -> Result<ExpectedVersion, Status> {
         .ok_or_else(|| Status::invalid_argument("expected revision is out of range"))
 }
 
+/// A request's `expected_stream_revision` oneof (the same shape in Append, Delete and
+/// Tombstone options, generated as three types) as an expected annal version.
+macro_rules! expected_of {
+    ($oneof:expr, $ty:path) => {{
+        use $ty as E;
+        match $oneof {
+            Some(E::Revision(r)) => expected_from_revision(r)?,
+            Some(E::NoStream(_)) => ExpectedVersion::NoStream,
+            Some(E::StreamExists(_)) => ExpectedVersion::Exists,
+            Some(E::Any(_)) | None => ExpectedVersion::Any,
+        }
+    }};
+}
+
 /// KurrentDB's number for an expectation in error messages.
 fn expected_number(e: ExpectedVersion) -> i64 {
     match e {
@@ -261,13 +275,10 @@ impl streams_server::Streams for Streams {
                 ));
             };
             let stream = stream_name(options.stream_identifier.as_ref())?;
-            use append_req::options::ExpectedStreamRevision as E;
-            let expected = match options.expected_stream_revision {
-                Some(E::Revision(r)) => expected_from_revision(r)?,
-                Some(E::NoStream(_)) => ExpectedVersion::NoStream,
-                Some(E::StreamExists(_)) => ExpectedVersion::Exists,
-                Some(E::Any(_)) | None => ExpectedVersion::Any,
-            };
+            let expected = expected_of!(
+                options.expected_stream_revision,
+                append_req::options::ExpectedStreamRevision
+            );
             let mut events = Vec::new();
             while let Some(m) = input.message().await? {
                 let Some(append_req::Content::ProposedMessage(p)) = m.content else {
@@ -308,13 +319,10 @@ impl streams_server::Streams for Streams {
             .into_inner()
             .options
             .ok_or_else(|| Status::invalid_argument("a delete needs options"))?;
-        use delete_req::options::ExpectedStreamRevision as E;
-        let expected = match options.expected_stream_revision {
-            Some(E::Revision(r)) => expected_from_revision(r)?,
-            Some(E::NoStream(_)) => ExpectedVersion::NoStream,
-            Some(E::StreamExists(_)) => ExpectedVersion::Exists,
-            Some(E::Any(_)) | None => ExpectedVersion::Any,
-        };
+        let expected = expected_of!(
+            options.expected_stream_revision,
+            delete_req::options::ExpectedStreamRevision
+        );
         let stream = stream_name(options.stream_identifier.as_ref())?;
         let position = within(
             deadline,
@@ -341,13 +349,10 @@ impl streams_server::Streams for Streams {
             .into_inner()
             .options
             .ok_or_else(|| Status::invalid_argument("a tombstone needs options"))?;
-        use tombstone_req::options::ExpectedStreamRevision as E;
-        let expected = match options.expected_stream_revision {
-            Some(E::Revision(r)) => expected_from_revision(r)?,
-            Some(E::NoStream(_)) => ExpectedVersion::NoStream,
-            Some(E::StreamExists(_)) => ExpectedVersion::Exists,
-            Some(E::Any(_)) | None => ExpectedVersion::Any,
-        };
+        let expected = expected_of!(
+            options.expected_stream_revision,
+            tombstone_req::options::ExpectedStreamRevision
+        );
         let stream = stream_name(options.stream_identifier.as_ref())?;
         let position = within(
             deadline,

@@ -84,6 +84,8 @@ pub async fn append(
             ),
         ));
     }
+    // Over HTTP the type is required (only the gRPC endpoint derives it from the name).
+    annal_core::append::check_name("aggregate_type", &request.aggregate_type)?;
     caller.check_type(&request.aggregate_type)?;
     if request.user_id.is_none() {
         request.user_id.clone_from(&caller.name);

@@ -139,3 +139,18 @@ async fn a_tombstoned_aggregate_refuses_reads_and_appends_with_410() {
         "nothing written after the tombstone"
     );
 }
+
+#[tokio::test]
+async fn an_http_append_without_an_aggregate_type_is_refused_not_derived() {
+    let (base, store, _dir) = start().await;
+    let res = Client::new()
+        .post(format!("{base}/v1/streams/order-3"))
+        .json(&json!({"aggregate_type": "", "events": [{"event_type": "Placed", "data": {}}]}))
+        .send()
+        .await
+        .expect("append");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["field"], "aggregate_type");
+    assert_eq!(store.head(&[]).await.expect("head"), 0);
+}
