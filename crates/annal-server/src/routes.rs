@@ -867,6 +867,7 @@ pub async fn list_leases(
     responses(
         (status = 200, description = "The lease", body = annal_core::Lease),
         (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "lease_conflict: another member holds it", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "The token is not unlimited", body = ProblemDoc, content_type = "application/problem+json"),
@@ -907,6 +908,7 @@ pub async fn acquire_lease(
     responses(
         (status = 200, description = "The renewed lease", body = annal_core::Lease),
         (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "lease_conflict: the lease was lost", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "The token is not unlimited", body = ProblemDoc, content_type = "application/problem+json"),
@@ -951,6 +953,7 @@ pub async fn renew_lease(
     responses(
         (status = 204, description = "Released"),
         (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "lease_conflict: it was not held with this owner and token", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "The token is not unlimited", body = ProblemDoc, content_type = "application/problem+json"),
@@ -996,6 +999,7 @@ pub async fn release_lease(
     responses(
         (status = 200, description = "The live members", body = MemberList),
         (status = 400, description = "Invalid request: the problem names the field", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Auth is on and no valid token was sent", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "The token is not unlimited", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = ProblemDoc, content_type = "application/problem+json")
