@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from kurrentdbclient import StreamState
 from kurrentdbclient.exceptions import WrongCurrentVersionError
@@ -63,12 +65,16 @@ def test_metadata_does_not_add_events_to_the_stream(client):
 
 
 def test_metadata_is_read_from_the_metadata_stream(client):
+    """Only the last metadata event is visible ($$ streams have $maxCount 1, as in
+    KurrentDB: the Rust client's get_stream_metadata reads $$s forwards and takes the
+    first event); its revisions count every one."""
     stream = new_stream()
     client.set_stream_metadata(stream, metadata={"x": 1})
     client.set_stream_metadata(stream, metadata={"x": 2})
     recorded = client.get_stream("$$" + stream)
-    assert [e.type for e in recorded] == ["$metadata", "$metadata"]
-    assert [e.stream_position for e in recorded] == [0, 1]
+    assert [e.type for e in recorded] == ["$metadata"]
+    assert [e.stream_position for e in recorded] == [1]
+    assert json.loads(recorded[0].data) == {"x": 2}
 
 
 def test_truncate_before_hides_earlier_revisions(client):

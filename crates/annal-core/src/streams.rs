@@ -12,6 +12,8 @@
 //!   again is allowed (expecting no stream, any, or its last version) and continues its
 //!   versions; that append also rewrites `$tb` to the first new revision, in the same
 //!   transaction, so only the new events are visible.
+//! - Reads of a metadata stream `$$s` show only its last event (KurrentDB's metadata
+//!   streams have `$maxCount` 1); its versions go on counting every event.
 //! - `exists` on a soft-deleted stream not written since fails with
 //!   [`Error::StreamDeleted`], as KurrentDB's "is deleted".
 //! - A tombstone appends a `$streamDeleted` event to `s` itself: from then on every read,
@@ -144,6 +146,9 @@ pub async fn state<S: Store + ?Sized>(store: &S, stream: &str) -> Result<StreamS
         st.tombstoned = e.event_type == TOMBSTONE_EVENT_TYPE;
     }
     if let Some(base) = stream.strip_prefix("$$") {
+        // Only a metadata stream's last event is visible, as in KurrentDB (whose
+        // metadata streams have `$maxCount` 1): reading one forwards gives the metadata.
+        st.metadata = Some(Map::from_iter([("$maxCount".to_owned(), Value::from(1))]));
         // A tombstoned stream's metadata goes with it.
         let base_last = store
             .read_aggregate(base, Direction::Backward, None, 1)

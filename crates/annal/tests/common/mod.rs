@@ -32,6 +32,13 @@ pub struct Served {
     pub port: u16,
 }
 
+impl Served {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
