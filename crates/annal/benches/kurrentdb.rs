@@ -1,0 +1,312 @@
+//! The workloads of `annal-client`'s `http_workloads` bench, over the KurrentDB gRPC
+//! protocol through the official Rust client (`kurrentdb`), against a release
+//! `annal serve` child on a fresh SQLite store per workload; three runs each, every run
+//! and the medians printed in events/s:
+//!
+//! - W1: one client, one event per `Append`, expected revision checked, 1,000 streams;
+//! - W2-16: 16 clients (a connection each), one event per `Append`, each on its own ten
+//!   streams, revisions checked;
+//! - B1 / B16: the same as W1 / W2-16 through `BatchAppend` (one event per request);
+//! - W3: one client, 100 events per `Append` (300,000 events);
+//! - W4-read: every event of W3's store through one `$all` read;
+//! - W4-sub: a `$all` catch-up subscription from the start until caught up.
+//!
+//! Events are shaped like the HTTP bench's PaymentReceived (JSON data, `$correlationId` /
+//! `$causationId` metadata). Build the server first: `cargo build --release -p annal`;
+//! `ANNAL_BENCH_SERVER` names another binary, `ANNAL_BENCH_DIR` where stores go,
+//! `ANNAL_BENCH_RUNS` the number of runs. `cargo bench -p annal --bench kurrentdb`
+//! (all) or name some: `-- W1 B16 W4`.
+
+use kurrentdb::{
+    AppendToStreamOptions, BatchAppendOptions, Client, ClientSettings, EventData, ReadAllOptions,
+    StreamState, SubscribeToAllOptions, SubscriptionEvent,
+};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const RUNS: usize = 3;
+const W1_APPENDS: u64 = 2_000;
+const W2_EVENTS: u64 = 32_000;
+const W3_APPENDS: u64 = 3_000;
+
+/// An `annal serve` child on one store file, killed when dropped.
+struct Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Server {
+    async fn start(binary: &Path, store: &Path) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new(binary)
+            .arg("serve")
+            .arg("--store")
+            .arg(format!("sqlite:{}", store.display()))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start annal serve");
+        let server = Server { child, port };
+        let t = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(t.elapsed() < Duration::from_secs(20), "the server starts");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
+    }
+
+    /// A client with a connection of its own.
+    fn client(&self) -> Client {
+        let settings: ClientSettings = format!("kurrentdb://127.0.0.1:{}?tls=false", self.port)
+            .parse()
+            .expect("connection string");
+        Client::new(settings).expect("client")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `i`-th PaymentReceived.
+fn payment(i: u64) -> EventData {
+    let data = serde_json::json!({
+        "family_id": format!("family_{}", i % 1000),
+        "amount": 400 + i % 100,
+        "date": "2024-10-20",
+        "method": "credit_card",
+    });
+    EventData::json("PaymentReceived", &data)
+        .expect("json")
+        .metadata_as_json(&serde_json::json!({
+            "$correlationId": format!("payment_{i}"),
+            "$causationId": Uuid::now_v7().to_string(),
+        }))
+        .expect("json")
+}
+
+/// The expected state of a stream with `written` events.
+fn at(written: u64) -> StreamState {
+    match written {
+        0 => StreamState::NoStream,
+        n => StreamState::StreamRevision(n - 1),
+    }
+}
+
+/// W1: one client, single-event appends over 1,000 streams, revisions checked.
+async fn w1(s: &Server) -> (u64, f64) {
+    let client = s.client();
+    let mut written = vec![0u64; 1000];
+    let t = Instant::now();
+    for i in 0..W1_APPENDS {
+        let a = (i % 1000) as usize;
+        client
+            .append_to_stream(
+                format!("family_{a}"),
+                &AppendToStreamOptions::default().stream_state(at(written[a])),
+                payment(i),
+            )
+            .await
+            .expect("append");
+        written[a] += 1;
+    }
+    (W1_APPENDS, t.elapsed().as_secs_f64())
+}
+
+/// W2: `clients` clients with a connection each, single-event appends, each on its own
+/// ten streams; with `batch`, through BatchAppend.
+async fn w2(s: &Server, clients: u64, batch: bool) -> (u64, f64) {
+    let each = W2_EVENTS / clients;
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|w| {
+            let client = s.client();
+            tokio::spawn(async move {
+                let batcher = if batch {
+                    Some(
+                        client
+                            .batch_append(&BatchAppendOptions::default())
+                            .await
+                            .expect("batch append"),
+                    )
+                } else {
+                    None
+                };
+                let mut written = [0u64; 10];
+                for i in 0..each {
+                    let a = (i % 10) as usize;
+                    let name = format!("writer_{w}_family_{a}");
+                    match &batcher {
+                        Some(b) => {
+                            b.append_to_stream(&name, at(written[a]), vec![payment(i)])
+                                .await
+                                .expect("batch append");
+                        }
+                        None => {
+                            client
+                                .append_to_stream(
+                                    name,
+                                    &AppendToStreamOptions::default().stream_state(at(written[a])),
+                                    payment(i),
+                                )
+                                .await
+                                .expect("append");
+                        }
+                    }
+                    written[a] += 1;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    (clients * each, t.elapsed().as_secs_f64())
+}
+
+/// W3: one client, 100-event appends over 1,000 streams.
+async fn w3(s: &Server) -> (u64, f64) {
+    let client = s.client();
+    let t = Instant::now();
+    for i in 0..W3_APPENDS {
+        let events: Vec<EventData> = (0..100).map(|k| payment(i * 100 + k)).collect();
+        client
+            .append_to_stream(
+                format!("family_{}", i % 1000),
+                &AppendToStreamOptions::default(),
+                events,
+            )
+            .await
+            .expect("append");
+    }
+    (W3_APPENDS * 100, t.elapsed().as_secs_f64())
+}
+
+/// W4, read: every event through one `$all` read.
+async fn w4_read(s: &Server) -> (u64, f64) {
+    let client = s.client();
+    let t = Instant::now();
+    let mut read = client
+        .read_all(&ReadAllOptions::default())
+        .await
+        .expect("read $all");
+    let mut n = 0u64;
+    while read.next().await.expect("event").is_some() {
+        n += 1;
+    }
+    (n, t.elapsed().as_secs_f64())
+}
+
+/// W4, subscription: a `$all` catch-up from the start until caught up.
+async fn w4_sub(s: &Server) -> (u64, f64) {
+    let client = s.client();
+    let t = Instant::now();
+    let mut sub = client
+        .subscribe_to_all(&SubscribeToAllOptions::default())
+        .await;
+    let mut n = 0u64;
+    loop {
+        match sub.next_subscription_event().await.expect("subscription") {
+            SubscriptionEvent::EventAppeared(_) => n += 1,
+            SubscriptionEvent::CaughtUp(_) => break,
+            _ => {}
+        }
+    }
+    (n, t.elapsed().as_secs_f64())
+}
+
+fn rate((events, secs): (u64, f64)) -> f64 {
+    events as f64 / secs
+}
+
+fn median(mut rates: Vec<f64>) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a.starts_with('W') || a.starts_with('B'))
+        .collect();
+    let on = |w: &str| wanted.is_empty() || wanted.iter().any(|x| x == w);
+    let binary = std::env::var_os("ANNAL_BENCH_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/annal")
+        });
+    assert!(
+        binary.exists(),
+        "no server at {}: cargo build --release -p annal (or set ANNAL_BENCH_SERVER)",
+        binary.display()
+    );
+    let base = std::env::var_os("ANNAL_BENCH_DIR").map(PathBuf::from);
+    let runs = std::env::var("ANNAL_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(RUNS);
+    let names = ["W1", "W2-16", "B1", "B16", "W3", "W4-read", "W4-sub"];
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for run in 1..=runs {
+        let dir = match &base {
+            Some(b) => tempfile::tempdir_in(b),
+            None => tempfile::tempdir(),
+        }
+        .expect("bench dir");
+        let mut record = |i: usize, r: (u64, f64)| {
+            println!(
+                "run {run} {:<8} {:>10.0} events/s ({} events in {:.2} s)",
+                names[i],
+                rate(r),
+                r.0,
+                r.1
+            );
+            results[i].push(rate(r));
+        };
+        let store = |name: &str| dir.path().join(format!("{name}.db"));
+        if on("W1") {
+            let s = Server::start(&binary, &store("w1")).await;
+            record(0, w1(&s).await);
+        }
+        if on("W2") {
+            let s = Server::start(&binary, &store("w2")).await;
+            record(1, w2(&s, 16, false).await);
+        }
+        if on("B1") {
+            let s = Server::start(&binary, &store("b1")).await;
+            record(2, w2(&s, 1, true).await);
+        }
+        if on("B16") {
+            let s = Server::start(&binary, &store("b16")).await;
+            record(3, w2(&s, 16, true).await);
+        }
+        if on("W3") || on("W4") {
+            let s = Server::start(&binary, &store("w3")).await;
+            let r3 = w3(&s).await;
+            if on("W3") {
+                record(4, r3);
+            }
+            if on("W4") {
+                record(5, w4_read(&s).await);
+                record(6, w4_sub(&s).await);
+            }
+        }
+    }
+    println!("median of {runs} runs:");
+    for (name, rates) in names.iter().zip(results) {
+        if !rates.is_empty() {
+            println!("{name:<8} {:>10.0} events/s", median(rates));
+        }
+    }
+}
