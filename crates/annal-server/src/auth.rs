@@ -205,14 +205,20 @@ pub async fn authenticate(tokens: Arc<Option<Tokens>>, mut req: Request, next: N
 /// The gRPC middleware: KurrentDB clients send HTTP Basic credentials (over TLS); the
 /// user is an API token's name and the password its secret. `read` tokens may read and
 /// subscribe, `write` and `admin` also append and delete. Tokens limited to aggregate
-/// types are refused: KurrentDB's `$all` has no such narrowing.
+/// types are refused: KurrentDB's `$all` has no such narrowing. `ServerFeatures` and
+/// `Gossip` need no credentials (clients call them first, as KurrentDB allows).
 pub async fn authenticate_grpc(
     tokens: Arc<Option<Tokens>>,
     mut req: Request,
     next: Next,
 ) -> Response {
     use base64::Engine as _;
-    let Some(t) = tokens.as_ref() else {
+    // Clients ask what the server supports, and (with several hosts) who leads, before
+    // sending credentials; KurrentDB answers those to anyone.
+    let path = req.uri().path();
+    let open = path.starts_with("/event_store.client.server_features.")
+        || path.starts_with("/event_store.client.gossip.");
+    let Some(t) = tokens.as_ref().as_ref().filter(|_| !open) else {
         return next.run(req).await;
     };
     let presented = req

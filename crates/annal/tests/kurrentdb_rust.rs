@@ -1677,11 +1677,8 @@ async fn an_event_appended_over_http_reads_back_over_grpc() {
 
 // ---------------------------------------------------------------- TLS and Basic auth
 
-// Fails today: the client calls ServerFeatures.GetSupportedMethods without credentials
-// when it connects, `authenticate_grpc` (annal-server/src/auth.rs) refuses it with
-// UNAUTHENTICATED, and the client then fails every call with GrpcConnectionError. Passes
-// once ServerFeatures (and Gossip) are let through unauthenticated, as KurrentDB does.
-#[ignore = "annal-server refuses the client's unauthenticated GetSupportedMethods"]
+// The client asks ServerFeatures without credentials when it connects: annal answers
+// that (and Gossip) to anyone, and wants Basic credentials for the rest.
 #[tokio::test]
 async fn over_tls_basic_auth_with_a_token_is_accepted_and_wrong_credentials_are_access_denied() {
     let dir = tempfile::tempdir().expect("tempdir");
