@@ -20,6 +20,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
+use axum::serve::ListenerExt as _;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -206,6 +207,13 @@ pub async fn serve(
         config.advertised = addr;
     }
     let app = router(store, config, rx);
+    // Small gRPC and HTTP answers must leave at once: without TCP_NODELAY, Nagle's
+    // algorithm and the peer's delayed ACK hold each one back ~40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             stop.await;
