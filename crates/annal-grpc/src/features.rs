@@ -1,18 +1,12 @@
-//! The small services: `ServerFeatures` (what this server answers), `Gossip` (this
-//! node, alone and leader) and `PersistentSubscriptions` (none yet: listed as none,
-//! everything else answers a clear "not implemented" so clients fail cleanly).
+//! The small services: `ServerFeatures` (what this server answers) and `Gossip` (this
+//! node, alone and leader).
 
 use crate::convert::uuid_to_pb;
 use crate::pb::event_store::client::Empty;
 use crate::pb::event_store::client::gossip::{ClusterInfo, EndPoint, MemberInfo, member_info};
-use crate::pb::event_store::client::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptions;
-use crate::pb::event_store::client::persistent_subscriptions::{
-    CreateReq, CreateResp, ListReq, ListResp,
-};
 use crate::pb::event_store::client::server_features::{SupportedMethod, SupportedMethods};
-use annal_core::{Store, Uuid};
+use annal_core::Uuid;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// The KurrentDB version annal answers as: clients gate features on it.
@@ -35,6 +29,7 @@ impl crate::pb::event_store::client::server_features::server_features_server::Se
             features: features.iter().map(|f| (*f).to_owned()).collect(),
         };
         let streams = "event_store.client.streams.streams";
+        let persistent = "event_store.client.persistent_subscriptions.persistentsubscriptions";
         Ok(Response::new(SupportedMethods {
             methods: vec![
                 method(streams, "read", &["position", "events"]),
@@ -48,11 +43,14 @@ impl crate::pb::event_store::client::server_features::server_features_server::Se
                     "getsupportedmethods",
                     &[],
                 ),
-                method(
-                    "event_store.client.persistent_subscriptions.persistentsubscriptions",
-                    "list",
-                    &["stream", "all"],
-                ),
+                method(persistent, "create", &["stream", "all"]),
+                method(persistent, "update", &["stream", "all"]),
+                method(persistent, "delete", &["stream", "all"]),
+                method(persistent, "read", &["stream", "all"]),
+                method(persistent, "getinfo", &["stream", "all"]),
+                method(persistent, "replayparked", &["stream", "all"]),
+                method(persistent, "list", &["stream", "all"]),
+                method(persistent, "restartsubsystem", &[]),
             ],
             event_store_server_version: COMPAT_VERSION.to_owned(),
         }))
@@ -82,33 +80,6 @@ impl crate::pb::event_store::client::gossip::gossip_server::Gossip for Gossip {
                     port: u32::from(self.advertised.port()),
                 }),
             }],
-        }))
-    }
-}
-
-/// `PersistentSubscriptions`: none exist yet.
-pub struct Persistent {
-    _store: Arc<dyn Store>,
-}
-
-impl Persistent {
-    /// On `store` (where definitions will live).
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { _store: store }
-    }
-}
-
-#[tonic::async_trait]
-impl PersistentSubscriptions for Persistent {
-    async fn create(&self, _: Request<CreateReq>) -> Result<Response<CreateResp>, Status> {
-        Err(Status::unimplemented(
-            "annal does not implement persistent subscriptions yet: use a catch-up subscription with a stored checkpoint",
-        ))
-    }
-
-    async fn list(&self, _: Request<ListReq>) -> Result<Response<ListResp>, Status> {
-        Ok(Response::new(ListResp {
-            subscriptions: Vec::new(),
         }))
     }
 }

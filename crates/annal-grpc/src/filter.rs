@@ -26,25 +26,42 @@ impl EventFilter {
             Some(filter_options::Filter::EventType(e)) => (false, e),
             None => return Ok(None),
         };
-        let regex = if expr.prefix.is_empty() && !expr.regex.is_empty() {
-            Some(fancy_regex::Regex::new(&expr.regex).map_err(|e| {
-                Status::invalid_argument(format!("invalid filter regex '{}': {e}", expr.regex))
-            })?)
-        } else {
-            None
-        };
         let max = match options.window {
             Some(filter_options::Window::Max(m)) if m > 0 => u64::from(m),
             Some(filter_options::Window::Count(_)) => 1,
             _ => 32,
         };
         let multiplier = u64::from(options.checkpoint_interval_multiplier.max(1));
-        Ok(Some(Self {
+        Self::compile(
             on_stream,
-            prefixes: expr.prefix.clone(),
+            &expr.regex,
+            &expr.prefix,
+            max.saturating_mul(multiplier),
+        )
+        .map(Some)
+    }
+
+    /// A filter on stream names (`on_stream`) or event types: any of `prefixes`, or else
+    /// `regex` (empty: everything).
+    pub fn compile(
+        on_stream: bool,
+        regex: &str,
+        prefixes: &[String],
+        checkpoint_interval: u64,
+    ) -> Result<Self, Status> {
+        let regex = if prefixes.is_empty() && !regex.is_empty() {
+            Some(fancy_regex::Regex::new(regex).map_err(|e| {
+                Status::invalid_argument(format!("invalid filter regex '{regex}': {e}"))
+            })?)
+        } else {
+            None
+        };
+        Ok(Self {
+            on_stream,
+            prefixes: prefixes.to_vec(),
             regex,
-            checkpoint_interval: max.saturating_mul(multiplier).max(1),
-        }))
+            checkpoint_interval: checkpoint_interval.max(1),
+        })
     }
 
     /// Whether the event passes.

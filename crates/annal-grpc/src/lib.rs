@@ -3,7 +3,7 @@
 //!
 //! Services: `Streams` (Read with catch-up subscriptions, Append, BatchAppend, Delete,
 //! Tombstone), `ServerFeatures`, `Gossip` (this node, leader) and `PersistentSubscriptions`
-//! (definitions listed and created; reading them is not implemented yet and says so).
+//! (server-side consumer groups with acknowledgements, retries and parking).
 //!
 //! Invariants: one store, two protocols — every write goes through
 //! [`annal_core::streams`], exactly like the HTTP stream routes; reads and subscriptions
@@ -18,6 +18,7 @@
 mod convert;
 mod features;
 mod filter;
+mod persistent;
 mod service;
 
 pub use service::Streams;
@@ -93,7 +94,7 @@ pub fn router(
     use pb::event_store::client::server_features::server_features_server::ServerFeaturesServer;
     use pb::event_store::client::streams::streams_server::StreamsServer;
     let max = options.max_message_bytes;
-    let streams = Streams::new(store.clone(), shutdown);
+    let streams = Streams::new(store.clone(), shutdown.clone());
     let mut routes = tonic::service::Routes::new(
         StreamsServer::new(streams)
             .max_decoding_message_size(max)
@@ -105,7 +106,7 @@ pub fn router(
             advertised: options.advertised,
         }))
         .add_service(PersistentSubscriptionsServer::new(
-            features::Persistent::new(store),
+            persistent::Persistent::new(store, shutdown),
         ));
     routes.into_axum_router()
 }

@@ -63,7 +63,7 @@ impl Streams {
 }
 
 /// The caller's user name, checking that they may write when `write`.
-fn caller<T>(request: &Request<T>, write: bool) -> Result<Option<String>, Status> {
+pub(crate) fn caller<T>(request: &Request<T>, write: bool) -> Result<Option<String>, Status> {
     match request.extensions().get::<Principal>() {
         None => Ok(None),
         Some(p) if write && !p.can_write => Err(Status::permission_denied(format!(
@@ -126,7 +126,7 @@ fn stream_deleted(stream: &str) -> Status {
 }
 
 /// A store error as a gRPC status.
-fn to_status(e: Error) -> Status {
+pub(crate) fn to_status(e: Error) -> Status {
     match e {
         Error::StreamDeleted { aggregate_id } => stream_deleted(&aggregate_id),
         Error::WrongExpectedVersion { .. } => with_exception(

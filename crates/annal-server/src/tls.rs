@@ -106,10 +106,8 @@ pub async fn serve_tls(
                         continue;
                     }
                 };
-                // Small answers leave at once (no Nagle + delayed-ACK stall).
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                }
+                // Small answers leave at once, reads are acknowledged at once (`net`).
+                let tcp = crate::net::QuickAck::new(tcp);
                 let (acceptor, app, builder) = (acceptor.clone(), app.clone(), builder.clone());
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {

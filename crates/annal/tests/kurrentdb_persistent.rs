@@ -1,0 +1,664 @@
+//! Persistent subscriptions (server-side consumer groups) driven by the official Rust
+//! KurrentDB client: create/update/delete/list/info, delivery with acks, nacks with every
+//! action, redelivery after a disconnect, message timeouts, parking and replay,
+//! competing consumers, `$all` groups with filters, subscriber limits, and a group that
+//! resumes after its checkpoint when the server is killed and started again.
+
+mod common;
+
+use common::{Served, serve};
+use kurrentdb::{
+    AppendToStreamOptions, Client, ClientSettings, DeletePersistentSubscriptionOptions, Error,
+    EventData, GetPersistentSubscriptionInfoOptions, ListPersistentSubscriptionsOptions, NakAction,
+    PersistentSubscription, PersistentSubscriptionEvent, PersistentSubscriptionOptions,
+    PersistentSubscriptionToAllOptions, ReadStreamOptions, ReplayParkedMessagesOptions,
+    ResolvedEvent, RestartPersistentSubscriptionSubsystem, StreamPosition,
+    SubscribeToPersistentSubscriptionOptions, SubscriptionFilter, SystemConsumerStrategy,
+};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Annal {
+    client: Client,
+    served: Served,
+    dir: tempfile::TempDir,
+}
+
+fn start() -> Annal {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, served) = start_on(dir.path());
+    Annal {
+        client,
+        served,
+        dir,
+    }
+}
+
+fn start_on(dir: &Path) -> (Client, Served) {
+    let served = serve(&dir.join("data"), &[]);
+    let settings: ClientSettings = format!("kurrentdb://127.0.0.1:{}?tls=false", served.port)
+        .parse()
+        .expect("connection string");
+    (Client::new(settings).expect("client"), served)
+}
+
+fn stream(category: &str) -> String {
+    format!("{category}-{}", Uuid::now_v7().simple())
+}
+
+fn group() -> String {
+    format!("group-{}", Uuid::now_v7().simple())
+}
+
+async fn append(client: &Client, stream: &str, event_type: &str, from: u64, n: u64) {
+    let events: Vec<EventData> = (from..from + n)
+        .map(|i| EventData::json(event_type, &json!({ "n": i })).expect("json"))
+        .collect();
+    client
+        .append_to_stream(stream, &AppendToStreamOptions::default(), events)
+        .await
+        .expect("append");
+}
+
+/// Settings that start at the beginning and checkpoint promptly.
+fn from_start() -> PersistentSubscriptionOptions {
+    PersistentSubscriptionOptions::default()
+        .start_from(StreamPosition::Start)
+        .checkpoint_after(Duration::from_millis(100))
+        .checkpoint_lower_bound(1)
+}
+
+async fn subscribe(client: &Client, stream: &str, group: &str) -> PersistentSubscription {
+    client
+        .subscribe_to_persistent_subscription(
+            stream,
+            group,
+            &SubscribeToPersistentSubscriptionOptions::default(),
+        )
+        .await
+        .expect("subscribe")
+}
+
+/// The next event and its retry count.
+async fn next(sub: &mut PersistentSubscription) -> (ResolvedEvent, usize) {
+    loop {
+        let got = tokio::time::timeout(WAIT, sub.next_subscription_event())
+            .await
+            .expect("an event within the wait")
+            .expect("the subscription still runs");
+        if let PersistentSubscriptionEvent::EventAppeared { event, retry_count } = got {
+            return (event, retry_count);
+        }
+    }
+}
+
+async fn take(sub: &mut PersistentSubscription, n: usize) -> Vec<ResolvedEvent> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(next(sub).await.0);
+    }
+    out
+}
+
+fn revisions(events: &[ResolvedEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e.get_original_event().revision)
+        .collect()
+}
+
+/// Waits for the server to end the subscription (it answers an error).
+async fn ends(sub: &mut PersistentSubscription) {
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Err(e) = sub.next_subscription_event().await {
+                return e;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the subscriber was not dropped");
+}
+
+async fn ack_all(sub: &mut PersistentSubscription, events: &[ResolvedEvent]) {
+    sub.ack_ids(events.iter().map(|e| e.get_original_event().id))
+        .await
+        .expect("ack");
+}
+
+/// Waits until the group's checkpoint reaches `revision`.
+async fn checkpoint_reaches(client: &Client, stream: &str, group: &str, revision: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let info = client
+            .get_persistent_subscription_info(
+                stream,
+                group,
+                &GetPersistentSubscriptionInfoOptions::default(),
+            )
+            .await
+            .expect("info");
+        if info.stats.last_checkpointed_event_revision == Some(revision) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "checkpoint stuck at {:?}, waiting for {revision}",
+            info.stats.last_checkpointed_event_revision
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_created_group_is_listed_with_its_settings_and_creating_it_again_is_already_exists() {
+    let a = start();
+    let s = stream("order");
+    let g = group();
+    let options = PersistentSubscriptionOptions::default()
+        .start_from(StreamPosition::Position(3))
+        .message_timeout(Duration::from_secs(7))
+        .max_retry_count(4)
+        .max_subscriber_count(2)
+        .consumer_strategy_name(SystemConsumerStrategy::DispatchToSingle);
+    a.client
+        .create_persistent_subscription(s.as_str(), &g, &options)
+        .await
+        .expect("create");
+    let again = a
+        .client
+        .create_persistent_subscription(s.as_str(), &g, &options)
+        .await;
+    assert!(
+        matches!(again, Err(Error::ResourceAlreadyExists)),
+        "{again:?}"
+    );
+
+    let info = a
+        .client
+        .get_persistent_subscription_info(&s, &g, &GetPersistentSubscriptionInfoOptions::default())
+        .await
+        .expect("info");
+    assert_eq!(info.group_name, g);
+    assert_eq!(info.event_source, s);
+    let settings = info.settings.expect("settings");
+    assert_eq!(settings.start_from, StreamPosition::Position(3));
+    assert_eq!(settings.message_timeout, Duration::from_secs(7));
+    assert_eq!(settings.max_retry_count, 4);
+    assert_eq!(settings.max_subscriber_count, 2);
+    assert_eq!(
+        settings.consumer_strategy_name,
+        SystemConsumerStrategy::DispatchToSingle
+    );
+
+    let all = a
+        .client
+        .list_all_persistent_subscriptions(&ListPersistentSubscriptionsOptions::default())
+        .await
+        .expect("list");
+    assert!(all.iter().any(|i| i.group_name == g && i.event_source == s));
+    let for_stream = a
+        .client
+        .list_persistent_subscriptions_for_stream(
+            &s,
+            &ListPersistentSubscriptionsOptions::default(),
+        )
+        .await
+        .expect("list for stream");
+    assert_eq!(for_stream.len(), 1);
+}
+
+#[tokio::test]
+async fn a_group_delivers_history_then_live_events_and_acks_move_its_checkpoint() {
+    let a = start();
+    let s = stream("order");
+    let g = group();
+    append(&a.client, &s, "Placed", 0, 5).await;
+    a.client
+        .create_persistent_subscription(s.as_str(), &g, &from_start())
+        .await
+        .expect("create");
+    let mut sub = subscribe(&a.client, &s, &g).await;
+    let history = take(&mut sub, 5).await;
+    assert_eq!(revisions(&history), [0, 1, 2, 3, 4]);
+    ack_all(&mut sub, &history).await;
+    checkpoint_reaches(&a.client, &s, &g, 4).await;
+
+    append(&a.client, &s, "Shipped", 5, 2).await;
+    let live = take(&mut sub, 2).await;
+    assert_eq!(revisions(&live), [5, 6]);
+    assert_eq!(live[0].get_original_event().event_type, "Shipped");
+    ack_all(&mut sub, &live).await;
+    checkpoint_reaches(&a.client, &s, &g, 6).await;
+}
+
+#[tokio::test]
+async fn a_group_created_from_the_end_gets_only_events_appended_after_its_creation() {
+    let a = start();
+    let s = stream("order");
+    let g = group();
+    append(&a.client, &s, "Old", 0, 3).await;
+    a.client
+        .create_persistent_subscription(
+            s.as_str(),
+            &g,
+            &PersistentSubscriptionOptions::default().start_from(StreamPosition::End),
+        )
+        .await
+        .expect("create");
+    // Appended before anyone subscribes: still after the group's creation.
+    append(&a.client, &s, "New", 3, 2).await;
+    let mut sub = subscribe(&a.client, &s, &g).await;
+    let got = take(&mut sub, 2).await;
+    assert_eq!(revisions(&got), [3, 4]);
+}
+
+#[tokio::test]
+async fn events_a_consumer_did_not_ack_go_to_the_next_consumer_with_a_higher_retry_count() {
+    let a = start();
+    let s = stream("order");
+    let g = group();
+    append(&a.client, &s, "Placed", 0, 3).await;
+    a.client
+        .create_persistent_subscription(s.as_str(), &g, &from_start())
+        .await
+        .expect("create");
+    let mut first = subscribe(&a.client, &s, &g).await;
+    let got = take(&mut first, 3).await;
+    ack_all(&mut first, &got[..1]).await;
+    checkpoint_reaches(&a.client, &s, &g, 0).await;
+    drop(first);
+
+    let mut second = subscribe(&a.client, &s, &g).await;
+    let (e1, retry1) = next(&mut second).await;
+    let (e2, retry2) = next(&mut second).await;
+    assert_eq!(revisions(&[e1, e2]), [1, 2]);
+    assert!(retry1 >= 1 && retry2 >= 1, "retries {retry1} {retry2}");
+}
+
+#[tokio::test]
+async fn nack_retry_redelivers_and_past_the_retry_limit_the_event_is_parked_then_replayed() {
+    let a = start();
+    let s = stream("order");
+    let g = group();
+    append(&a.client, &s, "Placed", 0, 2).await;
+    a.client
+        .create_persistent_subscription(s.as_str(), &g, &from_start().max_retry_count(1))
+        .await
+        .expect("create");
+    let mut sub = subscribe(&a.client, &s, &g).await;
+    let (e0, r0) = next(&mut sub).await;
+    assert_eq!((e0.get_original_event().revision, r0), (0, 0));
+    sub.nack(&e0, NakAction::Retry, "try again")
+        .await
+        .expect("nack");
+    // Either revision 1 or the retried 0 may come first.
+    let mut retried = None;
+    for _ in 0..2 {
+        let (e, r) = next(&mut sub).await;
+        if e.get_original_event().revision == 0 {
+            retried = Some((e, r));
+        } else {
+            sub.ack(&e).await.expect("ack");
+        }
+    }
+    let (e0, r0) = retried.expect("revision 0 again");
+    assert_eq!(r0, 1);
+    sub.nack(&e0, NakAction::Retry, "still failing")
+        .await
+        .expect("nack");
+
+    // Retry count 2 > 1: parked, recorded in the parked stream.
+    let parked_stream = format!("$persistentsubscription-{s}::{g}-parked");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let info = a
+            .client
+            .get_persistent_subscription_info(
+                &s,
+                &g,
+                &GetPersistentSubscriptionInfoOptions::default(),
+            )
+            .await
+            .expect("info");
+        if info.stats.parked_message_count == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never parked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut parked = a
+        .client
+        .read_stream(parked_stream.as_str(), &ReadStreamOptions::default())
+        .await
+        .expect("parked stream");
+    let record = parked.next().await.expect("read").expect("a parked record");
+    assert_eq!(record.get_original_event().event_type, "$parked");
+    let body: serde_json::Value = record.get_original_event().as_json().expect("json");
+    assert_eq!(body["eventId"], e0.get_original_event().id.to_string());
+    checkpoint_reaches(&a.client, &s, &g, 1).await;
+
+    a.client
+        .replay_parked_messages(&s, &g, &ReplayParkedMessagesOptions::default())
+        .await
+        .expect("replay");
+    let (again, _) = next(&mut sub).await;
+    assert_eq!(again.get_original_event().id, e0.get_original_event().id);
+    sub.ack(&again).await.expect("ack");
+}
+
+#[tokio::test]
+async fn nack_skip_settles_the_event_and_nack_park_parks_it() {
+    let a = start();
+    let s = stream("order");
+    let g = group();
+    append(&a.client, &s, "Placed", 0, 3).await;
+    a.client
+        .create_persistent_subscription(s.as_str(), &g, &from_start())
+        .await
+        .expect("create");
+    let mut sub = subscribe(&a.client, &s, &g).await;
+    let got = take(&mut sub, 3).await;
+    sub.nack(&got[0], NakAction::Skip, "not for us")
+        .await
+        .expect("skip");
+    sub.nack(&got[1], NakAction::Park, "poison")
+        .await
+        .expect("park");
+    sub.ack(&got[2]).await.expect("ack");
+    checkpoint_reaches(&a.client, &s, &g, 2).await;
+    let info = a
+        .client
+        .get_persistent_subscription_info(&s, &g, &GetPersistentSubscriptionInfoOptions::default())
+        .await
+        .expect("info");
+    assert_eq!(info.stats.parked_message_count, 1);
+}
+
+#[tokio::test]
+async fn an_event_not_acked_within_the_message_timeout_is_offered_again() {
+    let a = start();
+    let s = stream("order");
+    let g = group();
+    append(&a.client, &s, "Placed", 0, 1).await;
+    a.client
+        .create_persistent_subscription(
+            s.as_str(),
+            &g,
+            &from_start().message_timeout(Duration::from_millis(300)),
+        )
+        .await
+        .expect("create");
+    let mut sub = subscribe(&a.client, &s, &g).await;
+    let (e, r) = next(&mut sub).await;
+    assert_eq!(r, 0);
+    let (again, r) = next(&mut sub).await;
+    assert_eq!(again.get_original_event().id, e.get_original_event().id);
+    assert_eq!(r, 1);
+}
+
+#[tokio::test]
+async fn competing_consumers_share_a_group_each_event_going_to_one_of_them() {
+    let a = start();
+    let s = stream("order");
+    let g = group();
+    a.client
+        .create_persistent_subscription(s.as_str(), &g, &from_start())
+        .await
+        .expect("create");
+    let mut one = subscribe(&a.client, &s, &g).await;
+    let mut two = subscribe(&a.client, &s, &g).await;
+    append(&a.client, &s, "Placed", 0, 40).await;
+    let mut seen = BTreeSet::new();
+    let (mut n1, mut n2) = (0, 0);
+    while seen.len() < 40 {
+        tokio::select! {
+            (e, _) = next(&mut one) => {
+                one.ack(&e).await.expect("ack");
+                assert!(seen.insert(e.get_original_event().revision), "delivered twice");
+                n1 += 1;
+            }
+            (e, _) = next(&mut two) => {
+                two.ack(&e).await.expect("ack");
+                assert!(seen.insert(e.get_original_event().revision), "delivered twice");
+                n2 += 1;
+            }
+        }
+    }
+    assert!(n1 > 0 && n2 > 0, "round robin used both: {n1} / {n2}");
+    checkpoint_reaches(&a.client, &s, &g, 39).await;
+}
+
+#[tokio::test]
+async fn an_all_group_with_an_event_type_filter_delivers_only_matching_events() {
+    let a = start();
+    let g = group();
+    let tag = Uuid::now_v7().simple().to_string();
+    let wanted = format!("Wanted{tag}");
+    let s = stream("mixed");
+    append(&a.client, &s, &wanted, 0, 2).await;
+    append(&a.client, &s, "Other", 2, 3).await;
+    append(&a.client, &s, &wanted, 5, 1).await;
+    a.client
+        .create_persistent_subscription_to_all(
+            &g,
+            &PersistentSubscriptionToAllOptions::default()
+                .start_from(StreamPosition::Start)
+                .filter(SubscriptionFilter::on_event_type().add_prefix(&wanted)),
+        )
+        .await
+        .expect("create");
+    let mut sub = a
+        .client
+        .subscribe_to_persistent_subscription_to_all(
+            &g,
+            &SubscribeToPersistentSubscriptionOptions::default(),
+        )
+        .await
+        .expect("subscribe");
+    let got = take(&mut sub, 3).await;
+    assert_eq!(revisions(&got), [0, 1, 5]);
+    assert!(
+        got.iter()
+            .all(|e| e.get_original_event().event_type == wanted)
+    );
+    ack_all(&mut sub, &got).await;
+    let info = a
+        .client
+        .list_persistent_subscriptions_to_all(&ListPersistentSubscriptionsOptions::default())
+        .await
+        .expect("list $all");
+    assert!(
+        info.iter()
+            .any(|i| i.group_name == g && i.event_source == "$all")
+    );
+}
+
+#[tokio::test]
+async fn a_group_refuses_a_subscriber_beyond_its_maximum() {
+    let a = start();
+    let s = stream("order");
+    let g = group();
+    a.client
+        .create_persistent_subscription(s.as_str(), &g, &from_start().max_subscriber_count(1))
+        .await
+        .expect("create");
+    let mut first = subscribe(&a.client, &s, &g).await;
+    let second = a
+        .client
+        .subscribe_to_persistent_subscription(
+            s.as_str(),
+            &g,
+            &SubscribeToPersistentSubscriptionOptions::default(),
+        )
+        .await;
+    let refused = match second {
+        Err(e) => Some(e),
+        Ok(mut sub) => tokio::time::timeout(WAIT, sub.next_subscription_event())
+            .await
+            .expect("an answer")
+            .err(),
+    };
+    assert!(refused.is_some(), "a second subscriber was accepted");
+    append(&a.client, &s, "Placed", 0, 1).await;
+    assert_eq!(next(&mut first).await.0.get_original_event().revision, 0);
+}
+
+#[tokio::test]
+async fn deleting_a_group_ends_its_subscribers_and_a_missing_group_is_resource_not_found() {
+    let a = start();
+    let s = stream("order");
+    let g = group();
+    a.client
+        .create_persistent_subscription(s.as_str(), &g, &from_start())
+        .await
+        .expect("create");
+    let mut sub = subscribe(&a.client, &s, &g).await;
+    a.client
+        .delete_persistent_subscription(
+            s.as_str(),
+            &g,
+            &DeletePersistentSubscriptionOptions::default(),
+        )
+        .await
+        .expect("delete");
+    ends(&mut sub).await;
+    let again = a
+        .client
+        .delete_persistent_subscription(
+            s.as_str(),
+            &g,
+            &DeletePersistentSubscriptionOptions::default(),
+        )
+        .await;
+    assert!(matches!(again, Err(Error::ResourceNotFound)), "{again:?}");
+    let info = a
+        .client
+        .get_persistent_subscription_info(&s, &g, &GetPersistentSubscriptionInfoOptions::default())
+        .await;
+    assert!(matches!(info, Err(Error::ResourceNotFound)), "{info:?}");
+    let missing = a
+        .client
+        .subscribe_to_persistent_subscription(
+            s.as_str(),
+            &g,
+            &SubscribeToPersistentSubscriptionOptions::default(),
+        )
+        .await;
+    let missing = match missing {
+        Err(e) => e,
+        Ok(mut sub) => tokio::time::timeout(WAIT, sub.next_subscription_event())
+            .await
+            .expect("an answer")
+            .expect_err("a missing group cannot deliver"),
+    };
+    assert!(matches!(missing, Error::ResourceNotFound), "{missing:?}");
+
+    // Definitions are kept in the log: who did what, when.
+    let mut config = a
+        .client
+        .read_stream(
+            "$persistentSubscriptionConfig",
+            &ReadStreamOptions::default(),
+        )
+        .await
+        .expect("config stream");
+    let mut types = Vec::new();
+    while let Some(e) = config.next().await.expect("read") {
+        types.push(e.get_original_event().event_type.clone());
+    }
+    assert_eq!(
+        types,
+        [
+            "$PersistentSubscriptionCreated",
+            "$PersistentSubscriptionDeleted"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn updating_a_group_drops_its_subscribers_and_keeps_its_checkpoint() {
+    let a = start();
+    let s = stream("order");
+    let g = group();
+    append(&a.client, &s, "Placed", 0, 3).await;
+    a.client
+        .create_persistent_subscription(s.as_str(), &g, &from_start())
+        .await
+        .expect("create");
+    let mut sub = subscribe(&a.client, &s, &g).await;
+    let got = take(&mut sub, 2).await;
+    ack_all(&mut sub, &got).await;
+    checkpoint_reaches(&a.client, &s, &g, 1).await;
+    a.client
+        .update_persistent_subscription(s.as_str(), &g, &from_start().max_retry_count(3))
+        .await
+        .expect("update");
+    ends(&mut sub).await;
+    let info = a
+        .client
+        .get_persistent_subscription_info(&s, &g, &GetPersistentSubscriptionInfoOptions::default())
+        .await
+        .expect("info");
+    assert_eq!(info.settings.expect("settings").max_retry_count, 3);
+    let mut sub = subscribe(&a.client, &s, &g).await;
+    assert_eq!(next(&mut sub).await.0.get_original_event().revision, 2);
+}
+
+#[tokio::test]
+async fn restarting_the_subsystem_drops_subscribers_who_can_subscribe_again() {
+    let a = start();
+    let s = stream("order");
+    let g = group();
+    append(&a.client, &s, "Placed", 0, 1).await;
+    a.client
+        .create_persistent_subscription(s.as_str(), &g, &from_start())
+        .await
+        .expect("create");
+    let mut sub = subscribe(&a.client, &s, &g).await;
+    let (e, _) = next(&mut sub).await;
+    a.client
+        .restart_persistent_subscription_subsystem(
+            &RestartPersistentSubscriptionSubsystem::default(),
+        )
+        .await
+        .expect("restart");
+    ends(&mut sub).await;
+    // Not acked before the restart: delivered again from the checkpoint.
+    let mut sub = subscribe(&a.client, &s, &g).await;
+    let (again, _) = next(&mut sub).await;
+    assert_eq!(again.get_original_event().id, e.get_original_event().id);
+}
+
+#[tokio::test]
+async fn a_group_resumes_after_its_checkpoint_when_the_server_is_killed_and_started_again() {
+    let a = start();
+    let s = stream("order");
+    let g = group();
+    append(&a.client, &s, "Placed", 0, 6).await;
+    a.client
+        .create_persistent_subscription(s.as_str(), &g, &from_start())
+        .await
+        .expect("create");
+    let mut sub = subscribe(&a.client, &s, &g).await;
+    let got = take(&mut sub, 6).await;
+    ack_all(&mut sub, &got[..4]).await;
+    checkpoint_reaches(&a.client, &s, &g, 3).await;
+    let Annal {
+        client,
+        served,
+        dir,
+    } = a;
+    drop(sub);
+    drop(client);
+    drop(served); // SIGKILL
+    let (client, _served) = start_on(dir.path());
+    let mut sub = subscribe(&client, &s, &g).await;
+    let again = take(&mut sub, 2).await;
+    assert_eq!(revisions(&again), [4, 5]);
+}
