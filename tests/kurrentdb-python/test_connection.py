@@ -24,10 +24,6 @@ def test_client_connects_over_h2c_with_each_uri_scheme(annal, uri):
         assert c.get_current_version(stream) == 0
 
 
-def test_persistent_subscriptions_list_answers_a_list(client):
-    assert len(client.list_subscriptions()) >= 0  # a list (empty, or NOT_FOUND), not an error
-
-
 def test_two_clients_see_each_others_writes(annal, client):
     stream = new_stream()
     client.append_to_stream(stream, events=events(2), current_version=StreamState.NO_STREAM)

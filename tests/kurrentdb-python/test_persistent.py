@@ -1,0 +1,112 @@
+"""Persistent subscriptions (server-side consumer groups): create, read with acks and
+nacks, info, list, replay of parked events, $all groups with filters, delete."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from kurrentdbclient import StreamState
+from kurrentdbclient.exceptions import AlreadyExistsError, NotFoundError
+
+from testkit import events, json_event, new_stream, take, unique
+
+
+def group() -> str:
+    return f"group-{uuid.uuid4().hex}"
+
+
+def wait_for(check, what: str, seconds: float = 15.0):
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_stream_group_delivers_events_in_order_and_acks_move_its_checkpoint(client):
+    stream, g = new_stream("order"), group()
+    client.append_to_stream(stream, events=events(4), current_version=StreamState.NO_STREAM)
+    client.create_subscription_to_stream(
+        g, stream, checkpoint_after=0.1, min_checkpoint_count=1
+    )
+    sub = client.read_subscription_to_stream(g, stream)
+    try:
+        got = take(sub, 4)
+        assert [e.stream_position for e in got] == [0, 1, 2, 3]
+        for e in got:
+            sub.ack(e)
+
+        def checkpointed():
+            info = client.get_subscription_info(g, stream)
+            return info.last_checkpointed_event_position == "3"
+
+        wait_for(checkpointed, "the checkpoint at revision 3")
+    finally:
+        sub.stop()
+
+
+def test_creating_a_group_twice_is_already_exists_and_it_is_listed_once(client):
+    stream, g = new_stream("order"), group()
+    client.create_subscription_to_stream(g, stream)
+    with pytest.raises(AlreadyExistsError):
+        client.create_subscription_to_stream(g, stream)
+    mine = [s for s in client.list_subscriptions() if s.group_name == g]
+    assert len(mine) == 1
+    assert mine[0].event_source == stream
+    assert [s.group_name for s in client.list_subscriptions_to_stream(stream)] == [g]
+
+
+def test_a_parked_event_is_delivered_again_after_replay(client):
+    stream, g = new_stream("order"), group()
+    client.append_to_stream(stream, events=events(2), current_version=StreamState.NO_STREAM)
+    client.create_subscription_to_stream(g, stream)
+    sub = client.read_subscription_to_stream(g, stream)
+    try:
+        first, second = take(sub, 2)
+        sub.nack(first.id, "park")
+        sub.ack(second)
+        wait_for(
+            lambda: client.get_subscription_info(g, stream).parked_message_count == 1,
+            "one parked event",
+        )
+        client.replay_parked_events(g, stream)
+        (again,) = take(sub, 1)
+        assert again.id == first.id
+        sub.ack(again)
+    finally:
+        sub.stop()
+
+
+def test_an_all_group_with_an_event_type_filter_gets_only_those_events(client):
+    g, wanted = group(), unique("Wanted")
+    stream = new_stream("mixed")
+    client.append_to_stream(
+        stream,
+        events=[json_event(wanted), json_event("Other"), json_event(wanted)],
+        current_version=StreamState.NO_STREAM,
+    )
+    client.create_subscription_to_all(g, filter_include=[wanted], from_end=False)
+    sub = client.read_subscription_to_all(g)
+    try:
+        got = take(sub, 2)
+        assert [e.type for e in got] == [wanted, wanted]
+        assert [e.stream_position for e in got] == [0, 2]
+        for e in got:
+            sub.ack(e)
+    finally:
+        sub.stop()
+
+
+def test_deleting_a_group_twice_is_not_found_and_a_deleted_group_is_not_listed(client):
+    stream, g = new_stream("order"), group()
+    client.create_subscription_to_stream(g, stream)
+    client.delete_subscription(g, stream)
+    with pytest.raises(NotFoundError):
+        client.delete_subscription(g, stream)
+    with pytest.raises(NotFoundError):
+        client.get_subscription_info(g, stream)
+    assert all(s.group_name != g for s in client.list_subscriptions())
