@@ -761,7 +761,10 @@ impl PersistentSubscriptions for Persistent {
                     Some(AllOption::Start(_)) | None => StartFrom::Start,
                 },
             ),
-            None => (stream_source(o.stream_identifier.as_ref())?, StartFrom::Start),
+            None => (
+                stream_source(o.stream_identifier.as_ref())?,
+                StartFrom::Start,
+            ),
         };
         let current = self.definition(&source, &group).await?;
         // The filter of a $all group is fixed at creation.
@@ -863,9 +866,11 @@ impl PersistentSubscriptions for Persistent {
         let from = format!("consumer-{id}");
         let handle = self.dispatcher(&def);
         let (reply, joined) = oneshot::channel();
+        let (gone_tx, mut gone) = oneshot::channel::<()>();
         let consumer = Consumer {
             id,
             tx,
+            _gone: gone_tx,
             slots,
             in_flight: 0,
             structured,
@@ -881,7 +886,16 @@ impl PersistentSubscriptions for Persistent {
         joined.await.map_err(|_| stopping())??;
         let cmds = handle.cmds.clone();
         tokio::spawn(async move {
-            while let Ok(Some(msg)) = incoming.message().await {
+            loop {
+                let msg = tokio::select! {
+                    msg = incoming.message() => match msg {
+                        Ok(Some(msg)) => msg,
+                        _ => break,
+                    },
+                    // The dispatcher let the consumer go: stop reading its acks, so the
+                    // call ends even if the client keeps its side open.
+                    _ = &mut gone => return,
+                };
                 let cmd = match msg.content {
                     Some(read_req::Content::Ack(a)) => Cmd::Ack(id, ids(&a.ids)),
                     Some(read_req::Content::Nack(n)) => Cmd::Nack(
@@ -1030,6 +1044,8 @@ enum Cmd {
 struct Consumer {
     id: u64,
     tx: Tx,
+    /// Dropped with the consumer: tells its call's ack reader to stop.
+    _gone: oneshot::Sender<()>,
     slots: usize,
     in_flight: usize,
     structured: bool,

@@ -209,10 +209,28 @@ pub async fn serve(
     let app = router(store, config, rx);
     // Small gRPC and HTTP answers leave at once, and reads are acknowledged at once
     // (see `net`): otherwise Nagle and delayed ACKs cost ~40 ms per call.
-    axum::serve(net::QuickAckListener(listener), app)
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(net::QuickAckListener(listener), app)
         .with_graceful_shutdown(async move {
             stop.await;
             let _ = tx.send(true);
+            let _ = stopping.send(());
         })
-        .await
+        .into_future();
+    // Graceful, but bounded: a client that keeps a call open (e.g. the request side of
+    // a persistent subscription) cannot hold the process past the drain time.
+    let drain = async {
+        if stopped.await.is_ok() {
+            tokio::time::sleep(tls::DRAIN).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = server => served,
+        () = drain => {
+            tracing::warn!("connections still open after {:?}; exiting anyway", tls::DRAIN);
+            Ok(())
+        }
+    }
 }

@@ -9,17 +9,21 @@
 //! - B1 / B16: the same as W1 / W2-16 through `BatchAppend` (one event per request);
 //! - W3: one client, 100 events per `Append` (300,000 events);
 //! - W4-read: every event of W3's store through one `$all` read;
-//! - W4-sub: a `$all` catch-up subscription from the start until caught up.
+//! - W4-sub: a `$all` catch-up subscription from the start until caught up;
+//! - P1: a persistent subscription (consumer group) to one stream of 20,000 events from
+//!   its start, one consumer with 500 slots acknowledging every 50 events, until all are
+//!   delivered and acknowledged.
 //!
 //! Events are shaped like the HTTP bench's PaymentReceived (JSON data, `$correlationId` /
 //! `$causationId` metadata). Build the server first: `cargo build --release -p annal`;
 //! `ANNAL_BENCH_SERVER` names another binary, `ANNAL_BENCH_DIR` where stores go,
 //! `ANNAL_BENCH_RUNS` the number of runs. `cargo bench -p annal --bench kurrentdb`
-//! (all) or name some: `-- W1 B16 W4`.
+//! (all) or name some: `-- W1 B16 W4 P1`.
 
 use kurrentdb::{
-    AppendToStreamOptions, BatchAppendOptions, Client, ClientSettings, EventData, ReadAllOptions,
-    StreamState, SubscribeToAllOptions, SubscriptionEvent,
+    AppendToStreamOptions, BatchAppendOptions, Client, ClientSettings, EventData,
+    PersistentSubscriptionOptions, ReadAllOptions, StreamPosition, StreamState,
+    SubscribeToAllOptions, SubscribeToPersistentSubscriptionOptions, SubscriptionEvent,
 };
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,6 +33,7 @@ const RUNS: usize = 3;
 const W1_APPENDS: u64 = 2_000;
 const W2_EVENTS: u64 = 32_000;
 const W3_APPENDS: u64 = 3_000;
+const P1_EVENTS: u64 = 20_000;
 
 /// An `annal serve` child on one store file, killed when dropped.
 struct Server {
@@ -225,6 +230,48 @@ async fn w4_sub(s: &Server) -> (u64, f64) {
     (n, t.elapsed().as_secs_f64())
 }
 
+/// P1: a consumer group on one stream, from its start, acking in batches of 50.
+async fn p1(s: &Server) -> (u64, f64) {
+    let client = s.client();
+    let stream = "ledger-p1";
+    for chunk in 0..P1_EVENTS / 100 {
+        let events: Vec<EventData> = (chunk * 100..(chunk + 1) * 100).map(payment).collect();
+        client
+            .append_to_stream(stream, &AppendToStreamOptions::default(), events)
+            .await
+            .expect("append");
+    }
+    client
+        .create_persistent_subscription(
+            stream,
+            "bench",
+            &PersistentSubscriptionOptions::default().start_from(StreamPosition::Start),
+        )
+        .await
+        .expect("create group");
+    let t = Instant::now();
+    let mut sub = client
+        .subscribe_to_persistent_subscription(
+            stream,
+            "bench",
+            &SubscribeToPersistentSubscriptionOptions::default().buffer_size(500),
+        )
+        .await
+        .expect("subscribe");
+    let mut pending = Vec::with_capacity(50);
+    for _ in 0..P1_EVENTS {
+        let e = sub.next().await.expect("event");
+        pending.push(e.get_original_event().id);
+        if pending.len() == 50 {
+            sub.ack_ids(std::mem::take(&mut pending))
+                .await
+                .expect("ack");
+        }
+    }
+    sub.ack_ids(pending).await.expect("ack");
+    (P1_EVENTS, t.elapsed().as_secs_f64())
+}
+
 fn rate((events, secs): (u64, f64)) -> f64 {
     events as f64 / secs
 }
@@ -238,7 +285,7 @@ fn median(mut rates: Vec<f64>) -> f64 {
 async fn main() {
     let wanted: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| a.starts_with('W') || a.starts_with('B'))
+        .filter(|a| a.starts_with('W') || a.starts_with('B') || a.starts_with('P'))
         .collect();
     let on = |w: &str| wanted.is_empty() || wanted.iter().any(|x| x == w);
     let binary = std::env::var_os("ANNAL_BENCH_SERVER")
@@ -256,7 +303,7 @@ async fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(RUNS);
-    let names = ["W1", "W2-16", "B1", "B16", "W3", "W4-read", "W4-sub"];
+    let names = ["W1", "W2-16", "B1", "B16", "W3", "W4-read", "W4-sub", "P1"];
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     for run in 1..=runs {
         let dir = match &base {
@@ -301,6 +348,10 @@ async fn main() {
                 record(5, w4_read(&s).await);
                 record(6, w4_sub(&s).await);
             }
+        }
+        if on("P1") {
+            let s = Server::start(&binary, &store("p1")).await;
+            record(7, p1(&s).await);
         }
     }
     println!("median of {runs} runs:");

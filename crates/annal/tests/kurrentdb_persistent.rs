@@ -662,3 +662,48 @@ async fn a_group_resumes_after_its_checkpoint_when_the_server_is_killed_and_star
     let again = take(&mut sub, 2).await;
     assert_eq!(revisions(&again), [4, 5]);
 }
+
+#[tokio::test]
+async fn sigterm_with_a_subscriber_connected_exits_promptly_and_keeps_what_was_acked() {
+    let a = start();
+    let s = stream("order");
+    let g = group();
+    append(&a.client, &s, "Placed", 0, 5).await;
+    // Checkpoints would not come due on their own during this test.
+    let lazy = PersistentSubscriptionOptions::default()
+        .start_from(StreamPosition::Start)
+        .checkpoint_after(Duration::from_secs(600))
+        .checkpoint_lower_bound(1_000)
+        .checkpoint_upper_bound(1_000);
+    a.client
+        .create_persistent_subscription(s.as_str(), &g, &lazy)
+        .await
+        .expect("create");
+    let mut sub = subscribe(&a.client, &s, &g).await;
+    let got = take(&mut sub, 5).await;
+    ack_all(&mut sub, &got[..3]).await;
+    // The acks reach the server before it is told to stop.
+    a.client
+        .get_persistent_subscription_info(&s, &g, &GetPersistentSubscriptionInfoOptions::default())
+        .await
+        .expect("info");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let Annal {
+        client,
+        mut served,
+        dir,
+    } = a;
+    // Off the runtime: the client's connection task must keep running meanwhile (it
+    // answers the server's GOAWAY and ping, as a live consumer process would).
+    let exited = tokio::task::spawn_blocking(move || served.terminate(Duration::from_secs(10)))
+        .await
+        .expect("terminate");
+    assert!(
+        exited,
+        "annal serve did not exit within 10 s of SIGTERM with a persistent subscriber"
+    );
+    drop((sub, client));
+    let (client, _served) = start_on(dir.path());
+    let mut sub = subscribe(&client, &s, &g).await;
+    assert_eq!(revisions(&take(&mut sub, 2).await), [3, 4]);
+}

@@ -1,5 +1,6 @@
 //! What the `annal` command's test files share: running the command, and a running
-//! `annal serve` child that is stopped (by its PID) when dropped.
+//! `annal serve` child that is stopped (by its PID) when dropped. `ANNAL_TEST_SERVER_LOG=1`
+//! (with `ANNAL_LOG=debug`) shows the servers' logs.
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::io::Write;
@@ -37,6 +38,23 @@ impl Served {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends SIGTERM and waits up to `within` for the server to exit; whether it did.
+    pub fn terminate(&mut self, within: Duration) -> bool {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "could not send SIGTERM");
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
 }
 
 impl Drop for Served {
@@ -59,7 +77,11 @@ pub fn serve(data: &Path, extra: &[&str]) -> Served {
         .arg(data)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("ANNAL_TEST_SERVER_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .expect("start annal serve");
     let served = Served { child, port };
