@@ -72,6 +72,9 @@ const PAGE: usize = 500;
 const TICK: Duration = Duration::from_millis(200);
 /// How long a caught-up dispatcher waits for a commit before looking again.
 const IDLE_WAIT: Duration = Duration::from_secs(5);
+/// Longest stream name and group name together, so that the names derived from them
+/// (checkpoints, the parked stream) stay within annal's 255 bytes.
+const MAX_SOURCE_AND_GROUP: usize = 200;
 /// Attempts at appending a definition change when others race with it.
 const CONFIG_RETRIES: usize = 8;
 
@@ -705,6 +708,13 @@ impl PersistentSubscriptions for Persistent {
             }
         };
         let settings = wire.check(start, filter)?;
+        // The group's checkpoint and parked-stream names hold both (at most 255 bytes).
+        if source.len() + group.len() > MAX_SOURCE_AND_GROUP {
+            return Err(Status::invalid_argument(format!(
+                "a stream name and group name may have {MAX_SOURCE_AND_GROUP} bytes together; these have {}",
+                source.len() + group.len()
+            )));
+        }
         let def = self
             .change(
                 user,
@@ -726,6 +736,22 @@ impl PersistentSubscriptions for Persistent {
         if let Some(position) = initial_checkpoint(self.store.as_ref(), &def).await? {
             self.store
                 .put_checkpoint(CheckpointWrite::new(def.checkpoint_name(), position))
+                .await
+                .map_err(to_status)?;
+        }
+        // Events parked by an earlier group of the same name are not this group's.
+        let parked_before = self
+            .store
+            .aggregate(&def.parked_stream())
+            .await
+            .map_err(to_status)?
+            .map_or(0, |a| a.version);
+        if parked_before > 0 {
+            self.store
+                .put_checkpoint(CheckpointWrite::new(
+                    def.replay_checkpoint_name(),
+                    parked_before,
+                ))
                 .await
                 .map_err(to_status)?;
         }
@@ -851,6 +877,7 @@ impl PersistentSubscriptions for Persistent {
             Ok(0) | Err(_) => 10,
             Ok(n) => n.min(PAGE),
         };
+        // Room for the confirmation, `slots` events and the status that ends the call.
         let (tx, rx) = mpsc::channel(slots + 2);
         let confirmation = ReadResp {
             content: Some(read_resp::Content::SubscriptionConfirmation(
@@ -1054,12 +1081,22 @@ struct Consumer {
     total: u64,
 }
 
+impl Consumer {
+    /// Whether it has a free slot, and its channel room for one more event while still
+    /// keeping a place for the status that ends the call.
+    fn can_take(&self) -> bool {
+        self.in_flight < self.slots && self.tx.capacity() > 1
+    }
+}
+
 /// An event waiting or in flight.
 struct Item {
     event: Arc<RecordedEvent>,
     retry: i32,
     /// Its cursor value; `None` for a replayed parked event (already settled once).
     key: Option<u64>,
+    /// For a replayed parked event: its record's version in the parked stream.
+    parked: Option<u64>,
 }
 
 struct InFlight {
@@ -1089,7 +1126,14 @@ struct Dispatcher {
     next_rr: usize,
     total_items: u64,
     parked_total: u64,
+    /// Parked records replayed and settled through this version (stored).
     replayed: u64,
+    /// The last parked record read for replay.
+    replay_read: u64,
+    /// Parked records replayed and not yet settled, by version.
+    replay_outstanding: BTreeSet<u64>,
+    /// Events past their retry limit, to be parked by the task.
+    to_park: Vec<Item>,
 }
 
 impl Dispatcher {
@@ -1118,6 +1162,9 @@ impl Dispatcher {
             total_items: 0,
             parked_total: 0,
             replayed: 0,
+            replay_read: 0,
+            replay_outstanding: BTreeSet::new(),
+            to_park: Vec::new(),
         }
     }
 
@@ -1146,6 +1193,7 @@ impl Dispatcher {
             .checkpoint(&self.def.replay_checkpoint_name())
             .await?
             .map_or(0, |c| c.position);
+        self.replay_read = self.replayed;
         self.parked_total = self
             .store
             .aggregate(&self.def.parked_stream())
@@ -1156,7 +1204,7 @@ impl Dispatcher {
     }
 
     fn free_slots(&self) -> bool {
-        self.consumers.iter().any(|c| c.in_flight < c.slots)
+        self.consumers.iter().any(Consumer::can_take)
     }
 
     fn read_size(&self) -> usize {
@@ -1207,6 +1255,7 @@ impl Dispatcher {
                 event: Arc::new(e),
                 retry: 0,
                 key: Some(key),
+                parked: None,
             });
         }
         Ok(())
@@ -1218,7 +1267,7 @@ impl Dispatcher {
         if n == 0 {
             return None;
         }
-        let free = |c: &Consumer| c.in_flight < c.slots;
+        let free = Consumer::can_take;
         match self.def.settings.consumer_strategy.as_str() {
             "DispatchToSingle" => self.consumers.iter().position(free),
             s @ ("Pinned" | "PinnedByCorrelation") => {
@@ -1250,10 +1299,16 @@ impl Dispatcher {
             .ok()
             .filter(|&ms| ms > 0)
             .map(Duration::from_millis);
+        // A copy of an event already in flight (a replayed parked event) waits its turn.
+        let mut deferred = Vec::new();
         while let Some(item) = self.queue.pop_front() {
+            if self.in_flight.contains_key(&item.event.event_id) {
+                deferred.push(item);
+                continue;
+            }
             let Some(i) = self.pick(&item) else {
                 self.queue.push_front(item);
-                return;
+                break;
             };
             let c = &mut self.consumers[i];
             let msg = event_message(&item, c.structured);
@@ -1273,9 +1328,9 @@ impl Dispatcher {
                     );
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    // Its call has not taken what it was sent: count it full for now.
-                    c.in_flight = c.slots;
+                    // `can_take` saw room; nothing else sends on this channel.
                     self.queue.push_front(item);
+                    break;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     let id = c.id;
@@ -1284,11 +1339,17 @@ impl Dispatcher {
                 }
             }
         }
+        for item in deferred.into_iter().rev() {
+            self.queue.push_front(item);
+        }
     }
 
     fn settle(&mut self, item: &Item) {
         if let Some(k) = item.key {
             self.outstanding.remove(&k);
+        }
+        if let Some(p) = item.parked {
+            self.replay_outstanding.remove(&p);
         }
         self.settled_since += 1;
     }
@@ -1306,13 +1367,21 @@ impl Dispatcher {
         Some(f.item)
     }
 
-    /// Offers `item` again, or parks it past the retry limit.
-    async fn retry(&mut self, mut item: Item) {
+    /// Offers `item` again with its retry count raised, or (past the retry limit) sets it
+    /// aside for [`Dispatcher::park_due`].
+    fn requeue(&mut self, mut item: Item) {
         item.retry = item.retry.saturating_add(1);
         if item.retry > self.def.settings.max_retry_count {
-            self.park(item, "the maximum retry count was reached").await;
+            self.to_park.push(item);
         } else {
             self.queue.push_front(item);
+        }
+    }
+
+    /// Parks what went past its retry limit.
+    async fn park_due(&mut self) {
+        for item in std::mem::take(&mut self.to_park) {
+            self.park(item, "the maximum retry count was reached").await;
         }
     }
 
@@ -1372,9 +1441,8 @@ impl Dispatcher {
             .collect();
         // In their original order, ahead of what was never sent.
         back.sort_by_key(|i| i.event.position);
-        for mut item in back.into_iter().rev() {
-            item.retry = item.retry.saturating_add(1);
-            self.queue.push_front(item);
+        for item in back.into_iter().rev() {
+            self.requeue(item);
         }
     }
 
@@ -1383,8 +1451,9 @@ impl Dispatcher {
             Cmd::Join(consumer, reply) => {
                 let max = usize::try_from(self.def.settings.max_subscriber_count).unwrap_or(0);
                 if max > 0 && self.consumers.len() >= max {
+                    // The clients recognise this error by its first words.
                     let mut status = Status::failed_precondition(format!(
-                        "Subscription group '{}' on stream '{}' has reached its maximum of {max} subscribers.",
+                        "Maximum subscriptions reached for subscription group '{}' on stream '{}' ({max}).",
                         self.def.group, self.def.source
                     ));
                     status.metadata_mut().insert(
@@ -1418,12 +1487,16 @@ impl Dispatcher {
                             self.queue.push_front(item);
                             self.drop_consumer(consumer, "the consumer nacked with stop");
                         }
-                        Action::Retry | Action::Unknown => self.retry(item).await,
+                        Action::Retry | Action::Unknown => self.requeue(item),
                     }
                 }
+                self.park_due().await;
                 self.checkpoint_if_due(false).await;
             }
-            Cmd::Leave(id) => self.leave(id),
+            Cmd::Leave(id) => {
+                self.leave(id);
+                self.park_due().await;
+            }
             Cmd::Info(reply) => {
                 let _ = reply.send(self.stats());
             }
@@ -1450,7 +1523,7 @@ impl Dispatcher {
             queued: self.queue.len(),
             retries_queued: self.queue.iter().filter(|i| i.retry > 0).count(),
             in_flight: self.in_flight.len(),
-            parked: self.parked_total.saturating_sub(self.replayed),
+            parked: self.parked_total.saturating_sub(self.replay_read),
             connections: self
                 .consumers
                 .iter()
@@ -1470,7 +1543,9 @@ impl Dispatcher {
         }
     }
 
-    /// Offers parked events again (up to `stop_at` of them), oldest first.
+    /// Offers parked events again (up to `stop_at` of them), oldest first. The replay
+    /// marker moves past a parked record only once its event is settled again, so a
+    /// restart replays what was not.
     async fn replay(&mut self, stop_at: Option<u64>) -> Result<(), Error> {
         self.load().await?;
         let stream = self.def.parked_stream();
@@ -1479,7 +1554,12 @@ impl Dispatcher {
         while left > 0 {
             let page = self
                 .store
-                .read_aggregate(&stream, Direction::Forward, Some(self.replayed + 1), PAGE)
+                .read_aggregate(
+                    &stream,
+                    Direction::Forward,
+                    Some(self.replay_read + 1),
+                    PAGE,
+                )
                 .await?;
             let full = page.len() == PAGE;
             for p in page {
@@ -1487,7 +1567,7 @@ impl Dispatcher {
                     break;
                 }
                 left -= 1;
-                self.replayed = p.aggregate_version;
+                self.replay_read = p.aggregate_version;
                 let id = p
                     .data
                     .to_value::<serde_json::Value>()
@@ -1497,10 +1577,12 @@ impl Dispatcher {
                     Some(id) => self.store.event(id).await?,
                     None => None,
                 } {
+                    self.replay_outstanding.insert(p.aggregate_version);
                     replayed.push(Item {
                         event: Arc::new(event),
                         retry: 0,
                         key: None,
+                        parked: Some(p.aggregate_version),
                     });
                 }
             }
@@ -1508,14 +1590,30 @@ impl Dispatcher {
                 break;
             }
         }
-        self.store
-            .put_checkpoint(CheckpointWrite::new(
-                self.def.replay_checkpoint_name(),
-                self.replayed,
-            ))
-            .await?;
         self.queue.extend(replayed);
+        self.write_replay_marker().await;
         Ok(())
+    }
+
+    /// Stores how far replayed parked records are settled.
+    async fn write_replay_marker(&mut self) {
+        let at = self
+            .replay_outstanding
+            .first()
+            .map_or(self.replay_read, |p| p.saturating_sub(1));
+        if at <= self.replayed {
+            return;
+        }
+        match self
+            .store
+            .put_checkpoint(CheckpointWrite::new(self.def.replay_checkpoint_name(), at))
+            .await
+        {
+            Ok(_) => self.replayed = at,
+            Err(e) => {
+                tracing::warn!(error = %e, group = %self.def.group, "could not record replayed parked events")
+            }
+        }
     }
 
     /// Where the checkpoint can be: just below the oldest unsettled event.
@@ -1540,8 +1638,12 @@ impl Dispatcher {
             || (max > 0 && self.settled_since >= max)
             || (elapsed && self.settled_since >= min.max(1))
             || (elapsed && idle && self.settled_since > 0);
+        if !due {
+            return;
+        }
+        self.write_replay_marker().await;
         let at = self.settled_through();
-        if !due || self.checkpointed.is_some_and(|c| c >= at) {
+        if self.checkpointed.is_some_and(|c| c >= at) {
             return;
         }
         match self
@@ -1571,9 +1673,10 @@ impl Dispatcher {
             .collect();
         for (consumer, id) in late {
             if let Some(item) = self.take(consumer, &id) {
-                self.retry(item).await;
+                self.requeue(item);
             }
         }
+        self.park_due().await;
     }
 
     async fn run(

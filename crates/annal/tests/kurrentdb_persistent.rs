@@ -707,3 +707,118 @@ async fn sigterm_with_a_subscriber_connected_exits_promptly_and_keeps_what_was_a
     let mut sub = subscribe(&client, &s, &g).await;
     assert_eq!(revisions(&take(&mut sub, 2).await), [3, 4]);
 }
+
+async fn parked_count(client: &Client, stream: &str, group: &str) -> usize {
+    client
+        .get_persistent_subscription_info(
+            stream,
+            group,
+            &GetPersistentSubscriptionInfoOptions::default(),
+        )
+        .await
+        .expect("info")
+        .stats
+        .parked_message_count
+}
+
+#[tokio::test]
+async fn an_event_whose_consumers_keep_vanishing_is_parked_past_the_retry_limit() {
+    let a = start();
+    let s = stream("order");
+    let g = group();
+    append(&a.client, &s, "Poison", 0, 1).await;
+    append(&a.client, &s, "Fine", 1, 1).await;
+    a.client
+        .create_persistent_subscription(s.as_str(), &g, &from_start().max_retry_count(0))
+        .await
+        .expect("create");
+    let mut crashing = a
+        .client
+        .subscribe_to_persistent_subscription(
+            s.as_str(),
+            &g,
+            &SubscribeToPersistentSubscriptionOptions::default().buffer_size(1),
+        )
+        .await
+        .expect("subscribe");
+    let (poison, _) = next(&mut crashing).await;
+    assert_eq!(poison.get_original_event().revision, 0);
+    drop(crashing); // "crashes" holding revision 0
+    let mut sub = subscribe(&a.client, &s, &g).await;
+    let (e, _) = next(&mut sub).await;
+    assert_eq!(
+        e.get_original_event().revision,
+        1,
+        "the poison event was parked"
+    );
+    sub.ack(&e).await.expect("ack");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while parked_count(&a.client, &s, &g).await != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never parked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_group_created_again_starts_afresh_without_the_old_groups_parked_events() {
+    let a = start();
+    let s = stream("order");
+    let g = group();
+    append(&a.client, &s, "Placed", 0, 1).await;
+    a.client
+        .create_persistent_subscription(s.as_str(), &g, &from_start())
+        .await
+        .expect("create");
+    let mut sub = subscribe(&a.client, &s, &g).await;
+    let (e, _) = next(&mut sub).await;
+    sub.nack(&e, NakAction::Park, "poison").await.expect("park");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while parked_count(&a.client, &s, &g).await != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never parked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.client
+        .delete_persistent_subscription(
+            s.as_str(),
+            &g,
+            &DeletePersistentSubscriptionOptions::default(),
+        )
+        .await
+        .expect("delete");
+    a.client
+        .create_persistent_subscription(s.as_str(), &g, &from_start())
+        .await
+        .expect("create again");
+    assert_eq!(parked_count(&a.client, &s, &g).await, 0);
+    // From the start again: the new group sees revision 0 as new.
+    let mut sub = subscribe(&a.client, &s, &g).await;
+    let (again, retry) = next(&mut sub).await;
+    assert_eq!((again.get_original_event().revision, retry), (0, 0));
+}
+
+#[tokio::test]
+async fn a_stream_and_group_name_too_long_together_are_refused_and_nothing_is_created() {
+    let a = start();
+    let s = format!("order-{}", "x".repeat(150));
+    let g = "g".repeat(100);
+    let refused = a
+        .client
+        .create_persistent_subscription(s.as_str(), &g, &from_start())
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Grpc {
+                code: tonic::Code::InvalidArgument,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let all = a
+        .client
+        .list_all_persistent_subscriptions(&ListPersistentSubscriptionsOptions::default())
+        .await
+        .expect("list");
+    assert!(all.is_empty());
+}
