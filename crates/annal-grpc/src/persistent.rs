@@ -457,6 +457,21 @@ impl Persistent {
         }
     }
 
+    /// The group's definition and its running dispatcher (started if needed), looked up
+    /// and started under the definitions lock, so a concurrent delete either comes first
+    /// (NOT_FOUND here) or stops the dispatcher started here.
+    async fn attach(&self, source: &str, group: &str) -> Result<(Definition, Handle), Status> {
+        let mut defs = self.defs.lock().await;
+        self.refresh(&mut defs).await?;
+        let def = defs
+            .map
+            .get(&(source.to_owned(), group.to_owned()))
+            .cloned()
+            .ok_or_else(|| not_found(source, group))?;
+        let handle = self.dispatcher(&def);
+        Ok((def, handle))
+    }
+
     async fn definition(&self, source: &str, group: &str) -> Result<Definition, Status> {
         let mut defs = self.defs.lock().await;
         self.refresh(&mut defs).await?;
@@ -868,7 +883,7 @@ impl PersistentSubscriptions for Persistent {
             None => return Err(Status::invalid_argument("read needs a stream or $all")),
         };
         let group = group_name(&o.group_name)?;
-        let def = self.definition(&source, &group).await?;
+        let (_, handle) = self.attach(&source, &group).await?;
         let structured = matches!(
             o.uuid_option.and_then(|u| u.content),
             Some(uuid_option::Content::Structured(_))
@@ -891,7 +906,6 @@ impl PersistentSubscriptions for Persistent {
             .map_err(|_| Status::internal("a new subscription channel was full"))?;
         let id = self.next_consumer.fetch_add(1, Ordering::Relaxed);
         let from = format!("consumer-{id}");
-        let handle = self.dispatcher(&def);
         let (reply, joined) = oneshot::channel();
         let (gone_tx, mut gone) = oneshot::channel::<()>();
         let consumer = Consumer {
@@ -985,8 +999,7 @@ impl PersistentSubscriptions for Persistent {
             Some(StopAtOption::StopAt(n)) if n >= 0 => Some(n.unsigned_abs()),
             _ => None,
         };
-        let def = self.definition(&source, &group).await?;
-        let handle = self.dispatcher(&def);
+        let (_, handle) = self.attach(&source, &group).await?;
         let (reply, done) = oneshot::channel();
         handle
             .cmds
