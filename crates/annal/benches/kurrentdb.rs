@@ -10,7 +10,7 @@
 //! - W3: one client, 100 events per `Append` (300,000 events);
 //! - W4-read: every event of W3's store through one `$all` read;
 //! - W4-sub: a `$all` catch-up subscription from the start until caught up;
-//! - P1: a persistent subscription (consumer group) to one stream of 20,000 events from
+//! - P1: a persistent subscription (consumer group) to one stream of 100,000 events from
 //!   its start, one consumer with 500 slots acknowledging every 50 events, until all are
 //!   delivered and acknowledged.
 //!
@@ -33,7 +33,7 @@ const RUNS: usize = 3;
 const W1_APPENDS: u64 = 2_000;
 const W2_EVENTS: u64 = 32_000;
 const W3_APPENDS: u64 = 3_000;
-const P1_EVENTS: u64 = 20_000;
+const P1_EVENTS: u64 = 100_000;
 
 /// An `annal serve` child on one store file, killed when dropped.
 struct Server {
