@@ -98,7 +98,8 @@ pub fn router(store: Arc<dyn Store>, config: Config, shutdown: watch::Receiver<b
     )
     .layer(middleware::from_fn(move |req, next| {
         auth::authenticate_grpc(grpc_tokens.clone(), req, next)
-    }));
+    }))
+    .layer(middleware::from_fn(count_grpc));
     let http = http_router(store, config, shutdown, tokens);
     Router::new().fallback_service(tower::service_fn(move |req: Request| {
         let target = if annal_grpc::is_grpc(req.headers()) {
@@ -189,6 +190,52 @@ async fn count_requests(req: Request, next: Next) -> Response {
     metrics::counter!("annal_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("annal_http_request_seconds", "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    res
+}
+
+/// The gRPC methods annal serves, as `Service/Method` metric labels; anything else is
+/// counted as `other` (labels must not grow with what clients send).
+const GRPC_METHODS: [&str; 16] = [
+    "Streams/Read",
+    "Streams/Append",
+    "Streams/BatchAppend",
+    "Streams/Delete",
+    "Streams/Tombstone",
+    "ServerFeatures/GetSupportedMethods",
+    "Gossip/Read",
+    "PersistentSubscriptions/Create",
+    "PersistentSubscriptions/Update",
+    "PersistentSubscriptions/Delete",
+    "PersistentSubscriptions/Read",
+    "PersistentSubscriptions/GetInfo",
+    "PersistentSubscriptions/ReplayParked",
+    "PersistentSubscriptions/List",
+    "PersistentSubscriptions/RestartSubsystem",
+    "other",
+];
+
+/// Counts gRPC calls by method and answer, and times them to their first response
+/// headers (for unary calls, their duration). `code` is the gRPC status of answers that
+/// are a status only (refusals and errors before any message); `streamed` for answers
+/// that began a body, whose status travels in trailers.
+async fn count_grpc(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let method = path
+        .rsplit_once('.')
+        .map(|(_, tail)| tail)
+        .and_then(|tail| GRPC_METHODS.iter().find(|m| **m == tail))
+        .copied()
+        .unwrap_or("other");
+    let start = Instant::now();
+    let res = next.run(req).await;
+    let code = res
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| "streamed".to_owned(), str::to_owned);
+    metrics::counter!("annal_grpc_requests_total", "method" => method, "code" => code).increment(1);
+    metrics::histogram!("annal_grpc_request_seconds", "method" => method)
         .record(start.elapsed().as_secs_f64());
     res
 }

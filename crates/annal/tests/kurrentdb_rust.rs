@@ -1842,6 +1842,67 @@ async fn an_unknown_grpc_method_or_service_is_unimplemented() {
         assert_eq!(status, 200, "{path}");
         assert_eq!(grpc_status.as_deref(), Some("12"), "{path}: {message}");
     }
+    // Counted under one `other` label, whatever the paths were.
+    let m = metrics(a.served.port).await;
+    let other = metric_value(
+        &m,
+        "annal_grpc_requests_total",
+        &["method=\"other\"", "code=\"12\""],
+    );
+    assert_eq!(other, Some(2.0), "{m}");
+}
+
+async fn metrics(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of the sample of `name` whose labels include every one of `labels`.
+fn metric_value(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn grpc_calls_are_counted_and_timed_in_the_prometheus_metrics() {
+    let a = start();
+    let s = stream("order");
+    for n in 0..3 {
+        a.client
+            .append_to_stream(s.as_str(), &any(), event("A", n))
+            .await
+            .expect("append");
+    }
+    let missing = read_stream(&a.client, &stream("none"), &ReadStreamOptions::default()).await;
+    assert!(missing.is_err());
+    let m = metrics(a.served.port).await;
+    let appends = metric_value(
+        &m,
+        "annal_grpc_requests_total",
+        &["method=\"Streams/Append\"", "code=\"streamed\""],
+    );
+    assert_eq!(appends, Some(3.0), "{m}");
+    assert!(
+        metric_value(
+            &m,
+            "annal_grpc_requests_total",
+            &["method=\"Streams/Read\""]
+        )
+        .is_some(),
+        "{m}"
+    );
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("annal_grpc_request_seconds") && l.contains("Streams/Append")),
+        "{m}"
+    );
 }
 
 #[tokio::test]
