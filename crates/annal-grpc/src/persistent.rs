@@ -75,6 +75,8 @@ const IDLE_WAIT: Duration = Duration::from_secs(5);
 /// Longest stream name and group name together, so that the names derived from them
 /// (checkpoints, the parked stream) stay within annal's 255 bytes.
 const MAX_SOURCE_AND_GROUP: usize = 200;
+/// How long deleting or updating a group waits for its dispatcher to end.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 /// Attempts at appending a definition change when others race with it.
 const CONFIG_RETRIES: usize = 8;
 
@@ -391,6 +393,8 @@ pub struct Persistent {
 struct Handle {
     generation: u64,
     cmds: mpsc::UnboundedSender<Cmd>,
+    /// Closes when the dispatcher has ended (its last checkpoint written).
+    exited: watch::Receiver<()>,
 }
 
 impl Persistent {
@@ -518,15 +522,21 @@ impl Persistent {
         ))
     }
 
-    /// Stops the dispatcher of `key` if one runs, dropping its consumers with `why`.
-    fn stop(&self, key: &Key, why: &str) {
+    /// Stops the dispatcher of `key` if one runs, dropping its consumers with `why`,
+    /// and waits (a bounded while) until it has written its last checkpoint, so that a
+    /// consumer subscribing again resumes from there.
+    async fn stop(&self, key: &Key, why: &str) {
         let handle = self
             .running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(key);
-        if let Some(h) = handle {
+        if let Some(mut h) = handle {
             let _ = h.cmds.send(Cmd::Stop(why.to_owned()));
+            let ended = async { while h.exited.changed().await.is_ok() {} };
+            if tokio::time::timeout(STOP_WAIT, ended).await.is_err() {
+                tracing::warn!(group = %key.1, source = %key.0, "a stopped persistent subscription took long to end");
+            }
         }
     }
 
@@ -544,15 +554,17 @@ impl Persistent {
             return h.clone();
         }
         let (cmds, rx) = mpsc::unbounded_channel();
+        let (exit, exited) = watch::channel(());
         let handle = Handle {
             generation: def.generation,
             cmds,
+            exited,
         };
         if let Some(old) = running.insert(key, handle.clone()) {
             let _ = old.cmds.send(Cmd::Stop("the group was redefined".into()));
         }
         let dispatcher = Dispatcher::new(self.store.clone(), def.clone());
-        tokio::spawn(dispatcher.run(rx, self.shutdown.clone()));
+        tokio::spawn(dispatcher.run(rx, self.shutdown.clone(), exit));
         handle
     }
 
@@ -825,7 +837,7 @@ impl PersistentSubscriptions for Persistent {
             },
         )
         .await?;
-        self.stop(&key, "the group's settings were updated");
+        self.stop(&key, "the group's settings were updated").await;
         Ok(Response::new(UpdateResp {}))
     }
 
@@ -857,7 +869,7 @@ impl PersistentSubscriptions for Persistent {
             },
         )
         .await?;
-        self.stop(&key, "the group was deleted");
+        self.stop(&key, "the group was deleted").await;
         Ok(Response::new(DeleteResp {}))
     }
 
@@ -1057,7 +1069,8 @@ impl PersistentSubscriptions for Persistent {
             .cloned()
             .collect();
         for key in &keys {
-            self.stop(key, "the persistent subscription subsystem restarted");
+            self.stop(key, "the persistent subscription subsystem restarted")
+                .await;
         }
         Ok(Response::new(Empty {}))
     }
@@ -1696,6 +1709,7 @@ impl Dispatcher {
         mut self,
         mut cmds: mpsc::UnboundedReceiver<Cmd>,
         mut shutdown: watch::Receiver<bool>,
+        _exit: watch::Sender<()>,
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
