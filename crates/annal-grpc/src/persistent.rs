@@ -1748,8 +1748,13 @@ impl Dispatcher {
                     Some(cmd) => self.handle(cmd).await,
                 },
                 head = store.wait_for_head(head_seen, IDLE_WAIT), if live => {
-                    if let Ok(h) = head {
-                        self.head_seen = h;
+                    match head {
+                        Ok(h) => self.head_seen = h,
+                        Err(e) => {
+                            // A failing store is asked again after a pause, not in a spin.
+                            tracing::warn!(error = %e, group = %self.def.group, "persistent subscription could not wait for commits");
+                            tokio::time::sleep(TICK).await;
+                        }
                     }
                     self.at_head = false;
                 },
