@@ -313,63 +313,94 @@ impl WireSettings {
     }
 }
 
+/// A request's stream-or-`$all` option as a group's source. The request types differ
+/// per call; each call site imports its own `StreamOption`. `$what` names the call.
+macro_rules! source_of {
+    ($option:expr, $what:literal) => {
+        match $option {
+            Some(StreamOption::StreamIdentifier(s)) => stream_source(Some(s))?,
+            Some(StreamOption::All(_)) => ALL.to_owned(),
+            None => {
+                return Err(Status::invalid_argument(concat!(
+                    $what,
+                    " needs a stream or $all"
+                )));
+            }
+        }
+    };
+}
+
+/// Where Create or Update says a group starts (call sites import their own
+/// `RevisionOption` / `AllOption`).
+macro_rules! start_from {
+    (stream $option:expr) => {
+        match $option {
+            Some(RevisionOption::Revision(r)) => StartFrom::Revision(r),
+            Some(RevisionOption::End(_)) => StartFrom::End,
+            Some(RevisionOption::Start(_)) | None => StartFrom::Start,
+        }
+    };
+    (all $option:expr) => {
+        match $option {
+            Some(AllOption::Position(p)) => StartFrom::Position(p.commit_position),
+            Some(AllOption::End(_)) => StartFrom::End,
+            Some(AllOption::Start(_)) | None => StartFrom::Start,
+        }
+    };
+}
+
+/// The settings Create and Update share, read from either message (their types differ,
+/// their fields do not); `$strategy` is the consumer strategy's name.
+macro_rules! wire_settings {
+    ($s:expr, $req:ident, $strategy:expr) => {{
+        use $req::settings::{CheckpointAfter, MessageTimeout};
+        let s = $s;
+        WireSettings {
+            resolve_links: s.resolve_links,
+            extra_statistics: s.extra_statistics,
+            max_retry_count: s.max_retry_count,
+            min_checkpoint_count: s.min_checkpoint_count,
+            max_checkpoint_count: s.max_checkpoint_count,
+            max_subscriber_count: s.max_subscriber_count,
+            live_buffer_size: s.live_buffer_size,
+            read_batch_size: s.read_batch_size,
+            history_buffer_size: s.history_buffer_size,
+            message_timeout_ms: match s.message_timeout {
+                Some(MessageTimeout::MessageTimeoutMs(ms)) => i64::from(ms),
+                Some(MessageTimeout::MessageTimeoutTicks(t)) => ticks_to_ms(t),
+                None => 30_000,
+            },
+            checkpoint_after_ms: match s.checkpoint_after {
+                Some(CheckpointAfter::CheckpointAfterMs(ms)) => i64::from(ms),
+                Some(CheckpointAfter::CheckpointAfterTicks(t)) => ticks_to_ms(t),
+                None => 2_000,
+            },
+            consumer_strategy: $strategy(&s),
+        }
+    }};
+}
+
 #[allow(deprecated)]
 fn create_settings(s: Option<create_req::Settings>) -> WireSettings {
-    use create_req::settings::{CheckpointAfter, MessageTimeout};
-    let s = s.unwrap_or_default();
-    WireSettings {
-        resolve_links: s.resolve_links,
-        extra_statistics: s.extra_statistics,
-        max_retry_count: s.max_retry_count,
-        min_checkpoint_count: s.min_checkpoint_count,
-        max_checkpoint_count: s.max_checkpoint_count,
-        max_subscriber_count: s.max_subscriber_count,
-        live_buffer_size: s.live_buffer_size,
-        read_batch_size: s.read_batch_size,
-        history_buffer_size: s.history_buffer_size,
-        message_timeout_ms: match s.message_timeout {
-            Some(MessageTimeout::MessageTimeoutMs(ms)) => i64::from(ms),
-            Some(MessageTimeout::MessageTimeoutTicks(t)) => ticks_to_ms(t),
-            None => 30_000,
-        },
-        checkpoint_after_ms: match s.checkpoint_after {
-            Some(CheckpointAfter::CheckpointAfterMs(ms)) => i64::from(ms),
-            Some(CheckpointAfter::CheckpointAfterTicks(t)) => ticks_to_ms(t),
-            None => 2_000,
-        },
-        consumer_strategy: if s.consumer_strategy.is_empty() {
-            strategy_from_enum(s.named_consumer_strategy)
-        } else {
-            s.consumer_strategy
-        },
-    }
+    wire_settings!(
+        s.unwrap_or_default(),
+        create_req,
+        |s: &create_req::Settings| {
+            if s.consumer_strategy.is_empty() {
+                strategy_from_enum(s.named_consumer_strategy)
+            } else {
+                s.consumer_strategy.clone()
+            }
+        }
+    )
 }
 
 fn update_settings(s: Option<update_req::Settings>) -> WireSettings {
-    use update_req::settings::{CheckpointAfter, MessageTimeout};
-    let s = s.unwrap_or_default();
-    WireSettings {
-        resolve_links: s.resolve_links,
-        extra_statistics: s.extra_statistics,
-        max_retry_count: s.max_retry_count,
-        min_checkpoint_count: s.min_checkpoint_count,
-        max_checkpoint_count: s.max_checkpoint_count,
-        max_subscriber_count: s.max_subscriber_count,
-        live_buffer_size: s.live_buffer_size,
-        read_batch_size: s.read_batch_size,
-        history_buffer_size: s.history_buffer_size,
-        message_timeout_ms: match s.message_timeout {
-            Some(MessageTimeout::MessageTimeoutMs(ms)) => i64::from(ms),
-            Some(MessageTimeout::MessageTimeoutTicks(t)) => ticks_to_ms(t),
-            None => 30_000,
-        },
-        checkpoint_after_ms: match s.checkpoint_after {
-            Some(CheckpointAfter::CheckpointAfterMs(ms)) => i64::from(ms),
-            Some(CheckpointAfter::CheckpointAfterTicks(t)) => ticks_to_ms(t),
-            None => 2_000,
-        },
-        consumer_strategy: strategy_from_enum(s.named_consumer_strategy),
-    }
+    wire_settings!(
+        s.unwrap_or_default(),
+        update_req,
+        |s: &update_req::Settings| { strategy_from_enum(s.named_consumer_strategy) }
+    )
 }
 
 /// The definitions folded from [`CONFIG_STREAM`] up to `version`.
@@ -465,20 +496,24 @@ impl Persistent {
     /// and started under the definitions lock, so a concurrent delete either comes first
     /// (NOT_FOUND here) or stops the dispatcher started here.
     async fn attach(&self, source: &str, group: &str) -> Result<(Definition, Handle), Status> {
-        let mut defs = self.defs.lock().await;
-        self.refresh(&mut defs).await?;
-        let def = defs
-            .map
-            .get(&(source.to_owned(), group.to_owned()))
-            .cloned()
-            .ok_or_else(|| not_found(source, group))?;
+        let defs = self.current().await?;
+        let def = Self::lookup(&defs, source, group)?;
         let handle = self.dispatcher(&def);
         Ok((def, handle))
     }
 
     async fn definition(&self, source: &str, group: &str) -> Result<Definition, Status> {
+        Self::lookup(&*self.current().await?, source, group)
+    }
+
+    /// The definitions, brought up to date, locked.
+    async fn current(&self) -> Result<tokio::sync::MutexGuard<'_, Defs>, Status> {
         let mut defs = self.defs.lock().await;
         self.refresh(&mut defs).await?;
+        Ok(defs)
+    }
+
+    fn lookup(defs: &Defs, source: &str, group: &str) -> Result<Definition, Status> {
         defs.map
             .get(&(source.to_owned(), group.to_owned()))
             .cloned()
@@ -686,19 +721,11 @@ impl PersistentSubscriptions for Persistent {
         let wire = create_settings(o.settings.clone());
         let (source, start, filter) = match o.stream_option {
             Some(StreamOption::Stream(s)) => {
-                let start = match s.revision_option {
-                    Some(RevisionOption::Revision(r)) => StartFrom::Revision(r),
-                    Some(RevisionOption::End(_)) => StartFrom::End,
-                    Some(RevisionOption::Start(_)) | None => StartFrom::Start,
-                };
+                let start = start_from!(stream s.revision_option);
                 (stream_source(s.stream_identifier.as_ref())?, start, None)
             }
             Some(StreamOption::All(a)) => {
-                let start = match a.all_option {
-                    Some(AllOption::Position(p)) => StartFrom::Position(p.commit_position),
-                    Some(AllOption::End(_)) => StartFrom::End,
-                    Some(AllOption::Start(_)) | None => StartFrom::Start,
-                };
+                let start = start_from!(all a.all_option);
                 let filter = match a.filter_option {
                     Some(FilterOption::Filter(f)) => match f.filter {
                         Some(filter_options::Filter::StreamIdentifier(e)) => Some(FilterDef {
@@ -800,20 +827,9 @@ impl PersistentSubscriptions for Persistent {
         let (source, start) = match o.stream_option {
             Some(StreamOption::Stream(s)) => (
                 stream_source(s.stream_identifier.as_ref())?,
-                match s.revision_option {
-                    Some(RevisionOption::Revision(r)) => StartFrom::Revision(r),
-                    Some(RevisionOption::End(_)) => StartFrom::End,
-                    Some(RevisionOption::Start(_)) | None => StartFrom::Start,
-                },
+                start_from!(stream s.revision_option),
             ),
-            Some(StreamOption::All(a)) => (
-                ALL.to_owned(),
-                match a.all_option {
-                    Some(AllOption::Position(p)) => StartFrom::Position(p.commit_position),
-                    Some(AllOption::End(_)) => StartFrom::End,
-                    Some(AllOption::Start(_)) | None => StartFrom::Start,
-                },
-            ),
+            Some(StreamOption::All(a)) => (ALL.to_owned(), start_from!(all a.all_option)),
             None => (
                 stream_source(o.stream_identifier.as_ref())?,
                 StartFrom::Start,
@@ -849,11 +865,7 @@ impl PersistentSubscriptions for Persistent {
             .options
             .ok_or_else(|| Status::invalid_argument("delete needs options"))?;
         let group = group_name(&o.group_name)?;
-        let source = match o.stream_option {
-            Some(StreamOption::StreamIdentifier(s)) => stream_source(Some(&s))?,
-            Some(StreamOption::All(_)) => ALL.to_owned(),
-            None => return Err(Status::invalid_argument("delete needs a stream or $all")),
-        };
+        let source = source_of!(o.stream_option.as_ref(), "delete");
         let key = (source.clone(), group.clone());
         self.change(
             user,
@@ -889,11 +901,7 @@ impl PersistentSubscriptions for Persistent {
                 "the first message of a persistent subscription must be its options",
             ));
         };
-        let source = match &o.stream_option {
-            Some(StreamOption::StreamIdentifier(s)) => stream_source(Some(s))?,
-            Some(StreamOption::All(_)) => ALL.to_owned(),
-            None => return Err(Status::invalid_argument("read needs a stream or $all")),
-        };
+        let source = source_of!(o.stream_option.as_ref(), "read");
         let group = group_name(&o.group_name)?;
         let (_, handle) = self.attach(&source, &group).await?;
         let structured = matches!(
@@ -980,11 +988,7 @@ impl PersistentSubscriptions for Persistent {
             .options
             .ok_or_else(|| Status::invalid_argument("get info needs options"))?;
         let group = group_name(&o.group_name)?;
-        let source = match o.stream_option {
-            Some(StreamOption::StreamIdentifier(s)) => stream_source(Some(&s))?,
-            Some(StreamOption::All(_)) => ALL.to_owned(),
-            None => return Err(Status::invalid_argument("get info needs a stream or $all")),
-        };
+        let source = source_of!(o.stream_option.as_ref(), "get info");
         let def = self.definition(&source, &group).await?;
         Ok(Response::new(GetInfoResp {
             subscription_info: Some(self.info(&def).await?),
@@ -1002,11 +1006,7 @@ impl PersistentSubscriptions for Persistent {
             .options
             .ok_or_else(|| Status::invalid_argument("replay needs options"))?;
         let group = group_name(&o.group_name)?;
-        let source = match o.stream_option {
-            Some(StreamOption::StreamIdentifier(s)) => stream_source(Some(&s))?,
-            Some(StreamOption::All(_)) => ALL.to_owned(),
-            None => return Err(Status::invalid_argument("replay needs a stream or $all")),
-        };
+        let source = source_of!(o.stream_option.as_ref(), "replay");
         let stop_at = match o.stop_at_option {
             Some(StopAtOption::StopAt(n)) if n >= 0 => Some(n.unsigned_abs()),
             _ => None,
@@ -1036,8 +1036,7 @@ impl PersistentSubscriptions for Persistent {
             _ => None,
         };
         let defs: Vec<Definition> = {
-            let mut defs = self.defs.lock().await;
-            self.refresh(&mut defs).await?;
+            let defs = self.current().await?;
             defs.map
                 .values()
                 .filter(|d| only.as_ref().is_none_or(|s| *s == d.source))

@@ -365,34 +365,7 @@ fn projections_lists_each_checkpoint_with_status_lag_and_last_error() {
 #[test]
 fn the_cli_talks_to_an_https_server_that_trusts_a_private_ca() {
     let dir = tempfile::tempdir().expect("dir");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ])
-        // A server certificate, not a CA (rustls refuses a CA certificate as a leaf).
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl makes a test certificate");
-    assert!(made.status.success());
+    let (cert, key) = common::test_certificate(dir.path());
     let data = dir.path().join("data");
     let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
     let server = common::serve(&data, &["--tls-cert", &cert_arg, "--tls-key", &key_arg]);

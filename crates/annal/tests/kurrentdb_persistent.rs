@@ -10,10 +10,11 @@ use common::{Served, serve};
 use kurrentdb::{
     AppendToStreamOptions, Client, ClientSettings, DeletePersistentSubscriptionOptions, Error,
     EventData, GetPersistentSubscriptionInfoOptions, ListPersistentSubscriptionsOptions, NakAction,
-    PersistentSubscription, PersistentSubscriptionEvent, PersistentSubscriptionOptions,
-    PersistentSubscriptionToAllOptions, ReadStreamOptions, ReplayParkedMessagesOptions,
-    ResolvedEvent, RestartPersistentSubscriptionSubsystem, StreamPosition,
-    SubscribeToPersistentSubscriptionOptions, SubscriptionFilter, SystemConsumerStrategy,
+    PersistentSubscription, PersistentSubscriptionEvent, PersistentSubscriptionInfo,
+    PersistentSubscriptionOptions, PersistentSubscriptionToAllOptions, ReadStreamOptions,
+    ReplayParkedMessagesOptions, ResolvedEvent, RestartPersistentSubscriptionSubsystem,
+    StreamPosition, SubscribeToPersistentSubscriptionOptions, SubscriptionFilter,
+    SystemConsumerStrategy,
 };
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -131,28 +132,71 @@ async fn ack_all(sub: &mut PersistentSubscription, events: &[ResolvedEvent]) {
         .expect("ack");
 }
 
-/// Waits until the group's checkpoint reaches `revision`.
-async fn checkpoint_reaches(client: &Client, stream: &str, group: &str, revision: u64) {
+/// A new group on a new `order-…` stream holding `events` `Placed` events.
+async fn group_on(
+    client: &Client,
+    events: u64,
+    options: &PersistentSubscriptionOptions,
+) -> (String, String) {
+    let (s, g) = (stream("order"), group());
+    if events > 0 {
+        append(client, &s, "Placed", 0, events).await;
+    }
+    client
+        .create_persistent_subscription(s.as_str(), &g, options)
+        .await
+        .expect("create");
+    (s, g)
+}
+
+async fn info(client: &Client, stream: &str, group: &str) -> PersistentSubscriptionInfo<u64> {
+    client
+        .get_persistent_subscription_info(
+            stream,
+            group,
+            &GetPersistentSubscriptionInfoOptions::default(),
+        )
+        .await
+        .expect("info")
+}
+
+/// Waits until `reached` holds of the group's info.
+async fn info_reaches(
+    client: &Client,
+    stream: &str,
+    group: &str,
+    what: &str,
+    reached: impl Fn(&PersistentSubscriptionInfo<u64>) -> bool,
+) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let info = client
-            .get_persistent_subscription_info(
-                stream,
-                group,
-                &GetPersistentSubscriptionInfoOptions::default(),
-            )
-            .await
-            .expect("info");
-        if info.stats.last_checkpointed_event_revision == Some(revision) {
+        let now = info(client, stream, group).await;
+        if reached(&now) {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "checkpoint stuck at {:?}, waiting for {revision}",
-            info.stats.last_checkpointed_event_revision
+            "{what}: never reached; last stats {:?}",
+            now.stats
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until the group's checkpoint reaches `revision`.
+async fn checkpoint_reaches(client: &Client, stream: &str, group: &str, revision: u64) {
+    info_reaches(client, stream, group, "checkpoint", |i| {
+        i.stats.last_checkpointed_event_revision == Some(revision)
+    })
+    .await;
+}
+
+/// Waits until the group counts `n` parked events.
+async fn parked_reaches(client: &Client, stream: &str, group: &str, n: usize) {
+    info_reaches(client, stream, group, "parked count", |i| {
+        i.stats.parked_message_count == n
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -179,11 +223,7 @@ async fn a_created_group_is_listed_with_its_settings_and_creating_it_again_is_al
         "{again:?}"
     );
 
-    let info = a
-        .client
-        .get_persistent_subscription_info(&s, &g, &GetPersistentSubscriptionInfoOptions::default())
-        .await
-        .expect("info");
+    let info = info(&a.client, &s, &g).await;
     assert_eq!(info.group_name, g);
     assert_eq!(info.event_source, s);
     let settings = info.settings.expect("settings");
@@ -216,13 +256,7 @@ async fn a_created_group_is_listed_with_its_settings_and_creating_it_again_is_al
 #[tokio::test]
 async fn a_group_delivers_history_then_live_events_and_acks_move_its_checkpoint() {
     let a = start();
-    let s = stream("order");
-    let g = group();
-    append(&a.client, &s, "Placed", 0, 5).await;
-    a.client
-        .create_persistent_subscription(s.as_str(), &g, &from_start())
-        .await
-        .expect("create");
+    let (s, g) = group_on(&a.client, 5, &from_start()).await;
     let mut sub = subscribe(&a.client, &s, &g).await;
     let history = take(&mut sub, 5).await;
     assert_eq!(revisions(&history), [0, 1, 2, 3, 4]);
@@ -261,13 +295,7 @@ async fn a_group_created_from_the_end_gets_only_events_appended_after_its_creati
 #[tokio::test]
 async fn events_a_consumer_did_not_ack_go_to_the_next_consumer_with_a_higher_retry_count() {
     let a = start();
-    let s = stream("order");
-    let g = group();
-    append(&a.client, &s, "Placed", 0, 3).await;
-    a.client
-        .create_persistent_subscription(s.as_str(), &g, &from_start())
-        .await
-        .expect("create");
+    let (s, g) = group_on(&a.client, 3, &from_start()).await;
     let mut first = subscribe(&a.client, &s, &g).await;
     let got = take(&mut first, 3).await;
     ack_all(&mut first, &got[..1]).await;
@@ -284,13 +312,7 @@ async fn events_a_consumer_did_not_ack_go_to_the_next_consumer_with_a_higher_ret
 #[tokio::test]
 async fn nack_retry_redelivers_and_past_the_retry_limit_the_event_is_parked_then_replayed() {
     let a = start();
-    let s = stream("order");
-    let g = group();
-    append(&a.client, &s, "Placed", 0, 2).await;
-    a.client
-        .create_persistent_subscription(s.as_str(), &g, &from_start().max_retry_count(1))
-        .await
-        .expect("create");
+    let (s, g) = group_on(&a.client, 2, &from_start().max_retry_count(1)).await;
     let mut sub = subscribe(&a.client, &s, &g).await;
     let (e0, r0) = next(&mut sub).await;
     assert_eq!((e0.get_original_event().revision, r0), (0, 0));
@@ -315,23 +337,7 @@ async fn nack_retry_redelivers_and_past_the_retry_limit_the_event_is_parked_then
 
     // Retry count 2 > 1: parked, recorded in the parked stream.
     let parked_stream = format!("$persistentsubscription-{s}::{g}-parked");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let info = a
-            .client
-            .get_persistent_subscription_info(
-                &s,
-                &g,
-                &GetPersistentSubscriptionInfoOptions::default(),
-            )
-            .await
-            .expect("info");
-        if info.stats.parked_message_count == 1 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never parked");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    parked_reaches(&a.client, &s, &g, 1).await;
     let mut parked = a
         .client
         .read_stream(parked_stream.as_str(), &ReadStreamOptions::default())
@@ -355,13 +361,7 @@ async fn nack_retry_redelivers_and_past_the_retry_limit_the_event_is_parked_then
 #[tokio::test]
 async fn nack_skip_settles_the_event_and_nack_park_parks_it() {
     let a = start();
-    let s = stream("order");
-    let g = group();
-    append(&a.client, &s, "Placed", 0, 3).await;
-    a.client
-        .create_persistent_subscription(s.as_str(), &g, &from_start())
-        .await
-        .expect("create");
+    let (s, g) = group_on(&a.client, 3, &from_start()).await;
     let mut sub = subscribe(&a.client, &s, &g).await;
     let got = take(&mut sub, 3).await;
     sub.nack(&got[0], NakAction::Skip, "not for us")
@@ -372,28 +372,19 @@ async fn nack_skip_settles_the_event_and_nack_park_parks_it() {
         .expect("park");
     sub.ack(&got[2]).await.expect("ack");
     checkpoint_reaches(&a.client, &s, &g, 2).await;
-    let info = a
-        .client
-        .get_persistent_subscription_info(&s, &g, &GetPersistentSubscriptionInfoOptions::default())
-        .await
-        .expect("info");
+    let info = info(&a.client, &s, &g).await;
     assert_eq!(info.stats.parked_message_count, 1);
 }
 
 #[tokio::test]
 async fn an_event_not_acked_within_the_message_timeout_is_offered_again() {
     let a = start();
-    let s = stream("order");
-    let g = group();
-    append(&a.client, &s, "Placed", 0, 1).await;
-    a.client
-        .create_persistent_subscription(
-            s.as_str(),
-            &g,
-            &from_start().message_timeout(Duration::from_millis(300)),
-        )
-        .await
-        .expect("create");
+    let (s, g) = group_on(
+        &a.client,
+        1,
+        &from_start().message_timeout(Duration::from_millis(300)),
+    )
+    .await;
     let mut sub = subscribe(&a.client, &s, &g).await;
     let (e, r) = next(&mut sub).await;
     assert_eq!(r, 0);
@@ -405,12 +396,7 @@ async fn an_event_not_acked_within_the_message_timeout_is_offered_again() {
 #[tokio::test]
 async fn competing_consumers_share_a_group_each_event_going_to_one_of_them() {
     let a = start();
-    let s = stream("order");
-    let g = group();
-    a.client
-        .create_persistent_subscription(s.as_str(), &g, &from_start())
-        .await
-        .expect("create");
+    let (s, g) = group_on(&a.client, 0, &from_start()).await;
     let mut one = subscribe(&a.client, &s, &g).await;
     let mut two = subscribe(&a.client, &s, &g).await;
     append(&a.client, &s, "Placed", 0, 40).await;
@@ -482,12 +468,7 @@ async fn an_all_group_with_an_event_type_filter_delivers_only_matching_events() 
 #[tokio::test]
 async fn a_group_refuses_a_subscriber_beyond_its_maximum() {
     let a = start();
-    let s = stream("order");
-    let g = group();
-    a.client
-        .create_persistent_subscription(s.as_str(), &g, &from_start().max_subscriber_count(1))
-        .await
-        .expect("create");
+    let (s, g) = group_on(&a.client, 0, &from_start().max_subscriber_count(1)).await;
     let mut first = subscribe(&a.client, &s, &g).await;
     let second = a
         .client
@@ -512,12 +493,7 @@ async fn a_group_refuses_a_subscriber_beyond_its_maximum() {
 #[tokio::test]
 async fn deleting_a_group_ends_its_subscribers_and_a_missing_group_is_resource_not_found() {
     let a = start();
-    let s = stream("order");
-    let g = group();
-    a.client
-        .create_persistent_subscription(s.as_str(), &g, &from_start())
-        .await
-        .expect("create");
+    let (s, g) = group_on(&a.client, 0, &from_start()).await;
     let mut sub = subscribe(&a.client, &s, &g).await;
     a.client
         .delete_persistent_subscription(
@@ -584,13 +560,7 @@ async fn deleting_a_group_ends_its_subscribers_and_a_missing_group_is_resource_n
 #[tokio::test]
 async fn updating_a_group_drops_its_subscribers_and_keeps_its_checkpoint() {
     let a = start();
-    let s = stream("order");
-    let g = group();
-    append(&a.client, &s, "Placed", 0, 3).await;
-    a.client
-        .create_persistent_subscription(s.as_str(), &g, &from_start())
-        .await
-        .expect("create");
+    let (s, g) = group_on(&a.client, 3, &from_start()).await;
     let mut sub = subscribe(&a.client, &s, &g).await;
     let got = take(&mut sub, 2).await;
     ack_all(&mut sub, &got).await;
@@ -600,11 +570,7 @@ async fn updating_a_group_drops_its_subscribers_and_keeps_its_checkpoint() {
         .await
         .expect("update");
     ends(&mut sub).await;
-    let info = a
-        .client
-        .get_persistent_subscription_info(&s, &g, &GetPersistentSubscriptionInfoOptions::default())
-        .await
-        .expect("info");
+    let info = info(&a.client, &s, &g).await;
     assert_eq!(info.settings.expect("settings").max_retry_count, 3);
     let mut sub = subscribe(&a.client, &s, &g).await;
     assert_eq!(next(&mut sub).await.0.get_original_event().revision, 2);
@@ -613,13 +579,7 @@ async fn updating_a_group_drops_its_subscribers_and_keeps_its_checkpoint() {
 #[tokio::test]
 async fn restarting_the_subsystem_drops_subscribers_who_can_subscribe_again() {
     let a = start();
-    let s = stream("order");
-    let g = group();
-    append(&a.client, &s, "Placed", 0, 1).await;
-    a.client
-        .create_persistent_subscription(s.as_str(), &g, &from_start())
-        .await
-        .expect("create");
+    let (s, g) = group_on(&a.client, 1, &from_start()).await;
     let mut sub = subscribe(&a.client, &s, &g).await;
     let (e, _) = next(&mut sub).await;
     a.client
@@ -638,13 +598,7 @@ async fn restarting_the_subsystem_drops_subscribers_who_can_subscribe_again() {
 #[tokio::test]
 async fn a_group_resumes_after_its_checkpoint_when_the_server_is_killed_and_started_again() {
     let a = start();
-    let s = stream("order");
-    let g = group();
-    append(&a.client, &s, "Placed", 0, 6).await;
-    a.client
-        .create_persistent_subscription(s.as_str(), &g, &from_start())
-        .await
-        .expect("create");
+    let (s, g) = group_on(&a.client, 6, &from_start()).await;
     let mut sub = subscribe(&a.client, &s, &g).await;
     let got = take(&mut sub, 6).await;
     ack_all(&mut sub, &got[..4]).await;
@@ -683,10 +637,7 @@ async fn sigterm_with_a_subscriber_connected_exits_promptly_and_keeps_what_was_a
     let got = take(&mut sub, 5).await;
     ack_all(&mut sub, &got[..3]).await;
     // The acks reach the server before it is told to stop.
-    a.client
-        .get_persistent_subscription_info(&s, &g, &GetPersistentSubscriptionInfoOptions::default())
-        .await
-        .expect("info");
+    info(&a.client, &s, &g).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let Annal {
         client,
@@ -706,19 +657,6 @@ async fn sigterm_with_a_subscriber_connected_exits_promptly_and_keeps_what_was_a
     let (client, _served) = start_on(dir.path());
     let mut sub = subscribe(&client, &s, &g).await;
     assert_eq!(revisions(&take(&mut sub, 2).await), [3, 4]);
-}
-
-async fn parked_count(client: &Client, stream: &str, group: &str) -> usize {
-    client
-        .get_persistent_subscription_info(
-            stream,
-            group,
-            &GetPersistentSubscriptionInfoOptions::default(),
-        )
-        .await
-        .expect("info")
-        .stats
-        .parked_message_count
 }
 
 #[tokio::test]
@@ -752,31 +690,17 @@ async fn an_event_whose_consumers_keep_vanishing_is_parked_past_the_retry_limit(
         "the poison event was parked"
     );
     sub.ack(&e).await.expect("ack");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while parked_count(&a.client, &s, &g).await != 1 {
-        assert!(tokio::time::Instant::now() < deadline, "never parked");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    parked_reaches(&a.client, &s, &g, 1).await;
 }
 
 #[tokio::test]
 async fn a_group_created_again_starts_afresh_without_the_old_groups_parked_events() {
     let a = start();
-    let s = stream("order");
-    let g = group();
-    append(&a.client, &s, "Placed", 0, 1).await;
-    a.client
-        .create_persistent_subscription(s.as_str(), &g, &from_start())
-        .await
-        .expect("create");
+    let (s, g) = group_on(&a.client, 1, &from_start()).await;
     let mut sub = subscribe(&a.client, &s, &g).await;
     let (e, _) = next(&mut sub).await;
     sub.nack(&e, NakAction::Park, "poison").await.expect("park");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while parked_count(&a.client, &s, &g).await != 1 {
-        assert!(tokio::time::Instant::now() < deadline, "never parked");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    parked_reaches(&a.client, &s, &g, 1).await;
     a.client
         .delete_persistent_subscription(
             s.as_str(),
@@ -789,7 +713,7 @@ async fn a_group_created_again_starts_afresh_without_the_old_groups_parked_event
         .create_persistent_subscription(s.as_str(), &g, &from_start())
         .await
         .expect("create again");
-    assert_eq!(parked_count(&a.client, &s, &g).await, 0);
+    assert_eq!(info(&a.client, &s, &g).await.stats.parked_message_count, 0);
     // From the start again: the new group sees revision 0 as new.
     let mut sub = subscribe(&a.client, &s, &g).await;
     let (again, retry) = next(&mut sub).await;

@@ -1682,20 +1682,7 @@ async fn an_event_appended_over_http_reads_back_over_grpc() {
 #[tokio::test]
 async fn over_tls_basic_auth_with_a_token_is_accepted_and_wrong_credentials_are_access_denied() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl makes a test certificate");
-    assert!(made.status.success());
+    let (cert, key) = common::test_certificate(dir.path());
     let secret = "s3cret-s3cret-s3cret";
     let tokens = dir.path().join("tokens.json");
     std::fs::write(

@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -91,4 +91,25 @@ pub fn serve(data: &Path, extra: &[&str]) -> Served {
     });
     assert!(ready, "annal serve did not start listening");
     served
+}
+
+/// A self-signed server certificate for `localhost` and 127.0.0.1 (made by `openssl`)
+/// in `dir`: the paths of its certificate and key PEM files.
+pub fn test_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // A server certificate, not a CA (rustls refuses a CA certificate as a leaf).
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes a test certificate");
+    assert!(made.status.success(), "openssl failed: {made:?}");
+    (cert, key)
 }
