@@ -280,11 +280,21 @@ impl AppendRequest {
     /// Validates the request and applies defaults. `at` prefixes field paths in errors
     /// (`""` for a lone append, `"appends[2]."` inside a transaction).
     pub fn prepare(self, limits: &Limits) -> Result<ProposedAppend> {
-        self.prepare_at(limits, "")
+        self.prepare_at(limits, "", false)
     }
 
-    fn prepare_at(self, limits: &Limits, at: &str) -> Result<ProposedAppend> {
-        check_name(&format!("{at}aggregate_type"), &self.aggregate_type)?;
+    /// [`AppendRequest::prepare`] for an append to a KurrentDB-style stream, which names
+    /// no type: an empty aggregate_type stays empty, and the store's writer gives the
+    /// events the stream's own type or, for a new stream, its category (the part of its
+    /// name before the first `-`).
+    pub fn prepare_for_stream(self, limits: &Limits) -> Result<ProposedAppend> {
+        self.prepare_at(limits, "", true)
+    }
+
+    fn prepare_at(self, limits: &Limits, at: &str, derive_type: bool) -> Result<ProposedAppend> {
+        if !(derive_type && self.aggregate_type.is_empty()) {
+            check_name(&format!("{at}aggregate_type"), &self.aggregate_type)?;
+        }
         check_name(&format!("{at}aggregate_id"), &self.aggregate_id)?;
         if self.events.is_empty() {
             return Err(Error::invalid(
@@ -466,7 +476,7 @@ impl ProposedEvent {
 /// An append after validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProposedAppend {
-    /// The aggregate's type.
+    /// The aggregate's type; empty only from [`AppendRequest::prepare_for_stream`].
     pub aggregate_type: String,
     /// The aggregate.
     pub aggregate_id: String,
@@ -604,7 +614,7 @@ impl Transaction {
         let mut ids = HashSet::new();
         let mut appends = Vec::with_capacity(self.appends.len());
         for (i, a) in self.appends.into_iter().enumerate() {
-            let p = a.prepare_at(limits, &format!("appends[{i}]."))?;
+            let p = a.prepare_at(limits, &format!("appends[{i}]."), false)?;
             for e in &p.events {
                 if !ids.insert(e.event_id) {
                     return Err(Error::invalid(

@@ -21,6 +21,7 @@ pub mod append;
 pub mod audit;
 pub mod chain;
 pub mod checkpoint;
+pub mod commit;
 pub mod error;
 pub mod event;
 pub mod group;
@@ -34,6 +35,7 @@ pub mod read;
 pub mod repository;
 pub mod snapshot;
 pub mod store;
+pub mod stream_record;
 pub mod streams;
 pub mod subscription;
 #[cfg(feature = "testkit")]
@@ -58,6 +60,7 @@ pub use repository::{
 };
 pub use snapshot::Snapshot;
 pub use store::{AggregateInfo, Store};
+pub use stream_record::StreamRecord;
 pub use subscription::{Start, Subscription, SubscriptionOptions, subscribe};
 pub use upcast::{Upcast, Upcasters};
 pub use uuid::Uuid;

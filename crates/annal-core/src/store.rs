@@ -14,6 +14,7 @@ use crate::event::{RawJson, RecordedEvent};
 use crate::lease::Lease;
 use crate::read::{Direction, Filter};
 use crate::snapshot::Snapshot;
+use crate::stream_record::StreamRecord;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -56,6 +57,17 @@ pub trait Store: Send + Sync {
             .ok_or_else(|| Error::Corrupt("a transaction of one append returned no result".into()))
     }
 
+    /// [`Store::append`] to a KurrentDB-style stream: the request may leave
+    /// aggregate_type empty, and the events then take the stream's own type, or its
+    /// category for a new stream ([`AppendRequest::prepare_for_stream`]).
+    async fn append_to_stream(&self, request: AppendRequest) -> Result<AppendResult> {
+        let proposed = request.prepare_for_stream(self.limits())?;
+        let mut out = self.commit(proposed.into()).await?;
+        out.results
+            .pop()
+            .ok_or_else(|| Error::Corrupt("a transaction of one append returned no result".into()))
+    }
+
     /// Reads up to `limit` events of one aggregate. Forward: versions ≥ `from_version`
     /// (default 1) ascending; backward: versions ≤ `from_version` (default: the last)
     /// descending. An unknown aggregate reads as no events.
@@ -80,6 +92,14 @@ pub trait Store: Send + Sync {
 
     /// An aggregate's type and current version; `None` if it has no events.
     async fn aggregate(&self, aggregate_id: &str) -> Result<Option<AggregateInfo>>;
+
+    /// A stream's record: its type, version, deletion and metadata, as its events left
+    /// them; `None` if it has neither events nor metadata. Backends keep these records
+    /// (written by the commit that changes them); this default works them out from the
+    /// events.
+    async fn stream(&self, aggregate_id: &str) -> Result<Option<StreamRecord>> {
+        crate::streams::record_from_events(self, aggregate_id).await
+    }
 
     /// The last committed position (0 for an empty store); with `aggregate_types`, the
     /// last position among those aggregates' events (0 if none).

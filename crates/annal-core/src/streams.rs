@@ -18,20 +18,21 @@
 //!   [`Error::StreamDeleted`], as KurrentDB's "is deleted".
 //! - A tombstone appends a `$streamDeleted` event to `s` itself: from then on every read,
 //!   append and deletion of `s` and of `$$s` fails with [`Error::StreamDeleted`].
-//! - Appends through [`append`] are checked against the stream's state and then written
-//!   with the exact version that state had, so a tombstone or a deletion racing with them
-//!   makes them retry (`any`, `exists`) or fail (`no_stream`, an exact version) instead of
-//!   landing after it.
+//! - Every append ([`Store::append`], [`Store::transact`]) is checked against these
+//!   rules by the store's writer, inside the commit, against the stream's record
+//!   ([`StreamRecord`]; see [`crate::commit`]): no read comes before an append, and a
+//!   tombstone or deletion racing with it is either before it (and checked) or after.
 //!
 //! Versions here are annal's aggregate_versions (1-based); KurrentDB's revision is the
 //! version minus one. Global reads (`read_all`) show everything, deletion events included:
 //! they are system events (types starting with `$`).
 
-use crate::append::{AppendRequest, AppendResult, ExpectedVersion, NewEvent, Transaction};
+use crate::append::{AppendRequest, ExpectedVersion, NewEvent};
 use crate::error::{Error, Result};
 use crate::event::{RawJson, RecordedEvent};
 use crate::read::Direction;
 use crate::store::Store;
+use crate::stream_record::{StreamRecord, metadata_base};
 use serde_json::{Map, Value};
 
 /// The event type of a stream's metadata, appended to `$$<stream>`.
@@ -42,7 +43,7 @@ pub const METADATA_AGGREGATE_TYPE: &str = "$metadata";
 pub const TOMBSTONE_EVENT_TYPE: &str = "$streamDeleted";
 /// `$tb` of a soft-deleted stream: every event existing at deletion is hidden.
 pub const TRUNCATE_ALL: u64 = i64::MAX as u64;
-/// How often an `any`/`exists` append is retried when the stream moves under it.
+/// How often a deletion is retried when the stream moves under it.
 const RETRIES: usize = 16;
 
 /// The metadata stream of `stream`: `$$<stream>`.
@@ -112,19 +113,6 @@ impl StreamState {
         !self.tombstoned && self.version > 0 && self.first_visible() <= self.version
     }
 
-    /// Checks a writer's expectation the way KurrentDB does: a soft-deleted stream
-    /// accepts `no_stream` and its last version, and refuses `exists`.
-    fn allows(&self, expected: ExpectedVersion) -> bool {
-        match expected {
-            ExpectedVersion::Any => true,
-            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => {
-                self.version == 0 || self.soft_deleted()
-            }
-            ExpectedVersion::Exists => self.version > 0 && !self.soft_deleted(),
-            ExpectedVersion::Exact(n) => n == self.version,
-        }
-    }
-
     fn wrong_version(&self, stream: &str, expected: ExpectedVersion) -> Error {
         Error::WrongExpectedVersion {
             aggregate_id: stream.to_owned(),
@@ -134,126 +122,58 @@ impl StreamState {
     }
 }
 
-/// Reads a stream's state: its last event and its metadata stream's last event.
+/// Reads a stream's state from the store's stream records ([`Store::stream`]): the
+/// stream's own and, for a metadata stream, its base stream's (whose tombstone ends it).
 pub async fn state<S: Store + ?Sized>(store: &S, stream: &str) -> Result<StreamState> {
-    let last = store
-        .read_aggregate(stream, Direction::Backward, None, 1)
-        .await?;
-    let mut st = StreamState::default();
-    if let Some(e) = last.first() {
-        st.aggregate_type = Some(e.aggregate_type.clone());
-        st.version = e.aggregate_version;
-        st.tombstoned = e.event_type == TOMBSTONE_EVENT_TYPE;
-    }
-    if let Some(base) = stream.strip_prefix("$$") {
+    let rec = store.stream(stream).await?.unwrap_or_default();
+    let mut st = StreamState {
+        aggregate_type: rec.aggregate_type,
+        version: rec.version,
+        tombstoned: rec.tombstoned,
+        metadata_version: rec.metadata_version,
+        metadata: rec
+            .metadata
+            .and_then(|m| m.to_value::<Map<String, Value>>().ok()),
+    };
+    if let Some(base) = metadata_base(stream) {
         // Only a metadata stream's last event is visible, as in KurrentDB (whose
         // metadata streams have `$maxCount` 1): reading one forwards gives the metadata.
         st.metadata = Some(Map::from_iter([("$maxCount".to_owned(), Value::from(1))]));
         // A tombstoned stream's metadata goes with it.
-        let base_last = store
-            .read_aggregate(base, Direction::Backward, None, 1)
-            .await?;
-        st.tombstoned |= base_last
-            .first()
-            .is_some_and(|e| e.event_type == TOMBSTONE_EVENT_TYPE);
-        return Ok(st);
+        st.tombstoned |= store.stream(base).await?.is_some_and(|b| b.tombstoned);
+    }
+    Ok(st)
+}
+
+/// A stream's record worked out from its events: the last event of the stream and of
+/// its metadata stream. What [`Store::stream`] answers for a store that keeps no
+/// records.
+pub async fn record_from_events<S: Store + ?Sized>(
+    store: &S,
+    stream: &str,
+) -> Result<Option<StreamRecord>> {
+    let mut rec = StreamRecord::default();
+    let last = store
+        .read_aggregate(stream, Direction::Backward, None, 1)
+        .await?;
+    if let Some(e) = last.first() {
+        rec.note_event(e);
+        // A tombstone is the stream's last event, unless it is read past.
+        rec.tombstoned = e.event_type == TOMBSTONE_EVENT_TYPE;
     }
     let meta = store
         .read_aggregate(&metadata_stream(stream), Direction::Backward, None, 1)
         .await?;
     if let Some(m) = meta.first() {
-        st.metadata_version = m.aggregate_version;
-        if m.event_type == METADATA_EVENT_TYPE {
-            st.metadata = m.data.to_value::<Map<String, Value>>().ok();
-        }
+        rec.note_metadata_event(m);
     }
-    Ok(st)
+    Ok((rec != StreamRecord::default()).then_some(rec))
 }
 
 fn deleted(stream: &str) -> Error {
     Error::StreamDeleted {
         aggregate_id: stream.to_owned(),
     }
-}
-
-/// Appends to a stream with KurrentDB's deletion semantics (module docs). The request's
-/// aggregate_type is replaced by the stream's own when it already has one and the
-/// request's is empty.
-pub async fn append<S: Store + ?Sized>(
-    store: &S,
-    mut request: AppendRequest,
-) -> Result<AppendResult> {
-    let stream = request.aggregate_id.clone();
-    let expected = request.expected_version;
-    for _ in 0..RETRIES {
-        let st = state(store, &stream).await?;
-        if st.tombstoned {
-            return Err(deleted(&stream));
-        }
-        if expected == ExpectedVersion::Exists && st.soft_deleted() {
-            return Err(deleted(&stream));
-        }
-        if request.aggregate_type.is_empty() {
-            request.aggregate_type = st
-                .aggregate_type
-                .clone()
-                .unwrap_or_else(|| category(&stream).to_owned());
-        }
-        if !st.allows(expected) {
-            // Maybe a retry of an append that already landed: the store answers it (the
-            // original result, a duplicate id, or the wrong version).
-            return store.append(request).await;
-        }
-        let mut pinned = request.clone();
-        pinned.expected_version = ExpectedVersion::Exact(st.version);
-        let outcome = if st.soft_deleted() {
-            let meta = with_truncate_before(st.metadata.clone(), st.version)?;
-            let mut meta_append = AppendRequest::new(
-                METADATA_AGGREGATE_TYPE,
-                metadata_stream(&stream),
-                ExpectedVersion::Exact(st.metadata_version),
-            )
-            .event(NewEvent::raw(METADATA_EVENT_TYPE, meta));
-            meta_append.user_id = pinned.user_id.clone();
-            meta_append.correlation_id = pinned.correlation_id.clone();
-            store
-                .transact(Transaction {
-                    appends: vec![pinned, meta_append],
-                    checkpoint: None,
-                })
-                .await
-                .and_then(|mut t| {
-                    if t.results.is_empty() {
-                        Err(Error::Corrupt("a transaction returned no result".into()))
-                    } else {
-                        Ok(t.results.swap_remove(0))
-                    }
-                })
-        } else {
-            store.append(pinned).await
-        };
-        match outcome {
-            Ok(r) => return Ok(r),
-            Err(Error::WrongExpectedVersion { .. }) => {
-                if matches!(expected, ExpectedVersion::Any | ExpectedVersion::Exists) {
-                    continue;
-                }
-                let now = state(store, &stream).await?;
-                if now.tombstoned {
-                    return Err(deleted(&stream));
-                }
-                return Err(now.wrong_version(&stream, expected));
-            }
-            Err(Error::DuplicateEventId { .. }) => {
-                // Some ids are stored: a retry of an earlier append, or a clash.
-                return store.append(request).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(Error::Storage(
-        format!("stream '{stream}' kept changing during {RETRIES} attempts to append").into(),
-    ))
 }
 
 fn with_truncate_before(meta: Option<Map<String, Value>>, tb: u64) -> Result<RawJson> {
@@ -425,9 +345,6 @@ mod tests {
         };
         assert!(st.soft_deleted());
         assert!(!st.has_visible_events());
-        assert!(st.allows(ExpectedVersion::NoStream));
-        assert!(st.allows(ExpectedVersion::Exact(3)));
-        assert!(!st.allows(ExpectedVersion::Exists));
     }
 
     #[test]

@@ -214,7 +214,7 @@ async fn append_events(
     let mut request = AppendRequest::new("", stream, expected);
     request.user_id = user;
     request.events = events;
-    match streams::append(store, request).await {
+    match store.append_to_stream(request).await {
         Ok(r) => Ok(Ok(r)),
         Err(Error::WrongExpectedVersion { actual, .. }) => Ok(Err(actual)),
         Err(Error::DuplicateEventId { .. }) => {

@@ -33,7 +33,7 @@ use annal_core::append::{ProposedTransaction, check_name};
 use annal_core::lease::{self, Lease};
 use annal_core::{
     AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Limits, RawJson,
-    RecordedEvent, Result, Snapshot, Store, TransactionResult, Uuid,
+    RecordedEvent, Result, Snapshot, Store, StreamRecord, TransactionResult, Uuid,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -475,19 +475,33 @@ impl Store for PgStore {
     }
 
     async fn aggregate(&self, aggregate_id: &str) -> Result<Option<AggregateInfo>> {
+        let record = self.stream(aggregate_id).await?;
+        Ok(record.and_then(|r| {
+            let aggregate_type = r.aggregate_type.filter(|_| r.version > 0)?;
+            Some(AggregateInfo {
+                aggregate_type,
+                version: r.version,
+            })
+        }))
+    }
+
+    async fn stream(&self, aggregate_id: &str) -> Result<Option<StreamRecord>> {
         let sql = format!(
-            "SELECT aggregate_type, aggregate_version FROM {}.events
-             WHERE aggregate_id = $1 ORDER BY aggregate_version DESC LIMIT 1",
+            "SELECT aggregate_type, version, tombstoned, metadata_version, metadata
+             FROM {}.streams WHERE aggregate_id = $1",
             self.inner.quoted
         );
         let rows = self
-            .query("reading an aggregate's version", &sql, &[&aggregate_id])
+            .query("reading a stream's record", &sql, &[&aggregate_id])
             .await?;
         rows.first()
             .map(|r| {
-                Ok(AggregateInfo {
+                Ok(StreamRecord {
                     aggregate_type: rows::get(r, 0)?,
                     version: rows::get::<i64>(r, 1)? as u64,
+                    tombstoned: rows::get(r, 2)?,
+                    metadata_version: rows::get::<i64>(r, 3)? as u64,
+                    metadata: rows::get::<Option<String>>(r, 4)?.map(RawJson::from_stored),
                 })
             })
             .transpose()

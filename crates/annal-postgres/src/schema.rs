@@ -18,7 +18,7 @@ use crate::{StorageFailure, timed};
 use std::time::Duration;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The DDL of version 1; `{s}` stands for the quoted schema name.
 const V1: &str = r#"
@@ -105,6 +105,46 @@ CREATE TABLE {s}.group_members (
     expires_at timestamptz NOT NULL,             -- the heartbeat lapses then
     PRIMARY KEY (group_name, member)
 );
+"#;
+
+/// The DDL of version 3: one record per stream, kept by the commit that appends to it
+/// (`annal_core::stream_record`), filled from the events already stored: each stream's
+/// last event, then each metadata stream's last event onto its base stream.
+const V3: &str = r#"
+CREATE TABLE {s}.streams (
+    aggregate_id     text    PRIMARY KEY,
+    aggregate_type   text,                       -- NULL: no event yet, only metadata
+    version          bigint  NOT NULL,           -- its last event's aggregate_version (0: none)
+    tombstoned       boolean NOT NULL,           -- once a $streamDeleted event ended it
+    truncate_before  bigint,                     -- "$tb" of its metadata, when a number
+    metadata_version bigint  NOT NULL,           -- version of $$<aggregate_id> (0: none)
+    metadata         text                        -- that stream's last event's data, if $metadata
+);
+
+INSERT INTO {s}.streams (aggregate_id, aggregate_type, version, tombstoned, truncate_before,
+                         metadata_version, metadata)
+SELECT DISTINCT ON (aggregate_id) aggregate_id, aggregate_type, aggregate_version,
+       event_type = '$streamDeleted', NULL::bigint, 0, NULL::text
+FROM {s}.events
+ORDER BY aggregate_id, aggregate_version DESC;
+
+INSERT INTO {s}.streams (aggregate_id, aggregate_type, version, tombstoned, truncate_before,
+                         metadata_version, metadata)
+SELECT substr(m.aggregate_id, 3), NULL, 0, false, NULL, m.version,
+       CASE WHEN e.event_type = '$metadata' THEN e.data END
+FROM {s}.streams m
+JOIN {s}.events e ON e.aggregate_id = m.aggregate_id AND e.aggregate_version = m.version
+WHERE left(m.aggregate_id, 2) = '$$'
+ON CONFLICT (aggregate_id) DO UPDATE SET metadata_version = excluded.metadata_version,
+                                          metadata = excluded.metadata;
+
+UPDATE {s}.streams s SET truncate_before = (e.data_json ->> '$tb')::bigint
+FROM {s}.events e
+WHERE s.metadata IS NOT NULL
+  AND e.aggregate_id = '$$' || s.aggregate_id AND e.aggregate_version = s.metadata_version
+  AND jsonb_typeof(e.data_json -> '$tb') = 'number'
+  AND (e.data_json ->> '$tb') ~ '^[0-9]{1,19}$'
+  AND (e.data_json ->> '$tb')::numeric <= 9223372036854775807;
 "#;
 
 /// What can go wrong bringing a schema up to date.
@@ -196,6 +236,18 @@ pub async fn migrate(
             ctx,
             tx.execute(
                 &format!("INSERT INTO {s}.schema_version (version) VALUES (2)"),
+                &[],
+            ),
+        )
+        .await?;
+    }
+    if found < 3 {
+        timed(timeout, ctx, tx.batch_execute(&V3.replace("{s}", &s))).await?;
+        timed(
+            timeout,
+            ctx,
+            tx.execute(
+                &format!("INSERT INTO {s}.schema_version (version) VALUES (3)"),
                 &[],
             ),
         )

@@ -32,9 +32,12 @@
 //! per store takes every queued job (appends, transactions, checkpoint and snapshot
 //! writes, imports) and commits them as one transaction: one lock, one WAL flush, a few
 //! round trips (the reads of a group are pipelined, then its writes). Each job checks
-//! everything (expected versions, aggregate types, idempotent replays, its checkpoint)
-//! against what the database holds plus what earlier jobs of the group wrote, before it
-//! writes anything, so a refused job writes nothing and fails alone; the others commit.
+//! everything (expected versions, stream deletion, aggregate types, idempotent replays,
+//! its checkpoint) against what the database holds plus what earlier jobs of the group
+//! wrote, before it writes anything, so a refused job writes nothing and fails alone; the
+//! others commit. The checks are [`annal_core::commit`]'s, shared with every backend; the
+//! group reads ahead what they will ask for (the streams' records in `streams`, the
+//! replayed event_ids, checkpoints and leases) and answers them from memory.
 //! A database failure fails the whole group and nothing of it is written; if the database
 //! refused the group (an error it reported, not a lost connection), each job is retried
 //! alone, so one job the database cannot take does not fail the others. Callers are
@@ -47,15 +50,14 @@
 
 use crate::rows::{self, EVENT_COLUMNS, PgTime, clamp, jsonb_can_hold, micros_to_timestamptz};
 use crate::{StorageFailure, pool_failure};
-use annal_core::append::{ProposedAppend, ProposedTransaction, check_replay};
-use annal_core::import::{self, check_import};
+use annal_core::commit::{self, Fail, Group};
+use annal_core::import::Tip;
 use annal_core::{
-    AppendResult, Checkpoint, Error, Hash, RecordedEvent, Result, Snapshot, Timestamp,
-    TransactionResult, Uuid,
+    Checkpoint, Error, Hash, RecordedEvent, Result, Snapshot, StreamRecord, Timestamp, Uuid,
 };
 use deadpool_postgres::{Object, Pool};
 use futures_util::future::BoxFuture;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -73,11 +75,12 @@ pub use annal_core::job::{Job, SnapshotJob};
 /// The SQL the writer runs, for one schema.
 pub struct Sql {
     lock_head: String,
-    versions: String,
+    streams: String,
     by_id: String,
     checkpoints: String,
     leases: String,
     insert_events: String,
+    upsert_streams: String,
     upsert_checkpoints: String,
     upsert_snapshots: String,
     move_head: String,
@@ -91,13 +94,10 @@ impl Sql {
         let s = crate::schema::quoted(schema);
         Self {
             lock_head: format!("SELECT position, hash, recorded_at FROM {s}.head FOR UPDATE"),
-            versions: format!(
-                "SELECT a.id, e.aggregate_type, e.aggregate_version
-                 FROM unnest($1::text[]) AS a(id)
-                 CROSS JOIN LATERAL (
-                     SELECT aggregate_type, aggregate_version FROM {s}.events
-                     WHERE aggregate_id = a.id ORDER BY aggregate_version DESC LIMIT 1
-                 ) AS e"
+            streams: format!(
+                "SELECT aggregate_id, aggregate_type, version, tombstoned, metadata_version,
+                   metadata
+                 FROM {s}.streams WHERE aggregate_id = ANY($1::text[])"
             ),
             by_id: format!("SELECT {EVENT_COLUMNS} FROM {s}.events WHERE event_id = ANY($1::uuid[])"),
             checkpoints: format!(
@@ -123,6 +123,16 @@ impl Sql {
                    $12::text[], $13::text[], $14::text[], $15::bool[], $16::bool[])
                    AS t(p, id, et, ev, aty, aid, av, at, u, co, ca, d, m, h, dj, mj)",
                 micros_to_timestamptz("at")
+            ),
+            upsert_streams: format!(
+                "INSERT INTO {s}.streams (aggregate_id, aggregate_type, version, tombstoned,
+                   truncate_before, metadata_version, metadata)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bool[],
+                   $5::bigint[], $6::bigint[], $7::text[])
+                 ON CONFLICT (aggregate_id) DO UPDATE SET
+                   aggregate_type = excluded.aggregate_type, version = excluded.version,
+                   tombstoned = excluded.tombstoned, truncate_before = excluded.truncate_before,
+                   metadata_version = excluded.metadata_version, metadata = excluded.metadata"
             ),
             upsert_checkpoints: format!(
                 "INSERT INTO {s}.checkpoints (name, position, status, error_count, last_error, updated_at)
@@ -234,32 +244,51 @@ fn group_failed(e: &StorageFailure) -> Error {
     ))
 }
 
-/// The last event of the log, as the next append needs it.
-struct Tip {
-    position: u64,
-    hash: Hash,
-    recorded_at: Timestamp,
-}
-
-/// What a group has read and written so far: the database's state as the next job of
-/// the group must see it.
-struct GroupState {
-    tip: Tip,
-    now: Timestamp,
-    /// aggregate_id → (aggregate_type, current version).
-    versions: HashMap<String, (String, u64)>,
-    /// Stored events by id, for replays (read, plus written by this group).
+/// What a group read ahead, under the head lock: the answers to the shared checks'
+/// questions ([`commit::Lookup`]).
+struct ReadAhead {
+    /// The streams asked for ([`commit::streams_touched`]), and the records found.
+    asked: HashSet<String>,
+    streams: HashMap<String, StreamRecord>,
+    /// Stored events by id, for replays.
     by_id: HashMap<Uuid, RecordedEvent>,
-    /// Checkpoint positions (read, plus written by this group).
+    /// Stored events that could not be read back.
+    damaged: HashSet<Uuid>,
     checkpoints: HashMap<String, u64>,
     /// The leases fenced checkpoint writes name: (group, partition) → (owner, token).
     leases: HashMap<(String, u32), (Option<String>, u64)>,
-    /// Events to insert.
-    events: Vec<RecordedEvent>,
-    /// Checkpoints to write (the last write of each name).
-    checkpoint_writes: HashMap<String, Checkpoint>,
-    /// Snapshots to write (the last of each aggregate, tag and version).
-    snapshot_writes: HashMap<(String, String, u64), Snapshot>,
+}
+
+impl commit::Lookup for ReadAhead {
+    fn stream(&mut self, aggregate_id: &str) -> Result<Option<StreamRecord>, Fail> {
+        if !self.asked.contains(aggregate_id) {
+            return Err(Fail::Group(Error::storage(format!(
+                "the writer did not read stream '{aggregate_id}' ahead"
+            ))));
+        }
+        Ok(self.streams.get(aggregate_id).cloned())
+    }
+
+    fn event(&mut self, event_id: Uuid) -> Result<Option<RecordedEvent>, Fail> {
+        if self.damaged.contains(&event_id) {
+            return Err(Fail::Job(Error::Corrupt(format!(
+                "the stored event {event_id} cannot be read back"
+            ))));
+        }
+        Ok(self.by_id.get(&event_id).cloned())
+    }
+
+    fn checkpoint(&mut self, name: &str) -> Result<Option<u64>, Fail> {
+        Ok(self.checkpoints.get(name).copied())
+    }
+
+    fn lease(
+        &mut self,
+        group: &str,
+        partition: u32,
+    ) -> Result<Option<(Option<String>, u64)>, Fail> {
+        Ok(self.leases.get(&(group.to_owned(), partition)).cloned())
+    }
 }
 
 type Fut<'a> = BoxFuture<'a, std::result::Result<u64, tokio_postgres::Error>>;
@@ -314,15 +343,15 @@ impl Writer {
         let fail = |ctx: &'static str| move |e| StorageFailure::new(ctx, e);
         let sql = &self.sql;
         // What the group needs to read.
-        let mut aggregates: Vec<&str> = Vec::new();
+        let mut aggregates: Vec<String> = Vec::new();
         let mut ids: Vec<Uuid> = Vec::new();
         let mut names: Vec<&str> = Vec::new();
         let mut fences: Vec<(&str, i64)> = Vec::new();
         for job in group {
+            aggregates.extend(commit::streams_touched(job));
             match job {
                 Job::Transact(t, _) => {
                     for a in &t.appends {
-                        aggregates.push(&a.aggregate_id);
                         ids.extend(
                             a.events
                                 .iter()
@@ -337,11 +366,8 @@ impl Writer {
                         }
                     }
                 }
-                Job::Snapshot(s, _) => aggregates.push(&s.aggregate_id),
-                Job::Import(events, _) => {
-                    aggregates.extend(events.iter().map(|e| e.aggregate_id.as_str()));
-                    ids.extend(events.iter().map(|e| e.event_id));
-                }
+                Job::Snapshot(..) => {}
+                Job::Import(events, _) => ids.extend(events.iter().map(|e| e.event_id)),
             }
         }
         aggregates.sort_unstable();
@@ -357,7 +383,7 @@ impl Writer {
 
         let prep = fail("preparing the commit's statements");
         let lock_head = client.prepare_cached(&sql.lock_head).await.map_err(prep)?;
-        let versions = client.prepare_cached(&sql.versions).await.map_err(prep)?;
+        let streams = client.prepare_cached(&sql.streams).await.map_err(prep)?;
         let by_id = client.prepare_cached(&sql.by_id).await.map_err(prep)?;
         let checkpoints = client
             .prepare_cached(&sql.checkpoints)
@@ -366,6 +392,10 @@ impl Writer {
         let leases = client.prepare_cached(&sql.leases).await.map_err(prep)?;
         let insert_events = client
             .prepare_cached(&sql.insert_events)
+            .await
+            .map_err(prep)?;
+        let upsert_streams = client
+            .prepare_cached(&sql.upsert_streams)
             .await
             .map_err(prep)?;
         let upsert_checkpoints = client
@@ -385,10 +415,10 @@ impl Writer {
         let names_param: [&(dyn ToSql + Sync); 1] = [&names];
         let fences_param: [&(dyn ToSql + Sync); 2] = [&fence_groups, &fence_partitions];
         let no_fences = fences.is_empty();
-        let (begin, tip, versions, stored, cps, held) = tokio::join!(
+        let (begin, tip, found, stored, cps, held) = tokio::join!(
             client.batch_execute("BEGIN"),
             client.query_one(&lock_head, &[]),
-            client.query(&versions, &aggregates_param),
+            client.query(&streams, &aggregates_param),
             client.query(&by_id, &ids_param),
             client.query(&checkpoints, &names_param),
             async {
@@ -402,7 +432,7 @@ impl Writer {
         let read = fail("reading the log's tip under the commit lock");
         begin.map_err(read)?;
         let tip = tip.map_err(read)?;
-        let versions = versions.map_err(read)?;
+        let found = found.map_err(read)?;
         let stored = stored.map_err(read)?;
         let cps = cps.map_err(read)?;
         let held = held.map_err(read)?;
@@ -419,71 +449,77 @@ impl Writer {
             recorded_at: at.map_or(Timestamp::from_micros(i64::MIN), |t| t.0),
         };
         let start = tip.position;
-        let mut state = GroupState {
-            now: Timestamp::now().max(tip.recorded_at),
-            tip,
-            versions: HashMap::with_capacity(versions.len()),
+        let mut ahead = ReadAhead {
+            asked: aggregates.iter().cloned().collect(),
+            streams: HashMap::with_capacity(found.len()),
             by_id: HashMap::with_capacity(stored.len()),
+            damaged: HashSet::new(),
             checkpoints: HashMap::with_capacity(cps.len()),
             leases: HashMap::with_capacity(held.len()),
-            events: Vec::new(),
-            checkpoint_writes: HashMap::new(),
-            snapshot_writes: HashMap::new(),
         };
-        for r in &versions {
+        for r in &found {
             let id: String = rows::get(r, 0).map_err(bad)?;
-            let ty: String = rows::get(r, 1).map_err(bad)?;
-            let v: i64 = rows::get(r, 2).map_err(bad)?;
-            state.versions.insert(id, (ty, v as u64));
+            let version: i64 = rows::get(r, 2).map_err(bad)?;
+            let metadata_version: i64 = rows::get(r, 4).map_err(bad)?;
+            let metadata: Option<String> = rows::get(r, 5).map_err(bad)?;
+            ahead.streams.insert(
+                id,
+                StreamRecord {
+                    aggregate_type: rows::get(r, 1).map_err(bad)?,
+                    version: version as u64,
+                    tombstoned: rows::get(r, 3).map_err(bad)?,
+                    metadata_version: metadata_version as u64,
+                    metadata: metadata.map(annal_core::RawJson::from_stored),
+                },
+            );
         }
         // A stored event that cannot be read back fails only the jobs that replay it.
-        let mut damaged: Vec<Uuid> = Vec::new();
         for r in &stored {
             match rows::event_from_row(r) {
-                Ok(e) => drop(state.by_id.insert(e.event_id, e)),
-                Err(_) => damaged.extend(r.try_get::<_, Uuid>(1).ok()),
+                Ok(e) => drop(ahead.by_id.insert(e.event_id, e)),
+                Err(_) => ahead.damaged.extend(r.try_get::<_, Uuid>(1).ok()),
             }
         }
         for r in &cps {
             let name: String = rows::get(r, 0).map_err(bad)?;
             let p: i64 = rows::get(r, 1).map_err(bad)?;
-            state.checkpoints.insert(name, p as u64);
+            ahead.checkpoints.insert(name, p as u64);
         }
         for r in &held {
             let g: String = rows::get(r, 0).map_err(bad)?;
             let p: i64 = rows::get(r, 1).map_err(bad)?;
             let owner: Option<String> = rows::get(r, 2).map_err(bad)?;
             let token: i64 = rows::get(r, 3).map_err(bad)?;
-            state.leases.insert((g, p as u32), (owner, token as u64));
+            ahead.leases.insert((g, p as u32), (owner, token as u64));
         }
 
         // Each job checks everything, then writes into the group's buffers.
+        let mut state = Group::new(tip);
         let mut outcomes = Vec::with_capacity(group.len());
         for job in group {
-            outcomes.push(match job {
-                Job::Transact(t, _) => {
-                    if let Some(id) = t
-                        .appends
-                        .iter()
-                        .flat_map(|a| &a.events)
-                        .find(|e| damaged.contains(&e.event_id))
-                    {
-                        Err(Error::Corrupt(format!(
-                            "the stored event {} cannot be read back",
-                            id.event_id
-                        )))
-                    } else {
-                        state.apply_transaction(t).map(Outcome::Transact)
-                    }
+            if let Job::Transact(t, _) = job
+                && let Some(c) = &t.checkpoint
+                && c.last_error.as_deref().is_some_and(|e| e.contains('\0'))
+            {
+                outcomes.push(Err(Error::invalid(
+                    "checkpoint.last_error",
+                    "must not contain NUL characters",
+                )));
+                continue;
+            }
+            outcomes.push(match state.apply(&mut ahead, job) {
+                Ok(o) => Ok(o),
+                Err(Fail::Job(e)) => Err(e),
+                Err(Fail::Group(e)) => {
+                    return Err(StorageFailure::message("checking the group", e.to_string()));
                 }
-                Job::Snapshot(s, _) => state.save_snapshot(s).map(Outcome::Snapshot),
-                Job::Import(events, _) => state.import(events).map(Outcome::Import),
             });
         }
+        let tip = state.tip();
+        let writes = state.finish();
 
         // Write phase, pipelined; COMMIT only once every write succeeded.
-        let events = std::mem::take(&mut state.events);
-        let ev = EventColumns::from(&events);
+        let ev = EventColumns::from(&writes.events);
         let ev_params: [&(dyn ToSql + Sync); 16] = [
             &ev.position,
             &ev.event_id,
@@ -502,7 +538,17 @@ impl Writer {
             &ev.data_ok,
             &ev.metadata_ok,
         ];
-        let cp = CheckpointColumns::from(state.checkpoint_writes.values());
+        let st = StreamColumns::from(&writes.streams);
+        let st_params: [&(dyn ToSql + Sync); 7] = [
+            &st.aggregate_id,
+            &st.aggregate_type,
+            &st.version,
+            &st.tombstoned,
+            &st.truncate_before,
+            &st.metadata_version,
+            &st.metadata,
+        ];
+        let cp = CheckpointColumns::from(writes.checkpoints.iter());
         let cp_params: [&(dyn ToSql + Sync); 6] = [
             &cp.name,
             &cp.position,
@@ -511,7 +557,7 @@ impl Writer {
             &cp.last_error,
             &cp.updated_at,
         ];
-        let sn = SnapshotColumns::from(state.snapshot_writes.values());
+        let sn = SnapshotColumns::from(writes.snapshots.iter());
         let sn_params: [&(dyn ToSql + Sync); 7] = [
             &sn.aggregate_id,
             &sn.aggregate_type,
@@ -521,13 +567,17 @@ impl Writer {
             &sn.state_ok,
             &sn.created_at,
         ];
-        let head = clamp(state.tip.position);
-        let head_hash = state.tip.hash.to_hex();
-        let head_at = state.tip.recorded_at.as_micros();
+        let head = clamp(tip.position);
+        let head_hash = tip.hash.to_hex();
+        let head_at = tip.recorded_at.as_micros();
         let head_params: [&(dyn ToSql + Sync); 4] = [&head, &head_hash, &head_at, &sql.channel];
+        let writes_events_empty = writes.events.is_empty();
         let mut writes: Vec<Fut<'_>> = Vec::new();
-        if !events.is_empty() {
+        if !writes_events_empty {
             writes.push(Box::pin(client.execute(&insert_events, &ev_params)));
+        }
+        if !st.aggregate_id.is_empty() {
+            writes.push(Box::pin(client.execute(&upsert_streams, &st_params)));
         }
         if !cp.name.is_empty() {
             writes.push(Box::pin(client.execute(&upsert_checkpoints, &cp_params)));
@@ -535,7 +585,7 @@ impl Writer {
         if !sn.aggregate_id.is_empty() {
             writes.push(Box::pin(client.execute(&upsert_snapshots, &sn_params)));
         }
-        if state.tip.position != start {
+        if tip.position != start {
             writes.push(Box::pin(client.execute(&move_head, &head_params)));
         }
         // Send every write (a future sends its request when first polled). A write that
@@ -571,200 +621,7 @@ impl Writer {
             None => commit.await,
         };
         committed.map_err(fail("committing the group"))?;
-        Ok((outcomes, state.tip.position))
-    }
-}
-
-/// What a checked append will do.
-enum Plan {
-    /// A retry of an append already stored: answer this, write nothing.
-    Replay(AppendResult),
-    /// Write the events after `version`.
-    Write { version: u64 },
-}
-
-impl GroupState {
-    fn current(&self, aggregate_id: &str) -> Option<(String, u64)> {
-        self.versions.get(aggregate_id).cloned()
-    }
-
-    fn apply_transaction(&mut self, t: &ProposedTransaction) -> Result<TransactionResult> {
-        // Check every append before writing any. Appends of one transaction to the same
-        // aggregate see each other's planned versions.
-        let mut planned: HashMap<&str, (&str, u64)> = HashMap::new();
-        let mut plans = Vec::with_capacity(t.appends.len());
-        let mut new_events = 0u64;
-        for a in &t.appends {
-            let plan = self.plan_append(a, &planned)?;
-            if let Plan::Write { version } = plan {
-                planned.insert(
-                    &a.aggregate_id,
-                    (&a.aggregate_type, version + a.events.len() as u64),
-                );
-                new_events += a.events.len() as u64;
-            }
-            plans.push(plan);
-        }
-        if let Some(c) = &t.checkpoint {
-            if c.last_error.as_deref().is_some_and(|e| e.contains('\0')) {
-                return Err(Error::invalid(
-                    "checkpoint.last_error",
-                    "must not contain NUL characters",
-                ));
-            }
-            c.check_expected(self.checkpoints.get(&c.name).copied())?;
-            if let Some(f) = &c.lease {
-                f.check(
-                    self.leases
-                        .get(&(f.group.clone(), f.partition))
-                        .map(|(o, t)| (o.as_deref(), *t)),
-                )?;
-            }
-            c.check_position(self.tip.position + new_events)?;
-        }
-        // Write.
-        let mut results = Vec::with_capacity(plans.len());
-        for (a, plan) in t.appends.iter().zip(plans) {
-            results.push(match plan {
-                Plan::Replay(r) => r,
-                Plan::Write { version } => self.write_append(a, version),
-            });
-        }
-        let checkpoint = t.checkpoint.as_ref().map(|c| {
-            let stored = c.stored(self.now);
-            self.checkpoints.insert(c.name.clone(), c.position);
-            self.checkpoint_writes
-                .insert(c.name.clone(), stored.clone());
-            stored
-        });
-        Ok(TransactionResult {
-            results,
-            checkpoint,
-        })
-    }
-
-    fn plan_append(
-        &self,
-        a: &ProposedAppend,
-        planned: &HashMap<&str, (&str, u64)>,
-    ) -> Result<Plan> {
-        if a.events.iter().any(|e| e.id_supplied) {
-            let stored = a
-                .events
-                .iter()
-                .map(|e| {
-                    if e.id_supplied {
-                        self.by_id.get(&e.event_id).cloned()
-                    } else {
-                        None
-                    }
-                })
-                .collect();
-            if let Some(replayed) = check_replay(a, stored)? {
-                return Ok(Plan::Replay(replayed));
-            }
-        }
-        let current = match planned.get(a.aggregate_id.as_str()) {
-            Some((t, v)) => Some(((*t).to_owned(), *v)),
-            None => self.current(&a.aggregate_id),
-        };
-        let version = match current {
-            Some((existing, _)) if existing != a.aggregate_type => {
-                return Err(Error::AggregateTypeMismatch {
-                    aggregate_id: a.aggregate_id.clone(),
-                    existing,
-                    requested: a.aggregate_type.clone(),
-                });
-            }
-            Some((_, v)) => v,
-            None => 0,
-        };
-        a.expected.check(&a.aggregate_id, version)?;
-        Ok(Plan::Write { version })
-    }
-
-    fn write_append(&mut self, a: &ProposedAppend, version: u64) -> AppendResult {
-        let mut events = Vec::with_capacity(a.events.len());
-        for (i, e) in a.events.iter().enumerate() {
-            let recorded = e.record(
-                self.tip.position + 1,
-                &a.aggregate_type,
-                &a.aggregate_id,
-                version + 1 + i as u64,
-                self.now,
-                &self.tip.hash,
-            );
-            self.tip.position = recorded.position;
-            self.tip.hash = recorded.hash;
-            self.tip.recorded_at = self.now;
-            self.by_id.insert(recorded.event_id, recorded.clone());
-            self.events.push(recorded.clone());
-            events.push(recorded);
-        }
-        self.versions.insert(
-            a.aggregate_id.clone(),
-            (a.aggregate_type.clone(), version + a.events.len() as u64),
-        );
-        AppendResult::from_events(events)
-    }
-
-    fn save_snapshot(&mut self, s: &SnapshotJob) -> Result<Snapshot> {
-        let Some((aggregate_type, version)) = self.current(&s.aggregate_id) else {
-            return Err(Error::NotFound {
-                what: format!("aggregate '{}'", s.aggregate_id),
-            });
-        };
-        if s.version == 0 || s.version > version {
-            return Err(Error::invalid(
-                "version",
-                format!(
-                    "{} is not a version of aggregate '{}' (its current version is {version})",
-                    s.version, s.aggregate_id
-                ),
-            ));
-        }
-        let snapshot = Snapshot {
-            aggregate_id: s.aggregate_id.clone(),
-            aggregate_type,
-            aggregate_version: s.version,
-            tag: s.tag.clone(),
-            state: s.state.clone(),
-            created_at: self.now,
-        };
-        self.snapshot_writes.insert(
-            (s.aggregate_id.clone(), s.tag.clone(), s.version),
-            snapshot.clone(),
-        );
-        Ok(snapshot)
-    }
-
-    /// Checks that `events` continue the log exactly (see [`check_import`]) and queues
-    /// them as they are.
-    fn import(&mut self, events: &[RecordedEvent]) -> Result<u64> {
-        let tip = check_import(
-            import::Tip {
-                position: self.tip.position,
-                hash: self.tip.hash,
-                recorded_at: self.tip.recorded_at,
-            },
-            events,
-            |a| self.current(a),
-            |id| self.by_id.contains_key(id),
-        )?;
-        for e in events {
-            self.versions.insert(
-                e.aggregate_id.clone(),
-                (e.aggregate_type.clone(), e.aggregate_version),
-            );
-            self.by_id.insert(e.event_id, e.clone());
-        }
-        self.events.extend(events.iter().cloned());
-        self.tip = Tip {
-            position: tip.position,
-            hash: tip.hash,
-            recorded_at: tip.recorded_at,
-        };
-        Ok(events.len() as u64)
+        Ok((outcomes, tip.position))
     }
 }
 
@@ -826,6 +683,42 @@ impl<'a> From<&'a Vec<RecordedEvent>> for EventColumns<'a> {
             c.hash.push(e.hash.to_hex());
             c.data_ok.push(jsonb_can_hold(e.data.get()));
             c.metadata_ok.push(jsonb_can_hold(e.metadata.get()));
+        }
+        c
+    }
+}
+
+/// The group's stream records as column arrays.
+struct StreamColumns<'a> {
+    aggregate_id: Vec<&'a str>,
+    aggregate_type: Vec<Option<&'a str>>,
+    version: Vec<i64>,
+    tombstoned: Vec<bool>,
+    truncate_before: Vec<Option<i64>>,
+    metadata_version: Vec<i64>,
+    metadata: Vec<Option<&'a str>>,
+}
+
+impl<'a> From<&'a Vec<(String, StreamRecord)>> for StreamColumns<'a> {
+    fn from(records: &'a Vec<(String, StreamRecord)>) -> Self {
+        let n = records.len();
+        let mut c = StreamColumns {
+            aggregate_id: Vec::with_capacity(n),
+            aggregate_type: Vec::with_capacity(n),
+            version: Vec::with_capacity(n),
+            tombstoned: Vec::with_capacity(n),
+            truncate_before: Vec::with_capacity(n),
+            metadata_version: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+        };
+        for (id, r) in records {
+            c.aggregate_id.push(id);
+            c.aggregate_type.push(r.aggregate_type.as_deref());
+            c.version.push(clamp(r.version));
+            c.tombstoned.push(r.tombstoned);
+            c.truncate_before.push(r.truncate_before().map(clamp));
+            c.metadata_version.push(clamp(r.metadata_version));
+            c.metadata.push(r.metadata.as_ref().map(|m| m.get()));
         }
         c
     }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use annal_core::Store;
 use annal_core::testkit::Harness;
 use annal_postgres::PgStore;
 use async_trait::async_trait;
@@ -71,4 +72,49 @@ annal_core::conformance_suite!(fresh, skip_unless = common::available);
 mod subscriptions {
     use super::{common, fresh};
     annal_core::subscription_suite!(fresh, skip_unless = common::available);
+}
+
+mod stream_rules {
+    use super::{common, fresh};
+    annal_core::stream_suite!(fresh, skip_unless = common::available);
+}
+
+/// A version 2 schema (no stream records) is migrated when opened: each stream's record
+/// is rebuilt from its events, equal to the one the writer kept, and the stream rules
+/// hold on it at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_2_schema_gets_the_stream_records_the_writer_would_have_kept() {
+    if !common::available() {
+        return;
+    }
+    let h = fresh().await;
+    let names = annal_core::testkit::stream_cases::populate_streams(&h.store).await;
+    let mut kept = Vec::new();
+    for n in &names {
+        kept.push(h.store.stream(n).await.expect("record"));
+    }
+    let c = common::admin().await;
+    let s = &h.schema;
+    c.batch_execute(&format!(
+        "DROP TABLE \"{s}\".streams; DELETE FROM \"{s}\".schema_version WHERE version > 2"
+    ))
+    .await
+    .expect("back to version 2");
+    let store = PgStore::connect(&h.url).await.expect("migrate");
+    for (n, k) in names.iter().zip(kept) {
+        assert_eq!(store.stream(n).await.expect("record"), k, "stream '{n}'");
+    }
+    let err = store
+        .append(annal_core::testkit::cases::req(
+            "order",
+            "order-gone",
+            annal_core::ExpectedVersion::Any,
+            vec![annal_core::testkit::cases::ev("Placed", "{}")],
+        ))
+        .await
+        .expect_err("tombstoned");
+    assert!(
+        matches!(err, annal_core::Error::StreamDeleted { .. }),
+        "{err:?}"
+    );
 }

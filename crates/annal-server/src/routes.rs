@@ -90,7 +90,7 @@ pub async fn append(
     if request.user_id.is_none() {
         request.user_id.clone_from(&caller.name);
     }
-    let result = streams::append(app.store.as_ref(), request).await?;
+    let result = app.store.append(request).await?;
     metrics::counter!("annal_events_appended_total").increment(result.events.len() as u64);
     created(&result)
 }
@@ -122,19 +122,12 @@ pub async fn transact(
     if t.checkpoint.is_some() {
         caller.check_unlimited()?;
     }
-    for a in &mut t.appends {
+    for (i, a) in t.appends.iter_mut().enumerate() {
+        // Over HTTP the type is required (only the gRPC endpoint derives it).
+        annal_core::append::check_name(&format!("appends[{i}].aggregate_type"), &a.aggregate_type)?;
         caller.check_type(&a.aggregate_type)?;
         if a.user_id.is_none() {
             a.user_id.clone_from(&caller.name);
-        }
-        if streams::state(app.store.as_ref(), &a.aggregate_id)
-            .await?
-            .tombstoned
-        {
-            return Err(annal_core::Error::StreamDeleted {
-                aggregate_id: a.aggregate_id.clone(),
-            }
-            .into());
         }
     }
     let result = app.store.transact(t).await?;

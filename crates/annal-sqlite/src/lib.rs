@@ -5,7 +5,13 @@
 //! - **Throughput**: writes go through one writer thread that commits whatever is queued
 //!   as one group (see [`writer`]): 16 writers share one fsync.
 //! - **Readers never block the writer**: reads run on their own connections (WAL readers
-//!   see the last committed snapshot), on tokio's blocking pool.
+//!   see the last committed snapshot), on tokio's blocking pool, never on its workers.
+//! - **A bounded reader pool**: at most [`Options::readers`] read connections, each
+//!   opened once and kept (with its cached statements and page cache); a read waits
+//!   for a free one instead of opening another.
+//! - **Appends read nothing first**: the writer checks expected versions, deletions and
+//!   replays against each stream's record (the `streams` table), written by the same
+//!   commit as the stream's events (see [`annal_core::commit`]).
 //! - **Several processes** may open the same file: each commit takes SQLite's write lock
 //!   and reads the log's tip inside it, so positions, versions and the chain stay whole.
 //!   Waiters in one process are woken on its commits and poll for other processes'.
@@ -21,7 +27,7 @@ use annal_core::append::{ProposedTransaction, check_name};
 use annal_core::lease;
 use annal_core::{
     AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Lease, Limits, RawJson,
-    RecordedEvent, Result, Snapshot, Store, Timestamp, TransactionResult, Uuid,
+    RecordedEvent, Result, Snapshot, Store, StreamRecord, Timestamp, TransactionResult, Uuid,
 };
 use async_trait::async_trait;
 use rows::{EVENT_COLUMNS, clamp, db};
@@ -29,20 +35,44 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 /// How long a connection waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a waiter polls for commits made by other processes.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// Idle read connections kept open.
-const MAX_IDLE_READERS: usize = 8;
-
 /// Settings of an embedded store.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Size limits on appends.
     pub limits: Limits,
+    /// Most read connections open at once (at least 1); reads beyond wait for one.
+    pub readers: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            readers: default_readers(),
+        }
+    }
+}
+
+/// The reader pool's default size: `ANNAL_SQLITE_READERS` if set to a number, else
+/// twice the machine's cores, from 4 to 32 (a read is mostly CPU on cached pages; a few
+/// spare connections cover reads waiting on the disk).
+pub fn default_readers() -> usize {
+    if let Some(n) = std::env::var("ANNAL_SQLITE_READERS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        return n;
+    }
+    std::thread::available_parallelism()
+        .map_or(4, |n| n.get() * 2)
+        .clamp(4, 32)
 }
 
 /// An annal store in one SQLite file. Cheap to clone; clones share the writer.
@@ -55,7 +85,10 @@ struct Inner {
     path: PathBuf,
     limits: Limits,
     jobs: mpsc::Sender<writer::Job>,
+    /// Idle read connections (never more than the pool's size).
     readers: Mutex<Vec<Connection>>,
+    /// One permit per read connection the pool may have open.
+    reader_permits: Arc<Semaphore>,
     head: watch::Receiver<u64>,
     /// The connection lease operations write on (opened on first use).
     leases: Mutex<Option<Connection>>,
@@ -163,6 +196,7 @@ impl SqliteStore {
                 limits: options.limits,
                 jobs,
                 readers: Mutex::new(Vec::new()),
+                reader_permits: Arc::new(Semaphore::new(options.readers.max(1))),
                 head: head_rx,
                 leases: Mutex::new(None),
             }),
@@ -187,22 +221,28 @@ impl SqliteStore {
             .map_err(|_| Error::Closed("the writer thread stopped before answering".into()))?
     }
 
-    /// Runs `f` on a read connection on the blocking pool.
+    /// Runs `f` on a pooled read connection on the blocking pool, once one is free.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = self.inner.clone();
+        let permit = inner
+            .reader_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Closed("the reader pool is closed".into()))?;
         tokio::task::spawn_blocking(move || {
+            // Holding a permit guarantees an idle connection or room to open one.
+            let _permit = permit;
             let pooled = inner.readers.lock().map(|mut v| v.pop()).unwrap_or(None);
             let conn = match pooled {
                 Some(c) => c,
                 None => open_connection(&inner.path, true).map_err(db)?,
             };
             let out = f(&conn);
-            if let Ok(mut idle) = inner.readers.lock()
-                && idle.len() < MAX_IDLE_READERS
-            {
+            if let Ok(mut idle) = inner.readers.lock() {
                 idle.push(conn);
             }
             out
@@ -282,7 +322,7 @@ fn open_connection(path: &Path, reader: bool) -> rusqlite::Result<Connection> {
     conn.set_prepared_statement_cache_capacity(64);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    // 16 MiB of page cache per connection (up to 8 idle readers and the writer).
+    // 16 MiB of page cache per connection (the readers and the writer).
     conn.pragma_update(None, "cache_size", -16384)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
@@ -350,9 +390,20 @@ impl Store for SqliteStore {
         limit: usize,
         filter: &Filter,
     ) -> Result<Vec<RecordedEvent>> {
-        let (sql, params) = rows::read_all_sql(after_position, limit, filter);
-        self.read(move |c| rows::query_events(c, &sql, rusqlite::params_from_iter(params)))
-            .await
+        let filter = filter.clone();
+        self.read(move |c| {
+            let mut after = after_position;
+            if let Some(since) = filter.since {
+                after = after.max(rows::first_position_at(c, since)?.saturating_sub(1));
+            }
+            let before = match filter.until {
+                Some(until) => Some(rows::first_position_at(c, until)?),
+                None => None,
+            };
+            let (sql, params) = rows::read_all_sql(after, before, limit, &filter);
+            rows::query_events(c, &sql, rusqlite::params_from_iter(params))
+        })
+        .await
     }
 
     async fn event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {
@@ -364,23 +415,19 @@ impl Store for SqliteStore {
     }
 
     async fn aggregate(&self, aggregate_id: &str) -> Result<Option<AggregateInfo>> {
-        let id = aggregate_id.to_owned();
-        self.read(move |c| {
-            c.prepare_cached(
-                "SELECT aggregate_type, aggregate_version FROM events
-                 WHERE aggregate_id = ?1 ORDER BY aggregate_version DESC LIMIT 1",
-            )
-            .map_err(db)?
-            .query_row([id], |r| {
-                Ok(AggregateInfo {
-                    aggregate_type: r.get(0)?,
-                    version: r.get::<_, i64>(1)? as u64,
-                })
+        let record = self.stream(aggregate_id).await?;
+        Ok(record.and_then(|r| {
+            let aggregate_type = r.aggregate_type.filter(|_| r.version > 0)?;
+            Some(AggregateInfo {
+                aggregate_type,
+                version: r.version,
             })
-            .optional()
-            .map_err(db)
-        })
-        .await
+        }))
+    }
+
+    async fn stream(&self, aggregate_id: &str) -> Result<Option<StreamRecord>> {
+        let id = aggregate_id.to_owned();
+        self.read(move |c| rows::stream_record(c, &id)).await
     }
 
     async fn head(&self, aggregate_types: &[String]) -> Result<u64> {

@@ -10,7 +10,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const V1: &str = r#"
 CREATE TABLE events (
@@ -80,6 +80,56 @@ CREATE TABLE group_members (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 3: one record per stream, kept by the commit that appends to it, so an
+/// append is checked without reading events (`annal_core::stream_record`). Filled here
+/// from the events of a version 2 file: each stream's last event, then each metadata
+/// stream's last event onto its base stream.
+const V3: &str = r#"
+CREATE TABLE streams (
+    aggregate_id     TEXT    PRIMARY KEY,
+    aggregate_type   TEXT,                   -- NULL: no event yet, only metadata
+    version          INTEGER NOT NULL,       -- its last event's aggregate_version (0: none)
+    tombstoned       INTEGER NOT NULL,       -- 1 once a $streamDeleted event ended it
+    truncate_before  INTEGER,                -- "$tb" of its metadata, when a number
+    metadata_version INTEGER NOT NULL,       -- version of $$<aggregate_id> (0: none)
+    metadata         TEXT                    -- that stream's last event's data, if $metadata
+) WITHOUT ROWID;
+
+INSERT INTO streams (aggregate_id, aggregate_type, version, tombstoned, truncate_before,
+                     metadata_version, metadata)
+SELECT e.aggregate_id, e.aggregate_type, e.aggregate_version,
+       e.event_type = '$streamDeleted', NULL, 0, NULL
+FROM (SELECT aggregate_id, max(aggregate_version) AS v FROM events GROUP BY aggregate_id) m
+JOIN events e ON e.aggregate_id = m.aggregate_id AND e.aggregate_version = m.v;
+
+INSERT INTO streams (aggregate_id, aggregate_type, version, tombstoned, truncate_before,
+                     metadata_version, metadata)
+SELECT substr(m.aggregate_id, 3), NULL, 0, 0, NULL, m.version,
+       CASE WHEN e.event_type = '$metadata' THEN e.data END
+FROM streams m
+JOIN events e ON e.aggregate_id = m.aggregate_id AND e.aggregate_version = m.version
+WHERE substr(m.aggregate_id, 1, 2) = '$$'
+ON CONFLICT (aggregate_id) DO UPDATE SET metadata_version = excluded.metadata_version,
+                                          metadata = excluded.metadata;
+
+UPDATE streams SET truncate_before = json_extract(metadata, '$."$tb"')
+WHERE metadata IS NOT NULL AND json_valid(metadata)
+  AND json_type(metadata, '$."$tb"') = 'integer';
+"#;
+
+/// Version 4: fewer B-trees written per event. Reads by time binary-search positions
+/// (`recorded_at` never decreases with position), so its index goes; correlation and
+/// causation ids, often absent, are indexed only where present.
+const V4: &str = r#"
+DROP INDEX events_by_recorded_at;
+DROP INDEX events_by_correlation_id;
+DROP INDEX events_by_causation_id;
+CREATE INDEX events_by_correlation_id ON events (correlation_id, position)
+    WHERE correlation_id IS NOT NULL;
+CREATE INDEX events_by_causation_id   ON events (causation_id, position)
+    WHERE causation_id IS NOT NULL;
+"#;
+
 /// What can go wrong bringing a file's schema up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -128,6 +178,20 @@ pub fn migrate(conn: &mut Connection, now: &str) -> Result<(), MigrateError> {
             [now],
         )?;
     }
+    if found < 3 {
+        tx.execute_batch(V3)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (3, ?1)",
+            [now],
+        )?;
+    }
+    if found < 4 {
+        tx.execute_batch(V4)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (4, ?1)",
+            [now],
+        )?;
+    }
     tx.commit()?;
     Ok(())
 }
@@ -137,7 +201,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_version_1_file_is_migrated_to_version_2_keeping_its_data() {
+    fn a_version_1_file_is_migrated_to_the_current_version_keeping_its_data() {
         let mut conn = Connection::open_in_memory().expect("open");
         conn.execute_batch(
             "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
@@ -157,7 +221,7 @@ mod tests {
             .expect("query")
             .collect::<rusqlite::Result<_>>()
             .expect("rows");
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3, 4]);
         let leases: i64 = conn
             .query_row("SELECT count(*) FROM leases", [], |r| r.get(0))
             .expect("leases table");

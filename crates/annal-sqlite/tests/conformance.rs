@@ -1,6 +1,7 @@
 //! The whole conformance suite and the subscription suite (subscriptions, projections,
 //! triggers, consumer groups) against the embedded SQLite store, one file per test.
 
+use annal_core::Store;
 use annal_core::testkit::Harness;
 use annal_sqlite::SqliteStore;
 use async_trait::async_trait;
@@ -50,3 +51,50 @@ impl Harness for Sqlite {
 
 annal_core::conformance_suite!(fresh);
 annal_core::subscription_suite!(fresh);
+annal_core::stream_suite!(fresh);
+
+/// A version 2 file (no stream records, the old event indexes) is migrated when opened:
+/// each stream's record is rebuilt from its events, equal to the one the writer kept,
+/// and the stream rules hold on it at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_2_file_gets_the_stream_records_the_writer_would_have_kept() {
+    let Sqlite { _dir, path, store } = fresh().await;
+    let names = annal_core::testkit::stream_cases::populate_streams(&store).await;
+    let mut kept = Vec::new();
+    for n in &names {
+        kept.push(store.stream(n).await.expect("record"));
+    }
+    let head = store.head(&[]).await.expect("head");
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("open behind the store's back");
+    conn.execute_batch(
+        "DROP TABLE streams;
+         DROP INDEX events_by_correlation_id;
+         DROP INDEX events_by_causation_id;
+         CREATE INDEX events_by_correlation_id ON events (correlation_id, position);
+         CREATE INDEX events_by_causation_id   ON events (causation_id, position);
+         CREATE INDEX events_by_recorded_at    ON events (recorded_at);
+         DELETE FROM schema_version WHERE version > 2;",
+    )
+    .expect("back to version 2");
+    drop(conn);
+    let store = SqliteStore::open(&path).expect("migrate");
+    for (n, k) in names.iter().zip(kept) {
+        assert_eq!(store.stream(n).await.expect("record"), k, "stream '{n}'");
+    }
+    assert_eq!(store.head(&[]).await.expect("head"), head);
+    assert!(store.verify(None, None).await.expect("verify").ok);
+    let err = store
+        .append(annal_core::testkit::cases::req(
+            "order",
+            "order-gone",
+            annal_core::ExpectedVersion::Any,
+            vec![annal_core::testkit::cases::ev("Placed", "{}")],
+        ))
+        .await
+        .expect_err("tombstoned");
+    assert!(
+        matches!(err, annal_core::Error::StreamDeleted { .. }),
+        "{err:?}"
+    );
+}

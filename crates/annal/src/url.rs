@@ -155,7 +155,10 @@ pub fn open_with(url: &StoreUrl, limits: Limits) -> Result<Arc<dyn Store>, OpenE
     match url {
         #[cfg(feature = "sqlite")]
         StoreUrl::Sqlite(path) => {
-            let options = annal_sqlite::Options { limits };
+            let options = annal_sqlite::Options {
+                limits,
+                ..annal_sqlite::Options::default()
+            };
             Ok(Arc::new(annal_sqlite::SqliteStore::open_with(
                 path, options,
             )?))

@@ -16,6 +16,12 @@ use uuid::Uuid;
 
 use ExpectedVersion::{Any, Exact, Exists, NoStream};
 
+pub use super::stream_cases::{
+    a_soft_deleted_stream_written_again_shows_only_its_new_events,
+    a_stream_append_without_a_type_takes_the_streams_own_or_its_category,
+    stream_records_match_what_the_events_say, the_store_refuses_appends_to_a_tombstoned_stream,
+};
+
 /// An event of `event_type` with JSON text `data`.
 pub fn ev(event_type: &str, data: &str) -> NewEvent {
     NewEvent::raw(event_type, RawJson::parse(data).expect("test data is JSON"))

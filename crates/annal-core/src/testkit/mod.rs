@@ -7,6 +7,7 @@
 
 pub mod cases;
 pub mod model;
+pub mod stream_cases;
 pub mod subscriptions;
 pub mod workloads;
 
@@ -89,6 +90,31 @@ macro_rules! conformance_suite {
                 $crate::testkit::cases::$case($make().await).await;
             }
         )*
+    };
+}
+
+/// Instantiates the stream-rule cases ([`stream_cases`]) as tests, like
+/// [`conformance_suite!`]: for backends whose writer keeps stream records (not for a
+/// client of a server, whose stream routes are tested with the server).
+#[macro_export]
+macro_rules! stream_suite {
+    ($make:path) => {
+        $crate::stream_suite!(@all $make; {});
+    };
+    ($make:path, skip_unless = $ready:path) => {
+        $crate::stream_suite!(@all $make; {
+            if !$ready() {
+                return;
+            }
+        });
+    };
+    (@all $make:path; $guard:block) => {
+        $crate::conformance_suite!(@cases $make; $guard;
+            stream_records_match_what_the_events_say,
+            the_store_refuses_appends_to_a_tombstoned_stream,
+            a_soft_deleted_stream_written_again_shows_only_its_new_events,
+            a_stream_append_without_a_type_takes_the_streams_own_or_its_category,
+        );
     };
 }
 

@@ -1,0 +1,530 @@
+//! The checking half of a group commit, written once for every backend.
+//!
+//! A backend's writer takes a group of queued [`Job`]s, opens its write transaction,
+//! reads the log's tip under the write lock and gives each job to a [`Group`]. The group
+//! checks the job against the stored state, read through the backend's [`Lookup`], and
+//! against what earlier jobs of the same group wrote. It then either refuses the job or
+//! adds the job's events, stream records, checkpoint and snapshot to its buffers. The
+//! backend writes the buffers ([`Group::finish`]) and commits once.
+//!
+//! Invariants:
+//! - a job is checked completely before anything of it is buffered: a refused job
+//!   leaves no trace, and the group's other jobs go on;
+//! - positions continue the tip without a gap, each hash chains to the one before, and
+//!   every event of the group carries one clock reading, never earlier than the tip's;
+//! - every append honours the stream rules of [`crate::streams`]: a tombstoned stream
+//!   (or its metadata stream) takes nothing, `exists` fails on a soft-deleted stream, a
+//!   soft-deleted stream accepts `no_stream` or its last version and, when written
+//!   again, gets a `$metadata` event whose `$tb` hides the events from before;
+//! - each stream's [`StreamRecord`] changes in the buffers together with its events, so
+//!   the backend stores both in one commit.
+
+use crate::append::{
+    AppendResult, ExpectedVersion, ProposedAppend, ProposedEvent, ProposedTransaction,
+    TransactionResult, check_replay,
+};
+use crate::checkpoint::Checkpoint;
+use crate::error::Error;
+use crate::event::{RawJson, RecordedEvent, Timestamp};
+use crate::import::{Tip, check_import};
+use crate::job::{Job, Outcome, SnapshotJob};
+use crate::snapshot::Snapshot;
+use crate::stream_record::{StreamRecord, metadata_base};
+use crate::streams::{self, METADATA_AGGREGATE_TYPE, METADATA_EVENT_TYPE};
+use serde_json::{Map, Value};
+use std::collections::{BTreeSet, HashMap};
+use uuid::Uuid;
+
+/// Why a job failed: on its own (nothing of it is written; the group goes on) or with
+/// the whole group (the database failed; nothing of the group is written).
+#[derive(Debug)]
+pub enum Fail {
+    /// The job is refused.
+    Job(Error),
+    /// The group fails.
+    Group(Error),
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Self {
+        Fail::Job(e)
+    }
+}
+
+/// What a group reads from the store, inside the write transaction. Backends answer
+/// [`Fail::Group`] when the database fails and [`Fail::Job`] when a stored row is
+/// unreadable (only the job that needs it fails).
+pub trait Lookup {
+    /// A stream's record; `None` if the store has none.
+    fn stream(&mut self, aggregate_id: &str) -> Result<Option<StreamRecord>, Fail>;
+    /// A stored event by id.
+    fn event(&mut self, event_id: Uuid) -> Result<Option<RecordedEvent>, Fail>;
+    /// A checkpoint's position.
+    fn checkpoint(&mut self, name: &str) -> Result<Option<u64>, Fail>;
+    /// A lease's owner (`None`: released) and fencing token.
+    fn lease(&mut self, group: &str, partition: u32)
+    -> Result<Option<(Option<String>, u64)>, Fail>;
+}
+
+/// The streams whose records a job may read: each stream it writes and that stream's
+/// metadata stream (or, for a metadata stream, its base). A backend that reads ahead
+/// reads these.
+pub fn streams_touched(job: &Job) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |id: &str| {
+        out.push(id.to_owned());
+        match metadata_base(id) {
+            Some(base) => out.push(base.to_owned()),
+            None => out.push(streams::metadata_stream(id)),
+        }
+    };
+    match job {
+        Job::Transact(t, _) => t.appends.iter().for_each(|a| add(&a.aggregate_id)),
+        Job::Snapshot(s, _) => add(&s.aggregate_id),
+        Job::Import(events, _) => events.iter().for_each(|e| add(&e.aggregate_id)),
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// What a group writes: the backend stores all of it in one commit.
+#[derive(Debug, Default)]
+pub struct Writes {
+    /// New events, in position order.
+    pub events: Vec<RecordedEvent>,
+    /// Stream records to store (insert or replace), by stream.
+    pub streams: Vec<(String, StreamRecord)>,
+    /// Checkpoints to store (insert or replace).
+    pub checkpoints: Vec<Checkpoint>,
+    /// Snapshots to store (insert or replace).
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// One group commit's checks and buffers.
+pub struct Group {
+    tip: Tip,
+    now: Timestamp,
+    /// Stream records read or written so far (`None`: the store has none).
+    streams: HashMap<String, Option<StreamRecord>>,
+    /// Streams whose records this group changed.
+    changed: BTreeSet<String>,
+    /// This group's events by id (an index into `events`).
+    written: HashMap<Uuid, usize>,
+    /// Checkpoint positions read or written so far.
+    checkpoints: HashMap<String, Option<u64>>,
+    events: Vec<RecordedEvent>,
+    checkpoint_writes: HashMap<String, Checkpoint>,
+    snapshot_writes: HashMap<(String, String, u64), Snapshot>,
+}
+
+/// A transaction's writes before they join the group (dropped if it is refused).
+struct Staged {
+    tip: Tip,
+    events: Vec<RecordedEvent>,
+    streams: HashMap<String, StreamRecord>,
+}
+
+/// What a checked append does.
+enum Plan {
+    /// A retry of an append already stored: answer this, write nothing.
+    Replay(AppendResult),
+    /// Write the events; `revive` is the `$metadata` event that un-hides a
+    /// soft-deleted stream's new events.
+    Write {
+        aggregate_type: String,
+        version: u64,
+        revive: Option<RawJson>,
+    },
+}
+
+impl Group {
+    /// A group continuing the log at `tip`; its events are recorded now (or at the
+    /// tip's time, if the clock went back).
+    pub fn new(tip: Tip) -> Self {
+        Self {
+            now: Timestamp::now().max(tip.recorded_at),
+            tip,
+            streams: HashMap::new(),
+            changed: BTreeSet::new(),
+            written: HashMap::new(),
+            checkpoints: HashMap::new(),
+            events: Vec::new(),
+            checkpoint_writes: HashMap::new(),
+            snapshot_writes: HashMap::new(),
+        }
+    }
+
+    /// The tip after the jobs applied so far.
+    pub fn tip(&self) -> Tip {
+        self.tip
+    }
+
+    /// Checks a job and buffers its writes, or refuses it.
+    pub fn apply(&mut self, lookup: &mut impl Lookup, job: &Job) -> Result<Outcome, Fail> {
+        match job {
+            Job::Transact(t, _) => self.transact(lookup, t).map(Outcome::Transact),
+            Job::Snapshot(s, _) => self.snapshot(lookup, s).map(Outcome::Snapshot),
+            Job::Import(events, _) => self.import(lookup, events).map(Outcome::Import),
+        }
+    }
+
+    /// The group's writes.
+    pub fn finish(mut self) -> Writes {
+        let streams = self
+            .changed
+            .iter()
+            .filter_map(|id| {
+                let rec = self.streams.remove(id).flatten()?;
+                Some((id.clone(), rec))
+            })
+            .collect();
+        let mut checkpoints: Vec<Checkpoint> = self.checkpoint_writes.into_values().collect();
+        checkpoints.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut snapshots: Vec<Snapshot> = self.snapshot_writes.into_values().collect();
+        snapshots.sort_by(|a, b| {
+            (&a.aggregate_id, &a.tag, a.aggregate_version).cmp(&(
+                &b.aggregate_id,
+                &b.tag,
+                b.aggregate_version,
+            ))
+        });
+        Writes {
+            events: self.events,
+            streams,
+            checkpoints,
+            snapshots,
+        }
+    }
+
+    /// A stream's record as this group sees it.
+    fn stream(&mut self, lookup: &mut impl Lookup, id: &str) -> Result<Option<StreamRecord>, Fail> {
+        if let Some(rec) = self.streams.get(id) {
+            return Ok(rec.clone());
+        }
+        let rec = lookup.stream(id)?;
+        self.streams.insert(id.to_owned(), rec.clone());
+        Ok(rec)
+    }
+
+    /// A stored event by id, this group's own included.
+    fn event(&mut self, lookup: &mut impl Lookup, id: Uuid) -> Result<Option<RecordedEvent>, Fail> {
+        match self.written.get(&id) {
+            Some(&i) => Ok(self.events.get(i).cloned()),
+            None => lookup.event(id),
+        }
+    }
+
+    fn staged_stream(
+        &mut self,
+        lookup: &mut impl Lookup,
+        staged: &Staged,
+        id: &str,
+    ) -> Result<StreamRecord, Fail> {
+        match staged.streams.get(id) {
+            Some(rec) => Ok(rec.clone()),
+            None => Ok(self.stream(lookup, id)?.unwrap_or_default()),
+        }
+    }
+
+    /// Records an event in `staged` and updates the records it changes.
+    fn stage_event(
+        &mut self,
+        lookup: &mut impl Lookup,
+        staged: &mut Staged,
+        event: RecordedEvent,
+    ) -> Result<(), Fail> {
+        let mut rec = self.staged_stream(lookup, staged, &event.aggregate_id)?;
+        rec.note_event(&event);
+        staged.streams.insert(event.aggregate_id.clone(), rec);
+        if let Some(base) = metadata_base(&event.aggregate_id) {
+            let mut rec = self.staged_stream(lookup, staged, base)?;
+            rec.note_metadata_event(&event);
+            staged.streams.insert(base.to_owned(), rec);
+        }
+        staged.tip = Tip {
+            position: event.position,
+            hash: event.hash,
+            recorded_at: event.recorded_at,
+        };
+        staged.events.push(event);
+        Ok(())
+    }
+
+    /// Joins a checked job's writes to the group.
+    fn join(&mut self, staged: Staged) {
+        self.tip = staged.tip;
+        for (id, rec) in staged.streams {
+            self.changed.insert(id.clone());
+            self.streams.insert(id, Some(rec));
+        }
+        for e in staged.events {
+            self.written.insert(e.event_id, self.events.len());
+            self.events.push(e);
+        }
+    }
+
+    fn transact(
+        &mut self,
+        lookup: &mut impl Lookup,
+        t: &ProposedTransaction,
+    ) -> Result<TransactionResult, Fail> {
+        let mut staged = Staged {
+            tip: self.tip,
+            events: Vec::new(),
+            streams: HashMap::new(),
+        };
+        // Each append is checked against the ones before it in the transaction, and
+        // staged; nothing joins the group until every check passed.
+        let mut results = Vec::with_capacity(t.appends.len());
+        for a in &t.appends {
+            let result = match self.plan(lookup, &staged, a)? {
+                Plan::Replay(r) => r,
+                Plan::Write {
+                    aggregate_type,
+                    version,
+                    revive,
+                } => {
+                    let mut events = Vec::with_capacity(a.events.len());
+                    for (i, e) in a.events.iter().enumerate() {
+                        let recorded = e.record(
+                            staged.tip.position + 1,
+                            &aggregate_type,
+                            &a.aggregate_id,
+                            version + 1 + i as u64,
+                            self.now,
+                            &staged.tip.hash,
+                        );
+                        events.push(recorded.clone());
+                        self.stage_event(lookup, &mut staged, recorded)?;
+                    }
+                    if let Some(meta) = revive {
+                        self.stage_revival(lookup, &mut staged, a, meta)?;
+                    }
+                    AppendResult::from_events(events)
+                }
+            };
+            results.push(result);
+        }
+        let checkpoint = match &t.checkpoint {
+            None => None,
+            Some(c) => {
+                let actual = match self.checkpoints.get(&c.name) {
+                    Some(p) => *p,
+                    None => lookup.checkpoint(&c.name)?,
+                };
+                c.check_expected(actual)?;
+                if let Some(f) = &c.lease {
+                    f.check(
+                        lookup
+                            .lease(&f.group, f.partition)?
+                            .as_ref()
+                            .map(|(o, t)| (o.as_deref(), *t)),
+                    )?;
+                }
+                c.check_position(staged.tip.position)?;
+                Some(c.stored(self.now))
+            }
+        };
+        self.join(staged);
+        if let Some(stored) = &checkpoint {
+            self.checkpoints
+                .insert(stored.name.clone(), Some(stored.position));
+            self.checkpoint_writes
+                .insert(stored.name.clone(), stored.clone());
+        }
+        Ok(TransactionResult {
+            results,
+            checkpoint,
+        })
+    }
+
+    /// The `$metadata` event that keeps a soft-deleted stream's old events hidden once
+    /// it is written again.
+    fn stage_revival(
+        &mut self,
+        lookup: &mut impl Lookup,
+        staged: &mut Staged,
+        a: &ProposedAppend,
+        meta: RawJson,
+    ) -> Result<(), Fail> {
+        let meta_stream = streams::metadata_stream(&a.aggregate_id);
+        let base = self.staged_stream(lookup, staged, &a.aggregate_id)?;
+        let first = a.events.first();
+        let proposed = ProposedEvent {
+            event_id: Uuid::now_v7(),
+            id_supplied: false,
+            event_type: METADATA_EVENT_TYPE.to_owned(),
+            event_version: 1,
+            user_id: first.map_or_else(|| "system".to_owned(), |e| e.user_id.clone()),
+            correlation_id: first.and_then(|e| e.correlation_id.clone()),
+            causation_id: None,
+            data: meta,
+            metadata: RawJson::empty_object(),
+        };
+        let recorded = proposed.record(
+            staged.tip.position + 1,
+            METADATA_AGGREGATE_TYPE,
+            &meta_stream,
+            base.metadata_version + 1,
+            self.now,
+            &staged.tip.hash,
+        );
+        self.stage_event(lookup, staged, recorded)
+    }
+
+    /// Checks one append against the stream's record (as staged so far).
+    fn plan(
+        &mut self,
+        lookup: &mut impl Lookup,
+        staged: &Staged,
+        a: &ProposedAppend,
+    ) -> Result<Plan, Fail> {
+        let id = &a.aggregate_id;
+        let rec = self.staged_stream(lookup, staged, id)?;
+        let tombstoned = rec.tombstoned
+            || match metadata_base(id) {
+                Some(base) => self.staged_stream(lookup, staged, base)?.tombstoned,
+                None => false,
+            };
+        let deleted = || Error::StreamDeleted {
+            aggregate_id: id.clone(),
+        };
+        if tombstoned {
+            return Err(deleted().into());
+        }
+        let soft_deleted = rec.soft_deleted();
+        if a.expected == ExpectedVersion::Exists && soft_deleted {
+            return Err(deleted().into());
+        }
+        // An empty type takes the stream's own, or its category for a new stream.
+        let aggregate_type = if a.aggregate_type.is_empty() {
+            rec.aggregate_type
+                .clone()
+                .unwrap_or_else(|| streams::category(id).to_owned())
+        } else {
+            a.aggregate_type.clone()
+        };
+        if a.events.iter().any(|e| e.id_supplied) {
+            let mut stored = Vec::with_capacity(a.events.len());
+            for e in &a.events {
+                stored.push(if e.id_supplied {
+                    self.event(lookup, e.event_id)?
+                } else {
+                    None
+                });
+            }
+            if stored.iter().any(Option::is_some) {
+                let mut typed = a.clone();
+                typed.aggregate_type.clone_from(&aggregate_type);
+                if let Some(replayed) = check_replay(&typed, stored)? {
+                    return Ok(Plan::Replay(replayed));
+                }
+            }
+        }
+        if let Some(existing) = &rec.aggregate_type
+            && *existing != aggregate_type
+        {
+            return Err(Error::AggregateTypeMismatch {
+                aggregate_id: id.clone(),
+                existing: existing.clone(),
+                requested: aggregate_type,
+            }
+            .into());
+        }
+        let allowed = rec.allows(a.expected);
+        if !allowed {
+            return Err(Error::WrongExpectedVersion {
+                aggregate_id: id.clone(),
+                expected: a.expected,
+                actual: rec.version,
+            }
+            .into());
+        }
+        let revive = if soft_deleted {
+            Some(with_truncate_before(rec.metadata.as_ref(), rec.version)?)
+        } else {
+            None
+        };
+        Ok(Plan::Write {
+            aggregate_type,
+            version: rec.version,
+            revive,
+        })
+    }
+
+    fn snapshot(&mut self, lookup: &mut impl Lookup, s: &SnapshotJob) -> Result<Snapshot, Fail> {
+        let rec = self.stream(lookup, &s.aggregate_id)?.unwrap_or_default();
+        let (Some(aggregate_type), version @ 1..) = (rec.aggregate_type, rec.version) else {
+            return Err(Error::NotFound {
+                what: format!("aggregate '{}'", s.aggregate_id),
+            }
+            .into());
+        };
+        if s.version == 0 || s.version > version {
+            return Err(Error::invalid(
+                "version",
+                format!(
+                    "{} is not a version of aggregate '{}' (its current version is {version})",
+                    s.version, s.aggregate_id
+                ),
+            )
+            .into());
+        }
+        let snapshot = Snapshot {
+            aggregate_id: s.aggregate_id.clone(),
+            aggregate_type,
+            aggregate_version: s.version,
+            tag: s.tag.clone(),
+            state: s.state.clone(),
+            created_at: self.now,
+        };
+        self.snapshot_writes.insert(
+            (s.aggregate_id.clone(), s.tag.clone(), s.version),
+            snapshot.clone(),
+        );
+        Ok(snapshot)
+    }
+
+    /// Checks that `events` continue the log exactly ([`check_import`]) and stages them
+    /// as they are.
+    fn import(&mut self, lookup: &mut impl Lookup, events: &[RecordedEvent]) -> Result<u64, Fail> {
+        let mut current: HashMap<&str, Option<(String, u64)>> = HashMap::new();
+        let mut stored: BTreeSet<Uuid> = BTreeSet::new();
+        for e in events {
+            if !current.contains_key(e.aggregate_id.as_str()) {
+                let rec = self.stream(lookup, &e.aggregate_id)?.unwrap_or_default();
+                let now = rec.aggregate_type.filter(|_| rec.version > 0);
+                current.insert(&e.aggregate_id, now.map(|t| (t, rec.version)));
+            }
+            if self.event(lookup, e.event_id)?.is_some() {
+                stored.insert(e.event_id);
+            }
+        }
+        check_import(
+            self.tip,
+            events,
+            |a| current.get(a).cloned().flatten(),
+            |id| stored.contains(id),
+        )?;
+        let mut staged = Staged {
+            tip: self.tip,
+            events: Vec::with_capacity(events.len()),
+            streams: HashMap::new(),
+        };
+        for e in events {
+            self.stage_event(lookup, &mut staged, e.clone())?;
+        }
+        self.join(staged);
+        Ok(events.len() as u64)
+    }
+}
+
+/// `meta` (a stream's metadata, if any) with `$tb` set to `tb`.
+pub fn with_truncate_before(meta: Option<&RawJson>, tb: u64) -> Result<RawJson, Error> {
+    let mut map = meta
+        .and_then(|m| m.to_value::<Map<String, Value>>().ok())
+        .unwrap_or_default();
+    map.insert("$tb".to_owned(), Value::from(tb));
+    RawJson::from_value(&map).map_err(|e| Error::Corrupt(format!("stream metadata: {e}")))
+}
