@@ -2,6 +2,12 @@
 //! annal server on a fresh SQLite store, each run three times; prints every run and
 //! the median in events/s.
 //!
+//! First it prints `fdatasync: N/s in DIR`, the disk's fdatasync rate probed once for
+//! 2 s where the store files go; the durable writes (W1, W2-16, W2-64, W3) are also
+//! printed as a multiple of it (`0.93× fdatasync`), every run and every median: W1 (one
+//! event per request) near 1× at best, W2 above it (group commit), W3 far above
+//! (100-event appends). A ratio that drops is a regression whatever the disk.
+//!
 //! - W1: one client, one event per append (expected version checked);
 //! - W2: 16 and 64 concurrent clients, one event per append, each on its own aggregates;
 //! - W3: one client, 100-event appends (1,000,000 events, then read by W4);
@@ -12,11 +18,15 @@
 //! The server runs in this process on the same tokio runtime, unless
 //! `ANNAL_BENCH_SERVER=path/to/annal` names a binary: then each store gets its own
 //! `annal serve` child process, and its resident memory (VmRSS) is reported idle and
-//! at its peak under W2. `ANNAL_BENCH_DIR` chooses where the store files go.
+//! at its peak under W2. `ANNAL_BENCH_DIR` chooses where the store files go,
+//! `ANNAL_BENCH_RUNS` the number of runs; sizes for short runs: `ANNAL_BENCH_W1_APPENDS`
+//! (2,000), `ANNAL_BENCH_W2_EVENTS` (32,000 over all clients), `ANNAL_BENCH_W3_APPENDS`
+//! (10,000 appends of 100 events).
 
 use annal_client::HttpStore;
 use annal_core::testkit::workloads::{
-    batches, concurrent_writers, median, one_writer, rate, read_everything,
+    batches, concurrent_writers, env_u64, fdatasync_rate, median, one_writer, rate,
+    read_everything, vs_fdatasync,
 };
 use annal_core::{Filter, Store};
 use annal_server::Config;
@@ -29,7 +39,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Runs per workload (`ANNAL_BENCH_RUNS` overrides, for profiling).
-const RUNS: usize = 3;
+const RUNS: u64 = 3;
 const W1_APPENDS: u64 = 2_000;
 const W2_EVENTS: u64 = 32_000;
 const W3_APPENDS: u64 = 10_000;
@@ -113,17 +123,18 @@ impl Drop for Server {
 
 /// W1: one client, one event per append, 1,000 aggregates, expected version checked.
 async fn w1(s: &HttpStore) -> (u64, f64) {
-    one_writer(s, W1_APPENDS).await
+    one_writer(s, env_u64("ANNAL_BENCH_W1_APPENDS", W1_APPENDS)).await
 }
 
 /// W2: `clients` concurrent clients (one connection each), one event per append.
 async fn w2(s: &HttpStore, clients: u64) -> (u64, f64) {
-    concurrent_writers(s, clients, W2_EVENTS / clients).await
+    let events = env_u64("ANNAL_BENCH_W2_EVENTS", W2_EVENTS);
+    concurrent_writers(s, clients, (events / clients).max(1)).await
 }
 
 /// W3: one client, 100 events per append.
 async fn w3(s: &HttpStore) -> (u64, f64) {
-    batches(s, W3_APPENDS).await
+    batches(s, env_u64("ANNAL_BENCH_W3_APPENDS", W3_APPENDS)).await
 }
 
 /// W4, paged: every event through `GET /v1/events?limit=10000`, the next page fetched
@@ -186,23 +197,37 @@ async fn main() {
     let base = std::env::var_os("ANNAL_BENCH_DIR").map(PathBuf::from);
     let binary = std::env::var_os("ANNAL_BENCH_SERVER").map(PathBuf::from);
     let names = ["W1", "W2-16", "W2-64", "W3", "W4-paged", "W4-sse"];
+    // The durable writes, printed also as a multiple of the fdatasync rate.
+    let durable = [true, true, true, true, false, false];
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut memory: Vec<String> = Vec::new();
-    let runs = std::env::var("ANNAL_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(RUNS);
-    for run in 1..=runs {
-        let dir = match &base {
+    let runs = env_u64("ANNAL_BENCH_RUNS", RUNS);
+    let bench_dir = || {
+        match &base {
             Some(b) => tempfile::tempdir_in(b),
             None => tempfile::tempdir(),
         }
-        .expect("bench dir");
+        .expect("bench dir")
+    };
+    let fsync = fdatasync_rate(bench_dir().path()).expect("fdatasync probe");
+    println!(
+        "fdatasync: {fsync:.0}/s in {} (256-byte appends to one file, 2 s; the store files' disk)",
+        base.clone().unwrap_or_else(std::env::temp_dir).display()
+    );
+    let figure = |i: usize, events_per_sec: f64| {
+        if durable[i] {
+            vs_fdatasync(events_per_sec, fsync)
+        } else {
+            format!("{events_per_sec:.0} events/s")
+        }
+    };
+    for run in 1..=runs {
+        let dir = bench_dir();
         let mut record = |i: usize, r: (u64, f64)| {
             println!(
-                "run {run} {:<9} {:>10.0} events/s ({} events in {:.2} s)",
+                "run {run} {:<9} {:>34} ({} events in {:.2} s)",
                 names[i],
-                rate(r),
+                figure(i, rate(r)),
                 r.0,
                 r.1
             );
@@ -243,7 +268,8 @@ async fn main() {
                 record(5, r);
                 if let Some(idle) = server.rss_kib() {
                     memory.push(format!(
-                        "run {run} W4 on 1,000,000 events: server RSS after {} MiB, peak paged {} MiB, peak SSE {} MiB",
+                        "run {run} W4 on {} events: server RSS after {} MiB, peak paged {} MiB, peak SSE {} MiB",
+                        r3.0,
                         idle / 1024,
                         peak_paged / 1024,
                         peak_sse / 1024
@@ -253,10 +279,10 @@ async fn main() {
             server.stop().await;
         }
     }
-    println!("median of {runs} runs:");
-    for (name, rates) in names.iter().zip(results) {
+    println!("median of {runs} runs (fdatasync {fsync:.0}/s):");
+    for (i, (name, rates)) in names.iter().zip(results).enumerate() {
         if !rates.is_empty() {
-            println!("{name:<9} {:>10.0} events/s", median(rates));
+            println!("{name:<9} {:>34}", figure(i, median(rates)));
         }
     }
     for line in memory {

@@ -1,24 +1,41 @@
 //! Workloads W1–W5 of the foundation issue on PostgreSQL (mirroring
 //! annal-sqlite/benches/workloads.rs), plus W2p: W2's 16 writers split over 4 processes
 //! (this binary re-run as children). Each run uses fresh schemas, dropped afterwards;
-//! three runs, every run printed, then the medians in events/s.
+//! three runs (`ANNAL_BENCH_RUNS`), every run printed, then the medians in events/s.
+//!
+//! First it prints `fdatasync: N/s in DIR`: the disk's fdatasync rate, probed once for
+//! 2 s in `ANNAL_BENCH_DIR` (default: the system temp dir). The bench expects the
+//! server on this machine, its data directory on local disk too, so the probe's disk
+//! stands in for the server's: point `ANNAL_BENCH_DIR` at a directory on the data
+//! directory's disk when the two differ.
+//! The durable writes (W1, W2, W2p, W3) are also printed as a multiple of that rate
+//! (`0.93× fdatasync`): W1 (one event per commit) near 1× at best, W2 and W3 above it
+//! (group commit, 100-event batches); a ratio that drops is a regression whatever the
+//! disk. W4 and W5 are reads, in events/s only.
 //!
 //! `cargo bench -p annal-postgres --bench workloads` (all), or name some: `-- W1 W2p`.
+//! Sizes for short runs: `ANNAL_BENCH_W1_APPENDS` (8,000), `ANNAL_BENCH_W2_EACH` (4,000
+//! for each of 16 writers), `ANNAL_BENCH_W3_APPENDS` (10,000 appends of 100 events).
 //! The server: `ANNAL_BENCH_POSTGRES_URL`, else `ANNAL_TEST_POSTGRES_URL`, else
 //! `postgres://postgres@127.0.0.1:5432/test`.
 
 use annal_core::testkit::workloads::{
-    batches, concurrent_writers, median, one_writer, rate, read_everything, read_one_aggregate,
-    writers,
+    batches, concurrent_writers, env_u64, fdatasync_rate, median, one_writer, rate,
+    read_everything, read_one_aggregate, vs_fdatasync, writers,
 };
 use annal_postgres::PgStore;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-const RUNS: usize = 3;
+const RUNS: u64 = 3;
 const W2_WRITERS: u64 = 16;
 const W2_EACH: u64 = 4_000;
+
+/// W2's appends per writer (`ANNAL_BENCH_W2_EACH`, for short runs; children inherit it).
+fn w2_each() -> u64 {
+    env_u64("ANNAL_BENCH_W2_EACH", W2_EACH)
+}
 const W2P_PROCESSES: u64 = 4;
 
 fn server() -> String {
@@ -67,12 +84,12 @@ impl Bench {
 
 /// W1: one writer, one event per append, expected version checked, 1,000 aggregates.
 async fn w1(b: &mut Bench) -> (u64, f64) {
-    one_writer(&b.store().await, 8_000).await
+    one_writer(&b.store().await, env_u64("ANNAL_BENCH_W1_APPENDS", 8_000)).await
 }
 
 /// W2: sixteen concurrent writers, one event per append, each on its own aggregates.
 async fn w2(b: &mut Bench) -> (u64, f64) {
-    concurrent_writers(&b.store().await, W2_WRITERS, W2_EACH).await
+    concurrent_writers(&b.store().await, W2_WRITERS, w2_each()).await
 }
 
 /// W2p: W2's sixteen writers split over four processes on one store.
@@ -115,7 +132,7 @@ async fn w2p(b: &mut Bench) -> (u64, f64) {
     for mut c in children {
         assert!(c.wait().expect("child exits").success());
     }
-    (W2_WRITERS * W2_EACH, secs)
+    (W2_WRITERS * w2_each(), secs)
 }
 
 /// A W2p child: connect, say ready, wait for go, run its writers, say done.
@@ -124,8 +141,16 @@ async fn child(url: &str, first: u64, count: u64) {
     println!("ready");
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).expect("go");
-    writers(&s, first, count, W2_EACH).await;
+    writers(&s, first, count, w2_each()).await;
     println!("done");
+}
+
+/// A figure: with `fsync` (a durable write) also as a multiple of the fdatasync rate.
+fn figure(events_per_sec: f64, fsync: Option<f64>) -> String {
+    match fsync {
+        Some(f) => vs_fdatasync(events_per_sec, f),
+        None => format!("{events_per_sec:.0} events/s"),
+    }
 }
 
 #[tokio::main]
@@ -138,23 +163,46 @@ async fn main() {
     }
     let wanted: Vec<&String> = args.iter().filter(|a| a.starts_with('W')).collect();
     let on = |w: &str| wanted.is_empty() || wanted.iter().any(|x| *x == w);
-    let mut results: Vec<(&str, Vec<f64>)> = ["W1", "W2", "W2p", "W3", "W4", "W5"]
-        .iter()
-        .map(|w| (*w, Vec::new()))
-        .collect();
-    for run in 1..=RUNS {
+    let runs = env_u64("ANNAL_BENCH_RUNS", RUNS);
+    let fsync = {
+        // The probe's file is named after this process and removed afterwards.
+        let dir = std::env::var_os("ANNAL_BENCH_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let f = fdatasync_rate(&dir).expect("fdatasync probe");
+        println!(
+            "fdatasync: {f:.0}/s in {} (256-byte appends to one file, 2 s; a temp dir on \
+             local disk, as PostgreSQL's data directory is: the server runs on this machine)",
+            dir.display()
+        );
+        f
+    };
+    // (name, durable, rates)
+    let mut results: Vec<(&str, bool, Vec<f64>)> = [
+        ("W1", true),
+        ("W2", true),
+        ("W2p", true),
+        ("W3", true),
+        ("W4", false),
+        ("W5", false),
+    ]
+    .iter()
+    .map(|(w, durable)| (*w, *durable, Vec::new()))
+    .collect();
+    for run in 1..=runs {
         let mut b = Bench {
             schemas: Vec::new(),
         };
         let mut record = |i: usize, r: (u64, f64)| {
+            let (name, durable, rates) = &mut results[i];
             println!(
-                "run {run} {}: {:>12.0} events/s ({} events in {:.2} s)",
-                results[i].0,
-                rate(r),
+                "run {run} {:<4} {:>34} ({} events in {:.2} s)",
+                format!("{name}:"),
+                figure(rate(r), durable.then_some(fsync)),
                 r.0,
                 r.1
             );
-            results[i].1.push(rate(r));
+            rates.push(rate(r));
         };
         if on("W1") {
             record(0, w1(&mut b).await);
@@ -167,7 +215,7 @@ async fn main() {
         }
         if on("W3") || on("W4") || on("W5") {
             let s = b.store().await;
-            let r3 = batches(&s, 10_000).await;
+            let r3 = batches(&s, env_u64("ANNAL_BENCH_W3_APPENDS", 10_000)).await;
             if on("W3") {
                 record(3, r3);
             }
@@ -180,10 +228,14 @@ async fn main() {
         }
         b.cleanup().await;
     }
-    println!("median of {RUNS} runs:");
-    for (w, rates) in results {
+    println!("median of {runs} runs (fdatasync {fsync:.0}/s):");
+    for (w, durable, rates) in results {
         if !rates.is_empty() {
-            println!("{w}: {:>12.0} events/s", median(rates));
+            println!(
+                "{:<4} {:>34}",
+                format!("{w}:"),
+                figure(median(rates), durable.then_some(fsync))
+            );
         }
     }
 }

@@ -1,6 +1,13 @@
 //! Loading an aggregate of 100,000 events on the embedded store, without snapshots and
 //! with a snapshot every 100 events (the worst case: 99 events after the last one), and
-//! executing one command on it. Three runs; prints each and the medians.
+//! executing one command on it. Three runs (`ANNAL_BENCH_RUNS`); prints each and the
+//! medians.
+//!
+//! The bench writes, so it first prints `fdatasync: N/s in DIR`, the disk's fdatasync
+//! rate probed once for 2 s where the store goes (`ANNAL_BENCH_DIR`, default the system
+//! temp dir); the durable writes are also printed as a multiple of it: the fill
+//! (1,000-event appends, in events/s) and the one command (a load, then a one-event
+//! append; as commands/s, one over its time).
 //!
 //! `cargo bench -p annal --bench aggregate_load`
 
@@ -9,6 +16,7 @@ use annal::{
     Aggregate, AppendRequest, CommandContext, DomainEvent, ExpectedVersion, NewEvent, Repository,
     SnapshotPolicy, Store,
 };
+use annal_core::testkit::workloads::{env_u64, fdatasync_rate, vs_fdatasync};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,7 +68,9 @@ impl Aggregate for Account {
 
 const EVENTS: u64 = 100_099;
 
-async fn fill(store: &Arc<dyn Store>) {
+/// Writes the aggregate; answers its rate in events/s.
+async fn fill(store: &Arc<dyn Store>) -> f64 {
+    let t = Instant::now();
     let mut written = 0;
     while written < EVENTS {
         let n = (EVENTS - written).min(1000);
@@ -77,6 +87,12 @@ async fn fill(store: &Arc<dyn Store>) {
         store.append(r).await.expect("append");
         written += n;
     }
+    EVENTS as f64 / t.elapsed().as_secs_f64()
+}
+
+/// A command's time in ms as commands/s, next to the fdatasync rate.
+fn commands(ms: f64, fsync: f64) -> String {
+    vs_fdatasync(1000.0 / ms, fsync).replace("events/s", "commands/s")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -97,12 +113,27 @@ async fn time_loads(repo: &Repository<Account>, n: usize) -> f64 {
 
 #[tokio::main]
 async fn main() {
+    let base = std::env::var_os("ANNAL_BENCH_DIR").map(std::path::PathBuf::from);
+    let bench_dir = || {
+        match &base {
+            Some(b) => tempfile::tempdir_in(b),
+            None => tempfile::tempdir(),
+        }
+        .expect("bench dir")
+    };
+    let fsync = fdatasync_rate(bench_dir().path()).expect("fdatasync probe");
+    println!(
+        "fdatasync: {fsync:.0}/s in {} (256-byte appends to one file, 2 s; the store's disk)",
+        base.clone().unwrap_or_else(std::env::temp_dir).display()
+    );
+    let runs = env_u64("ANNAL_BENCH_RUNS", 3);
     let (mut plain, mut snap, mut exec_plain, mut exec_snap) = (vec![], vec![], vec![], vec![]);
-    for run in 1..=3 {
-        let dir = tempfile::tempdir().expect("dir");
+    let mut fills = vec![];
+    for run in 1..=runs {
+        let dir = bench_dir();
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(dir.path().join("agg.db")).expect("open"));
-        fill(&store).await;
+        let filled = fill(&store).await;
         let without = Repository::<Account>::new(store.clone());
         let p = time_loads(&without, 5).await;
         let t = Instant::now();
@@ -132,20 +163,26 @@ async fn main() {
             .expect("execute");
         let es = t.elapsed().as_secs_f64() * 1000.0;
         println!(
-            "run {run}: load without snapshots {p:.1} ms, with a snapshot every 100 {s:.3} ms; \
-             one command {ep:.1} ms without, {es:.3} ms with"
+            "run {run}: fill {}; load without snapshots {p:.1} ms, with a snapshot every 100 \
+             {s:.3} ms; one command {ep:.1} ms without ({}), {es:.3} ms with ({})",
+            vs_fdatasync(filled, fsync),
+            commands(ep, fsync),
+            commands(es, fsync)
         );
+        fills.push(filled);
         plain.push(p);
         snap.push(s);
         exec_plain.push(ep);
         exec_snap.push(es);
     }
+    let (ep, es) = (median(exec_plain), median(exec_snap));
     println!(
-        "median of 3: load of {EVENTS} events without snapshots {:.1} ms ({:.0} events/s replayed); with snapshots {:.3} ms; command {:.1} ms / {:.3} ms",
+        "median of {runs} (fdatasync {fsync:.0}/s): fill {}; load of {EVENTS} events without snapshots {:.1} ms ({:.0} events/s replayed); with snapshots {:.3} ms; command {ep:.1} ms ({}) / {es:.3} ms ({})",
+        vs_fdatasync(median(fills), fsync),
         median(plain.clone()),
         EVENTS as f64 / (median(plain) / 1000.0),
         median(snap),
-        median(exec_plain),
-        median(exec_snap)
+        commands(ep, fsync),
+        commands(es, fsync)
     );
 }

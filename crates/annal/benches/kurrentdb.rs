@@ -14,12 +14,22 @@
 //!   its start, one consumer with 500 slots acknowledging every 50 events, until all are
 //!   delivered and acknowledged.
 //!
+//! First it prints `fdatasync: N/s in DIR`, the disk's fdatasync rate probed once for
+//! 2 s where the store files go; the durable writes (W1, W2-16, B1, B16, W3) are also
+//! printed as a multiple of it (`0.93× fdatasync`), every run and every median: W1 and
+//! B1 (one event per request) near 1× at best, W2-16 and B16 above it (group commit),
+//! W3 far above (100-event appends). A ratio that drops is a regression whatever the
+//! disk. Reads and P1 are in events/s only.
+//!
 //! Events are shaped like the HTTP bench's PaymentReceived (JSON data, `$correlationId` /
 //! `$causationId` metadata). Build the server first: `cargo build --release -p annal`;
 //! `ANNAL_BENCH_SERVER` names another binary, `ANNAL_BENCH_DIR` where stores go,
-//! `ANNAL_BENCH_RUNS` the number of runs. `cargo bench -p annal --bench kurrentdb`
-//! (all) or name some: `-- W1 B16 W4 P1`.
+//! `ANNAL_BENCH_RUNS` the number of runs; sizes for short runs: `ANNAL_BENCH_W1_APPENDS`
+//! (2,000), `ANNAL_BENCH_W2_EVENTS` (32,000 over all clients), `ANNAL_BENCH_W3_APPENDS`
+//! (3,000 appends of 100 events). `cargo bench -p annal --bench kurrentdb` (all) or name
+//! some: `-- W1 B16 W4 P1`.
 
+use annal_core::testkit::workloads::{env_u64, fdatasync_rate, median, rate, vs_fdatasync};
 use kurrentdb::{
     AppendToStreamOptions, BatchAppendOptions, Client, ClientSettings, EventData,
     PersistentSubscriptionOptions, ReadAllOptions, StreamPosition, StreamState,
@@ -29,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-const RUNS: usize = 3;
+const RUNS: u64 = 3;
 const W1_APPENDS: u64 = 2_000;
 const W2_EVENTS: u64 = 32_000;
 const W3_APPENDS: u64 = 3_000;
@@ -111,9 +121,10 @@ fn at(written: u64) -> StreamState {
 /// W1: one client, single-event appends over 1,000 streams, revisions checked.
 async fn w1(s: &Server) -> (u64, f64) {
     let client = s.client();
+    let appends = env_u64("ANNAL_BENCH_W1_APPENDS", W1_APPENDS);
     let mut written = vec![0u64; 1000];
     let t = Instant::now();
-    for i in 0..W1_APPENDS {
+    for i in 0..appends {
         let a = (i % 1000) as usize;
         client
             .append_to_stream(
@@ -125,13 +136,13 @@ async fn w1(s: &Server) -> (u64, f64) {
             .expect("append");
         written[a] += 1;
     }
-    (W1_APPENDS, t.elapsed().as_secs_f64())
+    (appends, t.elapsed().as_secs_f64())
 }
 
 /// W2: `clients` clients with a connection each, single-event appends, each on its own
 /// ten streams; with `batch`, through BatchAppend.
 async fn w2(s: &Server, clients: u64, batch: bool) -> (u64, f64) {
-    let each = W2_EVENTS / clients;
+    let each = (env_u64("ANNAL_BENCH_W2_EVENTS", W2_EVENTS) / clients).max(1);
     let t = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|w| {
@@ -182,8 +193,9 @@ async fn w2(s: &Server, clients: u64, batch: bool) -> (u64, f64) {
 /// W3: one client, 100-event appends over 1,000 streams.
 async fn w3(s: &Server) -> (u64, f64) {
     let client = s.client();
+    let appends = env_u64("ANNAL_BENCH_W3_APPENDS", W3_APPENDS);
     let t = Instant::now();
-    for i in 0..W3_APPENDS {
+    for i in 0..appends {
         let events: Vec<EventData> = (0..100).map(|k| payment(i * 100 + k)).collect();
         client
             .append_to_stream(
@@ -194,7 +206,7 @@ async fn w3(s: &Server) -> (u64, f64) {
             .await
             .expect("append");
     }
-    (W3_APPENDS * 100, t.elapsed().as_secs_f64())
+    (appends * 100, t.elapsed().as_secs_f64())
 }
 
 /// W4, read: every event through one `$all` read.
@@ -272,15 +284,6 @@ async fn p1(s: &Server) -> (u64, f64) {
     (P1_EVENTS, t.elapsed().as_secs_f64())
 }
 
-fn rate((events, secs): (u64, f64)) -> f64 {
-    events as f64 / secs
-}
-
-fn median(mut rates: Vec<f64>) -> f64 {
-    rates.sort_by(f64::total_cmp);
-    rates.get(rates.len() / 2).copied().unwrap_or(0.0)
-}
-
 #[tokio::main]
 async fn main() {
     let wanted: Vec<String> = std::env::args()
@@ -299,23 +302,37 @@ async fn main() {
         binary.display()
     );
     let base = std::env::var_os("ANNAL_BENCH_DIR").map(PathBuf::from);
-    let runs = std::env::var("ANNAL_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(RUNS);
+    let runs = env_u64("ANNAL_BENCH_RUNS", RUNS);
     let names = ["W1", "W2-16", "B1", "B16", "W3", "W4-read", "W4-sub", "P1"];
+    // The durable writes, printed also as a multiple of the fdatasync rate.
+    let durable = [true, true, true, true, true, false, false, false];
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
-    for run in 1..=runs {
-        let dir = match &base {
+    let bench_dir = || {
+        match &base {
             Some(b) => tempfile::tempdir_in(b),
             None => tempfile::tempdir(),
         }
-        .expect("bench dir");
+        .expect("bench dir")
+    };
+    let fsync = fdatasync_rate(bench_dir().path()).expect("fdatasync probe");
+    println!(
+        "fdatasync: {fsync:.0}/s in {} (256-byte appends to one file, 2 s; the store files' disk)",
+        base.clone().unwrap_or_else(std::env::temp_dir).display()
+    );
+    let figure = |i: usize, events_per_sec: f64| {
+        if durable[i] {
+            vs_fdatasync(events_per_sec, fsync)
+        } else {
+            format!("{events_per_sec:.0} events/s")
+        }
+    };
+    for run in 1..=runs {
+        let dir = bench_dir();
         let mut record = |i: usize, r: (u64, f64)| {
             println!(
-                "run {run} {:<8} {:>10.0} events/s ({} events in {:.2} s)",
+                "run {run} {:<8} {:>34} ({} events in {:.2} s)",
                 names[i],
-                rate(r),
+                figure(i, rate(r)),
                 r.0,
                 r.1
             );
@@ -354,10 +371,10 @@ async fn main() {
             record(7, p1(&s).await);
         }
     }
-    println!("median of {runs} runs:");
-    for (name, rates) in names.iter().zip(results) {
+    println!("median of {runs} runs (fdatasync {fsync:.0}/s):");
+    for (i, (name, rates)) in names.iter().zip(results).enumerate() {
         if !rates.is_empty() {
-            println!("{name:<8} {:>10.0} events/s", median(rates));
+            println!("{name:<8} {:>34}", figure(i, median(rates)));
         }
     }
 }

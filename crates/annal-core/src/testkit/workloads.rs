@@ -10,15 +10,100 @@
 //! - W5 [`read_one_aggregate`]: an aggregate of 10,000 events, read ten times.
 //!
 //! Events are shaped like the seed's PaymentReceived (v2) with user, correlation and
-//! causation ids. Each workload answers (events, seconds).
+//! causation ids ([`payment`]; [`payment_with_random_ids`] for random UUIDs in both, the
+//! shape of the scale runs). Each workload answers (events, seconds). The `*_on`
+//! variants take the aggregate names and the event shape, so one store can hold several
+//! runs; [`preload`] fills a store fast, for workloads on a large log.
+//!
+//! A durable write costs at least one fdatasync, so its figure means little without the
+//! disk's: [`fdatasync_rate`] measures the disk under a directory, and [`vs_fdatasync`]
+//! prints a figure next to it ("1234 events/s (0.95× fdatasync)"). Every bench that
+//! times durable writes probes once per run of the binary, where its stores live: a
+//! change that adds a sync per commit shows as a ratio that halves, whatever the disk.
 
-use crate::append::{AppendRequest, ExpectedVersion, NewEvent};
+use crate::append::{AppendRequest, ExpectedVersion, NewEvent, Transaction};
 use crate::event::RawJson;
 use crate::read::{Direction, Filter, stream_all};
 use crate::store::Store;
-use futures_util::TryStreamExt;
-use std::time::Instant;
+use futures_util::{StreamExt, TryStreamExt};
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// How long [`fdatasync_rate`] writes and syncs.
+pub const FDATASYNC_PROBE: Duration = Duration::from_secs(2);
+
+/// Bytes written before each sync by [`fdatasync_rate`] (about one small commit).
+pub const FDATASYNC_PROBE_BYTES: usize = 256;
+
+/// The disk's fdatasync rate under `dir`, in syncs per second: appends
+/// [`FDATASYNC_PROBE_BYTES`] bytes to a new file in `dir` and calls
+/// [`File::sync_data`](std::fs::File::sync_data) after each, for [`FDATASYNC_PROBE`]
+/// (2 s); then removes the file.
+///
+/// The file grows with each write, like a log (SQLite's WAL, a PostgreSQL WAL segment
+/// being filled), so each sync also makes the new length durable. One writer, one sync at
+/// a time: the figure is the ceiling of a store that syncs once per commit with one
+/// commit in flight. Blocks the calling thread for the whole probe (call it before the
+/// workloads, not inside them).
+pub fn fdatasync_rate(dir: &Path) -> std::io::Result<f64> {
+    let path = dir.join(format!(".annal-fdatasync-probe-{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    let probed = sync_loop(&mut file);
+    drop(file);
+    let removed = std::fs::remove_file(&path);
+    let rate = probed?;
+    removed?;
+    Ok(rate)
+}
+
+/// The probe proper: write and sync until [`FDATASYNC_PROBE`] has passed.
+fn sync_loop(file: &mut std::fs::File) -> std::io::Result<f64> {
+    // The file's creation is made durable first, so it is not counted as a sync.
+    file.sync_all()?;
+    let block = [0x5a_u8; FDATASYNC_PROBE_BYTES];
+    let t = Instant::now();
+    let mut syncs = 0u64;
+    while t.elapsed() < FDATASYNC_PROBE {
+        file.write_all(&block)?;
+        file.sync_data()?;
+        syncs += 1;
+    }
+    Ok(syncs as f64 / t.elapsed().as_secs_f64())
+}
+
+/// A durable-write figure next to the disk's: "N events/s (X.XX× fdatasync)", where
+/// X is `events_per_sec / fdatasyncs_per_sec` (from [`fdatasync_rate`]). One event per
+/// commit with one commit in flight stays near or under 1×; well over 1× means several
+/// events shared a sync (batches, group commit).
+pub fn vs_fdatasync(events_per_sec: f64, fdatasyncs_per_sec: f64) -> String {
+    format!(
+        "{events_per_sec:.0} events/s ({:.2}× fdatasync)",
+        fdatasync_ratio(events_per_sec, fdatasyncs_per_sec)
+    )
+}
+
+/// `events_per_sec / fdatasyncs_per_sec` (0 when the probe measured nothing).
+pub fn fdatasync_ratio(events_per_sec: f64, fdatasyncs_per_sec: f64) -> f64 {
+    if fdatasyncs_per_sec > 0.0 {
+        events_per_sec / fdatasyncs_per_sec
+    } else {
+        0.0
+    }
+}
+
+/// A bench setting from the environment: `name` parsed as a number, else `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace(['_', ','], "").parse().ok())
+        .unwrap_or(default)
+}
 
 /// The `i`-th PaymentReceived of a workload.
 pub fn payment(i: u64) -> NewEvent {
@@ -36,6 +121,21 @@ pub fn payment(i: u64) -> NewEvent {
     e.correlation_id = Some(format!("payment_{i}"));
     e.causation_id = Some(Uuid::now_v7().to_string());
     e
+}
+
+/// The `i`-th PaymentReceived with random UUIDs (version 4 layout) as its correlation
+/// and causation ids: the same data, but ids that land all over their indexes, as a
+/// busy store's do (the scale runs' shape).
+pub fn payment_with_random_ids(i: u64) -> NewEvent {
+    let mut e = payment(i);
+    e.correlation_id = Some(random_uuid().to_string());
+    e.causation_id = Some(random_uuid().to_string());
+    e
+}
+
+/// A random UUID (version 4 layout, from `fastrand`; not for secrets).
+pub fn random_uuid() -> Uuid {
+    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid()
 }
 
 /// An append of `events` to the Family `aggregate_id`.
@@ -62,14 +162,25 @@ pub fn median(mut rates: Vec<f64>) -> f64 {
 
 /// W1: `appends` single-event appends by one writer over 1,000 aggregates.
 pub async fn one_writer<S: Store + ?Sized>(s: &S, appends: u64) -> (u64, f64) {
+    one_writer_on(s, appends, "family", payment).await
+}
+
+/// W1 over the aggregates `{family}_0` to `{family}_999` (new to the store), with
+/// `event(i)` as the `i`-th event.
+pub async fn one_writer_on<S: Store + ?Sized>(
+    s: &S,
+    appends: u64,
+    family: &str,
+    event: fn(u64) -> NewEvent,
+) -> (u64, f64) {
     let mut versions = vec![0u64; 1000];
     let t = Instant::now();
     for i in 0..appends {
         let a = (i % 1000) as usize;
         s.append(request(
-            &format!("family_{a}"),
+            &format!("{family}_{a}"),
             ExpectedVersion::Exact(versions[a]),
-            vec![payment(i)],
+            vec![event(i)],
         ))
         .await
         .expect("append");
@@ -118,11 +229,22 @@ pub async fn concurrent_writers<S: Store + Clone + 'static>(
 
 /// W3: `appends` appends of 100 events by one writer (1,000,000 events for 10,000).
 pub async fn batches<S: Store + ?Sized>(s: &S, appends: u64) -> (u64, f64) {
+    batches_on(s, appends, "family", payment).await
+}
+
+/// W3 over the aggregates `{family}_0` to `{family}_999`, with `event(i)` as the `i`-th
+/// event.
+pub async fn batches_on<S: Store + ?Sized>(
+    s: &S,
+    appends: u64,
+    family: &str,
+    event: fn(u64) -> NewEvent,
+) -> (u64, f64) {
     let t = Instant::now();
     for i in 0..appends {
-        let events = (0..100).map(|k| payment(i * 100 + k)).collect();
+        let events = (0..100).map(|k| event(i * 100 + k)).collect();
         s.append(request(
-            &format!("family_{}", i % 1000),
+            &format!("{family}_{}", i % 1000),
             ExpectedVersion::Any,
             events,
         ))
@@ -145,9 +267,19 @@ pub async fn read_everything<S: Store + ?Sized>(s: &S, page: usize) -> (u64, f64
 
 /// W5: writes `family_big` (10,000 events), then reads it whole ten times.
 pub async fn read_one_aggregate<S: Store + ?Sized>(s: &S) -> (u64, f64) {
+    read_one_aggregate_on(s, "family_big", payment).await
+}
+
+/// W5 on the aggregate `aggregate_id` (new to the store), written with `event(i)` as
+/// the `i`-th event; only the reads are timed.
+pub async fn read_one_aggregate_on<S: Store + ?Sized>(
+    s: &S,
+    aggregate_id: &str,
+    event: fn(u64) -> NewEvent,
+) -> (u64, f64) {
     for i in 0..100 {
-        let events = (0..100).map(|k| payment(i * 100 + k)).collect();
-        s.append(request("family_big", ExpectedVersion::Any, events))
+        let events = (0..100).map(|k| event(i * 100 + k)).collect();
+        s.append(request(aggregate_id, ExpectedVersion::Any, events))
             .await
             .expect("append");
     }
@@ -157,7 +289,7 @@ pub async fn read_one_aggregate<S: Store + ?Sized>(s: &S) -> (u64, f64) {
         let mut from = 1;
         loop {
             let page = s
-                .read_aggregate("family_big", Direction::Forward, Some(from), 4096)
+                .read_aggregate(aggregate_id, Direction::Forward, Some(from), 4096)
                 .await
                 .expect("read");
             n += page.len() as u64;
@@ -167,6 +299,47 @@ pub async fn read_one_aggregate<S: Store + ?Sized>(s: &S) -> (u64, f64) {
             }
         }
     }
-    assert_eq!(n, 100_000, "family_big holds 10,000 events");
+    assert_eq!(n, 100_000, "{aggregate_id} holds 10,000 events");
     (n, t.elapsed().as_secs_f64())
+}
+
+/// Events per commit of [`preload`] (the default batch limit).
+pub const PRELOAD_COMMIT: u64 = 10_000;
+
+/// Fills a store with `events` events, fast: transactions of [`PRELOAD_COMMIT`] events
+/// (100 appends of 100 events, each to a new aggregate `{family}_{n}`), two in flight so
+/// the next one is built while the last commits. `event(i)` is the `i`-th event.
+/// Answers (events, seconds).
+pub async fn preload<S: Store + ?Sized>(
+    s: &S,
+    events: u64,
+    family: &str,
+    event: fn(u64) -> NewEvent,
+) -> (u64, f64) {
+    let t = Instant::now();
+    futures_util::stream::iter((0..events).step_by(PRELOAD_COMMIT as usize))
+        .map(|first| async move {
+            let last = (first + PRELOAD_COMMIT).min(events);
+            let appends = (first..last)
+                .step_by(100)
+                .map(|a| {
+                    request(
+                        &format!("{family}_{}", a / 100),
+                        ExpectedVersion::NoStream,
+                        (a..(a + 100).min(last)).map(event).collect(),
+                    )
+                })
+                .collect();
+            s.transact(Transaction {
+                appends,
+                checkpoint: None,
+            })
+            .await
+            .map(|_| ())
+        })
+        .buffered(2)
+        .try_collect::<()>()
+        .await
+        .expect("preload");
+    (events, t.elapsed().as_secs_f64())
 }
