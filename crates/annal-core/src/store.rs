@@ -51,10 +51,7 @@ pub trait Store: Send + Sync {
     /// Appends events to one aggregate, atomically, after checking the expected version.
     async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
         let proposed = request.prepare(self.limits())?;
-        let mut out = self.commit(proposed.into()).await?;
-        out.results
-            .pop()
-            .ok_or_else(|| Error::Corrupt("a transaction of one append returned no result".into()))
+        only_result(self.commit(proposed.into()).await?)
     }
 
     /// [`Store::append`] to a KurrentDB-style stream: the request may leave
@@ -62,10 +59,7 @@ pub trait Store: Send + Sync {
     /// category for a new stream ([`AppendRequest::prepare_for_stream`]).
     async fn append_to_stream(&self, request: AppendRequest) -> Result<AppendResult> {
         let proposed = request.prepare_for_stream(self.limits())?;
-        let mut out = self.commit(proposed.into()).await?;
-        out.results
-            .pop()
-            .ok_or_else(|| Error::Corrupt("a transaction of one append returned no result".into()))
+        only_result(self.commit(proposed.into()).await?)
     }
 
     /// Reads up to `limit` events of one aggregate. Forward: versions ≥ `from_version`
@@ -216,6 +210,13 @@ pub trait Store: Send + Sync {
     ) -> Result<VerifyReport> {
         chain::verify(self, from_position, to_position).await
     }
+}
+
+/// The one result of a transaction of one append.
+fn only_result(mut out: TransactionResult) -> Result<AppendResult> {
+    out.results
+        .pop()
+        .ok_or_else(|| Error::Corrupt("a transaction of one append returned no result".into()))
 }
 
 fn no_leases() -> Error {

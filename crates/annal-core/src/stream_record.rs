@@ -13,6 +13,7 @@
 
 use crate::append::ExpectedVersion;
 use crate::event::{RawJson, RecordedEvent};
+use crate::store::AggregateInfo;
 use crate::streams::{METADATA_EVENT_TYPE, TOMBSTONE_EVENT_TYPE, TRUNCATE_ALL};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -60,6 +61,15 @@ impl StreamRecord {
             ExpectedVersion::Exists => self.version > 0 && !self.soft_deleted(),
             ExpectedVersion::Exact(n) => n == self.version,
         }
+    }
+
+    /// The stream as an aggregate: its type and version, if it has events.
+    pub fn aggregate_info(self) -> Option<AggregateInfo> {
+        let aggregate_type = self.aggregate_type.filter(|_| self.version > 0)?;
+        Some(AggregateInfo {
+            aggregate_type,
+            version: self.version,
+        })
     }
 
     /// The record after `event`, an event of this stream.

@@ -20,8 +20,8 @@
 //! `postgres://postgres@127.0.0.1:5432/test`.
 
 use annal_core::testkit::workloads::{
-    batches, concurrent_writers, env_u64, fdatasync_rate, median, one_writer, rate,
-    read_everything, read_one_aggregate, vs_fdatasync, writers,
+    batches, concurrent_writers, env_u64, fdatasync_rate, figure, median, one_writer, rate,
+    read_everything, read_one_aggregate, writers,
 };
 use annal_postgres::PgStore;
 use std::io::{BufRead, BufReader, Write};
@@ -143,14 +143,6 @@ async fn child(url: &str, first: u64, count: u64) {
     std::io::stdin().read_line(&mut line).expect("go");
     writers(&s, first, count, w2_each()).await;
     println!("done");
-}
-
-/// A figure: with `fsync` (a durable write) also as a multiple of the fdatasync rate.
-fn figure(events_per_sec: f64, fsync: Option<f64>) -> String {
-    match fsync {
-        Some(f) => vs_fdatasync(events_per_sec, f),
-        None => format!("{events_per_sec:.0} events/s"),
-    }
 }
 
 #[tokio::main]

@@ -475,14 +475,10 @@ impl Store for PgStore {
     }
 
     async fn aggregate(&self, aggregate_id: &str) -> Result<Option<AggregateInfo>> {
-        let record = self.stream(aggregate_id).await?;
-        Ok(record.and_then(|r| {
-            let aggregate_type = r.aggregate_type.filter(|_| r.version > 0)?;
-            Some(AggregateInfo {
-                aggregate_type,
-                version: r.version,
-            })
-        }))
+        Ok(self
+            .stream(aggregate_id)
+            .await?
+            .and_then(StreamRecord::aggregate_info))
     }
 
     async fn stream(&self, aggregate_id: &str) -> Result<Option<StreamRecord>> {

@@ -4,8 +4,7 @@
 
 mod common;
 
-use annal_core::Store;
-use annal_core::testkit::Harness;
+use annal_core::testkit::{Harness, stream_cases};
 use annal_postgres::PgStore;
 use async_trait::async_trait;
 
@@ -88,11 +87,8 @@ async fn a_version_2_schema_gets_the_stream_records_the_writer_would_have_kept()
         return;
     }
     let h = fresh().await;
-    let names = annal_core::testkit::stream_cases::populate_streams(&h.store).await;
-    let mut kept = Vec::new();
-    for n in &names {
-        kept.push(h.store.stream(n).await.expect("record"));
-    }
+    let names = stream_cases::populate_streams(&h.store).await;
+    let kept = stream_cases::records(&h.store, &names).await;
     let c = common::admin().await;
     let s = &h.schema;
     c.batch_execute(&format!(
@@ -101,20 +97,5 @@ async fn a_version_2_schema_gets_the_stream_records_the_writer_would_have_kept()
     .await
     .expect("back to version 2");
     let store = PgStore::connect(&h.url).await.expect("migrate");
-    for (n, k) in names.iter().zip(kept) {
-        assert_eq!(store.stream(n).await.expect("record"), k, "stream '{n}'");
-    }
-    let err = store
-        .append(annal_core::testkit::cases::req(
-            "order",
-            "order-gone",
-            annal_core::ExpectedVersion::Any,
-            vec![annal_core::testkit::cases::ev("Placed", "{}")],
-        ))
-        .await
-        .expect_err("tombstoned");
-    assert!(
-        matches!(err, annal_core::Error::StreamDeleted { .. }),
-        "{err:?}"
-    );
+    stream_cases::check_migrated(&store, &names, kept).await;
 }

@@ -29,7 +29,7 @@
 
 use annal_core::Store;
 use annal_core::testkit::workloads::{
-    PRELOAD_COMMIT, batches, batches_on, concurrent_writers, env_u64, fdatasync_rate, median,
+    PRELOAD_COMMIT, batches, batches_on, concurrent_writers, env_u64, fdatasync_rate, figure, median,
     one_writer, one_writer_on, payment_with_random_ids, preload, rate, read_everything,
     read_one_aggregate, read_one_aggregate_on, vs_fdatasync,
 };
@@ -65,14 +65,6 @@ fn bench_dir(base: Option<&Path>) -> tempfile::TempDir {
         None => tempfile::tempdir(),
     }
     .expect("bench dir")
-}
-
-/// A figure: with `fsync` (a durable write) also as a multiple of the fdatasync rate.
-fn figure(events_per_sec: f64, fsync: Option<f64>) -> String {
-    match fsync {
-        Some(f) => vs_fdatasync(events_per_sec, f),
-        None => format!("{events_per_sec:.0} events/s"),
-    }
 }
 
 /// The store file's size (main file + `-wal`) and its bytes per event.

@@ -16,7 +16,7 @@ use annal::{
     Aggregate, AppendRequest, CommandContext, DomainEvent, ExpectedVersion, NewEvent, Repository,
     SnapshotPolicy, Store,
 };
-use annal_core::testkit::workloads::{env_u64, fdatasync_rate, vs_fdatasync};
+use annal_core::testkit::workloads::{env_u64, print_fdatasync_rate, vs_fdatasync};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
@@ -121,10 +121,9 @@ async fn main() {
         }
         .expect("bench dir")
     };
-    let fsync = fdatasync_rate(bench_dir().path()).expect("fdatasync probe");
-    println!(
-        "fdatasync: {fsync:.0}/s in {} (256-byte appends to one file, 2 s; the store's disk)",
-        base.clone().unwrap_or_else(std::env::temp_dir).display()
+    let fsync = print_fdatasync_rate(
+        bench_dir().path(),
+        &base.clone().unwrap_or_else(std::env::temp_dir),
     );
     let runs = env_u64("ANNAL_BENCH_RUNS", 3);
     let (mut plain, mut snap, mut exec_plain, mut exec_snap) = (vec![], vec![], vec![], vec![]);

@@ -29,7 +29,7 @@
 //! (3,000 appends of 100 events). `cargo bench -p annal --bench kurrentdb` (all) or name
 //! some: `-- W1 B16 W4 P1`.
 
-use annal_core::testkit::workloads::{env_u64, fdatasync_rate, median, rate, vs_fdatasync};
+use annal_core::testkit::workloads::{env_u64, figure, median, print_fdatasync_rate, rate};
 use kurrentdb::{
     AppendToStreamOptions, BatchAppendOptions, Client, ClientSettings, EventData,
     PersistentSubscriptionOptions, ReadAllOptions, StreamPosition, StreamState,
@@ -314,18 +314,11 @@ async fn main() {
         }
         .expect("bench dir")
     };
-    let fsync = fdatasync_rate(bench_dir().path()).expect("fdatasync probe");
-    println!(
-        "fdatasync: {fsync:.0}/s in {} (256-byte appends to one file, 2 s; the store files' disk)",
-        base.clone().unwrap_or_else(std::env::temp_dir).display()
+    let fsync = print_fdatasync_rate(
+        bench_dir().path(),
+        &base.clone().unwrap_or_else(std::env::temp_dir),
     );
-    let figure = |i: usize, events_per_sec: f64| {
-        if durable[i] {
-            vs_fdatasync(events_per_sec, fsync)
-        } else {
-            format!("{events_per_sec:.0} events/s")
-        }
-    };
+    let figure = |i: usize, events_per_sec: f64| figure(events_per_sec, durable[i].then_some(fsync));
     for run in 1..=runs {
         let dir = bench_dir();
         let mut record = |i: usize, r: (u64, f64)| {

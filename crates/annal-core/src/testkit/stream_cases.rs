@@ -7,6 +7,7 @@ use crate::append::{AppendRequest, ExpectedVersion};
 use crate::error::Error;
 use crate::read::Direction;
 use crate::store::Store;
+use crate::stream_record::StreamRecord;
 use crate::streams::{self, Deletion, StreamRead, TRUNCATE_ALL};
 
 use ExpectedVersion::{Any, Exact, Exists, NoStream};
@@ -82,6 +83,33 @@ pub async fn populate_streams<S: Store + ?Sized>(s: &S) -> Vec<String> {
         names.push(streams::metadata_stream(base));
     }
     names
+}
+
+/// The records of `names`, as the store keeps them.
+pub async fn records<S: Store + ?Sized>(s: &S, names: &[String]) -> Vec<Option<StreamRecord>> {
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        out.push(s.stream(n).await.expect("record"));
+    }
+    out
+}
+
+/// After a migration from a store without records (of [`populate_streams`]'s streams):
+/// every record equals the one the writer kept (`kept`), and the rules hold at once.
+pub async fn check_migrated<S: Store + ?Sized>(
+    s: &S,
+    names: &[String],
+    kept: Vec<Option<StreamRecord>>,
+) {
+    for (n, (now, before)) in names.iter().zip(records(s, names).await.into_iter().zip(kept)) {
+        assert_eq!(now, before, "stream '{n}'");
+    }
+    assert!(s.verify(None, None).await.expect("verify").ok);
+    let err = s
+        .append(append("order-gone", Any, 1))
+        .await
+        .expect_err("tombstoned");
+    assert!(matches!(err, Error::StreamDeleted { .. }), "{err:?}");
 }
 
 /// Every stream's record, as kept by the store, equals the one its events describe.

@@ -97,6 +97,26 @@ pub fn fdatasync_ratio(events_per_sec: f64, fdatasyncs_per_sec: f64) -> f64 {
     }
 }
 
+/// Probes the fdatasync rate in `dir` ([`fdatasync_rate`]) and prints it with `shown`,
+/// the folder the bench's stores go to, as every bench's first line.
+pub fn print_fdatasync_rate(dir: &Path, shown: &Path) -> f64 {
+    let fsync = fdatasync_rate(dir).expect("fdatasync probe");
+    println!(
+        "fdatasync: {fsync:.0}/s in {} (256-byte appends to one file, 2 s; the store files' disk)",
+        shown.display()
+    );
+    fsync
+}
+
+/// A workload's figure: with the fdatasync rate (a durable write) [`vs_fdatasync`],
+/// without it (a read) plain events/s.
+pub fn figure(events_per_sec: f64, fdatasyncs_per_sec: Option<f64>) -> String {
+    match fdatasyncs_per_sec {
+        Some(f) => vs_fdatasync(events_per_sec, f),
+        None => format!("{events_per_sec:.0} events/s"),
+    }
+}
+
 /// A bench setting from the environment: `name` parsed as a number, else `default`.
 pub fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
