@@ -213,7 +213,8 @@ async fn main() {
         bench_dir().path(),
         &base.clone().unwrap_or_else(std::env::temp_dir),
     );
-    let figure = |i: usize, events_per_sec: f64| figure(events_per_sec, durable[i].then_some(fsync));
+    let figure =
+        |i: usize, events_per_sec: f64| figure(events_per_sec, durable[i].then_some(fsync));
     for run in 1..=runs {
         let dir = bench_dir();
         let mut record = |i: usize, r: (u64, f64)| {

@@ -29,8 +29,8 @@
 
 use annal_core::Store;
 use annal_core::testkit::workloads::{
-    PRELOAD_COMMIT, batches, batches_on, concurrent_writers, env_u64, fdatasync_rate, figure, median,
-    one_writer, one_writer_on, payment_with_random_ids, preload, rate, read_everything,
+    PRELOAD_COMMIT, batches, batches_on, concurrent_writers, env_u64, fdatasync_rate, figure,
+    median, one_writer, one_writer_on, payment_with_random_ids, preload, rate, read_everything,
     read_one_aggregate, read_one_aggregate_on, vs_fdatasync,
 };
 use annal_sqlite::SqliteStore;

@@ -101,7 +101,10 @@ pub async fn check_migrated<S: Store + ?Sized>(
     names: &[String],
     kept: Vec<Option<StreamRecord>>,
 ) {
-    for (n, (now, before)) in names.iter().zip(records(s, names).await.into_iter().zip(kept)) {
+    for (n, (now, before)) in names
+        .iter()
+        .zip(records(s, names).await.into_iter().zip(kept))
+    {
         assert_eq!(now, before, "stream '{n}'");
     }
     assert!(s.verify(None, None).await.expect("verify").ok);
