@@ -25,8 +25,8 @@
 
 use annal_client::HttpStore;
 use annal_core::testkit::workloads::{
-    batches, concurrent_writers, env_u64, figure, median, one_writer, print_fdatasync_rate, rate,
-    read_everything,
+    batches, bench_dir, concurrent_writers, env_u64, figure, median, one_writer,
+    print_fdatasync_rate, rate, read_everything,
 };
 use annal_core::{Filter, Store};
 use annal_server::Config;
@@ -194,7 +194,6 @@ async fn main() {
         .filter(|a| a.starts_with('W'))
         .collect();
     let on = |w: &str| wanted.is_empty() || wanted.iter().any(|x| x == w);
-    let base = std::env::var_os("ANNAL_BENCH_DIR").map(PathBuf::from);
     let binary = std::env::var_os("ANNAL_BENCH_SERVER").map(PathBuf::from);
     let names = ["W1", "W2-16", "W2-64", "W3", "W4-paged", "W4-sse"];
     // The durable writes, printed also as a multiple of the fdatasync rate.
@@ -202,17 +201,7 @@ async fn main() {
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut memory: Vec<String> = Vec::new();
     let runs = env_u64("ANNAL_BENCH_RUNS", RUNS);
-    let bench_dir = || {
-        match &base {
-            Some(b) => tempfile::tempdir_in(b),
-            None => tempfile::tempdir(),
-        }
-        .expect("bench dir")
-    };
-    let fsync = print_fdatasync_rate(
-        bench_dir().path(),
-        &base.clone().unwrap_or_else(std::env::temp_dir),
-    );
+    let fsync = print_fdatasync_rate();
     let figure =
         |i: usize, events_per_sec: f64| figure(events_per_sec, durable[i].then_some(fsync));
     for run in 1..=runs {

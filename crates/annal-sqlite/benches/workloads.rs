@@ -29,12 +29,12 @@
 
 use annal_core::Store;
 use annal_core::testkit::workloads::{
-    PRELOAD_COMMIT, batches, batches_on, concurrent_writers, env_u64, fdatasync_rate, figure,
-    median, one_writer, one_writer_on, payment_with_random_ids, preload, rate, read_everything,
-    read_one_aggregate, read_one_aggregate_on, vs_fdatasync,
+    PRELOAD_COMMIT, batches, batches_on, bench_dir, concurrent_writers, env_u64, figure, median,
+    one_writer, one_writer_on, payment_with_random_ids, preload, print_fdatasync_rate, rate,
+    read_everything, read_one_aggregate, read_one_aggregate_on, vs_fdatasync,
 };
 use annal_sqlite::SqliteStore;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const RUNS: u64 = 3;
 const W2_WRITERS: u64 = 16;
@@ -58,15 +58,6 @@ impl Bench {
     }
 }
 
-/// A fresh directory under `ANNAL_BENCH_DIR` (or the system temp dir), removed on drop.
-fn bench_dir(base: Option<&Path>) -> tempfile::TempDir {
-    match base {
-        Some(b) => tempfile::tempdir_in(b),
-        None => tempfile::tempdir(),
-    }
-    .expect("bench dir")
-}
-
 /// The store file's size (main file + `-wal`) and its bytes per event.
 fn size_per_event(path: &Path, events: u64) -> String {
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
@@ -84,13 +75,7 @@ fn size_per_event(path: &Path, events: u64) -> String {
 }
 
 /// W1–W5, `runs` times on fresh stores.
-async fn workloads(
-    base: Option<&Path>,
-    fsync: f64,
-    runs: u64,
-    sizes: &Sizes,
-    on: &dyn Fn(&str) -> bool,
-) {
+async fn workloads(fsync: f64, runs: u64, sizes: &Sizes, on: &dyn Fn(&str) -> bool) {
     // (name, durable, rates)
     let mut results: Vec<(&str, bool, Vec<f64>)> = [
         ("W1", true),
@@ -104,7 +89,7 @@ async fn workloads(
     .collect();
     for run in 1..=runs {
         let mut b = Bench {
-            dir: bench_dir(base),
+            dir: bench_dir(),
             n: 0,
         };
         let mut record = |i: usize, r: (u64, f64)| {
@@ -152,9 +137,9 @@ async fn workloads(
 }
 
 /// SCALE: W1, W3 and W5 on a store preloaded with many events and on empty stores.
-async fn scale(base: Option<&Path>, fsync: f64, runs: u64, sizes: &Sizes) {
+async fn scale(fsync: f64, runs: u64, sizes: &Sizes) {
     let events = env_u64("ANNAL_BENCH_SCALE_EVENTS", 10_000_000);
-    let dir = bench_dir(base);
+    let dir = bench_dir();
     let loaded_path = dir.path().join("loaded.db");
     let loaded = SqliteStore::open(&loaded_path).expect("open");
     println!(
@@ -248,27 +233,17 @@ async fn main() {
     let with_scale = args.iter().any(|a| a == "SCALE");
     let wanted: Vec<&String> = args.iter().filter(|a| a.starts_with('W')).collect();
     let on = |w: &str| (wanted.is_empty() && !with_scale) || wanted.iter().any(|x| *x == w);
-    let base: Option<PathBuf> = std::env::var_os("ANNAL_BENCH_DIR").map(PathBuf::from);
-    let base = base.as_deref();
     let runs = env_u64("ANNAL_BENCH_RUNS", RUNS);
     let sizes = Sizes {
         w1_appends: env_u64("ANNAL_BENCH_W1_APPENDS", 8_000),
         w2_each: env_u64("ANNAL_BENCH_W2_EACH", 4_000),
         w3_appends: env_u64("ANNAL_BENCH_W3_APPENDS", 10_000),
     };
-    let fsync = {
-        let probe = bench_dir(base);
-        fdatasync_rate(probe.path()).expect("fdatasync probe")
-    };
-    println!(
-        "fdatasync: {fsync:.0}/s in {} (256-byte appends to one file, 2 s; the store files' disk)",
-        base.map_or_else(std::env::temp_dir, Path::to_path_buf)
-            .display()
-    );
+    let fsync = print_fdatasync_rate();
     if ["W1", "W2", "W3", "W4", "W5"].iter().any(|w| on(w)) {
-        workloads(base, fsync, runs, &sizes, &on).await;
+        workloads(fsync, runs, &sizes, &on).await;
     }
     if with_scale {
-        scale(base, fsync, runs, &sizes).await;
+        scale(fsync, runs, &sizes).await;
     }
 }

@@ -16,7 +16,7 @@ use annal::{
     Aggregate, AppendRequest, CommandContext, DomainEvent, ExpectedVersion, NewEvent, Repository,
     SnapshotPolicy, Store,
 };
-use annal_core::testkit::workloads::{env_u64, print_fdatasync_rate, vs_fdatasync};
+use annal_core::testkit::workloads::{bench_dir, env_u64, print_fdatasync_rate, vs_fdatasync};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
@@ -113,18 +113,7 @@ async fn time_loads(repo: &Repository<Account>, n: usize) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let base = std::env::var_os("ANNAL_BENCH_DIR").map(std::path::PathBuf::from);
-    let bench_dir = || {
-        match &base {
-            Some(b) => tempfile::tempdir_in(b),
-            None => tempfile::tempdir(),
-        }
-        .expect("bench dir")
-    };
-    let fsync = print_fdatasync_rate(
-        bench_dir().path(),
-        &base.clone().unwrap_or_else(std::env::temp_dir),
-    );
+    let fsync = print_fdatasync_rate();
     let runs = env_u64("ANNAL_BENCH_RUNS", 3);
     let (mut plain, mut snap, mut exec_plain, mut exec_snap) = (vec![], vec![], vec![], vec![]);
     let mut fills = vec![];

@@ -29,7 +29,9 @@
 //! (3,000 appends of 100 events). `cargo bench -p annal --bench kurrentdb` (all) or name
 //! some: `-- W1 B16 W4 P1`.
 
-use annal_core::testkit::workloads::{env_u64, figure, median, print_fdatasync_rate, rate};
+use annal_core::testkit::workloads::{
+    bench_dir, env_u64, figure, median, print_fdatasync_rate, rate,
+};
 use kurrentdb::{
     AppendToStreamOptions, BatchAppendOptions, Client, ClientSettings, EventData,
     PersistentSubscriptionOptions, ReadAllOptions, StreamPosition, StreamState,
@@ -301,23 +303,12 @@ async fn main() {
         "no server at {}: cargo build --release -p annal (or set ANNAL_BENCH_SERVER)",
         binary.display()
     );
-    let base = std::env::var_os("ANNAL_BENCH_DIR").map(PathBuf::from);
     let runs = env_u64("ANNAL_BENCH_RUNS", RUNS);
     let names = ["W1", "W2-16", "B1", "B16", "W3", "W4-read", "W4-sub", "P1"];
     // The durable writes, printed also as a multiple of the fdatasync rate.
     let durable = [true, true, true, true, true, false, false, false];
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
-    let bench_dir = || {
-        match &base {
-            Some(b) => tempfile::tempdir_in(b),
-            None => tempfile::tempdir(),
-        }
-        .expect("bench dir")
-    };
-    let fsync = print_fdatasync_rate(
-        bench_dir().path(),
-        &base.clone().unwrap_or_else(std::env::temp_dir),
-    );
+    let fsync = print_fdatasync_rate();
     let figure =
         |i: usize, events_per_sec: f64| figure(events_per_sec, durable[i].then_some(fsync));
     for run in 1..=runs {

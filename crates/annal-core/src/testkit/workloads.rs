@@ -27,7 +27,7 @@ use crate::read::{Direction, Filter, stream_all};
 use crate::store::Store;
 use futures_util::{StreamExt, TryStreamExt};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -97,13 +97,23 @@ pub fn fdatasync_ratio(events_per_sec: f64, fdatasyncs_per_sec: f64) -> f64 {
     }
 }
 
-/// Probes the fdatasync rate in `dir` ([`fdatasync_rate`]) and prints it with `shown`,
-/// the folder the bench's stores go to, as every bench's first line.
-pub fn print_fdatasync_rate(dir: &Path, shown: &Path) -> f64 {
-    let fsync = fdatasync_rate(dir).expect("fdatasync probe");
+/// Where a bench's stores go: `ANNAL_BENCH_DIR`, else the system temp dir.
+pub fn bench_base() -> PathBuf {
+    std::env::var_os("ANNAL_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from)
+}
+
+/// A fresh directory under [`bench_base`], removed on drop.
+pub fn bench_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(bench_base()).expect("bench dir")
+}
+
+/// Probes the fdatasync rate where the bench's stores go ([`fdatasync_rate`] in a
+/// [`bench_dir`]) and prints it, as every bench's first line.
+pub fn print_fdatasync_rate() -> f64 {
+    let fsync = fdatasync_rate(bench_dir().path()).expect("fdatasync probe");
     println!(
         "fdatasync: {fsync:.0}/s in {} (256-byte appends to one file, 2 s; the store files' disk)",
-        shown.display()
+        bench_base().display()
     );
     fsync
 }
