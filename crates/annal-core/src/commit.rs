@@ -32,6 +32,7 @@ use crate::snapshot::Snapshot;
 use crate::stream_record::{StreamRecord, metadata_base};
 use crate::streams::{self, METADATA_AGGREGATE_TYPE, METADATA_EVENT_TYPE};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
 
@@ -415,8 +416,15 @@ impl Group {
                 });
             }
             if stored.iter().any(Option::is_some) {
-                let mut typed = a.clone();
-                typed.aggregate_type.clone_from(&aggregate_type);
+                // A derived type is compared as the writer would have stored it.
+                let typed = if a.aggregate_type.is_empty() {
+                    Cow::Owned(ProposedAppend {
+                        aggregate_type: aggregate_type.clone(),
+                        ..a.clone()
+                    })
+                } else {
+                    Cow::Borrowed(a)
+                };
                 if let Some(replayed) = check_replay(&typed, stored)? {
                     return Ok(Plan::Replay(replayed));
                 }
@@ -442,7 +450,12 @@ impl Group {
             .into());
         }
         let revive = if soft_deleted {
-            Some(with_truncate_before(rec.metadata.as_ref(), rec.version)?)
+            Some(streams::with_truncate_before(
+                rec.metadata
+                    .as_ref()
+                    .and_then(|m| m.to_value::<Map<String, Value>>().ok()),
+                rec.version,
+            )?)
         } else {
             None
         };
@@ -518,13 +531,4 @@ impl Group {
         self.join(staged);
         Ok(events.len() as u64)
     }
-}
-
-/// `meta` (a stream's metadata, if any) with `$tb` set to `tb`.
-pub fn with_truncate_before(meta: Option<&RawJson>, tb: u64) -> Result<RawJson, Error> {
-    let mut map = meta
-        .and_then(|m| m.to_value::<Map<String, Value>>().ok())
-        .unwrap_or_default();
-    map.insert("$tb".to_owned(), Value::from(tb));
-    RawJson::from_value(&map).map_err(|e| Error::Corrupt(format!("stream metadata: {e}")))
 }

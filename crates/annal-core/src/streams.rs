@@ -176,7 +176,8 @@ fn deleted(stream: &str) -> Error {
     }
 }
 
-fn with_truncate_before(meta: Option<Map<String, Value>>, tb: u64) -> Result<RawJson> {
+/// `meta` (a stream's metadata, if any) with `$tb` (truncate before) set to `tb`.
+pub fn with_truncate_before(meta: Option<Map<String, Value>>, tb: u64) -> Result<RawJson> {
     let mut meta = meta.unwrap_or_default();
     meta.insert("$tb".to_owned(), Value::from(tb));
     RawJson::from_value(&meta).map_err(|e| Error::Corrupt(format!("stream metadata: {e}")))
