@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 annal="${1:-target/debug/annal}"
-[ -x "$annal" ] || cargo build --quiet -p annal
+[ -x "$annal" ] || cargo build --quiet -p annal-cli
 venv="$PWD/target/schemathesis-venv"
 if [ ! -x "$venv/bin/schemathesis" ]; then
   python3 -m venv "$venv"

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${ANNAL_BIN:-}" ]; then
-  cargo build --quiet --release -p annal
+  cargo build --quiet --release -p annal-cli
   export ANNAL_BIN="$PWD/target/release/annal"
 fi
 venv="$PWD/target/kurrentdb-venv"

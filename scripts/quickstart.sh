@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 store="${1:-sqlite:./annal-data/annal.db}"
-cargo build --release --quiet -p annal
+cargo build --release --quiet -p annal-cli
 annal=target/release/annal
 
 echo "== appending to $store"

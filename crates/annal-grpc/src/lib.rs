@@ -15,12 +15,15 @@
 // `?` works throughout, whatever Status's size.
 #![allow(clippy::result_large_err)]
 
+mod auth;
 mod convert;
 mod features;
 mod filter;
+mod metrics;
 mod persistent;
 mod service;
 
+pub use auth::{CheckCredentials, Refusal};
 pub use service::Streams;
 
 use annal_core::Store;
@@ -63,7 +66,7 @@ pub mod pb {
     }
 }
 
-/// What a caller may do, decided by the HTTP layer's authentication and put in the
+/// What a caller may do, decided by the host's [`CheckCredentials`] and put in the
 /// request's extensions. Absent: anonymous with auth off (everything allowed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -80,10 +83,12 @@ pub struct Options {
     pub advertised: SocketAddr,
     /// Largest message the server decodes, in bytes.
     pub max_message_bytes: usize,
+    /// How callers' credentials are checked; `None` turns auth off.
+    pub credentials: Option<CheckCredentials>,
 }
 
-/// The gRPC services as an axum router (merge it into the HTTP router: the paths do
-/// not overlap). `shutdown` turning true ends subscriptions.
+/// The gRPC services as an axum router, with authentication (by `options.credentials`)
+/// and call metrics. `shutdown` turning true ends subscriptions.
 pub fn router(
     store: Arc<dyn Store>,
     options: Options,
@@ -108,7 +113,13 @@ pub fn router(
         .add_service(PersistentSubscriptionsServer::new(
             persistent::Persistent::new(store, shutdown),
         ));
-    routes.into_axum_router()
+    let credentials = options.credentials;
+    routes
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(move |req, next| {
+            auth::authenticate(credentials.clone(), req, next)
+        }))
+        .layer(axum::middleware::from_fn(metrics::count))
 }
 
 /// Whether a request is gRPC (by its content type).
@@ -119,8 +130,8 @@ pub fn is_grpc(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
-/// A gRPC error answer (HTTP 200 with `grpc-status`) for the HTTP layer: unknown methods
-/// and refused credentials.
+/// A gRPC error answer (HTTP 200 with `grpc-status`): unknown methods and refused
+/// credentials.
 pub fn status_response(status: tonic::Status) -> axum::response::Response {
     let (parts, ()) = status.into_http::<()>().into_parts();
     axum::response::Response::from_parts(parts, axum::body::Body::empty())

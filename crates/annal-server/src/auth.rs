@@ -10,6 +10,7 @@
 //! token's name.
 
 use crate::problem::Problem;
+use annal_grpc::{CheckCredentials, Principal, Refusal};
 use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
@@ -52,21 +53,36 @@ pub struct Tokens {
     pub tokens: Vec<Token>,
 }
 
+/// Why a tokens document was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokensError {
+    /// Not JSON of the documented shape.
+    #[error("invalid tokens document: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A token without a name, or with a secret shorter than 16 characters.
+    #[error("tokens[{index}]: a token needs a name and a secret of at least 16 characters")]
+    Weak {
+        /// Its place in `tokens`.
+        index: usize,
+    },
+    /// `aggregate_types` present but empty (a token that could use nothing).
+    #[error("tokens[{index}]: aggregate_types is empty; leave it out for all types, or name some")]
+    NoTypes {
+        /// Its place in `tokens`.
+        index: usize,
+    },
+}
+
 impl Tokens {
     /// Parses and checks a tokens document.
-    pub fn parse(json: &str) -> Result<Self, String> {
-        let t: Tokens =
-            serde_json::from_str(json).map_err(|e| format!("invalid tokens document: {e}"))?;
-        for (i, tok) in t.tokens.iter().enumerate() {
+    pub fn parse(json: &str) -> Result<Self, TokensError> {
+        let t: Tokens = serde_json::from_str(json)?;
+        for (index, tok) in t.tokens.iter().enumerate() {
             if tok.name.is_empty() || tok.token.len() < 16 {
-                return Err(format!(
-                    "tokens[{i}]: a token needs a name and a secret of at least 16 characters"
-                ));
+                return Err(TokensError::Weak { index });
             }
             if tok.aggregate_types.as_ref().is_some_and(Vec::is_empty) {
-                return Err(format!(
-                    "tokens[{i}]: aggregate_types is empty; leave it out for all types, or name some"
-                ));
+                return Err(TokensError::NoTypes { index });
             }
         }
         Ok(t)
@@ -78,8 +94,6 @@ impl Tokens {
 pub struct Caller {
     /// The token's name (`None` with auth off).
     pub name: Option<String>,
-    /// Its role.
-    pub role: Role,
     /// Its aggregate types (`None`: all).
     pub aggregate_types: Option<Vec<String>>,
 }
@@ -89,7 +103,6 @@ impl Caller {
     pub fn anonymous() -> Self {
         Self {
             name: None,
-            role: Role::Admin,
             aggregate_types: None,
         }
     }
@@ -193,7 +206,6 @@ pub async fn authenticate(tokens: Arc<Option<Tokens>>, mut req: Request, next: N
             }
             Caller {
                 name: Some(found.name.clone()),
-                role: found.role,
                 aggregate_types: found.aggregate_types.clone(),
             }
         }
@@ -202,56 +214,28 @@ pub async fn authenticate(tokens: Arc<Option<Tokens>>, mut req: Request, next: N
     next.run(req).await
 }
 
-/// The gRPC middleware: KurrentDB clients send HTTP Basic credentials (over TLS); the
-/// user is an API token's name and the password its secret. `read` tokens may read and
-/// subscribe, `write` and `admin` also append and delete. Tokens limited to aggregate
-/// types are refused: KurrentDB's `$all` has no such narrowing. `ServerFeatures` and
-/// `Gossip` need no credentials (clients call them first, as KurrentDB allows).
-pub async fn authenticate_grpc(
-    tokens: Arc<Option<Tokens>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    use base64::Engine as _;
-    // Clients ask what the server supports, and (with several hosts) who leads, before
-    // sending credentials; KurrentDB answers those to anyone.
-    let path = req.uri().path();
-    let open = path.starts_with("/event_store.client.server_features.")
-        || path.starts_with("/event_store.client.gossip.");
-    let Some(t) = tokens.as_ref().as_ref().filter(|_| !open) else {
-        return next.run(req).await;
-    };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .ok()
-        })
-        .and_then(|b| String::from_utf8(b).ok());
-    let found = presented.as_deref().and_then(|p| {
-        let (user, secret) = p.split_once(':')?;
-        t.tokens
+/// The gRPC endpoint's credential check: KurrentDB clients send HTTP Basic
+/// credentials (over TLS), where the user is an API token's name and the password its
+/// secret. `read` tokens may read and subscribe, `write` and `admin` also append and
+/// delete. Tokens limited to aggregate types are refused: KurrentDB's `$all` has no such
+/// narrowing. `None` (auth off) when no tokens are configured.
+pub fn grpc_credentials(tokens: Option<Tokens>) -> Option<CheckCredentials> {
+    let tokens = tokens?;
+    Some(CheckCredentials::new(move |user, secret| {
+        let found = tokens
+            .tokens
             .iter()
             .find(|k| k.name == user && same_secret(k.token.as_bytes(), secret.as_bytes()))
-    });
-    let Some(found) = found else {
-        return annal_grpc::status_response(tonic::Status::unauthenticated(
-            "send credentials (HTTP Basic): the user is an API token's name, the password its secret",
-        ));
-    };
-    if found.aggregate_types.is_some() {
-        return annal_grpc::status_response(tonic::Status::permission_denied(format!(
-            "token '{}' is limited to some aggregate types; the gRPC endpoint needs an unlimited token",
-            found.name
-        )));
-    }
-    req.extensions_mut().insert(annal_grpc::Principal {
-        name: found.name.clone(),
-        can_write: found.role >= Role::Write,
-    });
-    next.run(req).await
+            .ok_or(Refusal::Unknown)?;
+        if found.aggregate_types.is_some() {
+            return Err(Refusal::NotPermitted(format!(
+                "token '{}' is limited to some aggregate types; the gRPC endpoint needs an unlimited token",
+                found.name
+            )));
+        }
+        Ok(Principal {
+            name: found.name.clone(),
+            can_write: found.role >= Role::Write,
+        })
+    }))
 }

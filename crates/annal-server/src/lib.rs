@@ -1,19 +1,29 @@
-//! annal-server: the [`Store`] trait over HTTP/JSON (API.md), with Server-Sent Events,
-//! RFC 9457 problem documents, health, Prometheus metrics, body and page limits, and
-//! graceful shutdown. It knows no SQL: any backend serves.
+//! annal-server: the [`Store`] trait over HTTP/JSON (docs/api.md, docs/http.md), with
+//! Server-Sent Events, RFC 9457 problem documents, health, Prometheus metrics, body and
+//! page limits, and graceful shutdown; and the host that serves it beside the KurrentDB
+//! gRPC endpoint on one listener, plain or TLS (`host`). It knows no SQL: any backend
+//! serves.
+//!
+//! Exported: [`router`], [`serve`] / [`serve_tls`], [`Config`] with [`Tokens`], the TLS
+//! set-up ([`server_config`]) and [`metrics_text`]; everything else is internal.
 //!
 //! Invariants: every error is a problem document with a stable `type` and writes
 //! nothing; bad input is a 4xx, never a 5xx; responses and subscriptions stream from the
 //! store at the client's pace (bounded memory per client); on shutdown the server stops
 //! accepting, ends subscriptions, and lets in-flight requests (appends) finish.
 
-pub mod auth;
-pub mod net;
-pub mod openapi;
-pub mod problem;
-pub mod routes;
-pub mod stream;
-pub mod tls;
+mod auth;
+mod host;
+mod net;
+mod openapi;
+mod problem;
+mod routes;
+mod stream;
+mod tls;
+
+pub use auth::{Role, Token, Tokens, TokensError};
+pub use host::{DRAIN, HANDSHAKE, router, serve, serve_tls};
+pub use tls::{TlsError, TlsFiles, server_config};
 
 use annal_core::Store;
 use axum::Router;
@@ -22,12 +32,9 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceExt as _;
 
 /// Server limits.
 #[derive(Debug, Clone)]
@@ -68,7 +75,7 @@ pub struct AppState {
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The process-wide metrics recorder (installed on first use).
-fn prometheus() -> Option<&'static PrometheusHandle> {
+pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
     PROMETHEUS
         .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
         .as_ref()
@@ -81,43 +88,10 @@ pub fn metrics_text() -> String {
         .unwrap_or_default()
 }
 
-/// The router of every route, on `store`: the HTTP API, and the KurrentDB gRPC
-/// protocol for requests whose content type is `application/grpc`. `shutdown` turning
-/// true ends subscriptions.
-pub fn router(store: Arc<dyn Store>, config: Config, shutdown: watch::Receiver<bool>) -> Router {
-    prometheus();
-    let tokens = Arc::new(config.tokens.clone());
-    let grpc_tokens = tokens.clone();
-    let grpc = annal_grpc::router(
-        store.clone(),
-        annal_grpc::Options {
-            advertised: config.advertised,
-            max_message_bytes: config.max_body_bytes,
-        },
-        shutdown.clone(),
-    )
-    .layer(middleware::from_fn(move |req, next| {
-        auth::authenticate_grpc(grpc_tokens.clone(), req, next)
-    }))
-    .layer(middleware::from_fn(count_grpc));
-    let http = http_router(store, config, shutdown, tokens);
-    Router::new().fallback_service(tower::service_fn(move |req: Request| {
-        let target = if annal_grpc::is_grpc(req.headers()) {
-            grpc.clone()
-        } else {
-            http.clone()
-        };
-        target.oneshot(req)
-    }))
-}
-
-fn http_router(
-    store: Arc<dyn Store>,
-    config: Config,
-    shutdown: watch::Receiver<bool>,
-    tokens: Arc<Option<auth::Tokens>>,
-) -> Router {
+/// The HTTP API's routes (the host puts gRPC beside them).
+pub(crate) fn http_router(store: Arc<dyn Store>, config: Config, shutdown: watch::Receiver<bool>) -> Router {
     let limit = config.max_body_bytes;
+    let tokens = Arc::new(config.tokens.clone());
     let state = AppState {
         store,
         config: Arc::new(config),
@@ -192,92 +166,4 @@ async fn count_requests(req: Request, next: Next) -> Response {
     metrics::histogram!("annal_http_request_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());
     res
-}
-
-/// The gRPC methods annal serves, as `Service/Method` metric labels; anything else is
-/// counted as `other` (labels must not grow with what clients send).
-const GRPC_METHODS: [&str; 16] = [
-    "Streams/Read",
-    "Streams/Append",
-    "Streams/BatchAppend",
-    "Streams/Delete",
-    "Streams/Tombstone",
-    "ServerFeatures/GetSupportedMethods",
-    "Gossip/Read",
-    "PersistentSubscriptions/Create",
-    "PersistentSubscriptions/Update",
-    "PersistentSubscriptions/Delete",
-    "PersistentSubscriptions/Read",
-    "PersistentSubscriptions/GetInfo",
-    "PersistentSubscriptions/ReplayParked",
-    "PersistentSubscriptions/List",
-    "PersistentSubscriptions/RestartSubsystem",
-    "other",
-];
-
-/// Counts gRPC calls by method and answer, and times them to their first response
-/// headers (for unary calls, their duration). `code` is the gRPC status of answers that
-/// are a status only (refusals and errors before any message); `streamed` for answers
-/// that began a body, whose status travels in trailers.
-async fn count_grpc(req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    let method = path
-        .rsplit_once('.')
-        .map(|(_, tail)| tail)
-        .and_then(|tail| GRPC_METHODS.iter().find(|m| **m == tail))
-        .copied()
-        .unwrap_or("other");
-    let start = Instant::now();
-    let res = next.run(req).await;
-    let code = res
-        .headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(|| "streamed".to_owned(), str::to_owned);
-    metrics::counter!("annal_grpc_requests_total", "method" => method, "code" => code).increment(1);
-    metrics::histogram!("annal_grpc_request_seconds", "method" => method)
-        .record(start.elapsed().as_secs_f64());
-    res
-}
-
-/// Serves `router` on `listener` until `stop` completes; then stops accepting, ends
-/// subscriptions and waits for in-flight requests.
-pub async fn serve(
-    listener: TcpListener,
-    store: Arc<dyn Store>,
-    config: Config,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let (tx, rx) = watch::channel(false);
-    let mut config = config;
-    if let Ok(addr) = listener.local_addr() {
-        config.advertised = addr;
-    }
-    let app = router(store, config, rx);
-    // Small gRPC and HTTP answers leave at once, and reads are acknowledged at once
-    // (see `net`): otherwise Nagle and delayed ACKs cost ~40 ms per call.
-    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(net::QuickAckListener(listener), app)
-        .with_graceful_shutdown(async move {
-            stop.await;
-            let _ = tx.send(true);
-            let _ = stopping.send(());
-        })
-        .into_future();
-    // Graceful, but bounded: a client that keeps a call open (e.g. the request side of
-    // a persistent subscription) cannot hold the process past the drain time.
-    let drain = async {
-        if stopped.await.is_ok() {
-            tokio::time::sleep(tls::DRAIN).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        served = server => served,
-        () = drain => {
-            tracing::warn!("connections still open after {:?}; exiting anyway", tls::DRAIN);
-            Ok(())
-        }
-    }
 }

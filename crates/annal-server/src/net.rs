@@ -13,16 +13,14 @@
 //! Invariant: the wrappers change socket options only; bytes pass through untouched,
 //! and a failed `setsockopt` is ignored (the connection still works, only slower).
 
-use axum::serve::Listener;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Sets the options every accepted connection gets (TCP_NODELAY).
-pub fn tune(tcp: &TcpStream) {
+pub(crate) fn tune(tcp: &TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "could not set TCP_NODELAY");
     }
@@ -30,13 +28,13 @@ pub fn tune(tcp: &TcpStream) {
 
 /// A TCP connection that acknowledges what it reads at once.
 #[derive(Debug)]
-pub struct QuickAck {
+pub(crate) struct QuickAck {
     tcp: TcpStream,
 }
 
 impl QuickAck {
     /// Wraps an accepted connection (and [`tune`]s it).
-    pub fn new(tcp: TcpStream) -> Self {
+    pub(crate) fn new(tcp: TcpStream) -> Self {
         tune(&tcp);
         Self { tcp }
     }
@@ -95,35 +93,16 @@ impl AsyncWrite for QuickAck {
     }
 }
 
-/// A listener whose connections are [`QuickAck`] (for `axum::serve`).
-#[derive(Debug)]
-pub struct QuickAckListener(pub TcpListener);
-
-impl Listener for QuickAckListener {
-    type Io = QuickAck;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        // axum's own accept loop: retries, and backs off on errors such as EMFILE.
-        let (tcp, addr) = Listener::accept(&mut self.0).await;
-        (QuickAck::new(tcp), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
 
     #[tokio::test]
     async fn bytes_pass_through_both_ways_unchanged() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut quick = QuickAckListener(listener);
         let client = tokio::spawn(async move {
             let mut c = TcpStream::connect(addr).await.expect("connect");
             c.write_all(b"hello annal").await.expect("io");
@@ -131,7 +110,8 @@ mod tests {
             c.read_exact(&mut back).await.expect("io");
             back
         });
-        let (mut io, _) = quick.accept().await;
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut io = QuickAck::new(tcp);
         let mut got = [0u8; 11];
         io.read_exact(&mut got).await.expect("io");
         assert_eq!(&got, b"hello annal");

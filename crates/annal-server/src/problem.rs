@@ -53,11 +53,6 @@ impl Problem {
         self.extra.insert(key.to_owned(), value);
         self
     }
-
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
 }
 
 impl From<Error> for Problem {

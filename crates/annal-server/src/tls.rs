@@ -1,29 +1,13 @@
-//! HTTPS: the same router behind rustls, from PEM certificate and key files.
+//! TLS set-up: a rustls server configuration from PEM certificate and key files, with
+//! ALPN for HTTP/2 (gRPC) and HTTP/1.1. The host (`host::serve_tls`) serves with it.
 //!
-//! Connections are accepted until `stop`; then the listener closes, subscriptions end,
-//! and open connections get up to [`DRAIN`] to finish their requests. A client that does
-//! not finish its TLS handshake within [`HANDSHAKE`] is dropped.
+//! Invariant: a file that cannot be read, or holds no certificate or key, is a
+//! [`TlsError`] naming the file; nothing is served with a half-loaded configuration.
 
-use crate::{Config, router};
-use annal_core::Store;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
-
-/// How long a TLS handshake may take.
-pub const HANDSHAKE: Duration = Duration::from_secs(10);
-/// How long open connections get to finish after shutdown starts.
-pub const DRAIN: Duration = Duration::from_secs(30);
 
 /// Where the certificate chain and private key are (PEM).
 #[derive(Debug, Clone)]
@@ -74,72 +58,4 @@ pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, TlsError>
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// Serves over TLS on `listener` until `stop` completes, then shuts down gracefully.
-pub async fn serve_tls(
-    listener: TcpListener,
-    store: Arc<dyn Store>,
-    config: Config,
-    tls: rustls::ServerConfig,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let (tx, rx) = watch::channel(false);
-    let mut config = config;
-    if let Ok(addr) = listener.local_addr() {
-        config.advertised = addr;
-    }
-    let app = router(store, config, rx);
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
-    let graceful = GracefulShutdown::new();
-    let builder = Builder::new(TokioExecutor::new());
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // E.g. out of file descriptors: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed; pausing");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                };
-                // Small answers leave at once, reads are acknowledged at once (`net`).
-                let tcp = crate::net::QuickAck::new(tcp);
-                let (acceptor, app, builder) = (acceptor.clone(), app.clone(), builder.clone());
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            () = &mut stop => break,
-        }
-    }
-    drop(listener);
-    let _ = tx.send(true);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after {DRAIN:?}; exiting anyway");
-    }
-    Ok(())
 }

@@ -68,10 +68,11 @@ async fn start_on_postgres(config: Config) -> Option<Server> {
     };
     let name = format!("annal_http_{}", uuid_like());
     let sep = if base.contains('?') { '&' } else { '?' };
-    let url: annal::StoreUrl = format!("{base}{sep}schema={name}").parse().expect("url");
-    let store = annal::connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("the test PostgreSQL is unreachable: {e}"));
+    let store: Arc<dyn annal_core::Store> = Arc::new(
+        annal_postgres::PgStore::connect(&format!("{base}{sep}schema={name}"))
+            .await
+            .unwrap_or_else(|e| panic!("the test PostgreSQL is unreachable: {e}")),
+    );
     let mut s = serve(store, config).await;
     s._schema = Some(PgSchema { base, name });
     Some(s)
@@ -679,7 +680,7 @@ async fn shutdown_ends_subscriptions_and_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_with_roles_and_aggregate_types_guard_every_route() {
-    let tokens = annal_server::auth::Tokens::parse(
+    let tokens = annal_server::Tokens::parse(
         r#"{"tokens": [
             {"name": "auditor", "token": "read-read-read-read", "role": "read"},
             {"name": "billing", "token": "write-write-write-write", "role": "write", "aggregate_types": ["Invoice"]},
@@ -880,7 +881,7 @@ async fn tokens_with_roles_and_aggregate_types_guard_every_route() {
     )
     .await;
     assert_eq!(st, StatusCode::OK);
-    let empty = annal_server::auth::Tokens::parse(
+    let empty = annal_server::Tokens::parse(
         r#"{"tokens": [{"name": "none", "token": "none-none-none-none", "role": "read", "aggregate_types": []}]}"#,
     );
     assert!(
@@ -922,7 +923,7 @@ async fn https_serves_the_same_api_with_http2_and_stops_cleanly() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
-    let tls = annal_server::tls::server_config(&annal_server::tls::TlsFiles {
+    let tls = annal_server::server_config(&annal_server::TlsFiles {
         cert: cert.clone(),
         key,
     })
@@ -933,7 +934,7 @@ async fn https_serves_the_same_api_with_http2_and_stops_cleanly() {
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (tx, rx) = oneshot::channel::<()>();
-    let done = tokio::spawn(annal_server::tls::serve_tls(
+    let done = tokio::spawn(annal_server::serve_tls(
         listener,
         store,
         Config::default(),
@@ -995,7 +996,7 @@ async fn https_serves_the_same_api_with_http2_and_stops_cleanly() {
 #[tokio::test]
 async fn group_lease_routes_need_an_unlimited_token_and_answer_problems_for_conflicts_and_bad_input()
  {
-    let tokens = annal_server::auth::Tokens::parse(
+    let tokens = annal_server::Tokens::parse(
         r#"{"tokens": [
             {"name": "billing", "token": "write-write-write-write", "role": "write", "aggregate_types": ["Invoice"]},
             {"name": "worker", "token": "write2-write2-write2-write2", "role": "write"}

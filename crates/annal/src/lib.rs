@@ -3,6 +3,11 @@
 //! (`sqlite` and `postgres`, both on by default), and [`open`] / [`connect`] to open a
 //! store from its URL (`sqlite:PATH` or `postgres://…`).
 //!
+//! More by feature: `client` adds [`client::HttpStore`] (the Store trait against a
+//! remote `annal serve`), `state-command` adds [`state_command`] (a ready-made `state`
+//! command for an application's binary). The `annal` command and its server live in
+//! the `annal-cli` crate; this crate never pulls in a server stack.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use annal::{AppendRequest, ExpectedVersion, NewEvent, Store};
@@ -15,9 +20,11 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "state-command")]
 pub mod state_command;
 
 /// The Store API against a remote `annal serve` ([`client::HttpStore`]).
+#[cfg(feature = "client")]
 pub use annal_client as client;
 pub mod url;
 

@@ -6,7 +6,7 @@
 
 use super::{CliError, StoreArgs};
 use annal_server::Config;
-use annal_server::auth::Tokens;
+use annal_server::Tokens;
 use clap::Args;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -83,7 +83,7 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(
-            annal_server::tls::server_config(&annal_server::tls::TlsFiles {
+            annal_server::server_config(&annal_server::TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
             })
@@ -109,7 +109,7 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
     );
     match tls {
         Some(tls) => {
-            annal_server::tls::serve_tls(listener, store, config, tls, stop_signal()).await?;
+            annal_server::serve_tls(listener, store, config, tls, stop_signal()).await?;
         }
         None => annal_server::serve(listener, store, config, stop_signal()).await?,
     }

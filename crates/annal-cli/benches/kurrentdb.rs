@@ -26,7 +26,7 @@
 //! `ANNAL_BENCH_SERVER` names another binary, `ANNAL_BENCH_DIR` where stores go,
 //! `ANNAL_BENCH_RUNS` the number of runs; sizes for short runs: `ANNAL_BENCH_W1_APPENDS`
 //! (2,000), `ANNAL_BENCH_W2_EVENTS` (32,000 over all clients), `ANNAL_BENCH_W3_APPENDS`
-//! (3,000 appends of 100 events). `cargo bench -p annal --bench kurrentdb` (all) or name
+//! (3,000 appends of 100 events). `cargo bench -p annal-cli --bench kurrentdb` (all) or name
 //! some: `-- W1 B16 W4 P1`.
 
 use annal_core::testkit::workloads::{
