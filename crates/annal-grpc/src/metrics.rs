@@ -68,14 +68,19 @@ mod tests {
             "Streams/Append"
         );
         assert_eq!(
-            method_label("/event_store.client.persistent_subscriptions.PersistentSubscriptions/Read"),
+            method_label(
+                "/event_store.client.persistent_subscriptions.PersistentSubscriptions/Read"
+            ),
             "PersistentSubscriptions/Read"
         );
     }
 
     #[test]
     fn unknown_paths_are_labelled_other() {
-        assert_eq!(method_label("/event_store.client.streams.Streams/Nope"), "other");
+        assert_eq!(
+            method_label("/event_store.client.streams.Streams/Nope"),
+            "other"
+        );
         assert_eq!(method_label("/no-dots"), "other");
     }
 }

@@ -89,7 +89,11 @@ pub fn metrics_text() -> String {
 }
 
 /// The HTTP API's routes (the host puts gRPC beside them).
-pub(crate) fn http_router(store: Arc<dyn Store>, config: Config, shutdown: watch::Receiver<bool>) -> Router {
+pub(crate) fn http_router(
+    store: Arc<dyn Store>,
+    config: Config,
+    shutdown: watch::Receiver<bool>,
+) -> Router {
     let limit = config.max_body_bytes;
     let tokens = Arc::new(config.tokens.clone());
     let state = AppState {
