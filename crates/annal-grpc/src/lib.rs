@@ -15,13 +15,15 @@
 // `?` works throughout, whatever Status's size.
 #![allow(clippy::result_large_err)]
 
+mod call;
 mod convert;
 mod features;
 mod filter;
 mod persistent;
-mod service;
+mod status;
+mod streams;
 
-pub use service::Streams;
+pub use streams::Streams;
 
 use annal_core::Store;
 use std::net::SocketAddr;

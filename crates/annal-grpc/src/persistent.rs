@@ -29,6 +29,7 @@
 //! One `annal serve` process dispatches a group; two servers on one store would each
 //! dispatch it (docs/kurrentdb.md).
 
+use crate::call::caller;
 use crate::convert::{self, stream_id, stream_name, uuid_from_pb};
 use crate::filter::EventFilter;
 use crate::pb::event_store::client::Empty;
@@ -39,7 +40,6 @@ use crate::pb::event_store::client::persistent_subscriptions::{
     create_req, delete_req, get_info_req, list_req, read_req, read_resp, replay_parked_req,
     subscription_info, update_req,
 };
-use crate::service::caller;
 use annal_core::streams::{self, StreamRead};
 use annal_core::{
     AppendRequest, CheckpointWrite, Direction, Error, ExpectedVersion, Filter, NewEvent, RawJson,
@@ -53,7 +53,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 /// The system stream holding every definition change.
@@ -192,16 +191,7 @@ impl Definition {
     }
 }
 
-/// A KurrentDB-style "does not exist".
-fn not_found(source: &str, group: &str) -> Status {
-    Status::not_found(format!(
-        "Subscription group '{group}' on stream '{source}' does not exist."
-    ))
-}
-
-fn to_status(e: Error) -> Status {
-    crate::service::to_status(e)
-}
+use crate::status::{group_not_found as not_found, to_status};
 
 fn group_name(name: &str) -> Result<String, Status> {
     if name.is_empty() {
@@ -1476,14 +1466,10 @@ impl Dispatcher {
             Cmd::Join(consumer, reply) => {
                 let max = usize::try_from(self.def.settings.max_subscriber_count).unwrap_or(0);
                 if max > 0 && self.consumers.len() >= max {
-                    // The clients recognise this error by its first words.
-                    let mut status = Status::failed_precondition(format!(
-                        "Maximum subscriptions reached for subscription group '{}' on stream '{}' ({max}).",
-                        self.def.group, self.def.source
-                    ));
-                    status.metadata_mut().insert(
-                        "exception",
-                        MetadataValue::from_static("maximum-subscribers-reached"),
+                    let status = crate::status::maximum_subscribers_reached(
+                        &self.def.source,
+                        &self.def.group,
+                        max,
                     );
                     let _ = reply.send(Err(status));
                     return;
@@ -1781,15 +1767,7 @@ impl Dispatcher {
     }
 }
 
-/// KurrentDB's "persistent subscription dropped" ending of a consumer's call.
-fn dropped(why: &str) -> Status {
-    let mut status = Status::cancelled(format!("persistent subscription dropped: {why}"));
-    status.metadata_mut().insert(
-        "exception",
-        MetadataValue::from_static("persistent-subscription-dropped"),
-    );
-    status
-}
+use crate::status::subscription_dropped as dropped;
 
 /// An event as a persistent subscription message.
 fn event_message(item: &Item, structured: bool) -> ReadResp {
