@@ -11,7 +11,7 @@
 
 use crate::pb::event_store::client::streams::read_resp::{ReadEvent, read_event};
 use crate::pb::event_store::client::{StreamIdentifier, Uuid as PbUuid, uuid};
-use annal_core::{NewEvent, RawJson, RecordedEvent, Uuid};
+use annal_core::{ExpectedVersion, NewEvent, RawJson, RecordedEvent, Uuid};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
@@ -245,6 +245,21 @@ fn plain_custom_metadata(e: &RecordedEvent) -> Vec<u8> {
         }
     }
     serde_json::to_vec(&obj).unwrap_or_default()
+}
+
+/// KurrentDB's number for an expectation in error messages.
+pub fn expected_number(e: ExpectedVersion) -> i64 {
+    match e {
+        ExpectedVersion::Any => -2,
+        ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => -1,
+        ExpectedVersion::Exists => -4,
+        ExpectedVersion::Exact(v) => v as i64 - 1,
+    }
+}
+
+/// An annal stream version as a KurrentDB revision (`-1`: no stream).
+pub fn revision_of(version: u64) -> i64 {
+    version as i64 - 1
 }
 
 /// 100-ns ticks since the Unix epoch, KurrentDB's `created`.

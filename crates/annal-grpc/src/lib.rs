@@ -16,15 +16,17 @@
 #![allow(clippy::result_large_err)]
 
 mod auth;
+mod call;
 mod convert;
 mod features;
 mod filter;
 mod metrics;
 mod persistent;
-mod service;
+mod status;
+mod streams;
 
 pub use auth::{CheckCredentials, Refusal};
-pub use service::Streams;
+pub use streams::Streams;
 
 use annal_core::Store;
 use std::net::SocketAddr;

@@ -1,0 +1,169 @@
+//! The one mapping from annal errors to gRPC statuses, and the KurrentDB-specific error
+//! details the official clients recognise, for every service of this crate.
+//!
+//! Invariants: every store error a call meets becomes a status through [`to_status`]
+//! (never a panic, never a second mapping elsewhere); the clients tell some failures apart
+//! by the `exception` metadata (`stream-deleted`, `wrong-expected-version`,
+//! `maximum-subscribers-reached`, `persistent-subscription-dropped`) or, in BatchAppend, by
+//! a `google.rpc.Status` detail, so those are built here and only here.
+
+use crate::convert::{expected_number, revision_of, stream_id};
+use crate::pb::event_store::client::{
+    StreamDeleted as PbStreamDeleted, WrongExpectedVersion as PbWrongExpectedVersion,
+    wrong_expected_version,
+};
+use crate::pb::google::rpc::Status as RpcStatus;
+use annal_core::{Error, ExpectedVersion};
+use prost::Message;
+use tonic::Status;
+use tonic::metadata::MetadataValue;
+
+/// A store error as a gRPC status.
+pub(crate) fn to_status(e: Error) -> Status {
+    match e {
+        Error::StreamDeleted { aggregate_id } => stream_deleted(&aggregate_id),
+        Error::WrongExpectedVersion { .. } => with_exception(
+            Status::failed_precondition(e.to_string()),
+            "wrong-expected-version",
+            None,
+        ),
+        Error::InvalidRequest { .. } | Error::TooLarge { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
+        Error::NotFound { .. } => Status::not_found(e.to_string()),
+        Error::AggregateTypeMismatch { .. }
+        | Error::DuplicateEventId { .. }
+        | Error::CheckpointConflict { .. } => Status::failed_precondition(e.to_string()),
+        Error::Corrupt(_) => Status::data_loss(e.to_string()),
+        _ => Status::unavailable(e.to_string()),
+    }
+}
+
+/// `status` with KurrentDB's `exception` metadata (and the stream it is about).
+pub(crate) fn with_exception(
+    mut status: Status,
+    exception: &'static str,
+    stream: Option<&str>,
+) -> Status {
+    let md = status.metadata_mut();
+    md.insert("exception", MetadataValue::from_static(exception));
+    if let Some(s) = stream.and_then(|s| MetadataValue::try_from(s).ok()) {
+        md.insert("stream-name", s);
+    }
+    status
+}
+
+/// KurrentDB's "stream deleted".
+pub(crate) fn stream_deleted(stream: &str) -> Status {
+    with_exception(
+        Status::failed_precondition(format!("Event stream '{stream}' is deleted.")),
+        "stream-deleted",
+        Some(stream),
+    )
+}
+
+/// KurrentDB's "wrong expected version" for a delete or tombstone.
+pub(crate) fn delete_wrong_version(stream: &str, expected: ExpectedVersion, actual: u64) -> Status {
+    with_exception(
+        Status::failed_precondition(format!(
+            "Delete failed due to WrongExpectedVersion. Stream: {stream}, Expected version: {}, Actual version: {}",
+            expected_number(expected),
+            revision_of(actual)
+        )),
+        "wrong-expected-version",
+        Some(stream),
+    )
+}
+
+/// The status of a call whose deadline passed.
+pub(crate) fn deadline_exceeded() -> Status {
+    Status::deadline_exceeded("Deadline Exceeded")
+}
+
+/// KurrentDB's refusal of a consumer beyond a group's `max_subscriber_count` (the
+/// clients recognise it by its first words).
+pub(crate) fn maximum_subscribers_reached(source: &str, group: &str, max: usize) -> Status {
+    with_exception(
+        Status::failed_precondition(format!(
+            "Maximum subscriptions reached for subscription group '{group}' on stream '{source}' ({max})."
+        )),
+        "maximum-subscribers-reached",
+        None,
+    )
+}
+
+/// KurrentDB's "persistent subscription dropped" ending of a consumer's call.
+pub(crate) fn subscription_dropped(why: &str) -> Status {
+    with_exception(
+        Status::cancelled(format!("persistent subscription dropped: {why}")),
+        "persistent-subscription-dropped",
+        None,
+    )
+}
+
+/// KurrentDB's "the group does not exist".
+pub(crate) fn group_not_found(source: &str, group: &str) -> Status {
+    Status::not_found(format!(
+        "Subscription group '{group}' on stream '{source}' does not exist."
+    ))
+}
+
+/// A status as the `google.rpc.Status` a BatchAppend answer carries.
+pub(crate) fn rpc_status(status: &Status, detail: Option<prost_types::Any>) -> RpcStatus {
+    RpcStatus {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        details: detail,
+    }
+}
+
+/// The BatchAppend detail telling the client that `stream` is deleted, when `status`
+/// is a "stream deleted".
+pub(crate) fn stream_deleted_detail(status: &Status, stream: &str) -> Option<prost_types::Any> {
+    (status.code() == tonic::Code::FailedPrecondition && status.message().ends_with("is deleted."))
+        .then(|| prost_types::Any {
+            type_url: "type.googleapis.com/event_store.client.StreamDeleted".to_owned(),
+            value: PbStreamDeleted {
+                stream_identifier: Some(stream_id(stream)),
+            }
+            .encode_to_vec(),
+        })
+}
+
+/// A BatchAppend "wrong expected version", with its KurrentDB detail.
+pub(crate) fn wrong_version_status(
+    stream: &str,
+    expected: ExpectedVersion,
+    actual: u64,
+) -> RpcStatus {
+    use wrong_expected_version::{CurrentStreamRevisionOption, ExpectedStreamPositionOption};
+    let detail = PbWrongExpectedVersion {
+        current_stream_revision_option: Some(if actual == 0 {
+            CurrentStreamRevisionOption::CurrentNoStream(())
+        } else {
+            CurrentStreamRevisionOption::CurrentStreamRevision(actual - 1)
+        }),
+        expected_stream_position_option: Some(match expected {
+            ExpectedVersion::Any => ExpectedStreamPositionOption::ExpectedAny(()),
+            ExpectedVersion::Exists => ExpectedStreamPositionOption::ExpectedStreamExists(()),
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => {
+                ExpectedStreamPositionOption::ExpectedNoStream(())
+            }
+            ExpectedVersion::Exact(v) => {
+                ExpectedStreamPositionOption::ExpectedStreamPosition(v - 1)
+            }
+        }),
+    };
+    RpcStatus {
+        code: tonic::Code::FailedPrecondition as i32,
+        message: format!(
+            "Append failed due to WrongExpectedVersion. Stream: {stream}, Expected version: {}, Actual version: {}",
+            expected_number(expected),
+            revision_of(actual)
+        ),
+        details: Some(prost_types::Any {
+            type_url: "type.googleapis.com/event_store.client.WrongExpectedVersion".to_owned(),
+            value: detail.encode_to_vec(),
+        }),
+    }
+}
