@@ -1,7 +1,10 @@
 //! What the `annal` command's test files share: running the command, and a running
-//! `annal serve` child that is stopped (by its PID) when dropped. `ANNAL_TEST_SERVER_LOG=1`
-//! (with `ANNAL_LOG=debug`) shows the servers' logs.
+//! `annal serve` child that is stopped (by its PID) when dropped; [`kurrent`] adds the
+//! official KurrentDB client's set-up for the `kurrentdb_*` files.
+//! `ANNAL_TEST_SERVER_LOG=1` (with `ANNAL_LOG=debug`) shows the servers' logs.
 #![allow(dead_code)] // each test file uses its own subset
+
+pub mod kurrent;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,230 @@
+//! `$all` reads by the official Rust KurrentDB client against `annal serve`: commit
+//! order both ways, from a position, server-side filters on event types and stream
+//! names (regular expressions, prefixes), and deadlines.
+
+mod common;
+
+use common::kurrent::{any, event, filtered, mixed, read_all, start, stream, types};
+use kurrentdb::{
+    Error, EventData, ReadAllOptions, RecordedEvent, StreamPosition, SubscriptionFilter,
+};
+use std::time::Duration;
+
+#[tokio::test]
+async fn all_reads_forwards_in_commit_order_and_backwards_newest_first() {
+    let a = start();
+    mixed(&a).await;
+    let forwards = read_all(&a.client, &ReadAllOptions::default()).await;
+    let expected = [
+        "OrderPlaced",
+        "InvoiceIssued",
+        "OrderPaid",
+        "PersistentConfig1",
+        "Result",
+        "OrderPlaced",
+    ];
+    assert_eq!(types(&forwards), expected);
+    assert!(forwards.windows(2).all(|w| w[0].position < w[1].position));
+    let backwards = read_all(
+        &a.client,
+        &ReadAllOptions::default().position(StreamPosition::End),
+    )
+    .await;
+    let mut reversed = expected.to_vec();
+    reversed.reverse();
+    assert_eq!(types(&backwards), reversed);
+    let limited = read_all(&a.client, &ReadAllOptions::default().max_count(2)).await;
+    assert_eq!(types(&limited), ["OrderPlaced", "InvoiceIssued"]);
+}
+
+#[tokio::test]
+async fn all_reads_from_a_position_include_it_forwards_and_exclude_it_backwards() {
+    let a = start();
+    mixed(&a).await;
+    let every = read_all(&a.client, &ReadAllOptions::default()).await;
+    let p = every[2].position;
+    let forwards = read_all(
+        &a.client,
+        &ReadAllOptions::default()
+            .forwards()
+            .position(StreamPosition::Position(p)),
+    )
+    .await;
+    assert_eq!(forwards.first().map(|e| e.position), Some(p));
+    assert_eq!(forwards.len(), 4);
+    let backwards = read_all(
+        &a.client,
+        &ReadAllOptions::default()
+            .backwards()
+            .position(StreamPosition::Position(p)),
+    )
+    .await;
+    assert_eq!(
+        backwards.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [every[1].position, every[0].position]
+    );
+}
+
+#[tokio::test]
+async fn an_event_type_regex_keeps_only_matching_types() {
+    let a = start();
+    mixed(&a).await;
+    let include = filtered(SubscriptionFilter::on_event_type().regex("^OrderPlaced$|^OrderPaid$"));
+    assert_eq!(
+        types(&read_all(&a.client, &include).await),
+        ["OrderPlaced", "OrderPaid", "OrderPlaced"]
+    );
+}
+
+#[tokio::test]
+async fn an_event_type_regex_with_a_negative_look_ahead_excludes_types() {
+    let a = start();
+    mixed(&a).await;
+    // How clients exclude: a negative look-ahead.
+    let exclude = filtered(
+        SubscriptionFilter::on_event_type().regex(r"^(?!(\$.+$|PersistentConfig\d+$|Result$))"),
+    );
+    assert_eq!(
+        types(&read_all(&a.client, &exclude).await),
+        ["OrderPlaced", "InvoiceIssued", "OrderPaid", "OrderPlaced"]
+    );
+    let look_ahead = filtered(SubscriptionFilter::on_event_type().regex("^(?=Order)(?!OrderPaid)"));
+    assert_eq!(
+        types(&read_all(&a.client, &look_ahead).await),
+        ["OrderPlaced", "OrderPlaced"]
+    );
+}
+
+#[tokio::test]
+async fn an_unanchored_event_type_regex_matches_anywhere_in_the_type() {
+    let a = start();
+    mixed(&a).await;
+    let unanchored = filtered(SubscriptionFilter::on_event_type().regex("Issued"));
+    assert_eq!(
+        types(&read_all(&a.client, &unanchored).await),
+        ["InvoiceIssued"]
+    );
+}
+
+#[tokio::test]
+async fn event_type_prefixes_keep_types_starting_with_any_of_them() {
+    let a = start();
+    mixed(&a).await;
+    let prefixes = filtered(
+        SubscriptionFilter::on_event_type()
+            .add_prefix("Invoice")
+            .add_prefix("Res"),
+    );
+    assert_eq!(
+        types(&read_all(&a.client, &prefixes).await),
+        ["InvoiceIssued", "Result"]
+    );
+}
+
+#[tokio::test]
+async fn the_limit_of_a_filtered_read_counts_the_events_that_pass() {
+    let a = start();
+    mixed(&a).await;
+    let limited = ReadAllOptions::default()
+        .filter(SubscriptionFilter::on_event_type().regex("^Order"))
+        .max_count(2);
+    assert_eq!(
+        types(&read_all(&a.client, &limited).await),
+        ["OrderPlaced", "OrderPaid"]
+    );
+}
+
+#[tokio::test]
+async fn filters_apply_to_backward_reads_too() {
+    let a = start();
+    mixed(&a).await;
+    let backwards = ReadAllOptions::default()
+        .position(StreamPosition::End)
+        .filter(SubscriptionFilter::on_event_type().regex("^Order"));
+    assert_eq!(
+        types(&read_all(&a.client, &backwards).await),
+        ["OrderPlaced", "OrderPaid", "OrderPlaced"]
+    );
+}
+
+#[tokio::test]
+async fn excluding_system_events_keeps_every_user_event() {
+    let a = start();
+    mixed(&a).await;
+    let system = filtered(SubscriptionFilter::on_event_type().exclude_system_events());
+    assert_eq!(read_all(&a.client, &system).await.len(), 6);
+}
+
+/// The stream names of `events`, in order.
+fn streams(events: Vec<RecordedEvent>) -> Vec<String> {
+    events.iter().map(|e| e.stream_id().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_stream_name_regex_includes_or_excludes_one_stream() {
+    let a = start();
+    let (order, invoice) = mixed(&a).await;
+    let include = filtered(SubscriptionFilter::on_stream_name().regex(format!("^{order}$")));
+    assert_eq!(
+        streams(read_all(&a.client, &include).await),
+        [order.clone(), order.clone(), order.clone()]
+    );
+    let exclude = filtered(SubscriptionFilter::on_stream_name().regex(format!("^(?!{order}$)")));
+    assert_eq!(
+        streams(read_all(&a.client, &exclude).await),
+        [invoice.clone(), invoice.clone(), invoice.clone()]
+    );
+}
+
+#[tokio::test]
+async fn a_stream_name_regex_selects_a_category() {
+    let a = start();
+    mixed(&a).await;
+    let category = filtered(SubscriptionFilter::on_stream_name().regex("^invoice-"));
+    assert_eq!(read_all(&a.client, &category).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_stream_name_prefix_keeps_the_streams_starting_with_it() {
+    let a = start();
+    mixed(&a).await;
+    let prefix = filtered(SubscriptionFilter::on_stream_name().add_prefix("order-"));
+    assert_eq!(
+        types(&read_all(&a.client, &prefix).await),
+        ["OrderPlaced", "OrderPaid", "Result"]
+    );
+    let none = filtered(SubscriptionFilter::on_stream_name().add_prefix("nothing-"));
+    assert!(read_all(&a.client, &none).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_read_that_outlasts_its_deadline_is_deadline_exceeded() {
+    let a = start();
+    let s = stream("order");
+    let events: Vec<EventData> = (0..5_000).map(|n| event("Line", n)).collect();
+    a.client
+        .append_to_stream(s.as_str(), &any(), events)
+        .await
+        .expect("append");
+    let tight = ReadAllOptions::default().deadline(Duration::from_millis(1));
+    let outcome = async {
+        let mut read = a.client.read_all(&tight).await?;
+        let mut n = 0;
+        while read.next().await?.is_some() {
+            n += 1;
+        }
+        Ok::<_, Error>(n)
+    }
+    .await;
+    assert!(
+        matches!(outcome, Err(Error::DeadlineExceeded)),
+        "5,000 events in 1 ms: {outcome:?}"
+    );
+    // (The Rust client sends no deadline with subscriptions: it puts only headers on them.)
+    let read = read_all(
+        &a.client,
+        &ReadAllOptions::default().deadline(Duration::from_secs(30)),
+    )
+    .await;
+    assert_eq!(read.len(), 5_000);
+}

@@ -1,0 +1,238 @@
+//! Refusals end to end over real HTTP: every refused request answers a problem document
+//! (`application/problem+json`, with `type`, `status` and a `detail`) and writes
+//! nothing. Each test starts from one stream `f` holding one event at position 1, on a
+//! server whose body limit is 4 KiB.
+
+mod common;
+
+use annal_server::Config;
+use common::{Server, family, get, post, start};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+/// A server (body limit 4096 bytes) whose stream `f` holds one `FamilyEnrolled`.
+async fn one_event() -> (Server, Client) {
+    let s = start(Config {
+        max_body_bytes: 4096,
+        ..Config::default()
+    })
+    .await;
+    let c = Client::new();
+    assert_eq!(
+        post(&c, &format!("{}/v1/streams/f", s.base), &first_append())
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    (s, c)
+}
+
+fn first_append() -> Value {
+    family(
+        json!("no_stream"),
+        json!([{"event_type": "FamilyEnrolled", "data": {}}]),
+    )
+}
+
+async fn assert_nothing_written(c: &Client, b: &str) {
+    assert_eq!(
+        get(c, &format!("{b}/v1/head")).await.1,
+        json!({"position": 1}),
+        "nothing was written"
+    );
+}
+
+/// Appends `body` to `f`: it must be refused with `status` and a problem of type `kind`,
+/// and write nothing.
+async fn assert_refused(body: Value, status: StatusCode, kind: &str) {
+    let (s, c) = one_event().await;
+    let b = &s.base;
+    let r = c
+        .post(format!("{b}/v1/streams/f"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), status, "{body}");
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p: Value = r.json().await.expect("problem");
+    assert_eq!(p["type"].as_str(), Some(kind), "{p}");
+    assert_eq!(p["status"].as_u64(), Some(u64::from(status.as_u16())));
+    assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    assert_nothing_written(&c, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_at_a_wrong_expected_version_is_a_conflict_problem() {
+    assert_refused(
+        first_append(),
+        StatusCode::CONFLICT,
+        "wrong_expected_version",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_expected_version_word_is_an_invalid_request() {
+    assert_refused(
+        family(json!("sometimes"), json!([{"event_type": "E", "data": {}}])),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_without_events_is_an_invalid_request() {
+    assert_refused(
+        family(json!("any"), json!([])),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_with_an_empty_type_is_an_invalid_request() {
+    assert_refused(
+        family(json!("any"), json!([{"event_type": "", "data": {}}])),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_that_is_not_an_object_is_an_invalid_request() {
+    assert_refused(
+        family(
+            json!("any"),
+            json!([{"event_type": "E", "data": {}, "metadata": [1]}]),
+        ),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_without_data_is_an_invalid_request() {
+    assert_refused(
+        family(json!("any"), json!([{"event_type": "E"}])),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appending_another_aggregate_type_to_a_stream_is_an_aggregate_type_mismatch() {
+    assert_refused(
+        json!({"aggregate_type": "Invoice", "events": [{"event_type": "E", "data": {}}]}),
+        StatusCode::CONFLICT,
+        "aggregate_type_mismatch",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_naming_another_aggregate_id_than_the_path_is_an_invalid_request() {
+    assert_refused(
+        json!({"aggregate_type": "Family", "aggregate_id": "g", "events": [{"event_type": "E", "data": {}}]}),
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_size_limit_is_a_too_large_problem() {
+    assert_refused(
+        family(
+            json!("any"),
+            json!([{"event_type": "E", "data": "x".repeat(5000)}]),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_json_is_a_bad_request() {
+    let (s, c) = one_event().await;
+    let b = &s.base;
+    let r = c
+        .post(format!("{b}/v1/streams/f"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_nothing_written(&c, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_without_a_json_content_type_is_an_unsupported_media_type() {
+    let (s, c) = one_event().await;
+    let b = &s.base;
+    let r = c
+        .post(format!("{b}/v1/streams/f"))
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_nothing_written(&c, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_log_query_parameters_are_invalid_request_problems() {
+    let (s, c) = one_event().await;
+    let b = &s.base;
+    for q in [
+        "limit=0",
+        "limit=10001",
+        "limit=x",
+        "since=yesterday",
+        "after_position=-1",
+        "typo=1",
+    ] {
+        let (st, p) = get(&c, &format!("{b}/v1/events?{q}")).await;
+        assert_eq!(
+            (st, p["type"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request")),
+            "{q}: {p}"
+        );
+    }
+    assert_nothing_written(&c, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_read_direction_is_a_bad_request() {
+    let (s, c) = one_event().await;
+    let b = &s.base;
+    let (st, _) = get(&c, &format!("{b}/v1/streams/f?direction=sideways")).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_names_and_filters_are_invalid_requests() {
+    let (s, c) = one_event().await;
+    let b = &s.base;
+    for url in [
+        "/v1/streams/a%00b",
+        "/v1/events?user_id=%00",
+        "/v1/checkpoints/%01",
+        "/v1/head?aggregate_type=%01",
+    ] {
+        let (st, p) = get(&c, &format!("{b}{url}")).await;
+        assert_eq!(
+            (st, p["type"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request")),
+            "{url}"
+        );
+    }
+    assert_nothing_written(&c, b).await;
+}
