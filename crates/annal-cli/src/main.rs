@@ -1,4 +1,4 @@
-//! The `annal` command: serve, append, read, verify and audit an annal store (API.md's CLI).
+//! The `annal` command: serve, append, read, verify and audit an annal store (docs/api.md).
 
 mod cli;
 

@@ -30,9 +30,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the HTTP API (API.md) on a store: the embedded one by default.
+    /// Serve the HTTP API (docs/http.md) on a store: the embedded one by default.
     Serve(Box<serve::ServeArgs>),
-    /// Append events: reads append requests or transactions (API.md's JSON), one per
+    /// Append events: reads append requests or transactions (the JSON of docs/http.md), one per
     /// line, from stdin; prints each result as one JSON line as soon as it is durable.
     Append(append::AppendArgs),
     /// Read events as NDJSON: the whole log (filtered) or one aggregate.

@@ -1,4 +1,4 @@
-//! `annal serve`: the HTTP API (API.md) on a store, by default the embedded one in
+//! `annal serve`: the HTTP API (docs/api.md, docs/http.md) on a store, by default the embedded one in
 //! `./annal-data/annal.db`, on 127.0.0.1:2113.
 //!
 //! Shutdown: SIGTERM or Ctrl-C stops accepting connections, ends subscriptions, lets
