@@ -9,9 +9,9 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-/// A problem document, as the handlers return it.
+/// A problem document, as the handlers return it (boxed: errors stay small).
 #[derive(Debug)]
-pub struct Problem(wire::Problem);
+pub struct Problem(Box<wire::Problem>);
 
 impl Problem {
     /// 400 `invalid_request` naming the field.
@@ -45,7 +45,7 @@ impl Problem {
         let message = message.into();
         let mut p = wire::Problem::from(Error::Closed(message.clone()));
         p.detail = message;
-        Problem(p)
+        Problem(Box::new(p))
     }
 
     /// The HTTP status.
@@ -61,7 +61,7 @@ impl Problem {
 
 impl From<Error> for Problem {
     fn from(e: Error) -> Self {
-        Problem(wire::Problem::from(&e))
+        Problem(Box::new(wire::Problem::from(&e)))
     }
 }
 
@@ -69,14 +69,16 @@ impl From<JsonRejection> for Problem {
     fn from(r: JsonRejection) -> Self {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             // The body limit names no field, limit or size (the client fills them in).
-            return Problem(wire::Problem::new(
+            return Problem(Box::new(wire::Problem::new(
                 ErrorKind::TooLarge,
                 "the request body is over the server's limit",
-            ));
+            )));
         }
         let p = Problem::invalid("body", r.body_text());
         if r.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-            Problem(p.0.with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE.as_u16()))
+            Problem(Box::new(
+                p.0.with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE.as_u16()),
+            ))
         } else {
             p
         }
@@ -98,7 +100,7 @@ impl From<PathRejection> for Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = serde_json::to_string(&self.0).unwrap_or_else(|_| {
+        let body = serde_json::to_string(&*self.0).unwrap_or_else(|_| {
             format!(r#"{{"status":{},"type":"{}"}}"#, self.0.status, self.0.kind)
         });
         let mut res = (status, body).into_response();
