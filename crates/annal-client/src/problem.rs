@@ -1,58 +1,32 @@
-//! Problem documents (RFC 9457, as `annal-server` writes them) turned back into the
-//! [`annal_core::Error`] a local store would have returned.
+//! Problem documents ([`annal_core::wire::Problem`], as `annal-server` writes them)
+//! turned back into the [`annal_core::Error`] a local store would have returned.
 //!
-//! Invariants: a problem whose `type` is one of the store's stable kinds, with the
-//! members the server puts on it, becomes that exact variant with every field; the
-//! human-readable parts the server only puts in `detail` (`reason`, `what`, the
-//! duplicate's `detail`) are recovered by removing the prefix the core error's message
-//! adds. Anything else (5xx, an unknown kind, a body that is not a problem document) is
-//! [`Error::Storage`] naming the server, never a panic.
+//! Invariants: a problem whose `type` is one of the store's kinds, with the members the
+//! server puts on it, becomes that exact variant with every field, read from members
+//! (never from `detail`, which is for people). A member the server leaves out is filled
+//! in only where the server is known to leave it out (the body limit's `too_large` names
+//! no field, limit or size). Auth failures are [`Error::Unauthorized`] and
+//! [`Error::Forbidden`]. The store's own failures (`storage_error`, `unavailable`), an
+//! unknown kind, a problem without its members and a body that is not a problem document
+//! are [`Error::Storage`] naming the server; `corrupt` stays [`Error::Corrupt`], naming
+//! the server. Never a panic.
 
 use crate::transport::TransportError;
-use annal_core::{Error, ExpectedVersion, Uuid};
+use annal_core::wire::Problem;
+use annal_core::{Error, ErrorKind};
 use reqwest::StatusCode;
-use serde::Deserialize;
 
-/// The members of a problem document the client reads. Unknown members are ignored.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct ProblemDoc {
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub detail: Option<String>,
-    pub field: Option<String>,
-    pub aggregate_id: Option<String>,
-    pub expected: Option<ExpectedVersion>,
-    pub actual: Option<u64>,
-    pub existing: Option<String>,
-    pub requested: Option<String>,
-    pub event_id: Option<Uuid>,
-    pub name: Option<String>,
-    pub expected_position: Option<u64>,
-    pub actual_position: Option<u64>,
-    pub limit: Option<u64>,
-    pub group: Option<String>,
-    pub partition: Option<u32>,
-}
-
-impl ProblemDoc {
-    /// Parses a problem document; `None` if the body is not one (no `type`).
-    pub(crate) fn parse(body: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<ProblemDoc>(body)
-            .ok()
-            .filter(|d| d.kind.is_some())
-    }
-}
-
-/// `text` without `prefix`, or all of it when it does not start so.
-fn strip(text: &str, prefix: &str) -> String {
-    text.strip_prefix(prefix).unwrap_or(text).to_owned()
+/// Parses a problem document; `None` if the body is not one (no `type`).
+pub(crate) fn parse(body: &[u8]) -> Option<Problem> {
+    serde_json::from_slice::<Problem>(body)
+        .ok()
+        .filter(|d| !d.kind.is_empty())
 }
 
 /// The error a response with a non-success `status` and `body` stands for. `sent` is
 /// the size of the request body (a 413 from the server's body limit does not say it).
 pub(crate) fn error_from(base: &str, status: StatusCode, body: &[u8], sent: usize) -> Error {
-    let Some(doc) = ProblemDoc::parse(body) else {
+    let Some(mut doc) = parse(body) else {
         let excerpt = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
         return TransportError::answer(
             base,
@@ -60,97 +34,38 @@ pub(crate) fn error_from(base: &str, status: StatusCode, body: &[u8], sent: usiz
         )
         .into();
     };
-    let kind = doc.kind.clone().unwrap_or_default();
-    let detail = doc.detail.clone().unwrap_or_default();
-    let unexpected = |doc_kind: &str, detail: &str| -> Error {
-        TransportError::answer(base, format!("answered {status} {doc_kind}: {detail}")).into()
+    let unexpected = |doc: &Problem| -> Error {
+        TransportError::answer(
+            base,
+            format!("answered {status} {}: {}", doc.kind, doc.detail),
+        )
+        .into()
     };
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        return Error::InvalidRequest {
-            field: "authorization".to_owned(),
-            reason: format!(
-                "the server at {base} refused the request ({status} {kind}): {detail}; \
-                 give a token with HttpStore::builder(url).token(..)"
-            ),
-        };
-    }
-    match kind.as_str() {
-        "wrong_expected_version" => match (doc.aggregate_id, doc.expected, doc.actual) {
-            (Some(aggregate_id), Some(expected), Some(actual)) => Error::WrongExpectedVersion {
-                aggregate_id,
-                expected,
-                actual,
-            },
-            _ => unexpected(&kind, &detail),
-        },
-        "aggregate_type_mismatch" => match (doc.aggregate_id, doc.existing, doc.requested) {
-            (Some(aggregate_id), Some(existing), Some(requested)) => Error::AggregateTypeMismatch {
-                aggregate_id,
-                existing,
-                requested,
-            },
-            _ => unexpected(&kind, &detail),
-        },
-        "duplicate_event_id" => match doc.event_id {
-            Some(event_id) => Error::DuplicateEventId {
-                event_id,
-                detail: strip(
-                    &detail,
-                    &format!(
-                        "event_id {event_id} is already stored with different content or at another version: "
-                    ),
-                ),
-            },
-            None => unexpected(&kind, &detail),
-        },
-        "checkpoint_conflict" => match doc.name {
-            Some(name) => Error::CheckpointConflict {
-                name,
-                expected_position: doc.expected_position,
-                actual_position: doc.actual_position,
-            },
-            None => unexpected(&kind, &detail),
-        },
-        "lease_conflict" => match (doc.group, doc.partition) {
-            (Some(group), Some(partition)) => Error::LeaseConflict {
-                detail: strip(
-                    &detail,
-                    &format!("lease of partition {partition} of consumer group '{group}': "),
-                ),
-                group,
-                partition,
-            },
-            _ => unexpected(&kind, &detail),
-        },
-        "invalid_request" => {
-            let field = doc.field.unwrap_or_else(|| "request".to_owned());
-            let reason = strip(&detail, &format!("invalid {field}: "));
-            Error::InvalidRequest { field, reason }
+    match doc.error_kind() {
+        None | Some(ErrorKind::Storage | ErrorKind::Unavailable) => return unexpected(&doc),
+        Some(ErrorKind::Corrupt) => {
+            let message = doc.message.take().unwrap_or(doc.detail);
+            return Error::Corrupt(format!("(reported by the server at {base}) {message}"));
         }
-        "too_large" => {
-            let field = doc.field.unwrap_or_else(|| "body".to_owned());
-            Error::TooLarge {
-                // The body limit's problem names no limit: 0 stands for "not said".
-                limit: doc.limit.unwrap_or(0),
-                actual: doc.actual.unwrap_or(sent as u64),
-                field,
-            }
+        Some(ErrorKind::TooLarge) if doc.field.is_none() => {
+            // The server's body limit names no field, limit or size: 0 is "not said".
+            doc.field = Some("body".to_owned());
+            doc.limit.get_or_insert(0);
+            doc.actual.get_or_insert(sent as u64);
         }
-        "stream_deleted" => match doc.aggregate_id {
-            Some(aggregate_id) => Error::StreamDeleted { aggregate_id },
-            None => unexpected(&kind, &detail),
-        },
-        "not_found" => Error::NotFound {
-            what: strip(&detail, "not found: "),
-        },
-        "corrupt" => Error::Corrupt(format!("(reported by the server at {base}) {detail}")),
-        _ => unexpected(&kind, &detail),
+        Some(ErrorKind::Unauthorized | ErrorKind::Forbidden) if doc.reason.is_none() => {
+            // Something in front of the server (a proxy) said it in `detail` only.
+            doc.reason = Some(doc.detail.clone());
+        }
+        Some(_) => {}
     }
+    doc.to_error().unwrap_or_else(|| unexpected(&doc))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use annal_core::ExpectedVersion;
 
     const BASE: &str = "http://127.0.0.1:9";
 
@@ -171,7 +86,7 @@ mod tests {
         );
         let e = map(
             400,
-            r#"{"type":"invalid_request","detail":"invalid events[3].metadata: must be a JSON object","field":"events[3].metadata"}"#,
+            r#"{"type":"invalid_request","detail":"invalid events[3].metadata: must be a JSON object","field":"events[3].metadata","reason":"must be a JSON object"}"#,
         );
         assert!(
             matches!(&e, Error::InvalidRequest { field, reason } if field == "events[3].metadata" && reason == "must be a JSON object"),
@@ -195,7 +110,7 @@ mod tests {
         );
         let e = map(
             404,
-            r#"{"type":"not_found","detail":"not found: aggregate 'x'"}"#,
+            r#"{"type":"not_found","detail":"not found: aggregate 'x'","what":"aggregate 'x'"}"#,
         );
         assert!(
             matches!(&e, Error::NotFound { what } if what == "aggregate 'x'"),
@@ -204,11 +119,44 @@ mod tests {
     }
 
     #[test]
+    fn fields_come_from_members_not_from_the_detail_text() {
+        let e = map(
+            409,
+            r#"{"type":"lease_conflict","detail":"reworded for people","group":"g","partition":2,"reason":"another member holds it"}"#,
+        );
+        assert!(
+            matches!(&e, Error::LeaseConflict { group, partition: 2, detail } if group == "g" && detail == "another member holds it"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn auth_failures_are_their_own_variants() {
+        let e = map(
+            401,
+            r#"{"type":"unauthorized","status":401,"detail":"a token is required"}"#,
+        );
+        assert!(
+            matches!(&e, Error::Unauthorized { reason } if reason == "a token is required"),
+            "{e:?}"
+        );
+        let e = map(
+            403,
+            r#"{"type":"forbidden","detail":"x","reason":"this token may not use aggregates of type 'X'"}"#,
+        );
+        assert!(matches!(&e, Error::Forbidden { .. }), "{e:?}");
+    }
+
+    #[test]
     fn server_failures_and_foreign_bodies_are_storage_errors_naming_the_server() {
         for (status, body) in [
             (
                 503,
                 r#"{"type":"storage_error","detail":"storage error: disk full"}"#,
+            ),
+            (
+                503,
+                r#"{"type":"unavailable","detail":"the store does not answer"}"#,
             ),
             (502, "<html>bad gateway</html>"),
             (409, r#"{"type":"wrong_expected_version","detail":"x"}"#),

@@ -156,7 +156,7 @@ async fn the_bearer_token_goes_with_every_request() {
     let without = HttpStore::connect(&s.base).expect("client");
     let err = without.head(&[]).await.expect_err("no token");
     assert!(
-        matches!(&err, Error::InvalidRequest { field, .. } if field == "authorization"),
+        matches!(&err, Error::Unauthorized { reason } if reason == "a token is required"),
         "{err:?}"
     );
     assert!(

@@ -2,8 +2,10 @@
 //!
 //! Every variant says what happened and what the caller can do about it. Variants other
 //! than [`Error::Storage`] and [`Error::Corrupt`] are the caller's to handle (conflicts,
-//! bad input); none of them leaves anything written. [`Error::kind`] gives the stable
-//! string the HTTP API uses as its problem `type`.
+//! bad input); none of them leaves anything written. [`Error::kind`] gives the variant's
+//! [`ErrorKind`]: its stable string is the HTTP API's problem `type` (docs/http.md), and
+//! its HTTP status is decided here, once. [`crate::wire::Problem`] carries the variant's
+//! fields across the wire and back.
 
 use crate::append::ExpectedVersion;
 use uuid::Uuid;
@@ -121,6 +123,136 @@ pub enum Error {
     /// The store is shutting down or its writer stopped after a failure; reopen it.
     #[error("the store is closed: {0}")]
     Closed(String),
+    /// The request carries no valid credentials (the server has auth on).
+    #[error("{reason}")]
+    Unauthorized {
+        /// What to send.
+        reason: String,
+    },
+    /// The credentials are valid but do not allow this request.
+    #[error("{reason}")]
+    Forbidden {
+        /// What the credentials lack.
+        reason: String,
+    },
+}
+
+/// The kind of an [`Error`]: one stable string per kind (the HTTP problem `type`) and
+/// one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::WrongExpectedVersion`].
+    WrongExpectedVersion,
+    /// [`Error::AggregateTypeMismatch`].
+    AggregateTypeMismatch,
+    /// [`Error::DuplicateEventId`].
+    DuplicateEventId,
+    /// [`Error::CheckpointConflict`].
+    CheckpointConflict,
+    /// [`Error::LeaseConflict`].
+    LeaseConflict,
+    /// [`Error::InvalidRequest`].
+    InvalidRequest,
+    /// [`Error::TooLarge`].
+    TooLarge,
+    /// [`Error::StreamDeleted`].
+    StreamDeleted,
+    /// [`Error::NotFound`].
+    NotFound,
+    /// [`Error::Storage`].
+    Storage,
+    /// [`Error::Corrupt`].
+    Corrupt,
+    /// [`Error::Closed`]: the store does not answer.
+    Unavailable,
+    /// [`Error::Unauthorized`].
+    Unauthorized,
+    /// [`Error::Forbidden`].
+    Forbidden,
+}
+
+impl ErrorKind {
+    /// Every kind.
+    pub const ALL: [ErrorKind; 14] = [
+        ErrorKind::WrongExpectedVersion,
+        ErrorKind::AggregateTypeMismatch,
+        ErrorKind::DuplicateEventId,
+        ErrorKind::CheckpointConflict,
+        ErrorKind::LeaseConflict,
+        ErrorKind::InvalidRequest,
+        ErrorKind::TooLarge,
+        ErrorKind::StreamDeleted,
+        ErrorKind::NotFound,
+        ErrorKind::Storage,
+        ErrorKind::Corrupt,
+        ErrorKind::Unavailable,
+        ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
+    ];
+
+    /// The stable string: the HTTP problem `type` (docs/http.md).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::WrongExpectedVersion => "wrong_expected_version",
+            ErrorKind::AggregateTypeMismatch => "aggregate_type_mismatch",
+            ErrorKind::DuplicateEventId => "duplicate_event_id",
+            ErrorKind::CheckpointConflict => "checkpoint_conflict",
+            ErrorKind::LeaseConflict => "lease_conflict",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::StreamDeleted => "stream_deleted",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Storage => "storage_error",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+        }
+    }
+
+    /// The kind whose stable string is `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The HTTP status of a problem of this kind (bad input 4xx; the store's own
+    /// failures 5xx: 503 when it is unavailable, 500 when its content is corrupt).
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidRequest => 400,
+            ErrorKind::Unauthorized => 401,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::WrongExpectedVersion
+            | ErrorKind::AggregateTypeMismatch
+            | ErrorKind::DuplicateEventId
+            | ErrorKind::CheckpointConflict
+            | ErrorKind::LeaseConflict => 409,
+            ErrorKind::StreamDeleted => 410,
+            ErrorKind::TooLarge => 413,
+            ErrorKind::Corrupt => 500,
+            ErrorKind::Storage | ErrorKind::Unavailable => 503,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for ErrorKind {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ErrorKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 fn fmt_pos(p: Option<u64>) -> String {
@@ -131,22 +263,30 @@ fn fmt_pos(p: Option<u64>) -> String {
 }
 
 impl Error {
-    /// The stable problem `type` string of this error (API.md).
-    pub fn kind(&self) -> &'static str {
+    /// The kind of this error; its stable string is the HTTP problem `type`.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::WrongExpectedVersion { .. } => "wrong_expected_version",
-            Error::AggregateTypeMismatch { .. } => "aggregate_type_mismatch",
-            Error::DuplicateEventId { .. } => "duplicate_event_id",
-            Error::CheckpointConflict { .. } => "checkpoint_conflict",
-            Error::LeaseConflict { .. } => "lease_conflict",
-            Error::InvalidRequest { .. } => "invalid_request",
-            Error::TooLarge { .. } => "too_large",
-            Error::StreamDeleted { .. } => "stream_deleted",
-            Error::NotFound { .. } => "not_found",
-            Error::Storage(_) => "storage_error",
-            Error::Corrupt(_) => "corrupt",
-            Error::Closed(_) => "closed",
+            Error::WrongExpectedVersion { .. } => ErrorKind::WrongExpectedVersion,
+            Error::AggregateTypeMismatch { .. } => ErrorKind::AggregateTypeMismatch,
+            Error::DuplicateEventId { .. } => ErrorKind::DuplicateEventId,
+            Error::CheckpointConflict { .. } => ErrorKind::CheckpointConflict,
+            Error::LeaseConflict { .. } => ErrorKind::LeaseConflict,
+            Error::InvalidRequest { .. } => ErrorKind::InvalidRequest,
+            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::StreamDeleted { .. } => ErrorKind::StreamDeleted,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Storage(_) => ErrorKind::Storage,
+            Error::Corrupt(_) => ErrorKind::Corrupt,
+            Error::Closed(_) => ErrorKind::Unavailable,
+            Error::Unauthorized { .. } => ErrorKind::Unauthorized,
+            Error::Forbidden { .. } => ErrorKind::Forbidden,
         }
+    }
+
+    /// Whether the caller's input is at fault ([`ErrorKind::InvalidRequest`] or
+    /// [`ErrorKind::TooLarge`]): fix the request rather than retry it.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self.kind(), ErrorKind::InvalidRequest | ErrorKind::TooLarge)
     }
 
     /// Shorthand for an [`Error::InvalidRequest`].

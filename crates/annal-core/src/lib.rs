@@ -42,6 +42,7 @@ pub mod subscription;
 pub mod testkit;
 pub mod trigger;
 pub mod upcast;
+pub mod wire;
 
 pub use aggregate::{Aggregate, CodecError, DomainEvent};
 pub use append::{
@@ -51,7 +52,7 @@ pub use append::{
 pub use audit::{AuditEntry, Compensation};
 pub use chain::{Hash, VerifyReport};
 pub use checkpoint::{Checkpoint, CheckpointStatus, CheckpointWrite};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use event::{RawJson, RecordedEvent, Timestamp};
 pub use lease::{Lease, LeaseFence};
 pub use read::{Direction, Filter};

@@ -35,6 +35,8 @@ pub(crate) fn to_status(e: Error) -> Status {
         | Error::DuplicateEventId { .. }
         | Error::CheckpointConflict { .. } => Status::failed_precondition(e.to_string()),
         Error::Corrupt(_) => Status::data_loss(e.to_string()),
+        Error::Unauthorized { reason } => Status::unauthenticated(reason),
+        Error::Forbidden { reason } => Status::permission_denied(reason),
         _ => Status::unavailable(e.to_string()),
     }
 }

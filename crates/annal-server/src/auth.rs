@@ -12,7 +12,7 @@
 use crate::problem::Problem;
 use annal_grpc::{CheckCredentials, Principal, Refusal};
 use axum::extract::Request;
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -110,9 +110,7 @@ impl Caller {
     /// Refuses aggregates of a type the token is not limited to.
     pub fn check_type(&self, aggregate_type: &str) -> Result<(), Problem> {
         match &self.aggregate_types {
-            Some(types) if !types.iter().any(|t| t == aggregate_type) => Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+            Some(types) if !types.iter().any(|t| t == aggregate_type) => Err(Problem::forbidden(
                 format!("this token may not use aggregates of type '{aggregate_type}'"),
             )),
             _ => Ok(()),
@@ -126,9 +124,7 @@ impl Caller {
             return Ok(());
         };
         if types.is_empty() {
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+            return Err(Problem::forbidden(
                 "this token may not use any aggregate type",
             ));
         }
@@ -142,9 +138,7 @@ impl Caller {
     /// Refuses a limited token (for routes that read everything).
     pub fn check_unlimited(&self) -> Result<(), Problem> {
         match self.aggregate_types {
-            Some(_) => Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+            Some(_) => Err(Problem::forbidden(
                 "this token is limited to some aggregate types; this route reads them all",
             )),
             None => Ok(()),
@@ -176,12 +170,9 @@ pub async fn authenticate(tokens: Arc<Option<Tokens>>, mut req: Request, next: N
                     .iter()
                     .find(|k| same_secret(k.token.as_bytes(), p.as_bytes()))
             }) else {
-                let mut res = Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "send an API token: Authorization: Bearer <token>",
-                )
-                .into_response();
+                let mut res =
+                    Problem::unauthorized("send an API token: Authorization: Bearer <token>")
+                        .into_response();
                 res.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     header::HeaderValue::from_static("Bearer"),
@@ -194,14 +185,10 @@ pub async fn authenticate(tokens: Arc<Option<Tokens>>, mut req: Request, next: N
                 Role::Write
             };
             if found.role < needed {
-                return Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!(
-                        "token '{}' has the {:?} role; this needs {:?}",
-                        found.name, found.role, needed
-                    ),
-                )
+                return Problem::forbidden(format!(
+                    "token '{}' has the {:?} role; this needs {:?}",
+                    found.name, found.role, needed
+                ))
                 .into_response();
             }
             Caller {

@@ -1,67 +1,16 @@
-//! The OpenAPI 3 document, generated from the handlers' annotations and the core
-//! types' schemas, served at `GET /openapi.json`.
+//! The OpenAPI 3 document, generated from the handlers' annotations and the schemas of
+//! [`annal_core::wire`], served at `GET /openapi.json`.
 
 use crate::routes;
-use annal_core::checkpoint::{CheckpointStatus, CheckpointWrite};
-use annal_core::{
-    AppendRequest, AppendResult, Checkpoint, Direction, ExpectedVersion, Hash, Lease, LeaseFence,
-    NewEvent, RawJson, RecordedEvent, Snapshot, Timestamp, Transaction, TransactionResult,
+use annal_core::checkpoint::CheckpointStatus;
+use annal_core::wire::{
+    AcquireBody, AppendRequest, AppendResult, Checkpoint, CheckpointList, CheckpointWrite,
+    EventsPage, Head, Health, HeartbeatBody, HeldBody, Lease, LeaseList, MemberList, Problem,
+    RecordedEvent, Snapshot, SnapshotBody, StreamPage, Transaction, TransactionResult,
     VerifyReport,
 };
-use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
-
-/// An RFC 9457 problem document.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProblemDoc {
-    /// Stable: wrong_expected_version, aggregate_type_mismatch, duplicate_event_id,
-    /// checkpoint_conflict, lease_conflict, invalid_request, too_large, not_found,
-    /// storage_error, corrupt, unavailable.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The HTTP reason phrase.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What happened, for people.
-    pub detail: String,
-    /// For invalid_request and too_large: the field, as a path into the request.
-    pub field: Option<String>,
-}
-
-/// A page of `GET /v1/events`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EventsPageDoc {
-    /// The events, in global order.
-    pub events: Vec<RecordedEvent>,
-    /// Where the next page starts; null when this page reached the head.
-    pub next_after_position: Option<u64>,
-}
-
-/// A page of `GET /v1/streams/{aggregate_id}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StreamPageDoc {
-    /// The events, in version order (descending when reading backward).
-    pub events: Vec<RecordedEvent>,
-    /// Where the next page starts; null when there is no more.
-    pub next_from_version: Option<u64>,
-}
-
-/// `GET /v1/head`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct HeadDoc {
-    /// The last committed position (0 for none).
-    pub position: u64,
-}
-
-/// Health.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StatusDoc {
-    /// `live` or `ready`.
-    pub status: String,
-    /// The head position (readiness only).
-    pub head: Option<u64>,
-}
+use annal_core::{Direction, ExpectedVersion, Hash, LeaseFence, NewEvent, RawJson, Timestamp};
+use utoipa::OpenApi;
 
 /// The API's OpenAPI document.
 #[derive(OpenApi)]
@@ -111,20 +60,20 @@ pub struct StatusDoc {
         CheckpointWrite,
         Lease,
         LeaseFence,
-        routes::AcquireBody,
-        routes::HeldBody,
-        routes::HeartbeatBody,
-        routes::LeaseList,
-        routes::MemberList,
+        AcquireBody,
+        HeldBody,
+        HeartbeatBody,
+        LeaseList,
+        MemberList,
         Snapshot,
         VerifyReport,
-        routes::SnapshotBody,
-        routes::CheckpointList,
-        ProblemDoc,
-        EventsPageDoc,
-        StreamPageDoc,
-        HeadDoc,
-        StatusDoc,
+        SnapshotBody,
+        CheckpointList,
+        Problem,
+        EventsPage,
+        StreamPage,
+        Head,
+        Health,
     ))
 )]
 pub struct ApiDoc;

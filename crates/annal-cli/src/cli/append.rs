@@ -77,7 +77,7 @@ fn submit(store: Arc<dyn Store>, line_no: u64, line: Line) -> Pending {
         let out = match out {
             Ok(Ok(json)) => Ok(json),
             Ok(Err(e)) => Err(CliError::Failed(format!("cannot print a result: {e}"))),
-            Err(e) if matches!(e.kind(), "invalid_request" | "too_large") => Err(CliError::Input {
+            Err(e) if e.is_bad_input() => Err(CliError::Input {
                 line: line_no,
                 reason: e.to_string(),
             }),

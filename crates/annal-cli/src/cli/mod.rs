@@ -131,9 +131,7 @@ impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             CliError::Input { .. } | CliError::Usage(_) => ExitCode::from(2),
-            CliError::Store(e) if e.kind() == "invalid_request" || e.kind() == "too_large" => {
-                ExitCode::from(2)
-            }
+            CliError::Store(e) if e.is_bad_input() => ExitCode::from(2),
             _ => ExitCode::from(1),
         }
     }

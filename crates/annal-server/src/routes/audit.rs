@@ -1,0 +1,44 @@
+//! The `audit` routes: the hash chain checked by the server, next to its data.
+
+use super::{BadRequest, Guarded, Res, ok};
+use crate::AppState;
+use crate::auth::Caller;
+use annal_core::wire::VerifyReport;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query, State};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+/// Query of `GET /v1/verify`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyQuery {
+    /// First position to check (default 1).
+    from_position: Option<u64>,
+    /// Last position to check (default: the head).
+    to_position: Option<u64>,
+}
+
+/// `GET /v1/verify`
+#[utoipa::path(
+    get,
+    path = "/v1/verify",
+    tag = "audit",
+    description = "Check the hash chain, whole or by range.",
+    params(VerifyQuery),
+    responses(
+        (status = 200, description = "The report (ok may be false)", body = VerifyReport),
+        BadRequest,
+        Guarded
+    )
+)]
+pub async fn verify(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<VerifyQuery>, QueryRejection>,
+) -> Res {
+    let Query(q) = query?;
+    caller.check_unlimited()?;
+    ok(&app.store.verify(q.from_position, q.to_position).await?)
+}

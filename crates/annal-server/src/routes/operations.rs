@@ -1,0 +1,78 @@
+//! The `operations` routes: health, metrics, this API's OpenAPI document, and the
+//! answer to any other route.
+
+use super::{Guarded, Res, ok};
+use crate::problem::Problem;
+use crate::{AppState, metrics_text};
+use annal_core::wire::Health;
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+/// `GET /health/live`
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "operations",
+    description = "Liveness.",
+    responses(
+        (status = 200, description = "The process is up", body = Health)
+    )
+)]
+pub async fn live() -> Res {
+    ok(&Health::live())
+}
+
+/// `GET /health/ready`: the store answers.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "operations",
+    description = "Readiness: the store answers.",
+    responses(
+        (status = 200, description = "The store answers", body = Health),
+        Guarded
+    )
+)]
+pub async fn ready(State(app): State<AppState>) -> Res {
+    match app.store.head(&[]).await {
+        Ok(head) => ok(&Health::ready(head)),
+        Err(e) => Err(Problem::unavailable(format!(
+            "the store does not answer: {e}"
+        ))),
+    }
+}
+
+/// `GET /metrics`
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    description = "Prometheus metrics.",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)
+    )
+)]
+pub async fn metrics(State(app): State<AppState>) -> Res {
+    if let Ok(head) = app.store.head(&[]).await {
+        metrics::gauge!("annal_head_position").set(head as f64);
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_text(),
+    )
+        .into_response())
+}
+
+/// `GET /openapi.json`: the OpenAPI 3 document of every route.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", description = "This document.", responses((status = 200, description = "The OpenAPI 3 document", body = Object)))]
+pub async fn openapi() -> Response {
+    use utoipa::OpenApi;
+    Json(crate::openapi::ApiDoc::openapi()).into_response()
+}
+
+/// Any other route.
+pub async fn fallback() -> Problem {
+    Problem::not_found("no such route (GET /openapi.json lists them)")
+}
