@@ -1,5 +1,5 @@
 //! annal-client: [`HttpStore`], the [`Store`] trait against a remote annal server over
-//! its HTTP API (API.md), so a Rust program uses a remote annal like a local one.
+//! its HTTP API (docs/http.md), so a Rust program uses a remote annal like a local one.
 //!
 //! ```no_run
 //! # async fn demo() -> annal_core::Result<()> {
@@ -32,7 +32,7 @@
 //!
 //! Aggregate ids and checkpoint names travel in URL paths, which cannot carry `.` or
 //! `..`: those answer [`Error::InvalidRequest`] rather than reaching another route.
-//! Filters travel as API.md's comma-separated lists, so a filter value that is empty,
+//! Filters travel as the comma-separated lists of docs/http.md, so a filter value that is empty,
 //! contains a comma or starts or ends with a space cannot be sent: such a read answers
 //! [`Error::InvalidRequest`] instead of a different result.
 

@@ -109,7 +109,7 @@ impl HttpStore {
         serde_json::from_slice(body).map_err(|e| {
             TransportError::answer(
                 base,
-                format!("answered {status} with a body that is not what API.md says: {e}"),
+                format!("answered {status} with a body that is not what docs/http.md says: {e}"),
             )
             .into()
         })

@@ -51,7 +51,7 @@ impl TransportError {
         }
     }
 
-    /// An answer the client cannot use (status or body not as API.md says).
+    /// An answer the client cannot use (status or body not as docs/http.md says).
     pub(crate) fn answer(url: &str, what: impl Into<String>) -> Self {
         Self {
             url: url.to_owned(),

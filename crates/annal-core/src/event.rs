@@ -223,7 +223,7 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-/// An event as the store recorded it: the one JSON form of API.md.
+/// An event as the store recorded it: the one JSON form of docs/api.md.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedEvent {

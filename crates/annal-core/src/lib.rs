@@ -2,10 +2,10 @@
 //!
 //! This crate owns the event model ([`RecordedEvent`], [`NewEvent`]), the append and
 //! transaction requests with their validation ([`AppendRequest`], [`Transaction`]), read
-//! filters, snapshots, checkpoints, the hash chain ([`chain`]), typed errors ([`Error`])
-//! and the backend-agnostic [`Store`] trait. Storage backends (`annal-sqlite`, later
-//! `annal-postgres`) translate the trait into one database; the server translates it into
-//! HTTP. On top of the trait, and so on every backend: [`subscription`]s (history then
+//! filters, snapshots, checkpoints, the hash chain ([`chain`]), typed errors ([`Error`]),
+//! the HTTP contract's bodies ([`wire`]) and the backend-agnostic [`Store`] trait. Storage
+//! backends (`annal-sqlite`, `annal-postgres`) translate the trait into one database;
+//! `annal-server` translates it into HTTP and `annal-grpc` into KurrentDB's gRPC. On top of the trait, and so on every backend: [`subscription`]s (history then
 //! live), the [`projection`] runner (durable, checkpointed), [`trigger`]s and consumer
 //! [`group`]s. With the `testkit` feature it also ships the conformance suite every backend runs.
 //!

@@ -1,7 +1,7 @@
 //! Reading: directions, filters over the global log, and streams that page through a
 //! store so that reading ten million events never holds them all in memory.
 //!
-//! Filter semantics (API.md): values within one field are OR-ed, fields are AND-ed, an
+//! Filter semantics (docs/api.md): values within one field are OR-ed, fields are AND-ed, an
 //! empty field does not filter; `since` is inclusive and `until` exclusive on recorded_at.
 
 use crate::error::Result;

@@ -17,7 +17,7 @@ use utoipa::OpenApi;
 #[openapi(
     info(
         title = "annal",
-        description = "An event store: append, read, subscribe, verify. See API.md."
+        description = "An event store: append, read, subscribe, verify. The contract: docs/api.md in the repository; every route: docs/http.md."
     ),
     paths(
         routes::append,
