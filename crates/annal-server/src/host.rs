@@ -4,19 +4,30 @@
 //! KurrentDB gRPC endpoint (annal-grpc, with the API tokens as its credential check),
 //! everything else to the HTTP API. [`serve`] and [`serve_tls`] are one accept loop.
 //!
-//! Invariants: every accepted connection is a [`QuickAck`] (no Nagle/delayed-ACK
-//! stalls); a failing `accept` (e.g. out of file descriptors) pauses the loop instead of
-//! spinning; a TLS client that does not finish its handshake within [`HANDSHAKE`] is
-//! dropped. When `stop` completes the listener closes at once, subscriptions end, and
-//! open connections get up to [`DRAIN`] to finish before the call returns anyway (a
-//! client holding a call open cannot hold the process).
+//! Invariants:
+//! - every accepted connection is a [`QuickAck`] (no Nagle/delayed-ACK stalls);
+//! - a failing `accept` (e.g. out of file descriptors) pauses the loop instead of
+//!   spinning;
+//! - no connection is held by a silent client: one that sends nothing within the
+//!   header-read timeout (or does not finish its TLS handshake within [`HANDSHAKE`]) is
+//!   dropped, HTTP/1.1 heads and idle keep-alive gaps have the same timeout, and HTTP/2
+//!   connections whose keep-alive pings go unanswered are closed;
+//! - at most `max_connections` connections are served; beyond them [`HEALTH_RESERVE`]
+//!   more answer only `/health/*` (503 problem for anything else, and a 5 s first-byte
+//!   timeout), so probes still get through a flood; past the reserve a new connection
+//!   is closed at once. A connection's slot is freed when it ends;
+//! - when `stop` completes the listener closes at once, subscriptions end, and open
+//!   connections get up to [`DRAIN`] to finish before the call returns anyway (a client
+//!   holding a call open cannot hold the process).
 
 use crate::net::QuickAck;
+use crate::problem::Problem;
 use crate::{Config, auth, http_router, prometheus};
 use annal_core::Store;
 use axum::Router;
 use axum::extract::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use axum::response::IntoResponse as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -24,7 +35,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
@@ -34,6 +45,23 @@ pub const HANDSHAKE: Duration = Duration::from_secs(10);
 pub const DRAIN: Duration = Duration::from_secs(30);
 /// How long the loop pauses after a failed `accept`.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
+/// Connections beyond `max_connections` that still answer `/health/*`.
+pub const HEALTH_RESERVE: usize = 8;
+/// How long a reserve connection may wait for its first byte.
+const RESERVE_FIRST_BYTE: Duration = Duration::from_secs(5);
+/// File descriptors left to the store and the process (SQLite's reader pool keeps up
+/// to three per connection, PostgreSQL one per pooled connection).
+const OWN_FILES: u64 = 128;
+
+/// The default connection cap: the process's open-file limit less what the store and
+/// the process need and the health reserve, within 16..=10,000.
+pub fn default_max_connections() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let room = limit.saturating_sub(OWN_FILES + HEALTH_RESERVE as u64);
+    usize::try_from(room.clamp(16, 10_000)).unwrap_or(10_000)
+}
 
 /// The router of every route, on `store`: the HTTP API, and the KurrentDB gRPC
 /// protocol for requests whose content type is `application/grpc`. `shutdown` turning
@@ -82,6 +110,80 @@ pub async fn serve_tls(
     run(listener, store, config, Some(acceptor), stop).await
 }
 
+/// What a connection may use: the full router or, from the reserve, `/health/*` only.
+struct Slot {
+    app: Router,
+    first_byte: Duration,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Connection slots: the general ones and the health reserve.
+struct Slots {
+    general: Arc<Semaphore>,
+    reserve: Arc<Semaphore>,
+    app: Router,
+    health_only: Router,
+    first_byte: Duration,
+}
+
+impl Slots {
+    fn new(app: Router, config: &Config) -> Self {
+        let full = app.clone();
+        let health_only = Router::new().fallback_service(tower::service_fn(move |req: Request| {
+            let full = full.clone();
+            async move {
+                if req.uri().path().starts_with("/health/") {
+                    full.oneshot(req).await
+                } else {
+                    Ok(Problem::unavailable(
+                        "the server is at its connection limit; try again shortly",
+                    )
+                    .into_response())
+                }
+            }
+        }));
+        Self {
+            general: Arc::new(Semaphore::new(config.max_connections)),
+            reserve: Arc::new(Semaphore::new(HEALTH_RESERVE)),
+            app,
+            health_only,
+            first_byte: config.header_read_timeout,
+        }
+    }
+
+    /// A slot for a new connection, or `None` when even the reserve is full.
+    fn take(&self) -> Option<Slot> {
+        if let Ok(permit) = self.general.clone().try_acquire_owned() {
+            return Some(Slot {
+                app: self.app.clone(),
+                first_byte: self.first_byte,
+                _permit: permit,
+            });
+        }
+        let permit = self.reserve.clone().try_acquire_owned().ok()?;
+        Some(Slot {
+            app: self.health_only.clone(),
+            first_byte: self.first_byte.min(RESERVE_FIRST_BYTE),
+            _permit: permit,
+        })
+    }
+}
+
+/// The connection builder: HTTP/1.1 and HTTP/2, with the configured timeouts.
+fn builder(config: &Config) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(config.keep_alive)
+        .keep_alive_timeout(config.keep_alive);
+    builder
+}
+
 /// The accept loop, for plain connections (`tls` is `None`) or TLS ones.
 async fn run(
     listener: TcpListener,
@@ -94,9 +196,9 @@ async fn run(
     if let Ok(addr) = listener.local_addr() {
         config.advertised = addr;
     }
-    let app = router(store, config, rx);
+    let builder = builder(&config);
+    let slots = Slots::new(router(store, config.clone(), rx), &config);
     let graceful = GracefulShutdown::new();
-    let builder = Builder::new(TokioExecutor::new());
     tokio::pin!(stop);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -110,17 +212,30 @@ async fn run(
             },
             () = &mut stop => break,
         };
+        let Some(slot) = slots.take() else {
+            metrics::counter!("annal_connections_refused_total").increment(1);
+            tracing::debug!(%peer, "at the connection limit and its reserve; closing");
+            continue;
+        };
         let tcp = QuickAck::new(tcp);
-        let service = TowerToHyperService::new(app.clone());
         let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
+            if !matches!(
+                tokio::time::timeout(slot.first_byte, tcp.readable()).await,
+                Ok(Ok(()))
+            ) {
+                tracing::debug!(%peer, "no request within the header-read timeout; closing");
+                return;
+            }
+            let service = TowerToHyperService::new(slot.app.clone());
             let ended = match tls {
                 None => {
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
                     watcher.watch(conn.into_owned()).await
                 }
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
+                    let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await
+                    {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -139,6 +254,7 @@ async fn run(
             if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);

@@ -22,7 +22,9 @@ mod stream;
 mod tls;
 
 pub use auth::{Role, Token, Tokens, TokensError};
-pub use host::{DRAIN, HANDSHAKE, router, serve, serve_tls};
+pub use host::{
+    DRAIN, HANDSHAKE, HEALTH_RESERVE, default_max_connections, router, serve, serve_tls,
+};
 pub use tls::{TlsError, TlsFiles, server_config};
 
 use annal_core::Store;
@@ -33,7 +35,8 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tokio::sync::watch;
 
 /// Server limits.
@@ -48,6 +51,22 @@ pub struct Config {
     /// The address the KurrentDB gRPC endpoint advertises (Gossip). [`serve`] sets it
     /// from its listener.
     pub advertised: std::net::SocketAddr,
+    /// How long a client may take to send a request's head; on HTTP/1.1 also how long a
+    /// kept-alive connection may sit idle between requests, and on a new connection how
+    /// long until its first byte. Default 30 s.
+    pub header_read_timeout: Duration,
+    /// How long an HTTP request body may pause between two chunks (the request then
+    /// fails). Not applied to gRPC, whose request streams stay open by design. Default
+    /// 30 s.
+    pub body_read_timeout: Duration,
+    /// HTTP/2 keep-alive: an idle connection is pinged this often and closed when a
+    /// ping is not answered within the same time. Default 30 s.
+    pub keep_alive: Duration,
+    /// Most connections served at once. Beyond them a small reserve
+    /// ([`HEALTH_RESERVE`]) still answers `/health/*`, with 503 for anything else; past
+    /// the reserve, new connections are closed at once. Default: from the process's
+    /// open-file limit ([`default_max_connections`]).
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -57,6 +76,10 @@ impl Default for Config {
             max_page: 10_000,
             tokens: None,
             advertised: std::net::SocketAddr::from(([127, 0, 0, 1], 2113)),
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(30),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -95,6 +118,7 @@ pub(crate) fn http_router(
     shutdown: watch::Receiver<bool>,
 ) -> Router {
     let limit = config.max_body_bytes;
+    let body_timeout = config.body_read_timeout;
     let tokens = Arc::new(config.tokens.clone());
     let state = AppState {
         store,
@@ -148,6 +172,7 @@ pub(crate) fn http_router(
         .route("/openapi.json", get(routes::openapi))
         .fallback(routes::fallback)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .route_layer(middleware::from_fn(count_requests))
         .layer(middleware::from_fn(move |req, next| {
             auth::authenticate(tokens.clone(), req, next)

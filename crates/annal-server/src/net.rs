@@ -39,6 +39,11 @@ impl QuickAck {
         Self { tcp }
     }
 
+    /// Completes when the connection has something to read (or has ended).
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        self.tcp.readable().await
+    }
+
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn ack_now(&self) {
         let _ = socket2::SockRef::from(&self.tcp).set_tcp_quickack(true);

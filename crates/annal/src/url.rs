@@ -35,25 +35,40 @@ impl PostgresUrl {
 
 impl fmt::Display for PostgresUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // postgres://user:password@host… → postgres://user:***@host…
-        let url = &self.0;
-        if let Some(scheme_end) = url.find("://") {
-            let rest = &url[scheme_end + 3..];
-            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-            if let Some(at) = rest[..authority_end].rfind('@')
-                && let Some(colon) = rest[..at].find(':')
-            {
-                return write!(
-                    f,
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &rest[..colon],
-                    &rest[at..]
-                );
-            }
-        }
-        f.write_str(url)
+        f.write_str(&redact(&self.0))
     }
+}
+
+/// The URL with its password hidden, wherever it is: `user:password@` in the
+/// authority, or a `password=` query parameter.
+fn redact(url: &str) -> String {
+    let mut shown = url.to_owned();
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            shown = format!(
+                "{}{}:***{}",
+                &url[..scheme_end + 3],
+                &rest[..colon],
+                &rest[at..]
+            );
+        }
+    }
+    let Some(query_start) = shown.find('?') else {
+        return shown;
+    };
+    let (base, query) = shown.split_at(query_start + 1);
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}{}", query.join("&"))
 }
 
 impl fmt::Debug for PostgresUrl {
@@ -214,6 +229,18 @@ mod tests {
         assert!(!format!("{url:?}").contains("s3cret"));
         let plain: StoreUrl = "postgresql://postgres@127.0.0.1/test".parse().expect("url");
         assert_eq!(plain.to_string(), "postgresql://postgres@127.0.0.1/test");
+    }
+
+    #[test]
+    fn a_password_query_parameter_is_hidden_too() {
+        assert_eq!(
+            redact("postgres://annal@db/shop?schema=events&password=s3cret&sslmode=require"),
+            "postgres://annal@db/shop?schema=events&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact("postgres://annal:pw@db/shop?PASSWORD=s3cret"),
+            "postgres://annal:***@db/shop?PASSWORD=***"
+        );
     }
 
     #[cfg(feature = "postgres")]

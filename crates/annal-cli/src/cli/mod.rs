@@ -56,7 +56,7 @@ enum Command {
 pub struct StoreArgs {
     /// The store: sqlite:PATH (the embedded store) or postgres://USER@HOST/DB?schema=NAME
     /// (see docs/postgres.md for the parameters).
-    #[arg(long, env = "ANNAL_STORE", default_value = DEFAULT_STORE)]
+    #[arg(long, env = "ANNAL_STORE", default_value = DEFAULT_STORE, hide_env_values = true)]
     pub(crate) store: String,
     /// A running `annal serve` to use instead of a store, e.g. http://127.0.0.1:2113.
     #[arg(long, env = "ANNAL_SERVER")]

@@ -5,11 +5,13 @@
 //! in-flight requests (appends) finish, then exits 0.
 
 use super::{CliError, StoreArgs};
+use annal::StoreUrl;
 use annal_server::Config;
 use annal_server::Tokens;
 use clap::Args;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Every flag can also come from its ANNAL_* environment variable or from a TOML
 /// config file (--config FILE or ANNAL_CONFIG) whose keys are the flags' names
@@ -49,6 +51,21 @@ pub struct ServeArgs {
     /// Largest page a read may ask for with `limit` (400 beyond).
     #[arg(long, env = "ANNAL_MAX_PAGE", default_value_t = Config::default().max_page)]
     max_page: usize,
+    /// Most connections served at once; beyond them a few more answer /health/* only,
+    /// and the rest are closed. Default: from the open-file limit (ulimit -n).
+    #[arg(long, env = "ANNAL_MAX_CONNECTIONS", default_value_t = annal_server::default_max_connections())]
+    max_connections: usize,
+    /// Seconds a client may take to send a request's head, its first byte, or (HTTP/1.1)
+    /// its next request on a kept-alive connection.
+    #[arg(long, env = "ANNAL_HEADER_READ_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout: u64,
+    /// Seconds an HTTP request body may pause between two chunks.
+    #[arg(long, env = "ANNAL_BODY_READ_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    body_read_timeout: u64,
+    /// Seconds between HTTP/2 keep-alive pings on an idle connection; one unanswered
+    /// for as long closes it.
+    #[arg(long, env = "ANNAL_KEEP_ALIVE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    keep_alive: u64,
 }
 
 pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
@@ -100,13 +117,20 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         max_page: args.max_page,
         tokens,
         advertised: args.listen,
+        header_read_timeout: Duration::from_secs(args.header_read_timeout),
+        body_read_timeout: Duration::from_secs(args.body_read_timeout),
+        keep_alive: Duration::from_secs(args.keep_alive),
+        max_connections: args.max_connections,
     };
-    tracing::info!(listen = %args.listen, store = %args.store.store, "annal is serving");
+    // The URL as shown: a password in it is hidden (StoreUrl's Display).
+    let shown = args
+        .store
+        .store
+        .parse::<StoreUrl>()
+        .map_or_else(|_| "the store".to_owned(), |u| u.to_string());
+    tracing::info!(listen = %args.listen, store = %shown, "annal is serving");
     let scheme = if tls.is_some() { "https" } else { "http" };
-    eprintln!(
-        "annal: serving {} on {scheme}://{}",
-        args.store.store, args.listen
-    );
+    eprintln!("annal: serving {shown} on {scheme}://{}", args.listen);
     match tls {
         Some(tls) => {
             annal_server::serve_tls(listener, store, config, tls, stop_signal()).await?;
