@@ -4,7 +4,7 @@
 
 mod common;
 
-use annal_core::testkit::{Harness, stream_cases};
+use annal_core::testkit::{Harness, streams};
 use annal_postgres::PgStore;
 use async_trait::async_trait;
 
@@ -87,8 +87,8 @@ async fn a_version_2_schema_gets_the_stream_records_the_writer_would_have_kept()
         return;
     }
     let h = fresh().await;
-    let names = stream_cases::populate_streams(&h.store).await;
-    let kept = stream_cases::records(&h.store, &names).await;
+    let names = streams::populate_streams(&h.store).await;
+    let kept = streams::records(&h.store, &names).await;
     let c = common::admin().await;
     let s = &h.schema;
     c.batch_execute(&format!(
@@ -97,5 +97,5 @@ async fn a_version_2_schema_gets_the_stream_records_the_writer_would_have_kept()
     .await
     .expect("back to version 2");
     let store = PgStore::connect(&h.url).await.expect("migrate");
-    stream_cases::check_migrated(&store, &names, kept).await;
+    streams::check_migrated(&store, &names, kept).await;
 }

@@ -2,7 +2,7 @@
 //! triggers, consumer groups) against the embedded SQLite store, one file per test.
 
 use annal_core::Store;
-use annal_core::testkit::{Harness, stream_cases};
+use annal_core::testkit::{Harness, streams};
 use annal_sqlite::SqliteStore;
 use async_trait::async_trait;
 
@@ -59,8 +59,8 @@ annal_core::stream_suite!(fresh);
 #[tokio::test(flavor = "multi_thread")]
 async fn a_version_2_file_gets_the_stream_records_the_writer_would_have_kept() {
     let Sqlite { _dir, path, store } = fresh().await;
-    let names = stream_cases::populate_streams(&store).await;
-    let kept = stream_cases::records(&store, &names).await;
+    let names = streams::populate_streams(&store).await;
+    let kept = streams::records(&store, &names).await;
     let head = store.head(&[]).await.expect("head");
     drop(store);
     let conn = rusqlite::Connection::open(&path).expect("open behind the store's back");
@@ -77,5 +77,5 @@ async fn a_version_2_file_gets_the_stream_records_the_writer_would_have_kept() {
     drop(conn);
     let store = SqliteStore::open(&path).expect("migrate");
     assert_eq!(store.head(&[]).await.expect("head"), head);
-    stream_cases::check_migrated(&store, &names, kept).await;
+    streams::check_migrated(&store, &names, kept).await;
 }
