@@ -299,7 +299,9 @@ pub fn share(partitions: u32, members: usize, index: usize) -> u32 {
     let n = members.max(1) as u64;
     let p = u64::from(partitions);
     let extra = u64::from((index as u64) < p % n);
-    (p / n + extra) as u32
+    #[allow(clippy::cast_possible_truncation)] // at most `partitions`, a u32
+    let share = (p / n + extra) as u32;
+    share
 }
 
 /// What a member runs now, as its task last published.

@@ -33,7 +33,7 @@ use annal_core::append::{ProposedTransaction, check_name};
 use annal_core::lease::{self, Lease};
 use annal_core::{
     AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Limits, RawJson,
-    RecordedEvent, Result, Snapshot, Store, StreamRecord, TransactionResult, Uuid,
+    RecordedEvent, Result, Snapshot, Store, StreamRecord, TransactionResult, Uuid, stored,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -192,11 +192,22 @@ pub enum OpenError {
         /// Why.
         source: schema::MigrateError,
     },
+    /// The schema holds a value no writer of annal stores (an [`Error::Corrupt`]).
+    #[error("cannot open schema '{schema}': {source}")]
+    Corrupt {
+        /// The schema.
+        schema: String,
+        /// What is wrong.
+        source: stored::OutOfRange,
+    },
 }
 
 impl From<OpenError> for Error {
     fn from(e: OpenError) -> Self {
-        Error::storage(e)
+        match e {
+            OpenError::Corrupt { source, .. } => source.into(),
+            other => Error::storage(other),
+        }
     }
 }
 
@@ -300,7 +311,13 @@ impl PgStore {
         .map_err(|e| connect_failed(StorageFailure::new("reading the head", e)))?;
         drop(client);
 
-        let (head_tx, head_rx) = watch::channel(head.max(0) as u64);
+        let head = stored::number(format_args!("{quoted}.head"), head).map_err(|source| {
+            OpenError::Corrupt {
+                schema: config.schema.clone(),
+                source,
+            }
+        })?;
+        let (head_tx, head_rx) = watch::channel(head);
         let head_tx = Arc::new(head_tx);
         let sql = Arc::new(writer::Sql::new(&config.schema));
         let listener = Arc::new(notify::Listener::default());
@@ -448,7 +465,7 @@ impl Store for PgStore {
             .query(
                 "reading an aggregate",
                 &sql,
-                &[&aggregate_id, &clamp(from), &clamp(limit as u64)],
+                &[&aggregate_id, &clamp(from), &clamp(limit)],
             )
             .await?;
         rows::events_from_rows(&rows)
@@ -494,9 +511,15 @@ impl Store for PgStore {
             .map(|r| {
                 Ok(StreamRecord {
                     aggregate_type: rows::get(r, 0)?,
-                    version: rows::get::<i64>(r, 1)? as u64,
+                    version: stored::number(
+                        format_args!("streams.version of {aggregate_id}"),
+                        rows::get::<i64>(r, 1)?,
+                    )?,
                     tombstoned: rows::get(r, 2)?,
-                    metadata_version: rows::get::<i64>(r, 3)? as u64,
+                    metadata_version: stored::number(
+                        format_args!("streams.metadata_version of {aggregate_id}"),
+                        rows::get::<i64>(r, 3)?,
+                    )?,
                     metadata: rows::get::<Option<String>>(r, 4)?.map(RawJson::from_stored),
                 })
             })
@@ -518,7 +541,10 @@ impl Store for PgStore {
         let row = rows
             .first()
             .ok_or_else(|| Error::Corrupt(format!("the table {s}.head has no row")))?;
-        Ok(rows::get::<i64>(row, 0)?.max(0) as u64)
+        Ok(stored::number(
+            "events.position",
+            rows::get::<i64>(row, 0)?,
+        )?)
     }
 
     async fn save_snapshot(
@@ -561,7 +587,10 @@ impl Store for PgStore {
         Ok(Some(Snapshot {
             aggregate_id: aggregate_id.to_owned(),
             aggregate_type: rows::get(r, 0)?,
-            aggregate_version: rows::get::<i64>(r, 1)? as u64,
+            aggregate_version: stored::number(
+                "snapshots.aggregate_version",
+                rows::get::<i64>(r, 1)?,
+            )?,
             tag: tag.to_owned(),
             state: RawJson::from_stored(rows::get(r, 2)?),
             created_at: rows::get::<PgTime>(r, 3)?.0,
@@ -672,10 +701,9 @@ impl Store for PgStore {
             .map(|r| {
                 Ok(Lease {
                     group: group.to_owned(),
-                    partition: u32::try_from(rows::get::<i64>(r, 0)?)
-                        .map_err(|e| Error::Corrupt(format!("lease partition: {e}")))?,
+                    partition: stored::number("leases.partition", rows::get::<i64>(r, 0)?)?,
                     owner: rows::get(r, 1)?,
-                    token: rows::get::<i64>(r, 2)? as u64,
+                    token: stored::number("leases.token", rows::get::<i64>(r, 2)?)?,
                     expires_at: rows::get::<PgTime>(r, 3)?.0,
                 })
             })
@@ -758,7 +786,7 @@ fn lease_from_row(
         group: group.to_owned(),
         partition,
         owner: owner.to_owned(),
-        token: rows::get::<i64>(r, 0)? as u64,
+        token: stored::number("leases.token", rows::get::<i64>(r, 0)?)?,
         expires_at: rows::get::<PgTime>(r, 1)?.0,
     })
 }
@@ -770,9 +798,15 @@ fn checkpoint_from_row(r: &tokio_postgres::Row) -> Result<Checkpoint> {
         .parse()
         .map_err(|e: Error| Error::Corrupt(format!("checkpoint '{name}': {e}")))?;
     Ok(Checkpoint {
-        position: rows::get::<i64>(r, 1)? as u64,
+        position: stored::number(
+            format_args!("checkpoints.position of '{name}'"),
+            rows::get::<i64>(r, 1)?,
+        )?,
         status,
-        error_count: rows::get::<i64>(r, 3)? as u64,
+        error_count: stored::number(
+            format_args!("checkpoints.error_count of '{name}'"),
+            rows::get::<i64>(r, 3)?,
+        )?,
         last_error: rows::get(r, 4)?,
         updated_at: rows::get::<PgTime>(r, 5)?.0,
         name,

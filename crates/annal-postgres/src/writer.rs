@@ -52,6 +52,7 @@ use crate::rows::{self, EVENT_COLUMNS, PgTime, clamp, jsonb_can_hold, micros_to_
 use crate::{StorageFailure, pool_failure};
 use annal_core::commit::{self, Fail, Group};
 use annal_core::import::Tip;
+use annal_core::stored::{self, OutOfRange};
 use annal_core::{
     Checkpoint, Error, Hash, RecordedEvent, Result, Snapshot, StreamRecord, Timestamp, Uuid,
 };
@@ -244,19 +245,24 @@ fn group_failed(e: &StorageFailure) -> Error {
     ))
 }
 
+/// A lease's owner (`None`: released) and fencing token.
+type Holder = (Option<String>, u64);
+
 /// What a group read ahead, under the head lock: the answers to the shared checks'
 /// questions ([`commit::Lookup`]).
 struct ReadAhead {
-    /// The streams asked for ([`commit::streams_touched`]), and the records found.
+    /// The streams asked for ([`commit::streams_touched`]), and the records found. A
+    /// stored number out of range (here, in a checkpoint or in a lease) fails only the
+    /// jobs that ask for it, as [`Error::Corrupt`].
     asked: HashSet<String>,
-    streams: HashMap<String, StreamRecord>,
+    streams: HashMap<String, Result<StreamRecord, OutOfRange>>,
     /// Stored events by id, for replays.
     by_id: HashMap<Uuid, RecordedEvent>,
     /// Stored events that could not be read back.
     damaged: HashSet<Uuid>,
-    checkpoints: HashMap<String, u64>,
+    checkpoints: HashMap<String, Result<u64, OutOfRange>>,
     /// The leases fenced checkpoint writes name: (group, partition) → (owner, token).
-    leases: HashMap<(String, u32), (Option<String>, u64)>,
+    leases: HashMap<(String, u32), Result<Holder, OutOfRange>>,
 }
 
 impl commit::Lookup for ReadAhead {
@@ -266,7 +272,7 @@ impl commit::Lookup for ReadAhead {
                 "the writer did not read stream '{aggregate_id}' ahead"
             ))));
         }
-        Ok(self.streams.get(aggregate_id).cloned())
+        found(self.streams.get(aggregate_id))
     }
 
     fn event(&mut self, event_id: Uuid) -> Result<Option<RecordedEvent>, Fail> {
@@ -279,7 +285,7 @@ impl commit::Lookup for ReadAhead {
     }
 
     fn checkpoint(&mut self, name: &str) -> Result<Option<u64>, Fail> {
-        Ok(self.checkpoints.get(name).copied())
+        found(self.checkpoints.get(name))
     }
 
     fn lease(
@@ -287,8 +293,16 @@ impl commit::Lookup for ReadAhead {
         group: &str,
         partition: u32,
     ) -> Result<Option<(Option<String>, u64)>, Fail> {
-        Ok(self.leases.get(&(group.to_owned(), partition)).cloned())
+        found(self.leases.get(&(group.to_owned(), partition)))
     }
+}
+
+/// What the read-ahead found for one question: nothing, a value, or a stored number out
+/// of range, which fails the job that asked.
+fn found<T: Clone>(v: Option<&Result<T, OutOfRange>>) -> Result<Option<T>, Fail> {
+    v.cloned()
+        .transpose()
+        .map_err(|e| Fail::Job(Error::from(e)))
 }
 
 type Fut<'a> = BoxFuture<'a, std::result::Result<u64, tokio_postgres::Error>>;
@@ -441,10 +455,10 @@ impl Writer {
         let hash: Hash = rows::get::<&str>(&tip, 1)
             .map_err(bad)?
             .parse()
-            .map_err(|e: String| bad(Error::Corrupt(format!("head hash: {e}"))))?;
+            .map_err(|e| bad(Error::Corrupt(format!("head hash: {e}"))))?;
         let at: Option<PgTime> = rows::get(&tip, 2).map_err(bad)?;
         let tip = Tip {
-            position: position as u64,
+            position: stored::number("head.position", position).map_err(|e| bad(e.into()))?,
             hash,
             recorded_at: at.map_or(Timestamp::from_micros(i64::MIN), |t| t.0),
         };
@@ -462,16 +476,23 @@ impl Writer {
             let version: i64 = rows::get(r, 2).map_err(bad)?;
             let metadata_version: i64 = rows::get(r, 4).map_err(bad)?;
             let metadata: Option<String> = rows::get(r, 5).map_err(bad)?;
-            ahead.streams.insert(
-                id,
-                StreamRecord {
-                    aggregate_type: rows::get(r, 1).map_err(bad)?,
-                    version: version as u64,
-                    tombstoned: rows::get(r, 3).map_err(bad)?,
-                    metadata_version: metadata_version as u64,
-                    metadata: metadata.map(annal_core::RawJson::from_stored),
+            let aggregate_type = rows::get(r, 1).map_err(bad)?;
+            let tombstoned = rows::get(r, 3).map_err(bad)?;
+            let record = stored::number(format_args!("streams.version of {id}"), version).and_then(
+                |version| {
+                    Ok(StreamRecord {
+                        aggregate_type,
+                        version,
+                        tombstoned,
+                        metadata_version: stored::number(
+                            format_args!("streams.metadata_version of {id}"),
+                            metadata_version,
+                        )?,
+                        metadata: metadata.map(annal_core::RawJson::from_stored),
+                    })
                 },
             );
+            ahead.streams.insert(id, record);
         }
         // A stored event that cannot be read back fails only the jobs that replay it.
         for r in &stored {
@@ -483,14 +504,17 @@ impl Writer {
         for r in &cps {
             let name: String = rows::get(r, 0).map_err(bad)?;
             let p: i64 = rows::get(r, 1).map_err(bad)?;
-            ahead.checkpoints.insert(name, p as u64);
+            let position = stored::number(format_args!("checkpoints.position of '{name}'"), p);
+            ahead.checkpoints.insert(name, position);
         }
         for r in &held {
             let g: String = rows::get(r, 0).map_err(bad)?;
             let p: i64 = rows::get(r, 1).map_err(bad)?;
             let owner: Option<String> = rows::get(r, 2).map_err(bad)?;
             let token: i64 = rows::get(r, 3).map_err(bad)?;
-            ahead.leases.insert((g, p as u32), (owner, token as u64));
+            let partition = stored::number("leases.partition", p).map_err(|e| bad(e.into()))?;
+            let token = stored::number("leases.token", token).map(|t| (owner, t));
+            ahead.leases.insert((g, partition), token);
         }
 
         // Each job checks everything, then writes into the group's buffers.

@@ -28,6 +28,7 @@ use annal_core::lease;
 use annal_core::{
     AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Lease, Limits, RawJson,
     RecordedEvent, Result, Snapshot, Store, StreamRecord, Timestamp, TransactionResult, Uuid,
+    stored,
 };
 use async_trait::async_trait;
 use rows::{EVENT_COLUMNS, clamp, db};
@@ -122,6 +123,14 @@ pub enum OpenError {
         /// Why.
         source: schema::MigrateError,
     },
+    /// The file holds a value no writer of annal stores (an [`Error::Corrupt`]).
+    #[error("cannot open store file {path}: {source}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: annal_core::stored::OutOfRange,
+    },
     /// The writer thread could not be started.
     #[error("cannot start the writer thread: {0}")]
     Thread(std::io::Error),
@@ -129,7 +138,10 @@ pub enum OpenError {
 
 impl From<OpenError> for Error {
     fn from(e: OpenError) -> Self {
-        Error::storage(e)
+        match e {
+            OpenError::Corrupt { source, .. } => source.into(),
+            other => Error::storage(other),
+        }
     }
 }
 
@@ -168,7 +180,7 @@ impl SqliteStore {
             match opened {
                 Ok(c) => break c,
                 Err(schema::MigrateError::Db(e)) if is_busy(&e) && attempt < OPEN_ATTEMPTS => {
-                    std::thread::sleep(Duration::from_millis(20 * attempt as u64));
+                    std::thread::sleep(Duration::from_millis(20 * u64::from(attempt)));
                 }
                 Err(schema::MigrateError::Db(source)) => return Err(dberr(source)),
                 Err(source) => {
@@ -184,7 +196,12 @@ impl SqliteStore {
                 r.get(0)
             })
             .map_err(dberr)?;
-        let (head_tx, head_rx) = watch::channel(head as u64);
+        let head =
+            stored::number("events.position", head).map_err(|source| OpenError::Corrupt {
+                path: path.clone(),
+                source,
+            })?;
+        let (head_tx, head_rx) = watch::channel(head);
         let (jobs, jobs_rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("annal-sqlite-writer".into())
@@ -297,8 +314,8 @@ fn lease_from_row(
         group: group.to_owned(),
         partition,
         owner,
-        token: token as u64,
-        expires_at: Timestamp::parse(at).map_err(Error::Corrupt)?,
+        token: stored::number("leases.token", token)?,
+        expires_at: rows::time("leases.expires_at", at)?,
     })
 }
 
@@ -375,11 +392,7 @@ impl Store for SqliteStore {
                     from_version.unwrap_or(u64::MAX),
                 ),
             };
-            rows::query_events(
-                c,
-                &sql,
-                rusqlite::params![id, clamp(from), clamp(limit as u64)],
-            )
+            rows::query_events(c, &sql, rusqlite::params![id, clamp(from), clamp(limit)])
         })
         .await
     }
@@ -432,8 +445,8 @@ impl Store for SqliteStore {
             c.prepare_cached(&sql)
                 .map_err(db)?
                 .query_row(rusqlite::params_from_iter(params), |r| r.get::<_, i64>(0))
-                .map(|p| p as u64)
                 .map_err(db)
+                .and_then(|p| Ok(stored::number("events.position", p)?))
         })
         .await
     }
@@ -488,10 +501,10 @@ impl Store for SqliteStore {
             Ok(Some(Snapshot {
                 aggregate_id: id,
                 aggregate_type,
-                aggregate_version: version as u64,
+                aggregate_version: stored::number("snapshots.aggregate_version", version)?,
                 tag,
                 state: RawJson::from_stored(state),
-                created_at: Timestamp::parse(&created_at).map_err(Error::Corrupt)?,
+                created_at: rows::time("snapshots.created_at", &created_at)?,
             }))
         })
         .await
@@ -558,8 +571,7 @@ impl Store for SqliteStore {
                 Some((_, token, _)) => token + 1,
                 None => 1,
             };
-            let expires =
-                lease::expiry(Timestamp::parse(now).map_err(Error::Corrupt)?, ttl).to_string();
+            let expires = lease::expiry(rows::time("the database clock", now)?, ttl).to_string();
             tx.prepare_cached(
                 "INSERT INTO leases (group_name, partition, owner, token, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)
@@ -578,8 +590,7 @@ impl Store for SqliteStore {
         lease::check_request(&held.group, &held.owner, ttl, false)?;
         let held = held.clone();
         self.lease_write(move |tx, now| {
-            let expires =
-                lease::expiry(Timestamp::parse(now).map_err(Error::Corrupt)?, ttl).to_string();
+            let expires = lease::expiry(rows::time("the database clock", now)?, ttl).to_string();
             let n = tx
                 .prepare_cached(
                     "UPDATE leases SET expires_at = ?5
@@ -598,7 +609,7 @@ impl Store for SqliteStore {
                 return Ok(None);
             }
             Ok(Some(Lease {
-                expires_at: Timestamp::parse(&expires).map_err(Error::Corrupt)?,
+                expires_at: rows::time("leases.expires_at", &expires)?,
                 ..held
             }))
         })
@@ -672,7 +683,7 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             } else {
                 let expires =
-                    lease::expiry(Timestamp::parse(now).map_err(Error::Corrupt)?, ttl).to_string();
+                    lease::expiry(rows::time("the database clock", now)?, ttl).to_string();
                 tx.prepare_cached(
                     "INSERT INTO group_members (group_name, member, expires_at)
                      VALUES (?1, ?2, ?3)
@@ -737,12 +748,17 @@ fn checkpoint_from_row(row: CheckpointRow) -> Result<Checkpoint> {
     let status: CheckpointStatus = status
         .parse()
         .map_err(|e: Error| Error::Corrupt(format!("checkpoint '{name}': {e}")))?;
+    let position = stored::number(format_args!("checkpoints.position of '{name}'"), position)?;
+    let error_count = stored::number(
+        format_args!("checkpoints.error_count of '{name}'"),
+        error_count,
+    )?;
     Ok(Checkpoint {
         name,
-        position: position as u64,
+        position,
         status,
-        error_count: error_count as u64,
+        error_count,
         last_error,
-        updated_at: Timestamp::parse(&updated_at).map_err(Error::Corrupt)?,
+        updated_at: rows::time("checkpoints.updated_at", &updated_at)?,
     })
 }
