@@ -79,7 +79,7 @@ const HEX_VALUE: [u8; 256] = {
     t
 };
 
-/// Why a text is not a [`Hash`].
+/// Why a text is not a [`Hash`](struct@Hash).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseHashError {
     /// The text is not 64 characters long.

@@ -4,7 +4,7 @@
 //! Every commit sends `NOTIFY "<schema>.head", '<new head position>'` inside its
 //! transaction, so PostgreSQL delivers it only if, and once, the commit is visible. One
 //! dedicated connection per store (outside the pool) LISTENs on that channel and raises
-//! the store's head watch; [`crate::PgStore::wait_for_head`] waits on that watch.
+//! the store's head watch; `PgStore::wait_for_head` waits on that watch.
 //!
 //! Invariants: the watch only moves forward and only to committed positions; while this
 //! connection is down (the server restarted, the network failed) the store says so

@@ -76,7 +76,7 @@ fn target(pg: &tokio_postgres::Config) -> String {
 }
 
 impl PgStore {
-    /// Connects to the store a URL names (`postgres://…`; see [`config`] for the
+    /// Connects to the store a URL names (`postgres://…`; see [`crate::config`] for the
     /// parameters), creating or migrating its schema.
     pub async fn connect(url: &str) -> std::result::Result<Self, OpenError> {
         Self::connect_with(PgConfig::from_url(url)?, Options::default()).await

@@ -11,7 +11,7 @@
 //!
 //! The checks themselves (expected versions, stream deletion, replays, checkpoints) are
 //! [`annal_core::commit`]'s, shared with every backend; this file reads what they ask
-//! for ([`SqlLookup`]) and writes what they buffered.
+//! for (`SqlLookup`) and writes what they buffered.
 //!
 //! Ordering: the transaction reads the tip of the log (last position, hash, time) after
 //! taking SQLite's write lock, so positions stay contiguous and the chain stays whole even

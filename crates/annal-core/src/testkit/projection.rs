@@ -1,6 +1,6 @@
 //! Conformance cases of durable projections ([`crate::projection`]): restart from the
 //! checkpoint, retries, faulting or skipping by policy, rebuilds under load, and lag;
-//! with [`Recorder`], a handler that records what it is given and fails or blocks on
+//! with `Recorder`, a handler that records what it is given and fails or blocks on
 //! purpose.
 //!
 //! Panics (via `expect`) are the failures: this is test code.
