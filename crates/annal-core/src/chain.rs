@@ -65,26 +65,37 @@ impl fmt::Debug for Hash {
 /// Hex digit values; 0xff marks a byte that is not a hex digit.
 const HEX_VALUE: [u8; 256] = {
     let mut t = [0xffu8; 256];
-    let mut i = 0;
+    let mut i = 0u8;
     while i < 10 {
-        t[b'0' as usize + i] = i as u8;
+        t[(b'0' + i) as usize] = i;
         i += 1;
     }
-    let mut i = 0;
+    let mut i = 0u8;
     while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        t[b'A' as usize + i] = 10 + i as u8;
+        t[(b'a' + i) as usize] = 10 + i;
+        t[(b'A' + i) as usize] = 10 + i;
         i += 1;
     }
     t
 };
 
+/// Why a text is not a [`Hash`](struct@Hash).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseHashError {
+    /// The text is not 64 characters long.
+    #[error("a hash is 64 hex characters, got {0}")]
+    Length(usize),
+    /// The text has 64 characters, not all of them hex digits.
+    #[error("'{0}' is not 64 hex digits")]
+    NotHex(String),
+}
+
 impl FromStr for Hash {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParseHashError;
+    fn from_str(s: &str) -> Result<Self, ParseHashError> {
         let b = s.as_bytes();
         if b.len() != 64 {
-            return Err(format!("a hash is 64 hex characters, got {}", b.len()));
+            return Err(ParseHashError::Length(b.len()));
         }
         let mut out = [0u8; 32];
         let mut bad = 0u8;
@@ -97,7 +108,7 @@ impl FromStr for Hash {
             *o = hi << 4 | (lo & 0x0f);
         }
         if bad != 0 {
-            return Err(format!("'{s}' is not 64 hex digits"));
+            return Err(ParseHashError::NotHex(s.to_owned()));
         }
         Ok(Hash(out))
     }
@@ -303,7 +314,7 @@ mod tests {
 
     #[test]
     fn hash_hex_round_trips_and_rejects_non_hex() {
-        let h = Hash(std::array::from_fn(|i| (i * 37 + 5) as u8));
+        let h = Hash(std::array::from_fn(|i| (i * 37 + 5).to_le_bytes()[0]));
         let hex = h.to_hex();
         assert_eq!(hex.len(), 64);
         assert_eq!(hex.parse::<Hash>(), Ok(h));

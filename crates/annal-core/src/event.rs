@@ -84,6 +84,16 @@ impl<'de> Deserialize<'de> for RawJson {
     }
 }
 
+/// Why a text is not a [`Timestamp`]: it is neither RFC 3339 nor a plain date.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{text}' is not an RFC 3339 time such as 2024-10-20T14:03:11Z ({reason})")]
+pub struct ParseTimestampError {
+    /// The text that was given.
+    pub text: String,
+    /// What the time parser said.
+    reason: time::error::Parse,
+}
+
 /// A UTC instant with microsecond precision (microseconds since the Unix epoch).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
@@ -96,8 +106,7 @@ impl Timestamp {
 
     /// The current time, truncated to microseconds.
     pub fn now() -> Self {
-        let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-        Self((nanos / 1000) as i64)
+        Self::from_odt(time::OffsetDateTime::now_utc())
     }
 
     /// From microseconds since the Unix epoch.
@@ -112,28 +121,31 @@ impl Timestamp {
 
     /// Parses an RFC 3339 time with any offset (or a plain `YYYY-MM-DD`, meaning its
     /// midnight UTC), converting to UTC and truncating to microseconds.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ParseTimestampError> {
         if let Some(t) = Self::parse_canonical(text) {
             return Ok(t);
         }
-        let bad = |e: &dyn fmt::Display| {
-            format!("'{text}' is not an RFC 3339 time such as 2024-10-20T14:03:11Z ({e})")
+        let bad = |reason| ParseTimestampError {
+            text: text.to_owned(),
+            reason,
         };
         if text.len() == 10 {
             let date = time::Date::parse(
                 text,
                 time::macros::format_description!("[year]-[month]-[day]"),
             )
-            .map_err(|e| bad(&e))?;
+            .map_err(bad)?;
             return Ok(Self::from_odt(date.midnight().assume_utc()));
         }
         let odt = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-            .map_err(|e| bad(&e))?;
+            .map_err(bad)?;
         Ok(Self::from_odt(odt))
     }
 
     fn from_odt(odt: time::OffsetDateTime) -> Self {
-        Self((odt.unix_timestamp_nanos() / 1000) as i64)
+        #[allow(clippy::cast_possible_truncation)] // ±9999 years are ±3.2e17 µs: an i64
+        let micros = (odt.unix_timestamp_nanos() / 1000) as i64;
+        Self(micros)
     }
 
     /// Fast path for the exact form annal writes: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
@@ -156,15 +168,12 @@ impl Timestamp {
             Some(n)
         };
         let month = time::Month::try_from(u8::try_from(num(5..7)?).ok()?).ok()?;
-        let date =
-            time::Date::from_calendar_date(num(0..4)? as i32, month, num(8..10)? as u8).ok()?;
-        let tod = time::Time::from_hms_micro(
-            num(11..13)? as u8,
-            num(14..16)? as u8,
-            num(17..19)? as u8,
-            num(20..26)?,
-        )
-        .ok()?;
+        let two = |r: std::ops::Range<usize>| u8::try_from(num(r)?).ok();
+        let year = i32::try_from(num(0..4)?).ok()?;
+        let date = time::Date::from_calendar_date(year, month, two(8..10)?).ok()?;
+        let tod =
+            time::Time::from_hms_micro(two(11..13)?, two(14..16)?, two(17..19)?, num(20..26)?)
+                .ok()?;
         Some(Self::from_odt(
             time::PrimitiveDateTime::new(date, tod).assume_utc(),
         ))
@@ -176,6 +185,7 @@ impl Timestamp {
     /// 0000–9999 (which no store clock produces) render with their last four digits.
     pub fn canonical(self) -> [u8; 27] {
         let secs = self.0.div_euclid(MICROS_PER_SEC);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // in 0..1_000_000
         let micros = self.0.rem_euclid(MICROS_PER_SEC) as u32;
         let t = time::OffsetDateTime::from_unix_timestamp(secs)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);

@@ -35,6 +35,7 @@ pub mod read;
 pub mod repository;
 pub mod snapshot;
 pub mod store;
+pub mod stored;
 pub mod stream_record;
 pub mod streams;
 pub mod subscription;
@@ -50,10 +51,10 @@ pub use append::{
     ProposedTransaction, Transaction, TransactionResult,
 };
 pub use audit::{AuditEntry, Compensation};
-pub use chain::{Hash, VerifyReport};
+pub use chain::{Hash, ParseHashError, VerifyReport};
 pub use checkpoint::{Checkpoint, CheckpointStatus, CheckpointWrite};
 pub use error::{Error, ErrorKind, Result};
-pub use event::{RawJson, RecordedEvent, Timestamp};
+pub use event::{ParseTimestampError, RawJson, RecordedEvent, Timestamp};
 pub use lease::{Lease, LeaseFence};
 pub use read::{Direction, Filter};
 pub use repository::{
@@ -63,5 +64,5 @@ pub use snapshot::Snapshot;
 pub use store::{AggregateInfo, Store};
 pub use stream_record::StreamRecord;
 pub use subscription::{Start, Subscription, SubscriptionOptions, subscribe};
-pub use upcast::{Upcast, Upcasters};
+pub use upcast::{StepError, Upcast, Upcasters};
 pub use uuid::Uuid;

@@ -63,7 +63,9 @@ pub fn partition_of(aggregate_id: &str, count: u32) -> u32 {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    (h % u64::from(count.max(1))) as u32
+    #[allow(clippy::cast_possible_truncation)] // below `count`, a u32
+    let partition = (h % u64::from(count.max(1))) as u32;
+    partition
 }
 
 /// What a subscription reads and how.

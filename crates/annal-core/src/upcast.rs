@@ -39,7 +39,11 @@ impl Upcast {
     }
 }
 
-type Step = Arc<dyn Fn(Value) -> Result<Upcast, String> + Send + Sync>;
+/// Why one upcast step refused an event's data: any error the step's author chooses
+/// (a `&str` or `String` converts with `.into()`).
+pub type StepError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+type Step = Arc<dyn Fn(Value) -> Result<Upcast, StepError> + Send + Sync>;
 
 /// A set of upcasters, keyed by the (event_type, event_version) each one upgrades.
 #[derive(Clone, Default)]
@@ -93,7 +97,7 @@ impl Upcasters {
         mut self,
         event_type: impl Into<String>,
         from_version: u32,
-        step: impl Fn(Value) -> Result<Upcast, String> + Send + Sync + 'static,
+        step: impl Fn(Value) -> Result<Upcast, StepError> + Send + Sync + 'static,
     ) -> Self {
         self.steps
             .insert((event_type.into(), from_version), Arc::new(step));
@@ -140,7 +144,7 @@ impl Upcasters {
                     format!("more than {MAX_STEPS} steps: is there a cycle?"),
                 ));
             }
-            let out = step(value).map_err(|reason| fail(&t, v, reason))?;
+            let out = step(value).map_err(|reason| fail(&t, v, reason.to_string()))?;
             if let Some(new_type) = out.event_type {
                 t = new_type;
             }

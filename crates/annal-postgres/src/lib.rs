@@ -23,20 +23,22 @@
 
 pub mod config;
 pub mod notify;
+mod open;
 pub mod rows;
 pub mod schema;
 pub mod writer;
 
 pub use config::{ConfigError, PgConfig, TlsMode};
+pub use open::{OpenError, Options};
 
 use annal_core::append::{ProposedTransaction, check_name};
 use annal_core::lease::{self, Lease};
 use annal_core::{
     AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Limits, RawJson,
-    RecordedEvent, Result, Snapshot, Store, StreamRecord, TransactionResult, Uuid,
+    RecordedEvent, Result, Snapshot, Store, StreamRecord, TransactionResult, Uuid, stored,
 };
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use rows::{EVENT_COLUMNS, Param, PgTime, clamp};
 use std::fmt;
 use std::future::Future;
@@ -159,47 +161,6 @@ pub(crate) async fn timed<T>(
     }
 }
 
-/// Settings of a PostgreSQL store beyond its URL.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// Size limits on appends.
-    pub limits: Limits,
-}
-
-/// Why a store could not be opened.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum OpenError {
-    /// The URL or its parameters are invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The pool could not be built.
-    #[error("cannot set up the connection pool: {0}")]
-    Pool(String),
-    /// The server could not be reached or refused the connection.
-    #[error("cannot connect to PostgreSQL at {target}: {source}")]
-    Connect {
-        /// host:port/dbname.
-        target: String,
-        /// Why.
-        source: StorageFailure,
-    },
-    /// The schema could not be created or migrated.
-    #[error("cannot prepare schema '{schema}': {source}")]
-    Schema {
-        /// The schema.
-        schema: String,
-        /// Why.
-        source: schema::MigrateError,
-    },
-}
-
-impl From<OpenError> for Error {
-    fn from(e: OpenError) -> Self {
-        Error::storage(e)
-    }
-}
-
 /// An annal store in a PostgreSQL schema. Cheap to clone; clones share the pool and the
 /// writer.
 #[derive(Clone)]
@@ -226,116 +187,7 @@ impl fmt::Debug for PgStore {
     }
 }
 
-fn target(pg: &tokio_postgres::Config) -> String {
-    let host = match pg.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".to_owned(),
-    };
-    let port = pg.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}/{}", pg.get_dbname().unwrap_or(""))
-}
-
 impl PgStore {
-    /// Connects to the store a URL names (`postgres://…`; see [`config`] for the
-    /// parameters), creating or migrating its schema.
-    pub async fn connect(url: &str) -> std::result::Result<Self, OpenError> {
-        Self::connect_with(PgConfig::from_url(url)?, Options::default()).await
-    }
-
-    /// Connects with parsed settings and options.
-    pub async fn connect_with(
-        config: PgConfig,
-        options: Options,
-    ) -> std::result::Result<Self, OpenError> {
-        let tls = config.tls_connector()?;
-        let manager_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = match &tls {
-            None => Manager::from_config(config.pg.clone(), tokio_postgres::NoTls, manager_config),
-            Some(tls) => Manager::from_config(config.pg.clone(), tls.clone(), manager_config),
-        };
-        let timeout = config.operation_timeout();
-        let wait = timeout.unwrap_or(Duration::from_secs(60));
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(wait))
-            .create_timeout(Some(
-                config
-                    .pg
-                    .get_connect_timeout()
-                    .copied()
-                    .unwrap_or(Duration::from_secs(10))
-                    + Duration::from_secs(5),
-            ))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| OpenError::Pool(e.to_string()))?;
-        let connect_failed = |source| OpenError::Connect {
-            target: target(&config.pg),
-            source,
-        };
-        let mut client = pool
-            .get()
-            .await
-            .map_err(|e| connect_failed(pool_failure("connecting", e)))?;
-        schema::migrate(&mut client, &config.schema, timeout)
-            .await
-            .map_err(|source| OpenError::Schema {
-                schema: config.schema.clone(),
-                source,
-            })?;
-        let quoted = schema::quoted(&config.schema);
-        let head_sql = format!("SELECT position FROM {quoted}.head");
-        let head: i64 = timed(
-            timeout,
-            "reading the head",
-            client.query_one(&head_sql, &[]),
-        )
-        .await
-        .map_err(connect_failed)?
-        .try_get(0)
-        .map_err(|e| connect_failed(StorageFailure::new("reading the head", e)))?;
-        drop(client);
-
-        let (head_tx, head_rx) = watch::channel(head.max(0) as u64);
-        let head_tx = Arc::new(head_tx);
-        let sql = Arc::new(writer::Sql::new(&config.schema));
-        let listener = Arc::new(notify::Listener::default());
-        tokio::spawn(notify::run(notify::Setup {
-            pg: config.pg.clone(),
-            tls,
-            channel: sql.channel.clone(),
-            head_sql,
-            head: head_tx.clone(),
-            state: listener.clone(),
-        }));
-        let (jobs, jobs_rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer::run(
-            writer::Writer {
-                pool: pool.clone(),
-                sql,
-                timeout,
-                head: head_tx,
-            },
-            jobs_rx,
-        ));
-        Ok(Self {
-            inner: Arc::new(Inner {
-                schema: config.schema,
-                quoted,
-                limits: options.limits,
-                pool,
-                timeout,
-                jobs,
-                head: head_rx,
-                listener,
-            }),
-        })
-    }
-
     /// The PostgreSQL schema holding the store.
     pub fn schema(&self) -> &str {
         &self.inner.schema
@@ -448,7 +300,7 @@ impl Store for PgStore {
             .query(
                 "reading an aggregate",
                 &sql,
-                &[&aggregate_id, &clamp(from), &clamp(limit as u64)],
+                &[&aggregate_id, &clamp(from), &clamp(limit)],
             )
             .await?;
         rows::events_from_rows(&rows)
@@ -494,9 +346,15 @@ impl Store for PgStore {
             .map(|r| {
                 Ok(StreamRecord {
                     aggregate_type: rows::get(r, 0)?,
-                    version: rows::get::<i64>(r, 1)? as u64,
+                    version: stored::number(
+                        format_args!("streams.version of {aggregate_id}"),
+                        rows::get::<i64>(r, 1)?,
+                    )?,
                     tombstoned: rows::get(r, 2)?,
-                    metadata_version: rows::get::<i64>(r, 3)? as u64,
+                    metadata_version: stored::number(
+                        format_args!("streams.metadata_version of {aggregate_id}"),
+                        rows::get::<i64>(r, 3)?,
+                    )?,
                     metadata: rows::get::<Option<String>>(r, 4)?.map(RawJson::from_stored),
                 })
             })
@@ -518,7 +376,10 @@ impl Store for PgStore {
         let row = rows
             .first()
             .ok_or_else(|| Error::Corrupt(format!("the table {s}.head has no row")))?;
-        Ok(rows::get::<i64>(row, 0)?.max(0) as u64)
+        Ok(stored::number(
+            "events.position",
+            rows::get::<i64>(row, 0)?,
+        )?)
     }
 
     async fn save_snapshot(
@@ -561,7 +422,10 @@ impl Store for PgStore {
         Ok(Some(Snapshot {
             aggregate_id: aggregate_id.to_owned(),
             aggregate_type: rows::get(r, 0)?,
-            aggregate_version: rows::get::<i64>(r, 1)? as u64,
+            aggregate_version: stored::number(
+                "snapshots.aggregate_version",
+                rows::get::<i64>(r, 1)?,
+            )?,
             tag: tag.to_owned(),
             state: RawJson::from_stored(rows::get(r, 2)?),
             created_at: rows::get::<PgTime>(r, 3)?.0,
@@ -672,10 +536,9 @@ impl Store for PgStore {
             .map(|r| {
                 Ok(Lease {
                     group: group.to_owned(),
-                    partition: u32::try_from(rows::get::<i64>(r, 0)?)
-                        .map_err(|e| Error::Corrupt(format!("lease partition: {e}")))?,
+                    partition: stored::number("leases.partition", rows::get::<i64>(r, 0)?)?,
                     owner: rows::get(r, 1)?,
-                    token: rows::get::<i64>(r, 2)? as u64,
+                    token: stored::number("leases.token", rows::get::<i64>(r, 2)?)?,
                     expires_at: rows::get::<PgTime>(r, 3)?.0,
                 })
             })
@@ -758,7 +621,7 @@ fn lease_from_row(
         group: group.to_owned(),
         partition,
         owner: owner.to_owned(),
-        token: rows::get::<i64>(r, 0)? as u64,
+        token: stored::number("leases.token", rows::get::<i64>(r, 0)?)?,
         expires_at: rows::get::<PgTime>(r, 1)?.0,
     })
 }
@@ -770,9 +633,15 @@ fn checkpoint_from_row(r: &tokio_postgres::Row) -> Result<Checkpoint> {
         .parse()
         .map_err(|e: Error| Error::Corrupt(format!("checkpoint '{name}': {e}")))?;
     Ok(Checkpoint {
-        position: rows::get::<i64>(r, 1)? as u64,
+        position: stored::number(
+            format_args!("checkpoints.position of '{name}'"),
+            rows::get::<i64>(r, 1)?,
+        )?,
         status,
-        error_count: rows::get::<i64>(r, 3)? as u64,
+        error_count: stored::number(
+            format_args!("checkpoints.error_count of '{name}'"),
+            rows::get::<i64>(r, 3)?,
+        )?,
         last_error: rows::get(r, 4)?,
         updated_at: rows::get::<PgTime>(r, 5)?.0,
         name,

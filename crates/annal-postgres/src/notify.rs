@@ -4,7 +4,7 @@
 //! Every commit sends `NOTIFY "<schema>.head", '<new head position>'` inside its
 //! transaction, so PostgreSQL delivers it only if, and once, the commit is visible. One
 //! dedicated connection per store (outside the pool) LISTENs on that channel and raises
-//! the store's head watch; [`crate::PgStore::wait_for_head`] waits on that watch.
+//! the store's head watch; `PgStore::wait_for_head` waits on that watch.
 //!
 //! Invariants: the watch only moves forward and only to committed positions; while this
 //! connection is down (the server restarted, the network failed) the store says so
@@ -119,8 +119,12 @@ where
     };
     let ok = match tokio::time::timeout(Duration::from_secs(30), ready).await {
         Ok(Ok(row)) => {
-            if let Ok(position) = row.try_get::<_, i64>(0) {
-                publish(&setup.head, position.max(0) as u64);
+            // A head that cannot be read is not published: readers that ask the store
+            // for it get the error (a negative one is `Error::Corrupt`).
+            if let Ok(position) = row.try_get::<_, i64>(0)
+                && let Ok(position) = u64::try_from(position)
+            {
+                publish(&setup.head, position);
             }
             setup.state.listening.store(true, Ordering::Release);
             while let Some(position) = rx.recv().await {

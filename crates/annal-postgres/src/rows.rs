@@ -133,14 +133,14 @@ pub fn read_all_sql(
         let at = micros_to_timestamptz(&format!("${}", params.len()));
         sql.push_str(&format!(" AND recorded_at < {at}"));
     }
-    params.push(Box::new(clamp(limit as u64)));
+    params.push(Box::new(clamp(limit)));
     sql.push_str(&format!(" ORDER BY position LIMIT ${}", params.len()));
     (sql, params)
 }
 
-/// A u64 as PostgreSQL's bigint, saturating.
-pub fn clamp(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+/// An unsigned number (a position, a version, a limit) as PostgreSQL's bigint, saturating.
+pub fn clamp(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
 }
 
 /// Whether PostgreSQL's jsonb can hold this JSON text (already checked to be valid

@@ -48,13 +48,12 @@
 //! `recorded_at` is the committing process's clock, raised to `head.recorded_at` if that
 //! clock is behind, so it never decreases with position, across processes too.
 
-use crate::rows::{self, EVENT_COLUMNS, PgTime, clamp, jsonb_can_hold, micros_to_timestamptz};
+use crate::rows::{self, EVENT_COLUMNS, PgTime, clamp, micros_to_timestamptz};
 use crate::{StorageFailure, pool_failure};
 use annal_core::commit::{self, Fail, Group};
 use annal_core::import::Tip;
-use annal_core::{
-    Checkpoint, Error, Hash, RecordedEvent, Result, Snapshot, StreamRecord, Timestamp, Uuid,
-};
+use annal_core::stored::{self, OutOfRange};
+use annal_core::{Error, Hash, RecordedEvent, Result, StreamRecord, Timestamp, Uuid};
 use deadpool_postgres::{Object, Pool};
 use futures_util::future::BoxFuture;
 use std::collections::{HashMap, HashSet};
@@ -71,6 +70,9 @@ const GATHER_YIELDS: usize = 4;
 
 use annal_core::job::Outcome;
 pub use annal_core::job::{Job, SnapshotJob};
+
+mod columns;
+use columns::{CheckpointColumns, EventColumns, SnapshotColumns, StreamColumns};
 
 /// The SQL the writer runs, for one schema.
 pub struct Sql {
@@ -244,19 +246,24 @@ fn group_failed(e: &StorageFailure) -> Error {
     ))
 }
 
+/// A lease's owner (`None`: released) and fencing token.
+type Holder = (Option<String>, u64);
+
 /// What a group read ahead, under the head lock: the answers to the shared checks'
 /// questions ([`commit::Lookup`]).
 struct ReadAhead {
-    /// The streams asked for ([`commit::streams_touched`]), and the records found.
+    /// The streams asked for ([`commit::streams_touched`]), and the records found. A
+    /// stored number out of range (here, in a checkpoint or in a lease) fails only the
+    /// jobs that ask for it, as [`Error::Corrupt`].
     asked: HashSet<String>,
-    streams: HashMap<String, StreamRecord>,
+    streams: HashMap<String, Result<StreamRecord, OutOfRange>>,
     /// Stored events by id, for replays.
     by_id: HashMap<Uuid, RecordedEvent>,
     /// Stored events that could not be read back.
     damaged: HashSet<Uuid>,
-    checkpoints: HashMap<String, u64>,
+    checkpoints: HashMap<String, Result<u64, OutOfRange>>,
     /// The leases fenced checkpoint writes name: (group, partition) → (owner, token).
-    leases: HashMap<(String, u32), (Option<String>, u64)>,
+    leases: HashMap<(String, u32), Result<Holder, OutOfRange>>,
 }
 
 impl commit::Lookup for ReadAhead {
@@ -266,7 +273,7 @@ impl commit::Lookup for ReadAhead {
                 "the writer did not read stream '{aggregate_id}' ahead"
             ))));
         }
-        Ok(self.streams.get(aggregate_id).cloned())
+        found(self.streams.get(aggregate_id))
     }
 
     fn event(&mut self, event_id: Uuid) -> Result<Option<RecordedEvent>, Fail> {
@@ -279,7 +286,7 @@ impl commit::Lookup for ReadAhead {
     }
 
     fn checkpoint(&mut self, name: &str) -> Result<Option<u64>, Fail> {
-        Ok(self.checkpoints.get(name).copied())
+        found(self.checkpoints.get(name))
     }
 
     fn lease(
@@ -287,8 +294,16 @@ impl commit::Lookup for ReadAhead {
         group: &str,
         partition: u32,
     ) -> Result<Option<(Option<String>, u64)>, Fail> {
-        Ok(self.leases.get(&(group.to_owned(), partition)).cloned())
+        found(self.leases.get(&(group.to_owned(), partition)))
     }
+}
+
+/// What the read-ahead found for one question: nothing, a value, or a stored number out
+/// of range, which fails the job that asked.
+fn found<T: Clone>(v: Option<&Result<T, OutOfRange>>) -> Result<Option<T>, Fail> {
+    v.cloned()
+        .transpose()
+        .map_err(|e| Fail::Job(Error::from(e)))
 }
 
 type Fut<'a> = BoxFuture<'a, std::result::Result<u64, tokio_postgres::Error>>;
@@ -441,10 +456,10 @@ impl Writer {
         let hash: Hash = rows::get::<&str>(&tip, 1)
             .map_err(bad)?
             .parse()
-            .map_err(|e: String| bad(Error::Corrupt(format!("head hash: {e}"))))?;
+            .map_err(|e| bad(Error::Corrupt(format!("head hash: {e}"))))?;
         let at: Option<PgTime> = rows::get(&tip, 2).map_err(bad)?;
         let tip = Tip {
-            position: position as u64,
+            position: stored::number("head.position", position).map_err(|e| bad(e.into()))?,
             hash,
             recorded_at: at.map_or(Timestamp::from_micros(i64::MIN), |t| t.0),
         };
@@ -462,16 +477,23 @@ impl Writer {
             let version: i64 = rows::get(r, 2).map_err(bad)?;
             let metadata_version: i64 = rows::get(r, 4).map_err(bad)?;
             let metadata: Option<String> = rows::get(r, 5).map_err(bad)?;
-            ahead.streams.insert(
-                id,
-                StreamRecord {
-                    aggregate_type: rows::get(r, 1).map_err(bad)?,
-                    version: version as u64,
-                    tombstoned: rows::get(r, 3).map_err(bad)?,
-                    metadata_version: metadata_version as u64,
-                    metadata: metadata.map(annal_core::RawJson::from_stored),
+            let aggregate_type = rows::get(r, 1).map_err(bad)?;
+            let tombstoned = rows::get(r, 3).map_err(bad)?;
+            let record = stored::number(format_args!("streams.version of {id}"), version).and_then(
+                |version| {
+                    Ok(StreamRecord {
+                        aggregate_type,
+                        version,
+                        tombstoned,
+                        metadata_version: stored::number(
+                            format_args!("streams.metadata_version of {id}"),
+                            metadata_version,
+                        )?,
+                        metadata: metadata.map(annal_core::RawJson::from_stored),
+                    })
                 },
             );
+            ahead.streams.insert(id, record);
         }
         // A stored event that cannot be read back fails only the jobs that replay it.
         for r in &stored {
@@ -483,14 +505,17 @@ impl Writer {
         for r in &cps {
             let name: String = rows::get(r, 0).map_err(bad)?;
             let p: i64 = rows::get(r, 1).map_err(bad)?;
-            ahead.checkpoints.insert(name, p as u64);
+            let position = stored::number(format_args!("checkpoints.position of '{name}'"), p);
+            ahead.checkpoints.insert(name, position);
         }
         for r in &held {
             let g: String = rows::get(r, 0).map_err(bad)?;
             let p: i64 = rows::get(r, 1).map_err(bad)?;
             let owner: Option<String> = rows::get(r, 2).map_err(bad)?;
             let token: i64 = rows::get(r, 3).map_err(bad)?;
-            ahead.leases.insert((g, p as u32), (owner, token as u64));
+            let partition = stored::number("leases.partition", p).map_err(|e| bad(e.into()))?;
+            let token = stored::number("leases.token", token).map(|t| (owner, t));
+            ahead.leases.insert((g, partition), token);
         }
 
         // Each job checks everything, then writes into the group's buffers.
@@ -622,169 +647,5 @@ impl Writer {
         };
         committed.map_err(fail("committing the group"))?;
         Ok((outcomes, tip.position))
-    }
-}
-
-/// The group's events as column arrays, for one `INSERT … SELECT FROM unnest(…)`.
-struct EventColumns<'a> {
-    position: Vec<i64>,
-    event_id: Vec<Uuid>,
-    event_type: Vec<&'a str>,
-    event_version: Vec<i64>,
-    aggregate_type: Vec<&'a str>,
-    aggregate_id: Vec<&'a str>,
-    aggregate_version: Vec<i64>,
-    recorded_at: Vec<i64>,
-    user_id: Vec<&'a str>,
-    correlation_id: Vec<Option<&'a str>>,
-    causation_id: Vec<Option<&'a str>>,
-    data: Vec<&'a str>,
-    metadata: Vec<&'a str>,
-    hash: Vec<String>,
-    data_ok: Vec<bool>,
-    metadata_ok: Vec<bool>,
-}
-
-impl<'a> From<&'a Vec<RecordedEvent>> for EventColumns<'a> {
-    fn from(events: &'a Vec<RecordedEvent>) -> Self {
-        let n = events.len();
-        let mut c = EventColumns {
-            position: Vec::with_capacity(n),
-            event_id: Vec::with_capacity(n),
-            event_type: Vec::with_capacity(n),
-            event_version: Vec::with_capacity(n),
-            aggregate_type: Vec::with_capacity(n),
-            aggregate_id: Vec::with_capacity(n),
-            aggregate_version: Vec::with_capacity(n),
-            recorded_at: Vec::with_capacity(n),
-            user_id: Vec::with_capacity(n),
-            correlation_id: Vec::with_capacity(n),
-            causation_id: Vec::with_capacity(n),
-            data: Vec::with_capacity(n),
-            metadata: Vec::with_capacity(n),
-            hash: Vec::with_capacity(n),
-            data_ok: Vec::with_capacity(n),
-            metadata_ok: Vec::with_capacity(n),
-        };
-        for e in events {
-            c.position.push(clamp(e.position));
-            c.event_id.push(e.event_id);
-            c.event_type.push(&e.event_type);
-            c.event_version.push(i64::from(e.event_version));
-            c.aggregate_type.push(&e.aggregate_type);
-            c.aggregate_id.push(&e.aggregate_id);
-            c.aggregate_version.push(clamp(e.aggregate_version));
-            c.recorded_at.push(e.recorded_at.as_micros());
-            c.user_id.push(&e.user_id);
-            c.correlation_id.push(e.correlation_id.as_deref());
-            c.causation_id.push(e.causation_id.as_deref());
-            c.data.push(e.data.get());
-            c.metadata.push(e.metadata.get());
-            c.hash.push(e.hash.to_hex());
-            c.data_ok.push(jsonb_can_hold(e.data.get()));
-            c.metadata_ok.push(jsonb_can_hold(e.metadata.get()));
-        }
-        c
-    }
-}
-
-/// The group's stream records as column arrays.
-struct StreamColumns<'a> {
-    aggregate_id: Vec<&'a str>,
-    aggregate_type: Vec<Option<&'a str>>,
-    version: Vec<i64>,
-    tombstoned: Vec<bool>,
-    truncate_before: Vec<Option<i64>>,
-    metadata_version: Vec<i64>,
-    metadata: Vec<Option<&'a str>>,
-}
-
-impl<'a> From<&'a Vec<(String, StreamRecord)>> for StreamColumns<'a> {
-    fn from(records: &'a Vec<(String, StreamRecord)>) -> Self {
-        let n = records.len();
-        let mut c = StreamColumns {
-            aggregate_id: Vec::with_capacity(n),
-            aggregate_type: Vec::with_capacity(n),
-            version: Vec::with_capacity(n),
-            tombstoned: Vec::with_capacity(n),
-            truncate_before: Vec::with_capacity(n),
-            metadata_version: Vec::with_capacity(n),
-            metadata: Vec::with_capacity(n),
-        };
-        for (id, r) in records {
-            c.aggregate_id.push(id);
-            c.aggregate_type.push(r.aggregate_type.as_deref());
-            c.version.push(clamp(r.version));
-            c.tombstoned.push(r.tombstoned);
-            c.truncate_before.push(r.truncate_before().map(clamp));
-            c.metadata_version.push(clamp(r.metadata_version));
-            c.metadata.push(r.metadata.as_ref().map(|m| m.get()));
-        }
-        c
-    }
-}
-
-struct CheckpointColumns<'a> {
-    name: Vec<&'a str>,
-    position: Vec<i64>,
-    status: Vec<&'static str>,
-    error_count: Vec<i64>,
-    last_error: Vec<Option<&'a str>>,
-    updated_at: Vec<i64>,
-}
-
-impl<'a, I: Iterator<Item = &'a Checkpoint>> From<I> for CheckpointColumns<'a> {
-    fn from(cps: I) -> Self {
-        let mut c = CheckpointColumns {
-            name: Vec::new(),
-            position: Vec::new(),
-            status: Vec::new(),
-            error_count: Vec::new(),
-            last_error: Vec::new(),
-            updated_at: Vec::new(),
-        };
-        for cp in cps {
-            c.name.push(&cp.name);
-            c.position.push(clamp(cp.position));
-            c.status.push(cp.status.as_str());
-            c.error_count.push(clamp(cp.error_count));
-            c.last_error.push(cp.last_error.as_deref());
-            c.updated_at.push(cp.updated_at.as_micros());
-        }
-        c
-    }
-}
-
-struct SnapshotColumns<'a> {
-    aggregate_id: Vec<&'a str>,
-    aggregate_type: Vec<&'a str>,
-    version: Vec<i64>,
-    tag: Vec<&'a str>,
-    state: Vec<&'a str>,
-    state_ok: Vec<bool>,
-    created_at: Vec<i64>,
-}
-
-impl<'a, I: Iterator<Item = &'a Snapshot>> From<I> for SnapshotColumns<'a> {
-    fn from(snaps: I) -> Self {
-        let mut c = SnapshotColumns {
-            aggregate_id: Vec::new(),
-            aggregate_type: Vec::new(),
-            version: Vec::new(),
-            tag: Vec::new(),
-            state: Vec::new(),
-            state_ok: Vec::new(),
-            created_at: Vec::new(),
-        };
-        for s in snaps {
-            c.aggregate_id.push(&s.aggregate_id);
-            c.aggregate_type.push(&s.aggregate_type);
-            c.version.push(clamp(s.aggregate_version));
-            c.tag.push(&s.tag);
-            c.state.push(s.state.get());
-            c.state_ok.push(jsonb_can_hold(s.state.get()));
-            c.created_at.push(s.created_at.as_micros());
-        }
-        c
     }
 }

@@ -1,10 +1,14 @@
 //! The whole conformance suite, and the subscription suite (subscriptions,
 //! projections, triggers, consumer groups), against PostgreSQL, one fresh schema per
-//! test (skipped, with a notice, when `ANNAL_TEST_POSTGRES_URL` is not set).
+//! test (skipped, with a notice, when `ANNAL_TEST_POSTGRES_URL` is not set); and what
+//! only this backend can show: a schema migrated from an old version, and values edited
+//! into the tables by hand reported as corrupt.
 
 mod common;
 
-use annal_core::testkit::{Harness, stream_cases};
+use annal_core::testkit::fixtures::{ev, req};
+use annal_core::testkit::{Harness, streams};
+use annal_core::{CheckpointWrite, ExpectedVersion, Filter, Store};
 use annal_postgres::PgStore;
 use async_trait::async_trait;
 
@@ -87,8 +91,8 @@ async fn a_version_2_schema_gets_the_stream_records_the_writer_would_have_kept()
         return;
     }
     let h = fresh().await;
-    let names = stream_cases::populate_streams(&h.store).await;
-    let kept = stream_cases::records(&h.store, &names).await;
+    let names = streams::populate_streams(&h.store).await;
+    let kept = streams::records(&h.store, &names).await;
     let c = common::admin().await;
     let s = &h.schema;
     c.batch_execute(&format!(
@@ -97,5 +101,92 @@ async fn a_version_2_schema_gets_the_stream_records_the_writer_would_have_kept()
     .await
     .expect("back to version 2");
     let store = PgStore::connect(&h.url).await.expect("migrate");
-    stream_cases::check_migrated(&store, &names, kept).await;
+    streams::check_migrated(&store, &names, kept).await;
+}
+
+/// Edits the schema behind the store's back (the events guard off for the statement).
+async fn tamper(schema: &str, sql: &str) {
+    let c = common::admin().await;
+    let s = schema;
+    c.batch_execute(&format!(
+        "BEGIN; ALTER TABLE \"{s}\".events DISABLE TRIGGER events_are_immutable; {sql};
+         ALTER TABLE \"{s}\".events ENABLE TRIGGER events_are_immutable; COMMIT"
+    ))
+    .await
+    .expect("tamper");
+}
+
+fn corrupt_message<T: std::fmt::Debug>(r: annal_core::Result<T>) -> String {
+    match r {
+        Err(annal_core::Error::Corrupt(m)) => m,
+        other => panic!("expected Error::Corrupt, got {other:?}"),
+    }
+}
+
+/// A negative version written into the tables by hand is reported as corrupt, naming
+/// the column, by reads and by the writer: never wrapped into a huge version.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_negative_version_edited_into_the_schema_is_reported_corrupt_not_wrapped() {
+    if !common::available() {
+        return;
+    }
+    let h = fresh().await;
+    let two = vec![ev("Placed", "{}"), ev("Paid", "{}")];
+    h.store
+        .append(req("order", "order-1", ExpectedVersion::NoStream, two))
+        .await
+        .expect("append");
+    let s = &h.schema;
+    tamper(
+        s,
+        &format!(
+            "UPDATE \"{s}\".events SET aggregate_version = -2 WHERE position = 2;
+             UPDATE \"{s}\".streams SET version = -2 WHERE aggregate_id = 'order-1'"
+        ),
+    )
+    .await;
+    let read = corrupt_message(h.store.read_all(0, 10, &Filter::default()).await);
+    assert!(read.contains("aggregate_version"), "{read}");
+    let record = corrupt_message(h.store.stream("order-1").await);
+    assert!(
+        record.contains("streams.version") && record.contains("-2"),
+        "{record}"
+    );
+    let more = vec![ev("Shipped", "{}")];
+    let append = h
+        .store
+        .append(req("order", "order-1", ExpectedVersion::Any, more))
+        .await;
+    assert!(corrupt_message(append).contains("streams.version"));
+}
+
+/// A negative checkpoint position or lease token written into the tables by hand is
+/// reported as corrupt, naming the column.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_negative_checkpoint_position_or_lease_token_is_reported_corrupt_not_wrapped() {
+    if !common::available() {
+        return;
+    }
+    let h = fresh().await;
+    h.store
+        .put_checkpoint(CheckpointWrite::new("billing", 0))
+        .await
+        .expect("checkpoint");
+    h.store
+        .acquire_lease("g", 0, "m", std::time::Duration::from_secs(60))
+        .await
+        .expect("acquire")
+        .expect("free");
+    let s = &h.schema;
+    tamper(
+        s,
+        &format!(
+            "UPDATE \"{s}\".checkpoints SET position = -5 WHERE name = 'billing';
+             UPDATE \"{s}\".leases SET token = -1"
+        ),
+    )
+    .await;
+    let checkpoint = corrupt_message(h.store.checkpoint("billing").await);
+    assert!(checkpoint.contains("checkpoints.position") && checkpoint.contains("-5"));
+    assert!(corrupt_message(h.store.leases("g").await).contains("leases.token"));
 }

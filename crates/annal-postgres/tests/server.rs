@@ -157,7 +157,7 @@ async fn payloads_keep_their_exact_text_and_are_queryable_as_jsonb() {
     );
     a.expect("append");
     b.expect("append with a NUL escape");
-    let events = annal_core::testkit::cases::all(&store).await;
+    let events = annal_core::testkit::fixtures::all(&store).await;
     let by_agg = |id: &str| {
         events
             .iter()

@@ -36,8 +36,8 @@ use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tower_http::timeout::RequestBodyTimeoutLayer;
 use tokio::sync::watch;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 /// Server limits.
 #[derive(Debug, Clone)]

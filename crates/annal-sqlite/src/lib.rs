@@ -19,61 +19,31 @@
 //! The schema is in [`schema`]; docs/storage.md describes it for people querying the
 //! file by hand.
 
+mod open;
 pub mod rows;
 pub mod schema;
 pub mod writer;
+
+pub use open::{OpenError, Options, default_readers};
 
 use annal_core::append::{ProposedTransaction, check_name};
 use annal_core::lease;
 use annal_core::{
     AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Lease, Limits, RawJson,
     RecordedEvent, Result, Snapshot, Store, StreamRecord, Timestamp, TransactionResult, Uuid,
+    stored,
 };
 use async_trait::async_trait;
+use open::open_connection;
 use rows::{EVENT_COLUMNS, clamp, db};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 use tokio::sync::{Semaphore, oneshot, watch};
 
-/// How long a connection waits for another process's write lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a waiter polls for commits made by other processes.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// Settings of an embedded store.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Size limits on appends.
-    pub limits: Limits,
-    /// Most read connections open at once (at least 1); reads beyond wait for one.
-    pub readers: usize,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            limits: Limits::default(),
-            readers: default_readers(),
-        }
-    }
-}
-
-/// The reader pool's default size: `ANNAL_SQLITE_READERS` if set to a number, else
-/// twice the machine's cores, from 4 to 32 (a read is mostly CPU on cached pages; a few
-/// spare connections cover reads waiting on the disk).
-pub fn default_readers() -> usize {
-    if let Some(n) = std::env::var("ANNAL_SQLITE_READERS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|n| *n > 0)
-    {
-        return n;
-    }
-    std::thread::available_parallelism()
-        .map_or(4, |n| n.get() * 2)
-        .clamp(4, 32)
-}
 
 /// An annal store in one SQLite file. Cheap to clone; clones share the writer.
 #[derive(Clone)]
@@ -94,115 +64,7 @@ struct Inner {
     leases: Mutex<Option<Connection>>,
 }
 
-/// Why a store could not be opened.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum OpenError {
-    /// The file or its folder could not be created or opened.
-    #[error("cannot open store file {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// SQLite refused the file.
-    #[error("cannot open store file {path}: {source}")]
-    Db {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: rusqlite::Error,
-    },
-    /// The schema could not be created or migrated.
-    #[error("cannot prepare store file {path}: {source}")]
-    Schema {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: schema::MigrateError,
-    },
-    /// The writer thread could not be started.
-    #[error("cannot start the writer thread: {0}")]
-    Thread(std::io::Error),
-}
-
-impl From<OpenError> for Error {
-    fn from(e: OpenError) -> Self {
-        Error::storage(e)
-    }
-}
-
 impl SqliteStore {
-    /// Opens (creating if needed, with its folder) the store file at `path`.
-    pub fn open(path: impl AsRef<Path>) -> std::result::Result<Self, OpenError> {
-        Self::open_with(path, Options::default())
-    }
-
-    /// Opens the store file at `path` with `options`.
-    pub fn open_with(
-        path: impl AsRef<Path>,
-        options: Options,
-    ) -> std::result::Result<Self, OpenError> {
-        let path = path.as_ref().to_path_buf();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        let dberr = |source| OpenError::Db {
-            path: path.clone(),
-            source,
-        };
-        // Several processes opening a new file at once race to switch it to WAL and to
-        // create the schema; SQLite may answer "busy" there without waiting, so retry.
-        let mut attempt = 0;
-        let conn = loop {
-            attempt += 1;
-            let opened = open_connection(&path, false)
-                .map_err(schema::MigrateError::Db)
-                .and_then(|mut c| {
-                    schema::migrate(&mut c, &Timestamp::now().to_string()).map(|()| c)
-                });
-            match opened {
-                Ok(c) => break c,
-                Err(schema::MigrateError::Db(e)) if is_busy(&e) && attempt < OPEN_ATTEMPTS => {
-                    std::thread::sleep(Duration::from_millis(20 * attempt as u64));
-                }
-                Err(schema::MigrateError::Db(source)) => return Err(dberr(source)),
-                Err(source) => {
-                    return Err(OpenError::Schema {
-                        path: path.clone(),
-                        source,
-                    });
-                }
-            }
-        };
-        let head: i64 = conn
-            .query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
-                r.get(0)
-            })
-            .map_err(dberr)?;
-        let (head_tx, head_rx) = watch::channel(head as u64);
-        let (jobs, jobs_rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("annal-sqlite-writer".into())
-            .spawn(move || writer::run(conn, jobs_rx, head_tx))
-            .map_err(OpenError::Thread)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                path,
-                limits: options.limits,
-                jobs,
-                readers: Mutex::new(Vec::new()),
-                reader_permits: Arc::new(Semaphore::new(options.readers.max(1))),
-                head: head_rx,
-                leases: Mutex::new(None),
-            }),
-        })
-    }
-
     /// The store file.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -297,40 +159,9 @@ fn lease_from_row(
         group: group.to_owned(),
         partition,
         owner,
-        token: token as u64,
-        expires_at: Timestamp::parse(at).map_err(Error::Corrupt)?,
+        token: stored::number("leases.token", token)?,
+        expires_at: rows::time("leases.expires_at", at)?,
     })
-}
-
-/// Tries at opening a new file that another process is creating at the same time.
-const OPEN_ATTEMPTS: u32 = 50;
-
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
-}
-
-fn open_connection(path: &Path, reader: bool) -> rusqlite::Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.set_prepared_statement_cache_capacity(64);
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    // 16 MiB of page cache per connection (the readers and the writer).
-    conn.pragma_update(None, "cache_size", -16384)?;
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
-    if reader {
-        conn.pragma_update(None, "query_only", true)?;
-        conn.pragma_update(None, "mmap_size", 256i64 << 20)?;
-    }
-    Ok(conn)
 }
 
 #[async_trait]
@@ -375,11 +206,7 @@ impl Store for SqliteStore {
                     from_version.unwrap_or(u64::MAX),
                 ),
             };
-            rows::query_events(
-                c,
-                &sql,
-                rusqlite::params![id, clamp(from), clamp(limit as u64)],
-            )
+            rows::query_events(c, &sql, rusqlite::params![id, clamp(from), clamp(limit)])
         })
         .await
     }
@@ -432,8 +259,8 @@ impl Store for SqliteStore {
             c.prepare_cached(&sql)
                 .map_err(db)?
                 .query_row(rusqlite::params_from_iter(params), |r| r.get::<_, i64>(0))
-                .map(|p| p as u64)
                 .map_err(db)
+                .and_then(|p| Ok(stored::number("events.position", p)?))
         })
         .await
     }
@@ -488,10 +315,10 @@ impl Store for SqliteStore {
             Ok(Some(Snapshot {
                 aggregate_id: id,
                 aggregate_type,
-                aggregate_version: version as u64,
+                aggregate_version: stored::number("snapshots.aggregate_version", version)?,
                 tag,
                 state: RawJson::from_stored(state),
-                created_at: Timestamp::parse(&created_at).map_err(Error::Corrupt)?,
+                created_at: rows::time("snapshots.created_at", &created_at)?,
             }))
         })
         .await
@@ -558,8 +385,7 @@ impl Store for SqliteStore {
                 Some((_, token, _)) => token + 1,
                 None => 1,
             };
-            let expires =
-                lease::expiry(Timestamp::parse(now).map_err(Error::Corrupt)?, ttl).to_string();
+            let expires = lease::expiry(rows::time("the database clock", now)?, ttl).to_string();
             tx.prepare_cached(
                 "INSERT INTO leases (group_name, partition, owner, token, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)
@@ -578,8 +404,7 @@ impl Store for SqliteStore {
         lease::check_request(&held.group, &held.owner, ttl, false)?;
         let held = held.clone();
         self.lease_write(move |tx, now| {
-            let expires =
-                lease::expiry(Timestamp::parse(now).map_err(Error::Corrupt)?, ttl).to_string();
+            let expires = lease::expiry(rows::time("the database clock", now)?, ttl).to_string();
             let n = tx
                 .prepare_cached(
                     "UPDATE leases SET expires_at = ?5
@@ -598,7 +423,7 @@ impl Store for SqliteStore {
                 return Ok(None);
             }
             Ok(Some(Lease {
-                expires_at: Timestamp::parse(&expires).map_err(Error::Corrupt)?,
+                expires_at: rows::time("leases.expires_at", &expires)?,
                 ..held
             }))
         })
@@ -672,7 +497,7 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             } else {
                 let expires =
-                    lease::expiry(Timestamp::parse(now).map_err(Error::Corrupt)?, ttl).to_string();
+                    lease::expiry(rows::time("the database clock", now)?, ttl).to_string();
                 tx.prepare_cached(
                     "INSERT INTO group_members (group_name, member, expires_at)
                      VALUES (?1, ?2, ?3)
@@ -737,12 +562,17 @@ fn checkpoint_from_row(row: CheckpointRow) -> Result<Checkpoint> {
     let status: CheckpointStatus = status
         .parse()
         .map_err(|e: Error| Error::Corrupt(format!("checkpoint '{name}': {e}")))?;
+    let position = stored::number(format_args!("checkpoints.position of '{name}'"), position)?;
+    let error_count = stored::number(
+        format_args!("checkpoints.error_count of '{name}'"),
+        error_count,
+    )?;
     Ok(Checkpoint {
         name,
-        position: position as u64,
+        position,
         status,
-        error_count: error_count as u64,
+        error_count,
         last_error,
-        updated_at: Timestamp::parse(&updated_at).map_err(Error::Corrupt)?,
+        updated_at: rows::time("checkpoints.updated_at", &updated_at)?,
     })
 }

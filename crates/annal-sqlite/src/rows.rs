@@ -2,7 +2,7 @@
 //! [`StreamRecord`], and the SQL of filtered reads.
 
 use annal_core::{
-    Error, Filter, Hash, RawJson, RecordedEvent, Result, StreamRecord, Timestamp, Uuid,
+    Error, Filter, Hash, RawJson, RecordedEvent, Result, StreamRecord, Timestamp, Uuid, stored,
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row};
@@ -27,6 +27,12 @@ fn corrupt(position: i64, what: &str, detail: impl std::fmt::Display) -> Error {
     Error::Corrupt(format!("event at position {position}: {what}: {detail}"))
 }
 
+/// Parses a time read from `column` (or from the database's clock); a text that is not
+/// a time is [`Error::Corrupt`] naming the column.
+pub fn time(column: &str, text: &str) -> Result<Timestamp> {
+    Timestamp::parse(text).map_err(|e| Error::Corrupt(format!("{column}: {e}")))
+}
+
 /// Reads one event row selected with [`EVENT_COLUMNS`].
 pub fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent> {
     let position: i64 = row.get(0).map_err(db)?;
@@ -39,14 +45,15 @@ pub fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent> {
     let event_version: i64 = row.get(3).map_err(db)?;
     let aggregate_version: i64 = row.get(6).map_err(db)?;
     Ok(RecordedEvent {
-        position: position as u64,
+        position: u64::try_from(position).map_err(|e| corrupt(position, "position", e))?,
         event_id,
         event_type: row.get(2).map_err(db)?,
         event_version: u32::try_from(event_version)
             .map_err(|e| corrupt(position, "event_version", e))?,
         aggregate_type: row.get(4).map_err(db)?,
         aggregate_id: row.get(5).map_err(db)?,
-        aggregate_version: aggregate_version as u64,
+        aggregate_version: u64::try_from(aggregate_version)
+            .map_err(|e| corrupt(position, "aggregate_version", e))?,
         recorded_at,
         user_id: row.get(8).map_err(db)?,
         correlation_id: row.get(9).map_err(db)?,
@@ -121,7 +128,7 @@ pub fn read_all_sql(
     any_of(&mut sql, &mut params, "causation_id", &filter.causation_ids);
     any_of(&mut sql, &mut params, "user_id", &filter.user_ids);
     sql.push_str(" ORDER BY position LIMIT ?");
-    params.push(Value::Integer(clamp(limit as u64)));
+    params.push(Value::Integer(clamp(limit)));
     (sql, params)
 }
 
@@ -154,7 +161,7 @@ pub fn first_position_at(conn: &Connection, at: Timestamp) -> Result<u64> {
             None => return Err(Error::Corrupt(format!("position {mid} is missing"))),
         }
     }
-    Ok(lo as u64)
+    Ok(stored::number("events.position", lo)?)
 }
 
 /// The SQL and parameters of the last position among some aggregate types.
@@ -165,9 +172,9 @@ pub fn head_sql(aggregate_types: &[String]) -> (String, Vec<Value>) {
     (sql, params)
 }
 
-/// A u64 as SQLite's i64, saturating.
-pub fn clamp(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+/// An unsigned number (a position, a version, a limit) as SQLite's i64, saturating.
+pub fn clamp(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
 }
 
 /// A stream's record (`streams` row), if the store has one.
@@ -189,13 +196,22 @@ pub fn stream_record(conn: &Connection, aggregate_id: &str) -> Result<Option<Str
         })
         .optional()
         .map_err(db)?;
-    Ok(row.map(
-        |(aggregate_type, version, tombstoned, metadata_version, metadata)| StreamRecord {
-            aggregate_type,
-            version: version as u64,
-            tombstoned,
-            metadata_version: metadata_version as u64,
-            metadata: metadata.map(RawJson::from_stored),
+    row.map(
+        |(aggregate_type, version, tombstoned, metadata_version, metadata)| {
+            Ok(StreamRecord {
+                aggregate_type,
+                version: stored::number(
+                    format_args!("streams.version of {aggregate_id}"),
+                    version,
+                )?,
+                tombstoned,
+                metadata_version: stored::number(
+                    format_args!("streams.metadata_version of {aggregate_id}"),
+                    metadata_version,
+                )?,
+                metadata: metadata.map(RawJson::from_stored),
+            })
         },
-    ))
+    )
+    .transpose()
 }

@@ -11,7 +11,7 @@
 //!
 //! The checks themselves (expected versions, stream deletion, replays, checkpoints) are
 //! [`annal_core::commit`]'s, shared with every backend; this file reads what they ask
-//! for ([`SqlLookup`]) and writes what they buffered.
+//! for (`SqlLookup`) and writes what they buffered.
 //!
 //! Ordering: the transaction reads the tip of the log (last position, hash, time) after
 //! taking SQLite's write lock, so positions stay contiguous and the chain stays whole even
@@ -22,7 +22,7 @@
 use crate::rows::{self, EVENT_COLUMNS, clamp, db};
 use annal_core::commit::{self, Fail, Group, Writes};
 use annal_core::import::Tip;
-use annal_core::{Error, Hash, RecordedEvent, Result, StreamRecord, Timestamp, Uuid};
+use annal_core::{Error, Hash, RecordedEvent, Result, StreamRecord, Timestamp, Uuid, stored};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
@@ -113,8 +113,10 @@ impl commit::Lookup for SqlLookup<'_> {
         self.conn
             .prepare_cached("SELECT position FROM checkpoints WHERE name = ?1")
             .and_then(|mut s| s.query_row([name], |r| r.get::<_, i64>(0)).optional())
-            .map(|p| p.map(|p| p as u64))
-            .map_err(|e| Fail::Group(db(e)))
+            .map_err(|e| Fail::Group(db(e)))?
+            .map(|p| stored::number("checkpoints.position", p))
+            .transpose()
+            .map_err(|e| fail(e.into()))
     }
 
     fn lease(
@@ -128,11 +130,14 @@ impl commit::Lookup for SqlLookup<'_> {
             )
             .and_then(|mut s| {
                 s.query_row(params![group, partition], |r| {
-                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)? as u64))
+                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
                 })
                 .optional()
             })
-            .map_err(|e| Fail::Group(db(e)))
+            .map_err(|e| Fail::Group(db(e)))?
+            .map(|(owner, token)| stored::number("leases.token", token).map(|t| (owner, t)))
+            .transpose()
+            .map_err(|e| fail(e.into()))
     }
 }
 
@@ -269,7 +274,7 @@ fn read_tip(conn: &Connection) -> rusqlite::Result<Tip> {
             recorded_at: Timestamp::MIN,
         });
     };
-    let bad = |what: &str, e: String| {
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
         rusqlite::Error::FromSqlConversionFailure(
             0,
             rusqlite::types::Type::Text,
@@ -277,8 +282,8 @@ fn read_tip(conn: &Connection) -> rusqlite::Result<Tip> {
         )
     };
     Ok(Tip {
-        position: position as u64,
-        hash: hash.parse().map_err(|e| bad("hash", e))?,
-        recorded_at: Timestamp::parse(&at).map_err(|e| bad("recorded_at", e))?,
+        position: u64::try_from(position).map_err(|e| bad("position", &e))?,
+        hash: hash.parse().map_err(|e| bad("hash", &e))?,
+        recorded_at: Timestamp::parse(&at).map_err(|e| bad("recorded_at", &e))?,
     })
 }

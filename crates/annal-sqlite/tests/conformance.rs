@@ -1,8 +1,11 @@
 //! The whole conformance suite and the subscription suite (subscriptions, projections,
-//! triggers, consumer groups) against the embedded SQLite store, one file per test.
+//! triggers, consumer groups) against the embedded SQLite store, one file per test; and
+//! what only this backend can show: a file migrated from an old schema, and values
+//! edited into the file by hand reported as corrupt.
 
-use annal_core::Store;
-use annal_core::testkit::{Harness, stream_cases};
+use annal_core::testkit::fixtures::{ev, req};
+use annal_core::testkit::{Harness, streams};
+use annal_core::{CheckpointWrite, ExpectedVersion, Filter, Store};
 use annal_sqlite::SqliteStore;
 use async_trait::async_trait;
 
@@ -59,8 +62,8 @@ annal_core::stream_suite!(fresh);
 #[tokio::test(flavor = "multi_thread")]
 async fn a_version_2_file_gets_the_stream_records_the_writer_would_have_kept() {
     let Sqlite { _dir, path, store } = fresh().await;
-    let names = stream_cases::populate_streams(&store).await;
-    let kept = stream_cases::records(&store, &names).await;
+    let names = streams::populate_streams(&store).await;
+    let kept = streams::records(&store, &names).await;
     let head = store.head(&[]).await.expect("head");
     drop(store);
     let conn = rusqlite::Connection::open(&path).expect("open behind the store's back");
@@ -77,5 +80,74 @@ async fn a_version_2_file_gets_the_stream_records_the_writer_would_have_kept() {
     drop(conn);
     let store = SqliteStore::open(&path).expect("migrate");
     assert_eq!(store.head(&[]).await.expect("head"), head);
-    stream_cases::check_migrated(&store, &names, kept).await;
+    streams::check_migrated(&store, &names, kept).await;
+}
+
+/// Edits the file behind the store's back (the events guard dropped first).
+fn tamper(path: &std::path::Path, sql: &str) {
+    let conn = rusqlite::Connection::open(path).expect("open behind the store's back");
+    conn.execute_batch(&format!(
+        "DROP TRIGGER IF EXISTS events_are_immutable; {sql}"
+    ))
+    .expect("tamper");
+}
+
+fn corrupt_message<T: std::fmt::Debug>(r: annal_core::Result<T>) -> String {
+    match r {
+        Err(annal_core::Error::Corrupt(m)) => m,
+        other => panic!("expected Error::Corrupt, got {other:?}"),
+    }
+}
+
+/// A negative version written into the file by hand is reported as corrupt, naming the
+/// column, by reads and by the writer: never wrapped into a huge version.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_negative_version_edited_into_the_file_is_reported_corrupt_not_wrapped() {
+    let Sqlite { _dir, path, store } = fresh().await;
+    let two = vec![ev("Placed", "{}"), ev("Paid", "{}")];
+    store
+        .append(req("order", "order-1", ExpectedVersion::NoStream, two))
+        .await
+        .expect("append");
+    tamper(
+        &path,
+        "UPDATE events SET aggregate_version = -2 WHERE position = 2;
+         UPDATE streams SET version = -2 WHERE aggregate_id = 'order-1';",
+    );
+    let read = corrupt_message(store.read_all(0, 10, &Filter::default()).await);
+    assert!(read.contains("aggregate_version"), "{read}");
+    let record = corrupt_message(store.stream("order-1").await);
+    assert!(
+        record.contains("streams.version") && record.contains("-2"),
+        "{record}"
+    );
+    let more = vec![ev("Shipped", "{}")];
+    let append = store
+        .append(req("order", "order-1", ExpectedVersion::Any, more))
+        .await;
+    assert!(corrupt_message(append).contains("streams.version"));
+}
+
+/// A negative checkpoint position or lease token written into the file by hand is
+/// reported as corrupt, naming the column.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_negative_checkpoint_position_or_lease_token_is_reported_corrupt_not_wrapped() {
+    let Sqlite { _dir, path, store } = fresh().await;
+    store
+        .put_checkpoint(CheckpointWrite::new("billing", 0))
+        .await
+        .expect("checkpoint");
+    store
+        .acquire_lease("g", 0, "m", std::time::Duration::from_secs(60))
+        .await
+        .expect("acquire")
+        .expect("free");
+    tamper(
+        &path,
+        "UPDATE checkpoints SET position = -5 WHERE name = 'billing';
+         UPDATE leases SET token = -1;",
+    );
+    let checkpoint = corrupt_message(store.checkpoint("billing").await);
+    assert!(checkpoint.contains("checkpoints.position") && checkpoint.contains("-5"));
+    assert!(corrupt_message(store.leases("g").await).contains("leases.token"));
 }

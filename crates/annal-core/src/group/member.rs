@@ -10,9 +10,7 @@ use super::{GroupError, Shared};
 use crate::append::check_name;
 use crate::error::Error;
 use crate::lease::{Lease, check_ttl};
-use crate::projection::{
-    Handler, ProjectionError, ProjectionHandle, ProjectionOptions,
-};
+use crate::projection::{Handler, ProjectionError, ProjectionHandle, ProjectionOptions};
 use crate::store::Store;
 use crate::subscription::{Partition, partition_of};
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::time::Instant;
-
 
 /// How a [`GroupMember`] runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +63,9 @@ pub fn share(partitions: u32, members: usize, index: usize) -> u32 {
     let n = members.max(1) as u64;
     let p = u64::from(partitions);
     let extra = u64::from((index as u64) < p % n);
-    (p / n + extra) as u32
+    #[allow(clippy::cast_possible_truncation)] // at most `partitions`, a u32
+    let share = (p / n + extra) as u32;
+    share
 }
 
 /// What a member runs now, as its task last published.

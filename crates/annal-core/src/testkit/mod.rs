@@ -4,11 +4,29 @@
 //! A backend supplies a [`Harness`]: a fresh, empty store per test, plus two things only
 //! the backend can do: edit an event behind the store's back (to prove `verify` catches
 //! it) and close and reopen the store (to prove the chain continues).
+//!
+//! The cases live one file per area, named after the core module whose rules they check
+//! ([`append`], [`commit`], [`checkpoint`], [`read`], [`event`], [`snapshot`], [`chain`],
+//! [`streams`], [`subscription`], [`projection`], [`trigger`], [`group`], [`lease`]),
+//! each case an async function named as the behaviour it checks; [`fixtures`] holds what
+//! they share. The macros below name each case by its area, so a test's name is the
+//! case's name whatever file it lives in.
 
-pub mod cases;
+pub mod append;
+pub mod chain;
+pub mod checkpoint;
+pub mod commit;
+pub mod event;
+pub mod fixtures;
+pub mod group;
+pub mod lease;
 pub mod model;
-pub mod stream_cases;
-pub mod subscriptions;
+pub mod projection;
+pub mod read;
+pub mod snapshot;
+pub mod streams;
+pub mod subscription;
+pub mod trigger;
 pub mod workloads;
 
 use crate::store::Store;
@@ -47,34 +65,34 @@ macro_rules! conformance_suite {
     };
     (@all $make:path; $guard:block) => {
         $crate::conformance_suite!(@cases $make; $guard;
-            appends_get_contiguous_positions_and_versions,
-            store_fills_in_defaults,
-            data_and_metadata_come_back_byte_for_byte,
-            expected_version_is_checked_for_every_variant,
-            conflicting_append_writes_nothing,
-            appending_with_another_aggregate_type_is_rejected,
-            retried_append_with_same_event_ids_writes_nothing_again,
-            reused_event_id_with_different_content_is_rejected,
-            batch_with_one_invalid_event_writes_nothing,
-            bad_input_gets_typed_errors_and_writes_nothing,
-            transaction_commits_appends_and_checkpoint_together,
-            transaction_with_one_conflict_writes_nothing,
-            checkpoint_conflict_writes_nothing,
-            checkpoints_keep_status_and_errors,
-            aggregate_reads_page_forwards_and_backwards,
-            read_all_filters_by_every_field,
-            events_are_found_by_id,
-            head_tracks_last_position_overall_and_by_aggregate_type,
-            snapshots_load_latest_at_or_below_for_their_tag,
-            verify_accepts_an_intact_chain_whole_and_by_range,
-            verify_detects_an_event_edited_behind_the_store,
-            chain_and_positions_continue_after_reopen,
-            sixteen_writers_racing_on_one_aggregate_win_each_version_once,
-            eight_writers_while_a_reader_tails_see_every_position_once_in_order,
-            a_conflict_does_not_fail_appends_committed_with_it,
-            streaming_reads_page_through_the_whole_log,
-            recorded_at_never_decreases_with_position,
-            wait_for_head_wakes_on_commit,
+            append::appends_get_contiguous_positions_and_versions,
+            append::store_fills_in_defaults,
+            append::data_and_metadata_come_back_byte_for_byte,
+            append::expected_version_is_checked_for_every_variant,
+            append::conflicting_append_writes_nothing,
+            append::appending_with_another_aggregate_type_is_rejected,
+            append::retried_append_with_same_event_ids_writes_nothing_again,
+            append::reused_event_id_with_different_content_is_rejected,
+            append::batch_with_one_invalid_event_writes_nothing,
+            append::bad_input_gets_typed_errors_and_writes_nothing,
+            append::transaction_commits_appends_and_checkpoint_together,
+            append::transaction_with_one_conflict_writes_nothing,
+            checkpoint::checkpoint_conflict_writes_nothing,
+            checkpoint::checkpoints_keep_status_and_errors,
+            read::aggregate_reads_page_forwards_and_backwards,
+            read::read_all_filters_by_every_field,
+            read::events_are_found_by_id,
+            read::head_tracks_last_position_overall_and_by_aggregate_type,
+            snapshot::snapshots_load_latest_at_or_below_for_their_tag,
+            chain::verify_accepts_an_intact_chain_whole_and_by_range,
+            chain::verify_detects_an_event_edited_behind_the_store,
+            chain::chain_and_positions_continue_after_reopen,
+            commit::sixteen_writers_racing_on_one_aggregate_win_each_version_once,
+            read::eight_writers_while_a_reader_tails_see_every_position_once_in_order,
+            commit::a_conflict_does_not_fail_appends_committed_with_it,
+            read::streaming_reads_page_through_the_whole_log,
+            event::recorded_at_never_decreases_with_position,
+            read::wait_for_head_wakes_on_commit,
         );
         #[test]
         fn random_operation_sequences_match_an_in_memory_model() {
@@ -82,18 +100,18 @@ macro_rules! conformance_suite {
             $crate::testkit::model::check(|| $make());
         }
     };
-    (@cases $make:path; $guard:block; $($case:ident),* $(,)?) => {
+    (@cases $make:path; $guard:block; $($area:ident :: $case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
                 $guard
-                $crate::testkit::cases::$case($make().await).await;
+                $crate::testkit::$area::$case($make().await).await;
             }
         )*
     };
 }
 
-/// Instantiates the stream-rule cases ([`stream_cases`]) as tests, like
+/// Instantiates the stream-rule cases ([`streams`]) as tests, like
 /// [`conformance_suite!`]: for backends whose writer keeps stream records (not for a
 /// client of a server, whose stream routes are tested with the server).
 #[macro_export]
@@ -110,16 +128,16 @@ macro_rules! stream_suite {
     };
     (@all $make:path; $guard:block) => {
         $crate::conformance_suite!(@cases $make; $guard;
-            stream_records_match_what_the_events_say,
-            the_store_refuses_appends_to_a_tombstoned_stream,
-            a_soft_deleted_stream_written_again_shows_only_its_new_events,
-            a_stream_append_without_a_type_takes_the_streams_own_or_its_category,
+            streams::stream_records_match_what_the_events_say,
+            streams::the_store_refuses_appends_to_a_tombstoned_stream,
+            streams::a_soft_deleted_stream_written_again_shows_only_its_new_events,
+            streams::a_stream_append_without_a_type_takes_the_streams_own_or_its_category,
         );
     };
 }
 
-/// Instantiates the subscription cases (subscriptions, projections, triggers, consumer
-/// groups: [`subscriptions`]) as tests, like [`conformance_suite!`], with the same
+/// Instantiates the subscription cases ([`subscription`], [`projection`], [`trigger`],
+/// [`group`], [`lease`]) as tests, like [`conformance_suite!`], with the same
 /// optional `skip_unless = ready`.
 #[macro_export]
 macro_rules! subscription_suite {
@@ -134,29 +152,20 @@ macro_rules! subscription_suite {
         });
     };
     (@all $make:path; $guard:block) => {
-        $crate::subscription_suite!(@cases $make; $guard;
-            a_subscription_delivers_history_then_live_without_gap_or_duplicate,
-            filters_and_an_aggregate_id_prefix_choose_events_and_the_position_reaches_the_head,
-            eight_concurrent_writers_and_a_subscriber_that_sees_the_total_order,
-            a_consumer_that_does_not_read_never_makes_writers_wait,
-            a_killed_consumer_restarts_from_its_checkpoint_missing_nothing,
-            a_handler_failing_every_third_call_handles_every_event_once_in_order,
-            an_event_that_keeps_failing_faults_the_projection_or_is_skipped_by_policy,
-            a_rebuild_under_live_load_replays_everything_then_goes_live,
-            lag_is_the_head_minus_the_checkpoint_for_every_listed_projection,
-            a_trigger_reacts_once_with_causation_and_correlation,
-            a_consumer_group_of_three_keeps_each_aggregate_in_order_when_a_member_leaves,
-            partition_leases_are_exclusive_and_change_hands_with_a_higher_token,
-            a_group_of_three_members_with_one_leaving_and_one_crashing_loses_nothing,
+        $crate::conformance_suite!(@cases $make; $guard;
+            subscription::a_subscription_delivers_history_then_live_without_gap_or_duplicate,
+            subscription::filters_and_an_aggregate_id_prefix_choose_events_and_the_position_reaches_the_head,
+            subscription::eight_concurrent_writers_and_a_subscriber_that_sees_the_total_order,
+            subscription::a_consumer_that_does_not_read_never_makes_writers_wait,
+            projection::a_killed_consumer_restarts_from_its_checkpoint_missing_nothing,
+            projection::a_handler_failing_every_third_call_handles_every_event_once_in_order,
+            projection::an_event_that_keeps_failing_faults_the_projection_or_is_skipped_by_policy,
+            projection::a_rebuild_under_live_load_replays_everything_then_goes_live,
+            projection::lag_is_the_head_minus_the_checkpoint_for_every_listed_projection,
+            trigger::a_trigger_reacts_once_with_causation_and_correlation,
+            group::a_consumer_group_of_three_keeps_each_aggregate_in_order_when_a_member_leaves,
+            lease::partition_leases_are_exclusive_and_change_hands_with_a_higher_token,
+            group::a_group_of_three_members_with_one_leaving_and_one_crashing_loses_nothing,
         );
-    };
-    (@cases $make:path; $guard:block; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                $guard
-                $crate::testkit::subscriptions::$case($make().await).await;
-            }
-        )*
     };
 }

@@ -3,7 +3,7 @@
 //! fixing, idempotent retries, filters, aggregate reads).
 
 use super::Harness;
-use super::cases::{ev, req};
+use super::fixtures::{ev, req};
 use crate::append::ExpectedVersion;
 use crate::error::Error;
 use crate::read::{Direction, Filter};

@@ -347,7 +347,8 @@ pub async fn preload<S: Store + ?Sized>(
     event: fn(u64) -> NewEvent,
 ) -> (u64, f64) {
     let t = Instant::now();
-    futures_util::stream::iter((0..events).step_by(PRELOAD_COMMIT as usize))
+    let step = usize::try_from(PRELOAD_COMMIT).expect("10 000 is a usize");
+    futures_util::stream::iter((0..events).step_by(step))
         .map(|first| async move {
             let last = (first + PRELOAD_COMMIT).min(events);
             let appends = (first..last)

@@ -234,7 +234,7 @@ fn list(v: &Option<String>) -> Vec<String> {
 
 fn time(field: &str, v: &Option<String>) -> Result<Option<Timestamp>, Problem> {
     v.as_deref()
-        .map(|t| Timestamp::parse(t).map_err(|e| Problem::invalid(field, e)))
+        .map(|t| Timestamp::parse(t).map_err(|e| Problem::invalid(field, e.to_string())))
         .transpose()
 }
 

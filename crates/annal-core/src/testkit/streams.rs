@@ -2,7 +2,7 @@
 //! enforces them: through [`Store::append`], with no read before it.
 
 use super::Harness;
-use super::cases::{ev, req};
+use super::fixtures::{ev, req};
 use crate::append::{AppendRequest, ExpectedVersion};
 use crate::error::Error;
 use crate::read::Direction;

@@ -1,0 +1,183 @@
+//! Opening a store: the settings beyond the URL ([`Options`]), why an open fails
+//! ([`OpenError`]), and the steps of a connect: the pool, the schema migration, the head,
+//! then the listener and the writer task.
+//!
+//! Invariant: the writer and the listener start only after the schema is current and the
+//! head is read and checked, so a store that opens has a sound head to count from.
+
+use crate::config::{ConfigError, PgConfig};
+use crate::{Inner, PgStore, StorageFailure, notify, pool_failure, schema, timed, writer};
+use annal_core::{Error, Limits, stored};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Settings of a PostgreSQL store beyond its URL.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Size limits on appends.
+    pub limits: Limits,
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The URL or its parameters are invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The pool could not be built.
+    #[error("cannot set up the connection pool: {0}")]
+    Pool(String),
+    /// The server could not be reached or refused the connection.
+    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    Connect {
+        /// host:port/dbname.
+        target: String,
+        /// Why.
+        source: StorageFailure,
+    },
+    /// The schema could not be created or migrated.
+    #[error("cannot prepare schema '{schema}': {source}")]
+    Schema {
+        /// The schema.
+        schema: String,
+        /// Why.
+        source: schema::MigrateError,
+    },
+    /// The schema holds a value no writer of annal stores (an [`Error::Corrupt`]).
+    #[error("cannot open schema '{schema}': {source}")]
+    Corrupt {
+        /// The schema.
+        schema: String,
+        /// What is wrong.
+        source: stored::OutOfRange,
+    },
+}
+
+impl From<OpenError> for Error {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Corrupt { source, .. } => source.into(),
+            other => Error::storage(other),
+        }
+    }
+}
+
+fn target(pg: &tokio_postgres::Config) -> String {
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", pg.get_dbname().unwrap_or(""))
+}
+
+impl PgStore {
+    /// Connects to the store a URL names (`postgres://…`; see [`crate::config`] for the
+    /// parameters), creating or migrating its schema.
+    pub async fn connect(url: &str) -> std::result::Result<Self, OpenError> {
+        Self::connect_with(PgConfig::from_url(url)?, Options::default()).await
+    }
+
+    /// Connects with parsed settings and options.
+    pub async fn connect_with(
+        config: PgConfig,
+        options: Options,
+    ) -> std::result::Result<Self, OpenError> {
+        let tls = config.tls_connector()?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            None => Manager::from_config(config.pg.clone(), tokio_postgres::NoTls, manager_config),
+            Some(tls) => Manager::from_config(config.pg.clone(), tls.clone(), manager_config),
+        };
+        let timeout = config.operation_timeout();
+        let wait = timeout.unwrap_or(Duration::from_secs(60));
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(wait))
+            .create_timeout(Some(
+                config
+                    .pg
+                    .get_connect_timeout()
+                    .copied()
+                    .unwrap_or(Duration::from_secs(10))
+                    + Duration::from_secs(5),
+            ))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| OpenError::Pool(e.to_string()))?;
+        let connect_failed = |source| OpenError::Connect {
+            target: target(&config.pg),
+            source,
+        };
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| connect_failed(pool_failure("connecting", e)))?;
+        schema::migrate(&mut client, &config.schema, timeout)
+            .await
+            .map_err(|source| OpenError::Schema {
+                schema: config.schema.clone(),
+                source,
+            })?;
+        let quoted = schema::quoted(&config.schema);
+        let head_sql = format!("SELECT position FROM {quoted}.head");
+        let head: i64 = timed(
+            timeout,
+            "reading the head",
+            client.query_one(&head_sql, &[]),
+        )
+        .await
+        .map_err(connect_failed)?
+        .try_get(0)
+        .map_err(|e| connect_failed(StorageFailure::new("reading the head", e)))?;
+        drop(client);
+
+        let head = stored::number(format_args!("{quoted}.head"), head).map_err(|source| {
+            OpenError::Corrupt {
+                schema: config.schema.clone(),
+                source,
+            }
+        })?;
+        let (head_tx, head_rx) = watch::channel(head);
+        let head_tx = Arc::new(head_tx);
+        let sql = Arc::new(writer::Sql::new(&config.schema));
+        let listener = Arc::new(notify::Listener::default());
+        tokio::spawn(notify::run(notify::Setup {
+            pg: config.pg.clone(),
+            tls,
+            channel: sql.channel.clone(),
+            head_sql,
+            head: head_tx.clone(),
+            state: listener.clone(),
+        }));
+        let (jobs, jobs_rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer::run(
+            writer::Writer {
+                pool: pool.clone(),
+                sql,
+                timeout,
+                head: head_tx,
+            },
+            jobs_rx,
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                schema: config.schema,
+                quoted,
+                limits: options.limits,
+                pool,
+                timeout,
+                jobs,
+                head: head_rx,
+                listener,
+            }),
+        })
+    }
+}

@@ -1,0 +1,208 @@
+//! Opening a store file: the settings ([`Options`]), why an open fails ([`OpenError`]),
+//! the schema migration at open (retried while another process creates the same file),
+//! and the pragmas every connection gets (WAL, `synchronous=FULL`, a busy timeout).
+//!
+//! Invariant: the writer thread starts only after the schema is current and the head is
+//! read and checked, so a store that opens has a sound head to count from.
+
+use crate::{Inner, SqliteStore, schema, writer};
+use annal_core::{Error, Limits, Timestamp, stored};
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
+
+/// How long a connection waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of an embedded store.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Size limits on appends.
+    pub limits: Limits,
+    /// Most read connections open at once (at least 1); reads beyond wait for one.
+    pub readers: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            readers: default_readers(),
+        }
+    }
+}
+
+/// The reader pool's default size: `ANNAL_SQLITE_READERS` if set to a number, else
+/// twice the machine's cores, from 4 to 32 (a read is mostly CPU on cached pages; a few
+/// spare connections cover reads waiting on the disk).
+pub fn default_readers() -> usize {
+    if let Some(n) = std::env::var("ANNAL_SQLITE_READERS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        return n;
+    }
+    std::thread::available_parallelism()
+        .map_or(4, |n| n.get() * 2)
+        .clamp(4, 32)
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The file or its folder could not be created or opened.
+    #[error("cannot open store file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// SQLite refused the file.
+    #[error("cannot open store file {path}: {source}")]
+    Db {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The schema could not be created or migrated.
+    #[error("cannot prepare store file {path}: {source}")]
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: schema::MigrateError,
+    },
+    /// The file holds a value no writer of annal stores (an [`Error::Corrupt`]).
+    #[error("cannot open store file {path}: {source}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: annal_core::stored::OutOfRange,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl From<OpenError> for Error {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Corrupt { source, .. } => source.into(),
+            other => Error::storage(other),
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, with its folder) the store file at `path`.
+    pub fn open(path: impl AsRef<Path>) -> std::result::Result<Self, OpenError> {
+        Self::open_with(path, Options::default())
+    }
+
+    /// Opens the store file at `path` with `options`.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: Options,
+    ) -> std::result::Result<Self, OpenError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let dberr = |source| OpenError::Db {
+            path: path.clone(),
+            source,
+        };
+        // Several processes opening a new file at once race to switch it to WAL and to
+        // create the schema; SQLite may answer "busy" there without waiting, so retry.
+        let mut attempt = 0;
+        let conn = loop {
+            attempt += 1;
+            let opened = open_connection(&path, false)
+                .map_err(schema::MigrateError::Db)
+                .and_then(|mut c| {
+                    schema::migrate(&mut c, &Timestamp::now().to_string()).map(|()| c)
+                });
+            match opened {
+                Ok(c) => break c,
+                Err(schema::MigrateError::Db(e)) if is_busy(&e) && attempt < OPEN_ATTEMPTS => {
+                    std::thread::sleep(Duration::from_millis(20 * u64::from(attempt)));
+                }
+                Err(schema::MigrateError::Db(source)) => return Err(dberr(source)),
+                Err(source) => {
+                    return Err(OpenError::Schema {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            }
+        };
+        let head: i64 = conn
+            .query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
+                r.get(0)
+            })
+            .map_err(dberr)?;
+        let head =
+            stored::number("events.position", head).map_err(|source| OpenError::Corrupt {
+                path: path.clone(),
+                source,
+            })?;
+        let (head_tx, head_rx) = watch::channel(head);
+        let (jobs, jobs_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("annal-sqlite-writer".into())
+            .spawn(move || writer::run(conn, jobs_rx, head_tx))
+            .map_err(OpenError::Thread)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                limits: options.limits,
+                jobs,
+                readers: Mutex::new(Vec::new()),
+                reader_permits: Arc::new(Semaphore::new(options.readers.max(1))),
+                head: head_rx,
+                leases: Mutex::new(None),
+            }),
+        })
+    }
+}
+
+/// Tries at opening a new file that another process is creating at the same time.
+const OPEN_ATTEMPTS: u32 = 50;
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+pub(crate) fn open_connection(path: &Path, reader: bool) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // 16 MiB of page cache per connection (the readers and the writer).
+    conn.pragma_update(None, "cache_size", -16384)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+    if reader {
+        conn.pragma_update(None, "query_only", true)?;
+        conn.pragma_update(None, "mmap_size", 256i64 << 20)?;
+    }
+    Ok(conn)
+}
