@@ -221,7 +221,7 @@ async fn run(
         let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
             if !matches!(
-                tokio::time::timeout(slot.first_byte, tcp.readable()).await,
+                tokio::time::timeout(slot.first_byte, tcp.first_byte()).await,
                 Ok(Ok(()))
             ) {
                 tracing::debug!(%peer, "no request within the header-read timeout; closing");

@@ -39,9 +39,10 @@ impl QuickAck {
         Self { tcp }
     }
 
-    /// Completes when the connection has something to read (or has ended).
-    pub(crate) async fn readable(&self) -> io::Result<()> {
-        self.tcp.readable().await
+    /// Completes when the connection has a byte to read (or has ended), without
+    /// consuming it.
+    pub(crate) async fn first_byte(&self) -> io::Result<()> {
+        self.tcp.peek(&mut [0u8; 1]).await.map(|_| ())
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
