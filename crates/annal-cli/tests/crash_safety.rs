@@ -122,7 +122,7 @@ async fn check(store: &dyn Store, acked: &[AppendResult], round: u32) {
     }
     for r in acked {
         for e in &r.events {
-            let stored = &log[(e.position - 1) as usize];
+            let stored = &log[usize::try_from(e.position - 1).expect("a position")];
             assert_eq!(
                 stored, e,
                 "round {round}: acknowledged event is stored as acknowledged"

@@ -32,21 +32,21 @@ pub fn uuid_from_pb(id: Option<&PbUuid>) -> Result<Option<Uuid>, Status> {
         uuid::Value::String(s) => Uuid::parse_str(s)
             .map(Some)
             .map_err(|e| Status::invalid_argument(format!("event id '{s}' is not a UUID: {e}"))),
-        uuid::Value::Structured(st) => {
-            let bits = ((st.most_significant_bits as u64 as u128) << 64)
-                | (st.least_significant_bits as u64 as u128);
-            Ok(Some(Uuid::from_u128(bits)))
-        }
+        // The two halves are the UUID's bytes, read as signed (Java's long).
+        uuid::Value::Structured(st) => Ok(Some(Uuid::from_u64_pair(
+            u64::from_be_bytes(st.most_significant_bits.to_be_bytes()),
+            u64::from_be_bytes(st.least_significant_bits.to_be_bytes()),
+        ))),
     }
 }
 
 /// A UUID as a KurrentDB UUID message, in the form the reader asked for.
 pub fn uuid_to_pb(id: Uuid, structured: bool) -> PbUuid {
     let value = if structured {
-        let bits = id.as_u128();
+        let (high, low) = id.as_u64_pair();
         uuid::Value::Structured(uuid::Structured {
-            most_significant_bits: (bits >> 64) as u64 as i64,
-            least_significant_bits: bits as u64 as i64,
+            most_significant_bits: i64::from_be_bytes(high.to_be_bytes()),
+            least_significant_bits: i64::from_be_bytes(low.to_be_bytes()),
         })
     } else {
         uuid::Value::String(id.to_string())

@@ -68,7 +68,7 @@ impl crate::pb::event_store::client::gossip::gossip_server::Gossip for Gossip {
     async fn read(&self, _: Request<Empty>) -> Result<Response<ClusterInfo>, Status> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
         Ok(Response::new(ClusterInfo {
             members: vec![MemberInfo {
                 instance_id: Some(uuid_to_pb(Uuid::nil(), false)),

@@ -76,14 +76,14 @@ async fn check_appenders_and_subscriber(base: &str) {
         .0,
         StatusCode::CREATED
     );
-    let total = (1 + CLIENTS * EACH) as usize;
+    let total = usize::try_from(1 + CLIENTS * EACH).expect("a count");
     let subscriber = tokio::spawn(sse_positions(
         format!("{b}/v1/subscribe?after_position=0"),
         total,
     ));
     let filtered = tokio::spawn(sse_positions(
         format!("{b}/v1/subscribe?event_type=Tick&after_position=0"),
-        (CLIENTS * EACH) as usize,
+        usize::try_from(CLIENTS * EACH).expect("a count"),
     ));
     let mut acked = HashSet::new();
     let writers: Vec<_> = (0..CLIENTS)

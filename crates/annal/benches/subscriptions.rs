@@ -30,7 +30,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    // The nearest rank, p in 0..=1 of the sorted samples (found, not cast).
+    let last = sorted.len() - 1;
+    let rank = (last as f64 * p).round();
+    let i = (0..=last).find(|&k| k as f64 >= rank).unwrap_or(last);
     sorted[i]
 }
 
