@@ -45,7 +45,8 @@ impl CheckCredentials {
         Self(Arc::new(check))
     }
 
-    fn check(&self, user: &str, secret: &str) -> Result<Principal, Refusal> {
+    /// Asks the host: who `user` with `secret` is, or why not.
+    pub fn check(&self, user: &str, secret: &str) -> Result<Principal, Refusal> {
         (self.0)(user, secret)
     }
 }

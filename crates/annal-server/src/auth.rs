@@ -16,6 +16,7 @@ use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 
 /// What a token may do.
@@ -30,8 +31,8 @@ pub enum Role {
     Admin,
 }
 
-/// One API token.
-#[derive(Debug, Clone, Deserialize)]
+/// One API token. Its `Debug` hides the secret.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Token {
     /// Who holds it; the default `user_id` of its appends.
@@ -43,6 +44,17 @@ pub struct Token {
     /// The aggregate types it is limited to (absent: all).
     #[serde(default)]
     pub aggregate_types: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("name", &self.name)
+            .field("token", &"***")
+            .field("role", &self.role)
+            .field("aggregate_types", &self.aggregate_types)
+            .finish()
+    }
 }
 
 /// The tokens file (or `ANNAL_TOKENS`): `{"tokens": [{"name", "token", "role", "aggregate_types"?}]}`.
@@ -71,6 +83,18 @@ pub enum TokensError {
         /// Its place in `tokens`.
         index: usize,
     },
+    /// Two tokens with one secret (which of them a request is would be a guess).
+    #[error("tokens[{index}] has the same secret as an earlier token; give each its own")]
+    SharedSecret {
+        /// The later one's place in `tokens`.
+        index: usize,
+    },
+    /// Two tokens with one name (gRPC callers are known by name).
+    #[error("tokens[{index}] has the same name as an earlier token; names must be unique")]
+    SharedName {
+        /// The later one's place in `tokens`.
+        index: usize,
+    },
 }
 
 impl Tokens {
@@ -83,6 +107,13 @@ impl Tokens {
             }
             if tok.aggregate_types.as_ref().is_some_and(Vec::is_empty) {
                 return Err(TokensError::NoTypes { index });
+            }
+            let earlier = &t.tokens[..index];
+            if earlier.iter().any(|e| e.token == tok.token) {
+                return Err(TokensError::SharedSecret { index });
+            }
+            if earlier.iter().any(|e| e.name == tok.name) {
+                return Err(TokensError::SharedName { index });
             }
         }
         Ok(t)
@@ -147,8 +178,31 @@ impl Caller {
 }
 
 /// Compares secrets in time independent of where they differ.
+/// Compares secrets in time independent of their contents and lengths: both are hashed
+/// to 32 bytes, and every byte of the digests is compared.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// The token of an `Authorization` header in the Bearer scheme (matched without
+/// regard to case, RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// The token whose secret is `presented`, looking at every token whatever matches.
+fn find_by_secret<'t>(tokens: &'t Tokens, presented: &str) -> Option<&'t Token> {
+    tokens.tokens.iter().fold(None, |found, k| {
+        let same = same_secret(k.token.as_bytes(), presented.as_bytes());
+        found.or(same.then_some(k))
+    })
 }
 
 /// The middleware: resolves the caller from the bearer token and checks its role.
@@ -163,13 +217,8 @@ pub async fn authenticate(tokens: Arc<Option<Tokens>>, mut req: Request, next: N
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim);
-            let Some(found) = presented.and_then(|p| {
-                t.tokens
-                    .iter()
-                    .find(|k| same_secret(k.token.as_bytes(), p.as_bytes()))
-            }) else {
+                .and_then(bearer);
+            let Some(found) = presented.and_then(|p| find_by_secret(t, p)) else {
                 let mut res =
                     Problem::unauthorized("send an API token: Authorization: Bearer <token>")
                         .into_response();
@@ -209,10 +258,9 @@ pub async fn authenticate(tokens: Arc<Option<Tokens>>, mut req: Request, next: N
 pub fn grpc_credentials(tokens: Option<Tokens>) -> Option<CheckCredentials> {
     let tokens = tokens?;
     Some(CheckCredentials::new(move |user, secret| {
-        let found = tokens
-            .tokens
-            .iter()
-            .find(|k| k.name == user && same_secret(k.token.as_bytes(), secret.as_bytes()))
+        // The secret decides (compared whatever the name), then the name must agree.
+        let found = find_by_secret(&tokens, secret)
+            .filter(|k| k.name == user)
             .ok_or(Refusal::Unknown)?;
         if found.aggregate_types.is_some() {
             return Err(Refusal::NotPermitted(format!(
@@ -225,4 +273,70 @@ pub fn grpc_credentials(tokens: Option<Tokens>) -> Option<CheckCredentials> {
             can_write: found.role >= Role::Write,
         })
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = r#"{"name":"sarah","token":"0123456789abcdef-one","role":"write"}"#;
+
+    fn doc(tokens: &[&str]) -> String {
+        format!(r#"{{"tokens":[{}]}}"#, tokens.join(","))
+    }
+
+    #[test]
+    fn a_token_debug_never_shows_its_secret() {
+        let t = Tokens::parse(&doc(&[ONE])).expect("tokens");
+        let shown = format!("{t:?}");
+        assert!(shown.contains("sarah"), "{shown}");
+        assert!(!shown.contains("0123456789abcdef-one"), "{shown}");
+    }
+
+    #[test]
+    fn two_tokens_with_one_secret_or_one_name_are_refused() {
+        let same_secret = r#"{"name":"tom","token":"0123456789abcdef-one","role":"read"}"#;
+        assert!(matches!(
+            Tokens::parse(&doc(&[ONE, same_secret])),
+            Err(TokensError::SharedSecret { index: 1 })
+        ));
+        let same_name = r#"{"name":"sarah","token":"0123456789abcdef-two","role":"read"}"#;
+        assert!(matches!(
+            Tokens::parse(&doc(&[ONE, same_name])),
+            Err(TokensError::SharedName { index: 1 })
+        ));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_without_regard_to_case() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearerabc"), None);
+    }
+
+    #[test]
+    fn secrets_match_only_when_equal_whatever_their_lengths() {
+        assert!(same_secret(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcdef", b"0123456789abcdeF"));
+        assert!(!same_secret(b"0123456789abcdef", b"0123456789abcdef0"));
+        assert!(!same_secret(b"", b"x"));
+    }
+
+    #[test]
+    fn grpc_credentials_need_the_secret_and_the_matching_name() {
+        let t = Tokens::parse(&doc(&[ONE])).expect("tokens");
+        let check = grpc_credentials(Some(t)).expect("a check");
+        let ok = check.check("sarah", "0123456789abcdef-one");
+        assert_eq!(ok.map(|p| p.can_write), Ok(true));
+        assert_eq!(
+            check.check("tom", "0123456789abcdef-one"),
+            Err(Refusal::Unknown)
+        );
+        assert_eq!(
+            check.check("sarah", "wrong-secret-0123456"),
+            Err(Refusal::Unknown)
+        );
+    }
 }
