@@ -135,6 +135,13 @@ pub enum Error {
         /// What the credentials lack.
         reason: String,
     },
+    /// This store does not offer the operation (e.g. a backend without partition
+    /// leases). Nothing was written; use a store that has it.
+    #[error("this store cannot {what}")]
+    Unsupported {
+        /// What it cannot do, e.g. "hold partition leases".
+        what: String,
+    },
 }
 
 /// The kind of an [`Error`]: one stable string per kind (the HTTP problem `type`) and
@@ -170,11 +177,13 @@ pub enum ErrorKind {
     Unauthorized,
     /// [`Error::Forbidden`].
     Forbidden,
+    /// [`Error::Unsupported`].
+    Unsupported,
 }
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::WrongExpectedVersion,
         ErrorKind::AggregateTypeMismatch,
         ErrorKind::DuplicateEventId,
@@ -189,6 +198,7 @@ impl ErrorKind {
         ErrorKind::Unavailable,
         ErrorKind::Unauthorized,
         ErrorKind::Forbidden,
+        ErrorKind::Unsupported,
     ];
 
     /// The stable string: the HTTP problem `type` (docs/http.md).
@@ -208,6 +218,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Unsupported => "unsupported",
         }
     }
 
@@ -232,6 +243,7 @@ impl ErrorKind {
             ErrorKind::StreamDeleted => 410,
             ErrorKind::TooLarge => 413,
             ErrorKind::Corrupt => 500,
+            ErrorKind::Unsupported => 501,
             ErrorKind::Storage | ErrorKind::Unavailable => 503,
         }
     }
@@ -280,6 +292,7 @@ impl Error {
             Error::Closed(_) => ErrorKind::Unavailable,
             Error::Unauthorized { .. } => ErrorKind::Unauthorized,
             Error::Forbidden { .. } => ErrorKind::Forbidden,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
         }
     }
 

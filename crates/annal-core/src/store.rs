@@ -121,12 +121,11 @@ pub trait Store: Send + Sync {
     async fn checkpoint(&self, name: &str) -> Result<Option<Checkpoint>>;
 
     /// Every checkpoint, by name. Backends that cannot list them answer
-    /// [`Error::InvalidRequest`] (this default).
+    /// [`Error::Unsupported`] (this default).
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
-        Err(Error::invalid(
-            "checkpoints",
-            "this store cannot list checkpoints",
-        ))
+        Err(Error::Unsupported {
+            what: "list checkpoints".into(),
+        })
     }
 
     /// Writes a checkpoint (compare-and-set when `expected_position` is given).
@@ -145,7 +144,7 @@ pub trait Store: Send + Sync {
     /// Takes the lease of `partition` of `group` for `owner` for `ttl`, if no one holds
     /// it (never taken, released, or expired), raising its fencing token; `None` if
     /// another owner (or `owner` itself: use [`Store::renew_lease`]) holds it unexpired.
-    /// Backends without leases answer [`Error::InvalidRequest`] (this default).
+    /// Backends without leases answer [`Error::Unsupported`] (this default).
     async fn acquire_lease(
         &self,
         group: &str,
@@ -192,13 +191,12 @@ pub trait Store: Send + Sync {
     /// Stores already-recorded events exactly as they are (same event_ids, positions,
     /// versions, times and hashes): a copy from another store. They must continue this
     /// store's log ([`crate::import::check_import`]); otherwise nothing is written.
-    /// Backends that cannot import answer [`Error::InvalidRequest`] (this default).
+    /// Backends that cannot import answer [`Error::Unsupported`] (this default).
     async fn import(&self, events: Vec<RecordedEvent>) -> Result<u64> {
         let _ = events;
-        Err(Error::invalid(
-            "import",
-            "this store cannot import recorded events",
-        ))
+        Err(Error::Unsupported {
+            what: "import recorded events".into(),
+        })
     }
 
     /// Checks the hash chain from `from_position` (default 1) to `to_position` (default:
@@ -220,5 +218,7 @@ fn only_result(mut out: TransactionResult) -> Result<AppendResult> {
 }
 
 fn no_leases() -> Error {
-    Error::invalid("lease", "this store cannot hold partition leases")
+    Error::Unsupported {
+        what: "hold partition leases".into(),
+    }
 }

@@ -37,6 +37,7 @@ pub(crate) fn to_status(e: Error) -> Status {
         Error::Corrupt(_) => Status::data_loss(e.to_string()),
         Error::Unauthorized { reason } => Status::unauthenticated(reason),
         Error::Forbidden { reason } => Status::permission_denied(reason),
+        Error::Unsupported { .. } => Status::unimplemented(e.to_string()),
         _ => Status::unavailable(e.to_string()),
     }
 }

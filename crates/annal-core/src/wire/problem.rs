@@ -81,7 +81,7 @@ pub struct Problem {
     /// not_found, storage_error, corrupt, unavailable, unauthorized, forbidden.
     #[serde(rename = "type")]
     pub kind: String,
-    /// not_found: what was looked for.
+    /// not_found: what was looked for; unsupported: what the store cannot do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub what: Option<String>,
 }
@@ -103,6 +103,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         413 => "Payload Too Large",
         415 => "Unsupported Media Type",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "Error",
     }
@@ -175,6 +176,7 @@ impl Problem {
                 aggregate_id: p.aggregate_id?,
             },
             ErrorKind::NotFound => Error::NotFound { what: p.what? },
+            ErrorKind::Unsupported => Error::Unsupported { what: p.what? },
             ErrorKind::Storage => Error::storage(p.message?),
             ErrorKind::Corrupt => Error::Corrupt(p.message?),
             ErrorKind::Unavailable => Error::Closed(p.message?),
@@ -242,7 +244,7 @@ impl From<&Error> for Problem {
                 p.actual = Some(*actual);
             }
             Error::StreamDeleted { aggregate_id } => p.aggregate_id = Some(aggregate_id.clone()),
-            Error::NotFound { what } => p.what = Some(what.clone()),
+            Error::NotFound { what } | Error::Unsupported { what } => p.what = Some(what.clone()),
             Error::Storage(source) => p.message = Some(source.to_string()),
             Error::Corrupt(message) | Error::Closed(message) => p.message = Some(message.clone()),
             Error::Unauthorized { reason } | Error::Forbidden { reason } => {
@@ -320,6 +322,9 @@ mod tests {
             },
             Error::Forbidden {
                 reason: "this token may not use aggregates of type 'X'".into(),
+            },
+            Error::Unsupported {
+                what: "hold partition leases".into(),
             },
         ]
     }
