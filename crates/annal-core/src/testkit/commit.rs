@@ -7,7 +7,7 @@
 use super::Harness;
 use super::fixtures::{ev, payment, req, seed_family};
 use crate::append::ExpectedVersion::{Exact, NoStream};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::read::Direction;
 use crate::store::Store;
 use std::sync::Arc;
@@ -91,7 +91,7 @@ pub async fn a_conflict_does_not_fail_appends_committed_with_it<H: Harness>(h: H
         match t.await.expect("task") {
             Ok(_) => ok += 1,
             Err(e) => assert!(
-                i % 4 == 0 && e.kind() == "wrong_expected_version",
+                i % 4 == 0 && e.kind() == ErrorKind::WrongExpectedVersion,
                 "append {i}: {e}"
             ),
         }
