@@ -19,7 +19,7 @@
 //! event_id lowercase with hyphens, recorded_at as `YYYY-MM-DDTHH:MM:SS.ffffffZ`, data and
 //! metadata as their verbatim JSON text.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::read::Filter;
 use crate::store::Store;
@@ -206,8 +206,11 @@ pub struct VerifyReport {
 
 const VERIFY_PAGE: usize = 2048;
 
-/// Checks the chain from `from` (default 1) to `to` (default: the head), in pages.
-/// The first event is checked against the stored hash of its predecessor.
+/// Checks the chain from `from` (default 1) to `to` (default: the head, and never past
+/// it), in pages. The first event is checked against the stored hash of its
+/// predecessor. A `from` past the head, or a `to` before `from`, is
+/// [`Error::InvalidRequest`]: there is nothing to check, and "broken" would be a false
+/// alarm.
 pub async fn verify<S: Store + ?Sized>(
     store: &S,
     from: Option<u64>,
@@ -215,6 +218,22 @@ pub async fn verify<S: Store + ?Sized>(
 ) -> Result<VerifyReport> {
     let from = from.unwrap_or(1).max(1);
     let head = store.head(&[]).await?;
+    if from > 1 && from > head {
+        // Nothing is there to check: say so, rather than report a missing event (a
+        // false tamper alarm).
+        return Err(Error::invalid(
+            "from_position",
+            format!("{from} is past the head of the log ({head})"),
+        ));
+    }
+    if let Some(to) = to
+        && to < from
+    {
+        return Err(Error::invalid(
+            "to_position",
+            format!("{to} is before from_position {from}"),
+        ));
+    }
     let to = to.unwrap_or(head).min(head);
     let all = Filter::default();
     let mut prev = if from == 1 {

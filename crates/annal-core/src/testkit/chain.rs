@@ -1,12 +1,13 @@
 //! Conformance cases of the hash chain ([`crate::chain`]): `verify` accepts an intact
-//! chain, finds an event edited behind the store's back, and the chain continues across
-//! a reopen.
+//! chain, refuses a range past the head as bad input (never a false alarm), finds an
+//! event edited behind the store's back, and the chain continues across a reopen.
 //!
 //! Panics (via `expect`) are the failures: this is test code.
 
 use super::Harness;
 use super::fixtures::{all, payment, req, seed_family};
 use crate::append::ExpectedVersion::Exact;
+use crate::error::ErrorKind;
 use crate::store::Store;
 
 /// An untouched log verifies, whole and by range.
@@ -32,6 +33,20 @@ pub async fn verify_accepts_an_intact_chain_whole_and_by_range<H: Harness>(h: H)
         );
         prev = e.hash;
     }
+}
+
+/// A range that starts past the head, or ends before it starts, is bad input, never a
+/// broken chain; a range that ends past the head is checked up to the head.
+pub async fn verify_of_a_range_past_the_head_is_invalid_not_broken<H: Harness>(h: H) {
+    let s = h.store();
+    seed_family(s, "family_1", 7).await;
+    let past = s.verify(Some(40), None).await.expect_err("past the head");
+    assert_eq!(past.kind(), ErrorKind::InvalidRequest, "{past}");
+    assert!(past.to_string().contains("past the head"), "{past}");
+    let reversed = s.verify(Some(5), Some(3)).await.expect_err("reversed");
+    assert_eq!(reversed.kind(), ErrorKind::InvalidRequest, "{reversed}");
+    let beyond = s.verify(Some(3), Some(100)).await.expect("up to the head");
+    assert!(beyond.ok && beyond.checked == 5, "{beyond:?}");
 }
 
 /// Editing a stored event's data behind the store's back breaks the chain there.

@@ -85,6 +85,7 @@ macro_rules! conformance_suite {
             read::head_tracks_last_position_overall_and_by_aggregate_type,
             snapshot::snapshots_load_latest_at_or_below_for_their_tag,
             chain::verify_accepts_an_intact_chain_whole_and_by_range,
+            chain::verify_of_a_range_past_the_head_is_invalid_not_broken,
             chain::verify_detects_an_event_edited_behind_the_store,
             chain::chain_and_positions_continue_after_reopen,
             commit::sixteen_writers_racing_on_one_aggregate_win_each_version_once,
