@@ -2,8 +2,9 @@
 //! the schema migration at open (retried while another process creates the same file),
 //! and the pragmas every connection gets (WAL, `synchronous=FULL`, a busy timeout).
 //!
-//! Invariant: the writer thread starts only after the schema is current and the head is
-//! read and checked, so a store that opens has a sound head to count from.
+//! Invariants: the writer thread starts only after the schema is current and the head is
+//! read and checked, so a store that opens has a sound head to count from; a store this
+//! creates is private to its owner (folder 0700, file 0600, and so its WAL too).
 
 use crate::{Inner, SqliteStore, schema, writer};
 use annal_core::{Error, Limits, Timestamp, stored};
@@ -112,12 +113,10 @@ impl SqliteStore {
         options: Options,
     ) -> std::result::Result<Self, OpenError> {
         let path = path.as_ref().to_path_buf();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        }
+        create_private(&path).map_err(|source| OpenError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let dberr = |source| OpenError::Db {
             path: path.clone(),
             source,
@@ -184,6 +183,30 @@ fn is_busy(e: &rusqlite::Error) -> bool {
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
+}
+
+/// Creates the store's folder (0700) and an empty store file (0600) when they do not
+/// exist yet, so that only the owner can read the log. SQLite gives the `-wal` and
+/// `-shm` files the database file's mode. Existing folders and files keep theirs.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        builder.mode(0o700);
+        builder.create(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    file.mode(0o600);
+    match file.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 pub(crate) fn open_connection(path: &Path, reader: bool) -> rusqlite::Result<Connection> {
