@@ -48,6 +48,18 @@ impl Problem {
         Problem(Box::new(p))
     }
 
+    /// 405 `invalid_request`: the route exists but does not answer this method (the
+    /// router adds the `Allow` header).
+    pub fn method_not_allowed() -> Self {
+        let mut p = wire::Problem::from(Error::invalid(
+            "method",
+            "this route does not answer this method; the Allow header lists those it does",
+        ));
+        p.status = StatusCode::METHOD_NOT_ALLOWED.as_u16();
+        p.title = "Method Not Allowed".to_owned();
+        Problem(Box::new(p))
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)

@@ -236,3 +236,35 @@ async fn control_characters_in_names_and_filters_are_invalid_requests() {
     }
     assert_nothing_written(&c, b).await;
 }
+
+#[tokio::test]
+async fn a_method_a_route_does_not_answer_is_a_405_problem_naming_the_allowed_ones() {
+    let (s, c) = one_event().await;
+    let res = c
+        .delete(format!("{}/v1/streams/f", s.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = res
+        .headers()
+        .get("allow")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        allow.contains("GET") && allow.contains("POST"),
+        "Allow: {allow}"
+    );
+    assert_eq!(
+        res.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let body: Value = res.json().await.expect("a problem document");
+    assert_eq!(body["status"], 405);
+    assert_eq!(body["type"], "invalid_request");
+    assert_eq!(body["field"], "method");
+    assert_nothing_written(&c, &s.base).await;
+}

@@ -78,7 +78,8 @@ pub struct Problem {
     pub title: String,
     /// Stable: wrong_expected_version, aggregate_type_mismatch, duplicate_event_id,
     /// checkpoint_conflict, lease_conflict, invalid_request, too_large, stream_deleted,
-    /// not_found, storage_error, corrupt, unavailable, unauthorized, forbidden.
+    /// not_found, storage_error, corrupt, unavailable, unauthorized, forbidden,
+    /// unsupported.
     #[serde(rename = "type")]
     pub kind: String,
     /// not_found: what was looked for; unsupported: what the store cannot do.
@@ -100,6 +101,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         404 => "Not Found",
         409 => "Conflict",
         410 => "Gone",
+        405 => "Method Not Allowed",
         413 => "Payload Too Large",
         415 => "Unsupported Media Type",
         500 => "Internal Server Error",

@@ -28,8 +28,8 @@ pub use groups::{
     __path_renew_lease, acquire_lease, heartbeat, list_leases, release_lease, renew_lease,
 };
 pub use operations::{
-    __path_live, __path_metrics, __path_openapi, __path_ready, fallback, live, metrics, openapi,
-    ready,
+    __path_live, __path_metrics, __path_openapi, __path_ready, fallback, live, method_not_allowed,
+    metrics, openapi, ready,
 };
 pub use snapshots::{__path_latest_snapshot, __path_put_snapshot, latest_snapshot, put_snapshot};
 

@@ -76,3 +76,8 @@ pub async fn openapi() -> Response {
 pub async fn fallback() -> Problem {
     Problem::not_found("no such route (GET /openapi.json lists them)")
 }
+
+/// A route asked with a method it does not answer.
+pub async fn method_not_allowed() -> Problem {
+    Problem::method_not_allowed()
+}
