@@ -121,6 +121,9 @@ pub fn router(
         .layer(axum::middleware::from_fn(move |req, next| {
             auth::authenticate(credentials.clone(), req, next)
         }))
+        .layer(axum::middleware::from_fn(
+            status::decode_failures_are_invalid_argument,
+        ))
         .layer(axum::middleware::from_fn(metrics::count))
 }
 

@@ -5,7 +5,9 @@
 //! (never a panic, never a second mapping elsewhere); the clients tell some failures apart
 //! by the `exception` metadata (`stream-deleted`, `wrong-expected-version`,
 //! `maximum-subscribers-reached`, `persistent-subscription-dropped`) or, in BatchAppend, by
-//! a `google.rpc.Status` detail, so those are built here and only here.
+//! a `google.rpc.Status` detail, so those are built here and only here. A request
+//! message that is not valid protobuf is `INVALID_ARGUMENT` (tonic says `INTERNAL`;
+//! the fault is the client's), whether tonic or a service meets it.
 
 use crate::convert::{expected_number, revision_of, stream_id};
 use crate::pb::event_store::client::{
@@ -14,9 +16,50 @@ use crate::pb::event_store::client::{
 };
 use crate::pb::google::rpc::Status as RpcStatus;
 use annal_core::{Error, ExpectedVersion};
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
 use prost::Message;
-use tonic::Status;
 use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+/// How tonic's `INTERNAL` status for a request that is not valid protobuf begins (prost's
+/// decode error).
+const DECODE_FAILURE: &str = "failed to decode Protobuf message";
+
+/// A request message that could not be decoded, as `INVALID_ARGUMENT`; any other
+/// status as it is.
+pub(crate) fn bad_message(status: Status) -> Status {
+    if status.code() == Code::Internal && status.message().starts_with(DECODE_FAILURE) {
+        Status::invalid_argument(status.message().to_owned())
+    } else {
+        status
+    }
+}
+
+/// The middleware for answers that are a status only (tonic decodes a unary request
+/// before the service runs): a decode failure becomes `INVALID_ARGUMENT` there too.
+pub(crate) async fn decode_failures_are_invalid_argument(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let headers = res.headers();
+    let internal = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"13");
+    // grpc-message is percent-encoded on the wire (tonic encodes spaces too).
+    let undecodable = headers.get("grpc-message").is_some_and(|v| {
+        let raw = v.as_bytes();
+        raw.starts_with(DECODE_FAILURE.as_bytes())
+            || raw.starts_with(DECODE_FAILURE.replace(' ', "%20").as_bytes())
+    });
+    if internal && undecodable {
+        let code = (Code::InvalidArgument as i32).to_string();
+        if let Ok(code) = HeaderValue::from_str(&code) {
+            res.headers_mut().insert("grpc-status", code);
+        }
+    }
+    res
+}
 
 /// A store error as a gRPC status.
 pub(crate) fn to_status(e: Error) -> Status {
@@ -168,5 +211,24 @@ pub(crate) fn wrong_version_status(
             type_url: "type.googleapis.com/event_store.client.WrongExpectedVersion".to_owned(),
             value: detail.encode_to_vec(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    #[test]
+    fn an_undecodable_request_is_invalid_argument_and_other_statuses_stay() {
+        let decoded = bad_message(Status::internal(
+            "failed to decode Protobuf message: invalid wire type",
+        ));
+        assert_eq!(decoded.code(), Code::InvalidArgument);
+        assert!(decoded.message().contains("invalid wire type"));
+        assert_eq!(bad_message(Status::internal("boom")).code(), Code::Internal);
+        assert_eq!(
+            bad_message(Status::not_found("failed to decode Protobuf message")).code(),
+            Code::NotFound
+        );
     }
 }

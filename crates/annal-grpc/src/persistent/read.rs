@@ -38,7 +38,8 @@ impl Persistent {
         let mut incoming = request.into_inner();
         let first = incoming
             .message()
-            .await?
+            .await
+            .map_err(crate::status::bad_message)?
             .ok_or_else(|| Status::invalid_argument("the call ended before its options"))?;
         let Some(read_req::Content::Options(o)) = first.content else {
             return Err(Status::invalid_argument(

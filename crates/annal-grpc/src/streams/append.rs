@@ -67,7 +67,7 @@ pub(super) async fn append(
         let mut input = request.into_inner();
         let Some(AppendReq {
             content: Some(append_req::Content::Options(options)),
-        }) = input.message().await?
+        }) = input.message().await.map_err(crate::status::bad_message)?
         else {
             return Err(Status::invalid_argument(
                 "an append starts with its options",
@@ -79,7 +79,7 @@ pub(super) async fn append(
             append_req::options::ExpectedStreamRevision
         );
         let mut events = Vec::new();
-        while let Some(m) = input.message().await? {
+        while let Some(m) = input.message().await.map_err(crate::status::bad_message)? {
             let Some(append_req::Content::ProposedMessage(p)) = m.content else {
                 return Err(Status::invalid_argument(
                     "an append sends its options once, then events",

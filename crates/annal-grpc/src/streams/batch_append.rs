@@ -42,7 +42,7 @@ pub(super) async fn batch_append(
                 Ok(Some(req)) => req,
                 Ok(None) => return,
                 Err(status) => {
-                    let _ = tx.send(Err(status)).await;
+                    let _ = tx.send(Err(crate::status::bad_message(status))).await;
                     return;
                 }
             };
