@@ -71,6 +71,16 @@ def test_delete_of_missing_stream_expecting_revision_raises_not_found(client):
         client.delete_stream(new_stream(), current_version=0)
 
 
+@pytest.mark.parametrize(
+    "current_version", [StreamState.ANY, StreamState.NO_STREAM], ids=["any", "no_stream"]
+)
+def test_delete_of_a_stream_that_never_existed_raises_not_found(client, current_version):
+    stream = new_stream()
+    with pytest.raises(NotFoundError):
+        client.delete_stream(stream, current_version=current_version)
+    assert client.get_current_version(stream) == StreamState.NO_STREAM, "nothing was written"
+
+
 def test_delete_of_missing_stream_expecting_exists_raises_not_found(client):
     with pytest.raises(NotFoundError):
         client.delete_stream(new_stream(), current_version=StreamState.EXISTS)

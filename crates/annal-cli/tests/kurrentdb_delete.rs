@@ -183,9 +183,12 @@ async fn deleting_a_missing_stream_expecting_it_is_failed_precondition_with_actu
     let a = start();
     // A missing stream: "actual -1" (the Python client calls this NotFound; the Rust
     // client leaves it a FAILED_PRECONDITION).
+    // Whatever was expected: KurrentDB does not delete a stream that never existed.
     for (state, n) in [
         (StreamState::StreamRevision(0), 0),
         (StreamState::StreamExists, -4),
+        (StreamState::Any, -2),
+        (StreamState::NoStream, -1),
     ] {
         let message = failed_precondition(
             a.client

@@ -192,8 +192,10 @@ pub enum Deletion {
     Tombstone,
 }
 
-/// Deletes a stream (module docs), checking `expected` like an append does (a missing
-/// stream passes `any` and `no_stream`). Returns the deletion event as recorded.
+/// Deletes a stream (module docs), checking `expected` like an append does. A soft
+/// delete of a stream that never existed is refused whatever `expected` says (as
+/// KurrentDB does); a tombstone of one passes `any` and `no_stream`, and reserves the
+/// name. Returns the deletion event as recorded.
 pub async fn delete<S: Store + ?Sized>(
     store: &S,
     stream: &str,
@@ -208,6 +210,11 @@ pub async fn delete<S: Store + ?Sized>(
         }
         if expected == ExpectedVersion::Exists && st.soft_deleted() {
             return Err(deleted(stream));
+        }
+        if matches!(how, Deletion::Soft) && st.version == 0 {
+            // KurrentDB refuses to delete a stream that never existed, whatever was
+            // expected: "actual -1", which its clients report as not found.
+            return Err(st.wrong_version(stream, expected));
         }
         let ok = match expected {
             ExpectedVersion::Any => true,
