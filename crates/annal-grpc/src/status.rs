@@ -27,6 +27,8 @@ use tonic::{Code, Status};
 /// How tonic's `INTERNAL` status for a request that is not valid protobuf begins (prost's
 /// decode error).
 const DECODE_FAILURE: &str = "failed to decode Protobuf message";
+/// The same as `grpc-message` carries it (percent-encoded; tonic encodes spaces too).
+const DECODE_FAILURE_ENCODED: &str = "failed%20to%20decode%20Protobuf%20message";
 
 /// A request message that could not be decoded, as `INVALID_ARGUMENT`; any other
 /// status as it is.
@@ -46,11 +48,10 @@ pub(crate) async fn decode_failures_are_invalid_argument(req: Request, next: Nex
     let internal = headers
         .get("grpc-status")
         .is_some_and(|v| v.as_bytes() == b"13");
-    // grpc-message is percent-encoded on the wire (tonic encodes spaces too).
     let undecodable = headers.get("grpc-message").is_some_and(|v| {
         let raw = v.as_bytes();
-        raw.starts_with(DECODE_FAILURE.as_bytes())
-            || raw.starts_with(DECODE_FAILURE.replace(' ', "%20").as_bytes())
+        raw.starts_with(DECODE_FAILURE_ENCODED.as_bytes())
+            || raw.starts_with(DECODE_FAILURE.as_bytes())
     });
     if internal && undecodable {
         let code = (Code::InvalidArgument as i32).to_string();

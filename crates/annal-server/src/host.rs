@@ -29,11 +29,12 @@ use axum::extract::Request;
 use axum::response::IntoResponse as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -153,17 +154,17 @@ impl Slots {
 
     /// A slot for a new connection, or `None` when even the reserve is full.
     fn take(&self) -> Option<Slot> {
-        if let Ok(permit) = self.general.clone().try_acquire_owned() {
-            return Some(Slot {
-                app: self.app.clone(),
-                first_byte: self.first_byte,
-                _permit: permit,
-            });
-        }
-        let permit = self.reserve.clone().try_acquire_owned().ok()?;
+        let (permit, app, first_byte) = match self.general.clone().try_acquire_owned() {
+            Ok(permit) => (permit, &self.app, self.first_byte),
+            Err(_) => (
+                self.reserve.clone().try_acquire_owned().ok()?,
+                &self.health_only,
+                self.first_byte.min(RESERVE_FIRST_BYTE),
+            ),
+        };
         Some(Slot {
-            app: self.health_only.clone(),
-            first_byte: self.first_byte.min(RESERVE_FIRST_BYTE),
+            app: app.clone(),
+            first_byte,
             _permit: permit,
         })
     }
@@ -182,6 +183,20 @@ fn builder(config: &Config) -> Builder<TokioExecutor> {
         .keep_alive_interval(config.keep_alive)
         .keep_alive_timeout(config.keep_alive);
     builder
+}
+
+/// Serves one connection (plain or TLS) until it ends, watched by the graceful shutdown.
+async fn serve_io<I>(
+    builder: &Builder<TokioExecutor>,
+    watcher: Watcher,
+    io: I,
+    service: TowerToHyperService<Router>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    watcher.watch(conn.into_owned()).await
 }
 
 /// The accept loop, for plain connections (`tls` is `None`) or TLS ones.
@@ -220,40 +235,38 @@ async fn run(
         let tcp = QuickAck::new(tcp);
         let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
+            // The slot (and its permit) lives as long as this task.
+            let Slot {
+                app,
+                first_byte,
+                _permit,
+            } = slot;
             if !matches!(
-                tokio::time::timeout(slot.first_byte, tcp.first_byte()).await,
+                tokio::time::timeout(first_byte, tcp.first_byte()).await,
                 Ok(Ok(()))
             ) {
                 tracing::debug!(%peer, "no request within the header-read timeout; closing");
                 return;
             }
-            let service = TowerToHyperService::new(slot.app.clone());
+            let service = TowerToHyperService::new(app);
             let ended = match tls {
-                None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-                    watcher.watch(conn.into_owned()).await
-                }
-                Some(acceptor) => {
-                    let stream = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
-                }
+                None => serve_io(&builder, watcher, tcp, service).await,
+                Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(stream)) => serve_io(&builder, watcher, stream, service).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
             };
             if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            drop(slot);
         });
     }
     drop(listener);
