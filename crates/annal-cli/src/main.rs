@@ -3,6 +3,7 @@
 mod cli;
 
 use clap::Parser;
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 /// The binary's allocator: many small, short-lived allocations per request from several
@@ -23,8 +24,10 @@ async fn main() -> ExitCode {
     let args = cli::Cli::parse_from(argv);
     let filter = tracing_subscriber::EnvFilter::try_from_env("ANNAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour only for a person at a terminal: a log file or a pipe gets plain text.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if args.log_json {
         logs.json().init();

@@ -22,6 +22,7 @@ pub mod audit;
 pub mod chain;
 pub mod checkpoint;
 pub mod commit;
+pub mod digest;
 pub mod error;
 pub mod event;
 pub mod group;
@@ -53,6 +54,7 @@ pub use append::{
 pub use audit::{AuditEntry, Compensation};
 pub use chain::{Hash, ParseHashError, VerifyReport};
 pub use checkpoint::{Checkpoint, CheckpointStatus, CheckpointWrite};
+pub use digest::Digest;
 pub use error::{Error, ErrorKind, Result};
 pub use event::{ParseTimestampError, RawJson, RecordedEvent, Timestamp};
 pub use lease::{Lease, LeaseFence};

@@ -37,8 +37,13 @@ enum Command {
     Append(append::AppendArgs),
     /// Read events as NDJSON: the whole log (filtered) or one aggregate.
     Read(Box<read::ReadArgs>),
-    /// Check the hash chain, whole or by range; exits 1 if it is broken.
+    /// Check the hash chain, whole or by range, or that the log still holds a digest's
+    /// prefix (--expect, --digest); exits 1 if it does not.
     Verify(verify::VerifyArgs),
+    /// Print the log's digest (head position, head hash, times) as JSON: keep it outside
+    /// the store, and `annal verify --digest FILE` later proves nothing before it changed
+    /// and no tail was cut off.
+    Digest(verify::DigestArgs),
     /// An aggregate's history: who changed it, when, how, and which event corrected which.
     Audit(audit::AuditArgs),
     /// Every event one correlation_id ties together, across aggregates.
@@ -144,6 +149,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Append(a) => append::run(a).await,
         Command::Read(a) => read::run(*a).await,
         Command::Verify(a) => verify::run(a).await,
+        Command::Digest(a) => verify::digest(a).await,
         Command::Audit(a) => audit::run(a).await,
         Command::Correlated(a) => audit::run_correlated(a).await,
         Command::Copy(a) => copy::run(a).await,

@@ -1,7 +1,10 @@
-//! `annal verify`: checks the hash chain and prints the report as JSON.
+//! `annal verify`: checks the hash chain (or that the log still holds a digest's
+//! prefix) and prints the report as JSON; `annal digest`: prints the log's digest.
 
 use super::{CliError, StoreArgs};
+use annal::{Digest, Hash, digest};
 use clap::Args;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
@@ -9,25 +12,71 @@ pub struct VerifyArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// First position to check (default 1; checked against its predecessor's stored hash).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["expect", "digest"])]
     from_position: Option<u64>,
     /// Last position to check (default: the head).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["expect", "digest"])]
     to_position: Option<u64>,
+    /// Prove the log still holds an earlier head unchanged: POSITION:HASH, as `annal
+    /// digest` printed them. Fails if the tail was cut off before POSITION, if the event
+    /// there has another hash, or if the chain is broken anywhere.
+    #[arg(long, value_name = "POSITION:HASH", conflicts_with = "digest")]
+    expect: Option<String>,
+    /// The same as --expect, from a file holding what `annal digest` printed.
+    #[arg(long, value_name = "FILE")]
+    digest: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DigestArgs {
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 pub async fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
+    let expected = expectation(&args)?;
     let store = args.store.open().await?;
-    let report = store.verify(args.from_position, args.to_position).await?;
+    let report = match expected {
+        Some((position, hash)) => digest::check(store.as_ref(), position, hash).await?,
+        None => store.verify(args.from_position, args.to_position).await?,
+    };
     let json = serde_json::to_string(&report).map_err(std::io::Error::from)?;
     println!("{json}");
     if report.ok {
         Ok(ExitCode::SUCCESS)
     } else {
         Err(CliError::Failed(format!(
-            "the hash chain is broken at position {}: {}",
+            "verification failed at position {}: {}",
             report.first_bad_position.unwrap_or(0),
             report.reason.as_deref().unwrap_or("unknown")
         )))
     }
+}
+
+/// The digest to check against, from --expect or --digest.
+fn expectation(args: &VerifyArgs) -> Result<Option<(u64, Hash)>, CliError> {
+    if let Some(text) = &args.expect {
+        return Ok(Some(Digest::parse_expectation(text)?));
+    }
+    let Some(path) = &args.digest else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Usage(format!("cannot read digest file {}: {e}", path.display())))?;
+    let d: Digest = serde_json::from_str(text.trim()).map_err(|e| {
+        CliError::Usage(format!(
+            "{} is not a digest as `annal digest` prints it: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(Some((d.position, d.hash)))
+}
+
+/// Prints the log's digest as one JSON line.
+pub async fn digest(args: DigestArgs) -> Result<ExitCode, CliError> {
+    let store = args.store.open().await?;
+    let d = digest::take(store.as_ref()).await?;
+    let json = serde_json::to_string(&d).map_err(std::io::Error::from)?;
+    println!("{json}");
+    Ok(ExitCode::SUCCESS)
 }

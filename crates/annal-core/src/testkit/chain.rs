@@ -67,6 +67,51 @@ pub async fn verify_detects_an_event_edited_behind_the_store<H: Harness>(h: H) {
     assert!(before.ok, "the range before the edit still verifies");
 }
 
+/// A digest proves the prefix it names: it passes on the log it was taken of (and on
+/// that log grown), and fails when its position is past the head (a cut-off tail), when
+/// the event there has another hash (a rewritten history), or when the chain before it
+/// was edited.
+pub async fn a_digest_proves_its_prefix_and_catches_a_cut_tail_or_a_rewrite<H: Harness>(h: H) {
+    use crate::digest;
+    let s = h.store();
+    let empty = digest::take(s).await.expect("digest of an empty log");
+    assert_eq!((empty.position, empty.hash), (0, crate::chain::Hash::ZERO));
+    seed_family(s, "family_123", 6).await;
+    let d = digest::take(s).await.expect("digest");
+    assert_eq!(d.position, 6);
+    assert!(d.recorded_at.is_some());
+    for (position, hash) in [(0, empty.hash), (6, d.hash)] {
+        let r = digest::check(s, position, hash).await.expect("check");
+        assert!(r.ok && r.checked == 6, "{r:?}");
+    }
+    seed_family(s, "family_456", 2).await;
+    let grown = digest::check(s, d.position, d.hash).await.expect("check");
+    assert!(grown.ok, "a grown log still holds the prefix: {grown:?}");
+    let cut = digest::check(s, 20, d.hash).await.expect("check");
+    assert!(!cut.ok && cut.first_bad_position == Some(20), "{cut:?}");
+    assert!(
+        cut.reason.as_deref().is_some_and(|r| r.contains("cut off")),
+        "{cut:?}"
+    );
+    let other = all(s).await[2].hash;
+    let rewritten = digest::check(s, 6, other).await.expect("check");
+    assert!(
+        !rewritten.ok && rewritten.stored_hash == Some(d.hash),
+        "{rewritten:?}"
+    );
+    h.tamper_data(
+        2,
+        r#"{"amount": 1, "date": "2024-10-20", "method": "cash"}"#,
+    )
+    .await;
+    let s = h.store();
+    let edited = digest::check(s, d.position, d.hash).await.expect("check");
+    assert!(
+        !edited.ok && edited.first_bad_position == Some(2),
+        "{edited:?}"
+    );
+}
+
 /// After a reopen, positions and the chain carry on where they were.
 pub async fn chain_and_positions_continue_after_reopen<H: Harness>(mut h: H) {
     seed_family(h.store(), "f", 3).await;

@@ -1,0 +1,186 @@
+//! Digests: the log's head (position and hash) written down outside the store, so that
+//! a later check can prove the log still holds that prefix unchanged.
+//!
+//! A hash chain shows an edit anywhere before the last event, but not a tail that was
+//! cut off, nor a history rewritten with every hash recomputed: both leave a chain that
+//! verifies. A digest kept elsewhere (a ticket, an email, another machine) closes both.
+//!
+//! Invariants:
+//! - a digest names an event by position and hash; the digest of an empty log is
+//!   position 0 with the zero hash, and every log holds that prefix;
+//! - [`check`] passes only when the whole chain verifies from position 1 to the head and
+//!   the event at the digest's position still has the digest's hash. Because each hash
+//!   covers its predecessor's, that proves every event up to that position unchanged;
+//! - a head before the digest's position is reported as a cut-off tail, never as "ok".
+
+use crate::chain::{self, Hash, VerifyReport};
+use crate::error::{Error, Result};
+use crate::event::Timestamp;
+use crate::read::Filter;
+use crate::store::Store;
+use serde::{Deserialize, Serialize};
+
+/// The log's head, written down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    /// The head's position (0: an empty log).
+    pub position: u64,
+    /// The head event's hash (the zero hash for an empty log).
+    pub hash: Hash,
+    /// When the head event was recorded (absent for an empty log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_at: Option<Timestamp>,
+    /// When the digest was taken.
+    pub taken_at: Timestamp,
+}
+
+impl Digest {
+    /// Parses `POSITION:HASH` (the short form `annal verify --expect` takes).
+    pub fn parse_expectation(text: &str) -> Result<(u64, Hash)> {
+        let invalid = |why: String| Error::invalid("expect", why);
+        let (position, hash) = text.split_once(':').ok_or_else(|| {
+            invalid(format!(
+                "'{text}' is not POSITION:HASH (for example 42:9f86d0…, the hash in 64 hex digits)"
+            ))
+        })?;
+        let position = position
+            .trim()
+            .parse::<u64>()
+            .map_err(|e| invalid(format!("'{position}' is not a position: {e}")))?;
+        let hash = hash
+            .trim()
+            .parse::<Hash>()
+            .map_err(|e| invalid(format!("'{hash}' is not a hash: {e}")))?;
+        Ok((position, hash))
+    }
+}
+
+/// The store's digest now: its head event's position, hash and time.
+pub async fn take<S: Store + ?Sized>(store: &S) -> Result<Digest> {
+    let taken_at = Timestamp::now();
+    let head = store.head(&[]).await?;
+    if head == 0 {
+        return Ok(Digest {
+            position: 0,
+            hash: Hash::ZERO,
+            recorded_at: None,
+            taken_at,
+        });
+    }
+    let event = store
+        .read_all(head - 1, 1, &Filter::default())
+        .await?
+        .pop()
+        .filter(|e| e.position == head)
+        .ok_or_else(|| Error::Corrupt(format!("the head event (position {head}) is missing")))?;
+    Ok(Digest {
+        position: head,
+        hash: event.hash,
+        recorded_at: Some(event.recorded_at),
+        taken_at,
+    })
+}
+
+/// Checks that the log still holds the prefix a digest names: the event at `position`
+/// has `hash`, and the chain verifies from position 1 to the head.
+pub async fn check<S: Store + ?Sized>(
+    store: &S,
+    position: u64,
+    hash: Hash,
+) -> Result<VerifyReport> {
+    let head = store.head(&[]).await?;
+    if position > head {
+        return Ok(failed(
+            head,
+            position,
+            format!(
+                "the log ends at position {head}, before the digest's position {position}: \
+                 its tail was cut off"
+            ),
+            Some(hash),
+            None,
+        ));
+    }
+    if position == 0 {
+        if hash != Hash::ZERO {
+            return Err(Error::invalid(
+                "expect",
+                "position 0 (an empty log) has the zero hash",
+            ));
+        }
+    } else {
+        let stored = store
+            .read_all(position - 1, 1, &Filter::default())
+            .await?
+            .pop()
+            .filter(|e| e.position == position);
+        match stored {
+            None => {
+                return Ok(failed(
+                    0,
+                    position,
+                    format!("the event at the digest's position {position} is missing"),
+                    Some(hash),
+                    None,
+                ));
+            }
+            Some(e) if e.hash != hash => {
+                return Ok(failed(
+                    0,
+                    position,
+                    format!(
+                        "the event at position {position} no longer has the digest's hash: \
+                         the history up to it was rewritten"
+                    ),
+                    Some(hash),
+                    Some(e.hash),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    if head == 0 {
+        return Ok(VerifyReport {
+            ok: true,
+            checked: 0,
+            first_bad_position: None,
+            reason: None,
+            expected_hash: None,
+            stored_hash: None,
+        });
+    }
+    chain::verify(store, None, None).await
+}
+
+fn failed(
+    checked: u64,
+    position: u64,
+    reason: String,
+    expected_hash: Option<Hash>,
+    stored_hash: Option<Hash>,
+) -> VerifyReport {
+    VerifyReport {
+        ok: false,
+        checked,
+        first_bad_position: Some(position),
+        reason: Some(reason),
+        expected_hash,
+        stored_hash,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expectation_is_a_position_and_a_hash() {
+        let hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let (p, h) = Digest::parse_expectation(&format!("42:{hash}")).expect("parses");
+        assert_eq!((p, h.to_hex()), (42, hash.to_owned()));
+        for bad in ["42", "x:00", &format!("-1:{hash}"), "42:abc"] {
+            let e = Digest::parse_expectation(bad).expect_err(bad);
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidRequest, "{bad}: {e}");
+        }
+    }
+}
