@@ -470,3 +470,61 @@ fn a_digest_kept_elsewhere_proves_the_prefix_and_catches_a_tail_cut_off() {
         text(&bad.stderr)
     );
 }
+
+#[test]
+fn a_backup_of_a_live_server_store_is_whole_and_a_stopped_server_leaves_no_wal() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut server = common::serve(dir.path(), &[]);
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let appended = annal(&["append", "--server", &url], &format!("{ENROL}\n{PAY}\n"));
+    assert!(appended.status.success(), "{}", text(&appended.stderr));
+    let s = store(dir.path());
+    let copy = dir.path().join("backup.db");
+    let copy_text = copy.display().to_string();
+
+    // Taken while the server runs: one consistent file, verified.
+    let out = annal(&["backup", "--store", &s, "--to", &copy_text], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON line");
+    assert_eq!(
+        (line["events"].as_u64(), line["verified"].as_bool()),
+        (Some(3), Some(true))
+    );
+    assert!(
+        !dir.path().join("backup.db-wal").exists(),
+        "the copy needs no WAL"
+    );
+    let again = annal(&["backup", "--store", &s, "--to", &copy_text], "");
+    assert_eq!(again.status.code(), Some(2), "never over an existing file");
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+    let pg = annal(
+        &[
+            "backup",
+            "--store",
+            "postgres://nobody@127.0.0.1:1/none",
+            "--to",
+            "x.db",
+        ],
+        "",
+    );
+    assert!(text(&pg.stderr).contains("pg_dump"), "{}", text(&pg.stderr));
+
+    // A clean stop checkpoints the WAL into the main file: the file alone is whole.
+    assert!(
+        server.terminate(Duration::from_secs(20)),
+        "the server stops on SIGTERM"
+    );
+    let wal = dir.path().join("annal.db-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "the WAL is emptied on a clean stop"
+    );
+    let alone = tempfile::tempdir().expect("dir");
+    std::fs::copy(dir.path().join("annal.db"), alone.path().join("annal.db")).expect("copy");
+    let verified = annal(&["verify", "--store", &store(alone.path())], "");
+    assert_eq!(text(&verified.stdout).trim(), r#"{"ok":true,"checked":3}"#);
+}

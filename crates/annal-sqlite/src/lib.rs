@@ -19,6 +19,7 @@
 //! The schema is in [`schema`]; docs/storage.md describes it for people querying the
 //! file by hand.
 
+mod backup;
 mod open;
 pub mod rows;
 pub mod schema;
@@ -62,6 +63,23 @@ struct Inner {
     head: watch::Receiver<u64>,
     /// The connection lease operations write on (opened on first use).
     leases: Mutex<Option<Connection>>,
+    /// The writer thread, joined when the store is dropped.
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    /// Closes the job channel and waits for the writer thread: it answers what was
+    /// queued, then checkpoints the WAL into the store file (see [`writer::run`]), so a
+    /// cleanly closed store is whole in its main file.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.jobs, closed));
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!(store = %self.path.display(), "the writer thread panicked");
+        }
+    }
 }
 
 impl SqliteStore {

@@ -157,7 +157,7 @@ impl SqliteStore {
             })?;
         let (head_tx, head_rx) = watch::channel(head);
         let (jobs, jobs_rx) = mpsc::channel();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("annal-sqlite-writer".into())
             .spawn(move || writer::run(conn, jobs_rx, head_tx))
             .map_err(OpenError::Thread)?;
@@ -170,6 +170,7 @@ impl SqliteStore {
                 reader_permits: Arc::new(Semaphore::new(options.readers.max(1))),
                 head: head_rx,
                 leases: Mutex::new(None),
+                writer: Some(writer),
             }),
         })
     }

@@ -36,8 +36,43 @@ const GATHER: Duration = Duration::from_micros(200);
 use annal_core::job::Outcome;
 pub use annal_core::job::{Job, SnapshotJob};
 
-/// Runs the writer until every sender is gone.
+/// How long the closing checkpoint waits for other connections' reads.
+const CLOSING_CHECKPOINT_WAIT: Duration = Duration::from_secs(1);
+
+/// Runs the writer until every sender is gone, then checkpoints the WAL into the store
+/// file and empties it ([`close`]).
 pub fn run(mut conn: Connection, jobs: Receiver<Job>, head: watch::Sender<u64>) {
+    serve(&mut conn, jobs, head);
+    close(&conn);
+}
+
+/// Copies every committed WAL frame into the store file and truncates the WAL, so that
+/// the file at rest holds the whole log (copying it alone is a whole copy). Waits at
+/// most [`CLOSING_CHECKPOINT_WAIT`] for other connections' reads; if some still need
+/// the WAL (another process), it is left for them to checkpoint, and that is logged.
+fn close(conn: &Connection) {
+    let done = conn.busy_timeout(CLOSING_CHECKPOINT_WAIT).and_then(|()| {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+    });
+    match done {
+        Ok((0, _, _)) => {}
+        Ok((_, frames, copied)) => tracing::info!(
+            frames,
+            copied,
+            "closing: other connections still read the WAL, so it stays; they checkpoint it"
+        ),
+        Err(e) => tracing::warn!(error = %e, "closing: the WAL could not be checkpointed"),
+    }
+}
+
+/// Commits queued jobs in groups until every sender is gone.
+fn serve(conn: &mut Connection, jobs: Receiver<Job>, head: watch::Sender<u64>) {
     let mut last_group = 1usize;
     while let Ok(first) = jobs.recv() {
         let mut weight = first.weight();
@@ -63,7 +98,7 @@ pub fn run(mut conn: Connection, jobs: Receiver<Job>, head: watch::Sender<u64>) 
             group.push(job);
         }
         last_group = group.len();
-        match commit_group(&mut conn, &group) {
+        match commit_group(conn, &group) {
             Ok((outcomes, tip)) => {
                 head.send_if_modified(|h| {
                     let moved = *h != tip;

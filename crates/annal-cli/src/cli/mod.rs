@@ -5,6 +5,7 @@
 
 mod append;
 mod audit;
+mod backup;
 pub mod config;
 mod copy;
 mod projections;
@@ -44,6 +45,9 @@ enum Command {
     /// the store, and `annal verify --digest FILE` later proves nothing before it changed
     /// and no tail was cut off.
     Digest(verify::DigestArgs),
+    /// Copy a live embedded store into a new file, consistently and whole (no WAL to
+    /// carry), then verify the copy's hash chain.
+    Backup(backup::BackupArgs),
     /// An aggregate's history: who changed it, when, how, and which event corrected which.
     Audit(audit::AuditArgs),
     /// Every event one correlation_id ties together, across aggregates.
@@ -150,6 +154,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Read(a) => read::run(*a).await,
         Command::Verify(a) => verify::run(a).await,
         Command::Digest(a) => verify::digest(a).await,
+        Command::Backup(a) => backup::run(a).await,
         Command::Audit(a) => audit::run(a).await,
         Command::Correlated(a) => audit::run_correlated(a).await,
         Command::Copy(a) => copy::run(a).await,
