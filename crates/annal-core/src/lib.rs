@@ -25,6 +25,7 @@ pub mod commit;
 pub mod digest;
 pub mod error;
 pub mod event;
+pub mod failures;
 pub mod group;
 pub mod import;
 pub mod job;

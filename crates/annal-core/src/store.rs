@@ -99,6 +99,13 @@ pub trait Store: Send + Sync {
     /// last position among those aggregates' events (0 if none).
     async fn head(&self, aggregate_types: &[String]) -> Result<u64>;
 
+    /// Why the store cannot write right now: its last commit failed for a reason of its
+    /// own (a full disk, a lost primary). `None` once a commit succeeds again, and for
+    /// stores that do not track it.
+    fn write_failure(&self) -> Option<String> {
+        None
+    }
+
     /// Saves a snapshot of `aggregate_id` at `version` (at most its current version),
     /// replacing one with the same aggregate, version and tag.
     async fn save_snapshot(

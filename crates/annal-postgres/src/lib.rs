@@ -177,6 +177,8 @@ struct Inner {
     jobs: mpsc::UnboundedSender<writer::Job>,
     head: watch::Receiver<u64>,
     listener: Arc<notify::Listener>,
+    /// Whether the writer's last commit failed.
+    health: annal_core::failures::WriteHealth,
 }
 
 impl fmt::Debug for PgStore {
@@ -359,6 +361,10 @@ impl Store for PgStore {
                 })
             })
             .transpose()
+    }
+
+    fn write_failure(&self) -> Option<String> {
+        self.inner.health.failure()
     }
 
     async fn head(&self, aggregate_types: &[String]) -> Result<u64> {

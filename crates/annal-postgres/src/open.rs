@@ -158,12 +158,14 @@ impl PgStore {
             state: listener.clone(),
         }));
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
+        let health = annal_core::failures::WriteHealth::default();
         tokio::spawn(writer::run(
             writer::Writer {
                 pool: pool.clone(),
                 sql,
                 timeout,
                 head: head_tx,
+                health: health.clone(),
             },
             jobs_rx,
         ));
@@ -177,6 +179,7 @@ impl PgStore {
                 jobs,
                 head: head_rx,
                 listener,
+                health,
             }),
         })
     }

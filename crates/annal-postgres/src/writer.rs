@@ -180,6 +180,8 @@ pub struct Writer {
     pub timeout: Option<Duration>,
     /// Where the writer publishes the head after each commit.
     pub head: Arc<watch::Sender<u64>>,
+    /// Whether its last commit failed.
+    pub health: annal_core::failures::WriteHealth,
 }
 
 /// Runs the writer until every sender is gone.
@@ -209,6 +211,7 @@ pub async fn run(w: Writer, mut jobs: mpsc::UnboundedReceiver<Job>) {
         last_group = group.len();
         match w.commit_group(&group).await {
             Ok((outcomes, tip)) => {
+                w.health.succeeded();
                 w.publish(tip);
                 for (job, outcome) in group.into_iter().zip(outcomes) {
                     job.answer(outcome);
@@ -220,17 +223,24 @@ pub async fn run(w: Writer, mut jobs: mpsc::UnboundedReceiver<Job>) {
                 for job in group {
                     match w.commit_group(std::slice::from_ref(&job)).await {
                         Ok((mut outcomes, tip)) => {
+                            w.health.succeeded();
                             w.publish(tip);
                             let outcome = outcomes
                                 .pop()
                                 .unwrap_or_else(|| Err(Error::Corrupt("no outcome".into())));
                             job.answer(outcome);
                         }
-                        Err(e) => job.answer(Err(group_failed(&e))),
+                        Err(e) => {
+                            let failed = group_failed(&e);
+                            w.health.failed(&failed);
+                            job.answer(Err(failed));
+                        }
                     }
                 }
             }
             Err(e) => {
+                let failed = group_failed(&e);
+                w.health.failed(&failed);
                 for job in group {
                     job.answer(Err(group_failed(&e)));
                 }

@@ -67,7 +67,9 @@ impl Problem {
 }
 
 impl From<Error> for Problem {
+    /// The store's own failures are also logged ([`annal_core::failures`]).
     fn from(e: Error) -> Self {
+        annal_core::failures::report("http", &e);
         Problem(Box::new(wire::Problem::from(&e)))
     }
 }

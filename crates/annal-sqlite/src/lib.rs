@@ -28,6 +28,7 @@ pub mod writer;
 pub use open::{OpenError, Options, default_readers};
 
 use annal_core::append::{ProposedTransaction, check_name};
+use annal_core::failures::WriteHealth;
 use annal_core::lease;
 use annal_core::{
     AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Lease, Limits, RawJson,
@@ -65,6 +66,8 @@ struct Inner {
     leases: Mutex<Option<Connection>>,
     /// The writer thread, joined when the store is dropped.
     writer: Option<std::thread::JoinHandle<()>>,
+    /// Whether the writer's last commit failed.
+    health: WriteHealth,
 }
 
 impl Drop for Inner {
@@ -269,6 +272,10 @@ impl Store for SqliteStore {
     async fn stream(&self, aggregate_id: &str) -> Result<Option<StreamRecord>> {
         let id = aggregate_id.to_owned();
         self.read(move |c| rows::stream_record(c, &id)).await
+    }
+
+    fn write_failure(&self) -> Option<String> {
+        self.inner.health.failure()
     }
 
     async fn head(&self, aggregate_types: &[String]) -> Result<u64> {

@@ -157,9 +157,13 @@ impl SqliteStore {
             })?;
         let (head_tx, head_rx) = watch::channel(head);
         let (jobs, jobs_rx) = mpsc::channel();
+        let health = annal_core::failures::WriteHealth::default();
         let writer = std::thread::Builder::new()
             .name("annal-sqlite-writer".into())
-            .spawn(move || writer::run(conn, jobs_rx, head_tx))
+            .spawn({
+                let health = health.clone();
+                move || writer::run(conn, jobs_rx, head_tx, health)
+            })
             .map_err(OpenError::Thread)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -171,6 +175,7 @@ impl SqliteStore {
                 head: head_rx,
                 leases: Mutex::new(None),
                 writer: Some(writer),
+                health,
             }),
         })
     }

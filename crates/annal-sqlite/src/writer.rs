@@ -21,6 +21,7 @@
 
 use crate::rows::{self, EVENT_COLUMNS, clamp, db};
 use annal_core::commit::{self, Fail, Group, Writes};
+use annal_core::failures::WriteHealth;
 use annal_core::import::Tip;
 use annal_core::{Error, Hash, RecordedEvent, Result, StreamRecord, Timestamp, Uuid, stored};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -41,8 +42,13 @@ const CLOSING_CHECKPOINT_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs the writer until every sender is gone, then checkpoints the WAL into the store
 /// file and empties it ([`close`]).
-pub fn run(mut conn: Connection, jobs: Receiver<Job>, head: watch::Sender<u64>) {
-    serve(&mut conn, jobs, head);
+pub fn run(
+    mut conn: Connection,
+    jobs: Receiver<Job>,
+    head: watch::Sender<u64>,
+    health: WriteHealth,
+) {
+    serve(&mut conn, jobs, head, &health);
     close(&conn);
 }
 
@@ -72,7 +78,12 @@ fn close(conn: &Connection) {
 }
 
 /// Commits queued jobs in groups until every sender is gone.
-fn serve(conn: &mut Connection, jobs: Receiver<Job>, head: watch::Sender<u64>) {
+fn serve(
+    conn: &mut Connection,
+    jobs: Receiver<Job>,
+    head: watch::Sender<u64>,
+    health: &WriteHealth,
+) {
     let mut last_group = 1usize;
     while let Ok(first) = jobs.recv() {
         let mut weight = first.weight();
@@ -100,6 +111,7 @@ fn serve(conn: &mut Connection, jobs: Receiver<Job>, head: watch::Sender<u64>) {
         last_group = group.len();
         match commit_group(conn, &group) {
             Ok((outcomes, tip)) => {
+                health.succeeded();
                 head.send_if_modified(|h| {
                     let moved = *h != tip;
                     *h = tip;
@@ -110,6 +122,7 @@ fn serve(conn: &mut Connection, jobs: Receiver<Job>, head: watch::Sender<u64>) {
                 }
             }
             Err(e) => {
+                health.failed(&e);
                 let msg = format!("the commit failed, nothing of it was written: {e}");
                 for job in group {
                     job.answer(Err(Error::Storage(msg.clone().into())));

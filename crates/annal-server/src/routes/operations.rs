@@ -24,22 +24,32 @@ pub async fn live() -> Res {
     ok(&Health::live())
 }
 
-/// `GET /health/ready`: the store answers.
+/// `GET /health/ready`: the store answers and can write.
 #[utoipa::path(
     get,
     path = "/health/ready",
     tag = "operations",
-    description = "Readiness: the store answers.",
+    description = "Readiness: the store answers reads, and its last commit did not fail (a full disk, a lost primary). A 503 says which.",
     responses(
-        (status = 200, description = "The store answers", body = Health),
+        (status = 200, description = "The store answers and writes", body = Health),
         Guarded
     )
 )]
 pub async fn ready(State(app): State<AppState>) -> Res {
-    match app.store.head(&[]).await {
-        Ok(head) => ok(&Health::ready(head)),
-        Err(e) => Err(Problem::unavailable(format!(
-            "the store does not answer: {e}"
+    let head = match app.store.head(&[]).await {
+        Ok(head) => head,
+        Err(e) => {
+            annal_core::failures::report("http", &e);
+            return Err(Problem::unavailable(format!(
+                "the store does not answer: {e}"
+            )));
+        }
+    };
+    match app.store.write_failure() {
+        None => ok(&Health::ready(head)),
+        Some(why) => Err(Problem::unavailable(format!(
+            "the store answers reads but cannot write: its last commit failed ({why}); \
+             ready again once a commit succeeds"
         ))),
     }
 }
