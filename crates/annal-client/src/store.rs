@@ -401,14 +401,39 @@ impl Store for HttpStore {
         from_position: Option<u64>,
         to_position: Option<u64>,
     ) -> Result<VerifyReport> {
+        self.verify_on_server(from_position, to_position, false)
+            .await
+    }
+
+    /// `GET /v1/verify?deep=true`: the server also runs its store's own checks.
+    async fn verify_deep(
+        &self,
+        from_position: Option<u64>,
+        to_position: Option<u64>,
+    ) -> Result<VerifyReport> {
+        self.verify_on_server(from_position, to_position, true)
+            .await
+    }
+}
+
+impl HttpStore {
+    async fn verify_on_server(
+        &self,
+        from_position: Option<u64>,
+        to_position: Option<u64>,
+        deep: bool,
+    ) -> Result<VerifyReport> {
         let mut url = self.url(&["v1", "verify"]);
-        if from_position.is_some() || to_position.is_some() {
+        if from_position.is_some() || to_position.is_some() || deep {
             let mut q = url.query_pairs_mut();
             if let Some(p) = from_position {
                 q.append_pair("from_position", &p.to_string());
             }
             if let Some(p) = to_position {
                 q.append_pair("to_position", &p.to_string());
+            }
+            if deep {
+                q.append_pair("deep", "true");
             }
         }
         self.get(url, self.inner.verify_timeout).await

@@ -184,7 +184,7 @@ pub fn event_hash(prev: &Hash, event: &RecordedEvent) -> Hash {
 
 /// The outcome of a chain check.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {
     /// Whether every checked event links to its predecessor.
     pub ok: bool,
@@ -202,6 +202,10 @@ pub struct VerifyReport {
     /// The hash stored there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stored_hash: Option<Hash>,
+    /// What the backend's own checks found (a deep verify only; any makes `ok` false):
+    /// damaged pages or indexes, stream records that disagree with the log.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storage: Vec<String>,
 }
 
 const VERIFY_PAGE: usize = 2048;
@@ -307,6 +311,7 @@ pub async fn verify<S: Store + ?Sized>(
         reason: None,
         expected_hash: None,
         stored_hash: None,
+        storage: Vec::new(),
     })
 }
 
@@ -324,6 +329,7 @@ fn bad(
         reason: Some(reason),
         expected_hash,
         stored_hash,
+        storage: Vec::new(),
     }
 }
 

@@ -147,6 +147,7 @@ pub async fn check<S: Store + ?Sized>(
             reason: None,
             expected_hash: None,
             stored_hash: None,
+            storage: Vec::new(),
         });
     }
     chain::verify(store, None, None).await
@@ -166,6 +167,7 @@ fn failed(
         reason: Some(reason),
         expected_hash,
         stored_hash,
+        storage: Vec::new(),
     }
 }
 

@@ -215,6 +215,28 @@ pub trait Store: Send + Sync {
     ) -> Result<VerifyReport> {
         chain::verify(self, from_position, to_position).await
     }
+
+    /// [`Store::verify`], plus the backend's own checks ([`Store::check_storage`]):
+    /// their findings go in the report's `storage`, and any makes it not `ok`.
+    async fn verify_deep(
+        &self,
+        from_position: Option<u64>,
+        to_position: Option<u64>,
+    ) -> Result<VerifyReport> {
+        let mut report = self.verify(from_position, to_position).await?;
+        let found = self.check_storage().await?;
+        if !found.is_empty() {
+            report.ok = false;
+            report.storage = found;
+        }
+        Ok(report)
+    }
+
+    /// The backend's own consistency checks (its pages and indexes, its stream records
+    /// against the log): what is wrong, if anything. Provided: nothing to check.
+    async fn check_storage(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// The one result of a transaction of one append.

@@ -21,6 +21,7 @@
 //! The store lives in its own PostgreSQL schema (default `annal`), which it creates and
 //! migrates itself. docs/postgres.md describes the tables and the URL options.
 
+mod check;
 pub mod config;
 pub mod notify;
 mod open;
@@ -365,6 +366,11 @@ impl Store for PgStore {
 
     fn write_failure(&self) -> Option<String> {
         self.inner.health.failure()
+    }
+
+    /// The head row and the stream records against the log.
+    async fn check_storage(&self) -> Result<Vec<String>> {
+        self.problems().await
     }
 
     async fn head(&self, aggregate_types: &[String]) -> Result<u64> {

@@ -190,3 +190,42 @@ async fn a_negative_checkpoint_position_or_lease_token_is_reported_corrupt_not_w
     assert!(checkpoint.contains("checkpoints.position") && checkpoint.contains("-5"));
     assert!(corrupt_message(h.store.leases("g").await).contains("leases.token"));
 }
+
+/// A deep verify checks what annal keeps beside the events: a head row that does not
+/// match the last event, and stream records that disagree with the log, fail it; the
+/// chain-only verify does not see either.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_row_or_stream_records_out_of_step_with_the_log_fail_the_deep_verify() {
+    if !common::available() {
+        return;
+    }
+    let h = fresh().await;
+    annal_core::testkit::fixtures::seed_family(&h.store, "family_1", 5).await;
+    annal_core::testkit::fixtures::seed_family(&h.store, "family_2", 3).await;
+    let intact = h.store.verify_deep(None, None).await.expect("deep");
+    assert!(intact.ok && intact.storage.is_empty(), "{intact:?}");
+    let c = common::admin().await;
+    let s = &h.schema;
+    c.batch_execute(&format!(
+        "UPDATE \"{s}\".streams SET version = 9 WHERE aggregate_id = 'family_1';
+         UPDATE \"{s}\".head SET position = 6"
+    ))
+    .await
+    .expect("edit behind the store's back");
+    let deep = h.store.verify_deep(None, None).await.expect("deep");
+    assert!(!deep.ok, "{deep:?}");
+    let said = deep.storage.join("\n");
+    assert!(
+        said.contains("the head row says position 6, the last stored event is at 8"),
+        "{said}"
+    );
+    assert!(
+        said.contains("stream family_1's record says version 9, its events end at version 5"),
+        "{said}"
+    );
+    assert!(
+        said.contains("stream family_1's record says version 9, but no such event is stored"),
+        "{said}"
+    );
+    assert!(h.store.verify(None, None).await.expect("quick").ok);
+}

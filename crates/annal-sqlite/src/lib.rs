@@ -20,6 +20,7 @@
 //! file by hand.
 
 mod backup;
+mod check;
 mod open;
 pub mod rows;
 pub mod schema;
@@ -276,6 +277,11 @@ impl Store for SqliteStore {
 
     fn write_failure(&self) -> Option<String> {
         self.inner.health.failure()
+    }
+
+    /// SQLite's `integrity_check` and the stream records against the log.
+    async fn check_storage(&self) -> Result<Vec<String>> {
+        self.read(check::problems).await
     }
 
     async fn head(&self, aggregate_types: &[String]) -> Result<u64> {

@@ -25,6 +25,10 @@ pub struct VerifyArgs {
     /// The same as --expect, from a file holding what `annal digest` printed.
     #[arg(long, value_name = "FILE")]
     digest: Option<PathBuf>,
+    /// Check the hash chain only, skipping the store's own checks (SQLite's
+    /// integrity_check of every page and index; the stream records against the log).
+    #[arg(long)]
+    quick: bool,
 }
 
 #[derive(Debug, Args)]
@@ -36,19 +40,35 @@ pub struct DigestArgs {
 pub async fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
     let expected = expectation(&args)?;
     let store = args.store.open().await?;
-    let report = match expected {
+    let mut report = match expected {
         Some((position, hash)) => digest::check(store.as_ref(), position, hash).await?,
-        None => store.verify(args.from_position, args.to_position).await?,
+        None if args.quick => store.verify(args.from_position, args.to_position).await?,
+        None => {
+            store
+                .verify_deep(args.from_position, args.to_position)
+                .await?
+        }
     };
+    if expected.is_some() && !args.quick {
+        let found = store.check_storage().await?;
+        if !found.is_empty() {
+            report.ok = false;
+            report.storage = found;
+        }
+    }
     let json = serde_json::to_string(&report).map_err(std::io::Error::from)?;
     println!("{json}");
     if report.ok {
         Ok(ExitCode::SUCCESS)
+    } else if let Some(position) = report.first_bad_position {
+        Err(CliError::Failed(format!(
+            "verification failed at position {position}: {}",
+            report.reason.as_deref().unwrap_or("unknown")
+        )))
     } else {
         Err(CliError::Failed(format!(
-            "verification failed at position {}: {}",
-            report.first_bad_position.unwrap_or(0),
-            report.reason.as_deref().unwrap_or("unknown")
+            "the store's own checks failed: {}",
+            report.storage.join("; ")
         )))
     }
 }
