@@ -13,7 +13,7 @@
 //!   covers its predecessor's, that proves every event up to that position unchanged;
 //! - a head before the digest's position is reported as a cut-off tail, never as "ok".
 
-use crate::chain::{self, Hash, VerifyReport};
+use crate::chain::{Hash, VerifyReport};
 use crate::error::{Error, Result};
 use crate::event::Timestamp;
 use crate::read::Filter;
@@ -110,7 +110,7 @@ pub async fn check<S: Store + ?Sized>(
         }
     } else {
         let stored = store
-            .read_all(position - 1, 1, &Filter::default())
+            .read_all_unchecked(position - 1, 1, &Filter::default())
             .await?
             .pop()
             .filter(|e| e.position == position);
@@ -150,7 +150,7 @@ pub async fn check<S: Store + ?Sized>(
             storage: Vec::new(),
         });
     }
-    chain::verify(store, None, None).await
+    store.verify(None, None).await
 }
 
 fn failed(

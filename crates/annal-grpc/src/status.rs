@@ -65,6 +65,9 @@ pub(crate) async fn decode_failures_are_invalid_argument(req: Request, next: Nex
 /// A store error as a gRPC status.
 pub(crate) fn to_status(e: Error) -> Status {
     annal_core::failures::report("grpc", &e);
+    if matches!(e, Error::Corrupt(_)) {
+        metrics::counter!("annal_corrupt_total", "surface" => "grpc").increment(1);
+    }
     match e {
         Error::StreamDeleted { aggregate_id } => stream_deleted(&aggregate_id),
         Error::WrongExpectedVersion { .. } => with_exception(

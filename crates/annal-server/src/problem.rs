@@ -70,6 +70,9 @@ impl From<Error> for Problem {
     /// The store's own failures are also logged ([`annal_core::failures`]).
     fn from(e: Error) -> Self {
         annal_core::failures::report("http", &e);
+        if e.kind() == ErrorKind::Corrupt {
+            metrics::counter!("annal_corrupt_total", "surface" => "http").increment(1);
+        }
         Problem(Box::new(wire::Problem::from(&e)))
     }
 }

@@ -228,7 +228,9 @@ impl Store for SqliteStore {
                     from_version.unwrap_or(u64::MAX),
                 ),
             };
-            rows::query_events(c, &sql, rusqlite::params![id, clamp(from), clamp(limit)])
+            let events =
+                rows::query_events(c, &sql, rusqlite::params![id, clamp(from), clamp(limit)])?;
+            rows::checked(c, events)
         })
         .await
     }
@@ -241,24 +243,29 @@ impl Store for SqliteStore {
     ) -> Result<Vec<RecordedEvent>> {
         let filter = filter.clone();
         self.read(move |c| {
-            let mut after = after_position;
-            if let Some(since) = filter.since {
-                after = after.max(rows::first_position_at(c, since)?.saturating_sub(1));
-            }
-            let before = match filter.until {
-                Some(until) => Some(rows::first_position_at(c, until)?),
-                None => None,
-            };
-            let (sql, params) = rows::read_all_sql(after, before, limit, &filter);
-            rows::query_events(c, &sql, rusqlite::params_from_iter(params))
+            let events = rows::read_all(c, after_position, limit, &filter)?;
+            rows::checked(c, events)
         })
         .await
+    }
+
+    /// The log as stored, for `verify` (which reports a mismatch rather than failing).
+    async fn read_all_unchecked(
+        &self,
+        after_position: u64,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<RecordedEvent>> {
+        let filter = filter.clone();
+        self.read(move |c| rows::read_all(c, after_position, limit, &filter))
+            .await
     }
 
     async fn event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {
         self.read(move |c| {
             let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1");
-            Ok(rows::query_events(c, &sql, [event_id.hyphenated().to_string()])?.pop())
+            let events = rows::query_events(c, &sql, [event_id.hyphenated().to_string()])?;
+            Ok(rows::checked(c, events)?.pop())
         })
         .await
     }

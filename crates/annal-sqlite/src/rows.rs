@@ -132,6 +132,48 @@ pub fn read_all_sql(
     (sql, params)
 }
 
+/// A filtered read of the global log, its time bounds turned into positions first.
+pub fn read_all(
+    conn: &Connection,
+    after_position: u64,
+    limit: usize,
+    filter: &Filter,
+) -> Result<Vec<RecordedEvent>> {
+    let mut after = after_position;
+    if let Some(since) = filter.since {
+        after = after.max(first_position_at(conn, since)?.saturating_sub(1));
+    }
+    let before = match filter.until {
+        Some(until) => Some(first_position_at(conn, until)?),
+        None => None,
+    };
+    let (sql, params) = read_all_sql(after, before, limit, filter);
+    query_events(conn, &sql, rusqlite::params_from_iter(params))
+}
+
+/// `events`, read on `conn`, once each is checked against its stored hash
+/// ([`annal_core::chain::check_served`]); predecessors' hashes come from `conn`.
+pub fn checked(conn: &Connection, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
+    let needed = annal_core::chain::predecessors_needed(&events);
+    let mut found = Vec::with_capacity(needed.len());
+    if !needed.is_empty() {
+        let mut stmt = conn
+            .prepare_cached("SELECT hash FROM events WHERE position = ?1")
+            .map_err(db)?;
+        for p in needed {
+            let hash: Option<String> = stmt
+                .query_row([clamp(p)], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+            if let Some(hash) = hash {
+                found.push((p, hash.parse().map_err(|e| corrupt(clamp(p), "hash", e))?));
+            }
+        }
+    }
+    annal_core::chain::check_served(&events, &found)?;
+    Ok(events)
+}
+
 /// The first position whose event was recorded at or after `at` (the head + 1 if none).
 ///
 /// `recorded_at` never decreases with position (the writer's invariant, kept by imports

@@ -112,6 +112,55 @@ pub async fn a_digest_proves_its_prefix_and_catches_a_cut_tail_or_a_rewrite<H: H
     );
 }
 
+/// An event edited behind the store's back is never served: every read that would
+/// return it (the log, its aggregate, by id) fails with `corrupt` naming its position,
+/// the events before it are still served, and verify still reports where and how.
+pub async fn a_tampered_event_is_never_served<H: Harness>(h: H) {
+    let s = h.store();
+    seed_family(s, "family_123", 6).await;
+    seed_family(s, "family_456", 2).await;
+    let id = all(s).await[3].event_id;
+    h.tamper_data(
+        4,
+        r#"{"amount": 1, "date": "2024-10-20", "method": "cash"}"#,
+    )
+    .await;
+    let s = h.store();
+    let names_4 = |e: crate::error::Error| {
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("position 4"), "{e}");
+    };
+    names_4(
+        s.read_all(0, 100, &Default::default())
+            .await
+            .expect_err("read all"),
+    );
+    names_4(
+        s.read_all(3, 1, &Default::default())
+            .await
+            .expect_err("read from it"),
+    );
+    use crate::read::Direction;
+    names_4(
+        s.read_aggregate("family_123", Direction::Backward, None, 10)
+            .await
+            .expect_err("its aggregate, backwards"),
+    );
+    names_4(s.event(id).await.expect_err("by id"));
+    let before = s
+        .read_all(0, 3, &Default::default())
+        .await
+        .expect("before it");
+    assert_eq!(before.len(), 3);
+    let other = s
+        .read_aggregate("family_456", Direction::Forward, None, 10)
+        .await
+        .expect("another aggregate, after it in the log");
+    assert_eq!(other.len(), 2);
+    let r = s.verify(None, None).await.expect("verify reports");
+    assert_eq!(r.first_bad_position, Some(4), "{r:?}");
+}
+
 /// After a reopen, positions and the chain carry on where they were.
 pub async fn chain_and_positions_continue_after_reopen<H: Harness>(mut h: H) {
     seed_family(h.store(), "f", 3).await;

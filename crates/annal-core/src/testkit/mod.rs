@@ -88,6 +88,7 @@ macro_rules! conformance_suite {
             chain::verify_of_a_range_past_the_head_is_invalid_not_broken,
             chain::verify_detects_an_event_edited_behind_the_store,
             chain::a_digest_proves_its_prefix_and_catches_a_cut_tail_or_a_rewrite,
+            chain::a_tampered_event_is_never_served,
             chain::chain_and_positions_continue_after_reopen,
             commit::sixteen_writers_racing_on_one_aggregate_win_each_version_once,
             read::eight_writers_while_a_reader_tails_see_every_position_once_in_order,
