@@ -21,6 +21,7 @@ use crate::store::Store;
 use serde::{Deserialize, Serialize};
 
 /// The log's head, written down.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Digest {
     /// The head's position (0: an empty log).

@@ -166,6 +166,7 @@ pub(crate) fn http_router(
         )
         .route("/v1/subscribe", get(routes::subscribe))
         .route("/v1/verify", get(routes::verify))
+        .route("/v1/digest", get(routes::digest))
         .route("/health/live", get(routes::live))
         .route("/health/ready", get(routes::ready))
         .route("/metrics", get(routes::metrics))

@@ -4,7 +4,7 @@
 use crate::routes;
 use annal_core::checkpoint::CheckpointStatus;
 use annal_core::wire::{
-    AcquireBody, AppendRequest, AppendResult, Checkpoint, CheckpointList, CheckpointWrite,
+    AcquireBody, AppendRequest, AppendResult, Checkpoint, CheckpointList, CheckpointWrite, Digest,
     EventsPage, Head, Health, HeartbeatBody, HeldBody, Lease, LeaseList, MemberList, Problem,
     RecordedEvent, Snapshot, SnapshotBody, StreamPage, Transaction, TransactionResult,
     VerifyReport,
@@ -38,6 +38,7 @@ use utoipa::OpenApi;
         routes::latest_snapshot,
         routes::subscribe,
         routes::verify,
+        routes::digest,
         routes::live,
         routes::ready,
         routes::metrics,
@@ -67,6 +68,7 @@ use utoipa::OpenApi;
         MemberList,
         Snapshot,
         VerifyReport,
+        Digest,
         SnapshotBody,
         CheckpointList,
         Problem,

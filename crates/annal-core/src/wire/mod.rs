@@ -18,7 +18,7 @@ pub mod operations;
 pub mod problem;
 pub mod snapshots;
 
-pub use audit::VerifyReport;
+pub use audit::{Digest, VerifyReport};
 pub use checkpoints::{Checkpoint, CheckpointList, CheckpointWrite};
 pub use events::{
     AppendRequest, AppendResult, EventsPage, Head, RecordedEvent, StreamPage, Transaction,

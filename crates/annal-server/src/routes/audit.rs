@@ -1,9 +1,10 @@
-//! The `audit` routes: the hash chain checked by the server, next to its data.
+//! The `audit` routes: the hash chain checked by the server, next to its data, and the
+//! log's digest (its head, to keep elsewhere).
 
 use super::{BadRequest, Guarded, Res, ok};
 use crate::AppState;
 use crate::auth::Caller;
-use annal_core::wire::VerifyReport;
+use annal_core::wire::{Digest, VerifyReport};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
 use serde::Deserialize;
@@ -51,4 +52,20 @@ pub async fn verify(
         app.store.verify(q.from_position, q.to_position).await?
     };
     ok(&report)
+}
+
+/// `GET /v1/digest`
+#[utoipa::path(
+    get,
+    path = "/v1/digest",
+    tag = "audit",
+    description = "The log's digest: its head position and hash, the head event's time and now. Keep it outside the store; `annal verify --digest` (or --expect POSITION:HASH) later proves the log still holds that prefix unchanged, which catches a cut-off tail (docs/chain.md).",
+    responses(
+        (status = 200, description = "The digest", body = Digest),
+        Guarded
+    )
+)]
+pub async fn digest(State(app): State<AppState>, Extension(caller): Extension<Caller>) -> Res {
+    caller.check_unlimited()?;
+    ok(&annal_core::digest::take(app.store.as_ref()).await?)
 }

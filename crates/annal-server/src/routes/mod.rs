@@ -13,7 +13,7 @@ mod groups;
 mod operations;
 mod snapshots;
 
-pub use audit::{__path_verify, verify};
+pub use audit::{__path_digest, __path_verify, digest, verify};
 pub use checkpoints::{
     __path_get_checkpoint, __path_list_checkpoints, __path_put_checkpoint, get_checkpoint,
     list_checkpoints, put_checkpoint,
