@@ -61,7 +61,7 @@ pub use event::{ParseTimestampError, RawJson, RecordedEvent, Timestamp};
 pub use lease::{Lease, LeaseFence};
 pub use read::{Direction, Filter};
 pub use repository::{
-    CommandContext, Executed, Loaded, Repository, RepositoryError, SnapshotPolicy,
+    CommandContext, ConflictRetry, Executed, Loaded, Repository, RepositoryError, SnapshotPolicy,
 };
 pub use snapshot::Snapshot;
 pub use store::{AggregateInfo, Store};

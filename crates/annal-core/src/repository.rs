@@ -8,7 +8,9 @@
 //!   [`Aggregate::SNAPSHOT_TAG`] and its state deserialises (otherwise it is ignored with a
 //!   warning and the state is rebuilt from events);
 //! - a command's events are appended with the exact version its decision was made on; a
-//!   conflict reloads and decides again, at most `max_attempts` times;
+//!   conflict reloads and decides again, at most [`ConflictRetry::max_attempts`] times,
+//!   after a pause drawn at random up to a bound that doubles with each conflict (full
+//!   jitter), so writers racing on one aggregate spread out instead of colliding again;
 //! - snapshot writes happen in a background task after the append they follow has been
 //!   acknowledged: they never fail or delay it, they may lag.
 
@@ -22,6 +24,7 @@ use crate::upcast::{UpcastError, Upcasters};
 use serde_json::{Map, Value};
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Metadata key holding when an event happened in the domain (RFC 3339), as opposed to
@@ -174,12 +177,48 @@ pub enum RepositoryError<E: std::error::Error + 'static> {
     Store(#[from] Error),
 }
 
+/// How [`Repository::execute`] retries after a conflict (another writer changed the
+/// aggregate between the load and the append).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConflictRetry {
+    /// Decisions per command, the first included (at least 1; default 10).
+    pub max_attempts: u32,
+    /// Bound of the pause after the first conflict, doubled after each further one
+    /// (default 2 ms). The pause is drawn at random between zero and the bound.
+    pub first_backoff: Duration,
+    /// The largest bound (default 250 ms).
+    pub max_backoff: Duration,
+}
+
+impl Default for ConflictRetry {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            first_backoff: Duration::from_millis(2),
+            max_backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+impl ConflictRetry {
+    /// The pause after the `conflicts`-th conflict (1-based): at random up to
+    /// `first_backoff × 2^(conflicts-1)`, at most `max_backoff`.
+    pub fn pause(&self, conflicts: u32) -> Duration {
+        let bound = self
+            .first_backoff
+            .saturating_mul(1u32 << conflicts.saturating_sub(1).min(16))
+            .min(self.max_backoff);
+        let micros = u64::try_from(bound.as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(fastrand::u64(..=micros))
+    }
+}
+
 /// Loads and changes aggregates of type `A` in a store.
 pub struct Repository<A: Aggregate> {
     store: Arc<dyn Store>,
     upcasters: Upcasters,
     policy: SnapshotPolicy,
-    max_attempts: u32,
+    retry: ConflictRetry,
     aggregate: PhantomData<fn() -> A>,
 }
 
@@ -189,7 +228,7 @@ impl<A: Aggregate> Clone for Repository<A> {
             store: self.store.clone(),
             upcasters: self.upcasters.clone(),
             policy: self.policy,
-            max_attempts: self.max_attempts,
+            retry: self.retry,
             aggregate: PhantomData,
         }
     }
@@ -198,13 +237,14 @@ impl<A: Aggregate> Clone for Repository<A> {
 type Res<T, A> = Result<T, RepositoryError<<A as Aggregate>::Error>>;
 
 impl<A: Aggregate> Repository<A> {
-    /// A repository on `store`: no upcasters, no snapshots, 5 attempts per command.
+    /// A repository on `store`: no upcasters, no snapshots, conflicts retried as
+    /// [`ConflictRetry::default`] says (10 decisions per command, jittered backoff).
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
             upcasters: Upcasters::new(),
             policy: SnapshotPolicy::Never,
-            max_attempts: 5,
+            retry: ConflictRetry::default(),
             aggregate: PhantomData,
         }
     }
@@ -223,7 +263,16 @@ impl<A: Aggregate> Repository<A> {
 
     /// Decides a command at most this many times on conflicts (at least 1).
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts.max(1);
+        self.retry.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Retries conflicts this way (attempts and backoff).
+    pub fn with_conflict_retry(mut self, retry: ConflictRetry) -> Self {
+        self.retry = ConflictRetry {
+            max_attempts: retry.max_attempts.max(1),
+            ..retry
+        };
         self
     }
 
@@ -277,7 +326,7 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// Decides `command` on the current state and appends its events with optimistic
-    /// concurrency, deciding again after a conflict (at most `max_attempts` times).
+    /// concurrency, deciding again after a conflict (as [`ConflictRetry`] says).
     pub async fn execute(
         &self,
         id: &str,
@@ -330,7 +379,10 @@ impl<A: Aggregate> Repository<A> {
         ctx: &CommandContext,
         decide: impl Fn(&A) -> Res<Vec<(A::Event, Map<String, Value>)>, A>,
     ) -> Res<Executed<A>, A> {
-        for attempt in 1..=self.max_attempts {
+        for attempt in 1..=self.retry.max_attempts {
+            if attempt > 1 {
+                tokio::time::sleep(self.retry.pause(attempt - 1)).await;
+            }
             let loaded = self.load(id).await?;
             let decided = decide(&loaded.state)?;
             if decided.is_empty() {
@@ -386,7 +438,7 @@ impl<A: Aggregate> Repository<A> {
         }
         Err(RepositoryError::Conflict {
             aggregate_id: id.to_owned(),
-            attempts: self.max_attempts,
+            attempts: self.retry.max_attempts,
         })
     }
 

@@ -33,4 +33,7 @@ pub use annal_core::*;
 pub use annal_postgres as postgres;
 #[cfg(feature = "sqlite")]
 pub use annal_sqlite as sqlite;
+/// The attribute that projection [`Handler`](projection::Handler)s and other async traits
+/// of annal are implemented with, so a crate using annal needs no dependency of its own.
+pub use async_trait::async_trait;
 pub use url::{OpenError, StoreUrl, connect, connect_with, open, open_with};

@@ -212,6 +212,54 @@ impl Store for Meddler {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_concurrent_commands_on_one_aggregate_all_land_with_the_default_retry() {
+    let (_d, store) = fresh();
+    let repo = Repository::<Counter>::new(store.clone());
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let repo = repo.clone();
+            tokio::spawn(async move {
+                let t = std::time::Instant::now();
+                let done = repo.execute("account", Cmd::Inc(1), &ctx()).await;
+                (done, t.elapsed())
+            })
+        })
+        .collect();
+    let mut attempts = Vec::new();
+    for t in tasks {
+        let (done, took) = t.await.expect("task");
+        let done = done.expect("every command lands with the default retry");
+        attempts.push((done.attempts, took));
+    }
+    let total: u32 = attempts.iter().map(|(a, _)| a).sum();
+    let slowest = attempts.iter().map(|(_, t)| *t).max().unwrap_or_default();
+    eprintln!(
+        "10 writers on one aggregate: {total} decisions in all, slowest {slowest:?}, all in {:?}",
+        started.elapsed()
+    );
+    let loaded = repo.load("account").await.expect("load");
+    assert_eq!((loaded.version, loaded.state.value), (10, 10));
+}
+
+#[test]
+fn conflict_pauses_are_jittered_up_to_a_doubling_bound() {
+    let retry = annal::ConflictRetry::default();
+    for conflicts in 1..=12u32 {
+        let bound = retry
+            .first_backoff
+            .saturating_mul(1 << (conflicts - 1))
+            .min(retry.max_backoff);
+        let pauses: Vec<_> = (0..200).map(|_| retry.pause(conflicts)).collect();
+        assert!(pauses.iter().all(|p| *p <= bound), "within the bound");
+        assert!(
+            pauses.iter().any(|p| *p != pauses[0]),
+            "drawn at random, not one fixed pause"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_conflict_that_outlives_its_retries_is_reported() {
     let dir = tempfile::tempdir().expect("dir");
