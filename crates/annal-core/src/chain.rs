@@ -404,7 +404,8 @@ pub async fn verify<S: Store + ?Sized>(
     })
 }
 
-fn bad(
+/// A failed report: `checked` events were fine, then `position` was not, for `reason`.
+pub(crate) fn bad(
     checked: u64,
     position: u64,
     reason: String,

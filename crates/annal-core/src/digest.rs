@@ -13,7 +13,7 @@
 //!   covers its predecessor's, that proves every event up to that position unchanged;
 //! - a head before the digest's position is reported as a cut-off tail, never as "ok".
 
-use crate::chain::{Hash, VerifyReport};
+use crate::chain::{self, Hash, VerifyReport};
 use crate::error::{Error, Result};
 use crate::event::Timestamp;
 use crate::read::Filter;
@@ -91,7 +91,7 @@ pub async fn check<S: Store + ?Sized>(
 ) -> Result<VerifyReport> {
     let head = store.head(&[]).await?;
     if position > head {
-        return Ok(failed(
+        return Ok(chain::bad(
             head,
             position,
             format!(
@@ -117,7 +117,7 @@ pub async fn check<S: Store + ?Sized>(
             .filter(|e| e.position == position);
         match stored {
             None => {
-                return Ok(failed(
+                return Ok(chain::bad(
                     0,
                     position,
                     format!("the event at the digest's position {position} is missing"),
@@ -126,7 +126,7 @@ pub async fn check<S: Store + ?Sized>(
                 ));
             }
             Some(e) if e.hash != hash => {
-                return Ok(failed(
+                return Ok(chain::bad(
                     0,
                     position,
                     format!(
@@ -143,33 +143,10 @@ pub async fn check<S: Store + ?Sized>(
     if head == 0 {
         return Ok(VerifyReport {
             ok: true,
-            checked: 0,
-            first_bad_position: None,
-            reason: None,
-            expected_hash: None,
-            stored_hash: None,
-            storage: Vec::new(),
+            ..VerifyReport::default()
         });
     }
     store.verify(None, None).await
-}
-
-fn failed(
-    checked: u64,
-    position: u64,
-    reason: String,
-    expected_hash: Option<Hash>,
-    stored_hash: Option<Hash>,
-) -> VerifyReport {
-    VerifyReport {
-        ok: false,
-        checked,
-        first_bad_position: Some(position),
-        reason: Some(reason),
-        expected_hash,
-        stored_hash,
-        storage: Vec::new(),
-    }
 }
 
 #[cfg(test)]
