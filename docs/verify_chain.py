@@ -5,8 +5,10 @@
 
 The recipe is in docs/chain.md. Only the Python standard library is used. When the
 export does not start at position 1, pass the stored hash of the event before it:
-`--prev HEX`. Exits 0 and prints "ok: N events" when every event links to its
-predecessor, else prints the first bad position and exits 1.
+`--prev HEX`. To check a digest (`annal digest`) too, pass `--expect POSITION:HASH`:
+the export must then reach that position, and the event there must have that hash.
+Exits 0 and prints "ok: N events" when every event links to its predecessor (and the
+digest holds), else prints the first problem and exits 1.
 """
 
 import hashlib
@@ -81,8 +83,19 @@ def event_hash(prev, raw):
 
 def main():
     prev = bytes(32)
-    if len(sys.argv) == 3 and sys.argv[1] == "--prev":
-        prev = bytes.fromhex(sys.argv[2])
+    expect = None
+    args = sys.argv[1:]
+    while args:
+        if len(args) >= 2 and args[0] == "--prev":
+            prev = bytes.fromhex(args[1])
+        elif len(args) >= 2 and args[0] == "--expect":
+            position, _, digest = args[1].partition(":")
+            expect = (int(position), bytes.fromhex(digest))
+        else:
+            print(f"usage: {sys.argv[0]} [--prev HEX] [--expect POSITION:HASH] < events.ndjson")
+            return 2
+        args = args[2:]
+    seen = {0: bytes(32)}
     checked = 0
     expected_position = None
     for line in sys.stdin:
@@ -101,6 +114,19 @@ def main():
         prev = stored
         checked += 1
         expected_position = position + 1
+        if expect is not None and position == expect[0]:
+            seen[position] = stored
+    if expect is not None:
+        position, digest = expect
+        last = (expected_position or 1) - 1
+        if position not in seen:
+            print(f"bad: the log ends at position {last}, before the digest's position "
+                  f"{position}: its tail was cut off")
+            return 1
+        if seen[position] != digest:
+            print(f"bad: position {position} has hash {seen[position].hex()}, the digest "
+                  f"says {digest.hex()}: the history up to it was rewritten")
+            return 1
     print(f"ok: {checked} events")
     return 0
 
