@@ -24,6 +24,7 @@ mod check;
 mod open;
 pub mod rows;
 pub mod schema;
+pub mod wal_check;
 pub mod writer;
 
 pub use open::{OpenError, Options, default_readers};

@@ -24,6 +24,10 @@ pub struct Options {
     pub limits: Limits,
     /// Most read connections open at once (at least 1); reads beyond wait for one.
     pub readers: usize,
+    /// Open even if SQLite would drop acknowledged commits from a damaged WAL
+    /// ([`crate::wal_check`]); default: `ANNAL_ACCEPT_TRUNCATED_WAL=1` in the
+    /// environment, else refuse ([`OpenError::DamagedWal`]).
+    pub accept_truncated_wal: bool,
 }
 
 impl Default for Options {
@@ -31,6 +35,8 @@ impl Default for Options {
         Self {
             limits: Limits::default(),
             readers: default_readers(),
+            accept_truncated_wal: std::env::var("ANNAL_ACCEPT_TRUNCATED_WAL")
+                .is_ok_and(|v| v.trim() == "1"),
         }
     }
 }
@@ -87,6 +93,22 @@ pub enum OpenError {
         /// What is wrong.
         source: annal_core::stored::OutOfRange,
     },
+    /// The WAL is damaged before commits that were acknowledged: SQLite would drop them
+    /// silently, so the store is not opened.
+    #[error(
+        "store file {path}: its write-ahead log is damaged before {lost} committed \
+         transaction(s), which SQLite would silently drop (it keeps {kept} frames). Copy \
+         {path}-wal aside as evidence, restore from a backup, or set \
+         ANNAL_ACCEPT_TRUNCATED_WAL=1 to open it without those commits"
+    )]
+    DamagedWal {
+        /// The file.
+        path: PathBuf,
+        /// Commits that would be dropped.
+        lost: u64,
+        /// Frames SQLite would keep.
+        kept: u64,
+    },
     /// The writer thread could not be started.
     #[error("cannot start the writer thread: {0}")]
     Thread(std::io::Error),
@@ -96,6 +118,7 @@ impl From<OpenError> for Error {
     fn from(e: OpenError) -> Self {
         match e {
             OpenError::Corrupt { source, .. } => source.into(),
+            e @ OpenError::DamagedWal { .. } => Error::Corrupt(e.to_string()),
             other => Error::storage(other),
         }
     }
@@ -121,6 +144,26 @@ impl SqliteStore {
             path: path.clone(),
             source,
         };
+        // Before SQLite reads the WAL (and drops what follows damage in it).
+        let damage = crate::wal_check::check(&path).map_err(|source| OpenError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if let Some(d) = damage {
+            if !options.accept_truncated_wal {
+                return Err(OpenError::DamagedWal {
+                    path,
+                    lost: d.lost_commits,
+                    kept: d.kept_frames,
+                });
+            }
+            tracing::error!(
+                store = %path.display(),
+                lost_commits = d.lost_commits,
+                "opening with a damaged write-ahead log (ANNAL_ACCEPT_TRUNCATED_WAL=1): \
+                 SQLite drops the commits after the damage"
+            );
+        }
         // Several processes opening a new file at once race to switch it to WAL and to
         // create the schema; SQLite may answer "busy" there without waiting, so retry.
         let mut attempt = 0;
