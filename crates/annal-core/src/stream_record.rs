@@ -93,6 +93,49 @@ pub fn metadata_base(stream: &str) -> Option<&str> {
     stream.strip_prefix("$$")
 }
 
+/// How a deep verify checks stream records against the log, in SQL both backends speak:
+/// with `events` and `streams` the (qualified) table names and `most` the most rows
+/// each query answers. The first query answers `(aggregate_id, last version, recorded
+/// version or NULL)` for streams whose record disagrees with their events or is missing;
+/// the second `(aggregate_id, recorded version)` for records naming an event that is not
+/// stored. [`disagreement`] and [`missing_event`] word the findings.
+pub fn check_queries(events: &str, streams: &str, most: i64) -> [String; 2] {
+    [
+        format!(
+            "SELECT m.aggregate_id, m.v, s.version
+             FROM (SELECT aggregate_id, max(aggregate_version) AS v FROM {events}
+                   GROUP BY aggregate_id) m
+             LEFT JOIN {streams} s ON s.aggregate_id = m.aggregate_id
+             WHERE s.aggregate_id IS NULL OR s.version <> m.v
+             LIMIT {most}"
+        ),
+        format!(
+            "SELECT s.aggregate_id, s.version FROM {streams} s
+             WHERE s.version > 0 AND NOT EXISTS (
+                 SELECT 1 FROM {events} e
+                 WHERE e.aggregate_id = s.aggregate_id AND e.aggregate_version = s.version)
+             LIMIT {most}"
+        ),
+    ]
+}
+
+/// A finding of the first [`check_queries`] query.
+pub fn disagreement(aggregate_id: &str, last: i64, recorded: Option<i64>) -> String {
+    match recorded {
+        None => {
+            format!("stream {aggregate_id} has events up to version {last} but no stream record")
+        }
+        Some(v) => format!(
+            "stream {aggregate_id}'s record says version {v}, its events end at version {last}"
+        ),
+    }
+}
+
+/// A finding of the second [`check_queries`] query.
+pub fn missing_event(aggregate_id: &str, recorded: i64) -> String {
+    format!("stream {aggregate_id}'s record says version {recorded}, but no such event is stored")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

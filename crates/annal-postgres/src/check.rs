@@ -9,6 +9,7 @@
 use crate::PgStore;
 use crate::rows::get;
 use annal_core::Result;
+use annal_core::stream_record::{check_queries, disagreement, missing_event};
 
 /// Most findings of one kind reported.
 pub const MOST: i64 = 20;
@@ -47,51 +48,23 @@ impl PgStore {
                 }
             }
         }
-        let rows = self
-            .query(
-                "checking the stream records",
-                &format!(
-                    "SELECT m.aggregate_id, m.v, s.version
-                     FROM (SELECT aggregate_id, max(aggregate_version) AS v FROM {s}.events
-                           GROUP BY aggregate_id) m
-                     LEFT JOIN {s}.streams s ON s.aggregate_id = m.aggregate_id
-                     WHERE s.aggregate_id IS NULL OR s.version <> m.v
-                     LIMIT {MOST}"
-                ),
-                &[],
-            )
-            .await?;
-        for r in rows {
-            let (id, last, recorded): (String, i64, Option<i64>) =
-                (get(&r, 0)?, get(&r, 1)?, get(&r, 2)?);
-            found.push(match recorded {
-                None => format!("stream {id} has events up to version {last} but no stream record"),
-                Some(v) => {
-                    format!(
-                        "stream {id}'s record says version {v}, its events end at version {last}"
-                    )
-                }
-            });
-        }
-        let rows = self
-            .query(
-                "checking the stream records",
-                &format!(
-                    "SELECT s.aggregate_id, s.version FROM {s}.streams s
-                     WHERE s.version > 0 AND NOT EXISTS (
-                         SELECT 1 FROM {s}.events e
-                         WHERE e.aggregate_id = s.aggregate_id
-                           AND e.aggregate_version = s.version)
-                     LIMIT {MOST}"
-                ),
-                &[],
-            )
-            .await?;
-        for r in rows {
-            let (id, v): (String, i64) = (get(&r, 0)?, get(&r, 1)?);
-            found.push(format!(
-                "stream {id}'s record says version {v}, but no such event is stored"
+        let [disagreeing, dangling] =
+            check_queries(&format!("{s}.events"), &format!("{s}.streams"), MOST);
+        for r in self
+            .query("checking the stream records", &disagreeing, &[])
+            .await?
+        {
+            found.push(disagreement(
+                &get::<String>(&r, 0)?,
+                get(&r, 1)?,
+                get(&r, 2)?,
             ));
+        }
+        for r in self
+            .query("checking the stream records", &dangling, &[])
+            .await?
+        {
+            found.push(missing_event(&get::<String>(&r, 0)?, get(&r, 1)?));
         }
         Ok(found)
     }

@@ -12,7 +12,7 @@ use annal_core::Result;
 use rusqlite::Connection;
 
 /// Most findings of one kind reported.
-pub const MOST: usize = 20;
+pub const MOST: i64 = 20;
 
 /// What is wrong with the file, if anything.
 pub fn problems(conn: &Connection) -> Result<Vec<String>> {
@@ -50,19 +50,12 @@ fn integrity(conn: &Connection) -> Result<Vec<String>> {
 }
 
 /// Streams whose record disagrees with their events, and records of events that are
-/// not there.
+/// not there ([`annal_core::stream_record::check_queries`]).
 fn streams(conn: &Connection) -> Result<Vec<String>> {
+    use annal_core::stream_record::{check_queries, disagreement, missing_event};
+    let [disagreeing, dangling] = check_queries("events", "streams", MOST);
     let mut found = Vec::new();
-    let mut stmt = conn
-        .prepare(&format!(
-            "SELECT m.aggregate_id, m.v, s.version
-             FROM (SELECT aggregate_id, max(aggregate_version) AS v FROM events
-                   GROUP BY aggregate_id) m
-             LEFT JOIN streams s ON s.aggregate_id = m.aggregate_id
-             WHERE s.aggregate_id IS NULL OR s.version <> m.v
-             LIMIT {MOST}"
-        ))
-        .map_err(db)?;
+    let mut stmt = conn.prepare(&disagreeing).map_err(db)?;
     let rows = stmt
         .query_map([], |r| {
             Ok((
@@ -74,30 +67,15 @@ fn streams(conn: &Connection) -> Result<Vec<String>> {
         .map_err(db)?;
     for row in rows {
         let (id, last, recorded) = row.map_err(db)?;
-        found.push(match recorded {
-            None => format!("stream {id} has events up to version {last} but no stream record"),
-            Some(v) => {
-                format!("stream {id}'s record says version {v}, its events end at version {last}")
-            }
-        });
+        found.push(disagreement(&id, last, recorded));
     }
-    let mut stmt = conn
-        .prepare(&format!(
-            "SELECT s.aggregate_id, s.version FROM streams s
-             WHERE s.version > 0 AND NOT EXISTS (
-                 SELECT 1 FROM events e
-                 WHERE e.aggregate_id = s.aggregate_id AND e.aggregate_version = s.version)
-             LIMIT {MOST}"
-        ))
-        .map_err(db)?;
+    let mut stmt = conn.prepare(&dangling).map_err(db)?;
     let rows = stmt
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
         .map_err(db)?;
     for row in rows {
         let (id, v) = row.map_err(db)?;
-        found.push(format!(
-            "stream {id}'s record says version {v}, but no such event is stored"
-        ));
+        found.push(missing_event(&id, v));
     }
     Ok(found)
 }
