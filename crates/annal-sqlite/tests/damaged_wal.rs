@@ -6,14 +6,24 @@
 use annal_core::Store;
 use annal_core::testkit::fixtures::seed_family;
 use annal_sqlite::{OpenError, Options, SqliteStore};
-use std::path::Path;
 
-/// A copy, taken while `store` is open, of its file and WAL into `to` (as a crash leaves them).
-fn crash_copy(from: &Path, to: &Path) {
-    std::fs::copy(from, to.join("annal.db")).expect("copy the file");
-    let mut wal = from.as_os_str().to_owned();
+/// A store of `families` × 5 events as a crash leaves it: its file and WAL copied while
+/// it was open. Answers the folder (keep it) and the file.
+async fn crashed_store(families: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("dir");
+    let live = dir.path().join("live.db");
+    let store = SqliteStore::open(&live).expect("open");
+    for i in 0..families {
+        seed_family(&store, &format!("family_{i}"), 5).await;
+    }
+    let crashed = tempfile::tempdir().expect("crash dir");
+    std::fs::copy(&live, crashed.path().join("annal.db")).expect("copy the file");
+    let mut wal = live.as_os_str().to_owned();
     wal.push("-wal");
-    std::fs::copy(wal, to.join("annal.db-wal")).expect("copy the WAL");
+    std::fs::copy(wal, crashed.path().join("annal.db-wal")).expect("copy the WAL");
+    drop(store);
+    let file = crashed.path().join("annal.db");
+    (crashed, file)
 }
 
 fn options(accept: bool) -> Options {
@@ -25,16 +35,7 @@ fn options(accept: bool) -> Options {
 
 #[tokio::test]
 async fn a_wal_damaged_before_acknowledged_commits_is_refused_unless_accepted() {
-    let dir = tempfile::tempdir().expect("dir");
-    let live = dir.path().join("live.db");
-    let store = SqliteStore::open(&live).expect("open");
-    for i in 0..40 {
-        seed_family(&store, &format!("family_{i}"), 5).await;
-    }
-    let crashed = tempfile::tempdir().expect("crash dir");
-    crash_copy(&live, crashed.path());
-    drop(store);
-    let file = crashed.path().join("annal.db");
+    let (crashed, file) = crashed_store(40).await;
     let wal = crashed.path().join("annal.db-wal");
     assert!(
         annal_sqlite::wal_check::check(&file)
@@ -74,16 +75,7 @@ async fn a_wal_damaged_before_acknowledged_commits_is_refused_unless_accepted() 
 
 #[tokio::test]
 async fn a_torn_tail_opens_as_usual() {
-    let dir = tempfile::tempdir().expect("dir");
-    let live = dir.path().join("live.db");
-    let store = SqliteStore::open(&live).expect("open");
-    for i in 0..10 {
-        seed_family(&store, &format!("family_{i}"), 5).await;
-    }
-    let crashed = tempfile::tempdir().expect("crash dir");
-    crash_copy(&live, crashed.path());
-    drop(store);
-    let file = crashed.path().join("annal.db");
+    let (crashed, file) = crashed_store(10).await;
     let wal = crashed.path().join("annal.db-wal");
     // The last 100 bytes of the last frame torn: an unsynced, unanswered commit.
     let mut bytes = std::fs::read(&wal).expect("read the WAL");
