@@ -396,11 +396,7 @@ pub async fn verify<S: Store + ?Sized>(
     Ok(VerifyReport {
         ok: true,
         checked,
-        first_bad_position: None,
-        reason: None,
-        expected_hash: None,
-        stored_hash: None,
-        storage: Vec::new(),
+        ..VerifyReport::default()
     })
 }
 

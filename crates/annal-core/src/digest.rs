@@ -89,6 +89,24 @@ pub async fn check<S: Store + ?Sized>(
     position: u64,
     hash: Hash,
 ) -> Result<VerifyReport> {
+    check_with(store, position, hash, false).await
+}
+
+/// [`check`], with the store's own checks too ([`Store::verify_deep`]).
+pub async fn check_deep<S: Store + ?Sized>(
+    store: &S,
+    position: u64,
+    hash: Hash,
+) -> Result<VerifyReport> {
+    check_with(store, position, hash, true).await
+}
+
+async fn check_with<S: Store + ?Sized>(
+    store: &S,
+    position: u64,
+    hash: Hash,
+    deep: bool,
+) -> Result<VerifyReport> {
     let head = store.head(&[]).await?;
     if position > head {
         return Ok(chain::bad(
@@ -140,13 +158,11 @@ pub async fn check<S: Store + ?Sized>(
             Some(_) => {}
         }
     }
-    if head == 0 {
-        return Ok(VerifyReport {
-            ok: true,
-            ..VerifyReport::default()
-        });
+    if deep {
+        store.verify_deep(None, None).await
+    } else {
+        store.verify(None, None).await
     }
-    store.verify(None, None).await
 }
 
 #[cfg(test)]
