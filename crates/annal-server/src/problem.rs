@@ -66,13 +66,20 @@ impl Problem {
     }
 }
 
+/// Tells operators about an error answered on `surface` (`http`, `sse`): a failure of
+/// the store itself is logged ([`annal_core::failures`]), and corrupt data is counted in
+/// `annal_corrupt_total`.
+pub(crate) fn store_failed(surface: &'static str, e: &Error) {
+    annal_core::failures::report(surface, e);
+    if e.kind() == ErrorKind::Corrupt {
+        metrics::counter!("annal_corrupt_total", "surface" => surface).increment(1);
+    }
+}
+
 impl From<Error> for Problem {
-    /// The store's own failures are also logged ([`annal_core::failures`]).
+    /// The store's own failures are also told to operators ([`store_failed`]).
     fn from(e: Error) -> Self {
-        annal_core::failures::report("http", &e);
-        if e.kind() == ErrorKind::Corrupt {
-            metrics::counter!("annal_corrupt_total", "surface" => "http").increment(1);
-        }
+        store_failed("http", &e);
         Problem(Box::new(wire::Problem::from(&e)))
     }
 }

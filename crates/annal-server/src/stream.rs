@@ -10,7 +10,7 @@
 //! a thousand events of up to a MiB each.
 
 use crate::AppState;
-use crate::problem::Problem;
+use crate::problem::{Problem, store_failed};
 use annal_core::{Filter, RecordedEvent, Store};
 use axum::body::{Body, Bytes};
 use axum::http::header;
@@ -98,6 +98,7 @@ pub async fn events_body(
             let page = match st.store.read_all(st.after, want, &st.filter).await {
                 Ok(p) => p,
                 Err(e) => {
+                    store_failed("http", &e);
                     tracing::warn!(error = %e, "a streamed read failed midway; closing the response");
                     st.done = true;
                     return Some((Err(std::io::Error::other(e.to_string())), st));
@@ -168,6 +169,7 @@ pub fn subscription(app: AppState, after: u64, filter: Filter) -> Response {
         let scanned = match st.app.store.head(&[]).await {
             Ok(h) => h,
             Err(e) => {
+                store_failed("sse", &e);
                 st.failed = true;
                 return Some((Ok::<_, Infallible>(error_frame(&e.to_string())), st));
             }
@@ -183,6 +185,7 @@ pub fn subscription(app: AppState, after: u64, filter: Filter) -> Response {
             }
             Ok(_) => {}
             Err(e) => {
+                store_failed("sse", &e);
                 st.failed = true;
                 return Some((Ok(error_frame(&e.to_string())), st));
             }

@@ -39,7 +39,7 @@ pub async fn ready(State(app): State<AppState>) -> Res {
     let head = match app.store.head(&[]).await {
         Ok(head) => head,
         Err(e) => {
-            annal_core::failures::report("http", &e);
+            crate::problem::store_failed("http", &e);
             return Err(Problem::unavailable(format!(
                 "the store does not answer: {e}"
             )));
