@@ -62,8 +62,9 @@ def event_hash(prev, raw):
     def text(key):
         return json.loads(raw[key])
 
+    principal = text("principal") if "principal" in raw else None
     h = hashlib.sha256()
-    h.update(b"annal-event-v1")
+    h.update(b"annal-event-v1" if principal is None else b"annal-event-v2")
     h.update(prev)
     h.update(field(str(text("position"))))
     h.update(field(text("event_id")))
@@ -78,6 +79,8 @@ def event_hash(prev, raw):
     h.update(field(text("causation_id")))
     h.update(field(raw["data"]))
     h.update(field(raw["metadata"]))
+    if principal is not None:
+        h.update(field(principal))
     return h.digest()
 
 

@@ -176,7 +176,22 @@ fn an_exported_log_reverifies_with_the_documented_python_recipe() {
         &format!("{ENROL}\n{PAY}\n{weird}\n"),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // One event with a principal, hashed by the recipe's version 2.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        use annal::{AppendRequest, ExpectedVersion, NewEvent, RawJson, Store};
+        let store = annal::sqlite::SqliteStore::open(dir.path().join("annal.db")).expect("open");
+        let request = AppendRequest::new("Family", "family_9", ExpectedVersion::NoStream)
+            .by("sarah")
+            .authenticated_as("svc-enrolment")
+            .event(NewEvent::raw("Noted", RawJson::parse("{}").expect("json")));
+        store.append(request).await.expect("append");
+    });
     let export = text(&annal(&["read", "--store", &s], "").stdout);
+    assert!(
+        export.contains(r#""principal":"svc-enrolment""#),
+        "{export}"
+    );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify_chain.py");
     let run_with = |input: &str, args: &[&str]| {
         let mut child = Command::new("python3")
@@ -197,13 +212,21 @@ fn an_exported_log_reverifies_with_the_documented_python_recipe() {
     let run = |input: &str| run_with(input, &[]);
     let ok = run(&export);
     assert!(ok.status.success(), "{}", text(&ok.stdout));
-    assert_eq!(text(&ok.stdout).trim(), "ok: 4 events");
+    assert_eq!(text(&ok.stdout).trim(), "ok: 5 events");
     let edited = export.replacen(r#""amount":450"#, r#""amount":451"#, 1);
     assert_ne!(edited, export);
     let bad = run(&edited);
     assert_eq!(bad.status.code(), Some(1));
     assert!(
         text(&bad.stdout).contains("position 3"),
+        "{}",
+        text(&bad.stdout)
+    );
+    let other_principal = export.replacen("svc-enrolment", "svc-other", 1);
+    let bad = run(&other_principal);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stdout).contains("position 5"),
         "{}",
         text(&bad.stdout)
     );

@@ -66,6 +66,8 @@ fn to_transaction(proposed: ProposedTransaction) -> Transaction {
                     data: e.data,
                 })
                 .collect(),
+            // Never sent: the server records who its credentials say.
+            principal: None,
         })
         .collect();
     Transaction {

@@ -210,6 +210,37 @@ impl NewEvent {
     }
 }
 
+/// Who makes a change: the `user_id` it is recorded for, and the `principal` who
+/// authenticated it ([`AppendRequest::principal`]). The default is nobody in
+/// particular: user_id `system`, no principal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Actor {
+    /// The user the change is made for (`None`: the append's default).
+    pub user_id: Option<String>,
+    /// Who authenticated (`None`: nobody did).
+    pub principal: Option<String>,
+}
+
+impl Actor {
+    /// A caller who authenticated as `name` and acts as themself.
+    pub fn authenticated(name: impl Into<String>) -> Self {
+        let name = name.into();
+        Self {
+            user_id: Some(name.clone()),
+            principal: Some(name),
+        }
+    }
+
+    /// Gives `request` this actor: its user_id where the request names none, and its
+    /// principal.
+    pub fn stamp(&self, request: &mut AppendRequest) {
+        if request.user_id.is_none() {
+            request.user_id.clone_from(&self.user_id);
+        }
+        request.principal.clone_from(&self.principal);
+    }
+}
+
 /// Appends events to one aggregate, atomically.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -239,6 +270,12 @@ pub struct AppendRequest {
     /// The events, in order.
     #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub events: Vec<NewEvent>,
+    /// Who authenticated the append (an API token's name, a gRPC user), recorded on
+    /// every event beside the `user_id` they claim. Never read from a request body:
+    /// the server sets it from the credentials; an embedding application may set it
+    /// from its own ([`AppendRequest::authenticated_as`]).
+    #[serde(skip)]
+    pub principal: Option<String>,
 }
 
 impl AppendRequest {
@@ -256,6 +293,7 @@ impl AppendRequest {
             correlation_id: None,
             causation_id: None,
             events: Vec::new(),
+            principal: None,
         }
     }
 
@@ -268,6 +306,13 @@ impl AppendRequest {
     /// Sets the actor for every event that sets none.
     pub fn by(mut self, user_id: impl Into<String>) -> Self {
         self.user_id = Some(user_id.into());
+        self
+    }
+
+    /// Records `principal` as who authenticated this append (see
+    /// [`AppendRequest::principal`]).
+    pub fn authenticated_as(mut self, principal: impl Into<String>) -> Self {
+        self.principal = Some(principal.into());
         self
     }
 
@@ -307,6 +352,7 @@ impl AppendRequest {
             ("user_id", &self.user_id),
             ("correlation_id", &self.correlation_id),
             ("causation_id", &self.causation_id),
+            ("principal", &self.principal),
         ] {
             if let Some(v) = value {
                 check_name(&format!("{at}{name}"), v)?;
@@ -363,6 +409,7 @@ impl AppendRequest {
                     .unwrap_or_else(|| "system".to_owned()),
                 correlation_id: e.correlation_id.or_else(|| self.correlation_id.clone()),
                 causation_id: e.causation_id.or_else(|| self.causation_id.clone()),
+                principal: self.principal.clone(),
                 data: e.data,
                 metadata,
             });
@@ -424,6 +471,8 @@ pub struct ProposedEvent {
     pub correlation_id: Option<String>,
     /// What caused it.
     pub causation_id: Option<String>,
+    /// Who authenticated the append, if anyone did.
+    pub principal: Option<String>,
     /// Payload, verbatim.
     pub data: RawJson,
     /// Metadata object, verbatim.
@@ -453,6 +502,7 @@ impl ProposedEvent {
             user_id: self.user_id.clone(),
             correlation_id: self.correlation_id.clone(),
             causation_id: self.causation_id.clone(),
+            principal: self.principal.clone(),
             data: self.data.clone(),
             metadata: self.metadata.clone(),
             hash: Hash::ZERO,
@@ -468,6 +518,7 @@ impl ProposedEvent {
             && self.user_id == stored.user_id
             && self.correlation_id == stored.correlation_id
             && self.causation_id == stored.causation_id
+            && self.principal == stored.principal
             && self.data == stored.data
             && self.metadata == stored.metadata
     }

@@ -24,6 +24,9 @@ pub struct AuditEntry {
     pub recorded_at: Timestamp,
     /// Who did it.
     pub user_id: String,
+    /// Who authenticated the change, if anyone did ([`RecordedEvent::principal`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
     /// What happened.
     pub event_type: String,
     /// Its schema version.
@@ -112,6 +115,7 @@ fn entry(e: &RecordedEvent) -> AuditEntry {
         aggregate_version: e.aggregate_version,
         recorded_at: e.recorded_at,
         user_id: e.user_id.clone(),
+        principal: e.principal.clone(),
         event_type: e.event_type.clone(),
         event_version: e.event_version,
         event_id: e.event_id,

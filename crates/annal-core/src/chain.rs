@@ -18,6 +18,11 @@
 //! Each field's text is exactly what the event's JSON form shows: numbers in decimal,
 //! event_id lowercase with hyphens, recorded_at as `YYYY-MM-DDTHH:MM:SS.ffffffZ`, data and
 //! metadata as their verbatim JSON text.
+//!
+//! An event with a `principal` (who authenticated its append) is hashed by version 2 of
+//! the recipe: `"annal-event-v2"` in place of `"annal-event-v1"`, and `field(principal)`
+//! after `field(metadata)`. Events without one keep version 1, so logs written before
+//! the field existed verify unchanged, and removing a principal changes the hash.
 
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
@@ -127,7 +132,8 @@ impl<'de> Deserialize<'de> for Hash {
     }
 }
 
-const DOMAIN: &[u8] = b"annal-event-v1";
+const DOMAIN_V1: &[u8] = b"annal-event-v1";
+const DOMAIN_V2: &[u8] = b"annal-event-v2";
 
 fn field(h: &mut Sha256, value: Option<&[u8]>) {
     match value {
@@ -156,7 +162,10 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 /// The hash of `event` (its `hash` field is ignored) chained to `prev`.
 pub fn event_hash(prev: &Hash, event: &RecordedEvent) -> Hash {
     let mut h = Sha256::new();
-    h.update(DOMAIN);
+    h.update(match event.principal {
+        None => DOMAIN_V1,
+        Some(_) => DOMAIN_V2,
+    });
     h.update(prev.0);
     let mut digits = [0u8; 20];
     field(&mut h, Some(decimal(event.position, &mut digits)));
@@ -179,6 +188,9 @@ pub fn event_hash(prev: &Hash, event: &RecordedEvent) -> Hash {
     field(&mut h, event.causation_id.as_deref().map(str::as_bytes));
     field(&mut h, Some(event.data.get().as_bytes()));
     field(&mut h, Some(event.metadata.get().as_bytes()));
+    if let Some(principal) = &event.principal {
+        field(&mut h, Some(principal.as_bytes()));
+    }
     Hash(h.finalize().into())
 }
 
@@ -450,6 +462,8 @@ mod tests {
                     user_id: "sarah".into(),
                     correlation_id: None,
                     causation_id: None,
+                    // Both recipes: every other event has a principal.
+                    principal: (p % 2 == 0).then(|| "sarah-token".to_owned()),
                     data: crate::event::RawJson::parse(format!(r#"{{"n":{p}}}"#)).expect("json"),
                     metadata: crate::event::RawJson::empty_object(),
                 };
@@ -506,6 +520,23 @@ mod tests {
             missing.to_string().contains("before position 23"),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn a_principal_is_hashed_so_removing_adding_or_changing_it_is_caught() {
+        let events = log(4);
+        let with = &events[1];
+        assert_eq!(with.principal.as_deref(), Some("sarah-token"));
+        let prev = events[0].hash;
+        assert_eq!(event_hash(&prev, with), with.hash);
+        for principal in [None, Some("admin".to_owned())] {
+            let mut edited = with.clone();
+            edited.principal = principal;
+            assert_ne!(event_hash(&prev, &edited), with.hash);
+        }
+        let mut added = events[2].clone();
+        added.principal = Some(String::new());
+        assert_ne!(event_hash(&events[1].hash, &added), events[2].hash);
     }
 
     #[test]

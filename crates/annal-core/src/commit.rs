@@ -360,6 +360,7 @@ impl Group {
             user_id: first.map_or_else(|| "system".to_owned(), |e| e.user_id.clone()),
             correlation_id: first.and_then(|e| e.correlation_id.clone()),
             causation_id: None,
+            principal: first.and_then(|e| e.principal.clone()),
             data: meta,
             metadata: RawJson::empty_object(),
         };

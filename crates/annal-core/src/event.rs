@@ -259,6 +259,11 @@ pub struct RecordedEvent {
     pub correlation_id: Option<String>,
     /// What caused this event (often another event's id).
     pub causation_id: Option<String>,
+    /// Who authenticated the append that recorded it (an API token's name, a gRPC
+    /// user), beside the `user_id` they claimed; absent when nobody did (embedded use,
+    /// auth off, events older than this field). Callers cannot set it over the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
     /// The payload, verbatim.
     pub data: RawJson,
     /// A JSON object, verbatim.

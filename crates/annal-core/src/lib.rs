@@ -16,6 +16,7 @@
 //! - `data` and `metadata` are returned byte for byte as written;
 //! - each event's `hash` chains it to its predecessor (see [`chain`]).
 
+pub mod access;
 pub mod aggregate;
 pub mod append;
 pub mod audit;
@@ -49,8 +50,8 @@ pub mod wire;
 
 pub use aggregate::{Aggregate, CodecError, DomainEvent};
 pub use append::{
-    AppendRequest, AppendResult, ExpectedVersion, Limits, NewEvent, ProposedAppend, ProposedEvent,
-    ProposedTransaction, Transaction, TransactionResult,
+    Actor, AppendRequest, AppendResult, ExpectedVersion, Limits, NewEvent, ProposedAppend,
+    ProposedEvent, ProposedTransaction, Transaction, TransactionResult,
 };
 pub use audit::{AuditEntry, Compensation};
 pub use chain::{Hash, ParseHashError, VerifyReport};

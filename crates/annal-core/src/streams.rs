@@ -27,7 +27,7 @@
 //! version minus one. Global reads (`read_all`) show everything, deletion events included:
 //! they are system events (types starting with `$`).
 
-use crate::append::{AppendRequest, ExpectedVersion, NewEvent};
+use crate::append::{Actor, AppendRequest, ExpectedVersion, NewEvent};
 use crate::error::{Error, Result};
 use crate::event::{RawJson, RecordedEvent};
 use crate::read::Direction;
@@ -195,13 +195,13 @@ pub enum Deletion {
 /// Deletes a stream (module docs), checking `expected` like an append does. A soft
 /// delete of a stream that never existed is refused whatever `expected` says (as
 /// KurrentDB does); a tombstone of one passes `any` and `no_stream`, and reserves the
-/// name. Returns the deletion event as recorded.
+/// name. The deletion event is recorded for `by`. Returns it as recorded.
 pub async fn delete<S: Store + ?Sized>(
     store: &S,
     stream: &str,
     expected: ExpectedVersion,
     how: Deletion,
-    user_id: Option<String>,
+    by: &Actor,
 ) -> Result<RecordedEvent> {
     for _ in 0..RETRIES {
         let st = state(store, stream).await?;
@@ -244,7 +244,7 @@ pub async fn delete<S: Store + ?Sized>(
             )
             .event(NewEvent::raw(TOMBSTONE_EVENT_TYPE, RawJson::empty_object())),
         };
-        request.user_id = user_id.clone();
+        by.stamp(&mut request);
         match store.append(request).await {
             Ok(mut r) => {
                 return r

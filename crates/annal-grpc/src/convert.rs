@@ -311,6 +311,7 @@ mod tests {
             user_id: "system".into(),
             correlation_id: new.correlation_id,
             causation_id: new.causation_id,
+            principal: None,
             data: new.data,
             metadata: new.metadata.unwrap_or_else(RawJson::empty_object),
             hash: Hash::ZERO,

@@ -74,8 +74,8 @@ pub mod pb {
 pub struct Principal {
     /// The user's name, recorded as the user_id of what they write.
     pub name: String,
-    /// Whether they may write (append, delete).
-    pub can_write: bool,
+    /// What they may do ([`annal_core::access`]).
+    pub role: annal_core::access::Role,
 }
 
 /// Settings of the endpoint.

@@ -18,7 +18,7 @@ use crate::{StorageFailure, timed};
 use std::time::Duration;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// The DDL of version 1; `{s}` stands for the quoted schema name.
 const V1: &str = r#"
@@ -147,6 +147,11 @@ WHERE s.metadata IS NOT NULL
   AND (e.data_json ->> '$tb')::numeric <= 9223372036854775807;
 "#;
 
+/// The DDL of version 4: who authenticated each append (`principal`), beside the
+/// `user_id` it claims; NULL for events written before (their hashes stay valid: the
+/// chain hashes a principal only where there is one).
+const V4: &str = "ALTER TABLE {s}.events ADD COLUMN principal text;";
+
 /// What can go wrong bringing a schema up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -217,38 +222,14 @@ pub async fn migrate(
             found,
         });
     }
-    if found < 1 {
-        timed(timeout, ctx, tx.batch_execute(&V1.replace("{s}", &s))).await?;
+    for (version, ddl) in (1..).zip([V1, V2, V3, V4]).skip_while(|(v, _)| *v <= found) {
+        timed(timeout, ctx, tx.batch_execute(&ddl.replace("{s}", &s))).await?;
         timed(
             timeout,
             ctx,
             tx.execute(
-                &format!("INSERT INTO {s}.schema_version (version) VALUES (1)"),
-                &[],
-            ),
-        )
-        .await?;
-    }
-    if found < 2 {
-        timed(timeout, ctx, tx.batch_execute(&V2.replace("{s}", &s))).await?;
-        timed(
-            timeout,
-            ctx,
-            tx.execute(
-                &format!("INSERT INTO {s}.schema_version (version) VALUES (2)"),
-                &[],
-            ),
-        )
-        .await?;
-    }
-    if found < 3 {
-        timed(timeout, ctx, tx.batch_execute(&V3.replace("{s}", &s))).await?;
-        timed(
-            timeout,
-            ctx,
-            tx.execute(
-                &format!("INSERT INTO {s}.schema_version (version) VALUES (3)"),
-                &[],
+                &format!("INSERT INTO {s}.schema_version (version) VALUES ($1)"),
+                &[&version],
             ),
         )
         .await?;

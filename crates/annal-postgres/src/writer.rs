@@ -117,13 +117,14 @@ impl Sql {
             insert_events: format!(
                 "INSERT INTO {s}.events (position, event_id, event_type, event_version,
                    aggregate_type, aggregate_id, aggregate_version, recorded_at, user_id,
-                   correlation_id, causation_id, data, metadata, hash, data_json, metadata_json)
+                   correlation_id, causation_id, data, metadata, hash, data_json, metadata_json,
+                   principal)
                  SELECT p, id, et, ev, aty, aid, av, {}, u, co, ca, d, m, h,
-                   CASE WHEN dj THEN d::jsonb END, CASE WHEN mj THEN m::jsonb END
+                   CASE WHEN dj THEN d::jsonb END, CASE WHEN mj THEN m::jsonb END, pr
                  FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],
                    $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[],
-                   $12::text[], $13::text[], $14::text[], $15::bool[], $16::bool[])
-                   AS t(p, id, et, ev, aty, aid, av, at, u, co, ca, d, m, h, dj, mj)",
+                   $12::text[], $13::text[], $14::text[], $15::bool[], $16::bool[], $17::text[])
+                   AS t(p, id, et, ev, aty, aid, av, at, u, co, ca, d, m, h, dj, mj, pr)",
                 micros_to_timestamptz("at")
             ),
             upsert_streams: format!(
@@ -555,7 +556,7 @@ impl Writer {
 
         // Write phase, pipelined; COMMIT only once every write succeeded.
         let ev = EventColumns::from(&writes.events);
-        let ev_params: [&(dyn ToSql + Sync); 16] = [
+        let ev_params: [&(dyn ToSql + Sync); 17] = [
             &ev.position,
             &ev.event_id,
             &ev.event_type,
@@ -572,6 +573,7 @@ impl Writer {
             &ev.hash,
             &ev.data_ok,
             &ev.metadata_ok,
+            &ev.principal,
         ];
         let st = StreamColumns::from(&writes.streams);
         let st_params: [&(dyn ToSql + Sync); 7] = [

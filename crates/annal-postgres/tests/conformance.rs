@@ -82,6 +82,14 @@ mod stream_rules {
     annal_core::stream_suite!(fresh, skip_unless = common::available);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_principal_is_recorded_read_back_and_chained() {
+    if !common::available() {
+        return;
+    }
+    annal_core::testkit::append::a_principal_is_recorded_read_back_and_chained(fresh().await).await;
+}
+
 /// A version 2 schema (no stream records) is migrated when opened: each stream's record
 /// is rebuilt from its events, equal to the one the writer kept, and the stream rules
 /// hold on it at once.
@@ -96,7 +104,8 @@ async fn a_version_2_schema_gets_the_stream_records_the_writer_would_have_kept()
     let c = common::admin().await;
     let s = &h.schema;
     c.batch_execute(&format!(
-        "DROP TABLE \"{s}\".streams; DELETE FROM \"{s}\".schema_version WHERE version > 2"
+        "DROP TABLE \"{s}\".streams; ALTER TABLE \"{s}\".events DROP COLUMN principal;
+         DELETE FROM \"{s}\".schema_version WHERE version > 2"
     ))
     .await
     .expect("back to version 2");

@@ -67,6 +67,9 @@ pub struct Config {
     /// the reserve, new connections are closed at once. Default: from the process's
     /// open-file limit ([`default_max_connections`]).
     pub max_connections: usize,
+    /// Whether `/metrics` answers without a token. Default false: with auth on it
+    /// needs a token that sees every aggregate type (it shows the global head).
+    pub metrics_public: bool,
 }
 
 impl Default for Config {
@@ -80,6 +83,7 @@ impl Default for Config {
             body_read_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(30),
             max_connections: default_max_connections(),
+            metrics_public: false,
         }
     }
 }
@@ -120,6 +124,7 @@ pub(crate) fn http_router(
     let limit = config.max_body_bytes;
     let body_timeout = config.body_read_timeout;
     let tokens = Arc::new(config.tokens.clone());
+    let public_metrics = config.metrics_public;
     let state = AppState {
         store,
         config: Arc::new(config),
@@ -175,9 +180,10 @@ pub(crate) fn http_router(
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
+        .route_layer(middleware::from_fn(auth::authorize))
         .route_layer(middleware::from_fn(count_requests))
         .layer(middleware::from_fn(move |req, next| {
-            auth::authenticate(tokens.clone(), req, next)
+            auth::authenticate(tokens.clone(), public_metrics, req, next)
         }))
         .with_state(state)
 }

@@ -60,6 +60,24 @@ impl Problem {
         Problem(Box::new(p))
     }
 
+    /// A 409 of `kind` for a caller who may not see what it conflicts with: `detail`
+    /// says why without naming it; the fields that would (the other aggregate's type)
+    /// stay out.
+    pub fn conflict_hidden(
+        kind: ErrorKind,
+        detail: String,
+        aggregate_id: Option<String>,
+        event_id: Option<annal_core::Uuid>,
+    ) -> Self {
+        let mut p = wire::Problem::new(kind, detail.clone());
+        p.aggregate_id = aggregate_id;
+        p.event_id = event_id;
+        if event_id.is_some() {
+            p.reason = Some(detail);
+        }
+        Problem(Box::new(p))
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)

@@ -66,12 +66,13 @@ async fn a_soft_deleted_aggregate_reads_as_not_found_until_written_again() {
         "order-1",
         ExpectedVersion::Exact(2),
         Deletion::Soft,
-        Some("ops".into()),
+        &annal_core::Actor::authenticated("ops"),
     )
     .await
     .expect("delete");
     assert_eq!(deletion.aggregate_id, "$$order-1");
     assert_eq!(deletion.user_id, "ops");
+    assert_eq!(deletion.principal.as_deref(), Some("ops"));
     assert_eq!(read(&c, &base, "order-1").await.0, StatusCode::NOT_FOUND);
     let (status, _) = append(&c, &base, "order-1", json!("exists")).await;
     assert_eq!(status, StatusCode::GONE, "exists on a deleted stream fails");
@@ -112,7 +113,7 @@ async fn a_tombstoned_aggregate_refuses_reads_and_appends_with_410() {
         "order-2",
         ExpectedVersion::Any,
         Deletion::Tombstone,
-        None,
+        &annal_core::Actor::default(),
     )
     .await
     .expect("tombstone");

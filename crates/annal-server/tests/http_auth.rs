@@ -1,6 +1,7 @@
 //! Bearer tokens end to end over real HTTP: roles (read, write, admin) and aggregate
 //! type limits guard every route; health stays open; the actor of an append defaults to
-//! the token's name.
+//! the token's name, may be another user only where the token allows, and the token's
+//! name is recorded as the principal whatever the actor.
 
 mod common;
 
@@ -15,13 +16,13 @@ const LIMITED: &str = "write-write-write-write";
 const ADMIN: &str = "admin-admin-admin-admin";
 
 /// A server with three tokens: `auditor` (read), `billing` (write, `Invoice` only) and
-/// `ops` (admin).
+/// `ops` (admin, may act for any user).
 async fn guarded() -> Server {
     let tokens = annal_server::Tokens::parse(
         r#"{"tokens": [
             {"name": "auditor", "token": "read-read-read-read", "role": "read"},
             {"name": "billing", "token": "write-write-write-write", "role": "write", "aggregate_types": ["Invoice"]},
-            {"name": "ops", "token": "admin-admin-admin-admin", "role": "admin"}
+            {"name": "ops", "token": "admin-admin-admin-admin", "role": "admin", "may_act_for": ["*"]}
         ]}"#,
     )
     .expect("tokens");
@@ -149,6 +150,94 @@ async fn the_actor_of_an_append_defaults_to_the_token_name() {
         r["events"][0]["user_id"], "billing",
         "the actor defaults to the token's name"
     );
+    assert_eq!(r["events"][0]["principal"], "billing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_claiming_another_user_is_refused_and_nothing_is_written() {
+    let s = guarded().await;
+    let mut claims = invoice();
+    claims["user_id"] = json!("admin");
+    let mut event_claims = invoice();
+    event_claims["events"][0]["user_id"] = json!("admin");
+    let transaction = json!({"appends": [
+        {"aggregate_id": "inv-2", "aggregate_type": "Invoice", "user_id": "admin",
+         "events": [{"event_type": "InvoiceIssued", "data": {}}]}
+    ]});
+    for (path, body, field) in [
+        ("/v1/streams/inv-1", claims, "user_id"),
+        ("/v1/streams/inv-1", event_claims, "events[0].user_id"),
+        ("/v1/transactions", transaction, "appends[0].user_id"),
+    ] {
+        let (st, p) = send(
+            Method::POST,
+            format!("{}{path}", s.base),
+            Some(LIMITED),
+            Some(body),
+        )
+        .await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{p}");
+        let detail = p["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(field) && detail.contains("may not act for user 'admin'"),
+            "{p}"
+        );
+    }
+    let (_, head) = send(
+        Method::GET,
+        format!("{}/v1/head", s.base),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(head["position"], 0, "nothing was written: {head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_may_act_for_others_records_the_user_and_its_own_name() {
+    let s = guarded().await;
+    let mut body = fam();
+    body["user_id"] = json!("sarah");
+    let (st, r) = send(
+        Method::POST,
+        format!("{}/v1/streams/fam-1", s.base),
+        Some(ADMIN),
+        Some(body),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{r}");
+    let (_, page) = send(
+        Method::GET,
+        format!("{}/v1/streams/fam-1", s.base),
+        Some(READ),
+        None,
+    )
+    .await;
+    assert_eq!(page["events"][0]["user_id"], "sarah");
+    assert_eq!(page["events"][0]["principal"], "ops");
+    let (_, report) = send(
+        Method::GET,
+        format!("{}/v1/verify", s.base),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(report["ok"], true, "the principal is chained: {report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_in_a_request_body_is_refused() {
+    let s = guarded().await;
+    let mut body = fam();
+    body["principal"] = json!("someone-else");
+    let (st, p) = send(
+        Method::POST,
+        format!("{}/v1/streams/fam-1", s.base),
+        Some(ADMIN),
+        Some(body),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{p}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,20 +292,78 @@ async fn a_limited_token_reads_only_its_aggregate_types_from_the_log() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_limited_token_cannot_read_a_stream_of_another_type() {
+async fn a_limited_token_meets_another_types_aggregate_as_if_it_did_not_exist() {
     let s = guarded().await;
     let b = &s.base;
     seed(b).await;
+    let hidden = send(
+        Method::GET,
+        format!("{b}/v1/streams/fam-1"),
+        Some(LIMITED),
+        None,
+    )
+    .await;
+    let missing = send(
+        Method::GET,
+        format!("{b}/v1/streams/fam-9"),
+        Some(LIMITED),
+        None,
+    )
+    .await;
+    assert_eq!(hidden.0, StatusCode::NOT_FOUND, "{}", hidden.1);
+    assert_eq!(missing.0, StatusCode::NOT_FOUND);
     assert_eq!(
-        send(
-            Method::GET,
-            format!("{b}/v1/streams/fam-1"),
-            Some(LIMITED),
-            None
-        )
-        .await
-        .0,
-        StatusCode::FORBIDDEN
+        hidden.1["detail"].as_str().map(|d| d.replace("fam-1", "X")),
+        missing.1["detail"]
+            .as_str()
+            .map(|d| d.replace("fam-9", "X")),
+        "the same answer as for a missing aggregate"
+    );
+    let (_, page) = send(
+        Method::GET,
+        format!("{b}/v1/streams/fam-1"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    let id = page["events"][0]["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let by_id = send(
+        Method::GET,
+        format!("{b}/v1/events/{id}"),
+        Some(LIMITED),
+        None,
+    )
+    .await;
+    assert_eq!(by_id.0, StatusCode::NOT_FOUND, "{}", by_id.1);
+
+    // Conflicts with it do not name its type, nor which aggregate holds an event id.
+    let (st, p) = send(
+        Method::POST,
+        format!("{b}/v1/streams/fam-1"),
+        Some(LIMITED),
+        Some(invoice()),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{p}");
+    assert_eq!(p["type"], "aggregate_type_mismatch");
+    assert!(!p.to_string().contains("Family"), "{p}");
+    let mut reused = invoice();
+    reused["events"][0]["event_id"] = json!(id);
+    let (st, p) = send(
+        Method::POST,
+        format!("{b}/v1/streams/inv-7"),
+        Some(LIMITED),
+        Some(reused),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{p}");
+    assert_eq!(p["type"], "duplicate_event_id");
+    assert!(
+        !p.to_string().contains("fam-1") && !p.to_string().contains("Family"),
+        "{p}"
     );
 }
 

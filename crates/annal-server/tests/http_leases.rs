@@ -10,16 +10,16 @@ use common::{Server, start};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 
-/// A write token limited to the `Invoice` aggregate type.
+/// An admin token limited to the `Invoice` aggregate type.
 const LIMITED: &str = "write-write-write-write";
-/// A write token without limits.
+/// An admin token without limits (leases and checkpoints need admin).
 const WORKER: &str = "write2-write2-write2-write2";
 
 async fn guarded() -> Server {
     let tokens = annal_server::Tokens::parse(
         r#"{"tokens": [
-            {"name": "billing", "token": "write-write-write-write", "role": "write", "aggregate_types": ["Invoice"]},
-            {"name": "worker", "token": "write2-write2-write2-write2", "role": "write"}
+            {"name": "billing", "token": "write-write-write-write", "role": "admin", "aggregate_types": ["Invoice"]},
+            {"name": "worker", "token": "write2-write2-write2-write2", "role": "admin"}
         ]}"#,
     )
     .expect("tokens");

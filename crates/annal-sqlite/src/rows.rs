@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 /// The columns every event read selects, in [`event_from_row`]'s order.
 pub const EVENT_COLUMNS: &str = "position, event_id, event_type, event_version, aggregate_type, \
      aggregate_id, aggregate_version, recorded_at, user_id, correlation_id, causation_id, \
-     data, metadata, hash";
+     data, metadata, hash, principal";
 
 /// Maps a database error.
 pub fn db(e: rusqlite::Error) -> Error {
@@ -58,6 +58,7 @@ pub fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent> {
         user_id: row.get(8).map_err(db)?,
         correlation_id: row.get(9).map_err(db)?,
         causation_id: row.get(10).map_err(db)?,
+        principal: row.get(14).map_err(db)?,
         data: RawJson::from_stored(row.get(11).map_err(db)?),
         metadata: RawJson::from_stored(row.get(12).map_err(db)?),
         hash,

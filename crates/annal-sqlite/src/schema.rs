@@ -10,7 +10,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const V1: &str = r#"
 CREATE TABLE events (
@@ -130,6 +130,11 @@ CREATE INDEX events_by_causation_id   ON events (causation_id, position)
     WHERE causation_id IS NOT NULL;
 "#;
 
+/// Version 5: who authenticated each append (`principal`), beside the `user_id` it
+/// claims. Events written before have none (NULL), and their hashes stay valid: the
+/// chain's recipe hashes a principal only where there is one (docs/chain.md).
+const V5: &str = "ALTER TABLE events ADD COLUMN principal TEXT;";
+
 /// What can go wrong bringing a file's schema up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -192,6 +197,13 @@ pub fn migrate(conn: &mut Connection, now: &str) -> Result<(), MigrateError> {
             [now],
         )?;
     }
+    if found < 5 {
+        tx.execute_batch(V5)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (5, ?1)",
+            [now],
+        )?;
+    }
     tx.commit()?;
     Ok(())
 }
@@ -221,7 +233,7 @@ mod tests {
             .expect("query")
             .collect::<rusqlite::Result<_>>()
             .expect("rows");
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
         let leases: i64 = conn
             .query_row("SELECT count(*) FROM leases", [], |r| r.get(0))
             .expect("leases table");

@@ -220,8 +220,8 @@ fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO events (position, event_id, event_type, event_version, aggregate_type,
            aggregate_id, aggregate_version, recorded_at, user_id, correlation_id,
-           causation_id, data, metadata, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+           causation_id, data, metadata, hash, principal)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
     // A group's appended events share one time: format it once.
     let mut at: Option<(Timestamp, String)> = None;
@@ -249,6 +249,7 @@ fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
             e.data.get(),
             e.metadata.get(),
             e.hash.to_hex(),
+            e.principal,
         ])?;
     }
     let mut streams = conn.prepare_cached(

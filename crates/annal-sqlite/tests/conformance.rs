@@ -56,6 +56,11 @@ annal_core::conformance_suite!(fresh);
 annal_core::subscription_suite!(fresh);
 annal_core::stream_suite!(fresh);
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_principal_is_recorded_read_back_and_chained() {
+    annal_core::testkit::append::a_principal_is_recorded_read_back_and_chained(fresh().await).await;
+}
+
 /// A version 2 file (no stream records, the old event indexes) is migrated when opened:
 /// each stream's record is rebuilt from its events, equal to the one the writer kept,
 /// and the stream rules hold on it at once.
@@ -74,6 +79,7 @@ async fn a_version_2_file_gets_the_stream_records_the_writer_would_have_kept() {
          CREATE INDEX events_by_correlation_id ON events (correlation_id, position);
          CREATE INDEX events_by_causation_id   ON events (causation_id, position);
          CREATE INDEX events_by_recorded_at    ON events (recorded_at);
+         ALTER TABLE events DROP COLUMN principal;
          DELETE FROM schema_version WHERE version > 2;",
     )
     .expect("back to version 2");

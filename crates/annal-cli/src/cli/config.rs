@@ -15,6 +15,7 @@ const KEYS: &[(&str, &str, bool)] = &[
     ("data", "ANNAL_DATA", false),
     ("listen", "ANNAL_LISTEN", false),
     ("allow_anonymous", "ANNAL_ALLOW_ANONYMOUS", true),
+    ("metrics_public", "ANNAL_METRICS_PUBLIC", true),
     ("tokens_file", "ANNAL_TOKENS_FILE", false),
     ("max_body_bytes", "ANNAL_MAX_BODY_BYTES", false),
     ("max_page", "ANNAL_MAX_PAGE", false),

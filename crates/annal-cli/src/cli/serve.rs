@@ -36,9 +36,14 @@ pub struct ServeArgs {
     #[arg(long, env = "ANNAL_ALLOW_ANONYMOUS")]
     allow_anonymous: bool,
     /// API tokens, a JSON file: {"tokens": [{"name", "token", "role": "read"|"write"|"admin",
-    /// "aggregate_types": [..]?}]}. Turns auth on. (Or the same JSON in ANNAL_TOKENS.)
+    /// "aggregate_types": [..]?, "may_act_for": [..]?}]}. Turns auth on. (Or the same JSON
+    /// in ANNAL_TOKENS.)
     #[arg(long, env = "ANNAL_TOKENS_FILE")]
     tokens_file: Option<std::path::PathBuf>,
+    /// Serve /metrics to anyone (with auth on it otherwise needs a token that sees
+    /// every aggregate type: the metrics show the global head).
+    #[arg(long, env = "ANNAL_METRICS_PUBLIC")]
+    metrics_public: bool,
     /// HTTPS: the certificate chain (PEM). Needs --tls-key.
     #[arg(long, env = "ANNAL_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
@@ -121,6 +126,7 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         body_read_timeout: Duration::from_secs(args.body_read_timeout),
         keep_alive: Duration::from_secs(args.keep_alive),
         max_connections: args.max_connections,
+        metrics_public: args.metrics_public,
     };
     // The URL as shown: a password in it is hidden (StoreUrl's Display).
     let shown = args

@@ -541,3 +541,65 @@ pub async fn transaction_with_one_conflict_writes_nothing<H: Harness>(h: H) {
     );
     assert_eq!(s.head(&[]).await.expect("head"), 2);
 }
+
+/// Who authenticated an append is recorded on its events beside the user_id they
+/// claim, read back by every read, covered by the chain, and part of what makes a
+/// retry identical. Not in the shared suite: an [`crate::Store`] over HTTP leaves the
+/// principal to the server's credentials.
+pub async fn a_principal_is_recorded_read_back_and_chained<H: Harness>(h: H) {
+    let s = h.store();
+    let by_service = req("Family", "family_1", NoStream, vec![ev("Enrolled", "{}")])
+        .by("sarah")
+        .authenticated_as("svc-enrolment");
+    let first = s.append(by_service.clone()).await.expect("append");
+    let anonymous = s
+        .append(req(
+            "Family",
+            "family_2",
+            NoStream,
+            vec![ev("Enrolled", "{}")],
+        ))
+        .await
+        .expect("append");
+    let recorded = &first.events[0];
+    assert_eq!(recorded.user_id, "sarah");
+    assert_eq!(recorded.principal.as_deref(), Some("svc-enrolment"));
+    assert_eq!(anonymous.events[0].principal, None);
+    let all = s.read_all(0, 10, &Default::default()).await.expect("read");
+    assert_eq!(all[0].principal.as_deref(), Some("svc-enrolment"));
+    assert_eq!(all[1].principal, None);
+    let by_id = s
+        .event(recorded.event_id)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(by_id, *recorded);
+    let stream = s
+        .read_aggregate("family_1", Direction::Forward, None, 10)
+        .await
+        .expect("read");
+    assert_eq!(stream[0], *recorded);
+    let report = s.verify(None, None).await.expect("verify");
+    assert!(report.ok, "{report:?}");
+
+    // Retrying with the same ids: identical only when the principal is the same.
+    let mut retry = by_service;
+    retry.events[0].event_id = Some(recorded.event_id);
+    retry.expected_version = Any;
+    let other = retry.clone().authenticated_as("svc-other");
+    let e = s
+        .append(other)
+        .await
+        .expect_err("another principal is another append");
+    assert!(
+        matches!(
+            e,
+            Error::DuplicateEventId { .. } | Error::WrongExpectedVersion { .. }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(s.head(&[]).await.expect("head"), 2, "nothing written");
+    let again = s.append(retry).await.expect("the same principal retries");
+    assert_eq!(again.events[0].position, recorded.position);
+    assert_eq!(s.head(&[]).await.expect("head"), 2, "nothing written");
+}

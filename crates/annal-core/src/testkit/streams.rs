@@ -3,7 +3,7 @@
 
 use super::Harness;
 use super::fixtures::{ev, req};
-use crate::append::{AppendRequest, ExpectedVersion};
+use crate::append::{Actor, AppendRequest, ExpectedVersion};
 use crate::error::Error;
 use crate::read::Direction;
 use crate::store::Store;
@@ -33,22 +33,28 @@ pub async fn populate_streams<S: Store + ?Sized>(s: &S) -> Vec<String> {
         .expect(ok);
     // Soft-deleted.
     s.append(append("order-soft", NoStream, 3)).await.expect(ok);
-    streams::delete(s, "order-soft", Any, Deletion::Soft, None)
+    streams::delete(s, "order-soft", Any, Deletion::Soft, &Actor::default())
         .await
         .expect(ok);
     // Soft-deleted, then written again.
     s.append(append("order-again", NoStream, 2))
         .await
         .expect(ok);
-    streams::delete(s, "order-again", Exact(2), Deletion::Soft, None)
-        .await
-        .expect(ok);
+    streams::delete(
+        s,
+        "order-again",
+        Exact(2),
+        Deletion::Soft,
+        &Actor::default(),
+    )
+    .await
+    .expect(ok);
     s.append(append("order-again", NoStream, 1))
         .await
         .expect(ok);
     // Tombstoned.
     s.append(append("order-gone", NoStream, 2)).await.expect(ok);
-    streams::delete(s, "order-gone", Any, Deletion::Tombstone, None)
+    streams::delete(s, "order-gone", Any, Deletion::Tombstone, &Actor::default())
         .await
         .expect(ok);
     // Metadata only, and metadata that is not a `$metadata` event.
@@ -140,9 +146,15 @@ pub async fn the_store_refuses_appends_to_a_tombstoned_stream<H: Harness>(h: H) 
     s.append(append("order-1", NoStream, 2))
         .await
         .expect("append");
-    streams::delete(s, "order-1", Exact(2), Deletion::Tombstone, None)
-        .await
-        .expect("tombstone");
+    streams::delete(
+        s,
+        "order-1",
+        Exact(2),
+        Deletion::Tombstone,
+        &Actor::default(),
+    )
+    .await
+    .expect("tombstone");
     let head = s.head(&[]).await.expect("head");
     for expected in [Any, NoStream, Exists, Exact(3)] {
         let err = s
@@ -174,7 +186,7 @@ pub async fn a_soft_deleted_stream_written_again_shows_only_its_new_events<H: Ha
     s.append(append("order-2", NoStream, 3))
         .await
         .expect("append");
-    streams::delete(s, "order-2", Any, Deletion::Soft, None)
+    streams::delete(s, "order-2", Any, Deletion::Soft, &Actor::default())
         .await
         .expect("soft delete");
     let err = s

@@ -17,6 +17,7 @@ use crate::pb::event_store::client::persistent_subscriptions::{
     ReadReq, ReadResp, read_req, read_resp,
 };
 use crate::status::{maximum_subscribers_reached, subscription_dropped};
+use annal_core::access::Operation;
 use annal_core::{RecordedEvent, Uuid};
 use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
@@ -34,7 +35,7 @@ impl Persistent {
         request: Request<Streaming<ReadReq>>,
     ) -> Result<Response<RespStream>, Status> {
         use read_req::options::{StreamOption, uuid_option};
-        let user = caller(&request, false)?;
+        let user = caller(&request, Operation::Read)?;
         let mut incoming = request.into_inner();
         let first = incoming
             .message()
@@ -70,7 +71,14 @@ impl Persistent {
         let from = format!("consumer-{id}");
         let (reply, joined) = oneshot::channel();
         let (gone_tx, mut gone) = oneshot::channel::<()>();
-        let consumer = Consumer::new(id, tx, gone_tx, slots, from, user.unwrap_or_default());
+        let consumer = Consumer::new(
+            id,
+            tx,
+            gone_tx,
+            slots,
+            from,
+            user.actor.principal.clone().unwrap_or_default(),
+        );
         let stopping = || Status::unavailable("the group is stopping; subscribe again");
         handle
             .cmds
@@ -81,6 +89,10 @@ impl Persistent {
             .map_err(|_| stopping())?
             .map_err(|full| maximum_subscribers_reached(&source, &group, full.max))?;
         let cmds = handle.cmds.clone();
+        // A nack that parks appends a record: a caller whose role does not allow it
+        // gets PERMISSION_DENIED in place of the rest of its subscription.
+        let may_park = user.require(Operation::Park);
+        let (deny_tx, deny_rx) = mpsc::channel::<Status>(1);
         tokio::spawn(async move {
             loop {
                 let msg = tokio::select! {
@@ -94,9 +106,13 @@ impl Persistent {
                 };
                 let cmd = match msg.content {
                     Some(read_req::Content::Ack(a)) => Cmd::Ack(id, ids(&a.ids)),
-                    Some(read_req::Content::Nack(n)) => {
-                        Cmd::Nack(id, ids(&n.ids), nack_action(n.action), n.reason)
-                    }
+                    Some(read_req::Content::Nack(n)) => match (nack_action(n.action), &may_park) {
+                        (NackAction::Park, Err(denied)) => {
+                            let _ = deny_tx.try_send(denied.clone());
+                            break;
+                        }
+                        (action, _) => Cmd::Nack(id, ids(&n.ids), action, n.reason),
+                    },
                     _ => continue,
                 };
                 if cmds.send(cmd).is_err() {
@@ -106,7 +122,8 @@ impl Persistent {
             let _ = cmds.send(Cmd::Leave(id));
         });
         let deliveries = ReceiverStream::new(rx).map(move |d| message(d, structured));
-        let stream = tokio_stream::once(Ok(confirmation)).chain(deliveries);
+        let denied = ReceiverStream::new(deny_rx).map(Err);
+        let stream = tokio_stream::once(Ok(confirmation)).chain(deliveries.merge(denied));
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -10,7 +10,9 @@
 use super::settings::{Settings, StartFrom};
 use super::{ALL, PAGE};
 use crate::status::{group_not_found, to_status};
-use annal_core::{AppendRequest, Direction, Error, ExpectedVersion, NewEvent, RawJson, Store};
+use annal_core::{
+    Actor, AppendRequest, Direction, Error, ExpectedVersion, NewEvent, RawJson, Store,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -202,7 +204,7 @@ impl Registry {
     /// (`check` answers the error to give, if any), retrying when another writer raced.
     pub(super) async fn change(
         &self,
-        user: Option<String>,
+        by: &Actor,
         event_type: &str,
         change: Change,
         check: impl Fn(Option<&Definition>) -> Result<(), Status>,
@@ -220,7 +222,7 @@ impl Registry {
                 ExpectedVersion::Exact(defs.version),
             )
             .event(NewEvent::raw(event_type, data));
-            append.user_id = user.clone();
+            by.stamp(&mut append);
             match self.store.append(append).await {
                 Ok(_) => {
                     self.refresh(&mut defs).await?;

@@ -22,6 +22,7 @@ use crate::pb::event_store::client::persistent_subscriptions::{
     get_info_req, list_req, replay_parked_req, update_req,
 };
 use crate::status::{group_not_found as not_found, to_status};
+use annal_core::access::Operation;
 use annal_core::streams;
 use annal_core::{CheckpointWrite, Store};
 use std::collections::HashMap;
@@ -162,7 +163,7 @@ impl PersistentSubscriptions for Persistent {
         use create_req::all_options::{AllOption, FilterOption, filter_options};
         use create_req::options::StreamOption;
         use create_req::stream_options::RevisionOption;
-        let user = caller(&request, true)?;
+        let user = caller(&request, Operation::ManageSubscriptions)?;
         let o = request
             .into_inner()
             .options
@@ -222,7 +223,7 @@ impl PersistentSubscriptions for Persistent {
         let def = self
             .registry
             .change(
-                user,
+                &user.actor,
                 CREATED,
                 Change {
                     source: source.clone(),
@@ -268,7 +269,7 @@ impl PersistentSubscriptions for Persistent {
         use update_req::all_options::AllOption;
         use update_req::options::StreamOption;
         use update_req::stream_options::RevisionOption;
-        let user = caller(&request, true)?;
+        let user = caller(&request, Operation::ManageSubscriptions)?;
         let o = request
             .into_inner()
             .options
@@ -292,7 +293,7 @@ impl PersistentSubscriptions for Persistent {
         let key = (source.clone(), group.clone());
         self.registry
             .change(
-                user,
+                &user.actor,
                 UPDATED,
                 Change {
                     source: source.clone(),
@@ -311,7 +312,7 @@ impl PersistentSubscriptions for Persistent {
 
     async fn delete(&self, request: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
         use delete_req::options::StreamOption;
-        let user = caller(&request, true)?;
+        let user = caller(&request, Operation::ManageSubscriptions)?;
         let o = request
             .into_inner()
             .options
@@ -321,7 +322,7 @@ impl PersistentSubscriptions for Persistent {
         let key = (source.clone(), group.clone());
         self.registry
             .change(
-                user,
+                &user.actor,
                 DELETED,
                 Change {
                     source: source.clone(),
@@ -350,7 +351,7 @@ impl PersistentSubscriptions for Persistent {
         request: Request<GetInfoReq>,
     ) -> Result<Response<GetInfoResp>, Status> {
         use get_info_req::options::StreamOption;
-        caller(&request, false)?;
+        caller(&request, Operation::Read)?;
         let o = request
             .into_inner()
             .options
@@ -368,7 +369,7 @@ impl PersistentSubscriptions for Persistent {
         request: Request<ReplayParkedReq>,
     ) -> Result<Response<ReplayParkedResp>, Status> {
         use replay_parked_req::options::{StopAtOption, StreamOption};
-        caller(&request, true)?;
+        caller(&request, Operation::ReplayParked)?;
         let o = request
             .into_inner()
             .options
@@ -394,7 +395,7 @@ impl PersistentSubscriptions for Persistent {
     async fn list(&self, request: Request<ListReq>) -> Result<Response<ListResp>, Status> {
         use list_req::options::ListOption;
         use list_req::stream_option::StreamOption;
-        caller(&request, false)?;
+        caller(&request, Operation::Read)?;
         let option = request.into_inner().options.and_then(|o| o.list_option);
         let only = match option {
             Some(ListOption::ListForStream(s)) => match s.stream_option {
@@ -428,7 +429,7 @@ impl PersistentSubscriptions for Persistent {
     }
 
     async fn restart_subsystem(&self, request: Request<Empty>) -> Result<Response<Empty>, Status> {
-        caller(&request, true)?;
+        caller(&request, Operation::ManageSubscriptions)?;
         let keys: Vec<Key> = self
             .running
             .lock()

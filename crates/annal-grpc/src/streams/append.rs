@@ -6,11 +6,12 @@
 //! (the call succeeds with it), not a status.
 
 use super::{Streams, expected_from_revision};
-use crate::call::{caller, deadline, within};
+use crate::call::{Caller, caller, deadline, within};
 use crate::convert::{self, stream_name};
 use crate::pb::event_store::client::Empty;
 use crate::pb::event_store::client::streams::{AppendReq, AppendResp, append_req, append_resp};
 use crate::status::{stream_deleted, to_status};
+use annal_core::access::Operation;
 use annal_core::streams;
 use annal_core::{AppendRequest, AppendResult, Error, ExpectedVersion, NewEvent, Store};
 use tonic::{Request, Response, Status, Streaming};
@@ -21,8 +22,12 @@ pub(super) async fn append_events(
     stream: &str,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
-    user: Option<String>,
+    by: &Caller,
 ) -> Result<Result<AppendResult, u64>, Status> {
+    by.require(Operation::append(
+        stream,
+        events.iter().map(|e| e.event_type.as_str()),
+    ))?;
     if events.is_empty() {
         // An empty append checks the expectation and writes nothing.
         let st = streams::state(store, stream).await.map_err(to_status)?;
@@ -41,7 +46,7 @@ pub(super) async fn append_events(
         };
     }
     let mut request = AppendRequest::new("", stream, expected);
-    request.user_id = user;
+    by.actor.stamp(&mut request);
     request.events = events;
     match store.append_to_stream(request).await {
         Ok(r) => Ok(Ok(r)),
@@ -59,7 +64,7 @@ pub(super) async fn append(
     service: &Streams,
     request: Request<Streaming<AppendReq>>,
 ) -> Result<Response<AppendResp>, Status> {
-    let user = caller(&request, true)?;
+    let user = caller(&request, Operation::Append)?;
     let deadline = deadline(request.metadata());
     let store = service.store.clone();
     let limit = store.limits().max_batch_events;
@@ -97,7 +102,7 @@ pub(super) async fn append(
                 &p.data,
             )?);
         }
-        let result = match append_events(store.as_ref(), &stream, expected, events, user).await? {
+        let result = match append_events(store.as_ref(), &stream, expected, events, &user).await? {
             Ok(r) => append_resp::Result::Success(append_success(&r)),
             Err(actual) => {
                 append_resp::Result::WrongExpectedVersion(append_wrong_version(expected, actual))

@@ -7,13 +7,14 @@
 
 use super::append::append_events;
 use super::{CHANNEL, RespStream, Streams, expected_from_revision};
-use crate::call::caller;
+use crate::call::{Caller, caller};
 use crate::convert::{self, stream_id, stream_name};
 use crate::pb::event_store::client::AllStreamPosition;
 use crate::pb::event_store::client::streams::{
     BatchAppendReq, BatchAppendResp, batch_append_req, batch_append_resp,
 };
 use crate::status::{deadline_exceeded, rpc_status, stream_deleted_detail, wrong_version_status};
+use annal_core::access::Operation;
 use annal_core::{AppendResult, ExpectedVersion, NewEvent, Store};
 use prost::Message;
 use std::collections::HashMap;
@@ -27,7 +28,7 @@ pub(super) async fn batch_append(
     service: &Streams,
     request: Request<Streaming<BatchAppendReq>>,
 ) -> Result<Response<RespStream<BatchAppendResp>>, Status> {
-    let user = caller(&request, true)?;
+    let user = caller(&request, Operation::Append)?;
     let mut input = request.into_inner();
     let (tx, rx) = mpsc::channel::<Result<BatchAppendResp, Status>>(CHANNEL);
     let store = service.store.clone();
@@ -78,7 +79,7 @@ async fn batch_step(
     store: &dyn Store,
     pending: &mut HashMap<Vec<u8>, Batch>,
     req: BatchAppendReq,
-    user: &Option<String>,
+    user: &Caller,
 ) -> Result<Option<BatchAppendResp>, Status> {
     let correlation = req
         .correlation_id
@@ -145,15 +146,7 @@ async fn batch_step(
     } else if batch.deadline.is_some_and(|d| d <= SystemTime::now()) {
         batch_append_resp::Result::Error(rpc_status(&deadline_exceeded(), None))
     } else {
-        match append_events(
-            store,
-            &batch.stream,
-            batch.expected,
-            batch.events,
-            user.clone(),
-        )
-        .await
-        {
+        match append_events(store, &batch.stream, batch.expected, batch.events, user).await {
             Ok(Ok(r)) => batch_append_resp::Result::Success(batch_success(&r)),
             Ok(Err(actual)) => batch_append_resp::Result::Error(wrong_version_status(
                 &batch.stream,

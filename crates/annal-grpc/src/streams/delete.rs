@@ -12,8 +12,9 @@ use crate::pb::event_store::client::streams::{
     tombstone_resp,
 };
 use crate::status::{delete_wrong_version, to_status};
+use annal_core::access::Operation;
 use annal_core::streams::{self, Deletion};
-use annal_core::{Error, ExpectedVersion, Store};
+use annal_core::{Actor, Error, ExpectedVersion, Store};
 use tonic::{Request, Response, Status};
 
 /// Serves one Delete call.
@@ -21,7 +22,7 @@ pub(super) async fn delete(
     service: &Streams,
     request: Request<DeleteReq>,
 ) -> Result<Response<DeleteResp>, Status> {
-    let user = caller(&request, true)?;
+    let user = caller(&request, Operation::Delete)?;
     let deadline = deadline(request.metadata());
     let options = request
         .into_inner()
@@ -39,7 +40,7 @@ pub(super) async fn delete(
             &stream,
             expected,
             Deletion::Soft,
-            user,
+            &user.actor,
         ),
     )
     .await?;
@@ -58,7 +59,7 @@ pub(super) async fn tombstone(
     service: &Streams,
     request: Request<TombstoneReq>,
 ) -> Result<Response<TombstoneResp>, Status> {
-    let user = caller(&request, true)?;
+    let user = caller(&request, Operation::Tombstone)?;
     let deadline = deadline(request.metadata());
     let options = request
         .into_inner()
@@ -76,7 +77,7 @@ pub(super) async fn tombstone(
             &stream,
             expected,
             Deletion::Tombstone,
-            user,
+            &user.actor,
         ),
     )
     .await?;
@@ -96,9 +97,9 @@ async fn delete_stream(
     stream: &str,
     expected: ExpectedVersion,
     how: Deletion,
-    user: Option<String>,
+    by: &Actor,
 ) -> Result<u64, Status> {
-    match streams::delete(store, stream, expected, how, user).await {
+    match streams::delete(store, stream, expected, how, by).await {
         Ok(e) => Ok(e.position),
         Err(Error::WrongExpectedVersion { actual, .. }) => {
             Err(delete_wrong_version(stream, expected, actual))

@@ -13,6 +13,7 @@ use crate::convert::{self, revision_of, stream_id, stream_name};
 use crate::filter::EventFilter;
 use crate::pb::event_store::client::streams::{ReadReq, ReadResp, read_req, read_resp};
 use crate::status::{stream_deleted, to_status};
+use annal_core::access::Operation;
 use annal_core::streams::{self, StreamRead, StreamState};
 use annal_core::{Direction, Filter, RecordedEvent, Store};
 use std::time::{Duration, SystemTime};
@@ -32,7 +33,7 @@ pub(super) async fn read(
     service: &Streams,
     request: Request<ReadReq>,
 ) -> Result<Response<RespStream<ReadResp>>, Status> {
-    caller(&request, false)?;
+    caller(&request, Operation::Read)?;
     let deadline = deadline(request.metadata());
     let options = request
         .into_inner()

@@ -24,6 +24,7 @@ pub(super) struct EventColumns<'a> {
     pub(super) hash: Vec<String>,
     pub(super) data_ok: Vec<bool>,
     pub(super) metadata_ok: Vec<bool>,
+    pub(super) principal: Vec<Option<&'a str>>,
 }
 
 impl<'a> From<&'a Vec<RecordedEvent>> for EventColumns<'a> {
@@ -46,6 +47,7 @@ impl<'a> From<&'a Vec<RecordedEvent>> for EventColumns<'a> {
             hash: Vec::with_capacity(n),
             data_ok: Vec::with_capacity(n),
             metadata_ok: Vec::with_capacity(n),
+            principal: Vec::with_capacity(n),
         };
         for e in events {
             c.position.push(clamp(e.position));
@@ -64,6 +66,7 @@ impl<'a> From<&'a Vec<RecordedEvent>> for EventColumns<'a> {
             c.hash.push(e.hash.to_hex());
             c.data_ok.push(jsonb_can_hold(e.data.get()));
             c.metadata_ok.push(jsonb_can_hold(e.metadata.get()));
+            c.principal.push(e.principal.as_deref());
         }
         c
     }

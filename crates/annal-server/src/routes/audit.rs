@@ -45,6 +45,7 @@ pub async fn verify(
     let Query(q) = query?;
     caller.check_unlimited()?;
     let report = if q.deep.unwrap_or(false) {
+        caller.require(annal_core::access::Operation::VerifyDeep)?;
         app.store
             .verify_deep(q.from_position, q.to_position)
             .await?

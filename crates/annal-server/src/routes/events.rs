@@ -8,6 +8,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::problem::Problem;
 use crate::stream::{events_body, subscription};
+use annal_core::access::Operation;
 use annal_core::streams::{self, StreamRead};
 use annal_core::wire::{
     AppendRequest, AppendResult, EventsPage, Head, RecordedEvent, StreamPage, Transaction,
@@ -60,12 +61,26 @@ pub async fn append(
     // Over HTTP the type is required (only the gRPC endpoint derives it from the name).
     annal_core::append::check_name("aggregate_type", &request.aggregate_type)?;
     caller.check_type(&request.aggregate_type)?;
-    if request.user_id.is_none() {
-        request.user_id.clone_from(&caller.name);
-    }
-    let result = app.store.append(request).await?;
+    caller.require(append_operation(&request))?;
+    caller.act(&mut request, "")?;
+    let result = match app.store.append(request).await {
+        Ok(r) => r,
+        Err(e) => return Err(caller.conceal(app.store.as_ref(), e).await),
+    };
     metrics::counter!("annal_events_appended_total").increment(result.events.len() as u64);
     created(&result)
+}
+
+/// What appending `request` is, for the roles: system events (`$` types, metadata
+/// streams, the `$metadata` aggregate type) need admin.
+fn append_operation(request: &AppendRequest) -> Operation {
+    if request.aggregate_type.starts_with('$') {
+        return Operation::AppendSystem;
+    }
+    Operation::append(
+        &request.aggregate_id,
+        request.events.iter().map(|e| e.event_type.as_str()),
+    )
 }
 
 /// `POST /v1/transactions`
@@ -92,16 +107,19 @@ pub async fn transact(
     let Json(mut t) = body?;
     if t.checkpoint.is_some() {
         caller.check_unlimited()?;
+        caller.require(Operation::Checkpoint)?;
     }
     for (i, a) in t.appends.iter_mut().enumerate() {
         // Over HTTP the type is required (only the gRPC endpoint derives it).
         annal_core::append::check_name(&format!("appends[{i}].aggregate_type"), &a.aggregate_type)?;
         caller.check_type(&a.aggregate_type)?;
-        if a.user_id.is_none() {
-            a.user_id.clone_from(&caller.name);
-        }
+        caller.require(append_operation(a))?;
+        caller.act(a, &format!("appends[{i}]."))?;
     }
-    let result = app.store.transact(t).await?;
+    let result = match app.store.transact(t).await {
+        Ok(r) => r,
+        Err(e) => return Err(caller.conceal(app.store.as_ref(), e).await),
+    };
     let n: usize = result.results.iter().map(|r| r.events.len()).sum();
     metrics::counter!("annal_events_appended_total").increment(n as u64);
     created(&result)
@@ -149,7 +167,9 @@ pub async fn read_stream(
     let Some(aggregate_type) = &st.aggregate_type else {
         return Err(Problem::not_found(format!("aggregate '{id}'")));
     };
-    caller.check_type(aggregate_type)?;
+    caller.check_visible(aggregate_type, || {
+        Problem::not_found(format!("aggregate '{id}'"))
+    })?;
     let direction = q.direction.unwrap_or_default();
     let read = streams::read_with(
         app.store.as_ref(),
@@ -315,7 +335,9 @@ pub async fn read_event(
         .map_err(|e| Problem::invalid("event_id", format!("'{raw}' is not a UUID: {e}")))?;
     match app.store.event(id).await? {
         Some(e) => {
-            caller.check_type(&e.aggregate_type)?;
+            caller.check_visible(&e.aggregate_type, || {
+                Problem::not_found(format!("event {id}"))
+            })?;
             ok(&e)
         }
         None => Err(Problem::not_found(format!("event {id}"))),

@@ -1,12 +1,13 @@
 //! The `operations` routes: health, metrics, this API's OpenAPI document, and the
 //! answer to any other route.
 
-use super::{Guarded, Res, ok};
+use super::{Guarded, GuardedUnlimited, Res, ok};
+use crate::auth::Caller;
 use crate::problem::Problem;
 use crate::{AppState, metrics_text};
 use annal_core::wire::Health;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
@@ -35,7 +36,7 @@ pub async fn live() -> Res {
         Guarded
     )
 )]
-pub async fn ready(State(app): State<AppState>) -> Res {
+pub async fn ready(State(app): State<AppState>, Extension(caller): Extension<Caller>) -> Res {
     let head = match app.store.head(&[]).await {
         Ok(head) => head,
         Err(e) => {
@@ -46,7 +47,12 @@ pub async fn ready(State(app): State<AppState>) -> Res {
         }
     };
     match app.store.write_failure() {
-        None => ok(&Health::ready(head)),
+        // The global head only for callers who may see the whole log.
+        None if caller.sees_everything() => ok(&Health::ready(head)),
+        None => ok(&Health {
+            head: None,
+            ..Health::ready(head)
+        }),
         Some(why) => Err(Problem::unavailable(format!(
             "the store answers reads but cannot write: its last commit failed ({why}); \
              ready again once a commit succeeds"
@@ -61,10 +67,14 @@ pub async fn ready(State(app): State<AppState>) -> Res {
     tag = "operations",
     description = "Prometheus metrics.",
     responses(
-        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        GuardedUnlimited
     )
 )]
-pub async fn metrics(State(app): State<AppState>) -> Res {
+pub async fn metrics(State(app): State<AppState>, Extension(caller): Extension<Caller>) -> Res {
+    if !app.config.metrics_public {
+        caller.check_unlimited()?;
+    }
     if let Ok(head) = app.store.head(&[]).await {
         metrics::gauge!("annal_head_position").set(head as f64);
     }

@@ -39,7 +39,9 @@ pub async fn put_snapshot(
     path_name("aggregate_id", &id)?;
     let Json(b) = body?;
     if let Some(info) = app.store.aggregate(&id).await? {
-        caller.check_type(&info.aggregate_type)?;
+        caller.check_visible(&info.aggregate_type, || {
+            Problem::not_found(format!("aggregate '{id}'"))
+        })?;
     }
     created(
         &app.store
@@ -91,7 +93,9 @@ pub async fn latest_snapshot(
     };
     match app.store.load_snapshot(&id, &tag, q.at_or_below).await? {
         Some(s) => {
-            caller.check_type(&s.aggregate_type)?;
+            caller.check_visible(&s.aggregate_type, || {
+                Problem::not_found(format!("snapshot of '{id}' with tag '{tag}'"))
+            })?;
             ok(&s)
         }
         None => Err(Problem::not_found(format!(

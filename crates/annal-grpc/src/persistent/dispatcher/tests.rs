@@ -57,6 +57,7 @@ fn event_in(stream: &str, n: u64, correlation: Option<&str>) -> RecordedEvent {
         user_id: "system".into(),
         correlation_id: correlation.map(str::to_owned),
         causation_id: None,
+        principal: None,
         data: RawJson::empty_object(),
         metadata: RawJson::empty_object(),
         hash: Hash::ZERO,
