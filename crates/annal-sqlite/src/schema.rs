@@ -169,39 +169,14 @@ pub fn migrate(conn: &mut Connection, now: &str) -> Result<(), MigrateError> {
     if found > SCHEMA_VERSION {
         return Err(MigrateError::TooNew { found });
     }
-    if found < 1 {
-        tx.execute_batch(V1)?;
+    for (version, ddl) in (1..)
+        .zip([V1, V2, V3, V4, V5])
+        .skip_while(|(v, _)| *v <= found)
+    {
+        tx.execute_batch(ddl)?;
         tx.execute(
-            "INSERT INTO schema_version (version, applied_at) VALUES (1, ?1)",
-            [now],
-        )?;
-    }
-    if found < 2 {
-        tx.execute_batch(V2)?;
-        tx.execute(
-            "INSERT INTO schema_version (version, applied_at) VALUES (2, ?1)",
-            [now],
-        )?;
-    }
-    if found < 3 {
-        tx.execute_batch(V3)?;
-        tx.execute(
-            "INSERT INTO schema_version (version, applied_at) VALUES (3, ?1)",
-            [now],
-        )?;
-    }
-    if found < 4 {
-        tx.execute_batch(V4)?;
-        tx.execute(
-            "INSERT INTO schema_version (version, applied_at) VALUES (4, ?1)",
-            [now],
-        )?;
-    }
-    if found < 5 {
-        tx.execute_batch(V5)?;
-        tx.execute(
-            "INSERT INTO schema_version (version, applied_at) VALUES (5, ?1)",
-            [now],
+            "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+            rusqlite::params![version, now],
         )?;
     }
     tx.commit()?;
