@@ -13,6 +13,7 @@
 //! cannot set.
 
 use crate::problem::Problem;
+use crate::tokens::{Token, Tokens};
 use annal_core::AppendRequest;
 use annal_core::access::{self, Operation};
 use annal_grpc::{CheckCredentials, Principal, Refusal};
@@ -20,105 +21,10 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
+
 use std::sync::Arc;
 
 pub use annal_core::access::Role;
-
-/// One API token. Its `Debug` hides the secret.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Token {
-    /// Who holds it; the default `user_id` of its appends.
-    pub name: String,
-    /// The secret sent as `Authorization: Bearer <token>`.
-    pub token: String,
-    /// What it may do.
-    pub role: Role,
-    /// The aggregate types it is limited to (absent: all).
-    #[serde(default)]
-    pub aggregate_types: Option<Vec<String>>,
-    /// The user_ids its appends may claim besides its own name (`["*"]`: any). Absent:
-    /// only its name.
-    #[serde(default)]
-    pub may_act_for: Vec<String>,
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token")
-            .field("name", &self.name)
-            .field("token", &"***")
-            .field("role", &self.role)
-            .field("aggregate_types", &self.aggregate_types)
-            .field("may_act_for", &self.may_act_for)
-            .finish()
-    }
-}
-
-/// The tokens file (or `ANNAL_TOKENS`): `{"tokens": [{"name", "token", "role", "aggregate_types"?}]}`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tokens {
-    /// The tokens.
-    pub tokens: Vec<Token>,
-}
-
-/// Why a tokens document was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum TokensError {
-    /// Not JSON of the documented shape.
-    #[error("invalid tokens document: {0}")]
-    Json(#[from] serde_json::Error),
-    /// A token without a name, or with a secret shorter than 16 characters.
-    #[error("tokens[{index}]: a token needs a name and a secret of at least 16 characters")]
-    Weak {
-        /// Its place in `tokens`.
-        index: usize,
-    },
-    /// `aggregate_types` present but empty (a token that could use nothing).
-    #[error("tokens[{index}]: aggregate_types is empty; leave it out for all types, or name some")]
-    NoTypes {
-        /// Its place in `tokens`.
-        index: usize,
-    },
-    /// Two tokens with one secret (which of them a request is would be a guess).
-    #[error("tokens[{index}] has the same secret as an earlier token; give each its own")]
-    SharedSecret {
-        /// The later one's place in `tokens`.
-        index: usize,
-    },
-    /// Two tokens with one name (gRPC callers are known by name).
-    #[error("tokens[{index}] has the same name as an earlier token; names must be unique")]
-    SharedName {
-        /// The later one's place in `tokens`.
-        index: usize,
-    },
-}
-
-impl Tokens {
-    /// Parses and checks a tokens document.
-    pub fn parse(json: &str) -> Result<Self, TokensError> {
-        let t: Tokens = serde_json::from_str(json)?;
-        for (index, tok) in t.tokens.iter().enumerate() {
-            if tok.name.is_empty() || tok.token.len() < 16 {
-                return Err(TokensError::Weak { index });
-            }
-            if tok.aggregate_types.as_ref().is_some_and(Vec::is_empty) {
-                return Err(TokensError::NoTypes { index });
-            }
-            let earlier = &t.tokens[..index];
-            if earlier.iter().any(|e| e.token == tok.token) {
-                return Err(TokensError::SharedSecret { index });
-            }
-            if earlier.iter().any(|e| e.name == tok.name) {
-                return Err(TokensError::SharedName { index });
-            }
-        }
-        Ok(t)
-    }
-}
 
 /// Who is calling, as the handlers see it.
 #[derive(Debug, Clone)]
@@ -315,23 +221,6 @@ impl Caller {
     }
 }
 
-/// Compares secrets in time independent of their contents and lengths: both are hashed
-/// to 32 bytes, and every byte of the digests is compared.
-#[cfg(test)]
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    same_digest(&Sha256::digest(a), b)
-}
-
-/// Whether `secret` hashes to `digest`, comparing every byte of both digests.
-fn same_digest(digest: &[u8], secret: &[u8]) -> bool {
-    let other = Sha256::digest(secret);
-    digest
-        .iter()
-        .zip(other.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
 /// The token of an `Authorization` header in the Bearer scheme (matched without
 /// regard to case, RFC 9110 §11.1).
 fn bearer(value: &str) -> Option<&str> {
@@ -339,14 +228,6 @@ fn bearer(value: &str) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then_some(token.trim())
-}
-
-/// The token whose secret is `presented`, looking at every token whatever matches.
-fn find_by_secret<'t>(tokens: &'t Tokens, presented: &str) -> Option<&'t Token> {
-    let presented = Sha256::digest(presented.as_bytes());
-    tokens.tokens.iter().fold(None, |found, k| {
-        found.or(same_digest(&presented, k.token.as_bytes()).then_some(k))
-    })
 }
 
 /// Routes anyone may call: health, the OpenAPI document, and the metrics when the
@@ -373,7 +254,7 @@ pub async fn authenticate(
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(bearer)
-                .and_then(|p| find_by_secret(t, p));
+                .and_then(|p| t.find(p));
             match found {
                 Some(token) => Caller::of(token),
                 None if is_open(req.uri().path(), public_metrics) => Caller::nobody(),
@@ -460,7 +341,8 @@ pub fn grpc_credentials(tokens: Option<Tokens>) -> Option<CheckCredentials> {
     let tokens = tokens?;
     Some(CheckCredentials::new(move |user, secret| {
         // The secret decides (compared whatever the name), then the name must agree.
-        let found = find_by_secret(&tokens, secret)
+        let found = tokens
+            .find(secret)
             .filter(|k| k.name == user)
             .ok_or(Refusal::Unknown)?;
         if found.aggregate_types.is_some() {
@@ -487,42 +369,12 @@ mod tests {
     }
 
     #[test]
-    fn a_token_debug_never_shows_its_secret() {
-        let t = Tokens::parse(&doc(&[ONE])).expect("tokens");
-        let shown = format!("{t:?}");
-        assert!(shown.contains("sarah"), "{shown}");
-        assert!(!shown.contains("0123456789abcdef-one"), "{shown}");
-    }
-
-    #[test]
-    fn two_tokens_with_one_secret_or_one_name_are_refused() {
-        let same_secret = r#"{"name":"tom","token":"0123456789abcdef-one","role":"read"}"#;
-        assert!(matches!(
-            Tokens::parse(&doc(&[ONE, same_secret])),
-            Err(TokensError::SharedSecret { index: 1 })
-        ));
-        let same_name = r#"{"name":"sarah","token":"0123456789abcdef-two","role":"read"}"#;
-        assert!(matches!(
-            Tokens::parse(&doc(&[ONE, same_name])),
-            Err(TokensError::SharedName { index: 1 })
-        ));
-    }
-
-    #[test]
     fn the_bearer_scheme_is_matched_without_regard_to_case() {
         assert_eq!(bearer("Bearer abc"), Some("abc"));
         assert_eq!(bearer("bearer abc"), Some("abc"));
         assert_eq!(bearer("BEARER  abc "), Some("abc"));
         assert_eq!(bearer("Basic abc"), None);
         assert_eq!(bearer("Bearerabc"), None);
-    }
-
-    #[test]
-    fn secrets_match_only_when_equal_whatever_their_lengths() {
-        assert!(same_secret(b"0123456789abcdef", b"0123456789abcdef"));
-        assert!(!same_secret(b"0123456789abcdef", b"0123456789abcdeF"));
-        assert!(!same_secret(b"0123456789abcdef", b"0123456789abcdef0"));
-        assert!(!same_secret(b"", b"x"));
     }
 
     #[test]

@@ -20,12 +20,14 @@ mod problem;
 mod routes;
 mod stream;
 mod tls;
+mod tokens;
 
-pub use auth::{Role, Token, Tokens, TokensError};
+pub use auth::Role;
 pub use host::{
     DRAIN, HANDSHAKE, HEALTH_RESERVE, default_max_connections, router, serve, serve_tls,
 };
 pub use tls::{TlsError, TlsFiles, server_config};
+pub use tokens::{Generated, Token, Tokens, TokensError};
 
 use annal_core::Store;
 use axum::Router;
@@ -47,7 +49,7 @@ pub struct Config {
     /// Largest `limit` of a page read (400 beyond). Default 10,000.
     pub max_page: usize,
     /// API tokens; `None` turns auth off.
-    pub tokens: Option<auth::Tokens>,
+    pub tokens: Option<tokens::Tokens>,
     /// The address the KurrentDB gRPC endpoint advertises (Gossip). [`serve`] sets it
     /// from its listener.
     pub advertised: std::net::SocketAddr,

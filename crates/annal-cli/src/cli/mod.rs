@@ -11,6 +11,7 @@ mod copy;
 mod projections;
 mod read;
 mod serve;
+mod token;
 mod verify;
 
 use annal::{Limits, OpenError, StoreUrl, url::DEFAULT_STORE};
@@ -55,6 +56,8 @@ enum Command {
     /// Copy a whole store's log into an empty store (any backend to any backend),
     /// keeping event_ids, positions, versions, times and hashes; verifies the copy.
     Copy(copy::CopyArgs),
+    /// API tokens for `annal serve --tokens-file`: `annal token new NAME --role ROLE`.
+    Token(token::TokenArgs),
     /// List projections and named subscriptions (every checkpoint) with status, position,
     /// lag behind the head and errors.
     Projections(projections::ProjectionsArgs),
@@ -159,6 +162,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Correlated(a) => audit::run_correlated(a).await,
         Command::Copy(a) => copy::run(a).await,
         Command::Projections(a) => projections::run(a).await,
+        Command::Token(a) => token::run(a),
     }
 }
 

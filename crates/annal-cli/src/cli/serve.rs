@@ -35,7 +35,8 @@ pub struct ServeArgs {
     /// the port can read and append).
     #[arg(long, env = "ANNAL_ALLOW_ANONYMOUS")]
     allow_anonymous: bool,
-    /// API tokens, a JSON file: {"tokens": [{"name", "token", "role": "read"|"write"|"admin",
+    /// API tokens, a JSON file written by `annal token new`: {"tokens": [{"name",
+    /// "secret_hash" (or "token", the secret in plain text), "role": "read"|"write"|"admin",
     /// "aggregate_types": [..]?, "may_act_for": [..]?}]}. Turns auth on. (Or the same JSON
     /// in ANNAL_TOKENS.)
     #[arg(long, env = "ANNAL_TOKENS_FILE")]
@@ -93,6 +94,18 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         }
         (None, Err(_)) => None,
     };
+    if let Some(plain) = tokens
+        .as_ref()
+        .map(Tokens::plain_text)
+        .filter(|p| !p.is_empty())
+    {
+        tracing::warn!(tokens = ?plain, "tokens file holds secrets in plain text");
+        eprintln!(
+            "annal: warning: the tokens file holds the secrets of {} in plain text; \
+             `annal token new` writes salted hashes instead (docs/http.md#auth)",
+            plain.join(", ")
+        );
+    }
     if tokens.is_none() && !args.listen.ip().is_loopback() && !args.allow_anonymous {
         return Err(CliError::Usage(format!(
             "refusing to listen on {} without authentication: anyone who can reach it could read and append. \
