@@ -20,6 +20,7 @@ pub mod access;
 pub mod aggregate;
 pub mod append;
 pub mod audit;
+pub mod budget;
 pub mod chain;
 pub mod checkpoint;
 pub mod commit;

@@ -4,13 +4,13 @@
 //! so a slow client costs at most one internal page of memory.
 //!
 //! Invariant: an internal page holds at most [`CHUNK`] events and, after the first,
-//! about [`PAGE_BYTES`] of them: each read asks for as many events as the last page's
-//! average size fits in that budget (at least one). A client that stops reading thus
-//! holds one page of about [`PAGE_BYTES`] (or one event, if larger) in the server, not
-//! a thousand events of up to a MiB each.
+//! about [`annal_core::budget::PAGE_BYTES`] of them ([`PageBudget`], measured on the
+//! bytes sent). A client that stops reading thus holds one such page (or one event, if
+//! larger) in the server, not a thousand events of up to a MiB each.
 
 use crate::AppState;
 use crate::problem::{Problem, store_failed};
+use annal_core::budget::{FIRST_PAGE, PageBudget};
 use annal_core::{Filter, RecordedEvent, Store};
 use axum::body::{Body, Bytes};
 use axum::http::header;
@@ -21,20 +21,6 @@ use std::time::Duration;
 
 /// Most events read from the store per internal page.
 const CHUNK: usize = 1000;
-/// About the most bytes of events an internal page holds (see the module's invariant).
-const PAGE_BYTES: usize = 512 * 1024;
-/// Events in a stream's first page, before their sizes are known.
-const FIRST_PAGE: usize = 16;
-
-/// The events to read next: as many as [`PAGE_BYTES`] fits at the last page's average
-/// size (`bytes` serialised over `events`), from 1 to [`CHUNK`].
-fn page_events(events: usize, bytes: usize) -> usize {
-    if events == 0 || bytes == 0 {
-        return CHUNK;
-    }
-    let average = bytes.div_ceil(events).max(1);
-    (PAGE_BYTES / average).clamp(1, CHUNK)
-}
 /// How long a subscription waits for a commit before checking for shutdown again.
 const LIVE_WAIT: Duration = Duration::from_secs(5);
 
@@ -74,10 +60,12 @@ pub async fn events_body(
         more: bool,
         done: bool,
         /// Events the next page may hold (its byte budget).
-        next: usize,
+        next: PageBudget,
     }
+    let mut next = PageBudget::new(CHUNK);
+    next.observe_bytes(first.len(), head.len());
     let st = St {
-        next: page_events(first.len(), head.len()),
+        next,
         store,
         filter,
         after: first.last().map_or(after, |e| e.position),
@@ -94,7 +82,7 @@ pub async fn events_body(
             return None;
         }
         if st.more && st.sent < st.limit {
-            let want = (st.limit - st.sent).min(st.chunk).min(st.next);
+            let want = (st.limit - st.sent).min(st.chunk).min(st.next.events());
             let page = match st.store.read_all(st.after, want, &st.filter).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -111,7 +99,7 @@ pub async fn events_body(
             }
             let bytes = serialise(&page, st.sent == page.len()).map_err(std::io::Error::other);
             if let Ok(b) = &bytes {
-                st.next = page_events(page.len(), b.len());
+                st.next.observe_bytes(page.len(), b.len());
             }
             return Some((bytes.map(Bytes::from), st));
         }
@@ -149,7 +137,7 @@ pub fn subscription(app: AppState, after: u64, filter: Filter) -> Response {
         after: u64,
         failed: bool,
         /// Events the next page may hold (its byte budget).
-        next: usize,
+        next: PageBudget,
         _gauge: SseGauge,
     }
     let st = St {
@@ -157,7 +145,7 @@ pub fn subscription(app: AppState, after: u64, filter: Filter) -> Response {
         filter,
         after,
         failed: false,
-        next: FIRST_PAGE,
+        next: PageBudget::new(CHUNK),
         _gauge: SseGauge::new(),
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
@@ -174,13 +162,18 @@ pub fn subscription(app: AppState, after: u64, filter: Filter) -> Response {
                 return Some((Ok::<_, Infallible>(error_frame(&e.to_string())), st));
             }
         };
-        match st.app.store.read_all(st.after, st.next, &st.filter).await {
+        match st
+            .app
+            .store
+            .read_all(st.after, st.next.events(), &st.filter)
+            .await
+        {
             Ok(page) if !page.is_empty() => {
                 if let Some(last) = page.last() {
                     st.after = last.position;
                 }
                 let out = frames(&page);
-                st.next = page_events(page.len(), out.len());
+                st.next.observe_bytes(page.len(), out.len());
                 return Some((Ok(out), st));
             }
             Ok(_) => {}
@@ -259,26 +252,5 @@ impl SseGauge {
 impl Drop for SseGauge {
     fn drop(&mut self) {
         metrics::gauge!("annal_sse_clients").decrement(1.0);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_page_holds_about_its_byte_budget_and_at_least_one_event() {
-        assert_eq!(page_events(0, 0), CHUNK, "sizes unknown: the count limit");
-        assert_eq!(
-            page_events(1000, 400_000),
-            CHUNK,
-            "small events: the count limit"
-        );
-        assert_eq!(page_events(10, 1_000_000), PAGE_BYTES / 100_000);
-        assert_eq!(
-            page_events(1, 5_000_000),
-            1,
-            "one huge event still moves on"
-        );
     }
 }

@@ -9,7 +9,8 @@
 //!   its consumer leaves; past `max_retry_count` retries, or when nacked with park, it is
 //!   set aside for parking ([`Dispatcher::take_to_park`]).
 //! - A consumer holds at most its `buffer_size` unacknowledged events (its slots), and
-//!   its channel always keeps room for the message that ends its call.
+//!   about [`PAGE_BYTES`] of them (one event always goes, however large), and its
+//!   channel always keeps room for the message that ends its call.
 //! - The checkpoint ([`Dispatcher::settled_through`]) is the highest cursor value (stream
 //!   version, or `$all` log position) at or below which every event read is settled:
 //!   acknowledged, skipped or parked. It never moves back.
@@ -19,6 +20,7 @@
 use super::PAGE;
 use super::registry::Definition;
 use crate::filter::EventFilter;
+use annal_core::budget::{PAGE_BYTES, event_bytes};
 use annal_core::{RecordedEvent, Uuid};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -70,6 +72,8 @@ pub(crate) struct Consumer {
     _gone: oneshot::Sender<()>,
     slots: usize,
     in_flight: usize,
+    /// About the bytes of its unacknowledged events ([`event_bytes`]).
+    in_flight_bytes: usize,
     from: String,
     user: String,
     total: u64,
@@ -93,16 +97,20 @@ impl Consumer {
             _gone: gone,
             slots,
             in_flight: 0,
+            in_flight_bytes: 0,
             from,
             user,
             total: 0,
         }
     }
 
-    /// Whether it has a free slot, and its channel room for one more event while still
-    /// keeping a place for the message that ends the call.
+    /// Whether it has a free slot, room in its byte budget ([`PAGE_BYTES`] of
+    /// unacknowledged events; one event always goes), and channel room for one more
+    /// event while still keeping a place for the message that ends the call.
     fn can_take(&self) -> bool {
-        self.in_flight < self.slots && self.tx.capacity() > 1
+        self.in_flight < self.slots
+            && (self.in_flight == 0 || self.in_flight_bytes < PAGE_BYTES)
+            && self.tx.capacity() > 1
     }
 }
 
@@ -330,6 +338,7 @@ impl Dispatcher {
             match c.tx.try_send(delivery) {
                 Ok(()) => {
                     c.in_flight += 1;
+                    c.in_flight_bytes += event_bytes(&item.event);
                     c.total += 1;
                     self.total_items += 1;
                     let consumer = c.id;
@@ -379,6 +388,7 @@ impl Dispatcher {
         let f = self.in_flight.remove(id)?;
         if let Some(c) = self.consumers.iter_mut().find(|c| c.id == f.consumer) {
             c.in_flight = c.in_flight.saturating_sub(1);
+            c.in_flight_bytes = c.in_flight_bytes.saturating_sub(event_bytes(&f.item.event));
         }
         Some(f.item)
     }

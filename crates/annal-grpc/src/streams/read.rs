@@ -1,19 +1,22 @@
 //! The `Read` call: stream and `$all` reads, forwards and backwards, and catch-up
 //! subscriptions to either.
 //!
-//! Invariants: one task per call feeds a bounded channel, reading a page at a time only
-//! once the client took what came before; it ends when the client goes, the deadline
+//! Invariants: one task per call feeds a bounded channel ([`READ_CHANNEL`] messages),
+//! reading a page at a time only once the client took what came before, each page sized
+//! by bytes ([`PageBudget`]: about 512 KiB, at most [`PAGE`] events), so a client that
+//! stops reading holds about one page and a few messages in the server; it ends when the client goes, the deadline
 //! passes or the server shuts down. Boundaries follow KurrentDB: `$all` forwards from P
 //! includes P, backwards from P excludes P; subscriptions exclude their start; stream
 //! reads from revision R include R.
 
-use super::{CHANNEL, RespStream, Streams};
+use super::{RespStream, Streams};
 use crate::call::{caller, deadline, within};
 use crate::convert::{self, revision_of, stream_id, stream_name};
 use crate::filter::EventFilter;
 use crate::pb::event_store::client::streams::{ReadReq, ReadResp, read_req, read_resp};
 use crate::status::{stream_deleted, to_status};
 use annal_core::access::Operation;
+use annal_core::budget::PageBudget;
 use annal_core::streams::{self, StreamRead, StreamState};
 use annal_core::{Direction, Filter, RecordedEvent, Store};
 use std::time::{Duration, SystemTime};
@@ -21,8 +24,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-/// Events read from the store at a time.
+/// Most events read from the store at a time.
 const PAGE: usize = 500;
+/// Messages a call's task may send ahead of the client.
+const READ_CHANNEL: usize = 16;
 /// How long a live subscription waits for a commit before looking again.
 const IDLE_WAIT: Duration = Duration::from_secs(5);
 
@@ -40,7 +45,7 @@ pub(super) async fn read(
         .options
         .ok_or_else(|| Status::invalid_argument("a read needs options"))?;
     let plan = ReadPlan::new(options)?;
-    let (tx, rx) = mpsc::channel(CHANNEL);
+    let (tx, rx) = mpsc::channel(READ_CHANNEL);
     let store = service.store.clone();
     let mut shutdown = service.shutdown.clone();
     tokio::spawn(async move {
@@ -177,8 +182,9 @@ impl ReadPlan {
             (R::End(_), true) => st.version,
         };
         let mut left = count;
+        let mut budget = PageBudget::new(PAGE);
         while left > 0 && next >= 1 {
-            let page = PAGE.min(usize::try_from(left).unwrap_or(PAGE));
+            let page = budget.events().min(usize::try_from(left).unwrap_or(PAGE));
             let events = match streams::read_with(store, &st, stream, direction, Some(next), page)
                 .await
                 .map_err(to_status)?
@@ -195,6 +201,7 @@ impl ReadPlan {
                 last.aggregate_version.saturating_add(1)
             };
             let full = events.len() == page;
+            budget.observe(&events);
             for e in &events {
                 if !send(tx, self.event(e)).await {
                     return Ok(());
@@ -218,6 +225,7 @@ impl ReadPlan {
         use read_req::options::all_options::AllOption as A;
         let everything = Filter::default();
         let mut left = count;
+        let mut budget = PageBudget::new(PAGE);
         if self.backwards {
             // Exclusive upper bound.
             let mut before = match from {
@@ -226,12 +234,14 @@ impl ReadPlan {
                 A::Start(_) => 0,
             };
             while left > 0 && before > 1 {
-                let after = before.saturating_sub(1 + PAGE as u64);
+                let want = budget.events() as u64;
+                let after = before.saturating_sub(1 + want);
                 let span = usize::try_from(before - 1 - after).unwrap_or(PAGE);
                 let page = store
                     .read_all(after, span, &everything)
                     .await
                     .map_err(to_status)?;
+                budget.observe(&page);
                 for e in page.iter().rev().filter(|e| e.position < before) {
                     if self.filter.as_ref().is_none_or(|f| f.matches(e)) {
                         if !send(tx, self.event(e)).await {
@@ -253,15 +263,17 @@ impl ReadPlan {
             A::End(_) => return Ok(()),
         };
         while left > 0 {
+            let want = budget.events();
             let page = store
-                .read_all(after, PAGE, &everything)
+                .read_all(after, want, &everything)
                 .await
                 .map_err(to_status)?;
             let Some(last) = page.last() else {
                 break;
             };
             after = last.position;
-            let full = page.len() == PAGE;
+            let full = page.len() == want;
+            budget.observe(&page);
             for e in &page {
                 if self.filter.as_ref().is_none_or(|f| f.matches(e)) {
                     if !send(tx, self.event(e)).await {
@@ -300,25 +312,28 @@ impl ReadPlan {
         };
         let mut st: StreamState = st;
         let mut caught_up = false;
+        let mut budget = PageBudget::new(PAGE);
         loop {
             if st.tombstoned {
                 return Err(stream_deleted(stream));
             }
+            let want = budget.events();
             let events =
-                match streams::read_with(store, &st, stream, Direction::Forward, Some(next), PAGE)
+                match streams::read_with(store, &st, stream, Direction::Forward, Some(next), want)
                     .await
                     .map_err(to_status)?
                 {
                     StreamRead::Events(e) => e,
                     StreamRead::NotFound => Vec::new(),
                 };
+            budget.observe(&events);
             for e in &events {
                 if !send(tx, self.event(e)).await {
                     return Ok(());
                 }
                 next = e.aggregate_version.saturating_add(1);
             }
-            if events.len() < PAGE {
+            if events.len() < want {
                 if !caught_up {
                     caught_up = true;
                     let msg = read_resp::CaughtUp {
@@ -361,11 +376,14 @@ impl ReadPlan {
         };
         let mut scanned = 0u64;
         let mut caught_up = false;
+        let mut budget = PageBudget::new(PAGE);
         loop {
+            let want = budget.events();
             let page = store
-                .read_all(after, PAGE, &everything)
+                .read_all(after, want, &everything)
                 .await
                 .map_err(to_status)?;
+            budget.observe(&page);
             for e in &page {
                 after = e.position;
                 let pass = self.filter.as_ref().is_none_or(|f| f.matches(e));
@@ -382,7 +400,7 @@ impl ReadPlan {
                     }
                 }
             }
-            if page.len() < PAGE {
+            if page.len() < want {
                 if !caught_up {
                     caught_up = true;
                     let msg = read_resp::CaughtUp {

@@ -154,6 +154,39 @@ fn round_robin_skips_a_consumer_without_free_slots() {
 }
 
 #[test]
+fn a_consumer_holds_about_its_byte_budget_of_unacknowledged_events_and_at_least_one() {
+    let mut d = group(settings(Strategy::RoundRobin));
+    let mut a = join(&mut d, 1, 100);
+    let big = |n: u64| {
+        let mut e = event_in(STREAM, n, None);
+        e.data = RawJson::parse(format!("\"{}\"", "x".repeat(200_000))).expect("json");
+        e
+    };
+    d.accept((1..=10).map(big).collect());
+    d.dispatch();
+    let first = a.received();
+    assert_eq!(
+        first.iter().map(|(v, _, _)| *v).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "about 512 KiB of 200 KB events, though 100 slots are free"
+    );
+    d.ack(1, &[first[0].2]);
+    d.dispatch();
+    assert_eq!(a.versions(), [4], "an ack frees its bytes");
+    let mut fresh = group(settings(Strategy::RoundRobin));
+    let mut c = join(&mut fresh, 3, 100);
+    let mut huge = event_in(STREAM, 1, None);
+    huge.data = RawJson::parse(format!("\"{}\"", "x".repeat(2_000_000))).expect("json");
+    fresh.accept(vec![huge, event_in(STREAM, 2, None)]);
+    fresh.dispatch();
+    assert_eq!(
+        c.versions(),
+        [1],
+        "with nothing in flight an event goes however large, and alone"
+    );
+}
+
+#[test]
 fn dispatch_to_single_fills_the_first_consumer_before_the_next() {
     let mut d = group(settings(Strategy::DispatchToSingle));
     let mut a = join(&mut d, 1, 2);

@@ -1,0 +1,82 @@
+//! Read-ahead measured in bytes: how many events a server reads for a client at a time,
+//! so that what it holds for a client that stops reading stays about one budget.
+//!
+//! Invariants: a page asks for at least one event and at most `max`; after a page, the
+//! next asks for as many events as the budget fits at that page's average size; the
+//! first page, before any size is known, asks for `first`.
+
+use crate::event::RecordedEvent;
+
+/// About the most bytes one client's read-ahead page holds.
+pub const PAGE_BYTES: usize = 512 * 1024;
+/// Events in a first page, before their sizes are known.
+pub const FIRST_PAGE: usize = 16;
+/// What an event costs beyond its data and metadata (ids, names, times, hash), as an
+/// estimate for [`event_bytes`].
+const EVENT_OVERHEAD: usize = 256;
+
+/// The size of the next page to read for one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageBudget {
+    bytes: usize,
+    max: usize,
+    next: usize,
+}
+
+impl PageBudget {
+    /// A budget of [`PAGE_BYTES`], starting at [`FIRST_PAGE`] events, never over `max`.
+    pub fn new(max: usize) -> Self {
+        let max = max.max(1);
+        Self {
+            bytes: PAGE_BYTES,
+            max,
+            next: FIRST_PAGE.min(max),
+        }
+    }
+
+    /// How many events to ask for next.
+    pub fn events(&self) -> usize {
+        self.next
+    }
+
+    /// Learns from a page of `events` that took `bytes` (as sent, or as held).
+    pub fn observe_bytes(&mut self, events: usize, bytes: usize) {
+        if events == 0 || bytes == 0 {
+            return;
+        }
+        let average = bytes.div_ceil(events).max(1);
+        self.next = (self.bytes / average).clamp(1, self.max);
+    }
+
+    /// Learns from a page of events ([`event_bytes`] each).
+    pub fn observe(&mut self, page: &[RecordedEvent]) {
+        let bytes = page.iter().map(event_bytes).sum();
+        self.observe_bytes(page.len(), bytes);
+    }
+}
+
+/// About how many bytes an event takes to hold or send: its data and metadata, plus
+/// its other fields.
+pub fn event_bytes(e: &RecordedEvent) -> usize {
+    e.data.get().len() + e.metadata.get().len() + EVENT_OVERHEAD
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_holds_about_its_byte_budget_and_at_least_one_event() {
+        let mut b = PageBudget::new(1000);
+        assert_eq!(b.events(), FIRST_PAGE);
+        b.observe_bytes(10, 1_000_000);
+        assert_eq!(b.events(), PAGE_BYTES / 100_000);
+        b.observe_bytes(1, 10 * PAGE_BYTES);
+        assert_eq!(b.events(), 1, "an event over the budget still goes, alone");
+        b.observe_bytes(100, 100);
+        assert_eq!(b.events(), 1000, "small events: the most a page may hold");
+        b.observe_bytes(0, 0);
+        assert_eq!(b.events(), 1000, "an empty page teaches nothing");
+        assert_eq!(PageBudget::new(4).events(), 4);
+    }
+}
