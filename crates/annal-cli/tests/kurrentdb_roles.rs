@@ -8,11 +8,14 @@ mod common;
 use common::kurrent::{any, event, read_stream, stream};
 use common::serve;
 use kurrentdb::{
-    Client, ClientSettings, DeleteStreamOptions, Error, ListPersistentSubscriptionsOptions,
+    Client, ClientSettings, DeletePersistentSubscriptionOptions, DeleteStreamOptions, Error,
+    GetPersistentSubscriptionInfoOptions, ListPersistentSubscriptionsOptions,
     PersistentSubscriptionOptions, ReadStreamOptions, ReplayParkedMessagesOptions,
-    RestartPersistentSubscriptionSubsystem, StreamMetadata, TombstoneStreamOptions,
+    RestartPersistentSubscriptionSubsystem, StreamMetadata, StreamPosition, SubscribeToAllOptions,
+    SubscribeToPersistentSubscriptionOptions, TombstoneStreamOptions,
 };
 use serde_json::json;
+use std::time::Duration;
 
 /// The least role each call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -94,6 +97,33 @@ async fn every_call_is_allowed_from_its_least_role_up_and_denied_below_it() {
             .await
             .expect("seed");
         let metadata = StreamMetadata::builder().max_count(10).build();
+        admin
+            .create_persistent_subscription(
+                own.as_str(),
+                "mine",
+                &PersistentSubscriptionOptions::default().start_from(StreamPosition::Start),
+            )
+            .await
+            .expect("a group per caller");
+        let mut all = c.subscribe_to_all(&SubscribeToAllOptions::default()).await;
+        let subscribed = tokio::time::timeout(Duration::from_secs(10), all.next())
+            .await
+            .expect("the first message of a $all subscription")
+            .map(|_| ());
+        let group = c
+            .subscribe_to_persistent_subscription(
+                own.as_str(),
+                "mine",
+                &SubscribeToPersistentSubscriptionOptions::default(),
+            )
+            .await;
+        let consumed = match group {
+            Ok(mut g) => tokio::time::timeout(Duration::from_secs(10), g.next())
+                .await
+                .expect("the group's first event")
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
         let cases: Vec<(&str, Least, bool)> = vec![
             (
                 "read a stream",
@@ -106,6 +136,36 @@ async fn every_call_is_allowed_from_its_least_role_up_and_denied_below_it() {
                 denied(
                     &c.list_all_persistent_subscriptions(
                         &ListPersistentSubscriptionsOptions::default(),
+                    )
+                    .await,
+                ),
+            ),
+            ("subscribe to $all", Least::Read, denied(&subscribed)),
+            (
+                "consume a persistent subscription",
+                Least::Read,
+                denied(&consumed),
+            ),
+            (
+                "get persistent subscription info",
+                Least::Read,
+                denied(
+                    &c.get_persistent_subscription_info(
+                        own.as_str(),
+                        "mine",
+                        &GetPersistentSubscriptionInfoOptions::default(),
+                    )
+                    .await,
+                ),
+            ),
+            (
+                "update a persistent subscription",
+                Least::Admin,
+                denied(
+                    &c.update_persistent_subscription(
+                        own.as_str(),
+                        "mine",
+                        &PersistentSubscriptionOptions::default(),
                     )
                     .await,
                 ),
@@ -161,6 +221,18 @@ async fn every_call_is_allowed_from_its_least_role_up_and_denied_below_it() {
                 denied(
                     &c.restart_persistent_subscription_subsystem(
                         &RestartPersistentSubscriptionSubsystem::default(),
+                    )
+                    .await,
+                ),
+            ),
+            (
+                "delete a persistent subscription",
+                Least::Admin,
+                denied(
+                    &c.delete_persistent_subscription(
+                        own.as_str(),
+                        "mine",
+                        &DeletePersistentSubscriptionOptions::default(),
                     )
                     .await,
                 ),

@@ -3,9 +3,49 @@
 //!
 //! Invariants: a page asks for at least one event and at most `max`; after a page, the
 //! next asks for as many events as the budget fits at that page's average size; the
-//! first page, before any size is known, asks for `first`.
+//! first page, before any size is known, asks for `first`. Across the process, the
+//! pages read ahead and not yet handed to the network ([`Held`]) are counted; while
+//! they reach the process's cap ([`set_cap`]), every page asks for one event, so past
+//! the cap memory grows by at most one event per client, and every client still
+//! moves.
 
 use crate::event::RecordedEvent;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Bytes of read-ahead pages held across the process.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+/// The process's cap on [`HELD`] (see the module's invariants).
+static CAP: AtomicUsize = AtomicUsize::new(DEFAULT_CAP);
+/// The default cap: 256 MiB.
+pub const DEFAULT_CAP: usize = 256 * 1024 * 1024;
+
+/// Sets the process's cap on read-ahead bytes.
+pub fn set_cap(bytes: usize) {
+    CAP.store(bytes, Ordering::Relaxed);
+}
+
+/// Bytes of read-ahead pages held across the process now.
+pub fn held() -> usize {
+    HELD.load(Ordering::Relaxed)
+}
+
+/// Counts `bytes` of a read-ahead page as held until dropped.
+#[derive(Debug)]
+pub struct Held(usize);
+
+impl Held {
+    /// Counts `bytes` as held.
+    pub fn new(bytes: usize) -> Self {
+        HELD.fetch_add(bytes, Ordering::Relaxed);
+        Self(bytes)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
 
 /// About the most bytes one client's read-ahead page holds.
 pub const PAGE_BYTES: usize = 512 * 1024;
@@ -34,9 +74,14 @@ impl PageBudget {
         }
     }
 
-    /// How many events to ask for next.
+    /// How many events to ask for next: one while the process's read-ahead is at its
+    /// cap.
     pub fn events(&self) -> usize {
-        self.next
+        if held() >= CAP.load(Ordering::Relaxed) {
+            1
+        } else {
+            self.next
+        }
     }
 
     /// Learns from a page of `events` that took `bytes` (as sent, or as held).
@@ -78,5 +123,16 @@ mod tests {
         b.observe_bytes(0, 0);
         assert_eq!(b.events(), 1000, "an empty page teaches nothing");
         assert_eq!(PageBudget::new(4).events(), 4);
+    }
+
+    #[test]
+    fn at_the_process_cap_every_page_asks_for_one_event_until_pages_are_let_go() {
+        let mut b = PageBudget::new(1000);
+        b.observe_bytes(100, 100);
+        assert_eq!(b.events(), 1000);
+        let held = Held::new(DEFAULT_CAP);
+        assert_eq!(b.events(), 1, "at the cap");
+        drop(held);
+        assert_eq!(b.events(), 1000, "below it again");
     }
 }

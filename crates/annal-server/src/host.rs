@@ -11,7 +11,11 @@
 //! - no connection is held by a silent client: one that sends nothing within the
 //!   header-read timeout (or does not finish its TLS handshake within [`HANDSHAKE`]) is
 //!   dropped, HTTP/1.1 heads and idle keep-alive gaps have the same timeout, and HTTP/2
-//!   connections whose keep-alive pings go unanswered are closed;
+//!   connections whose keep-alive pings go unanswered are closed; a client that takes
+//!   no bytes for the send timeout while the server has some for it is disconnected
+//!   ([`SendTimeout`]);
+//! - a request hyper cannot parse is answered with a problem document, not hyper's
+//!   empty 400/414/431 ([`ParseErrorProblems`]);
 //! - at most `max_connections` connections are served; beyond them [`HEALTH_RESERVE`]
 //!   more answer only `/health/*` (503 problem for anything else, and a 5 s first-byte
 //!   timeout), so probes still get through a flood; past the reserve a new connection
@@ -21,7 +25,9 @@
 //!   holding a call open cannot hold the process).
 
 use crate::net::QuickAck;
+use crate::parse_errors::ParseErrorProblems;
 use crate::problem::Problem;
+use crate::send_timeout::SendTimeout;
 use crate::{Config, auth, http_router, prometheus};
 use annal_core::Store;
 use axum::Router;
@@ -40,6 +46,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
+/// Streams one HTTP/2 connection may have open at once (each subscription is one).
+const MAX_STREAMS: u32 = 256;
 /// How long a TLS handshake may take.
 pub const HANDSHAKE: Duration = Duration::from_secs(10);
 /// How long open connections get to finish after shutdown starts.
@@ -181,7 +189,8 @@ fn builder(config: &Config) -> Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(config.keep_alive)
-        .keep_alive_timeout(config.keep_alive);
+        .keep_alive_timeout(config.keep_alive)
+        .max_concurrent_streams(MAX_STREAMS);
     builder
 }
 
@@ -195,7 +204,8 @@ async fn serve_io<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let io = TokioIo::new(ParseErrorProblems::new(io));
+    let conn = builder.serve_connection_with_upgrades(io, service);
     watcher.watch(conn.into_owned()).await
 }
 
@@ -211,6 +221,7 @@ async fn run(
     if let Ok(addr) = listener.local_addr() {
         config.advertised = addr;
     }
+    annal_core::budget::set_cap(config.read_ahead_cap);
     let builder = builder(&config);
     let slots = Slots::new(router(store, config.clone(), rx), &config);
     let graceful = GracefulShutdown::new();
@@ -233,6 +244,7 @@ async fn run(
             continue;
         };
         let tcp = QuickAck::new(tcp);
+        let send_timeout = config.send_timeout;
         let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
             // The slot (and its permit) lives as long as this task.
@@ -248,6 +260,7 @@ async fn run(
                 tracing::debug!(%peer, "no request within the header-read timeout; closing");
                 return;
             }
+            let tcp = SendTimeout::new(tcp, send_timeout);
             let service = TowerToHyperService::new(app);
             let ended = match tls {
                 None => serve_io(&builder, watcher, tcp, service).await,

@@ -16,8 +16,10 @@ mod auth;
 mod host;
 mod net;
 mod openapi;
+mod parse_errors;
 mod problem;
 mod routes;
+mod send_timeout;
 mod stream;
 mod tls;
 mod tokens;
@@ -69,6 +71,14 @@ pub struct Config {
     /// the reserve, new connections are closed at once. Default: from the process's
     /// open-file limit ([`default_max_connections`]).
     pub max_connections: usize,
+    /// How long a client may take no bytes while the server has some to send it (a
+    /// subscription or large read it stopped reading); its connection is then closed.
+    /// An idle connection (nothing to send) is not affected. Default 60 s.
+    pub send_timeout: Duration,
+    /// The most bytes of read-ahead pages (SSE, streamed pages, gRPC reads) held for all
+    /// clients together; at it, each client's next page is one event. Default 256 MiB.
+    /// It is process-wide: the last server started sets it.
+    pub read_ahead_cap: usize,
     /// Whether `/metrics` answers without a token. Default false: with auth on it
     /// needs a token that sees every aggregate type (it shows the global head).
     pub metrics_public: bool,
@@ -86,6 +96,8 @@ impl Default for Config {
             keep_alive: Duration::from_secs(30),
             max_connections: default_max_connections(),
             metrics_public: false,
+            send_timeout: Duration::from_secs(60),
+            read_ahead_cap: annal_core::budget::DEFAULT_CAP,
         }
     }
 }

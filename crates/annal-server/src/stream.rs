@@ -6,11 +6,12 @@
 //! Invariant: an internal page holds at most [`CHUNK`] events and, after the first,
 //! about [`annal_core::budget::PAGE_BYTES`] of them ([`PageBudget`], measured on the
 //! bytes sent). A client that stops reading thus holds one such page (or one event, if
-//! larger) in the server, not a thousand events of up to a MiB each.
+//! larger) in the server, not a thousand events of up to a MiB each. Every page's bytes
+//! count toward the process's read-ahead cap ([`Held`]) until written.
 
 use crate::AppState;
 use crate::problem::{Problem, store_failed};
-use annal_core::budget::{FIRST_PAGE, PageBudget};
+use annal_core::budget::{FIRST_PAGE, Held, PageBudget};
 use annal_core::{Filter, RecordedEvent, Store};
 use axum::body::{Body, Bytes};
 use axum::http::header;
@@ -101,7 +102,7 @@ pub async fn events_body(
             if let Ok(b) = &bytes {
                 st.next.observe_bytes(page.len(), b.len());
             }
-            return Some((bytes.map(Bytes::from), st));
+            return Some((bytes.map(held), st));
         }
         st.done = true;
         // A full page may have more after it; a short one reached the head.
@@ -115,8 +116,7 @@ pub async fn events_body(
             st,
         ))
     });
-    let body =
-        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(opening)) });
+    let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(held(opening)) });
     let body = Body::from_stream(futures_util::StreamExt::chain(body, rest));
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
@@ -228,7 +228,24 @@ fn frames(events: &[RecordedEvent]) -> Bytes {
         }
         out.extend_from_slice(b"\n\n");
     }
-    Bytes::from(out)
+    held(out)
+}
+
+/// A page's bytes, counted as read-ahead ([`Held`]) until the connection has written
+/// them and lets them go.
+fn held(bytes: Vec<u8>) -> Bytes {
+    /// The bytes, and their count as held (released when the bytes are dropped).
+    struct Owned {
+        bytes: Vec<u8>,
+        _held: Held,
+    }
+    impl AsRef<[u8]> for Owned {
+        fn as_ref(&self) -> &[u8] {
+            &self.bytes
+        }
+    }
+    let _held = Held::new(bytes.len());
+    Bytes::from_owner(Owned { bytes, _held })
 }
 
 fn error_frame(message: &str) -> Bytes {

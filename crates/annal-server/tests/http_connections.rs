@@ -168,3 +168,59 @@ async fn past_the_connection_cap_health_still_answers_and_the_rest_get_503() {
     }
     assert!(freed, "the slots were not given back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_a_subscription_is_disconnected_after_the_send_timeout() {
+    let server = start(Config {
+        send_timeout: Duration::from_secs(1),
+        ..Config::default()
+    })
+    .await;
+    // About 8 MB of history: more than the socket buffers hold.
+    let http = reqwest::Client::new();
+    let data = serde_json::Value::String("x".repeat(100_000));
+    for i in 0..8 {
+        let events: Vec<_> = (0..10)
+            .map(|_| serde_json::json!({"event_type": "Scanned", "data": data}))
+            .collect();
+        let r = http
+            .post(format!("{}/v1/streams/doc-{i}", server.base))
+            .json(&serde_json::json!({"aggregate_type": "Doc", "events": events}))
+            .send()
+            .await
+            .expect("append");
+        assert_eq!(r.status(), 201);
+    }
+    let mut tcp = TcpStream::connect(addr(&server.base))
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET /v1/subscribe?after_position=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    // Never read for a while: the server's writes stall, then it gives up.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let rest = closed_within(&mut tcp, Duration::from_secs(10)).await;
+    let rest = rest.expect("the server closed the connection");
+    assert!(
+        rest.len() < 8_000_000,
+        "the stream was cut off, not finished: {} bytes",
+        rest.len()
+    );
+    // A caught-up subscriber with nothing to receive is not cut off: the clock runs
+    // only while the server waits to send.
+    let live = http
+        .get(format!("{}/v1/subscribe?after_position=80", server.base))
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(live.status(), 200);
+    let mut body = live.bytes_stream();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        use futures_util::StreamExt as _;
+        match tokio::time::timeout(Duration::from_millis(500), body.next()).await {
+            Err(_) | Ok(Some(Ok(_))) => {}
+            Ok(other) => panic!("an idle subscription ended: {other:?}"),
+        }
+    }
+}

@@ -268,3 +268,57 @@ async fn a_method_a_route_does_not_answer_is_a_405_problem_naming_the_allowed_on
     assert_eq!(body["field"], "method");
     assert_nothing_written(&c, &s.base).await;
 }
+
+/// Sends raw bytes on a fresh connection; the whole answer.
+async fn raw(base: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    tcp.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tcp.read_to_end(&mut answer),
+    )
+    .await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn requests_the_http_layer_cannot_parse_get_problem_documents_too() {
+    let (s, c) = one_event().await;
+    let huge = format!(
+        "GET /v1/head HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(600_000)
+    );
+    for (request, status) in [
+        (huge.into_bytes(), 431),
+        (
+            b"POST /v1/streams/f HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+                .to_vec(),
+            400,
+        ),
+        (b"GET /v1/head HTTP/1.1\r\nHost: x\r\nX-Bad: a\0b\r\n\r\n".to_vec(), 400),
+        (b"GET /v1/head HTTP/1.1\r\nHost x\r\n\r\n".to_vec(), 400),
+    ] {
+        let answer = raw(&s.base, &request).await;
+        let (head, body) = answer.split_once("\r\n\r\n").expect("an answer");
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/problem+json"),
+            "{head}"
+        );
+        let problem: Value = serde_json::from_str(body).expect("a problem document");
+        assert_eq!(problem["type"], "invalid_request", "{problem}");
+        assert_eq!(problem["status"], status);
+        assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    // Nothing was written.
+    let (_, head) = get(&c, &format!("{}/v1/head", s.base)).await;
+    assert_eq!(head["position"], 1);
+}

@@ -23,6 +23,8 @@ const KEYS: &[(&str, &str, bool)] = &[
     ("header_read_timeout", "ANNAL_HEADER_READ_TIMEOUT", false),
     ("body_read_timeout", "ANNAL_BODY_READ_TIMEOUT", false),
     ("keep_alive", "ANNAL_KEEP_ALIVE", false),
+    ("send_timeout", "ANNAL_SEND_TIMEOUT", false),
+    ("read_ahead_mib", "ANNAL_READ_AHEAD_MIB", false),
     ("max_event_bytes", "ANNAL_MAX_EVENT_BYTES", false),
     ("max_batch_events", "ANNAL_MAX_BATCH_EVENTS", false),
     ("log_json", "ANNAL_LOG_JSON", true),

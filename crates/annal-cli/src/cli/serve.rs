@@ -72,6 +72,14 @@ pub struct ServeArgs {
     /// for as long closes it.
     #[arg(long, env = "ANNAL_KEEP_ALIVE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     keep_alive: u64,
+    /// Seconds a client may take no bytes while the server has some for it (a
+    /// subscription or read it stopped reading); its connection is then closed.
+    #[arg(long, env = "ANNAL_SEND_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    send_timeout: u64,
+    /// MiB of read-ahead (pages read for subscriptions and reads, not yet sent) held for
+    /// all clients together; at it, each client is fed one event at a time.
+    #[arg(long, env = "ANNAL_READ_AHEAD_MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    read_ahead_mib: u64,
 }
 
 pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
@@ -138,6 +146,9 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         header_read_timeout: Duration::from_secs(args.header_read_timeout),
         body_read_timeout: Duration::from_secs(args.body_read_timeout),
         keep_alive: Duration::from_secs(args.keep_alive),
+        send_timeout: Duration::from_secs(args.send_timeout),
+        read_ahead_cap: usize::try_from(args.read_ahead_mib.saturating_mul(1024 * 1024))
+            .unwrap_or(usize::MAX),
         max_connections: args.max_connections,
         metrics_public: args.metrics_public,
     };

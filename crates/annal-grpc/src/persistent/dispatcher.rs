@@ -123,6 +123,9 @@ pub(crate) struct Item {
     pub(crate) key: Option<u64>,
     /// For a replayed parked event: its record's version in the parked stream.
     pub(crate) parked: Option<u64>,
+    /// Who parked it with a nack (their record's user_id and principal); `None` when
+    /// the group parked it itself (retries exhausted) or nobody authenticated.
+    pub(crate) parked_by: Option<String>,
 }
 
 struct InFlight {
@@ -275,6 +278,7 @@ impl Dispatcher {
                 retry: 0,
                 key: Some(key),
                 parked: None,
+                parked_by: None,
             });
         }
     }
@@ -293,6 +297,7 @@ impl Dispatcher {
             retry: 0,
             key: None,
             parked: Some(record),
+            parked_by: None,
         });
     }
 
@@ -442,12 +447,21 @@ impl Dispatcher {
 
     /// `consumer` nacked `ids` (ids it does not hold are ignored).
     pub(crate) fn nack(&mut self, consumer: u64, ids: &[Uuid], action: NackAction, reason: &str) {
+        let by = self
+            .consumers
+            .iter()
+            .find(|c| c.id == consumer)
+            .map(|c| c.user.clone())
+            .filter(|u| !u.is_empty());
         for id in ids {
-            let Some(item) = self.take(consumer, id) else {
+            let Some(mut item) = self.take(consumer, id) else {
                 continue;
             };
             match action {
-                NackAction::Park => self.to_park.push((item, reason.to_owned())),
+                NackAction::Park => {
+                    item.parked_by.clone_from(&by);
+                    self.to_park.push((item, reason.to_owned()));
+                }
                 NackAction::Skip => self.settle(&item),
                 NackAction::Stop => {
                     self.queue.push_front(item);

@@ -13,7 +13,7 @@ use super::dispatcher::Item;
 use super::registry::Definition;
 use super::task::Task;
 use annal_core::{
-    AppendRequest, CheckpointWrite, Direction, Error, ExpectedVersion, NewEvent, RawJson,
+    Actor, AppendRequest, CheckpointWrite, Direction, Error, ExpectedVersion, NewEvent, RawJson,
     RecordedEvent, Uuid,
 };
 
@@ -44,6 +44,9 @@ fn parked_record(
     .event(NewEvent::raw(PARKED_EVENT_TYPE, data));
     a.causation_id = Some(e.event_id.to_string());
     a.correlation_id = e.correlation_id.clone();
+    if let Some(by) = &item.parked_by {
+        Actor::authenticated(by.clone()).stamp(&mut a);
+    }
     Ok(a)
 }
 

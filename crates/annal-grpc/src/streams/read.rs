@@ -16,7 +16,7 @@ use crate::filter::EventFilter;
 use crate::pb::event_store::client::streams::{ReadReq, ReadResp, read_req, read_resp};
 use crate::status::{stream_deleted, to_status};
 use annal_core::access::Operation;
-use annal_core::budget::PageBudget;
+use annal_core::budget::{Held, PageBudget, event_bytes};
 use annal_core::streams::{self, StreamRead, StreamState};
 use annal_core::{Direction, Filter, RecordedEvent, Store};
 use std::time::{Duration, SystemTime};
@@ -61,6 +61,11 @@ pub(super) async fn read(
         }
     });
     Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+}
+
+/// Counts a page as read-ahead ([`Held`]) while it is being sent.
+fn held(page: &[RecordedEvent]) -> Held {
+    Held::new(page.iter().map(event_bytes).sum())
 }
 
 fn now() -> prost_types::Timestamp {
@@ -202,6 +207,7 @@ impl ReadPlan {
             };
             let full = events.len() == page;
             budget.observe(&events);
+            let _held = held(&events);
             for e in &events {
                 if !send(tx, self.event(e)).await {
                     return Ok(());
@@ -242,6 +248,7 @@ impl ReadPlan {
                     .await
                     .map_err(to_status)?;
                 budget.observe(&page);
+                let _held = held(&page);
                 for e in page.iter().rev().filter(|e| e.position < before) {
                     if self.filter.as_ref().is_none_or(|f| f.matches(e)) {
                         if !send(tx, self.event(e)).await {
@@ -274,6 +281,7 @@ impl ReadPlan {
             after = last.position;
             let full = page.len() == want;
             budget.observe(&page);
+            let _held = held(&page);
             for e in &page {
                 if self.filter.as_ref().is_none_or(|f| f.matches(e)) {
                     if !send(tx, self.event(e)).await {
@@ -327,6 +335,7 @@ impl ReadPlan {
                     StreamRead::NotFound => Vec::new(),
                 };
             budget.observe(&events);
+            let _held = held(&events);
             for e in &events {
                 if !send(tx, self.event(e)).await {
                     return Ok(());
@@ -384,6 +393,7 @@ impl ReadPlan {
                 .await
                 .map_err(to_status)?;
             budget.observe(&page);
+            let _held = held(&page);
             for e in &page {
                 after = e.position;
                 let pass = self.filter.as_ref().is_none_or(|f| f.matches(e));

@@ -78,6 +78,7 @@ pub async fn metrics(State(app): State<AppState>, Extension(caller): Extension<C
     if let Ok(head) = app.store.head(&[]).await {
         metrics::gauge!("annal_head_position").set(head as f64);
     }
+    metrics::gauge!("annal_read_ahead_bytes").set(annal_core::budget::held() as f64);
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics_text(),

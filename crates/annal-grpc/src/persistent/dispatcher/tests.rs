@@ -187,6 +187,27 @@ fn a_consumer_holds_about_its_byte_budget_of_unacknowledged_events_and_at_least_
 }
 
 #[test]
+fn a_nack_that_parks_names_the_consumers_user_and_a_parking_by_the_group_names_none() {
+    let mut s = settings(Strategy::RoundRobin);
+    s.max_retry_count = 0;
+    let mut d = group(s);
+    let mut a = join(&mut d, 1, 10);
+    d.accept(events(2));
+    d.dispatch();
+    let got = a.received();
+    d.nack(1, &[got[0].2], NackAction::Park, "bad data");
+    d.nack(1, &[got[1].2], NackAction::Retry, "try again");
+    let parked = d.take_to_park();
+    assert_eq!(parked.len(), 2, "one nacked to park, one past its retries");
+    let by: Vec<_> = parked
+        .iter()
+        .map(|(i, _)| (i.event.aggregate_version, i.parked_by.clone()))
+        .collect();
+    assert!(by.contains(&(1, Some("ann".to_owned()))), "{by:?}");
+    assert!(by.contains(&(2, None)), "{by:?}");
+}
+
+#[test]
 fn dispatch_to_single_fills_the_first_consumer_before_the_next() {
     let mut d = group(settings(Strategy::DispatchToSingle));
     let mut a = join(&mut d, 1, 2);
