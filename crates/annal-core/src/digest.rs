@@ -107,9 +107,28 @@ async fn check_with<S: Store + ?Sized>(
     hash: Hash,
     deep: bool,
 ) -> Result<VerifyReport> {
+    if let Some(bad) = check_anchor(store, position, hash).await? {
+        return Ok(bad);
+    }
+    if deep {
+        store.verify_deep(None, None).await
+    } else {
+        store.verify(None, None).await
+    }
+}
+
+/// The digest's own claim alone, without walking the chain: the log reaches `position`
+/// and the event there still has `hash`. `None` when it holds; otherwise the failed
+/// report, saying whether the tail was cut off or the history rewritten. Cheap (one
+/// event read), so a server can run it at every start.
+pub async fn check_anchor<S: Store + ?Sized>(
+    store: &S,
+    position: u64,
+    hash: Hash,
+) -> Result<Option<VerifyReport>> {
     let head = store.head(&[]).await?;
     if position > head {
-        return Ok(chain::bad(
+        return Ok(Some(chain::bad(
             head,
             position,
             format!(
@@ -118,7 +137,7 @@ async fn check_with<S: Store + ?Sized>(
             ),
             Some(hash),
             None,
-        ));
+        )));
     }
     if position == 0 {
         if hash != Hash::ZERO {
@@ -127,42 +146,33 @@ async fn check_with<S: Store + ?Sized>(
                 "position 0 (an empty log) has the zero hash",
             ));
         }
-    } else {
-        let stored = store
-            .read_all_unchecked(position - 1, 1, &Filter::default())
-            .await?
-            .pop()
-            .filter(|e| e.position == position);
-        match stored {
-            None => {
-                return Ok(chain::bad(
-                    0,
-                    position,
-                    format!("the event at the digest's position {position} is missing"),
-                    Some(hash),
-                    None,
-                ));
-            }
-            Some(e) if e.hash != hash => {
-                return Ok(chain::bad(
-                    0,
-                    position,
-                    format!(
-                        "the event at position {position} no longer has the digest's hash: \
-                         the history up to it was rewritten"
-                    ),
-                    Some(hash),
-                    Some(e.hash),
-                ));
-            }
-            Some(_) => {}
-        }
+        return Ok(None);
     }
-    if deep {
-        store.verify_deep(None, None).await
-    } else {
-        store.verify(None, None).await
-    }
+    let stored = store
+        .read_all_unchecked(position - 1, 1, &Filter::default())
+        .await?
+        .pop()
+        .filter(|e| e.position == position);
+    Ok(match stored {
+        None => Some(chain::bad(
+            0,
+            position,
+            format!("the event at the digest's position {position} is missing"),
+            Some(hash),
+            None,
+        )),
+        Some(e) if e.hash != hash => Some(chain::bad(
+            0,
+            position,
+            format!(
+                "the event at position {position} no longer has the digest's hash: \
+                 the history up to it was rewritten"
+            ),
+            Some(hash),
+            Some(e.hash),
+        )),
+        Some(_) => None,
+    })
 }
 
 #[cfg(test)]

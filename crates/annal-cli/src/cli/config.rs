@@ -25,6 +25,8 @@ const KEYS: &[(&str, &str, bool)] = &[
     ("keep_alive", "ANNAL_KEEP_ALIVE", false),
     ("send_timeout", "ANNAL_SEND_TIMEOUT", false),
     ("read_ahead_mib", "ANNAL_READ_AHEAD_MIB", false),
+    ("digest_dir", "ANNAL_DIGEST_DIR", false),
+    ("digest_every", "ANNAL_DIGEST_EVERY", false),
     ("max_event_bytes", "ANNAL_MAX_EVENT_BYTES", false),
     ("max_batch_events", "ANNAL_MAX_BATCH_EVENTS", false),
     ("log_json", "ANNAL_LOG_JSON", true),

@@ -8,6 +8,7 @@ mod audit;
 mod backup;
 pub mod config;
 mod copy;
+mod digests;
 mod projections;
 mod read;
 mod serve;

@@ -4,6 +4,7 @@
 //! Shutdown: SIGTERM or Ctrl-C stops accepting connections, ends subscriptions, lets
 //! in-flight requests (appends) finish, then exits 0.
 
+use super::digests::{self, DigestDir};
 use super::{CliError, StoreArgs};
 use annal::StoreUrl;
 use annal_server::Config;
@@ -80,6 +81,15 @@ pub struct ServeArgs {
     /// all clients together; at it, each client is fed one event at a time.
     #[arg(long, env = "ANNAL_READ_AHEAD_MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     read_ahead_mib: u64,
+    /// A folder for digests (docs/chain.md#digests). Before serving, the newest digest
+    /// in it is checked: a store that no longer holds its prefix (its tail cut off, its
+    /// history rewritten) is refused. A digest is then written at start, every
+    /// --digest-every and at shutdown, whenever the head has moved.
+    #[arg(long, env = "ANNAL_DIGEST_DIR")]
+    digest_dir: Option<std::path::PathBuf>,
+    /// How often to write a digest into --digest-dir: 1h, 15m, 90s, ...
+    #[arg(long, env = "ANNAL_DIGEST_EVERY", default_value = "1h", value_parser = digests::parse_every)]
+    digest_every: Duration,
 }
 
 pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
@@ -138,6 +148,17 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+    let digest_task = match &args.digest_dir {
+        Some(dir) => {
+            let dir = DigestDir::new(dir.clone());
+            let last = digests::check_before_serving(store.as_ref(), &dir).await?;
+            let last = digests::write_if_moved(store.as_ref(), &dir, last).await?;
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let task = digests::spawn(store.clone(), dir, args.digest_every, last, stopped);
+            Some((stop, task))
+        }
+        None => None,
+    };
     let config = Config {
         max_body_bytes: args.max_body_bytes,
         max_page: args.max_page,
@@ -166,6 +187,13 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
             annal_server::serve_tls(listener, store, config, tls, stop_signal()).await?;
         }
         None => annal_server::serve(listener, store, config, stop_signal()).await?,
+    }
+    if let Some((stop, task)) = digest_task {
+        let _ = stop.send(());
+        match task.await {
+            Ok(written) => written?,
+            Err(e) => return Err(CliError::Failed(format!("the digest schedule failed: {e}"))),
+        }
     }
     tracing::info!("annal stopped");
     Ok(ExitCode::SUCCESS)

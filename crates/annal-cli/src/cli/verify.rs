@@ -1,6 +1,7 @@
 //! `annal verify`: checks the hash chain (or that the log still holds a digest's
 //! prefix) and prints the report as JSON; `annal digest`: prints the log's digest.
 
+use super::digests::{self, DigestDir};
 use super::{CliError, StoreArgs};
 use annal::{Digest, Hash, digest};
 use clap::Args;
@@ -22,7 +23,8 @@ pub struct VerifyArgs {
     /// there has another hash, or if the chain is broken anywhere.
     #[arg(long, value_name = "POSITION:HASH", conflicts_with = "digest")]
     expect: Option<String>,
-    /// The same as --expect, from a file holding what `annal digest` printed.
+    /// The same as --expect, from a file holding what `annal digest` printed, or from
+    /// the newest digest in a folder (`annal serve --digest-dir`).
     #[arg(long, value_name = "FILE")]
     digest: Option<PathBuf>,
     /// Check the hash chain only, skipping the store's own checks (SQLite's
@@ -74,14 +76,14 @@ fn expectation(args: &VerifyArgs) -> Result<Option<(u64, Hash)>, CliError> {
     let Some(path) = &args.digest else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::Usage(format!("cannot read digest file {}: {e}", path.display())))?;
-    let d: Digest = serde_json::from_str(text.trim()).map_err(|e| {
-        CliError::Usage(format!(
-            "{} is not a digest as `annal digest` prints it: {e}",
-            path.display()
-        ))
-    })?;
+    let d = if path.is_dir() {
+        DigestDir::new(path.clone())
+            .latest()?
+            .ok_or_else(|| CliError::Usage(format!("{} holds no digest", path.display())))?
+            .1
+    } else {
+        digests::read(path)?
+    };
     Ok(Some((d.position, d.hash)))
 }
 
