@@ -1,9 +1,11 @@
 //! Crash safety: a child `annal append` process appends in a loop and reports each
 //! acknowledged append; it is killed with SIGKILL at a random moment, the store is
-//! reopened and checked. Rounds: `ANNAL_CRASH_ROUNDS` (default 20).
+//! reopened and checked. On SQLite and on PostgreSQL (`ANNAL_TEST_POSTGRES_URL`). Rounds:
+//! `ANNAL_CRASH_ROUNDS` (default 20).
 
-use annal::{AppendResult, Filter, Store, StoreUrl, Uuid};
-use std::collections::HashMap;
+mod common;
+
+use annal::{AppendResult, StoreUrl};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -19,11 +21,25 @@ fn rounds() -> u32 {
 async fn acknowledged_appends_survive_sigkill_and_batches_are_never_partial() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("crash.db");
-    let url = format!("sqlite:{}", path.display());
+    sigkill_rounds(&format!("sqlite:{}", path.display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_appends_on_postgres_survive_sigkill_and_batches_are_never_partial() {
+    let Some(base) = common::pg::server_url() else {
+        return;
+    };
+    let schema = common::pg::TestSchema::new(&base);
+    sigkill_rounds(&schema.url).await;
+}
+
+/// Rounds of: an `annal append` child on `url`, killed at a random moment; then the
+/// store is reopened and checked against everything acknowledged so far.
+async fn sigkill_rounds(url: &str) {
     let mut acked: Vec<AppendResult> = Vec::new();
     for round in 0..rounds() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_annal"))
-            .args(["append", "--store", &url])
+            .args(["append", "--store", url])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -33,19 +49,10 @@ async fn acknowledged_appends_survive_sigkill_and_batches_are_never_partial() {
         let stdout = child.stdout.take().expect("stdout");
         let writer = std::thread::spawn(move || {
             for seq in 0u64.. {
-                let n = 1 + seq % 5;
-                let events: Vec<String> = (0..n)
-                    .map(|k| {
-                        format!(
-                            r#"{{"event_id":"{}","event_type":"Tick","data":{{"batch":"{round}-{seq}","n":{n},"k":{k}}}}}"#,
-                            Uuid::now_v7()
-                        )
-                    })
-                    .collect();
-                let line = format!(
-                    r#"{{"aggregate_type":"Clock","aggregate_id":"clock-{}","expected_version":"any","events":[{}]}}"#,
-                    seq % 7,
-                    events.join(",")
+                let line = common::log_check::batch_line(
+                    &format!("clock-{}", seq % 7),
+                    &format!("{round}-{seq}"),
+                    1 + seq % 5,
                 );
                 if writeln!(stdin, "{line}").is_err() {
                     return;
@@ -66,69 +73,14 @@ async fn acknowledged_appends_survive_sigkill_and_batches_are_never_partial() {
         acked.extend(reader.join().expect("reader"));
         writer.join().expect("writer");
 
-        let store = annal::open(&url.parse::<StoreUrl>().expect("url")).expect("reopen after kill");
-        check(&*store, &acked, round).await;
+        let store = annal::connect(&url.parse::<StoreUrl>().expect("url"))
+            .await
+            .expect("reopen after kill");
+        common::log_check::check(&*store, &acked, &format!("round {round}")).await;
     }
     assert!(
         acked.len() > 20,
         "the child acknowledged appends ({})",
         acked.len()
     );
-}
-
-async fn check(store: &dyn Store, acked: &[AppendResult], round: u32) {
-    let head = store.head(&[]).await.expect("head");
-    let mut log = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store
-            .read_all(after, 5000, &Filter::default())
-            .await
-            .expect("read");
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        log.extend(page);
-    }
-    assert_eq!(
-        log.len() as u64,
-        head,
-        "round {round}: positions are contiguous"
-    );
-    for (i, e) in log.iter().enumerate() {
-        assert_eq!(
-            e.position,
-            i as u64 + 1,
-            "round {round}: no gap in positions"
-        );
-    }
-    let mut versions: HashMap<&str, u64> = HashMap::new();
-    let mut batches: HashMap<String, (u64, u64)> = HashMap::new();
-    for e in &log {
-        let v = versions.entry(&e.aggregate_id).or_insert(0);
-        *v += 1;
-        assert_eq!(
-            e.aggregate_version, *v,
-            "round {round}: versions are contiguous"
-        );
-        let data: serde_json::Value = e.data.to_value().expect("json");
-        let b = batches
-            .entry(data["batch"].as_str().expect("batch").to_owned())
-            .or_insert((0, 0));
-        b.0 += 1;
-        b.1 = data["n"].as_u64().expect("n");
-    }
-    for (batch, (have, want)) in &batches {
-        assert_eq!(have, want, "round {round}: batch {batch} is whole");
-    }
-    for r in acked {
-        for e in &r.events {
-            let stored = &log[usize::try_from(e.position - 1).expect("a position")];
-            assert_eq!(
-                stored, e,
-                "round {round}: acknowledged event is stored as acknowledged"
-            );
-        }
-    }
-    let report = store.verify(None, None).await.expect("verify");
-    assert!(report.ok, "round {round}: chain verifies: {report:?}");
 }

@@ -4,6 +4,8 @@
 //! exactly once, in order, and end with exactly the acknowledged events; the chain must
 //! verify. Skipped (with a notice) when `ANNAL_TEST_POSTGRES_URL` is not set.
 
+mod common;
+
 use annal::{AppendResult, Filter, StoreUrl, Uuid};
 use std::collections::HashSet;
 use std::io::Write;
@@ -14,48 +16,13 @@ const PROCESSES: usize = 4;
 const WRITERS: usize = 4;
 const APPENDS_PER_WRITER: usize = 150;
 
-fn server_url() -> Option<String> {
-    match std::env::var("ANNAL_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            eprintln!("notice: ANNAL_TEST_POSTGRES_URL is not set: skipping the PostgreSQL test");
-            None
-        }
-    }
-}
-
-fn drop_schema(base: &str, schema: &str) {
-    let (base, schema) = (base.to_owned(), schema.to_owned());
-    let done = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            if let Ok((c, conn)) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await {
-                tokio::spawn(conn);
-                let _ = c
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                    .await;
-            }
-        });
-    });
-    let _ = done.join();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_processes_of_four_writers_keep_positions_gap_free_for_a_tailing_reader() {
-    let Some(base) = server_url() else { return };
-    let schema = format!("annal_test_{:016x}", fastrand::u64(..));
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}schema={schema}");
-    struct Cleanup(String, String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            drop_schema(&self.0, &self.1);
-        }
-    }
-    let _cleanup = Cleanup(base.clone(), schema.clone());
+    let Some(base) = common::pg::server_url() else {
+        return;
+    };
+    let schema = common::pg::TestSchema::new(&base);
+    let url = schema.url.clone();
 
     let store = annal::connect(&url.parse::<StoreUrl>().expect("url"))
         .await

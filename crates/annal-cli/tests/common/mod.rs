@@ -5,6 +5,8 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 pub mod kurrent;
+pub mod log_check;
+pub mod pg;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -70,16 +72,23 @@ impl Drop for Served {
 /// Starts `annal serve --data DATA --listen 127.0.0.1:<free port> EXTRA…` and waits
 /// until it accepts connections.
 pub fn serve(data: &Path, extra: &[&str]) -> Served {
+    let data = data.to_str().expect("a UTF-8 path");
+    let mut args = vec!["--data", data];
+    args.extend(extra);
+    serve_with(&args)
+}
+
+/// Starts `annal serve ARGS --listen 127.0.0.1:<free port>` (ARGS name the store) and
+/// waits until it accepts connections.
+pub fn serve_with(args: &[&str]) -> Served {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
     let child = Command::new(env!("CARGO_BIN_EXE_annal"))
         .arg("serve")
-        .arg("--data")
-        .arg(data)
+        .args(args)
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(extra)
         .stderr(if std::env::var_os("ANNAL_TEST_SERVER_LOG").is_some() {
             Stdio::inherit()
         } else {

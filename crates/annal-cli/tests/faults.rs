@@ -1,0 +1,398 @@
+//! The fault suite (issue 14, item 6): `annal serve` under 16 HTTP appenders, then
+//! - killed with SIGKILL, on SQLite and on PostgreSQL, round after round;
+//! - two servers on one SQLite file, both killed;
+//! - its PostgreSQL server restarted (a private cluster, started for the test).
+//!
+//! After each, `common::log_check` holds the store to: one contiguous log, contiguous
+//! versions, whole batches, every acknowledged append stored as acknowledged, a chain
+//! that verifies. Rounds: `ANNAL_FAULT_ROUNDS` (default 3; more for a long run).
+//!
+//! The other faults have files of their own: the CLI killed (crash_safety.rs), a full
+//! disk (full_disk.rs), a cut-off tail or rewritten history (scheduled_digests.rs,
+//! cli.rs), and in annal-sqlite a damaged WAL (damaged_wal.rs), a damaged index
+//! (deep_verify.rs), an event edited in the file (conformance.rs) and the file at rest
+//! (at_rest.rs).
+
+mod common;
+
+use annal::{AppendResult, StoreUrl};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+const APPENDERS: usize = 16;
+
+fn rounds() -> u32 {
+    std::env::var("ANNAL_FAULT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+/// HTTP appenders spread over `ports`, each appending batches of 1 to 3 events in a loop
+/// until stopped; what each had acknowledged (201) and how many it had refused.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<(Vec<AppendResult>, u64)>>,
+}
+
+impl Load {
+    fn start(ports: &[u16], tag: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(AtomicU64::new(0));
+        let tasks = (0..APPENDERS)
+            .map(|i| {
+                let port = ports[i % ports.len()];
+                let (stop, count, tag) = (stop.clone(), acknowledged.clone(), tag.to_owned());
+                tokio::spawn(async move {
+                    let client = reqwest::Client::builder()
+                        .timeout(Duration::from_secs(10))
+                        .build()
+                        .expect("client");
+                    let (mut acked, mut refused) = (Vec::new(), 0u64);
+                    let mut seq = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        seq += 1;
+                        let stream = format!("clock-{}", (i as u64 * 7 + seq) % 11);
+                        let body = format!(
+                            r#"{{"aggregate_type":"Clock","expected_version":"any","events":{}}}"#,
+                            common::log_check::batch_events(
+                                &format!("{tag}-{i}-{seq}"),
+                                1 + seq % 3
+                            )
+                        );
+                        let sent = client
+                            .post(format!("http://127.0.0.1:{port}/v1/streams/{stream}"))
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await;
+                        match sent {
+                            Ok(r) if r.status() == 201 => match r.json::<AppendResult>().await {
+                                Ok(result) => {
+                                    acked.push(result);
+                                    count.fetch_add(1, Ordering::Relaxed);
+                                }
+                                // Cut off mid-answer: not acknowledged.
+                                Err(_) => refused += 1,
+                            },
+                            Ok(r) => {
+                                let status = r.status();
+                                assert!(
+                                    status == 503,
+                                    "only 503 may refuse an append here, got {status}: {}",
+                                    r.text().await.unwrap_or_default()
+                                );
+                                refused += 1;
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            // The server is gone or restarting.
+                            Err(_) => {
+                                refused += 1;
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                    }
+                    (acked, refused)
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            acknowledged,
+            tasks,
+        }
+    }
+
+    /// Waits (up to 30 s) until the appenders have `n` appends acknowledged, so that a
+    /// fault comes under load and not before it (a busy machine starts slowly).
+    async fn until_acknowledged(&self, n: u64) {
+        for _ in 0..3_000 {
+            if self.acknowledged.load(Ordering::Relaxed) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the appenders had {n} appends acknowledged within 30 s");
+    }
+
+    /// Stops the appenders: everything they had acknowledged, and the refusals.
+    async fn finish(self) -> (Vec<AppendResult>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (mut acked, mut refused) = (Vec::new(), 0);
+        for t in self.tasks {
+            let (a, r) = t.await.expect("appender");
+            acked.extend(a);
+            refused += r;
+        }
+        (acked, refused)
+    }
+}
+
+/// Rounds of: a server on `store_args`, 16 appenders, SIGKILL at a random moment, then
+/// the store reopened and checked against everything acknowledged so far.
+async fn server_sigkill_rounds(store_args: &[&str], url: &str) {
+    let mut acked = Vec::new();
+    for round in 0..rounds() {
+        let served = common::serve_with(store_args);
+        let load = Load::start(&[served.port], &format!("r{round}"));
+        load.until_acknowledged(APPENDERS as u64).await;
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(100..600))).await;
+        drop(served); // SIGKILL, then reaped
+        let (got, _) = load.finish().await;
+        assert!(
+            !got.is_empty(),
+            "round {round}: some appends were acknowledged"
+        );
+        acked.extend(got);
+        let store = annal::connect(&url.parse::<StoreUrl>().expect("url"))
+            .await
+            .expect("reopen after the kill");
+        common::log_check::check(&*store, &acked, &format!("round {round}")).await;
+    }
+    report(&acked, &format!("over {} rounds", rounds()));
+}
+
+/// What a test showed, for the log of a long run.
+fn report(acked: &[AppendResult], when: &str) {
+    let events: usize = acked.iter().map(|a| a.events.len()).sum();
+    eprintln!(
+        "{} appends ({events} events) acknowledged {when}: all stored, contiguous, verified",
+        acked.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_under_sixteen_appenders_loses_nothing_it_acknowledged() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().to_str().expect("utf-8");
+    let url = format!("sqlite:{}", dir.path().join("annal.db").display());
+    server_sigkill_rounds(&["--data", data], &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_on_postgres_killed_under_sixteen_appenders_loses_nothing_it_acknowledged() {
+    let Some(base) = common::pg::server_url() else {
+        return;
+    };
+    let schema = common::pg::TestSchema::new(&base);
+    server_sigkill_rounds(&["--store", &schema.url], &schema.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_file_killed_together_keep_one_contiguous_log() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite:{}", dir.path().join("annal.db").display());
+    let mut acked = Vec::new();
+    for round in 0..rounds() {
+        let (a, b) = (
+            common::serve(dir.path(), &[]),
+            common::serve(dir.path(), &[]),
+        );
+        let load = Load::start(&[a.port, b.port], &format!("r{round}"));
+        load.until_acknowledged(APPENDERS as u64).await;
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(100..600))).await;
+        drop((a, b));
+        let (got, _) = load.finish().await;
+        assert!(
+            !got.is_empty(),
+            "round {round}: some appends were acknowledged"
+        );
+        acked.extend(got);
+        let store = annal::connect(&url.parse::<StoreUrl>().expect("url"))
+            .await
+            .expect("reopen");
+        common::log_check::check(&*store, &acked, &format!("round {round}")).await;
+    }
+    report(&acked, &format!("over {} rounds", rounds()));
+}
+
+/// A PostgreSQL cluster of the test's own (initdb in a temporary folder, as the
+/// `postgres` user when the test runs as root), so restarting it disturbs no other test.
+struct PrivateCluster {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateCluster {
+    fn start() -> Self {
+        let bin = postgres_bin().unwrap_or_else(|| {
+            panic!(
+                "ANNAL_TEST_POSTGRES_URL is set but PostgreSQL's server programs (initdb, \
+                 pg_ctl) are not under /usr/lib/postgresql/*/bin"
+            )
+        });
+        let dir = tempfile::tempdir().expect("dir");
+        if is_root() {
+            let owned = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(owned.success(), "chown the cluster's folder to postgres");
+        }
+        let data = dir.path().join("pg");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let cluster = Self {
+            bin,
+            data,
+            port,
+            _dir: dir,
+        };
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                path(&cluster.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        cluster.pg_ctl(&["start"]);
+        cluster
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs `pg_ctl ACTION -D DATA -w` with the cluster's port and socket folder.
+    fn pg_ctl(&self, action: &[&str]) {
+        let socket_dir = self.data.parent().expect("parent");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            path(socket_dir)
+        );
+        let log = self.data.with_file_name("server.log");
+        let mut args = action.to_vec();
+        args.extend(["-D", path(&self.data), "-w", "-t", "60", "-o", &options]);
+        args.extend(["-l", path(&log)]);
+        self.run("pg_ctl", &args);
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let program = self.bin.join(program);
+        let out = if is_root() {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&program)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&program).args(args).output()
+        }
+        .expect("run a PostgreSQL program");
+        assert!(
+            out.status.success(),
+            "{} {args:?}: {}{}",
+            program.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let program = self.bin.join("pg_ctl");
+        let args = ["stop", "-D", path(&self.data), "-m", "immediate"];
+        let _ = if is_root() {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&program)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&program).args(args).output()
+        };
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// The newest PostgreSQL's server programs on this machine.
+fn postgres_bin() -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path().join("bin")))
+        .filter(|bin| bin.join("initdb").exists() && bin.join("pg_ctl").exists())
+        .collect();
+    found.sort_by_key(|bin| {
+        bin.parent()
+            .and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    found.pop()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_under_load_loses_nothing_and_appends_resume() {
+    // Runs where the PostgreSQL tests run: it needs PostgreSQL's programs, not its server.
+    if common::pg::server_url().is_none() {
+        return;
+    }
+    let cluster = PrivateCluster::start();
+    let url = cluster.url();
+    let served = common::serve_with(&["--store", &url]);
+    let load = Load::start(&[served.port], "before");
+    load.until_acknowledged(APPENDERS as u64).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before_restart = {
+        let store = annal::connect(&url.parse::<StoreUrl>().expect("url"))
+            .await
+            .expect("connect");
+        store.head(&[]).await.expect("head")
+    };
+    let restarted = tokio::task::spawn_blocking(move || {
+        cluster.pg_ctl(&["restart", "-m", "fast"]);
+        cluster
+    })
+    .await
+    .expect("restart");
+    // Appends resume: the head moves past where it was once the server is back.
+    let store = annal::connect(&url.parse::<StoreUrl>().expect("url"))
+        .await
+        .expect("connect after the restart");
+    let resumed_at = store.head(&[]).await.expect("head");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (acked, refused) = load.finish().await;
+    let head = store.head(&[]).await.expect("head");
+    assert!(
+        head > resumed_at && resumed_at >= before_restart,
+        "appends resumed after the restart (head {before_restart} before it, {resumed_at} \
+         once it was back, {head} at the end; {refused} refused meanwhile)"
+    );
+    assert!(
+        acked.iter().any(|a| a.first_position > resumed_at),
+        "appends were acknowledged after the restart"
+    );
+    drop(served);
+    common::log_check::check(&*store, &acked, "after a PostgreSQL restart").await;
+    report(
+        &acked,
+        &format!("around a restart ({refused} refused while it was down)"),
+    );
+    drop(store);
+    drop(restarted);
+}
