@@ -1,6 +1,13 @@
 //! Checkpoints: a named consumer's position in the global log, with the seed's
 //! projection_checkpoints fields (status, error_count, last_error, updated time).
 //!
+//! A checkpoint may track another log instead (`source`: an upstream store, another
+//! service's log, a Kafka topic), so that a process application commits its own events
+//! together with the upstream position they came from. Without a source, a position is
+//! this store's and may not pass its head; with one, annal cannot know that log's head,
+//! and only the compare-and-set orders the writes. A checkpoint shows the source its last
+//! write named.
+//!
 //! Invariant: a checkpoint is written atomically, optionally only if it is still at the
 //! position the writer expected (compare-and-set), alone or inside a [`crate::Transaction`],
 //! and, when it carries a [`LeaseFence`], only while that partition lease is still held
@@ -83,6 +90,9 @@ pub struct Checkpoint {
     pub last_error: Option<String>,
     /// When it was last written.
     pub updated_at: Timestamp,
+    /// The log its position is in, when not this store's (the last write's `source`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// A write of a checkpoint.
@@ -94,8 +104,14 @@ pub struct CheckpointWrite {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub name: String,
-    /// The new position (at most the head position after the write).
+    /// The new position: in this store's log (at most its head position after the
+    /// write), or in `source`'s.
     pub position: u64,
+    /// The log the position is in, when not this store's: a name of the caller's
+    /// choosing ("orders-service", "kafka:payments/3"). Absent: this store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
+    pub source: Option<String>,
     /// The new status (default running).
     #[serde(default)]
     pub status: CheckpointStatus,
@@ -130,12 +146,19 @@ impl CheckpointWrite {
         Self {
             name: name.into(),
             position,
+            source: None,
             status: CheckpointStatus::Running,
             error_count: 0,
             last_error: None,
             expected_position: None,
             lease: None,
         }
+    }
+
+    /// Names the log the position is in, when it is not this store's.
+    pub fn in_source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
     }
 
     /// Makes the write conditional on the current position (`None`: must not exist).
@@ -153,6 +176,9 @@ impl CheckpointWrite {
     /// Checks the fields; `at` prefixes field paths in errors.
     pub fn validate(&self, at: &str) -> Result<()> {
         check_name(&format!("{at}name"), &self.name)?;
+        if let Some(source) = &self.source {
+            check_name(&format!("{at}source"), source)?;
+        }
         if let Some(f) = &self.lease {
             f.validate(&format!("{at}lease."))?;
         }
@@ -180,12 +206,17 @@ impl CheckpointWrite {
         }
     }
 
-    /// Checks that the position is not past the head, the last committed position.
+    /// Checks that a position in this store's log is not past its head, the last
+    /// committed position (a position in another source's log is not checked).
     pub fn check_position(&self, head: u64) -> Result<()> {
-        if self.position > head {
+        if self.source.is_none() && self.position > head {
             return Err(Error::invalid(
                 "checkpoint.position",
-                format!("{} is past the head position {head}", self.position),
+                format!(
+                    "{} is past the head position {head} (a position in another log \
+                     names that log as the checkpoint's source)",
+                    self.position
+                ),
             ));
         }
         Ok(())
@@ -200,6 +231,7 @@ impl CheckpointWrite {
             error_count: self.error_count,
             last_error: self.last_error.clone(),
             updated_at: now,
+            source: self.source.clone(),
         }
     }
 }

@@ -317,8 +317,9 @@ pub struct ProjectionInfo {
     pub checkpoint: Checkpoint,
     /// The head position when it was read.
     pub head: u64,
-    /// head − checkpoint position.
-    pub lag: u64,
+    /// head − checkpoint position; `None` for a checkpoint of another log (its
+    /// `source`), whose head this store does not know.
+    pub lag: Option<u64>,
 }
 
 /// One projection's checkpoint and lag; `None` if it has no checkpoint.
@@ -339,7 +340,10 @@ pub async fn list<S: Store + ?Sized>(store: &S) -> Result<Vec<ProjectionInfo>> {
 
 fn with_lag(checkpoint: Checkpoint, head: u64) -> ProjectionInfo {
     ProjectionInfo {
-        lag: head.saturating_sub(checkpoint.position),
+        lag: checkpoint
+            .source
+            .is_none()
+            .then(|| head.saturating_sub(checkpoint.position)),
         head,
         checkpoint,
     }
@@ -616,6 +620,7 @@ impl<S: Store + ?Sized + 'static, H: Handler> Runner<S, H> {
         CheckpointWrite {
             name: self.options.name.clone(),
             position,
+            source: None,
             status: self.status,
             error_count: self.error_count,
             last_error: self.last_error.clone(),

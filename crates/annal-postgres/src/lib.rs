@@ -501,7 +501,7 @@ impl Store for PgStore {
 
     async fn checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
         let sql = format!(
-            "SELECT name, position, status, error_count, last_error, updated_at
+            "SELECT name, position, status, error_count, last_error, updated_at, source
              FROM {}.checkpoints WHERE name = $1",
             self.inner.quoted
         );
@@ -511,7 +511,7 @@ impl Store for PgStore {
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
         let sql = format!(
-            "SELECT name, position, status, error_count, last_error, updated_at
+            "SELECT name, position, status, error_count, last_error, updated_at, source
              FROM {}.checkpoints ORDER BY name",
             self.inner.quoted
         );
@@ -693,7 +693,8 @@ fn lease_from_row(
     })
 }
 
-/// A checkpoint from a row of name, position, status, error_count, last_error, updated_at.
+/// A checkpoint from a row of name, position, status, error_count, last_error, updated_at,
+/// source.
 fn checkpoint_from_row(r: &tokio_postgres::Row) -> Result<Checkpoint> {
     let name: String = rows::get(r, 0)?;
     let status: CheckpointStatus = rows::get::<&str>(r, 2)?
@@ -711,6 +712,7 @@ fn checkpoint_from_row(r: &tokio_postgres::Row) -> Result<Checkpoint> {
         )?,
         last_error: rows::get(r, 4)?,
         updated_at: rows::get::<PgTime>(r, 5)?.0,
+        source: rows::get(r, 6)?,
         name,
     })
 }

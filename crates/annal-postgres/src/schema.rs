@@ -18,7 +18,7 @@ use crate::{StorageFailure, timed};
 use std::time::Duration;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// The DDL of version 1; `{s}` stands for the quoted schema name.
 const V1: &str = r#"
@@ -152,6 +152,10 @@ WHERE s.metadata IS NOT NULL
 /// chain hashes a principal only where there is one).
 const V4: &str = "ALTER TABLE {s}.events ADD COLUMN principal text;";
 
+/// The DDL of version 5: a checkpoint may track another log (`source`; NULL: this
+/// store's).
+const V5: &str = "ALTER TABLE {s}.checkpoints ADD COLUMN source text;";
+
 /// What can go wrong bringing a schema up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -222,7 +226,10 @@ pub async fn migrate(
             found,
         });
     }
-    for (version, ddl) in (1..).zip([V1, V2, V3, V4]).skip_while(|(v, _)| *v <= found) {
+    for (version, ddl) in (1..)
+        .zip([V1, V2, V3, V4, V5])
+        .skip_while(|(v, _)| *v <= found)
+    {
         timed(timeout, ctx, tx.batch_execute(&ddl.replace("{s}", &s))).await?;
         timed(
             timeout,

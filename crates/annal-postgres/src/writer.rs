@@ -138,13 +138,16 @@ impl Sql {
                    metadata_version = excluded.metadata_version, metadata = excluded.metadata"
             ),
             upsert_checkpoints: format!(
-                "INSERT INTO {s}.checkpoints (name, position, status, error_count, last_error, updated_at)
-                 SELECT n, p, st, ec, le, {}
-                 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[])
-                   AS t(n, p, st, ec, le, at)
+                "INSERT INTO {s}.checkpoints
+                   (name, position, status, error_count, last_error, updated_at, source)
+                 SELECT n, p, st, ec, le, {}, src
+                 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[],
+                             $7::text[])
+                   AS t(n, p, st, ec, le, at, src)
                  ON CONFLICT (name) DO UPDATE SET position = excluded.position,
                    status = excluded.status, error_count = excluded.error_count,
-                   last_error = excluded.last_error, updated_at = excluded.updated_at",
+                   last_error = excluded.last_error, updated_at = excluded.updated_at,
+                   source = excluded.source",
                 micros_to_timestamptz("at")
             ),
             upsert_snapshots: format!(
@@ -586,13 +589,14 @@ impl Writer {
             &st.metadata,
         ];
         let cp = CheckpointColumns::from(writes.checkpoints.iter());
-        let cp_params: [&(dyn ToSql + Sync); 6] = [
+        let cp_params: [&(dyn ToSql + Sync); 7] = [
             &cp.name,
             &cp.position,
             &cp.status,
             &cp.error_count,
             &cp.last_error,
             &cp.updated_at,
+            &cp.source,
         ];
         let sn = SnapshotColumns::from(writes.snapshots.iter());
         let sn_params: [&(dyn ToSql + Sync); 7] = [

@@ -105,6 +105,7 @@ async fn a_version_2_schema_gets_the_stream_records_the_writer_would_have_kept()
     let s = &h.schema;
     c.batch_execute(&format!(
         "DROP TABLE \"{s}\".streams; ALTER TABLE \"{s}\".events DROP COLUMN principal;
+         ALTER TABLE \"{s}\".checkpoints DROP COLUMN source;
          DELETE FROM \"{s}\".schema_version WHERE version > 2"
     ))
     .await

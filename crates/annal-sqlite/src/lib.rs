@@ -368,7 +368,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let row = c
                 .prepare_cached(
-                    "SELECT name, position, status, error_count, last_error, updated_at
+                    "SELECT name, position, status, error_count, last_error, updated_at, source
                      FROM checkpoints WHERE name = ?1",
                 )
                 .map_err(db)?
@@ -384,7 +384,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT name, position, status, error_count, last_error, updated_at
+                    "SELECT name, position, status, error_count, last_error, updated_at, source
                      FROM checkpoints ORDER BY name",
                 )
                 .map_err(db)?;
@@ -583,7 +583,15 @@ impl Store for SqliteStore {
 }
 
 /// A checkpoints row's columns: name, position, status, error_count, last_error, updated_at.
-type CheckpointRow = (String, i64, String, i64, Option<String>, String);
+type CheckpointRow = (
+    String,
+    i64,
+    String,
+    i64,
+    Option<String>,
+    String,
+    Option<String>,
+);
 
 fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckpointRow> {
     Ok((
@@ -593,11 +601,12 @@ fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckpointRow> {
         r.get(3)?,
         r.get(4)?,
         r.get(5)?,
+        r.get(6)?,
     ))
 }
 
 fn checkpoint_from_row(row: CheckpointRow) -> Result<Checkpoint> {
-    let (name, position, status, error_count, last_error, updated_at) = row;
+    let (name, position, status, error_count, last_error, updated_at, source) = row;
     let status: CheckpointStatus = status
         .parse()
         .map_err(|e: Error| Error::Corrupt(format!("checkpoint '{name}': {e}")))?;
@@ -613,5 +622,6 @@ fn checkpoint_from_row(row: CheckpointRow) -> Result<Checkpoint> {
         error_count,
         last_error,
         updated_at: rows::time("checkpoints.updated_at", &updated_at)?,
+        source,
     })
 }

@@ -10,7 +10,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const V1: &str = r#"
 CREATE TABLE events (
@@ -135,6 +135,9 @@ CREATE INDEX events_by_causation_id   ON events (causation_id, position)
 /// chain's recipe hashes a principal only where there is one (docs/chain.md).
 const V5: &str = "ALTER TABLE events ADD COLUMN principal TEXT;";
 
+/// Version 6: a checkpoint may track another log (`source`; NULL: this store's).
+const V6: &str = "ALTER TABLE checkpoints ADD COLUMN source TEXT;";
+
 /// What can go wrong bringing a file's schema up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -170,7 +173,7 @@ pub fn migrate(conn: &mut Connection, now: &str) -> Result<(), MigrateError> {
         return Err(MigrateError::TooNew { found });
     }
     for (version, ddl) in (1..)
-        .zip([V1, V2, V3, V4, V5])
+        .zip([V1, V2, V3, V4, V5, V6])
         .skip_while(|(v, _)| *v <= found)
     {
         tx.execute_batch(ddl)?;
@@ -208,7 +211,7 @@ mod tests {
             .expect("query")
             .collect::<rusqlite::Result<_>>()
             .expect("rows");
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
         let leases: i64 = conn
             .query_row("SELECT count(*) FROM leases", [], |r| r.get(0))
             .expect("leases table");

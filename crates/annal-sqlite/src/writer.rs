@@ -270,11 +270,13 @@ fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
     }
     for c in &w.checkpoints {
         conn.prepare_cached(
-            "INSERT INTO checkpoints (name, position, status, error_count, last_error, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO checkpoints
+               (name, position, status, error_count, last_error, updated_at, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (name) DO UPDATE SET position = excluded.position,
                status = excluded.status, error_count = excluded.error_count,
-               last_error = excluded.last_error, updated_at = excluded.updated_at",
+               last_error = excluded.last_error, updated_at = excluded.updated_at,
+               source = excluded.source",
         )?
         .execute(params![
             c.name,
@@ -282,7 +284,8 @@ fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
             c.status.as_str(),
             clamp(c.error_count),
             c.last_error,
-            c.updated_at.to_string()
+            c.updated_at.to_string(),
+            c.source
         ])?;
     }
     for s in &w.snapshots {

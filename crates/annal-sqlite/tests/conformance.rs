@@ -80,6 +80,7 @@ async fn a_version_2_file_gets_the_stream_records_the_writer_would_have_kept() {
          CREATE INDEX events_by_causation_id   ON events (causation_id, position);
          CREATE INDEX events_by_recorded_at    ON events (recorded_at);
          ALTER TABLE events DROP COLUMN principal;
+         ALTER TABLE checkpoints DROP COLUMN source;
          DELETE FROM schema_version WHERE version > 2;",
     )
     .expect("back to version 2");

@@ -1,5 +1,7 @@
 //! `annal projections`: every checkpoint (projections, named subscriptions, consumer
-//! group partitions) with its status, position, lag behind the head and errors.
+//! group partitions) with its status, position, lag behind the head and errors. A
+//! checkpoint of another log (its `source`) shows no lag: this store does not know that
+//! log's head.
 
 use super::{CliError, StoreArgs};
 use clap::Args;
@@ -10,7 +12,8 @@ pub struct ProjectionsArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// One JSON object per line (name, position, status, error_count, last_error,
-    /// updated_at, head, lag) instead of a table.
+    /// updated_at, source, head, lag; lag is null for another log's checkpoint) instead
+    /// of a table.
     #[arg(long)]
     json: bool,
 }
@@ -42,7 +45,12 @@ pub async fn run(args: ProjectionsArgs) -> Result<ExitCode, CliError> {
         }
         println!(
             "{:<32} {:<10} {:>12} {:>10} {:>7}  {}",
-            c.name, c.status, c.position, p.lag, c.error_count, last_error
+            c.name,
+            c.status,
+            c.position,
+            p.lag.map_or_else(|| "-".to_owned(), |l| l.to_string()),
+            c.error_count,
+            last_error
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -63,6 +63,80 @@ pub async fn checkpoint_conflict_writes_nothing<H: Harness>(h: H) {
     );
 }
 
+/// A checkpoint that names another log as its source (a process application's upstream)
+/// is committed with the events it led to, at positions this store's head never reached;
+/// only the compare-and-set orders it. Without a source, the head still bounds it.
+pub async fn a_checkpoint_of_another_log_commits_with_the_events_that_came_from_it<H: Harness>(
+    h: H,
+) {
+    let s = h.store();
+    let upstream = |position, expected| {
+        CheckpointWrite::new("orders-projector", position)
+            .in_source("orders-service")
+            .expecting(expected)
+    };
+    let done = s
+        .transact(Transaction {
+            appends: vec![req(
+                "Family",
+                "f",
+                crate::append::ExpectedVersion::NoStream,
+                vec![payment(0)],
+            )],
+            checkpoint: Some(upstream(21, None)),
+        })
+        .await
+        .expect("a position in another log, past this store's head");
+    let cp = done.checkpoint.expect("written");
+    assert_eq!(
+        (cp.position, cp.source.as_deref()),
+        (21, Some("orders-service"))
+    );
+    s.transact(Transaction {
+        appends: vec![req("Family", "f", Exact(1), vec![payment(1)])],
+        checkpoint: Some(upstream(40, Some(21))),
+    })
+    .await
+    .expect("moved on");
+    let err = s
+        .transact(Transaction {
+            appends: vec![req("Family", "f", Exact(2), vec![payment(2)])],
+            checkpoint: Some(upstream(41, Some(21))),
+        })
+        .await
+        .expect_err("a second delivery of upstream events already handled");
+    assert_eq!(err.kind(), "checkpoint_conflict");
+    assert_eq!(
+        s.head(&[]).await.expect("head"),
+        2,
+        "its append was not written"
+    );
+    let read = s
+        .checkpoint("orders-projector")
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(
+        (read.position, read.source.as_deref()),
+        (40, Some("orders-service"))
+    );
+    let listed = s.checkpoints().await.expect("list");
+    assert_eq!(listed, vec![read]);
+
+    let err = s
+        .put_checkpoint(CheckpointWrite::new("own", 99))
+        .await
+        .expect_err("this store's log ends at 2");
+    assert_eq!(err.kind(), "invalid_request");
+    assert!(err.to_string().contains("source"), "{err}");
+    let err = s
+        .put_checkpoint(CheckpointWrite::new("own", 1).in_source(""))
+        .await
+        .expect_err("an empty source");
+    assert_eq!(err.kind(), "invalid_request");
+    assert!(s.checkpoint("own").await.expect("read").is_none());
+}
+
 /// Status, error count and last error are stored as written.
 pub async fn checkpoints_keep_status_and_errors<H: Harness>(h: H) {
     let s = h.store();

@@ -78,6 +78,7 @@ macro_rules! conformance_suite {
             append::transaction_commits_appends_and_checkpoint_together,
             append::transaction_with_one_conflict_writes_nothing,
             checkpoint::checkpoint_conflict_writes_nothing,
+            checkpoint::a_checkpoint_of_another_log_commits_with_the_events_that_came_from_it,
             checkpoint::checkpoints_keep_status_and_errors,
             read::aggregate_reads_page_forwards_and_backwards,
             read::read_all_filters_by_every_field,

@@ -280,6 +280,9 @@ pub async fn lag_is_the_head_minus_the_checkpoint_for_every_listed_projection<H:
     s.put_checkpoint(crate::checkpoint::CheckpointWrite::new("behind", 20))
         .await
         .expect("write");
+    s.put_checkpoint(crate::checkpoint::CheckpointWrite::new("upstream", 900).in_source("orders"))
+        .await
+        .expect("write");
     fill(&*s, "clock", 2, 10, 5).await;
     let list = projection::list(&*s).await.expect("list");
     let lags: Vec<_> = list
@@ -296,15 +299,17 @@ pub async fn lag_is_the_head_minus_the_checkpoint_for_every_listed_projection<H:
     assert_eq!(
         lags,
         [
-            ("ahead", 60, 10, CheckpointStatus::Stopped),
-            ("behind", 60, 40, CheckpointStatus::Running)
+            ("ahead", 60, Some(10), CheckpointStatus::Stopped),
+            ("behind", 60, Some(40), CheckpointStatus::Running),
+            // Another log's position: this store cannot say how far behind it is.
+            ("upstream", 60, None, CheckpointStatus::Running),
         ]
     );
     let one = projection::info(&*s, "behind")
         .await
         .expect("info")
         .expect("exists");
-    assert_eq!(one.lag, 40);
+    assert_eq!(one.lag, Some(40));
     assert!(
         projection::info(&*s, "nobody")
             .await

@@ -115,6 +115,7 @@ pub(super) struct CheckpointColumns<'a> {
     pub(super) error_count: Vec<i64>,
     pub(super) last_error: Vec<Option<&'a str>>,
     pub(super) updated_at: Vec<i64>,
+    pub(super) source: Vec<Option<&'a str>>,
 }
 
 impl<'a, I: Iterator<Item = &'a Checkpoint>> From<I> for CheckpointColumns<'a> {
@@ -126,6 +127,7 @@ impl<'a, I: Iterator<Item = &'a Checkpoint>> From<I> for CheckpointColumns<'a> {
             error_count: Vec::new(),
             last_error: Vec::new(),
             updated_at: Vec::new(),
+            source: Vec::new(),
         };
         for cp in cps {
             c.name.push(&cp.name);
@@ -134,6 +136,7 @@ impl<'a, I: Iterator<Item = &'a Checkpoint>> From<I> for CheckpointColumns<'a> {
             c.error_count.push(clamp(cp.error_count));
             c.last_error.push(cp.last_error.as_deref());
             c.updated_at.push(cp.updated_at.as_micros());
+            c.source.push(cp.source.as_deref());
         }
         c
     }
