@@ -36,6 +36,11 @@ async fn main() -> ExitCode {
     }
     match cli::run(args).await {
         Ok(code) => code,
+        // The reader went away (`annal read | head`): stop quietly, as a pipe's writer
+        // killed by SIGPIPE does (128 + 13).
+        Err(cli::CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::from(141)
+        }
         Err(e) => {
             eprintln!("annal: {e}");
             e.exit_code()

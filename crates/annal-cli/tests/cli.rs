@@ -375,9 +375,9 @@ const CHECKPOINT: &str = r#"{"appends":[],"checkpoint":{"name":"payments-project
 fn projections_lists_each_checkpoint_with_status_lag_and_last_error() {
     let dir = tempfile::tempdir().expect("dir");
     let s = store(dir.path());
-    let empty = annal(&["projections", "--store", &s], "");
-    assert!(empty.status.success(), "{}", text(&empty.stderr));
-    assert_eq!(text(&empty.stdout).lines().count(), 1, "only the header");
+    let missing = annal(&["projections", "--store", &s], "");
+    assert_eq!(missing.status.code(), Some(3), "{}", text(&missing.stderr));
+    assert!(text(&missing.stderr).contains("no store at"));
     let out = annal(
         &["append", "--store", &s],
         &format!("{ENROL}\n{PAY}\n{CHECKPOINT}\n"),

@@ -24,6 +24,7 @@
 use crate::url::DEFAULT_STORE;
 use annal_core::{Aggregate, Repository, SnapshotPolicy, Timestamp, Upcasters};
 use clap::Parser;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -57,10 +58,15 @@ pub async fn run<A: Aggregate>(args: &[String], upcasters: Upcasters) -> ExitCod
         }
     };
     match load::<A>(&args, upcasters).await {
-        Ok(json) => {
-            println!("{json}");
-            ExitCode::SUCCESS
-        }
+        Ok(json) => match writeln!(std::io::stdout(), "{json}") {
+            Ok(()) => ExitCode::SUCCESS,
+            // The reader went away (`… | head`): stop quietly, as SIGPIPE would.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(141),
+            Err(e) => {
+                eprintln!("error: cannot print the state: {e}");
+                ExitCode::from(1)
+            }
+        },
         Err((code, message)) => {
             eprintln!("error: {message}");
             ExitCode::from(code)

@@ -5,7 +5,9 @@
 //! - `coop state FAMILY_ID [--at DATE] [--version N] [--recorded] [--store URL]` prints a
 //!   family's state (annal's ready-made state command for any aggregate).
 
+use annal_example_coop::story::StoryError;
 use annal_example_coop::{Family, story, upcasters};
+use std::io::Write as _;
 use std::process::ExitCode;
 
 #[tokio::main]
@@ -46,13 +48,19 @@ async fn demo(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match story::tell(store, &mut std::io::stdout()).await {
-        Ok(_) => {
-            println!(
+    let told = story::tell(store, &mut std::io::stdout())
+        .await
+        .and_then(|_| {
+            writeln!(
+                std::io::stdout(),
                 "\nThe store is {url}. Try:\n  annal audit family_123 --store {url}\n  coop state family_123 --at 2024-09-20 --store {url}"
-            );
-            ExitCode::SUCCESS
-        }
+            )
+            .map_err(StoryError::from)
+        });
+    match told {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`coop demo | head`): stop quietly, as SIGPIPE would.
+        Err(StoryError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(141),
         Err(e) => {
             eprintln!("coop: {e}");
             ExitCode::from(1)

@@ -31,11 +31,12 @@ pub struct CorrelatedArgs {
 }
 
 pub async fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
-    let store = args.store.open().await?;
+    let store = args.store.open_existing().await?;
     let Some(info) = store.aggregate(&args.aggregate_id).await? else {
-        return Err(CliError::Failed(format!(
-            "aggregate '{}' has no events in this store",
-            args.aggregate_id
+        return Err(CliError::NotFound(format!(
+            "aggregate '{}' has no events in {}",
+            args.aggregate_id,
+            args.store.shown()
         )));
     };
     let entries = audit::audit_trail(&*store, &args.aggregate_id).await?;
@@ -62,12 +63,13 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
 }
 
 pub async fn run_correlated(args: CorrelatedArgs) -> Result<ExitCode, CliError> {
-    let store = args.store.open().await?;
+    let store = args.store.open_existing().await?;
     let events = audit::correlated(&*store, &args.correlation_id).await?;
     if events.is_empty() {
-        return Err(CliError::Failed(format!(
-            "no events with correlation_id '{}'",
-            args.correlation_id
+        return Err(CliError::NotFound(format!(
+            "no events with correlation_id '{}' in {}",
+            args.correlation_id,
+            args.store.shown()
         )));
     }
     let mut out = BufWriter::new(std::io::stdout().lock());

@@ -9,6 +9,7 @@ use super::CliError;
 use annal::sqlite::SqliteStore;
 use annal::{Error, Store as _, StoreUrl, Timestamp, url::DEFAULT_STORE};
 use clap::Args;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -53,7 +54,7 @@ pub async fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
         "events": report.checked,
         "verified": report.ok,
     });
-    println!("{line}");
+    writeln!(std::io::stdout(), "{line}")?;
     if report.ok {
         Ok(ExitCode::SUCCESS)
     } else {

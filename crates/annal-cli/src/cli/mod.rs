@@ -1,7 +1,10 @@
 //! Command-line parsing and the error type every subcommand reports through.
 //!
 //! Exit codes: 0 success; 1 the store refused or failed (a conflict, an I/O error, a
-//! broken chain); 2 bad usage or bad input.
+//! broken chain); 2 bad usage or bad input; 3 nothing there (no store at that path, an
+//! aggregate without events, a read that matched nothing), said on stderr with the
+//! store's name. Read-only commands open a store with [`StoreArgs::open_existing`], which
+//! never creates one.
 
 mod append;
 mod audit;
@@ -89,12 +92,44 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The store as named to people: the server, or the store URL with any password
+    /// hidden.
+    pub(crate) fn shown(&self) -> String {
+        if let Some(server) = &self.server {
+            return server.clone();
+        }
+        self.store
+            .parse::<StoreUrl>()
+            .map_or_else(|_| self.store.clone(), |u| u.to_string())
+    }
+
+    /// Opens the store for reading: an embedded store that does not exist yet is
+    /// [`CliError::NotFound`], and nothing is created (no file, no folder).
+    async fn open_existing(&self) -> Result<Arc<dyn annal::Store>, CliError> {
+        if self.server.is_none()
+            && let Ok(StoreUrl::Sqlite(path)) = self.store.parse::<StoreUrl>()
+            && !path.exists()
+        {
+            return Err(CliError::NotFound(format!(
+                "no store at {}: nothing has been written there yet (`annal append` or \
+                 `annal serve` creates it; --store or ANNAL_STORE names another)",
+                path.display()
+            )));
+        }
+        self.open().await
+    }
+
     async fn open(&self) -> Result<Arc<dyn annal::Store>, CliError> {
         let limits = Limits {
             max_event_bytes: self.max_event_bytes,
             max_batch_events: self.max_batch_events,
         };
         if let Some(server) = &self.server {
+            if !server.contains("://") {
+                return Err(CliError::Usage(format!(
+                    "--server needs a URL with its scheme: http://{server} (or https://)"
+                )));
+            }
             let mut b = annal::client::HttpStore::builder(server).limits(limits);
             if let Some(t) = &self.token {
                 b = b.token(t.clone());
@@ -137,6 +172,9 @@ pub enum CliError {
     /// The command ran and found a problem it already reported.
     #[error("{0}")]
     Failed(String),
+    /// What was asked for is not there (exit code 3).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl CliError {
@@ -145,6 +183,7 @@ impl CliError {
         match self {
             CliError::Input { .. } | CliError::Usage(_) => ExitCode::from(2),
             CliError::Store(e) if e.is_bad_input() => ExitCode::from(2),
+            CliError::NotFound(_) => ExitCode::from(3),
             _ => ExitCode::from(1),
         }
     }

@@ -5,6 +5,7 @@
 
 use super::{CliError, StoreArgs};
 use clap::Args;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
@@ -19,19 +20,24 @@ pub struct ProjectionsArgs {
 }
 
 pub async fn run(args: ProjectionsArgs) -> Result<ExitCode, CliError> {
-    let store = args.store.open().await?;
+    let store = args.store.open_existing().await?;
     let list = annal::projection::list(&*store).await?;
     if args.json {
         for p in &list {
             let json = serde_json::to_string(p).map_err(std::io::Error::from)?;
-            println!("{json}");
+            writeln!(std::io::stdout(), "{json}")?;
         }
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    writeln!(
+        std::io::stdout(),
         "{:<32} {:<10} {:>12} {:>10} {:>7}  last error",
-        "name", "status", "position", "lag", "errors"
-    );
+        "name",
+        "status",
+        "position",
+        "lag",
+        "errors"
+    )?;
     for p in &list {
         let c = &p.checkpoint;
         let mut last_error = c.last_error.clone().unwrap_or_default().replace('\n', " ");
@@ -43,7 +49,8 @@ pub async fn run(args: ProjectionsArgs) -> Result<ExitCode, CliError> {
             last_error.truncate(cut);
             last_error.push('…');
         }
-        println!(
+        writeln!(
+            std::io::stdout(),
             "{:<32} {:<10} {:>12} {:>10} {:>7}  {}",
             c.name,
             c.status,
@@ -51,7 +58,7 @@ pub async fn run(args: ProjectionsArgs) -> Result<ExitCode, CliError> {
             p.lag.map_or_else(|| "-".to_owned(), |l| l.to_string()),
             c.error_count,
             last_error
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

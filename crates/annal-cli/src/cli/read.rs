@@ -69,10 +69,11 @@ pub async fn run(args: ReadArgs) -> Result<ExitCode, CliError> {
         since: time("since", &args.since)?,
         until: time("until", &args.until)?,
     };
-    let store = args.store.open().await?;
+    let store = args.store.open_existing().await?;
     let mut out = Output {
         w: BufWriter::new(std::io::stdout().lock()),
         left: args.limit.unwrap_or(u64::MAX),
+        printed: 0,
     };
     match &args.aggregate {
         Some(id) => {
@@ -89,12 +90,29 @@ pub async fn run(args: ReadArgs) -> Result<ExitCode, CliError> {
         None => read_all(&*store, args.after_position, &filter, args.follow, &mut out).await?,
     }
     out.w.flush()?;
+    if out.printed == 0 && args.limit != Some(0) {
+        let what = match &args.aggregate {
+            Some(id) if filter == Filter::default() => format!("aggregate '{id}' has no events"),
+            Some(id) => format!("no events of aggregate '{id}' match the filters"),
+            None if args.after_position > 0 => {
+                format!("no events match after position {}", args.after_position)
+            }
+            None if filter == Filter::default() => "the log has no events".to_owned(),
+            None => "no events match the filters".to_owned(),
+        };
+        return Err(CliError::NotFound(format!(
+            "{what} in {}",
+            args.store.shown()
+        )));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 struct Output<W: Write> {
     w: W,
     left: u64,
+    /// Events printed so far.
+    printed: u64,
 }
 
 impl<W: Write> Output<W> {
@@ -107,6 +125,7 @@ impl<W: Write> Output<W> {
             serde_json::to_writer(&mut self.w, e).map_err(std::io::Error::from)?;
             self.w.write_all(b"\n")?;
             self.left -= 1;
+            self.printed += 1;
         }
         Ok(self.left > 0)
     }

@@ -28,10 +28,10 @@ pub struct ServeArgs {
     /// A data directory: the embedded store in DIR/annal.db (instead of --store).
     #[arg(long, env = "ANNAL_DATA", conflicts_with = "store")]
     data: Option<std::path::PathBuf>,
-    /// Address to listen on. Anything but a loopback address needs API tokens
-    /// (--tokens-file) or --allow-anonymous.
+    /// HOST:PORT to listen on; HOST an address or a name (localhost:2113). Anything but
+    /// a loopback address needs API tokens (--tokens-file) or --allow-anonymous.
     #[arg(long, env = "ANNAL_LISTEN", default_value = "127.0.0.1:2113")]
-    listen: SocketAddr,
+    listen: String,
     /// Serve without authentication on a non-loopback address (anyone who can reach
     /// the port can read and append).
     #[arg(long, env = "ANNAL_ALLOW_ANONYMOUS")]
@@ -124,11 +124,12 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
             plain.join(", ")
         );
     }
-    if tokens.is_none() && !args.listen.ip().is_loopback() && !args.allow_anonymous {
+    let listen = resolve(&args.listen).await?;
+    if tokens.is_none() && !listen.ip().is_loopback() && !args.allow_anonymous {
         return Err(CliError::Usage(format!(
             "refusing to listen on {} without authentication: anyone who can reach it could read and append. \
              Configure API tokens (--tokens-file), listen on 127.0.0.1, or pass --allow-anonymous if that is what you want",
-            args.listen
+            listen
         )));
     }
     if let Some(dir) = &args.data {
@@ -145,9 +146,9 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         _ => None,
     };
     let store = args.store.open().await?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", listen)))?;
     let digest_task = match &args.digest_dir {
         Some(dir) => {
             let dir = DigestDir::new(dir.clone());
@@ -163,7 +164,7 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         max_body_bytes: args.max_body_bytes,
         max_page: args.max_page,
         tokens,
-        advertised: args.listen,
+        advertised: listen,
         header_read_timeout: Duration::from_secs(args.header_read_timeout),
         body_read_timeout: Duration::from_secs(args.body_read_timeout),
         keep_alive: Duration::from_secs(args.keep_alive),
@@ -179,9 +180,26 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         .store
         .parse::<StoreUrl>()
         .map_or_else(|_| "the store".to_owned(), |u| u.to_string());
-    tracing::info!(listen = %args.listen, store = %shown, "annal is serving");
+    tracing::info!(listen = %listen, store = %shown, "annal is serving");
     let scheme = if tls.is_some() { "https" } else { "http" };
-    eprintln!("annal: serving {shown} on {scheme}://{}", args.listen);
+    eprintln!("annal: serving {shown} on {scheme}://{}", listen);
+    if config.tokens.is_none() {
+        let who = if listen.ip().is_loopback() {
+            "any program on this machine"
+        } else {
+            "anyone who can reach this address"
+        };
+        eprintln!(
+            "annal: anonymous access is on: {who} can read and append (--tokens-file turns \
+             auth on; docs/http.md#auth)"
+        );
+    }
+    if listen.port() == 2113 {
+        eprintln!(
+            "annal: 2113 is also KurrentDB's port, on purpose: its clients work unchanged \
+             here, and any program expecting a KurrentDB on this machine will write to annal"
+        );
+    }
     match tls {
         Some(tls) => {
             annal_server::serve_tls(listener, store, config, tls, stop_signal()).await?;
@@ -197,6 +215,27 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
     }
     tracing::info!("annal stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The address `--listen` names: HOST:PORT, where HOST is an address or a name
+/// (`localhost:2113`); of a name's addresses, the first IPv4 one (else the first).
+async fn resolve(listen: &str) -> Result<SocketAddr, CliError> {
+    let unresolved = |why: String| {
+        CliError::Usage(format!(
+            "--listen {listen}: {why} (give HOST:PORT, for example 127.0.0.1:2113 or \
+             localhost:2113)"
+        ))
+    };
+    let found: Vec<SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .map_err(|e| unresolved(e.to_string()))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| found.first())
+        .copied()
+        .ok_or_else(|| unresolved("the name has no address".into()))
 }
 
 /// Completes on SIGTERM or Ctrl-C.

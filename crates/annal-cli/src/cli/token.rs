@@ -80,7 +80,7 @@ pub fn run(args: TokenArgs) -> Result<ExitCode, CliError> {
     Tokens::parse(&text)
         .map_err(|e| CliError::Usage(format!("{}: {e}", a.tokens_file.display())))?;
     replace(&a.tokens_file, &text)?;
-    println!("{}", made.secret);
+    writeln!(std::io::stdout(), "{}", made.secret)?;
     eprintln!(
         "annal: token '{}' ({}) added to {}; its secret is above and is not kept anywhere: \
          hand it to its holder now. `annal serve` reads the file when it starts.",

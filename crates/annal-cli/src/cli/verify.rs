@@ -5,6 +5,7 @@ use super::digests::{self, DigestDir};
 use super::{CliError, StoreArgs};
 use annal::{Digest, Hash, digest};
 use clap::Args;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -41,7 +42,7 @@ pub struct DigestArgs {
 
 pub async fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
     let expected = expectation(&args)?;
-    let store = args.store.open().await?;
+    let store = args.store.open_existing().await?;
     let (from, to) = (args.from_position, args.to_position);
     let report = match (expected, args.quick) {
         (Some((position, hash)), true) => digest::check(store.as_ref(), position, hash).await?,
@@ -52,7 +53,7 @@ pub async fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
         (None, false) => store.verify_deep(from, to).await?,
     };
     let json = serde_json::to_string(&report).map_err(std::io::Error::from)?;
-    println!("{json}");
+    writeln!(std::io::stdout(), "{json}")?;
     if report.ok {
         Ok(ExitCode::SUCCESS)
     } else if let Some(position) = report.first_bad_position {
@@ -89,9 +90,9 @@ fn expectation(args: &VerifyArgs) -> Result<Option<(u64, Hash)>, CliError> {
 
 /// Prints the log's digest as one JSON line.
 pub async fn digest(args: DigestArgs) -> Result<ExitCode, CliError> {
-    let store = args.store.open().await?;
+    let store = args.store.open_existing().await?;
     let d = digest::take(store.as_ref()).await?;
     let json = serde_json::to_string(&d).map_err(std::io::Error::from)?;
-    println!("{json}");
+    writeln!(std::io::stdout(), "{json}")?;
     Ok(ExitCode::SUCCESS)
 }
