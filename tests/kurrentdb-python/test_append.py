@@ -146,6 +146,36 @@ def test_reappending_same_event_ids_at_same_expected_state_returns_original_posi
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_the_same_event_ids_appended_to_two_streams_are_new_events_in_each(client, mode):
+    first, second = new_stream(), new_stream()
+    evs = events(3)
+    p1 = append(client, mode, first, evs, StreamState.NO_STREAM)
+    p2 = append(client, mode, second, evs, StreamState.NO_STREAM)
+    assert p2 > p1, "written, not taken for a retry"
+    for stream in (first, second):
+        recorded = client.get_stream(stream)
+        assert [e.id for e in recorded] == [e.id for e in evs]
+        assert {e.stream_name for e in recorded} == {stream}
+    start = client.get_stream(first)[0].commit_position
+    in_all = [
+        (e.stream_name, e.id)
+        for e in client.read_all(commit_position=start)
+        if e.stream_name in (first, second)
+    ]
+    assert in_all == [(s, e.id) for s in (first, second) for e in evs]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_retrying_ids_another_stream_also_holds_writes_nothing_to_the_same_stream(client, mode):
+    first, second = new_stream(), new_stream()
+    evs = events(3)
+    originals = [append(client, mode, s, evs, StreamState.NO_STREAM) for s in (first, second)]
+    for stream, original in zip((first, second), originals):
+        assert append(client, mode, stream, evs, StreamState.NO_STREAM) == original
+        assert [e.id for e in client.get_stream(stream)] == [e.id for e in evs]
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_reappending_same_event_ids_at_same_revision_returns_original_position(client, mode):
     stream = new_stream()
     append(client, mode, stream, events(1), StreamState.NO_STREAM)

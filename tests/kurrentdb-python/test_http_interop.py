@@ -1,6 +1,8 @@
 """One store, two protocols: what gRPC writes, annal's HTTP API reads, and the other way
 round (stream = aggregate_id, category = aggregate_type, revision = aggregate_version − 1,
-`$correlationId`/`$causationId` = correlation_id/causation_id)."""
+`$correlationId`/`$causationId` = correlation_id/causation_id, and the event id: annal's
+event_id is derived from the stream and the client's id, which the metadata names first
+as `$eventId`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import uuid
 
 from kurrentdbclient import NewEvent, StreamState
 
-from testkit import json_event, new_stream, unique
+from testkit import json_event, new_stream, stored_event_id, unique
 
 
 def test_event_appended_over_grpc_is_readable_over_http(client, http):
@@ -26,7 +28,17 @@ def test_event_appended_over_grpc_is_readable_over_http(client, http):
     status, body = http.get(f"/v1/streams/{stream}")
     assert status == 200, body
     got = body["events"]
-    assert [e["event_id"] for e in got] == [str(first.id), str(second.id)]
+    assert [e["event_id"] for e in got] == [
+        stored_event_id(stream, first.id),
+        stored_event_id(stream, second.id),
+    ]
+    assert [e["metadata"]["$eventId"] for e in got] == [str(first.id), str(second.id)]
+    assert got[1]["metadata"] == {
+        "$eventId": str(second.id),
+        "$correlationId": correlation,
+        "$causationId": causation,
+        "source": "pytest",
+    }
     assert [e["event_type"] for e in got] == ["OrderPlaced", "OrderPaid"]
     assert [e["aggregate_version"] for e in got] == [1, 2]
     assert {e["aggregate_id"] for e in got} == {stream}
@@ -57,7 +69,8 @@ def test_single_event_appended_over_grpc_is_readable_over_http(client, http):
     status, body = http.get(f"/v1/streams/{stream}")
     assert status == 200, body
     (got,) = body["events"]
-    assert got["event_id"] == str(event.id)
+    assert got["event_id"] == stored_event_id(stream, event.id)
+    assert got["metadata"] == {"$eventId": str(event.id)}
     assert got["aggregate_type"] == "invoice"
     assert got["aggregate_version"] == 1
 
@@ -154,7 +167,28 @@ def test_binary_event_over_grpc_is_listed_over_http(client, http):
     status, body = http.get(f"/v1/streams/{stream}")
     assert status == 200, body
     (got,) = body["events"]
-    assert got["event_id"] == str(event.id)
+    assert got["event_id"] == stored_event_id(stream, event.id)
+    assert got["metadata"]["$eventId"] == str(event.id)
     assert got["event_type"] == "Blob"
     # And over gRPC it is still the exact bytes.
     assert client.get_stream(stream)[0].data == b"\x00\x01\xfe\xff"
+
+
+def test_the_same_ids_in_two_streams_are_two_events_over_http_each_naming_the_clients_id(
+    client, http
+):
+    first, second = new_stream("order"), new_stream("order")
+    event = json_event("OrderPlaced", {"n": 1})
+    for stream in (first, second):
+        client.append_to_stream(stream, events=[event], current_version=StreamState.NO_STREAM)
+    stored = []
+    for stream in (first, second):
+        status, body = http.get(f"/v1/streams/{stream}")
+        assert status == 200, body
+        (got,) = body["events"]
+        assert got["event_id"] == stored_event_id(stream, event.id)
+        assert got["metadata"] == {"$eventId": str(event.id)}
+        stored.append(got["event_id"])
+        # And over gRPC, the client's own id.
+        assert [e.id for e in client.get_stream(stream)] == [event.id]
+    assert stored[0] != stored[1], "two events in annal's log"

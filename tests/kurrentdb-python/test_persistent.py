@@ -81,6 +81,42 @@ def test_a_parked_event_is_delivered_again_after_replay(client):
         sub.stop()
 
 
+def test_events_sharing_ids_with_another_stream_are_acked_and_parked_by_the_ids_received(client):
+    other, stream, g = new_stream("order"), new_stream("order"), group()
+    evs = events(3)
+    for s in (other, stream):
+        client.append_to_stream(s, events=evs, current_version=StreamState.NO_STREAM)
+    client.create_subscription_to_stream(g, stream, checkpoint_after=0.1, min_checkpoint_count=1)
+    sub = client.read_subscription_to_stream(g, stream)
+    try:
+        got = take(sub, 3)
+        assert [e.id for e in got] == [e.id for e in evs]
+        assert {e.stream_name for e in got} == {stream}
+        sub.nack(got[0].id, "park")
+        sub.ack(got[1])
+        sub.ack(got[2])
+
+        def settled():
+            info = client.get_subscription_info(g, stream)
+            return (
+                info.last_checkpointed_event_position == "2"
+                and info.parked_message_count == 1
+                and info.total_in_flight_messages == 0
+            )
+
+        wait_for(settled, "the parked event and two acks settled")
+        client.replay_parked_events(g, stream)
+        (again,) = take(sub, 1)
+        assert (again.id, again.stream_name) == (got[0].id, stream)
+        sub.ack(again)
+        wait_for(
+            lambda: client.get_subscription_info(g, stream).total_in_flight_messages == 0,
+            "the replayed event acked",
+        )
+    finally:
+        sub.stop()
+
+
 def test_an_all_group_with_an_event_type_filter_gets_only_those_events(client):
     g, wanted = group(), unique("Wanted")
     stream = new_stream("mixed")

@@ -3,6 +3,7 @@ bounded iteration of subscriptions)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -42,6 +43,20 @@ class Http:
 
     def post(self, path: str, body: object) -> tuple[int, object]:
         return self.request("POST", path, body)
+
+
+# The namespace of the UUIDv5 event ids annal stores for events appended over gRPC
+# (docs/kurrentdb.md).
+EVENT_ID_NAMESPACE = uuid.UUID("bac8c9b5-d741-492f-8481-f8c804a03bb2")
+
+
+def stored_event_id(stream: str, client_id: uuid.UUID) -> str:
+    """The annal event_id of the event a gRPC client appends to `stream` with `client_id`:
+    UUIDv5 of the stream name's UTF-8 bytes followed by the id's 16 bytes."""
+    name = stream.encode() + client_id.bytes
+    # uuid.uuid5 (3.11) takes only a str name; this is its computation on bytes.
+    digest = hashlib.sha1(EVENT_ID_NAMESPACE.bytes + name).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
 def new_stream(category: str = "test") -> str:

@@ -1,11 +1,13 @@
 //! Single appends by the official Rust KurrentDB client against `annal serve`: every
-//! expected state, idempotent re-appends, what a recorded event carries, binary data,
-//! deadlines.
+//! expected state, idempotent re-appends, event ids unique per stream (the same ids in
+//! two streams), what a recorded event carries, binary data, deadlines.
 
 mod common;
 
-use common::kurrent::{any, event, expecting, read_stream, start, stream, wrong_version};
-use kurrentdb::{CurrentRevision, EventData, ReadStreamOptions, RecordedEvent, StreamState};
+use common::kurrent::{any, event, expecting, read_all, read_stream, start, stream, wrong_version};
+use kurrentdb::{
+    CurrentRevision, EventData, ReadAllOptions, ReadStreamOptions, RecordedEvent, StreamState,
+};
 use serde_json::json;
 use std::time::Duration;
 use uuid::Uuid;
@@ -179,6 +181,93 @@ async fn reappending_the_same_event_ids_returns_the_original_result() {
             ids.to_vec(),
             "written once"
         );
+    }
+}
+
+/// Three events with the given ids.
+fn three(ids: &[Uuid; 3]) -> Vec<EventData> {
+    ids.iter()
+        .zip(["A", "B", "C"])
+        .enumerate()
+        .map(|(n, (id, t))| event(t, n as u64).id(*id))
+        .collect()
+}
+
+fn ids_of(events: &[RecordedEvent]) -> Vec<Uuid> {
+    events.iter().map(|e| e.id).collect()
+}
+
+#[tokio::test]
+async fn the_same_event_ids_appended_to_two_streams_are_new_events_in_each() {
+    let a = start();
+    let (first, second) = (stream("order"), stream("order"));
+    let ids = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    let no_stream = expecting(StreamState::NoStream);
+    let one = a
+        .client
+        .append_to_stream(first.as_str(), &no_stream, three(&ids))
+        .await
+        .expect("append to the first stream");
+    let two = a
+        .client
+        .append_to_stream(second.as_str(), &no_stream, three(&ids))
+        .await
+        .expect("the same ids to a new stream expecting no stream");
+    assert_eq!(two.next_expected_version, 2);
+    assert!(two.position > one.position, "written, not a retry");
+    for s in [&first, &second] {
+        let got = read_stream(&a.client, s, &ReadStreamOptions::default())
+            .await
+            .expect("read");
+        assert_eq!(ids_of(&got), ids, "{s} reads back with the client's ids");
+        assert!(got.iter().all(|e| e.stream_id() == s.as_str()));
+    }
+    let all = read_all(&a.client, &ReadAllOptions::default()).await;
+    let mine: Vec<(String, Uuid)> = all
+        .iter()
+        .filter(|e| e.stream_id() == first || e.stream_id() == second)
+        .map(|e| (e.stream_id().to_owned(), e.id))
+        .collect();
+    let want: Vec<(String, Uuid)> = [&first, &second]
+        .iter()
+        .flat_map(|s| ids.iter().map(|id| (s.to_string(), *id)))
+        .collect();
+    assert_eq!(
+        mine, want,
+        "$all shows both streams' events with the client's ids"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_of_ids_another_stream_also_holds_writes_nothing_to_the_same_stream() {
+    let a = start();
+    let (first, second) = (stream("order"), stream("order"));
+    let ids = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    let no_stream = expecting(StreamState::NoStream);
+    let mut written = Vec::new();
+    for s in [&first, &second] {
+        let r = a
+            .client
+            .append_to_stream(s.as_str(), &no_stream, three(&ids))
+            .await
+            .expect("append");
+        written.push(r);
+    }
+    for (s, original) in [&first, &second].into_iter().zip(&written) {
+        let again = a
+            .client
+            .append_to_stream(s.as_str(), &no_stream, three(&ids))
+            .await
+            .expect("the same ids to the same stream at the same expected state");
+        assert_eq!(
+            again.position, original.position,
+            "{s}: the original result"
+        );
+        assert_eq!(again.next_expected_version, 2);
+        let got = read_stream(&a.client, s, &ReadStreamOptions::default())
+            .await
+            .expect("read");
+        assert_eq!(ids_of(&got), ids, "{s}: written once");
     }
 }
 

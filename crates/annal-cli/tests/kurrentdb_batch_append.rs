@@ -1,6 +1,6 @@
 //! Batch appends (`BatchAppend`) by the official Rust KurrentDB client against
 //! `annal serve`: every expected state, failures that write nothing, idempotent
-//! re-appends, and a large batch kept in order.
+//! re-appends, the same ids in two streams, and a large batch kept in order.
 
 mod common;
 
@@ -144,6 +144,49 @@ async fn batch_append_reappending_the_same_event_ids_returns_the_original_result
         .await
         .expect("read");
     assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+}
+
+#[tokio::test]
+async fn batch_append_of_the_same_ids_to_two_streams_writes_each_and_a_retry_writes_nothing() {
+    let a = start();
+    let batch = a
+        .client
+        .batch_append(&BatchAppendOptions::default())
+        .await
+        .expect("batch");
+    let (first, second) = (stream("order"), stream("order"));
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let events = || -> Vec<EventData> {
+        ids.iter()
+            .enumerate()
+            .map(|(n, id)| event("A", n as u64).id(*id))
+            .collect()
+    };
+    let mut written = Vec::new();
+    for s in [&first, &second] {
+        let r = batch
+            .append_to_stream(s, StreamState::NoStream, events())
+            .await
+            .expect("the same ids to a new stream");
+        assert_eq!(r.current_revision(), Some(2));
+        written.push(r.current_position());
+    }
+    assert!(written[1] > written[0], "written, not taken for a retry");
+    for (s, original) in [&first, &second].into_iter().zip(&written) {
+        let again = batch
+            .append_to_stream(s, StreamState::NoStream, events())
+            .await
+            .expect("a retry to the same stream");
+        assert_eq!(
+            &again.current_position(),
+            original,
+            "{s}: the original result"
+        );
+        let stored = read_stream(&a.client, s, &ReadStreamOptions::default())
+            .await
+            .expect("read");
+        assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), ids, "{s}");
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! HTTP and gRPC over one `annal serve`: an event appended by the official Rust
-//! KurrentDB client reads back over the HTTP API with its fields mapped, and the other
+//! KurrentDB client reads back over the HTTP API with its fields mapped (its event_id
+//! derived from the stream and the client's id, which its metadata names), and the other
 //! way round.
 
 mod common;
@@ -8,6 +9,24 @@ use common::kurrent::{event, expecting, read_stream, revisions, start, stream, t
 use kurrentdb::{EventData, ReadStreamOptions, StreamState};
 use serde_json::json;
 use uuid::Uuid;
+
+/// The event_id annal stores for an event a gRPC client appends to `stream` with id `id`
+/// (docs/kurrentdb.md): UUIDv5 of the stream name's bytes and then the id's.
+fn stored_id(stream: &str, id: Uuid) -> Uuid {
+    let namespace = Uuid::parse_str("bac8c9b5-d741-492f-8481-f8c804a03bb2").expect("uuid");
+    let mut name = stream.as_bytes().to_vec();
+    name.extend_from_slice(id.as_bytes());
+    Uuid::new_v5(&namespace, &name)
+}
+
+/// The events of `stream` over HTTP.
+async fn http_events(port: u16, stream: &str) -> Vec<serde_json::Value> {
+    let url = format!("http://127.0.0.1:{port}/v1/streams/{stream}");
+    let resp = reqwest::get(&url).await.expect("GET");
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    body["events"].as_array().expect("events").clone()
+}
 
 #[tokio::test]
 async fn an_event_appended_over_grpc_reads_back_over_http() {
@@ -43,11 +62,43 @@ async fn an_event_appended_over_grpc_reads_back_over_http() {
     assert_eq!(events[0]["aggregate_type"], "order");
     assert_eq!(events[0]["aggregate_id"], s.as_str());
     assert_eq!(events[0]["data"], json!({"n": 1}));
-    assert_eq!(events[1]["event_id"], id.to_string());
+    assert_eq!(events[1]["event_id"], stored_id(&s, id).to_string());
+    assert_eq!(
+        events[1]["metadata"],
+        json!({"$eventId": id, "$correlationId": correlation, "$causationId": causation}),
+        "the client's id comes first in the metadata"
+    );
     assert_eq!(events[1]["aggregate_version"], 2);
     assert_eq!(events[1]["data"], json!({"amount": 10}));
     assert_eq!(events[1]["correlation_id"], correlation.as_str());
     assert_eq!(events[1]["causation_id"], causation.as_str());
+}
+
+#[tokio::test]
+async fn the_same_ids_in_two_streams_are_two_events_over_http_each_naming_the_clients_id() {
+    let a = start();
+    let (first, second) = (stream("order"), stream("order"));
+    let id = Uuid::new_v4();
+    for s in [&first, &second] {
+        a.client
+            .append_to_stream(
+                s.as_str(),
+                &expecting(StreamState::NoStream),
+                event("OrderPlaced", 1).id(id),
+            )
+            .await
+            .expect("append");
+    }
+    let mut stored = Vec::new();
+    for s in [&first, &second] {
+        let events = http_events(a.served.port, s).await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0]["event_id"], stored_id(s, id).to_string());
+        assert_eq!(events[0]["metadata"], json!({"$eventId": id}));
+        assert_eq!(events[0]["data"], json!({"n": 1}));
+        stored.push(events[0]["event_id"].clone());
+    }
+    assert_ne!(stored[0], stored[1], "two events in annal's log");
 }
 
 #[tokio::test]

@@ -1,8 +1,10 @@
 //! Persistent subscriptions (server-side consumer groups) driven by the official Rust
 //! KurrentDB client: create/update/delete/list/info, delivery with acks, nacks with every
 //! action, redelivery after a disconnect, message timeouts, parking and replay,
-//! competing consumers, `$all` groups with filters, subscriber limits, and a group that
-//! resumes after its checkpoint when the server is killed and started again.
+//! competing consumers, `$all` groups with filters, subscriber limits, events that share
+//! their ids with another stream's (acked, nacked and parked by the ids the consumer
+//! received), and a group that resumes after its checkpoint when the server is killed
+//! and started again.
 
 mod common;
 
@@ -463,6 +465,133 @@ async fn an_all_group_with_an_event_type_filter_delivers_only_matching_events() 
         info.iter()
             .any(|i| i.group_name == g && i.event_source == "$all")
     );
+}
+
+/// Appends events `Placed` with `ids` to `stream`, expecting no stream.
+async fn append_ids(client: &Client, stream: &str, ids: &[Uuid]) {
+    let events: Vec<EventData> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            EventData::json("Placed", &json!({ "n": n }))
+                .expect("json")
+                .id(*id)
+        })
+        .collect();
+    client
+        .append_to_stream(
+            stream,
+            &AppendToStreamOptions::default().stream_state(kurrentdb::StreamState::NoStream),
+            events,
+        )
+        .await
+        .expect("append");
+}
+
+fn ids(events: &[ResolvedEvent]) -> Vec<Uuid> {
+    events.iter().map(|e| e.get_original_event().id).collect()
+}
+
+#[tokio::test]
+async fn events_sharing_ids_with_another_stream_are_acked_and_parked_by_the_ids_received() {
+    let a = start();
+    let (other, s, g) = (stream("order"), stream("order"), group());
+    let sent = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    append_ids(&a.client, &other, &sent).await;
+    append_ids(&a.client, &s, &sent).await;
+    a.client
+        .create_persistent_subscription(s.as_str(), &g, &from_start())
+        .await
+        .expect("create");
+    let mut sub = subscribe(&a.client, &s, &g).await;
+    let got = take(&mut sub, 3).await;
+    assert_eq!(ids(&got), sent, "the consumer receives the client's ids");
+    assert_eq!(revisions(&got), [0, 1, 2]);
+    sub.nack(&got[0], NakAction::Park, "poison")
+        .await
+        .expect("park");
+    ack_all(&mut sub, &got[1..]).await;
+    checkpoint_reaches(&a.client, &s, &g, 2).await;
+    parked_reaches(&a.client, &s, &g, 1).await;
+    info_reaches(&a.client, &s, &g, "nothing in flight", |i| {
+        i.stats.total_in_flight_messages == 0
+    })
+    .await;
+
+    let parked_stream = format!("$persistentsubscription-{s}::{g}-parked");
+    let mut parked = a
+        .client
+        .read_stream(parked_stream.as_str(), &ReadStreamOptions::default())
+        .await
+        .expect("parked stream");
+    let record = parked.next().await.expect("read").expect("a parked record");
+    let body: serde_json::Value = record.get_original_event().as_json().expect("json");
+    assert_eq!(body["eventId"], sent[0].to_string(), "named as received");
+    assert_eq!(body["stream"], s.as_str());
+
+    a.client
+        .replay_parked_messages(&s, &g, &ReplayParkedMessagesOptions::default())
+        .await
+        .expect("replay");
+    let (again, _) = next(&mut sub).await;
+    assert_eq!(again.get_original_event().id, sent[0]);
+    assert_eq!(again.get_original_event().stream_id(), s.as_str());
+    sub.ack(&again).await.expect("ack");
+    info_reaches(&a.client, &s, &g, "the replayed event acked", |i| {
+        i.stats.total_in_flight_messages == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_all_group_settles_two_events_sharing_an_id_with_two_acks_of_it() {
+    let a = start();
+    let g = group();
+    let category = format!("shared{}", Uuid::now_v7().simple());
+    let (one, two) = (stream(&category), stream(&category));
+    let sent = [Uuid::new_v4(), Uuid::new_v4()];
+    append_ids(&a.client, &one, &sent).await;
+    append_ids(&a.client, &two, &sent).await;
+    a.client
+        .create_persistent_subscription_to_all(
+            &g,
+            &PersistentSubscriptionToAllOptions::default()
+                .start_from(StreamPosition::Start)
+                .filter(SubscriptionFilter::on_stream_name().add_prefix(&category)),
+        )
+        .await
+        .expect("create");
+    let mut sub = a
+        .client
+        .subscribe_to_persistent_subscription_to_all(
+            &g,
+            &SubscribeToPersistentSubscriptionOptions::default(),
+        )
+        .await
+        .expect("subscribe");
+    let got = take(&mut sub, 4).await;
+    assert_eq!(ids(&got), [sent[0], sent[1], sent[0], sent[1]]);
+    ack_all(&mut sub, &got).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let info = a
+            .client
+            .get_persistent_subscription_info_to_all(
+                &g,
+                &GetPersistentSubscriptionInfoOptions::default(),
+            )
+            .await
+            .expect("info");
+        if info.stats.total_in_flight_messages == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "acks of shared ids left events in flight: {:?}",
+            info.stats
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

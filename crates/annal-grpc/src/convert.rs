@@ -8,6 +8,16 @@
 //! "customMetadata":<JSON>?|"customMetadataBase64":".."?}}`, with binary data stored as a
 //! base64 JSON string. `$correlationId`/`$causationId` in custom metadata become annal's
 //! correlation_id/causation_id; events written over HTTP show theirs in custom metadata.
+//!
+//! Event ids are unique per stream in KurrentDB and across the log in annal. An event a
+//! gRPC client appends to stream `s` with id `c` is stored with the annal event_id
+//! [`stored_event_id`]`(s, c)` (UUIDv5 in [`EVENT_ID_NAMESPACE`]), and `c` is kept as the
+//! first member of its annal metadata, `{"$eventId":"<c>",…}` ([`CLIENT_ID_KEY`]). Every
+//! gRPC answer shows `c` ([`client_event_id`]); the member is shown only when the stored
+//! event_id is the one derived from the stream and `c`, so metadata written over HTTP
+//! cannot pass for it, and an event without it (written over HTTP, or before the mapping)
+//! shows its annal event_id. Custom metadata holding a `$eventId` key goes in the
+//! envelope, so the first member is never the client's own.
 
 use crate::pb::event_store::client::streams::read_resp::{ReadEvent, read_event};
 use crate::pb::event_store::client::{StreamIdentifier, Uuid as PbUuid, uuid};
@@ -16,11 +26,86 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use tonic::Status;
 
 const JSON: &str = "application/json";
 const ENVELOPE_KEY: &str = "$grpc";
+
+/// The namespace of the UUIDv5 event ids annal stores for events appended over gRPC.
+pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0xbac8c9b5_d741_492f_8481_f8c804a03bb2);
+
+/// The annal metadata key holding the event id a gRPC client gave (its first member).
+pub const CLIENT_ID_KEY: &str = "$eventId";
+
+/// How stored metadata starts when it holds a client's event id.
+const CLIENT_ID_PREFIX: &str = "{\"$eventId\":\"";
+
+/// A hyphenated UUID's length in characters.
+const UUID_TEXT_LEN: usize = 36;
+
+/// The annal event_id of the event a gRPC client appends to `stream` with id
+/// `client_id`: UUIDv5 in [`EVENT_ID_NAMESPACE`] of the stream name's UTF-8 bytes
+/// followed by the client id's 16 bytes (unambiguous: the id has a fixed length).
+pub fn stored_event_id(stream: &str, client_id: Uuid) -> Uuid {
+    let mut name = Vec::with_capacity(stream.len() + 16);
+    name.extend_from_slice(stream.as_bytes());
+    name.extend_from_slice(client_id.as_bytes());
+    Uuid::new_v5(&EVENT_ID_NAMESPACE, &name)
+}
+
+/// A stored event's metadata without the client id it records, and that id: `None`
+/// (and the metadata as stored) unless the metadata starts with the client id member and
+/// the event_id is the one derived from the event's stream and that id.
+fn split_client_id(e: &RecordedEvent) -> (Option<Uuid>, Cow<'_, str>) {
+    let meta = e.metadata.get();
+    let split = || {
+        let rest = meta.strip_prefix(CLIENT_ID_PREFIX)?;
+        let id = Uuid::try_parse(rest.get(..UUID_TEXT_LEN)?).ok()?;
+        let after = rest.get(UUID_TEXT_LEN..)?.strip_prefix('"')?;
+        if stored_event_id(&e.aggregate_id, id) != e.event_id {
+            return None;
+        }
+        let others = if after == "}" {
+            Cow::Borrowed("{}")
+        } else {
+            Cow::Owned(format!("{{{}", after.strip_prefix(',')?))
+        };
+        Some((id, others))
+    };
+    match split() {
+        Some((id, others)) => (Some(id), others),
+        None => (None, Cow::Borrowed(meta)),
+    }
+}
+
+/// The event id gRPC clients see for a stored event: the id its writer gave over gRPC,
+/// or its annal event_id.
+pub fn client_event_id(e: &RecordedEvent) -> Uuid {
+    split_client_id(e).0.unwrap_or(e.event_id)
+}
+
+/// `metadata` (a JSON object's text) with the client id member put first.
+fn with_client_id(client_id: Uuid, metadata: &RawJson) -> Result<RawJson, Status> {
+    let mut text = String::with_capacity(metadata.get().len() + 52);
+    text.push_str(CLIENT_ID_PREFIX);
+    text.push_str(&client_id.hyphenated().to_string());
+    text.push('"');
+    match metadata.get().strip_prefix('{') {
+        Some("}") => text.push('}'),
+        Some(members) => {
+            text.push(',');
+            text.push_str(members);
+        }
+        None => {
+            return Err(Status::internal(
+                "the stored metadata of a gRPC event is not a JSON object",
+            ));
+        }
+    }
+    RawJson::parse(text).map_err(|e| Status::internal(format!("recording the event id: {e}")))
+}
 
 /// A KurrentDB UUID message as a UUID.
 pub fn uuid_from_pb(id: Option<&PbUuid>) -> Result<Option<Uuid>, Status> {
@@ -78,8 +163,10 @@ fn exact_json(bytes: &[u8]) -> Option<RawJson> {
     (raw.get().len() == text.len()).then_some(raw)
 }
 
-/// A proposed KurrentDB event as an annal event.
+/// A proposed KurrentDB event for `stream` as an annal event: with the client's id, its
+/// event_id is [`stored_event_id`] and its metadata records the client's id first.
 pub fn new_event(
+    stream: &str,
     id: Option<&PbUuid>,
     metadata: &HashMap<String, String>,
     custom_metadata: &[u8],
@@ -103,9 +190,9 @@ pub fn new_event(
             .ok()
     });
     let plain_custom = custom_metadata.is_empty()
-        || custom_object
-            .as_ref()
-            .is_some_and(|o| !o.is_empty() && !o.contains_key(ENVELOPE_KEY));
+        || custom_object.as_ref().is_some_and(|o| {
+            !o.is_empty() && !o.contains_key(ENVELOPE_KEY) && !o.contains_key(CLIENT_ID_KEY)
+        });
     let (data, annal_metadata) = match (json_data, plain_custom) {
         (Some(d), true) => (d, custom_json.unwrap_or_else(RawJson::empty_object)),
         (d, _) => {
@@ -135,8 +222,13 @@ pub fn new_event(
             (data, meta)
         }
     };
+    let client_id = uuid_from_pb(id)?;
+    let annal_metadata = match client_id {
+        Some(c) => with_client_id(c, &annal_metadata)?,
+        None => annal_metadata,
+    };
     let mut event = NewEvent::raw(event_type.clone(), data).with_metadata(annal_metadata);
-    event.event_id = uuid_from_pb(id)?;
+    event.event_id = client_id.map(|c| stored_event_id(stream, c));
     if let Some(obj) = &custom_object {
         let text = |k: &str| {
             obj.get(k)
@@ -184,8 +276,8 @@ struct Payload {
     custom_metadata: Vec<u8>,
 }
 
-fn payload(e: &RecordedEvent) -> Payload {
-    let meta = e.metadata.get();
+/// `meta` is the event's metadata without its client id ([`split_client_id`]).
+fn payload(e: &RecordedEvent, meta: &str) -> Payload {
     if meta.starts_with("{\"$grpc\"") {
         if let Ok(env) = serde_json::from_str::<Envelope<'_>>(meta) {
             let inner = env.grpc;
@@ -213,14 +305,14 @@ fn payload(e: &RecordedEvent) -> Payload {
     Payload {
         content_type: JSON.to_owned(),
         data: e.data.get().as_bytes().to_vec(),
-        custom_metadata: plain_custom_metadata(e),
+        custom_metadata: plain_custom_metadata(e, meta),
     }
 }
 
 /// Custom metadata of an event stored plainly: its annal metadata, with annal's
 /// correlation_id/causation_id added as `$correlationId`/`$causationId` when missing.
-fn plain_custom_metadata(e: &RecordedEvent) -> Vec<u8> {
-    let meta = e.metadata.get();
+/// `meta` is its metadata without its client id.
+fn plain_custom_metadata(e: &RecordedEvent, meta: &str) -> Vec<u8> {
     let missing = |id: &Option<String>, key: &str| id.is_some() && !meta.contains(key);
     if !missing(&e.correlation_id, "\"$correlationId\"")
         && !missing(&e.causation_id, "\"$causationId\"")
@@ -231,9 +323,7 @@ fn plain_custom_metadata(e: &RecordedEvent) -> Vec<u8> {
             meta.as_bytes().to_vec()
         };
     }
-    let mut obj = e
-        .metadata
-        .to_value::<serde_json::Map<String, serde_json::Value>>()
+    let mut obj = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(meta)
         .unwrap_or_default();
     for (key, id) in [
         ("$correlationId", &e.correlation_id),
@@ -269,7 +359,8 @@ pub fn ticks(micros: i64) -> i64 {
 
 /// An annal event as a KurrentDB `ReadEvent`.
 pub fn read_event(e: &RecordedEvent, structured_ids: bool) -> ReadEvent {
-    let p = payload(e);
+    let (client_id, meta) = split_client_id(e);
+    let p = payload(e, &meta);
     let mut metadata = HashMap::with_capacity(3);
     metadata.insert("type".to_owned(), e.event_type.clone());
     metadata.insert("content-type".to_owned(), p.content_type);
@@ -279,7 +370,7 @@ pub fn read_event(e: &RecordedEvent, structured_ids: bool) -> ReadEvent {
     );
     ReadEvent {
         event: Some(read_event::RecordedEvent {
-            id: Some(uuid_to_pb(e.event_id, structured_ids)),
+            id: Some(uuid_to_pb(client_id.unwrap_or(e.event_id), structured_ids)),
             stream_identifier: Some(stream_id(&e.aggregate_id)),
             stream_revision: e.aggregate_version.saturating_sub(1),
             prepare_position: e.position,
@@ -325,15 +416,37 @@ mod tests {
         ])
     }
 
+    /// Appends to `order-1` without an id and with one; both read back byte for byte,
+    /// the second with the client's id. Returns the first.
     fn round_trip(ct: &str, custom: &[u8], data: &[u8]) -> (NewEvent, ReadEvent) {
-        let new = new_event(None, &meta(ct), custom, data).expect("valid event");
-        let read = read_event(&recorded(new.clone()), false);
-        let ev = read.event.as_ref().expect("event");
-        assert_eq!(ev.data, data, "data comes back byte for byte");
-        assert_eq!(ev.custom_metadata, custom, "custom metadata comes back");
-        assert_eq!(ev.metadata["content-type"], ct);
-        assert_eq!(ev.stream_revision, 2);
-        (new, read)
+        let client_id = Uuid::now_v7();
+        let mut out = None;
+        for id in [None, Some(client_id)] {
+            let pb = id.map(|i| uuid_to_pb(i, false));
+            let new = new_event("order-1", pb.as_ref(), &meta(ct), custom, data).expect("valid");
+            let stored = recorded(new.clone());
+            let read = read_event(&stored, false);
+            let ev = read.event.as_ref().expect("event");
+            assert_eq!(ev.data, data, "data comes back byte for byte");
+            assert_eq!(ev.custom_metadata, custom, "custom metadata comes back");
+            assert_eq!(ev.metadata["content-type"], ct);
+            assert_eq!(ev.stream_revision, 2);
+            if let Some(c) = id {
+                assert_eq!(new.event_id, Some(stored_event_id("order-1", c)));
+                assert_eq!(uuid_from_pb(ev.id.as_ref()).ok(), Some(Some(c)));
+                assert_eq!(client_event_id(&stored), c);
+                let shown = stored
+                    .metadata
+                    .to_value::<serde_json::Map<String, serde_json::Value>>()
+                    .expect("stored metadata is a JSON object");
+                assert_eq!(shown[CLIENT_ID_KEY], c.to_string(), "HTTP readers see it");
+            } else {
+                assert_eq!(new.event_id, None, "the store picks one");
+                assert_eq!(client_event_id(&stored), stored.event_id);
+                out = Some((new, read));
+            }
+        }
+        out.expect("the append without an id")
     }
 
     #[test]
@@ -377,6 +490,92 @@ mod tests {
         let ev = read.event.expect("event");
         assert_eq!(ev.custom_metadata, br#"{"$correlationId":"c-9"}"#);
         assert_eq!(ev.metadata["created"], "17000000000000000");
+    }
+
+    #[test]
+    fn the_stored_event_id_is_derived_from_the_stream_and_the_client_id() {
+        let c = Uuid::now_v7();
+        let a = stored_event_id("order-1", c);
+        assert_eq!(a, stored_event_id("order-1", c), "the same every time");
+        assert_ne!(
+            a,
+            stored_event_id("order-2", c),
+            "another stream, another event"
+        );
+        assert_ne!(a, stored_event_id("order-1", Uuid::now_v7()));
+        assert_ne!(a, c);
+        assert_eq!(a.get_version_num(), 5);
+        let mut name = b"s".to_vec();
+        name.extend([0u8; 16]);
+        assert_eq!(
+            stored_event_id("s", Uuid::nil()),
+            Uuid::new_v5(&EVENT_ID_NAMESPACE, &name),
+            "the stream name's bytes, then the id's 16 bytes"
+        );
+    }
+
+    #[test]
+    fn the_client_id_is_the_first_member_of_the_stored_metadata() {
+        let c = Uuid::now_v7();
+        let pb = uuid_to_pb(c, true);
+        let stored = |custom: &[u8], ct: &str, data: &[u8]| {
+            new_event("order-1", Some(&pb), &meta(ct), custom, data)
+                .expect("valid")
+                .metadata
+                .expect("metadata")
+                .get()
+                .to_owned()
+        };
+        assert_eq!(stored(b"", JSON, b"{}"), format!(r#"{{"$eventId":"{c}"}}"#));
+        assert_eq!(
+            stored(br#"{ "k": 1 }"#, JSON, b"{}"),
+            format!(r#"{{"$eventId":"{c}", "k": 1 }}"#)
+        );
+        assert_eq!(
+            stored(b"", "text/plain", b"hi"),
+            format!(
+                r#"{{"$eventId":"{c}","$grpc":{{"contentType":"text/plain","dataEncoding":"base64"}}}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn custom_metadata_holding_an_event_id_key_goes_in_the_envelope() {
+        let (new, _) = round_trip(JSON, br#"{"$eventId":"mine","k":1}"#, b"{}");
+        assert!(
+            new.metadata
+                .as_ref()
+                .is_some_and(|m| m.get().starts_with(r#"{"$grpc""#))
+        );
+        round_trip(
+            JSON,
+            br#"{"$eventId":"00000000-0000-0000-0000-000000000000"}"#,
+            b"{}",
+        );
+    }
+
+    #[test]
+    fn metadata_naming_an_id_the_event_id_is_not_derived_from_is_custom_metadata() {
+        let c = Uuid::now_v7();
+        let custom = format!(r#"{{"$eventId":"{c}","k":1}}"#);
+        let mut new = NewEvent::raw("Placed", RawJson::empty_object())
+            .with_metadata(RawJson::parse(custom.clone()).expect("json"));
+        new.event_id = Some(Uuid::now_v7());
+        let stored = recorded(new);
+        assert_eq!(client_event_id(&stored), stored.event_id);
+        let ev = read_event(&stored, false).event.expect("event");
+        assert_eq!(
+            uuid_from_pb(ev.id.as_ref()).ok(),
+            Some(Some(stored.event_id))
+        );
+        assert_eq!(ev.custom_metadata, custom.as_bytes());
+        // Written over HTTP the way a gRPC append stores it, it reads as one.
+        let mut new = NewEvent::raw("Placed", RawJson::empty_object())
+            .with_metadata(RawJson::parse(custom).expect("json"));
+        new.event_id = Some(stored_event_id("order-1", c));
+        let ev = read_event(&recorded(new), false).event.expect("event");
+        assert_eq!(uuid_from_pb(ev.id.as_ref()).ok(), Some(Some(c)));
+        assert_eq!(ev.custom_metadata, br#"{"k":1}"#);
     }
 
     #[test]

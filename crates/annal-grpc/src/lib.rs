@@ -26,6 +26,7 @@ mod status;
 mod streams;
 
 pub use auth::{CheckCredentials, Refusal};
+pub use convert::{CLIENT_ID_KEY, EVENT_ID_NAMESPACE, client_event_id, stored_event_id};
 pub use streams::Streams;
 
 use annal_core::Store;

@@ -16,9 +16,14 @@
 //!   acknowledged, skipped or parked. It never moves back.
 //! - Events are wanted from the store only while some consumer has a free slot and fewer
 //!   than a read batch wait, so a slow consumer costs bounded memory.
+//! - Acks and nacks name events by the id their consumer received
+//!   ([`crate::convert::client_event_id`]: the id a gRPC writer gave, unique only per
+//!   stream). Each id settles one event that consumer holds under it, the earliest
+//!   delivered, so two events sharing an id (in a `$all` group) take two acks.
 
 use super::PAGE;
 use super::registry::Definition;
+use crate::convert::client_event_id;
 use crate::filter::EventFilter;
 use annal_core::budget::{PAGE_BYTES, event_bytes};
 use annal_core::{RecordedEvent, Uuid};
@@ -131,6 +136,8 @@ pub(crate) struct Item {
 struct InFlight {
     item: Item,
     consumer: u64,
+    /// The id its consumer received, which its ack names.
+    client_id: Uuid,
     deadline: Option<Instant>,
 }
 
@@ -165,7 +172,11 @@ pub(crate) struct Dispatcher {
     cursor: u64,
     loaded: bool,
     queue: VecDeque<Item>,
+    /// By annal event_id.
     in_flight: HashMap<Uuid, InFlight>,
+    /// What each consumer holds, by (consumer, the id it received): annal event_ids in
+    /// the order they were delivered.
+    held: HashMap<(u64, Uuid), VecDeque<Uuid>>,
     /// Cursor values read and not yet settled.
     outstanding: BTreeSet<u64>,
     checkpointed: Option<u64>,
@@ -196,6 +207,7 @@ impl Dispatcher {
             loaded: false,
             queue: VecDeque::new(),
             in_flight: HashMap::new(),
+            held: HashMap::new(),
             outstanding: BTreeSet::new(),
             checkpointed: None,
             settled_since: 0,
@@ -347,11 +359,17 @@ impl Dispatcher {
                     c.total += 1;
                     self.total_items += 1;
                     let consumer = c.id;
+                    let client_id = client_event_id(&item.event);
+                    self.held
+                        .entry((consumer, client_id))
+                        .or_default()
+                        .push_back(item.event.event_id);
                     self.in_flight.insert(
                         item.event.event_id,
                         InFlight {
                             item,
                             consumer,
+                            client_id,
                             deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
                         },
                     );
@@ -384,13 +402,26 @@ impl Dispatcher {
         self.settled_since += 1;
     }
 
-    /// Takes `id` out of flight (it was with `consumer`).
+    /// The annal event_id of the event `consumer` holds under `client_id` (the id it
+    /// received), the earliest delivered if several.
+    fn held_by(&self, consumer: u64, client_id: &Uuid) -> Option<Uuid> {
+        self.held.get(&(consumer, *client_id))?.front().copied()
+    }
+
+    /// Takes `id` (an annal event_id) out of flight (it was with `consumer`).
     fn take(&mut self, consumer: u64, id: &Uuid) -> Option<Item> {
         let f = self.in_flight.get(id)?;
         if f.consumer != consumer {
             return None;
         }
         let f = self.in_flight.remove(id)?;
+        let key = (f.consumer, f.client_id);
+        if let Some(ids) = self.held.get_mut(&key) {
+            ids.retain(|held| held != id);
+            if ids.is_empty() {
+                self.held.remove(&key);
+            }
+        }
         if let Some(c) = self.consumers.iter_mut().find(|c| c.id == f.consumer) {
             c.in_flight = c.in_flight.saturating_sub(1);
             c.in_flight_bytes = c.in_flight_bytes.saturating_sub(event_bytes(&f.item.event));
@@ -436,16 +467,20 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// `consumer` acknowledged `ids` (ids it does not hold are ignored).
+    /// `consumer` acknowledged `ids`, the ids it received (ids it does not hold are
+    /// ignored).
     pub(crate) fn ack(&mut self, consumer: u64, ids: &[Uuid]) {
-        for id in ids {
-            if let Some(item) = self.take(consumer, id) {
+        for client_id in ids {
+            let Some(id) = self.held_by(consumer, client_id) else {
+                continue;
+            };
+            if let Some(item) = self.take(consumer, &id) {
                 self.settle(&item);
             }
         }
     }
 
-    /// `consumer` nacked `ids` (ids it does not hold are ignored).
+    /// `consumer` nacked `ids`, the ids it received (ids it does not hold are ignored).
     pub(crate) fn nack(&mut self, consumer: u64, ids: &[Uuid], action: NackAction, reason: &str) {
         let by = self
             .consumers
@@ -453,8 +488,11 @@ impl Dispatcher {
             .find(|c| c.id == consumer)
             .map(|c| c.user.clone())
             .filter(|u| !u.is_empty());
-        for id in ids {
-            let Some(mut item) = self.take(consumer, id) else {
+        for client_id in ids {
+            let Some(id) = self.held_by(consumer, client_id) else {
+                continue;
+            };
+            let Some(mut item) = self.take(consumer, &id) else {
                 continue;
             };
             match action {
@@ -475,6 +513,7 @@ impl Dispatcher {
     /// A consumer left: what it held is offered again.
     pub(crate) fn leave(&mut self, id: u64) {
         self.consumers.retain(|c| c.id != id);
+        self.held.retain(|(consumer, _), _| *consumer != id);
         let held: Vec<Uuid> = self
             .in_flight
             .iter()

@@ -3,7 +3,8 @@
 //!
 //! Invariants: an event is parked (past `max_retry_count` retries, or nacked with park)
 //! by appending a [`PARKED_EVENT_TYPE`] event naming it to
-//! `$persistentsubscription-<source>::<group>-parked`; only once that append succeeded is
+//! `$persistentsubscription-<source>::<group>-parked` (naming it by the id its consumers
+//! received, `eventId`, and by its annal event_id, `annalEventId`); only once that append succeeded is
 //! it settled (otherwise it is offered again). Replay offers parked events oldest first,
 //! and the replay marker (a store checkpoint) moves past a parked record only once its
 //! event is settled again, so a restart replays what was not.
@@ -12,6 +13,7 @@ use super::PAGE;
 use super::dispatcher::Item;
 use super::registry::Definition;
 use super::task::Task;
+use crate::convert::client_event_id;
 use annal_core::{
     Actor, AppendRequest, CheckpointWrite, Direction, Error, ExpectedVersion, NewEvent, RawJson,
     RecordedEvent, Uuid,
@@ -28,7 +30,8 @@ fn parked_record(
 ) -> Result<AppendRequest, serde_json::Error> {
     let e = &item.event;
     let data = serde_json::json!({
-        "eventId": e.event_id,
+        "eventId": client_event_id(e),
+        "annalEventId": e.event_id,
         "stream": e.aggregate_id,
         "revision": e.aggregate_version.saturating_sub(1),
         "position": e.position,
@@ -50,13 +53,12 @@ fn parked_record(
     Ok(a)
 }
 
-/// The id of the event a parked record names (`None` if it names none).
+/// The annal event_id of the event a parked record names (`None` if it names none):
+/// its `annalEventId`, or in records written before there was one, its `eventId`.
 fn parked_event_id(record: &RecordedEvent) -> Option<Uuid> {
-    record
-        .data
-        .to_value::<serde_json::Value>()
-        .ok()
-        .and_then(|v| v.get("eventId")?.as_str()?.parse::<Uuid>().ok())
+    let data = record.data.to_value::<serde_json::Value>().ok()?;
+    let id = data.get("annalEventId").or_else(|| data.get("eventId"))?;
+    id.as_str()?.parse::<Uuid>().ok()
 }
 
 impl Task {

@@ -3,7 +3,10 @@
 //!
 //! Invariants: every append goes through [`annal_core::streams`] rules; an empty append
 //! checks the expectation and writes nothing; a wrong expected version is an answer
-//! (the call succeeds with it), not a status.
+//! (the call succeeds with it), not a status. Event ids are per stream: an event is
+//! stored under an id derived from its stream and the client's id
+//! ([`convert::stored_event_id`]), so the same ids re-sent to the same stream are a
+//! retry (answered without writing) and to another stream are new events there.
 
 use super::{Streams, expected_from_revision};
 use crate::call::{Caller, caller, deadline, within};
@@ -96,6 +99,7 @@ pub(super) async fn append(
                 )));
             }
             events.push(convert::new_event(
+                &stream,
                 p.id.as_ref(),
                 &p.metadata,
                 &p.custom_metadata,

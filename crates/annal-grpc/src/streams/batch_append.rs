@@ -127,7 +127,14 @@ async fn batch_step(
             )));
             break;
         }
-        match convert::new_event(p.id.as_ref(), &p.metadata, &p.custom_metadata, &p.data) {
+        let event = convert::new_event(
+            &batch.stream,
+            p.id.as_ref(),
+            &p.metadata,
+            &p.custom_metadata,
+            &p.data,
+        );
+        match event {
             Ok(e) => batch.events.push(e),
             Err(s) => {
                 refused = Some(s);

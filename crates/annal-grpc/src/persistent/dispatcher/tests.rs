@@ -77,13 +77,15 @@ struct Client {
 }
 
 impl Client {
-    /// What arrived since last asked: (stream version, retry count, event id).
+    /// What arrived since last asked: (stream version, retry count, the event id the
+    /// consumer sees).
     fn received(&mut self) -> Vec<(u64, i32, Uuid)> {
         let mut out = Vec::new();
         while let Ok(d) = self.rx.try_recv() {
             match d {
                 Delivery::Event { event, retry } => {
-                    out.push((event.aggregate_version, retry, event.event_id));
+                    let id = crate::convert::client_event_id(&event);
+                    out.push((event.aggregate_version, retry, id));
                 }
                 Delivery::Dropped(why) => panic!("unexpectedly dropped: {why}"),
             }
@@ -678,4 +680,71 @@ fn a_replayed_copy_of_an_event_in_flight_waits_until_it_is_settled() {
     d.ack(a.id, &ids(&got));
     d.dispatch();
     assert_eq!(a.versions(), [1]);
+}
+
+/// Event `n` of `stream` as a gRPC client appended it with id `client_id`.
+fn appended_over_grpc(stream: &str, n: u64, client_id: Uuid) -> RecordedEvent {
+    let mut e = event_in(stream, n, None);
+    e.event_id = crate::convert::stored_event_id(stream, client_id);
+    e.metadata = RawJson::parse(format!(r#"{{"$eventId":"{client_id}"}}"#)).expect("json");
+    e
+}
+
+#[test]
+fn an_ack_names_the_id_the_consumer_received_and_settles_one_event_per_id() {
+    let mut d = group_on("$all", settings(Strategy::RoundRobin));
+    let mut a = join(&mut d, 1, 10);
+    let shared = Uuid::now_v7();
+    let first = appended_over_grpc("a", 1, shared);
+    let second = appended_over_grpc("b", 2, shared);
+    assert_ne!(first.event_id, second.event_id);
+    d.accept(vec![first, second, event_in("c", 3, None)]);
+    d.dispatch();
+    assert_eq!(a.received().len(), 3);
+    d.ack(1, &[stored_id_of(&d, "a")]);
+    assert_eq!(
+        d.stats().in_flight,
+        3,
+        "the stored id is not what the consumer saw"
+    );
+    d.ack(1, &[shared]);
+    assert_eq!(d.settled_through(), 1, "the earliest delivered of the two");
+    d.nack(1, &[shared], NackAction::Skip, "done");
+    assert_eq!(d.settled_through(), 2);
+    assert_eq!(d.stats().in_flight, 1);
+    d.ack(1, &[shared]);
+    assert_eq!(d.stats().in_flight, 1, "no third event has that id");
+}
+
+/// The stored (derived) event_id of the event in flight from `stream`.
+fn stored_id_of(d: &Dispatcher, stream: &str) -> Uuid {
+    d.in_flight
+        .values()
+        .find(|f| f.item.event.aggregate_id == stream)
+        .map(|f| f.item.event.event_id)
+        .expect("stream a's event is in flight")
+}
+
+#[test]
+fn a_consumer_that_leaves_forgets_the_ids_it_held() {
+    let mut d = group(settings(Strategy::RoundRobin));
+    let mut a = join(&mut d, 1, 10);
+    let c = Uuid::now_v7();
+    d.accept(vec![appended_over_grpc(STREAM, 1, c)]);
+    d.dispatch();
+    assert_eq!(a.received().len(), 1);
+    d.leave(1);
+    assert!(d.held.is_empty());
+    let mut b = join(&mut d, 2, 10);
+    d.dispatch();
+    assert_eq!(b.received().len(), 1);
+    d.ack(1, &[c]);
+    assert_eq!(
+        d.stats().in_flight,
+        1,
+        "the consumer that left acks nothing"
+    );
+    d.ack(2, &[c]);
+    assert_eq!(d.stats().in_flight, 0);
+    assert!(d.held.is_empty());
 }
