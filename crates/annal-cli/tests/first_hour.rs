@@ -192,3 +192,52 @@ fn serve_listens_on_a_host_name_and_says_anonymous_access_is_on() {
         "{said:?}"
     );
 }
+
+#[test]
+fn a_pretty_printed_request_is_answered_with_the_one_line_rule() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = format!("sqlite:{}", dir.path().join("annal.db").display());
+    let pretty = "{\n  \"aggregate_type\": \"Family\",\n  \"aggregate_id\": \"family_123\",\n  \"events\": []\n}\n";
+    let out = annal(&["append", "--store", &s], pretty);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("line 1") && err.contains("one line"), "{err}");
+}
+
+#[test]
+fn each_command_shows_only_the_flags_it_takes() {
+    let serve = text(&annal(&["serve", "--help"], "").stdout);
+    let flags = |help: &str| -> Vec<String> {
+        help.split_whitespace()
+            .filter(|w| w.starts_with("--"))
+            .map(|w| w.trim_end_matches([',', '.', ')']).to_owned())
+            .collect()
+    };
+    for absent in ["--server", "--token", "--ca-cert"] {
+        assert!(
+            !flags(&serve).iter().any(|f| f == absent),
+            "serve --help shows {absent}"
+        );
+    }
+    assert!(
+        serve.contains("--max-event-bytes"),
+        "serve takes the limits"
+    );
+    for command in [
+        "read",
+        "verify",
+        "audit",
+        "correlated",
+        "projections",
+        "digest",
+    ] {
+        let help = text(&annal(&[command, "--help"], "").stdout);
+        assert!(
+            !help.contains("--max-event-bytes") && !help.contains("--max-batch-events"),
+            "{command} --help shows the append limits"
+        );
+        assert!(help.contains("--store"), "{command} --help names --store");
+    }
+    let append = text(&annal(&["append", "--help"], "").stdout);
+    assert!(append.contains("--max-event-bytes") && append.contains("--server"));
+}

@@ -86,7 +86,9 @@ impl<'de> Deserialize<'de> for RawJson {
 
 /// Why a text is not a [`Timestamp`]: it is neither RFC 3339 nor a plain date.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{text}' is not an RFC 3339 time such as 2024-10-20T14:03:11Z ({reason})")]
+#[error(
+    "'{text}' is not a time: give a date such as 2024-10-20 (its midnight UTC) or an RFC 3339 time such as 2024-10-20T14:03:11Z ({reason})"
+)]
 pub struct ParseTimestampError {
     /// The text that was given.
     pub text: String,

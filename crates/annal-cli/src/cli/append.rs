@@ -8,7 +8,7 @@
 //! failure no further line is read; appends already submitted are still answered (their
 //! results printed, their failures reported), then the command exits non-zero.
 
-use super::{CliError, StoreArgs};
+use super::{CliError, LimitArgs, StoreArgs};
 use annal::{AppendRequest, Store, Transaction};
 use clap::Args;
 use futures_util::StreamExt;
@@ -16,6 +16,7 @@ use futures_util::stream::FuturesOrdered;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use std::collections::HashMap;
+use std::io::IsTerminal as _;
 use std::io::Write;
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ const MAX_IN_FLIGHT: usize = 512;
 pub struct AppendArgs {
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 /// A parsed input line.
@@ -43,7 +46,14 @@ fn parse(text: &str, line: u64) -> Result<Line, CliError> {
     }
     let bad = |e: serde_json::Error| CliError::Input {
         line,
-        reason: format!("not a valid append request or transaction: {e}"),
+        reason: if e.is_eof() {
+            format!(
+                "not a valid append request or transaction: {e}. Each request is one \
+                 line of JSON: put a pretty-printed request on one line (`jq -c`)"
+            )
+        } else {
+            format!("not a valid append request or transaction: {e}")
+        },
     };
     let shape: Shape = serde_json::from_str(text).map_err(bad)?;
     if shape.appends.is_some() {
@@ -92,7 +102,13 @@ pub async fn run(args: AppendArgs) -> Result<ExitCode, CliError> {
     // flight at once. Requests to a server may overtake each other, so there a line waits
     // until no earlier line to the same aggregate is in flight.
     let ordered = args.store.server.is_some();
-    let store = args.store.open().await?;
+    let store = args.store.open(args.limits.limits()).await?;
+    if std::io::stdin().is_terminal() {
+        eprintln!(
+            "annal: reading append requests from stdin, one JSON object per line \
+             (docs/http.md; expected_version defaults to \"any\"); Ctrl-D ends"
+        );
+    }
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut busy: HashMap<String, usize> = HashMap::new();

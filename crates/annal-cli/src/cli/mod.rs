@@ -39,7 +39,8 @@ enum Command {
     /// Serve the HTTP API (docs/http.md) on a store: the embedded one by default.
     Serve(Box<serve::ServeArgs>),
     /// Append events: reads append requests or transactions (the JSON of docs/http.md), one per
-    /// line, from stdin; prints each result as one JSON line as soon as it is durable.
+    /// line, from stdin; prints each result as one JSON line as soon as it is durable. A
+    /// request without expected_version appends at any version ("any").
     Append(append::AppendArgs),
     /// Read events as NDJSON: the whole log (filtered) or one aggregate.
     Read(Box<read::ReadArgs>),
@@ -67,13 +68,11 @@ enum Command {
     Projections(projections::ProjectionsArgs),
 }
 
-/// The store option every subcommand takes.
+/// Where a command finds its store: a store URL, or a running `annal serve`.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// The store: sqlite:PATH (the embedded store) or postgres://USER@HOST/DB?schema=NAME
-    /// (see docs/postgres.md for the parameters).
-    #[arg(long, env = "ANNAL_STORE", default_value = DEFAULT_STORE, hide_env_values = true)]
-    pub(crate) store: String,
+    #[command(flatten)]
+    pub(crate) url: StoreUrlArg,
     /// A running `annal serve` to use instead of a store, e.g. http://127.0.0.1:2113.
     #[arg(long, env = "ANNAL_SERVER")]
     pub(crate) server: Option<String>,
@@ -83,12 +82,53 @@ pub struct StoreArgs {
     /// For an https --server with a private CA: its certificate (PEM).
     #[arg(long, env = "ANNAL_CA_CERT", requires = "server")]
     pub(crate) ca_cert: Option<std::path::PathBuf>,
+}
+
+/// The store URL alone (what `annal serve` serves; it cannot serve another server).
+#[derive(Debug, Args)]
+pub struct StoreUrlArg {
+    /// The store: sqlite:PATH (the embedded store) or postgres://USER@HOST/DB?schema=NAME
+    /// (see docs/postgres.md for the parameters).
+    #[arg(long, env = "ANNAL_STORE", default_value = DEFAULT_STORE, hide_env_values = true)]
+    pub(crate) store: String,
+}
+
+impl StoreUrlArg {
+    /// The URL as named to people, any password hidden (a URL that does not parse is
+    /// not shown at all: it may hold one).
+    pub(crate) fn shown(&self) -> String {
+        self.store
+            .parse::<StoreUrl>()
+            .map_or_else(|_| "the store".to_owned(), |u| u.to_string())
+    }
+
+    /// Opens (or creates) the store, enforcing `limits` on appends.
+    pub(crate) async fn open(&self, limits: Limits) -> Result<Arc<dyn annal::Store>, CliError> {
+        let url: StoreUrl = self.store.parse().map_err(CliError::Open)?;
+        annal::connect_with(&url, limits)
+            .await
+            .map_err(CliError::Open)
+    }
+}
+
+/// The size limits on appends, for the commands that write.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
     /// Largest event accepted (data plus metadata), in bytes.
     #[arg(long, env = "ANNAL_MAX_EVENT_BYTES", default_value_t = Limits::default().max_event_bytes)]
     max_event_bytes: usize,
     /// Most events accepted in one append or transaction.
     #[arg(long, env = "ANNAL_MAX_BATCH_EVENTS", default_value_t = Limits::default().max_batch_events)]
     max_batch_events: usize,
+}
+
+impl LimitArgs {
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_event_bytes: self.max_event_bytes,
+            max_batch_events: self.max_batch_events,
+        }
+    }
 }
 
 impl StoreArgs {
@@ -98,16 +138,14 @@ impl StoreArgs {
         if let Some(server) = &self.server {
             return server.clone();
         }
-        self.store
-            .parse::<StoreUrl>()
-            .map_or_else(|_| self.store.clone(), |u| u.to_string())
+        self.url.shown()
     }
 
     /// Opens the store for reading: an embedded store that does not exist yet is
     /// [`CliError::NotFound`], and nothing is created (no file, no folder).
     async fn open_existing(&self) -> Result<Arc<dyn annal::Store>, CliError> {
         if self.server.is_none()
-            && let Ok(StoreUrl::Sqlite(path)) = self.store.parse::<StoreUrl>()
+            && let Ok(StoreUrl::Sqlite(path)) = self.url.store.parse::<StoreUrl>()
             && !path.exists()
         {
             return Err(CliError::NotFound(format!(
@@ -116,14 +154,11 @@ impl StoreArgs {
                 path.display()
             )));
         }
-        self.open().await
+        self.open(Limits::default()).await
     }
 
-    async fn open(&self) -> Result<Arc<dyn annal::Store>, CliError> {
-        let limits = Limits {
-            max_event_bytes: self.max_event_bytes,
-            max_batch_events: self.max_batch_events,
-        };
+    /// Opens (or creates) the store, enforcing `limits` on appends.
+    async fn open(&self, limits: Limits) -> Result<Arc<dyn annal::Store>, CliError> {
         if let Some(server) = &self.server {
             if !server.contains("://") {
                 return Err(CliError::Usage(format!(
@@ -139,10 +174,7 @@ impl StoreArgs {
             }
             return Ok(Arc::new(b.build()?));
         }
-        let url: StoreUrl = self.store.parse().map_err(CliError::Open)?;
-        annal::connect_with(&url, limits)
-            .await
-            .map_err(CliError::Open)
+        self.url.open(limits).await
     }
 }
 

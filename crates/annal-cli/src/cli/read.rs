@@ -48,7 +48,8 @@ pub struct ReadArgs {
     /// Stop after this many events.
     #[arg(long)]
     limit: Option<u64>,
-    /// Keep running and print new events as they are committed.
+    /// Print the matching history first, then keep running and print new events as
+    /// they are committed (add --after-position HEAD to skip the history).
     #[arg(long)]
     follow: bool,
 }

@@ -5,8 +5,7 @@
 //! in-flight requests (appends) finish, then exits 0.
 
 use super::digests::{self, DigestDir};
-use super::{CliError, StoreArgs};
-use annal::StoreUrl;
+use super::{CliError, LimitArgs, StoreUrlArg};
 use annal_server::Config;
 use annal_server::Tokens;
 use clap::Args;
@@ -24,7 +23,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ANNAL_CONFIG")]
     config: Option<std::path::PathBuf>,
     #[command(flatten)]
-    store: StoreArgs,
+    store: StoreUrlArg,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// A data directory: the embedded store in DIR/annal.db (instead of --store).
     #[arg(long, env = "ANNAL_DATA", conflicts_with = "store")]
     data: Option<std::path::PathBuf>,
@@ -93,11 +94,6 @@ pub struct ServeArgs {
 }
 
 pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
-    if args.store.server.is_some() {
-        return Err(CliError::Usage(
-            "annal serve serves a store (--store or --data), not another server (--server)".into(),
-        ));
-    }
     let tokens = match (&args.tokens_file, std::env::var("ANNAL_TOKENS")) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path)
@@ -145,7 +141,7 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         ),
         _ => None,
     };
-    let store = args.store.open().await?;
+    let store = args.store.open(args.limits.limits()).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", listen)))?;
@@ -175,11 +171,7 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         metrics_public: args.metrics_public,
     };
     // The URL as shown: a password in it is hidden (StoreUrl's Display).
-    let shown = args
-        .store
-        .store
-        .parse::<StoreUrl>()
-        .map_or_else(|_| "the store".to_owned(), |u| u.to_string());
+    let shown = args.store.shown();
     tracing::info!(listen = %listen, store = %shown, "annal is serving");
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!("annal: serving {shown} on {scheme}://{}", listen);
