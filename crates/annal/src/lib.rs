@@ -23,6 +23,11 @@
 #[cfg(feature = "state-command")]
 pub mod state_command;
 
+/// The README's Rust example, compiled by the doc tests so it cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExamples;
+
 /// The Store API against a remote `annal serve` ([`client::HttpStore`]).
 #[cfg(feature = "client")]
 pub use annal_client as client;
