@@ -111,11 +111,11 @@ fn a_reader_that_goes_away_ends_the_command_quietly() {
             )
         })
         .collect();
-    assert!(
-        annal(&["append", "--store", &s], &lines.join("\n"))
-            .status
-            .success()
-    );
+    // One line per run: a run's results are printed while its input is still being
+    // written, and this helper reads them only at the end.
+    for line in &lines {
+        assert!(annal(&["append", "--store", &s], line).status.success());
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_annal"))
         .args(["read", "--store", &s])
         .stdout(Stdio::piped())
@@ -240,4 +240,52 @@ fn each_command_shows_only_the_flags_it_takes() {
     }
     let append = text(&annal(&["append", "--help"], "").stdout);
     assert!(append.contains("--max-event-bytes") && append.contains("--server"));
+}
+
+/// Runs `annal ARGS` with a terminal as its stdout (util-linux `script`), as a person
+/// at a terminal would; what it printed.
+fn at_a_terminal(args: &str, no_color: bool) -> String {
+    let mut cmd = Command::new("script");
+    cmd.args([
+        "-qec",
+        &format!("{} {args}", env!("CARGO_BIN_EXE_annal")),
+        "/dev/null",
+    ]);
+    if no_color {
+        cmd.env("NO_COLOR", "1");
+    } else {
+        cmd.env_remove("NO_COLOR");
+    }
+    let out = cmd
+        .output()
+        .expect("script (util-linux) runs annal on a terminal");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn a_person_at_a_terminal_gets_lines_and_colour_and_a_pipe_gets_ndjson() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = format!("sqlite:{}", dir.path().join("annal.db").display());
+    assert!(annal(&["append", "--store", &s], ENROL).status.success());
+    let shown = at_a_terminal(&format!("read --store {s}"), false);
+    assert!(
+        shown.contains("#1") && shown.contains("family_123 v1") && shown.contains("FamilyEnrolled"),
+        "{shown}"
+    );
+    assert!(!shown.contains(r#""position":1"#), "not NDJSON: {shown}");
+    assert!(shown.contains('\u{1b}'), "coloured: {shown:?}");
+    let plain = at_a_terminal(&format!("read --store {s}"), true);
+    assert!(!plain.contains('\u{1b}'), "NO_COLOR: {plain:?}");
+    let json = at_a_terminal(&format!("read --json --store {s}"), false);
+    assert!(json.contains(r#""position":1"#), "--json: {json}");
+    let piped = annal(&["read", "--store", &s], "");
+    assert!(text(&piped.stdout).starts_with(r#"{"position":1"#));
+    assert!(!text(&piped.stdout).contains('\u{1b}'));
+    let audit = at_a_terminal(&format!("audit family_123 --store {s}"), true);
+    let header = audit.lines().nth(1).unwrap_or_default();
+    assert!(
+        header.starts_with("POS") && header.contains("RECORDED") && header.contains("DATE"),
+        "{audit}"
+    );
 }

@@ -72,22 +72,30 @@ pub async fn audit_trail<S: Store + ?Sized>(
     store: &S,
     aggregate_id: &str,
 ) -> Result<Vec<AuditEntry>> {
-    let mut entries: Vec<AuditEntry> = Vec::new();
+    Ok(entries(&aggregate_events(store, aggregate_id).await?))
+}
+
+/// Every event of one aggregate, in version order (read in pages).
+pub async fn aggregate_events<S: Store + ?Sized>(
+    store: &S,
+    aggregate_id: &str,
+) -> Result<Vec<RecordedEvent>> {
+    let mut events: Vec<RecordedEvent> = Vec::new();
     let mut next = 1;
     loop {
         let page = store
             .read_aggregate(aggregate_id, Direction::Forward, Some(next), 1000)
             .await?;
-        for e in &page {
-            entries.push(entry(e));
-            next = e.aggregate_version + 1;
+        let full = page.len() == 1000;
+        if let Some(last) = page.last() {
+            next = last.aggregate_version + 1;
         }
-        if page.len() < 1000 {
+        events.extend(page);
+        if !full {
             break;
         }
     }
-    link(&mut entries);
-    Ok(entries)
+    Ok(events)
 }
 
 /// Every event tied to `correlation_id`, in global order, as audit entries.

@@ -158,14 +158,14 @@ pub async fn tell(store: Arc<dyn Store>, out: &mut impl Write) -> Result<Outcome
         .state;
     writeln!(
         out,
-        "2024-09-10: status {:?}, {} payments",
-        before_payment.status,
+        "2024-09-10: status {}, {} payments",
+        shown(&before_payment.status),
         before_payment.payments.len()
     )?;
     writeln!(
         out,
-        "2024-09-20: status {:?}, {} payments",
-        on_20_september.status,
+        "2024-09-20: status {}, {} payments",
+        shown(&on_20_september.status),
         on_20_september.payments.len()
     )?;
 
@@ -216,7 +216,7 @@ pub async fn tell(store: Arc<dyn Store>, out: &mut impl Write) -> Result<Outcome
         "stored:  PaymentReceived v{} {}",
         legacy_event.event_version, legacy_event.data
     )?;
-    writeln!(out, "read as: {:?}", legacy_family.payments)?;
+    writeln!(out, "read as: {}", shown(&legacy_family.payments))?;
 
     writeln!(
         out,
@@ -232,7 +232,11 @@ pub async fn tell(store: Arc<dyn Store>, out: &mut impl Write) -> Result<Outcome
         )
         .await?;
     let withdrawn = mistake.state.clone();
-    writeln!(out, "after the mistake: status {:?}", withdrawn.status)?;
+    writeln!(
+        out,
+        "after the mistake: status {}",
+        shown(&withdrawn.status)
+    )?;
     let original = mistake.events[0].event_id;
     let reversed = families
         .compensate(
@@ -247,7 +251,11 @@ pub async fn tell(store: Arc<dyn Store>, out: &mut impl Write) -> Result<Outcome
         )
         .await?
         .state;
-    writeln!(out, "after the reversal: status {:?}", reversed.status)?;
+    writeln!(
+        out,
+        "after the reversal: status {}",
+        shown(&reversed.status)
+    )?;
     let audit = audit::audit_trail(&*store, "family_123").await?;
     writeln!(out, "history keeps both:")?;
     for e in &audit {
@@ -351,8 +359,9 @@ pub async fn tell(store: Arc<dyn Store>, out: &mut impl Write) -> Result<Outcome
     }
     writeln!(
         out,
-        "now: payment {:?}, portal {:?}",
-        chen.payment_status, chen.portal_access
+        "now: payment {}, portal {}",
+        shown(&chen.payment_status),
+        shown(&chen.portal_access)
     )?;
     Ok(Outcome {
         chen,
@@ -368,4 +377,14 @@ pub async fn tell(store: Arc<dyn Store>, out: &mut impl Write) -> Result<Outcome
         reversed,
         audit,
     })
+}
+
+/// A domain value as the story's readers know it: its JSON form (a status is its word,
+/// `paid`; a list is JSON), never Rust's debug text.
+fn shown<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(word)) => word,
+        Ok(other) => other.to_string(),
+        Err(e) => format!("(cannot show: {e})"),
+    }
 }

@@ -1,10 +1,14 @@
 //! `annal audit AGGREGATE_ID` and `annal correlated CORRELATION_ID`: readable timelines
-//! of who did what, when, and why; `--json` prints the entries as NDJSON instead.
+//! of who did what, when, and why, in aligned columns (coloured on a terminal); every
+//! event is named one way, by `#position`; the date an event's data speaks of is shown
+//! beside the time it was recorded. `--json` prints the entries as NDJSON instead.
 
-use super::{CliError, StoreArgs};
-use annal::AuditEntry;
+use super::table::{Look, Table, clip};
+use super::{CliError, StoreArgs, table};
 use annal::audit;
+use annal::{AuditEntry, RecordedEvent, Uuid};
 use clap::Args;
+use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 
@@ -39,7 +43,8 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
             args.store.shown()
         )));
     };
-    let entries = audit::audit_trail(&*store, &args.aggregate_id).await?;
+    let events = audit::aggregate_events(&*store, &args.aggregate_id).await?;
+    let entries = audit::entries(&events);
     let mut out = BufWriter::new(std::io::stdout().lock());
     if args.json {
         for e in &entries {
@@ -49,14 +54,13 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
     } else {
         writeln!(
             out,
-            "{} ({}), {} events",
+            "{} ({}), {} events in {}",
             args.aggregate_id,
             info.aggregate_type,
-            entries.len()
+            entries.len(),
+            args.store.shown()
         )?;
-        for e in &entries {
-            timeline_line(&mut out, e, &format!("v{}", e.aggregate_version))?;
-        }
+        timeline(&events, &entries, false).write(&mut out, table::colour())?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
@@ -79,47 +83,115 @@ pub async fn run_correlated(args: CorrelatedArgs) -> Result<ExitCode, CliError> 
             out.write_all(b"\n")?;
         }
     } else {
-        writeln!(out, "{}: {} events", args.correlation_id, events.len())?;
-        for (e, entry) in events.iter().zip(audit::entries(&events)) {
-            timeline_line(
-                &mut out,
-                &entry,
-                &format!("{} v{}", e.aggregate_id, e.aggregate_version),
-            )?;
-            writeln!(out, "      {}", e.data)?;
-        }
+        writeln!(
+            out,
+            "correlation_id {}: {} events in {}",
+            args.correlation_id,
+            events.len(),
+            args.store.shown()
+        )?;
+        let entries = audit::entries(&events);
+        timeline(&events, &entries, true).write(&mut out, table::colour())?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn timeline_line(out: &mut impl Write, e: &AuditEntry, at: &str) -> std::io::Result<()> {
-    write!(
-        out,
-        "#{:<6} {}  {:<14} {}",
-        e.position, e.recorded_at, at, e.event_type
-    )?;
-    if e.event_version > 1 {
-        write!(out, " (schema v{})", e.event_version)?;
+/// One row per event: where it is, when it was recorded and the date its data speaks
+/// of, what happened, who did it, how it links to others (every event named the same
+/// way: `#position`), and its data.
+fn timeline(events: &[RecordedEvent], entries: &[AuditEntry], with_aggregate: bool) -> Table {
+    let positions: HashMap<Uuid, u64> = entries.iter().map(|e| (e.event_id, e.position)).collect();
+    let name = |id: &Uuid| {
+        positions
+            .get(id)
+            .map_or_else(|| format!("event {}", short(id)), |p| format!("#{p}"))
+    };
+    let mut header = vec!["POS"];
+    if with_aggregate {
+        header.push("AGGREGATE");
     }
-    write!(out, "  by {}", e.user_id)?;
-    if let Some(c) = &e.correlation_id {
-        write!(out, "  correlation {c}")?;
-    }
-    if let Some(c) = &e.causation_id {
-        write!(out, "  caused by {c}")?;
-    }
-    if let Some(c) = &e.compensates {
-        match c.position {
-            Some(p) => write!(out, "  CORRECTS #{p}")?,
-            None => write!(out, "  CORRECTS {}", c.event_id)?,
+    header.extend(["VER", "RECORDED", "DATE", "EVENT", "BY", "LINKS", "DATA"]);
+    let mut t = Table::new(&header);
+    for (e, entry) in events.iter().zip(entries) {
+        let mut row = vec![(format!("#{}", entry.position), Look::Plain)];
+        if with_aggregate {
+            row.push((e.aggregate_id.clone(), Look::Plain));
         }
-        if let Some(r) = &c.reason {
-            write!(out, " ({r})")?;
+        let mut event = entry.event_type.clone();
+        if entry.event_version > 1 {
+            event.push_str(&format!(" (schema v{})", entry.event_version));
         }
+        let mut by = entry.user_id.clone();
+        if let Some(p) = entry.principal.as_ref().filter(|p| **p != entry.user_id) {
+            by.push_str(&format!(" (as {p})"));
+        }
+        let mut links = Vec::new();
+        if !with_aggregate && let Some(c) = &entry.correlation_id {
+            links.push(format!("correlation {c}"));
+        }
+        if let Some(c) = &entry.causation_id {
+            let cause = c.parse::<Uuid>().map_or_else(|_| c.clone(), |id| name(&id));
+            links.push(format!("caused by {cause}"));
+        }
+        if let Some(c) = &entry.compensates {
+            let target = c
+                .position
+                .map_or_else(|| name(&c.event_id), |p| format!("#{p}"));
+            let mut text = format!("CORRECTS {target}");
+            if let Some(r) = &c.reason {
+                text.push_str(&format!(" ({r})"));
+            }
+            links.push(text);
+        }
+        for by in &entry.compensated_by {
+            links.push(format!("CORRECTED BY {}", name(by)));
+        }
+        let corrected = entry.compensates.is_some() || !entry.compensated_by.is_empty();
+        row.extend([
+            (format!("v{}", entry.aggregate_version), Look::Plain),
+            (entry.recorded_at.to_string(), Look::Dim),
+            (domain_date(e).unwrap_or_default(), Look::Plain),
+            (event, Look::Strong),
+            (by, Look::Plain),
+            (
+                links.join("; "),
+                if corrected { Look::Warn } else { Look::Plain },
+            ),
+            (clip(e.data.get(), 80), Look::Dim),
+        ]);
+        t.row(row);
     }
-    for by in &e.compensated_by {
-        write!(out, "  CORRECTED BY {by}")?;
+    t
+}
+
+/// The date an event speaks of, when it names one: its metadata's `occurred_at`, else
+/// the first top-level field of its data called `date` or ending in `_date`, `_on` or
+/// `_at`, whose value starts YYYY-MM-DD.
+fn domain_date(e: &RecordedEvent) -> Option<String> {
+    let day_of = |value: &serde_json::Value| -> Option<String> {
+        let day = value.as_str()?.get(..10)?;
+        day.bytes()
+            .enumerate()
+            .all(|(i, b)| match i {
+                4 | 7 => b == b'-',
+                _ => b.is_ascii_digit(),
+            })
+            .then(|| day.to_owned())
+    };
+    let metadata: serde_json::Map<String, serde_json::Value> =
+        e.metadata.to_value().unwrap_or_default();
+    if let Some(day) = metadata.get("occurred_at").and_then(day_of) {
+        return Some(day);
     }
-    writeln!(out)
+    let data: serde_json::Map<String, serde_json::Value> = e.data.to_value().ok()?;
+    data.iter().find_map(|(key, value)| {
+        let named = key == "date" || ["_date", "_on", "_at"].iter().any(|s| key.ends_with(s));
+        if named { day_of(value) } else { None }
+    })
+}
+
+/// The first 8 hex digits of an id, as people quote them.
+fn short(id: &Uuid) -> String {
+    id.to_string().chars().take(8).collect()
 }

@@ -15,6 +15,7 @@ mod digests;
 mod projections;
 mod read;
 mod serve;
+mod table;
 mod token;
 mod verify;
 

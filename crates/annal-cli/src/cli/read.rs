@@ -1,9 +1,13 @@
-//! `annal read`: events as NDJSON, from the whole log (filtered) or one aggregate,
-//! optionally following new commits.
+//! `annal read`: events from the whole log (filtered) or one aggregate, optionally
+//! following new commits. On a terminal, one readable line per event (coloured unless
+//! `NO_COLOR`); piped, into a file, or with `--json`, NDJSON, one event per line.
 
+use super::table::{self, clip};
 use super::{CliError, StoreArgs, list};
 use annal::{Direction, Filter, RecordedEvent, Store, Timestamp};
+use anstyle::Style;
 use clap::Args;
+use std::io::IsTerminal as _;
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,6 +52,9 @@ pub struct ReadArgs {
     /// Stop after this many events.
     #[arg(long)]
     limit: Option<u64>,
+    /// NDJSON even on a terminal (it is what a pipe or a file always gets).
+    #[arg(long)]
+    json: bool,
     /// Print the matching history first, then keep running and print new events as
     /// they are committed (add --after-position HEAD to skip the history).
     #[arg(long)]
@@ -71,10 +78,12 @@ pub async fn run(args: ReadArgs) -> Result<ExitCode, CliError> {
         until: time("until", &args.until)?,
     };
     let store = args.store.open_existing().await?;
+    let people = !args.json && std::io::stdout().is_terminal();
     let mut out = Output {
         w: BufWriter::new(std::io::stdout().lock()),
         left: args.limit.unwrap_or(u64::MAX),
         printed: 0,
+        people: people.then(table::colour),
     };
     match &args.aggregate {
         Some(id) => {
@@ -114,6 +123,8 @@ struct Output<W: Write> {
     left: u64,
     /// Events printed so far.
     printed: u64,
+    /// For a person at a terminal: `Some(colour)`; NDJSON when `None`.
+    people: Option<bool>,
 }
 
 impl<W: Write> Output<W> {
@@ -123,12 +134,37 @@ impl<W: Write> Output<W> {
             if self.left == 0 {
                 return Ok(false);
             }
-            serde_json::to_writer(&mut self.w, e).map_err(std::io::Error::from)?;
-            self.w.write_all(b"\n")?;
+            match self.people {
+                Some(colour) => self.line(e, colour)?,
+                None => {
+                    serde_json::to_writer(&mut self.w, e).map_err(std::io::Error::from)?;
+                    self.w.write_all(b"\n")?;
+                }
+            }
             self.left -= 1;
             self.printed += 1;
         }
         Ok(self.left > 0)
+    }
+
+    /// One event as a line for people: position, aggregate and version, time, type,
+    /// who, and the data cut to fit.
+    fn line(&mut self, e: &RecordedEvent, colour: bool) -> std::io::Result<()> {
+        let (strong, dim) = if colour {
+            (Style::new().bold(), Style::new().dimmed())
+        } else {
+            (Style::new(), Style::new())
+        };
+        writeln!(
+            self.w,
+            "{:<8} {:<24} {dim}{}{dim:#}  {strong}{:<24}{strong:#} {:<10} {dim}{}{dim:#}",
+            format!("#{}", e.position),
+            clip(&format!("{} v{}", e.aggregate_id, e.aggregate_version), 24),
+            e.recorded_at,
+            clip(&e.event_type, 24),
+            clip(&e.user_id, 10),
+            clip(e.data.get(), 100),
+        )
     }
 }
 
