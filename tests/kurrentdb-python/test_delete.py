@@ -237,3 +237,27 @@ def test_tombstoned_stream_metadata_raises_stream_is_deleted(client):
     client.tombstone_stream(stream, current_version=1)
     with pytest.raises(StreamIsDeletedError):
         client.get_stream_metadata(stream)
+
+
+def test_metadata_can_be_set_on_a_tombstoned_stream_and_reading_it_still_raises(client, http):
+    """As in KurrentDB: the metadata stream of a tombstoned stream takes the append,
+    while reading the metadata (or the stream) raises stream is deleted. annal records
+    the `$metadata` event, which the global log shows over HTTP."""
+    stream = make(client)
+    client.tombstone_stream(stream, current_version=1)
+    _, head = http.get("/v1/head")
+    client.set_stream_metadata(stream, metadata={"$maxCount": 5})
+    client.set_stream_metadata(stream, metadata={"$maxCount": 6}, current_version=0)
+    with pytest.raises(StreamIsDeletedError):
+        client.get_stream_metadata(stream)
+    with pytest.raises(StreamIsDeletedError):
+        client.get_stream(stream)
+    with pytest.raises(StreamIsDeletedError):
+        client.append_to_stream(stream, events=events(1), current_version=StreamState.ANY)
+    status, body = http.get(f"/v1/streams/{stream}")
+    assert status == 410, body
+    status, body = http.get(f"/v1/events?after_position={head['position']}&event_type=$metadata")
+    assert status == 200, body
+    mine = [e for e in body["events"] if e["aggregate_id"] == f"$${stream}"]
+    assert [e["data"] for e in mine] == [{"$maxCount": 5}, {"$maxCount": 6}]
+    assert [e["aggregate_version"] for e in mine] == [1, 2]

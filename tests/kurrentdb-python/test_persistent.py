@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 from kurrentdbclient import StreamState
-from kurrentdbclient.exceptions import AlreadyExistsError, NotFoundError
+from kurrentdbclient.exceptions import AlreadyExistsError, InternalError, NotFoundError
 
 from testkit import events, json_event, new_stream, take, unique
 
@@ -146,3 +146,43 @@ def test_deleting_a_group_twice_is_not_found_and_a_deleted_group_is_not_listed(c
     with pytest.raises(NotFoundError):
         client.get_subscription_info(g, stream)
     assert all(s.group_name != g for s in client.list_subscriptions())
+
+
+# ---- settings and starts KurrentDB refuses: INTERNAL, the client's InternalError ------
+
+
+def test_a_history_buffer_size_not_above_the_read_batch_size_raises_internal_error(client):
+    """KurrentDB refuses a read batch (here the client's default, 200) not smaller than
+    the history buffer, on Create and on Update; nothing is created or changed."""
+    g = group()
+    with pytest.raises(InternalError):
+        client.create_subscription_to_all(g, history_buffer_size=100)
+    assert not [s for s in client.list_subscriptions() if s.group_name == g]
+    client.create_subscription_to_all(g)
+    with pytest.raises(InternalError):
+        client.update_subscription_to_all(g, history_buffer_size=100)
+    assert client.get_subscription_info(g).history_buffer_size == 500
+
+
+def test_an_unknown_consumer_strategy_raises_internal_error(client):
+    stream, g = new_stream("order"), group()
+    with pytest.raises(InternalError):
+        client.create_subscription_to_all(g, consumer_strategy="InvalidStrategy")
+    with pytest.raises(InternalError):
+        client.create_subscription_to_stream(g, stream, consumer_strategy="InvalidStrategy")
+    assert not [s for s in client.list_subscriptions() if s.group_name == g]
+
+
+def test_an_all_group_starting_past_the_last_event_raises_internal_error(client):
+    last = client.append_to_stream(
+        new_stream(), events=events(1), current_version=StreamState.NO_STREAM
+    )
+    g = group()
+    with pytest.raises(InternalError):
+        client.create_subscription_to_all(g, commit_position=last + 1)
+    client.create_subscription_to_all(g, commit_position=last)
+    # Creating the group recorded its definition: the last event is now that one.
+    end = client.get_commit_position(filter_exclude=())
+    with pytest.raises(InternalError):
+        client.update_subscription_to_all(g, commit_position=end + 1)
+    assert client.get_subscription_info(g).start_from == f"C:{last}/P:{last}"

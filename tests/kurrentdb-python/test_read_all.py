@@ -3,10 +3,13 @@ name (include, exclude, prefix, regex with look-ahead)."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from kurrentdbclient import StreamState
+from kurrentdbclient.exceptions import InvalidCommitPositionError, UnknownError
 
-from testkit import json_event, new_stream, unique
+from testkit import json_event, new_stream, take, unique
 
 
 def append(client, stream, types):
@@ -195,3 +198,93 @@ def test_filtered_read_backwards(client, mixed):
     _, streams, types, _ = mixed
     recorded = list(client.read_all(backwards=True, filter_include=(types[0],), limit=3))
     assert [(e.stream_name, e.type) for e in recorded] == [(s, types[0]) for s in reversed(streams)]
+
+
+# ---- positions where no event is (KurrentDB: InvalidPosition) ------------------------
+
+
+def test_read_all_from_a_position_past_the_last_event_raises_invalid_commit_position(client):
+    """As with KurrentDB, reading $all from a commit position at which no event is raises
+    InvalidCommitPositionError (the client's default filter makes it a filtered read).
+    annal's positions are the integers up to the last event's, so such a position is past
+    it; the exact boundary (last + 1) is tested with the Rust client, on a server of its
+    own. A library that checks its own bookkeeping (eventsourcing-kurrentdb) relies on it."""
+    end = client.get_commit_position(filter_exclude=())
+    with pytest.raises(InvalidCommitPositionError):
+        list(client.read_all(commit_position=end + 1000))
+    with pytest.raises(InvalidCommitPositionError):
+        list(client.read_all(commit_position=end + 1000, limit=10))
+
+
+def test_read_all_from_an_invalid_position_without_a_filter_raises_an_error(client):
+    last = append(client, new_stream(), ["A"])
+    with pytest.raises(UnknownError, match="InvalidPosition"):
+        list(client.read_all(commit_position=last + 1000, filter_exclude=()))
+
+
+def test_read_all_backwards_from_a_position_past_the_last_event_raises(client):
+    last = append(client, new_stream(), ["A"])
+    with pytest.raises(InvalidCommitPositionError):
+        list(client.read_all(commit_position=last + 1000, backwards=True))
+
+
+def test_read_all_from_event_positions_and_from_zero_still_works(client):
+    stream = new_stream()
+    last = append(client, stream, ["A", "B"])
+    assert [e.type for e in client.read_all(commit_position=last) if e.stream_name == stream] == [
+        "B"
+    ]
+    assert [e.commit_position for e in client.read_all(commit_position=last, limit=1)] == [last]
+    assert list(client.read_all(commit_position=0, limit=1)), "0 is the start"
+    back = list(client.read_all(commit_position=last, backwards=True, limit=1))
+    assert back and back[0].commit_position == last - 1
+
+
+def test_all_subscription_from_a_position_past_the_last_event_raises(client):
+    last = append(client, new_stream(), ["A"])
+    with pytest.raises(UnknownError, match="invalid position"):
+        with client.subscribe_to_all(commit_position=last + 1000, timeout=10) as sub:
+            take(sub, 1)
+
+
+# ---- issue 16, item 4: two concurrent appends of 1,000 events each --------------------
+
+
+def test_two_concurrent_appends_of_1000_events_read_back_whole_and_not_interleaved(client):
+    """Two threads each append 1,000 events to their own stream in one call, at once;
+    reading $all after the previous last position (exclusive, as eventsourcing's
+    select_notifications does: from that position, dropping it) with a limit of 2,000
+    finds both appends, each contiguous in the global order."""
+    before = client.get_commit_position()
+    streams = [new_stream("nonint"), new_stream("nonint")]
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def insert(stream):
+        try:
+            barrier.wait()
+            client.append_to_stream(
+                stream,
+                events=[json_event("Ticked", {"n": i}) for i in range(1000)],
+                current_version=StreamState.NO_STREAM,
+            )
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=insert, args=(s,)) for s in streams]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    recorded = [
+        e for e in client.read_all(commit_position=before, limit=2001) if e.commit_position != before
+    ][:2000]
+    names = [e.stream_name for e in recorded]
+    assert sorted(set(names)) == sorted(streams), "both appends are read"
+    assert len(names) == 2000
+    assert names[:1000] == [names[0]] * 1000 and names[1000:] == [names[1000]] * 1000, (
+        "each append is contiguous"
+    )
+    positions = [e.commit_position for e in recorded]
+    assert positions == sorted(positions)

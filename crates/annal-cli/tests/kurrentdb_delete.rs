@@ -10,7 +10,7 @@ use common::kurrent::{
     types,
 };
 use kurrentdb::{
-    BatchAppendOptions, DeleteStreamOptions, Error, ReadStreamOptions, StreamState,
+    BatchAppendOptions, DeleteStreamOptions, Error, ReadStreamOptions, StreamMetadata, StreamState,
     SubscriptionFilter, TombstoneStreamOptions,
 };
 
@@ -394,4 +394,54 @@ async fn a_soft_deleted_stream_can_still_be_tombstoned_for_good() {
         .await
         .expect_err("deleted for good");
     assert!(matches!(e, Error::ResourceDeleted), "{e:?}");
+}
+
+#[tokio::test]
+async fn metadata_set_on_a_tombstoned_stream_is_accepted_and_still_reads_as_deleted() {
+    let a = start();
+    let s = tombstoned(&a).await;
+    let head: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{}/v1/head", a.served.port))
+            .await
+            .expect("GET head")
+            .json()
+            .await
+            .expect("json");
+    let meta = StreamMetadata::builder().max_count(5).build();
+    let w = a
+        .client
+        .set_stream_metadata(s.as_str(), &any(), &meta)
+        .await
+        .expect("KurrentDB accepts metadata for a tombstoned stream");
+    assert_eq!(w.next_expected_version, 0);
+    let read = a
+        .client
+        .get_stream_metadata(s.as_str(), &ReadStreamOptions::default())
+        .await
+        .expect("metadata");
+    assert!(read.is_deleted(), "{read:?}");
+    let e = read_stream(&a.client, &s, &ReadStreamOptions::default())
+        .await
+        .expect_err("tombstoned");
+    assert!(matches!(e, Error::ResourceDeleted), "{e:?}");
+    // Over HTTP the stream is gone (410) and the log shows the metadata event.
+    let port = a.served.port;
+    let gone = reqwest::get(format!("http://127.0.0.1:{port}/v1/streams/{s}"))
+        .await
+        .expect("GET stream");
+    assert_eq!(gone.status(), 410);
+    let after = head["position"].as_u64().expect("position");
+    let log: serde_json::Value = reqwest::get(format!(
+        "http://127.0.0.1:{port}/v1/events?after_position={after}"
+    ))
+    .await
+    .expect("GET events")
+    .json()
+    .await
+    .expect("json");
+    let events = log["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "{log}");
+    assert_eq!(events[0]["aggregate_id"], format!("$${s}"));
+    assert_eq!(events[0]["event_type"], "$metadata");
+    assert_eq!(events[0]["data"]["$maxCount"], 5);
 }

@@ -13,7 +13,7 @@ use kurrentdb::{
     AppendToStreamOptions, Client, ClientSettings, DeletePersistentSubscriptionOptions, Error,
     EventData, GetPersistentSubscriptionInfoOptions, ListPersistentSubscriptionsOptions, NakAction,
     PersistentSubscription, PersistentSubscriptionEvent, PersistentSubscriptionInfo,
-    PersistentSubscriptionOptions, PersistentSubscriptionToAllOptions, ReadStreamOptions,
+    PersistentSubscriptionOptions, PersistentSubscriptionToAllOptions, Position, ReadStreamOptions,
     ReplayParkedMessagesOptions, ResolvedEvent, RestartPersistentSubscriptionSubsystem,
     StreamPosition, SubscribeToPersistentSubscriptionOptions, SubscriptionFilter,
     SystemConsumerStrategy,
@@ -874,4 +874,104 @@ async fn a_stream_and_group_name_too_long_together_are_refused_and_nothing_is_cr
         .await
         .expect("list");
     assert!(all.is_empty());
+}
+
+/// The message of KurrentDB's `INTERNAL` refusal (the client's server error).
+fn internal(refused: Result<(), Error>) -> String {
+    match refused {
+        Err(Error::ServerError(m)) => {
+            assert!(m.contains("Internal"), "{m}");
+            m
+        }
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn settings_kurrentdb_refuses_are_an_internal_error_and_create_or_change_nothing() {
+    let a = start();
+    let g = group();
+    // The read batch (the client's default, 20) must be less than the history buffer.
+    let small_history = PersistentSubscriptionToAllOptions::default().history_buffer_size(20);
+    let m = internal(
+        a.client
+            .create_persistent_subscription_to_all(&g, &small_history)
+            .await,
+    );
+    assert!(m.contains("history_buffer_size"), "{m}");
+    // (An unknown consumer strategy is refused the same way; this client will not send
+    // one, UnsupportedFeature, so the Python suite and the unit tests cover it.)
+    let all = a
+        .client
+        .list_all_persistent_subscriptions(&ListPersistentSubscriptionsOptions::default())
+        .await
+        .expect("list");
+    assert!(all.is_empty(), "{all:?}");
+    a.client
+        .create_persistent_subscription_to_all(&g, &PersistentSubscriptionToAllOptions::default())
+        .await
+        .expect("create");
+    internal(
+        a.client
+            .update_persistent_subscription_to_all(&g, &small_history)
+            .await,
+    );
+    let info = a
+        .client
+        .get_persistent_subscription_info_to_all(
+            &g,
+            &GetPersistentSubscriptionInfoOptions::default(),
+        )
+        .await
+        .expect("info");
+    assert_eq!(info.settings.expect("settings").history_buffer_size, 500);
+}
+
+#[tokio::test]
+async fn an_all_group_starting_past_the_last_event_is_an_internal_error() {
+    let a = start();
+    let s = stream("order");
+    append(&a.client, &s, "Placed", 0, 2).await;
+    let last = a
+        .client
+        .read_all(
+            &kurrentdb::ReadAllOptions::default()
+                .position(StreamPosition::End)
+                .max_count(1),
+        )
+        .await
+        .expect("read")
+        .next()
+        .await
+        .expect("next")
+        .expect("an event")
+        .get_original_event()
+        .position
+        .commit;
+    let at = |commit: u64, prepare: u64| {
+        PersistentSubscriptionToAllOptions::default()
+            .start_from(StreamPosition::Position(Position { commit, prepare }))
+    };
+    let g = group();
+    internal(
+        a.client
+            .create_persistent_subscription_to_all(&g, &at(last + 1, last + 1))
+            .await,
+    );
+    // As in the KurrentDB clients' own test: commit past the end, prepare at it.
+    internal(
+        a.client
+            .create_persistent_subscription_to_all(&g, &at(last + 1, last))
+            .await,
+    );
+    a.client
+        .create_persistent_subscription_to_all(&g, &at(last, last))
+        .await
+        .expect("the last event's position is a start");
+    // Creating the group recorded its definition, one event more.
+    internal(
+        a.client
+            .update_persistent_subscription_to_all(&g, &at(last + 2, last + 2))
+            .await,
+    );
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::kurrent::{any, event, filtered, mixed, read_all, start, stream, types};
 use kurrentdb::{
-    Error, EventData, ReadAllOptions, RecordedEvent, StreamPosition, SubscriptionFilter,
+    Error, EventData, Position, ReadAllOptions, RecordedEvent, StreamPosition, SubscriptionFilter,
 };
 use std::time::Duration;
 
@@ -227,4 +227,80 @@ async fn a_read_that_outlasts_its_deadline_is_deadline_exceeded() {
     )
     .await;
     assert_eq!(read.len(), 5_000);
+}
+
+/// The error a `$all` read ends with (it must end with one).
+async fn read_all_error(client: &kurrentdb::Client, options: &ReadAllOptions) -> String {
+    let mut read = match client.read_all(options).await {
+        Ok(read) => read,
+        Err(Error::ServerError(m)) => return m,
+        Err(other) => panic!("expected a server error, got {other:?}"),
+    };
+    match read.next().await {
+        Ok(Some(e)) => panic!("expected an error, got {e:?}"),
+        Ok(None) => panic!("expected an error, the read ended"),
+        Err(Error::ServerError(m)) => m,
+        Err(other) => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_all_read_from_a_position_where_no_event_is_is_refused_as_an_invalid_position() {
+    let a = start();
+    mixed(&a).await;
+    let every = read_all(&a.client, &ReadAllOptions::default()).await;
+    let last = every.last().expect("events").position.commit;
+    let past = Position {
+        commit: last + 1,
+        prepare: last + 1,
+    };
+    // commit ≠ prepare: no annal event has such a position.
+    let torn = Position {
+        commit: every[2].position.commit,
+        prepare: every[1].position.commit,
+    };
+    for from in [past, torn] {
+        let at = ReadAllOptions::default().position(StreamPosition::Position(from));
+        let m = read_all_error(&a.client, &at.clone().forwards()).await;
+        assert!(
+            m.contains("Unexpected ReadAllResult: InvalidPosition"),
+            "{m}"
+        );
+        let m = read_all_error(&a.client, &at.clone().backwards()).await;
+        assert!(
+            m.contains("Unexpected ReadAllResult: InvalidPosition"),
+            "{m}"
+        );
+        let filtered = at
+            .forwards()
+            .filter(SubscriptionFilter::on_event_type().exclude_system_events());
+        let m = read_all_error(&a.client, &filtered).await;
+        assert!(
+            m.contains("Unexpected FilteredReadAllResult: InvalidPosition"),
+            "{m}"
+        );
+    }
+    // The last event's position, and the start, stay valid.
+    let from_last = read_all(
+        &a.client,
+        &ReadAllOptions::default()
+            .forwards()
+            .position(StreamPosition::Position(Position {
+                commit: last,
+                prepare: last,
+            })),
+    )
+    .await;
+    assert_eq!(from_last.len(), 1);
+    let from_zero = read_all(
+        &a.client,
+        &ReadAllOptions::default()
+            .forwards()
+            .position(StreamPosition::Position(Position {
+                commit: 0,
+                prepare: 0,
+            })),
+    )
+    .await;
+    assert_eq!(from_zero.len(), every.len());
 }

@@ -311,3 +311,31 @@ async fn a_dropped_subscription_stops_and_the_server_keeps_serving() {
     assert_eq!(w.next_expected_version, 5);
     assert_eq!(revisions(&next_events(&mut sub, 1).await), [5]);
 }
+
+#[tokio::test]
+async fn an_all_subscription_from_a_position_where_no_event_is_ends_with_an_invalid_position() {
+    let a = start();
+    mixed(&a).await;
+    let every = read_all(&a.client, &ReadAllOptions::default()).await;
+    let last = every.last().expect("events").position.commit;
+    let mut sub = a
+        .client
+        .subscribe_to_all(
+            &SubscribeToAllOptions::default().position(StreamPosition::Position(Position {
+                commit: last + 1,
+                prepare: last + 1,
+            })),
+        )
+        .await;
+    let e = loop {
+        match sub.next_subscription_event().await {
+            Ok(SubscriptionEvent::Confirmed(_)) => continue,
+            Ok(other) => panic!("expected an error, got {other:?}"),
+            Err(e) => break e,
+        }
+    };
+    match e {
+        Error::ServerError(m) => assert!(m.contains("invalid position"), "{m}"),
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}

@@ -13,9 +13,10 @@
 //! - positions continue the tip without a gap, each hash chains to the one before, and
 //!   every event of the group carries one clock reading, never earlier than the tip's;
 //! - every append honours the stream rules of [`crate::streams`]: a tombstoned stream
-//!   (or its metadata stream) takes nothing, `exists` fails on a soft-deleted stream, a
-//!   soft-deleted stream accepts `no_stream` or its last version and, when written
-//!   again, gets a `$metadata` event whose `$tb` hides the events from before;
+//!   takes nothing (its metadata stream still does, as in KurrentDB), `exists` fails on
+//!   a soft-deleted stream, a soft-deleted stream accepts `no_stream` or its last
+//!   version and, when written again, gets a `$metadata` event whose `$tb` hides the
+//!   events from before;
 //! - each stream's [`StreamRecord`] changes in the buffers together with its events, so
 //!   the backend stores both in one commit.
 
@@ -384,15 +385,12 @@ impl Group {
     ) -> Result<Plan, Fail> {
         let id = &a.aggregate_id;
         let rec = self.staged_stream(lookup, staged, id)?;
-        let tombstoned = rec.tombstoned
-            || match metadata_base(id) {
-                Some(base) => self.staged_stream(lookup, staged, base)?.tombstoned,
-                None => false,
-            };
+        // Only the stream's own tombstone counts: the metadata stream of a tombstoned
+        // stream still takes appends, as KurrentDB's does (reads of it fail).
         let deleted = || Error::StreamDeleted {
             aggregate_id: id.clone(),
         };
-        if tombstoned {
+        if rec.tombstoned {
             return Err(deleted().into());
         }
         let soft_deleted = rec.soft_deleted();

@@ -17,7 +17,9 @@
 //! - `exists` on a soft-deleted stream not written since fails with
 //!   [`Error::StreamDeleted`], as KurrentDB's "is deleted".
 //! - A tombstone appends a `$streamDeleted` event to `s` itself: from then on every read,
-//!   append and deletion of `s` and of `$$s` fails with [`Error::StreamDeleted`].
+//!   append and deletion of `s`, and every read and deletion of `$$s`, fails with
+//!   [`Error::StreamDeleted`]. `$$s` still takes appends (setting the metadata), as
+//!   KurrentDB's metadata streams do.
 //! - Every append ([`Store::append`], [`Store::transact`]) is checked against these
 //!   rules by the store's writer, inside the commit, against the stream's record
 //!   ([`StreamRecord`]; see [`crate::commit`]): no read comes before an append, and a

@@ -159,6 +159,34 @@ pub(crate) fn group_not_found(source: &str, group: &str) -> Status {
     ))
 }
 
+/// KurrentDB's refusal of a `$all` read from a position at which no event starts:
+/// `UNKNOWN` "Unexpected ReadAllResult: InvalidPosition" (with a filter,
+/// `FilteredReadAllResult`). The Python client recognises the filtered form (every read
+/// it makes carries a filter) as `InvalidCommitPositionError`.
+pub(crate) fn invalid_read_position(filtered: bool) -> Status {
+    let result = if filtered {
+        "FilteredReadAllResult"
+    } else {
+        "ReadAllResult"
+    };
+    Status::unknown(format!("Unexpected {result}: InvalidPosition"))
+}
+
+/// KurrentDB's ending of a catch-up subscription to `$all` from a position at which no
+/// event starts.
+pub(crate) fn invalid_subscription_position() -> Status {
+    Status::unknown("Trying to read from an invalid position.")
+}
+
+/// KurrentDB's refusal of a persistent subscription's Create or Update (settings it does
+/// not accept, a start past the end of `$all`): `INTERNAL`, which the clients report as
+/// an internal error.
+pub(crate) fn subscription_failed(source: &str, group: &str, reason: &str) -> Status {
+    Status::internal(format!(
+        "Subscription group {group} on stream {source} failed: '{reason}'"
+    ))
+}
+
 /// A status as the `google.rpc.Status` a BatchAppend answer carries.
 pub(crate) fn rpc_status(status: &Status, detail: Option<prost_types::Any>) -> RpcStatus {
     RpcStatus {

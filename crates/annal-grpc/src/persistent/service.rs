@@ -21,7 +21,7 @@ use crate::pb::event_store::client::persistent_subscriptions::{
     ReadReq, ReplayParkedReq, ReplayParkedResp, UpdateReq, UpdateResp, create_req, delete_req,
     get_info_req, list_req, replay_parked_req, update_req,
 };
-use crate::status::{group_not_found as not_found, to_status};
+use crate::status::{group_not_found as not_found, subscription_failed, to_status};
 use annal_core::access::Operation;
 use annal_core::streams;
 use annal_core::{CheckpointWrite, Store};
@@ -50,11 +50,42 @@ macro_rules! start_from {
     };
     (all $option:expr) => {
         match $option {
-            Some(AllOption::Position(p)) => StartFrom::Position(p.commit_position),
+            Some(AllOption::Position(p)) => {
+                StartFrom::Position(event_position(p.commit_position, p.prepare_position))
+            }
             Some(AllOption::End(_)) => StartFrom::End,
             Some(AllOption::Start(_)) | None => StartFrom::Start,
         }
     };
+}
+
+/// The annal position a `$all` start names: annal's events have commit = prepare =
+/// their position, so any other pair names no event and counts as past the end.
+fn event_position(commit: u64, prepare: u64) -> u64 {
+    if commit == prepare { commit } else { u64::MAX }
+}
+
+/// Refuses, as KurrentDB does (`INTERNAL`), a `$all` group starting at a position past
+/// the last event.
+async fn check_start(
+    store: &dyn Store,
+    source: &str,
+    group: &str,
+    start: StartFrom,
+) -> Result<(), Status> {
+    if let StartFrom::Position(p) = start
+        && source == ALL
+    {
+        let head = store.head(&[]).await.map_err(to_status)?;
+        if p > head {
+            return Err(subscription_failed(
+                source,
+                group,
+                &format!("the start position is past the last event of $all (at {head})"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `PersistentSubscriptions` service: definitions and one task per group.
@@ -212,7 +243,10 @@ impl PersistentSubscriptions for Persistent {
                 )
             }
         };
-        let settings = wire.check(start, filter)?;
+        let settings = wire
+            .check(start, filter)
+            .map_err(|e| subscription_failed(&source, &group, &e.to_string()))?;
+        check_start(self.store.as_ref(), &source, &group, start).await?;
         // The group's checkpoint and parked-stream names hold both (at most 255 bytes).
         if source.len() + group.len() > MAX_SOURCE_AND_GROUP {
             return Err(Status::invalid_argument(format!(
@@ -289,7 +323,10 @@ impl PersistentSubscriptions for Persistent {
         };
         let current = self.registry.definition(&source, &group).await?;
         // The filter of a $all group is fixed at creation.
-        let settings = wire.check(start, current.settings.filter.clone())?;
+        let settings = wire
+            .check(start, current.settings.filter.clone())
+            .map_err(|e| subscription_failed(&source, &group, &e.to_string()))?;
+        check_start(self.store.as_ref(), &source, &group, start).await?;
         let key = (source.clone(), group.clone());
         self.registry
             .change(

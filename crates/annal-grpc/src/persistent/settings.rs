@@ -2,14 +2,16 @@
 //! requests become them.
 //!
 //! Invariants: settings are checked once, when a request brings them (no negative
-//! counts, `min_checkpoint_count` at most `max_checkpoint_count`, a known consumer
-//! strategy); the stored form is what was checked, so a definition read back from the log
-//! needs no second check. Timeouts given in .NET ticks are stored in milliseconds.
+//! counts, `min_checkpoint_count` at most `max_checkpoint_count`, `read_batch_size` less
+//! than `history_buffer_size` as KurrentDB requires, a known consumer strategy), and a
+//! refusal is a [`Refused`], which the service answers as KurrentDB does (`INTERNAL`);
+//! the stored form is what was checked, so a definition read back from the log needs no
+//! second check. Timeouts given in .NET ticks are stored in milliseconds.
 
 use super::strategy::{Strategy, UnknownStrategy};
 use crate::pb::event_store::client::persistent_subscriptions::{create_req, update_req};
 use serde::{Deserialize, Serialize};
-use tonic::Status;
+use std::fmt;
 
 /// Where a group starts when it has no checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,13 +61,52 @@ fn ticks_to_ms(ticks: i64) -> i64 {
     ticks / 10_000
 }
 
-fn non_negative(field: &str, v: i32) -> Result<i32, Status> {
-    if v < 0 {
-        return Err(Status::invalid_argument(format!(
-            "{field} must not be negative (got {v})"
-        )));
+/// Why settings were refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// A consumer strategy KurrentDB does not know.
+    Strategy(UnknownStrategy),
+    /// A count that must not be negative was.
+    Negative { field: &'static str, value: i32 },
+    /// `min_checkpoint_count` above a non-zero `max_checkpoint_count`.
+    CheckpointBounds { min: i32, max: i32 },
+    /// A negative message timeout or checkpoint interval.
+    NegativeDuration,
+    /// `read_batch_size` not less than `history_buffer_size` (KurrentDB refuses it: a
+    /// group so set would never deliver).
+    ReadBatchNotBelowHistory { read_batch: i32, history: i32 },
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::Strategy(e) => e.fmt(f),
+            Refused::Negative { field, value } => {
+                write!(f, "{field} must not be negative (got {value})")
+            }
+            Refused::CheckpointBounds { min, max } => write!(
+                f,
+                "min_checkpoint_count ({min}) exceeds max_checkpoint_count ({max})"
+            ),
+            Refused::NegativeDuration => {
+                f.write_str("message timeout and checkpoint interval must not be negative")
+            }
+            Refused::ReadBatchNotBelowHistory {
+                read_batch,
+                history,
+            } => write!(
+                f,
+                "read_batch_size ({read_batch}) must be less than history_buffer_size ({history})"
+            ),
+        }
     }
-    Ok(v)
+}
+
+fn non_negative(field: &'static str, value: i32) -> Result<i32, Refused> {
+    if value < 0 {
+        return Err(Refused::Negative { field, value });
+    }
+    Ok(value)
 }
 
 /// The settings fields both Create and Update carry (their message types differ),
@@ -91,21 +132,23 @@ impl WireSettings {
         self,
         start: StartFrom,
         filter: Option<FilterDef>,
-    ) -> Result<Settings, Status> {
-        let consumer_strategy = self
-            .consumer_strategy
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    ) -> Result<Settings, Refused> {
+        let consumer_strategy = self.consumer_strategy.map_err(Refused::Strategy)?;
         let min = non_negative("min_checkpoint_count", self.min_checkpoint_count)?;
         let max = non_negative("max_checkpoint_count", self.max_checkpoint_count)?;
         if max > 0 && min > max {
-            return Err(Status::invalid_argument(format!(
-                "min_checkpoint_count ({min}) exceeds max_checkpoint_count ({max})"
-            )));
+            return Err(Refused::CheckpointBounds { min, max });
         }
         if self.message_timeout_ms < 0 || self.checkpoint_after_ms < 0 {
-            return Err(Status::invalid_argument(
-                "message timeout and checkpoint interval must not be negative",
-            ));
+            return Err(Refused::NegativeDuration);
+        }
+        let read_batch = non_negative("read_batch_size", self.read_batch_size)?;
+        let history = non_negative("history_buffer_size", self.history_buffer_size)?;
+        if read_batch >= history {
+            return Err(Refused::ReadBatchNotBelowHistory {
+                read_batch,
+                history,
+            });
         }
         Ok(Settings {
             start,
@@ -117,8 +160,8 @@ impl WireSettings {
             max_checkpoint_count: max,
             max_subscriber_count: non_negative("max_subscriber_count", self.max_subscriber_count)?,
             live_buffer_size: non_negative("live_buffer_size", self.live_buffer_size)?,
-            read_batch_size: non_negative("read_batch_size", self.read_batch_size)?,
-            history_buffer_size: non_negative("history_buffer_size", self.history_buffer_size)?,
+            read_batch_size: read_batch,
+            history_buffer_size: history,
             message_timeout_ms: self.message_timeout_ms,
             checkpoint_after_ms: self.checkpoint_after_ms,
             consumer_strategy,
@@ -128,7 +171,6 @@ impl WireSettings {
 
 /// The settings Create and Update share, read from either message (their types differ,
 /// their fields do not); `$strategy` gives the consumer strategy.
-/// their fields do not); `$strategy` is the consumer strategy's name.
 macro_rules! wire_settings {
     ($s:expr, $req:ident, $strategy:expr) => {{
         use $req::settings::{CheckpointAfter, MessageTimeout};
@@ -182,4 +224,44 @@ pub(super) fn update_settings(s: Option<update_req::Settings>) -> WireSettings {
         update_req,
         |s: &update_req::Settings| { Ok(Strategy::from_number(s.named_consumer_strategy)) }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(read_batch: i32, history: i32, strategy: &str) -> WireSettings {
+        create_settings(Some(create_req::Settings {
+            read_batch_size: read_batch,
+            history_buffer_size: history,
+            consumer_strategy: strategy.to_owned(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn a_read_batch_not_below_the_history_buffer_is_refused_as_kurrentdb_does() {
+        for (read_batch, history) in [(200, 100), (20, 20), (0, 0)] {
+            assert_eq!(
+                wire(read_batch, history, "RoundRobin").check(StartFrom::Start, None),
+                Err(Refused::ReadBatchNotBelowHistory {
+                    read_batch,
+                    history
+                })
+            );
+        }
+        let ok = wire(20, 500, "RoundRobin")
+            .check(StartFrom::Start, None)
+            .expect("the clients' defaults");
+        assert_eq!((ok.read_batch_size, ok.history_buffer_size), (20, 500));
+    }
+
+    #[test]
+    fn an_unknown_consumer_strategy_is_refused_naming_it() {
+        let refused = wire(20, 500, "InvalidStrategy").check(StartFrom::Start, None);
+        let Err(Refused::Strategy(e)) = refused else {
+            panic!("{refused:?}")
+        };
+        assert!(e.to_string().contains("InvalidStrategy"), "{e}");
+    }
 }

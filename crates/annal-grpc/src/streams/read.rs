@@ -7,14 +7,19 @@
 //! stops reading holds about one page and a few messages in the server; it ends when the client goes, the deadline
 //! passes or the server shuts down. Boundaries follow KurrentDB: `$all` forwards from P
 //! includes P, backwards from P excludes P; subscriptions exclude their start; stream
-//! reads from revision R include R.
+//! reads from revision R include R. A `$all` read or subscription from a position where
+//! no event is (commit ≠ prepare, or past the last event: annal's positions are the
+//! integers from 1 to the head, each an event's) is refused as KurrentDB refuses one
+//! ([`invalid_read_position`], [`invalid_subscription_position`]); 0 is the start.
 
 use super::{RespStream, Streams};
 use crate::call::{caller, deadline, within};
 use crate::convert::{self, revision_of, stream_id, stream_name};
 use crate::filter::EventFilter;
 use crate::pb::event_store::client::streams::{ReadReq, ReadResp, read_req, read_resp};
-use crate::status::{stream_deleted, to_status};
+use crate::status::{
+    invalid_read_position, invalid_subscription_position, stream_deleted, to_status,
+};
 use annal_core::access::Operation;
 use annal_core::budget::{Held, PageBudget, event_bytes};
 use annal_core::streams::{self, StreamRead, StreamState};
@@ -79,6 +84,8 @@ struct ReadPlan {
     /// `None`: a subscription.
     count: Option<u64>,
     filter: Option<EventFilter>,
+    /// Whether the request carried a filter (KurrentDB names its refusals after it).
+    filtered: bool,
     structured_ids: bool,
 }
 
@@ -116,6 +123,7 @@ impl ReadPlan {
             }
             _ => None,
         };
+        let filtered = matches!(o.filter_option, Some(FilterOption::Filter(_)));
         let structured_ids = matches!(
             o.uuid_option.and_then(|u| u.content),
             Some(uuid_option::Content::Structured(_))
@@ -125,6 +133,7 @@ impl ReadPlan {
             backwards: o.read_direction == read_req::options::ReadDirection::Backwards as i32,
             count,
             filter,
+            filtered,
             structured_ids,
         })
     }
@@ -236,7 +245,12 @@ impl ReadPlan {
             // Exclusive upper bound.
             let mut before = match from {
                 A::End(_) => store.head(&[]).await.map_err(to_status)?.saturating_add(1),
-                A::Position(p) => p.commit_position,
+                A::Position(p) => {
+                    if !names_an_event(store, p).await? {
+                        return Err(invalid_read_position(self.filtered));
+                    }
+                    p.commit_position
+                }
                 A::Start(_) => 0,
             };
             while left > 0 && before > 1 {
@@ -266,7 +280,12 @@ impl ReadPlan {
         }
         let mut after = match from {
             A::Start(_) => 0,
-            A::Position(p) => p.commit_position.saturating_sub(1),
+            A::Position(p) => {
+                if !names_an_event(store, p).await? {
+                    return Err(invalid_read_position(self.filtered));
+                }
+                p.commit_position.saturating_sub(1)
+            }
             A::End(_) => return Ok(()),
         };
         while left > 0 {
@@ -381,7 +400,12 @@ impl ReadPlan {
         let mut after = match from {
             A::Start(_) => 0,
             A::End(_) => store.head(&[]).await.map_err(to_status)?,
-            A::Position(p) => p.commit_position,
+            A::Position(p) => {
+                if !names_an_event(store, p).await? {
+                    return Err(invalid_subscription_position());
+                }
+                p.commit_position
+            }
         };
         let mut scanned = 0u64;
         let mut caught_up = false;
@@ -436,6 +460,21 @@ impl ReadPlan {
             }
         }
     }
+}
+
+/// Whether `p` is the start (0) or an event's position: annal's events have commit =
+/// prepare = their position, and every position from 1 to the head is an event's.
+async fn names_an_event(
+    store: &dyn Store,
+    p: &read_req::options::Position,
+) -> Result<bool, Status> {
+    if p.commit_position != p.prepare_position {
+        return Ok(false);
+    }
+    if p.commit_position == 0 {
+        return Ok(true);
+    }
+    Ok(p.commit_position <= store.head(&[]).await.map_err(to_status)?)
 }
 
 fn checkpoint(position: u64) -> ReadResp {
