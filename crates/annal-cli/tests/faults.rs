@@ -282,41 +282,40 @@ impl PrivateCluster {
         self.run("pg_ctl", &args);
     }
 
+    /// Runs one of PostgreSQL's programs, which must succeed.
     fn run(&self, program: &str, args: &[&str]) {
-        let program = self.bin.join(program);
-        let out = if is_root() {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&program)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&program).args(args).output()
-        }
-        .expect("run a PostgreSQL program");
+        let out = self
+            .command(program, args)
+            .output()
+            .expect("run a PostgreSQL program");
         assert!(
             out.status.success(),
-            "{} {args:?}: {}{}",
-            program.display(),
+            "{program} {args:?}: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// One of PostgreSQL's programs, as the `postgres` user when the test is root (the
+    /// server refuses to run as root).
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let program = self.bin.join(program);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        cmd.args(args);
+        cmd
     }
 }
 
 impl Drop for PrivateCluster {
     fn drop(&mut self) {
-        let program = self.bin.join("pg_ctl");
-        let args = ["stop", "-D", path(&self.data), "-m", "immediate"];
-        let _ = if is_root() {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&program)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&program).args(args).output()
-        };
+        let stop = ["stop", "-D", path(&self.data), "-m", "immediate"];
+        let _ = self.command("pg_ctl", &stop).output();
     }
 }
 

@@ -47,6 +47,27 @@ fn digests(dir: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// Starts `annal serve --digest-dir KEPT` on DATA, which must refuse (exit 1) before
+/// serving; what it said.
+fn refused_to_serve(data: &Path, kept: &Path) -> String {
+    let (data, kept) = (data.to_str().expect("utf-8"), kept.to_str().expect("utf-8"));
+    let out = annal(
+        &[
+            "serve",
+            "--data",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--digest-dir",
+            kept,
+        ],
+        "",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "refused: {stderr}");
+    stderr
+}
+
 #[test]
 fn a_served_store_gets_digests_and_an_older_copy_of_it_is_refused() {
     let tmp = tempfile::tempdir().expect("dir");
@@ -93,20 +114,7 @@ fn a_served_store_gets_digests_and_an_older_copy_of_it_is_refused() {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
     std::fs::copy(&older, &db).expect("restore the older copy");
-    let out = annal(
-        &[
-            "serve",
-            "--data",
-            data.to_str().expect("utf-8"),
-            "--listen",
-            "127.0.0.1:0",
-            "--digest-dir",
-            kept_arg,
-        ],
-        "",
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "refused: {stderr}");
+    let stderr = refused_to_serve(&data, &kept);
     assert!(
         stderr.contains("refusing to serve") && stderr.contains("tail was cut off"),
         "{stderr}"
@@ -144,19 +152,6 @@ fn a_rewritten_history_is_refused_too() {
     // Another store of the same length: a history written anew.
     std::fs::remove_dir_all(&data).expect("remove the store");
     append(&store, "family_9", 3);
-    let out = annal(
-        &[
-            "serve",
-            "--data",
-            data.to_str().expect("utf-8"),
-            "--listen",
-            "127.0.0.1:0",
-            "--digest-dir",
-            kept_arg,
-        ],
-        "",
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "refused: {stderr}");
+    let stderr = refused_to_serve(&data, &kept);
     assert!(stderr.contains("rewritten"), "{stderr}");
 }
