@@ -210,13 +210,26 @@ enum Control {
     Rebuild,
 }
 
+/// Reads the store's head for [`ProjectionHandle::wait_caught_up`].
+type HeadReader =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<u64>> + Send>> + Send + Sync>;
+
 /// A running projection.
-#[derive(Debug)]
 pub struct ProjectionHandle<H> {
     name: String,
     control: mpsc::Sender<Control>,
     progress: watch::Receiver<Progress>,
     task: tokio::task::JoinHandle<Result<H, ProjectionError>>,
+    head: HeadReader,
+}
+
+impl<H> std::fmt::Debug for ProjectionHandle<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionHandle")
+            .field("name", &self.name)
+            .field("progress", &*self.progress.borrow())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<H> ProjectionHandle<H> {
@@ -234,6 +247,19 @@ impl<H> ProjectionHandle<H> {
     pub async fn wait_until(&self, done: impl FnMut(&Progress) -> bool) -> bool {
         let mut rx = self.progress.clone();
         rx.wait_for(done).await.is_ok()
+    }
+
+    /// Waits until it has handled everything committed before this call (its position
+    /// reaches the head the store had then; events its filter skips count as handled).
+    /// `Ok(true)` once it has; `Ok(false)` if `timeout` passed first or the runner
+    /// ended (faulted, stopped); an error if the head could not be read. What tests and
+    /// read-your-writes endpoints wait on after an append.
+    pub async fn wait_caught_up(&self, timeout: Duration) -> Result<bool> {
+        let head = (self.head)().await?;
+        let reached = self.wait_until(|p| p.position >= head);
+        Ok(tokio::time::timeout(timeout, reached)
+            .await
+            .unwrap_or(false))
     }
 
     /// Resets it and replays the log from the beginning, then goes live again.
@@ -287,6 +313,13 @@ where
         last_error: None,
     });
     let name = options.name.clone();
+    let head: HeadReader = {
+        let store = store.clone();
+        Arc::new(move || {
+            let store = store.clone();
+            Box::pin(async move { store.head(&[]).await })
+        })
+    };
     let runner = Runner {
         store,
         handler,
@@ -306,6 +339,7 @@ where
         control: control_tx,
         progress: progress_rx,
         task: tokio::spawn(runner.run()),
+        head,
     }
 }
 

@@ -166,6 +166,7 @@ macro_rules! subscription_suite {
             projection::an_event_that_keeps_failing_faults_the_projection_or_is_skipped_by_policy,
             projection::a_rebuild_under_live_load_replays_everything_then_goes_live,
             projection::lag_is_the_head_minus_the_checkpoint_for_every_listed_projection,
+            projection::waiting_for_a_projection_to_catch_up_covers_what_was_committed_before,
             trigger::a_trigger_reacts_once_with_causation_and_correlation,
             group::a_consumer_group_of_three_keeps_each_aggregate_in_order_when_a_member_leaves,
             lease::partition_leases_are_exclusive_and_change_hands_with_a_higher_token,

@@ -6,8 +6,9 @@
 //! Panics (via `expect`) are the failures: this is test code.
 
 use super::Harness;
-use super::fixtures::{PATIENCE, fast, fill, wait_for};
+use super::fixtures::{PATIENCE, ev, fast, fill, req, wait_for};
 use crate::append::AppendRequest;
+use crate::append::ExpectedVersion;
 use crate::checkpoint::CheckpointStatus;
 use crate::event::RecordedEvent;
 use crate::projection::{
@@ -126,6 +127,63 @@ pub async fn a_killed_consumer_restarts_from_its_checkpoint_missing_nothing<H: H
     );
     let c = s.checkpoint("killed").await.expect("read").expect("exists");
     assert_eq!((c.position, c.status), (1000, CheckpointStatus::Stopped));
+}
+
+/// `wait_caught_up` returns once everything committed before the call is handled, even
+/// when the filter skips the last events; a handler stuck short of the head makes it
+/// answer false at its timeout.
+pub async fn waiting_for_a_projection_to_catch_up_covers_what_was_committed_before<H: Harness>(
+    h: H,
+) {
+    let s = Arc::new(h.store().clone());
+    fill(&*s, "clock", 3, 300, 10).await;
+    for i in 0..5 {
+        let noise = (0..10).map(|_| ev("Noise", "{}")).collect();
+        s.append(req(
+            "Noise",
+            &format!("noise-{i}"),
+            ExpectedVersion::Any,
+            noise,
+        ))
+        .await
+        .expect("append");
+    }
+    let counted = Recorder::default();
+    let only_counted = crate::read::Filter {
+        event_types: vec!["Tick".into()],
+        ..crate::read::Filter::default()
+    };
+    let run = projection::spawn(
+        s.clone(),
+        counted.clone(),
+        ProjectionOptions::new("caught-up")
+            .subscription(SubscriptionOptions::default().filter(only_counted)),
+    );
+    assert!(
+        run.wait_caught_up(PATIENCE).await.expect("head"),
+        "caught up with the 350 events committed before"
+    );
+    assert_eq!(counted.seen().len(), 300, "every matching event handled");
+    assert_eq!(
+        run.progress().position,
+        350,
+        "the skipped ones count as handled"
+    );
+    run.stop().await.expect("stops");
+
+    let (tx, _rx) = oneshot::channel();
+    let stuck = Recorder {
+        gate: Some((10, Arc::new(Mutex::new(Some(tx))))),
+        ..Recorder::default()
+    };
+    let run = projection::spawn(s.clone(), stuck, ProjectionOptions::new("stuck"));
+    assert!(
+        !run.wait_caught_up(Duration::from_millis(300))
+            .await
+            .expect("head"),
+        "a handler stuck at position 10 is not caught up"
+    );
+    run.kill().await;
 }
 
 /// A handler that fails every third call: each failure is retried, every event is
