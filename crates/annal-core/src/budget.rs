@@ -49,8 +49,11 @@ impl Drop for Held {
 
 /// About the most bytes one client's read-ahead page holds.
 pub const PAGE_BYTES: usize = 512 * 1024;
-/// Events in a first page, before their sizes are known.
-pub const FIRST_PAGE: usize = 16;
+/// Events in a first page, before their sizes are known: one, so that a client's first
+/// page is one event however large events are (with 16, a client of a history of 1 MiB
+/// events held 16 MiB, and 200 of them arriving together passed the process's cap
+/// fivefold before any page was counted). The second page is sized by the first.
+pub const FIRST_PAGE: usize = 1;
 /// What an event costs beyond its data and metadata (ids, names, times, hash), as an
 /// estimate for [`event_bytes`].
 const EVENT_OVERHEAD: usize = 256;
@@ -122,7 +125,7 @@ mod tests {
         assert_eq!(b.events(), 1000, "small events: the most a page may hold");
         b.observe_bytes(0, 0);
         assert_eq!(b.events(), 1000, "an empty page teaches nothing");
-        assert_eq!(PageBudget::new(4).events(), 4);
+        assert_eq!(PageBudget::new(4).events(), 1, "a first page is one event");
     }
 
     #[test]
