@@ -4,10 +4,13 @@
 The binary is $ANNAL_BIN, or target/release/annal from the repository root. The server
 gets a fresh data folder and a free port on 127.0.0.1, and is stopped by its PID at the end.
 Every test still uses its own stream names (uuid), so tests never see each other's streams.
+A test that needs a server started otherwise (`--listen localhost:…`, `--advertise`) starts
+its own with the `start_annal` fixture.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -18,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class Annal:
     port: int
     log_path: Path
+    log: str = ""
 
     @property
     def http_url(self) -> str:
@@ -68,14 +73,16 @@ def _annal_bin() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def annal(request: pytest.FixtureRequest):
+@contextlib.contextmanager
+def serve(host: str = "127.0.0.1", extra: tuple[str, ...] = ()) -> Iterator[Annal]:
+    """`annal serve --listen HOST:<free port> EXTRA…` on a fresh data folder, ready; stopped
+    by its PID on exit (its log is then in `Annal.log`)."""
     data = tempfile.mkdtemp(prefix="annal-kurrentdb-")
     log_path = Path(data) / "serve.log"
     port = _free_port()
     log = open(log_path, "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [_annal_bin(), "serve", "--data", data, "--listen", f"127.0.0.1:{port}"],
+        [_annal_bin(), "serve", "--data", data, "--listen", f"{host}:{port}", *extra],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -109,9 +116,26 @@ def annal(request: pytest.FixtureRequest):
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         log.close()
-        # Keep the log for the failure summary, then remove the store.
-        request.config._annal_log = log_path.read_text(errors="replace")
+        server.log = log_path.read_text(errors="replace")
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def annal(request: pytest.FixtureRequest):
+    server = None
+    try:
+        with serve() as server:
+            yield server
+    finally:
+        # Keep the log for the failure summary.
+        if server is not None:
+            request.config._annal_log = server.log
+
+
+@pytest.fixture
+def start_annal():
+    """`start_annal(host, extra)`: a server of its own, `with` it (see `serve`)."""
+    return serve
 
 
 @pytest.fixture

@@ -2,11 +2,15 @@
 //! `annal serve --tls-cert … --tokens-file …`. The client asks ServerFeatures without
 //! credentials when it connects: annal answers that (and Gossip) to anyone, and wants
 //! Basic credentials (a token's name and secret) for the rest.
+//!
+//! Also how the client finds the node: Gossip (`kurrentdb+discover://`) reports the host
+//! the client connected with, or `--advertise`, and `--listen localhost:…` listens on
+//! both loopback addresses.
 
 mod common;
 
 use common::kurrent::{any, event, expecting, read_stream, stream, types};
-use common::{Served, serve};
+use common::{Served, serve, serve_listening};
 use kurrentdb::{Client, ClientSettings, Error, ReadStreamOptions, StreamState};
 use serde_json::json;
 
@@ -127,4 +131,75 @@ async fn wrong_or_missing_basic_credentials_are_access_denied() {
             .expect_err("refused");
         assert!(matches!(e, Error::AccessDenied), "{wrong:?}: {e:?}");
     }
+}
+
+/// The node Gossip sent a `kurrentdb+discover://` client to, which connected there.
+async fn discovered(host: &str, port: u16) -> kurrentdb::Endpoint {
+    let settings: ClientSettings = format!("kurrentdb+discover://{host}:{port}?tls=false")
+        .parse()
+        .expect("connection string");
+    kurrentdb::operations::Client::new(settings)
+        .expect("client")
+        .current_selected_node()
+        .await
+        .expect("a node discovered through Gossip")
+}
+
+#[tokio::test]
+async fn gossip_tells_a_client_that_connected_with_localhost_localhost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let served = serve_listening("localhost", &["--data", data.to_str().expect("utf-8")]);
+    let node = discovered("localhost", served.port).await;
+    assert_eq!(
+        (node.host.as_str(), node.port),
+        ("localhost", u32::from(served.port))
+    );
+    // And one that connected with 127.0.0.1 is told 127.0.0.1.
+    let node = discovered("127.0.0.1", served.port).await;
+    assert_eq!(node.host, "127.0.0.1");
+    // The discovered node takes appends.
+    let settings: ClientSettings =
+        format!("kurrentdb+discover://localhost:{}?tls=false", served.port)
+            .parse()
+            .expect("connection string");
+    let client = Client::new(settings).expect("client");
+    let s = stream("order");
+    client
+        .append_to_stream(s.as_str(), &expecting(StreamState::NoStream), event("A", 0))
+        .await
+        .expect("append through the discovered node");
+}
+
+#[tokio::test]
+async fn gossip_reports_the_advertised_host_whatever_the_client_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let served = serve(&dir.path().join("data"), &["--advertise", "127.0.0.1"]);
+    let node = discovered("localhost", served.port).await;
+    assert_eq!(
+        (node.host.as_str(), node.port),
+        ("127.0.0.1", u32::from(served.port))
+    );
+}
+
+#[test]
+fn a_server_listening_on_localhost_answers_http_on_ipv6_loopback_too() {
+    use std::io::{Read as _, Write as _};
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this machine; nothing to check");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let served = serve_listening("localhost", &["--data", data.to_str().expect("utf-8")]);
+    let mut tcp = std::net::TcpStream::connect(("::1", served.port)).expect("connect to [::1]");
+    write!(
+        tcp,
+        "GET /health/ready HTTP/1.1\r\nHost: [::1]:{}\r\nConnection: close\r\n\r\n",
+        served.port
+    )
+    .expect("request");
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

@@ -1,5 +1,11 @@
 //! The small services: `ServerFeatures` (what this server answers) and `Gossip` (this
 //! node, alone and leader).
+//!
+//! Gossip's address for this node, in order: the configured [`Advertise`] host and port
+//! (KurrentDB's `AdvertiseHostToClientAs` / `AdvertiseNodePortToClientAs`); else the
+//! host and port the caller itself used (the request's `:authority`, kept by
+//! [`keep_authority`]), so a client that connected with `localhost` is told
+//! `localhost`; else the listen address. The answer is never empty.
 
 use crate::convert::uuid_to_pb;
 use crate::pb::event_store::client::Empty;
@@ -57,15 +63,75 @@ impl crate::pb::event_store::client::server_features::server_features_server::Se
     }
 }
 
+/// The host (and port) Gossip reports for this node whatever address the caller used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertise {
+    /// A host name or address (an IPv6 one in brackets, as in a URL).
+    pub host: String,
+    /// The port; `None` is the port listened on.
+    pub port: Option<u16>,
+}
+
+/// The host and port a request was addressed to (its `:authority`, or `Host`), put in
+/// its extensions by [`keep_authority`].
+#[derive(Debug, Clone)]
+struct Authority {
+    host: String,
+    port: Option<u16>,
+}
+
+/// Middleware: records the request's `:authority` (HTTP/2; `Host` otherwise) for Gossip.
+pub(crate) async fn keep_authority(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let authority = req.uri().authority().cloned().or_else(|| {
+        req.headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
+    });
+    if let Some(a) = authority.filter(|a| !a.host().is_empty()) {
+        req.extensions_mut().insert(Authority {
+            host: a.host().to_owned(),
+            port: a.port_u16(),
+        });
+    }
+    next.run(req).await
+}
+
 /// `Gossip`: a cluster of one, this node, leader.
 pub struct Gossip {
-    /// Where clients reach this node.
-    pub advertised: SocketAddr,
+    /// The address listened on: the answer when nothing better is known.
+    pub listen: SocketAddr,
+    /// The configured address, which beats the caller's.
+    pub advertise: Option<Advertise>,
+}
+
+impl Gossip {
+    /// The host and port reported to a caller that addressed its request to
+    /// `authority`.
+    fn end_point(&self, authority: Option<&Authority>) -> EndPoint {
+        let (address, port) = match (&self.advertise, authority) {
+            (Some(a), _) => (a.host.clone(), a.port.unwrap_or(self.listen.port())),
+            (None, Some(a)) => (a.host.clone(), a.port.unwrap_or(self.listen.port())),
+            // An IPv6 address in brackets, as clients put the address in a URL.
+            (None, None) => match self.listen.ip() {
+                std::net::IpAddr::V6(ip) => (format!("[{ip}]"), self.listen.port()),
+                ip => (ip.to_string(), self.listen.port()),
+            },
+        };
+        EndPoint {
+            address,
+            port: u32::from(port),
+        }
+    }
 }
 
 #[tonic::async_trait]
 impl crate::pb::event_store::client::gossip::gossip_server::Gossip for Gossip {
-    async fn read(&self, _: Request<Empty>) -> Result<Response<ClusterInfo>, Status> {
+    async fn read(&self, req: Request<Empty>) -> Result<Response<ClusterInfo>, Status> {
+        let http_end_point = self.end_point(req.extensions().get::<Authority>());
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
@@ -75,11 +141,74 @@ impl crate::pb::event_store::client::gossip::gossip_server::Gossip for Gossip {
                 time_stamp: crate::convert::ticks(now),
                 state: member_info::VNodeState::Leader as i32,
                 is_alive: true,
-                http_end_point: Some(EndPoint {
-                    address: self.advertised.ip().to_string(),
-                    port: u32::from(self.advertised.port()),
-                }),
+                http_end_point: Some(http_end_point),
             }],
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gossip(advertise: Option<Advertise>) -> Gossip {
+        Gossip {
+            listen: SocketAddr::from(([127, 0, 0, 1], 2113)),
+            advertise,
+        }
+    }
+
+    fn authority(host: &str, port: Option<u16>) -> Authority {
+        Authority {
+            host: host.to_owned(),
+            port,
+        }
+    }
+
+    fn shown(e: EndPoint) -> (String, u32) {
+        (e.address, e.port)
+    }
+
+    #[test]
+    fn a_caller_is_told_the_host_and_port_it_used() {
+        let g = gossip(None);
+        assert_eq!(
+            shown(g.end_point(Some(&authority("localhost", Some(2114))))),
+            ("localhost".into(), 2114)
+        );
+        assert_eq!(
+            shown(g.end_point(Some(&authority("[::1]", None)))),
+            ("[::1]".into(), 2113)
+        );
+    }
+
+    #[test]
+    fn the_configured_address_beats_the_callers() {
+        let g = gossip(Some(Advertise {
+            host: "db.example".into(),
+            port: None,
+        }));
+        assert_eq!(
+            shown(g.end_point(Some(&authority("localhost", Some(2114))))),
+            ("db.example".into(), 2113)
+        );
+        let g = gossip(Some(Advertise {
+            host: "db.example".into(),
+            port: Some(443),
+        }));
+        assert_eq!(shown(g.end_point(None)), ("db.example".into(), 443));
+    }
+
+    #[test]
+    fn without_an_authority_the_listen_address_is_reported() {
+        assert_eq!(
+            shown(gossip(None).end_point(None)),
+            ("127.0.0.1".into(), 2113)
+        );
+        let on_v6 = Gossip {
+            listen: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 2113)),
+            advertise: None,
+        };
+        assert_eq!(shown(on_v6.end_point(None)), ("[::1]".into(), 2113));
     }
 }

@@ -27,6 +27,7 @@ mod streams;
 
 pub use auth::{CheckCredentials, Refusal};
 pub use convert::{CLIENT_ID_KEY, EVENT_ID_NAMESPACE, client_event_id, stored_event_id};
+pub use features::Advertise;
 pub use streams::Streams;
 
 use annal_core::Store;
@@ -82,8 +83,11 @@ pub struct Principal {
 /// Settings of the endpoint.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The address clients reach this node at (Gossip answers it).
+    /// The address listened on: what Gossip answers when neither `advertise` nor the
+    /// caller's `:authority` names one.
     pub advertised: SocketAddr,
+    /// The host (and port) Gossip reports whatever the caller used (`--advertise`).
+    pub advertise: Option<Advertise>,
     /// Largest message the server decodes, in bytes.
     pub max_message_bytes: usize,
     /// How callers' credentials are checked; `None` turns auth off.
@@ -111,7 +115,8 @@ pub fn router(
     routes = routes
         .add_service(ServerFeaturesServer::new(features::Features))
         .add_service(GossipServer::new(features::Gossip {
-            advertised: options.advertised,
+            listen: options.advertised,
+            advertise: options.advertise,
         }))
         .add_service(PersistentSubscriptionsServer::new(
             persistent::Persistent::new(store, shutdown),
@@ -126,6 +131,7 @@ pub fn router(
             status::decode_failures_are_invalid_argument,
         ))
         .layer(axum::middleware::from_fn(metrics::count))
+        .layer(axum::middleware::from_fn(features::keep_authority))
 }
 
 /// Whether a request is gRPC (by its content type).

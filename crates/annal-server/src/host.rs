@@ -1,8 +1,10 @@
-//! The host: one listener for both protocols, plain or TLS.
+//! The host: both protocols on the same listeners (one, or several on one port, e.g.
+//! `127.0.0.1` and `::1` for `localhost`), plain or TLS.
 //!
 //! [`router`] sends each request by its content type: `application/grpc…` to the
 //! KurrentDB gRPC endpoint (annal-grpc, with the API tokens as its credential check),
-//! everything else to the HTTP API. [`serve`] and [`serve_tls`] are one accept loop.
+//! everything else to the HTTP API. [`serve`] and [`serve_tls`] (and their `_on` forms
+//! for several listeners) are one accept loop over all the listeners.
 //!
 //! Invariants:
 //! - every accepted connection is a [`QuickAck`] (no Nagle/delayed-ACK stalls);
@@ -16,11 +18,11 @@
 //!   ([`SendTimeout`]);
 //! - a request hyper cannot parse is answered with a problem document, not hyper's
 //!   empty 400/414/431 ([`ParseErrorProblems`]);
-//! - at most `max_connections` connections are served; beyond them [`HEALTH_RESERVE`]
-//!   more answer only `/health/*` (503 problem for anything else, and a 5 s first-byte
+//! - at most `max_connections` connections are served, across all the listeners;
+//!   beyond them [`HEALTH_RESERVE`] more answer only `/health/*` (503 problem for anything else, and a 5 s first-byte
 //!   timeout), so probes still get through a flood; past the reserve a new connection
 //!   is closed at once. A connection's slot is freed when it ends;
-//! - when `stop` completes the listener closes at once, subscriptions end, and open
+//! - when `stop` completes the listeners close at once, subscriptions end, and open
 //!   connections get up to [`DRAIN`] to finish before the call returns anyway (a client
 //!   holding a call open cannot hold the process).
 
@@ -81,6 +83,7 @@ pub fn router(store: Arc<dyn Store>, config: Config, shutdown: watch::Receiver<b
         store.clone(),
         annal_grpc::Options {
             advertised: config.advertised,
+            advertise: config.advertise.clone(),
             max_message_bytes: config.max_body_bytes,
             credentials: auth::grpc_credentials(config.tokens.clone()),
         },
@@ -104,7 +107,19 @@ pub async fn serve(
     config: Config,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    run(listener, store, config, None, stop).await
+    run(vec![listener], store, config, None, stop).await
+}
+
+/// Serves both protocols in plain text on every one of `listeners` (one connection cap
+/// for all) until `stop` completes. The first listener's address is the one Gossip
+/// falls back to.
+pub async fn serve_on(
+    listeners: Vec<TcpListener>,
+    store: Arc<dyn Store>,
+    config: Config,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    run(listeners, store, config, None, stop).await
 }
 
 /// Serves both protocols over TLS on `listener` until `stop` completes.
@@ -115,8 +130,34 @@ pub async fn serve_tls(
     tls: rustls::ServerConfig,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_tls_on(vec![listener], store, config, tls, stop).await
+}
+
+/// Serves both protocols over TLS on every one of `listeners`, as [`serve_on`].
+pub async fn serve_tls_on(
+    listeners: Vec<TcpListener>,
+    store: Arc<dyn Store>,
+    config: Config,
+    tls: rustls::ServerConfig,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(Arc::new(tls));
-    run(listener, store, config, Some(acceptor), stop).await
+    run(listeners, store, config, Some(acceptor), stop).await
+}
+
+/// The next connection on any of `listeners` (none: never), those from `first` on asked
+/// first (the loop turns `first` round so that no listener starves the others).
+async fn accept_any(
+    listeners: &[TcpListener],
+    first: usize,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    if listeners.is_empty() {
+        return std::future::pending().await;
+    }
+    let (before, from) = listeners.split_at(first % listeners.len());
+    // `accept` is cancel-safe: the listeners that lose the race lose no connection.
+    let accepts = from.iter().chain(before).map(|l| Box::pin(l.accept()));
+    futures_util::future::select_all(accepts).await.0
 }
 
 /// What a connection may use: the full router or, from the reserve, `/health/*` only.
@@ -209,16 +250,17 @@ where
     watcher.watch(conn.into_owned()).await
 }
 
-/// The accept loop, for plain connections (`tls` is `None`) or TLS ones.
+/// The accept loop over all `listeners`, for plain connections (`tls` is `None`) or
+/// TLS ones.
 async fn run(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     store: Arc<dyn Store>,
     mut config: Config,
     tls: Option<TlsAcceptor>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (tx, rx) = watch::channel(false);
-    if let Ok(addr) = listener.local_addr() {
+    if let Some(Ok(addr)) = listeners.first().map(TcpListener::local_addr) {
         config.advertised = addr;
     }
     annal_core::budget::set_cap(config.read_ahead_cap);
@@ -226,9 +268,11 @@ async fn run(
     let slots = Slots::new(router(store, config.clone(), rx), &config);
     let graceful = GracefulShutdown::new();
     tokio::pin!(stop);
+    let mut turn = 0usize;
     loop {
+        turn = turn.wrapping_add(1);
         let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = accept_any(&listeners, turn) => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed; pausing");
@@ -282,7 +326,7 @@ async fn run(
             }
         });
     }
-    drop(listener);
+    drop(listeners);
     let _ = tx.send(true);
     if tokio::time::timeout(DRAIN, graceful.shutdown())
         .await

@@ -4,7 +4,8 @@
 //! gRPC endpoint on one listener, plain or TLS (`host`). It knows no SQL: any backend
 //! serves.
 //!
-//! Exported: [`router`], [`serve`] / [`serve_tls`], [`Config`] with [`Tokens`], the TLS
+//! Exported: [`router`], [`serve`] / [`serve_tls`] (and [`serve_on`] / [`serve_tls_on`]
+//! for several listeners), [`Config`] with [`Tokens`], the TLS
 //! set-up ([`server_config`]) and [`metrics_text`]; everything else is internal.
 //!
 //! Invariants: every error is a problem document with a stable `type` and writes
@@ -24,9 +25,11 @@ mod stream;
 mod tls;
 mod tokens;
 
+pub use annal_grpc::Advertise;
 pub use auth::Role;
 pub use host::{
-    DRAIN, HANDSHAKE, HEALTH_RESERVE, default_max_connections, router, serve, serve_tls,
+    DRAIN, HANDSHAKE, HEALTH_RESERVE, default_max_connections, router, serve, serve_on, serve_tls,
+    serve_tls_on,
 };
 pub use tls::{TlsError, TlsFiles, server_config};
 pub use tokens::{Generated, Token, Tokens, TokensError};
@@ -52,9 +55,12 @@ pub struct Config {
     pub max_page: usize,
     /// API tokens; `None` turns auth off.
     pub tokens: Option<tokens::Tokens>,
-    /// The address the KurrentDB gRPC endpoint advertises (Gossip). [`serve`] sets it
-    /// from its listener.
+    /// The address listened on, which Gossip reports when neither `advertise` nor the
+    /// caller's `:authority` names one. [`serve`] sets it from its (first) listener.
     pub advertised: std::net::SocketAddr,
+    /// The host (and port) Gossip reports for this node whatever address the caller
+    /// used (`annal serve --advertise`). `None`: the host the caller used.
+    pub advertise: Option<Advertise>,
     /// How long a client may take to send a request's head; on HTTP/1.1 also how long a
     /// kept-alive connection may sit idle between requests, and on a new connection how
     /// long until its first byte. Default 30 s.
@@ -91,6 +97,7 @@ impl Default for Config {
             max_page: 10_000,
             tokens: None,
             advertised: std::net::SocketAddr::from(([127, 0, 0, 1], 2113)),
+            advertise: None,
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(30),

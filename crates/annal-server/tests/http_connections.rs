@@ -224,3 +224,52 @@ async fn a_client_that_stops_reading_a_subscription_is_disconnected_after_the_se
         }
     }
 }
+
+#[tokio::test]
+async fn the_connection_cap_counts_the_connections_of_every_listener() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = std::sync::Arc::new(
+        annal_sqlite::SqliteStore::open(dir.path().join("s.db")).expect("open"),
+    );
+    let (one, two) = (
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    );
+    let (first, second) = (
+        one.local_addr().expect("addr").to_string(),
+        two.local_addr().expect("addr").to_string(),
+    );
+    let config = Config {
+        max_connections: 1,
+        header_read_timeout: Duration::from_secs(20),
+        ..Config::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(annal_server::serve_on(
+        vec![one, two],
+        store,
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    // Both listeners serve.
+    assert_eq!(get_status(&first, "/v1/head").await, Some(200));
+    assert_eq!(get_status(&second, "/v1/head").await, Some(200));
+    // One connection held on the first takes the only slot: the second answers 503.
+    let mut holder = TcpStream::connect(&first).await.expect("connect");
+    holder
+        .write_all(b"GET /v1/head HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(get_status(&second, "/v1/head").await, Some(503));
+    assert_eq!(get_status(&second, "/health/live").await, Some(200));
+    drop(holder);
+    let _ = stop.send(());
+    done.await.expect("join").expect("served");
+}

@@ -14,6 +14,7 @@ const KEYS: &[(&str, &str, bool)] = &[
     ("store", "ANNAL_STORE", false),
     ("data", "ANNAL_DATA", false),
     ("listen", "ANNAL_LISTEN", false),
+    ("advertise", "ANNAL_ADVERTISE", false),
     ("allow_anonymous", "ANNAL_ALLOW_ANONYMOUS", true),
     ("metrics_public", "ANNAL_METRICS_PUBLIC", true),
     ("tokens_file", "ANNAL_TOKENS_FILE", false),

@@ -1,6 +1,11 @@
 //! `annal serve`: the HTTP API (docs/api.md, docs/http.md) on a store, by default the embedded one in
 //! `./annal-data/annal.db`, on 127.0.0.1:2113.
 //!
+//! Listening: `--listen` names a host and port; a name (`localhost`) is listened on at
+//! every address it resolves to (`127.0.0.1` and `::1`), on one port. The first (IPv4)
+//! address must be bound; another that cannot be (no IPv6 on the machine) is reported
+//! and skipped. Gossip reports `--advertise`, else the host the client used.
+//!
 //! Shutdown: SIGTERM or Ctrl-C stops accepting connections, ends subscriptions, lets
 //! in-flight requests (appends) finish, then exits 0.
 
@@ -29,10 +34,16 @@ pub struct ServeArgs {
     /// A data directory: the embedded store in DIR/annal.db (instead of --store).
     #[arg(long, env = "ANNAL_DATA", conflicts_with = "store")]
     data: Option<std::path::PathBuf>,
-    /// HOST:PORT to listen on; HOST an address or a name (localhost:2113). Anything but
-    /// a loopback address needs API tokens (--tokens-file) or --allow-anonymous.
+    /// HOST:PORT to listen on; HOST an address or a name (localhost:2113), listened on at
+    /// every address it resolves to (for localhost: 127.0.0.1 and ::1). Anything but
+    /// loopback addresses needs API tokens (--tokens-file) or --allow-anonymous.
     #[arg(long, env = "ANNAL_LISTEN", default_value = "127.0.0.1:2113")]
     listen: String,
+    /// HOST[:PORT] that KurrentDB clients are told to connect to (Gossip), like
+    /// KurrentDB's --advertise-host-to-client-as; PORT defaults to the listen port.
+    /// Without it each client is told the host it connected with.
+    #[arg(long, env = "ANNAL_ADVERTISE", value_name = "HOST[:PORT]", value_parser = parse_advertise)]
+    advertise: Option<annal_server::Advertise>,
     /// Serve without authentication on a non-loopback address (anyone who can reach
     /// the port can read and append).
     #[arg(long, env = "ANNAL_ALLOW_ANONYMOUS")]
@@ -120,12 +131,13 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
             plain.join(", ")
         );
     }
-    let listen = resolve(&args.listen).await?;
-    if tokens.is_none() && !listen.ip().is_loopback() && !args.allow_anonymous {
+    let addresses = resolve(&args.listen).await?;
+    let outside = addresses.iter().find(|a| !a.ip().is_loopback());
+    let only_loopback = outside.is_none();
+    if let (None, Some(outside), false) = (&tokens, outside, args.allow_anonymous) {
         return Err(CliError::Usage(format!(
-            "refusing to listen on {} without authentication: anyone who can reach it could read and append. \
-             Configure API tokens (--tokens-file), listen on 127.0.0.1, or pass --allow-anonymous if that is what you want",
-            listen
+            "refusing to listen on {outside} without authentication: anyone who can reach it could read and append. \
+             Configure API tokens (--tokens-file), listen on 127.0.0.1, or pass --allow-anonymous if that is what you want"
         )));
     }
     if let Some(dir) = &args.data {
@@ -142,9 +154,7 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         _ => None,
     };
     let store = args.store.open(args.limits.limits()).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", listen)))?;
+    let (listen, listeners) = bind(&addresses).await?;
     let digest_task = match &args.digest_dir {
         Some(dir) => {
             let dir = DigestDir::new(dir.clone());
@@ -161,6 +171,7 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         max_page: args.max_page,
         tokens,
         advertised: listen,
+        advertise: args.advertise.clone(),
         header_read_timeout: Duration::from_secs(args.header_read_timeout),
         body_read_timeout: Duration::from_secs(args.body_read_timeout),
         keep_alive: Duration::from_secs(args.keep_alive),
@@ -175,8 +186,11 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
     tracing::info!(listen = %listen, store = %shown, "annal is serving");
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!("annal: serving {shown} on {scheme}://{}", listen);
+    for also in listeners.iter().skip(1).filter_map(|l| l.local_addr().ok()) {
+        eprintln!("annal: also listening on {scheme}://{also}");
+    }
     if config.tokens.is_none() {
-        let who = if listen.ip().is_loopback() {
+        let who = if only_loopback {
             "any program on this machine"
         } else {
             "anyone who can reach this address"
@@ -194,9 +208,9 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
     }
     match tls {
         Some(tls) => {
-            annal_server::serve_tls(listener, store, config, tls, stop_signal()).await?;
+            annal_server::serve_tls_on(listeners, store, config, tls, stop_signal()).await?;
         }
-        None => annal_server::serve(listener, store, config, stop_signal()).await?,
+        None => annal_server::serve_on(listeners, store, config, stop_signal()).await?,
     }
     if let Some((stop, task)) = digest_task {
         let _ = stop.send(());
@@ -209,25 +223,119 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The address `--listen` names: HOST:PORT, where HOST is an address or a name
-/// (`localhost:2113`); of a name's addresses, the first IPv4 one (else the first).
-async fn resolve(listen: &str) -> Result<SocketAddr, CliError> {
+/// The addresses `--listen` names: HOST:PORT, where HOST is an address or a name
+/// (`localhost:2113`); a name's addresses without repeats, the first IPv4 one first;
+/// for `localhost`, `127.0.0.1` and `::1` even where only one is in /etc/hosts.
+async fn resolve(listen: &str) -> Result<Vec<SocketAddr>, CliError> {
     let unresolved = |why: String| {
         CliError::Usage(format!(
             "--listen {listen}: {why} (give HOST:PORT, for example 127.0.0.1:2113 or \
              localhost:2113)"
         ))
     };
-    let found: Vec<SocketAddr> = tokio::net::lookup_host(listen)
+    let mut found: Vec<SocketAddr> = Vec::new();
+    for a in tokio::net::lookup_host(listen)
         .await
         .map_err(|e| unresolved(e.to_string()))?
-        .collect();
-    found
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| found.first())
-        .copied()
-        .ok_or_else(|| unresolved("the name has no address".into()))
+    {
+        if !found.contains(&a) {
+            found.push(a);
+        }
+    }
+    // `localhost` is both loopback addresses (RFC 6761) whatever /etc/hosts says:
+    // clients that resolve it themselves (gRPC's resolvers among them) try `::1` first.
+    if let Some((host, port)) = listen.rsplit_once(':')
+        && is_localhost(host)
+        && let Ok(port) = port.parse::<u16>()
+    {
+        for ip in [
+            std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ] {
+            let a = SocketAddr::new(ip, port);
+            if !found.contains(&a) {
+                found.push(a);
+            }
+        }
+    }
+    if let Some(v4) = found.iter().position(SocketAddr::is_ipv4) {
+        let first = found.remove(v4);
+        found.insert(0, first);
+    }
+    if found.is_empty() {
+        return Err(unresolved("the name has no address".into()));
+    }
+    Ok(found)
+}
+
+/// Whether `host` is `localhost` or a name under it (RFC 6761: always loopback).
+fn is_localhost(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
+}
+
+/// Binds the first of `addresses` (which must succeed) and then the others on the same
+/// port (so `localhost:0` is one port); one of those that cannot be bound (no IPv6 on
+/// the machine, say) is reported and left out. The first listener's address, and all
+/// the listeners.
+async fn bind(
+    addresses: &[SocketAddr],
+) -> Result<(SocketAddr, Vec<tokio::net::TcpListener>), CliError> {
+    let Some((first, others)) = addresses.split_first() else {
+        return Err(CliError::Usage("--listen names no address".into()));
+    };
+    let cannot =
+        |a: SocketAddr, e: std::io::Error| CliError::Usage(format!("cannot listen on {a}: {e}"));
+    let listener = tokio::net::TcpListener::bind(first)
+        .await
+        .map_err(|e| cannot(*first, e))?;
+    let listen = listener.local_addr().map_err(|e| cannot(*first, e))?;
+    let mut listeners = vec![listener];
+    for other in others {
+        let at = SocketAddr::new(other.ip(), listen.port());
+        match tokio::net::TcpListener::bind(at).await {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                tracing::warn!(address = %at, error = %e, "cannot listen on this address too; going on without it");
+                eprintln!("annal: warning: cannot also listen on {at}: {e}; going on without it");
+            }
+        }
+    }
+    Ok((listen, listeners))
+}
+
+/// `--advertise HOST[:PORT]`: a host name or address, an IPv6 one bare or in brackets,
+/// and an optional port.
+fn parse_advertise(text: &str) -> Result<annal_server::Advertise, String> {
+    let port = |p: &str| match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("{p:?} is not a port (1..65535)")),
+        Ok(n) => Ok(Some(n)),
+    };
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (inside, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{text:?}: an unclosed ["))?;
+        let port = match after {
+            "" => None,
+            _ => port(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| format!("{text:?}: expected :PORT after ]"))?,
+            )?,
+        };
+        (format!("[{inside}]"), port)
+    } else if text.matches(':').count() > 1 {
+        (format!("[{text}]"), None)
+    } else {
+        match text.split_once(':') {
+            Some((host, p)) => (host.to_owned(), port(p)?),
+            None => (text.to_owned(), None),
+        }
+    };
+    if host.is_empty() || host == "[]" || host.contains(char::is_whitespace) {
+        return Err(format!("{text:?}: expected HOST or HOST:PORT"));
+    }
+    Ok(annal_server::Advertise { host, port })
 }
 
 /// Completes on SIGTERM or Ctrl-C.
@@ -249,5 +357,71 @@ async fn stop_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn advertised(text: &str) -> (String, Option<u16>) {
+        let a = parse_advertise(text).expect("valid");
+        (a.host, a.port)
+    }
+
+    #[test]
+    fn advertise_takes_a_host_with_or_without_a_port() {
+        assert_eq!(advertised("db.example"), ("db.example".into(), None));
+        assert_eq!(
+            advertised("localhost:2114"),
+            ("localhost".into(), Some(2114))
+        );
+        assert_eq!(advertised("10.0.0.5:443"), ("10.0.0.5".into(), Some(443)));
+    }
+
+    #[test]
+    fn advertise_puts_an_ipv6_address_in_brackets() {
+        assert_eq!(advertised("::1"), ("[::1]".into(), None));
+        assert_eq!(advertised("[::1]"), ("[::1]".into(), None));
+        assert_eq!(
+            advertised("[fd00::2]:2113"),
+            ("[fd00::2]".into(), Some(2113))
+        );
+    }
+
+    #[test]
+    fn advertise_refuses_an_empty_host_or_a_bad_port() {
+        for bad in [
+            "",
+            ":2113",
+            "host:",
+            "host:0",
+            "host:70000",
+            "[::1",
+            "[::1]2113",
+            "a b",
+        ] {
+            assert!(parse_advertise(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn localhost_is_listened_on_at_both_loopback_addresses_ipv4_first() {
+        let found = resolve("localhost:2113").await.expect("resolves");
+        assert_eq!(
+            found.first(),
+            Some(&SocketAddr::from(([127, 0, 0, 1], 2113)))
+        );
+        assert!(found.contains(&SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 2113))));
+        assert!(is_localhost("LocalHost.") && is_localhost("db.localhost"));
+        assert!(!is_localhost("localhost.example"));
+    }
+
+    #[tokio::test]
+    async fn an_address_is_listened_on_alone() {
+        assert_eq!(
+            resolve("127.0.0.1:2113").await.expect("resolves"),
+            [SocketAddr::from(([127, 0, 0, 1], 2113))]
+        );
     }
 }

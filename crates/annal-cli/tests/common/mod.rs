@@ -81,6 +81,12 @@ pub fn serve(data: &Path, extra: &[&str]) -> Served {
 /// Starts `annal serve ARGS --listen 127.0.0.1:<free port>` (ARGS name the store) and
 /// waits until it accepts connections.
 pub fn serve_with(args: &[&str]) -> Served {
+    serve_listening("127.0.0.1", args)
+}
+
+/// Starts `annal serve ARGS --listen HOST:<free port>` and waits until it accepts
+/// connections on 127.0.0.1 (HOST: `127.0.0.1`, `localhost`, …).
+pub fn serve_listening(host: &str, args: &[&str]) -> Served {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -88,7 +94,7 @@ pub fn serve_with(args: &[&str]) -> Served {
     let child = Command::new(env!("CARGO_BIN_EXE_annal"))
         .arg("serve")
         .args(args)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", &format!("{host}:{port}")])
         .stderr(if std::env::var_os("ANNAL_TEST_SERVER_LOG").is_some() {
             Stdio::inherit()
         } else {
