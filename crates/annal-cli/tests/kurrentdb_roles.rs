@@ -199,6 +199,18 @@ async fn every_call_is_allowed_from_its_least_role_up_and_denied_below_it() {
                 ),
             ),
             (
+                "append to a system stream",
+                Least::Admin,
+                denied(
+                    &c.append_to_stream(
+                        format!("$persistentsubscription-{own}::workers-parked"),
+                        &any(),
+                        event("Paid", 3),
+                    )
+                    .await,
+                ),
+            ),
+            (
                 "set stream metadata",
                 Least::Admin,
                 denied(&c.set_stream_metadata(own.as_str(), &any(), &metadata).await),

@@ -36,8 +36,9 @@ pub enum Operation {
     Park,
     /// Replaying a persistent subscription's parked messages.
     ReplayParked,
-    /// Appending system events: types starting with `$`, or to a metadata stream
-    /// (`$$<stream>`, KurrentDB's stream metadata).
+    /// Appending system events: types starting with `$`, or to a system stream (any
+    /// name starting with `$`: stream metadata `$$<stream>`, persistent-subscription
+    /// configuration and parked messages), as KurrentDB's default system-stream ACL.
     AppendSystem,
     /// Soft-deleting a stream.
     Delete,
@@ -76,9 +77,10 @@ impl Operation {
     }
 
     /// The operation of appending `event_types` to `stream`: [`Operation::AppendSystem`]
-    /// for a metadata stream or any `$` type, else [`Operation::Append`].
+    /// for a system stream (`$…`, metadata streams included) or any `$` type, else
+    /// [`Operation::Append`].
     pub fn append<'a>(stream: &str, mut event_types: impl Iterator<Item = &'a str>) -> Self {
-        if stream.starts_with("$$") || event_types.any(|t| t.starts_with('$')) {
+        if stream.starts_with('$') || event_types.any(|t| t.starts_with('$')) {
             Operation::AppendSystem
         } else {
             Operation::Append
@@ -162,7 +164,7 @@ mod tests {
     }
 
     #[test]
-    fn system_events_and_metadata_streams_are_admin_appends() {
+    fn system_events_and_system_streams_are_admin_appends() {
         assert_eq!(
             Operation::append("order-1", ["Placed"].into_iter()),
             Operation::Append
@@ -175,6 +177,16 @@ mod tests {
             Operation::append("$$order-1", ["Anything"].into_iter()),
             Operation::AppendSystem
         );
+        for system in [
+            "$persistentSubscriptionConfig",
+            "$persistentsubscription-orders::g1-parked",
+        ] {
+            assert_eq!(
+                Operation::append(system, ["Fake"].into_iter()),
+                Operation::AppendSystem,
+                "{system}"
+            );
+        }
         let why = refusal("token 'billing'", Role::Write, Operation::Delete).expect("refused");
         assert!(
             why.contains("write role") && why.contains("needs admin"),

@@ -23,6 +23,9 @@ use std::str::FromStr;
 
 /// The largest `last_error` kept, in bytes.
 pub const MAX_LAST_ERROR_BYTES: usize = 64 * 1024;
+/// The largest position a checkpoint may hold (and expect): `i64::MAX`, the largest
+/// both backends store.
+pub const MAX_POSITION: u64 = i64::MAX as u64;
 
 /// A consumer's state, as the seed's projection_checkpoints names it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -181,6 +184,22 @@ impl CheckpointWrite {
         }
         if let Some(f) = &self.lease {
             f.validate(&format!("{at}lease."))?;
+        }
+        // Both backends store positions as signed 64-bit integers: a larger one (only a
+        // source's can pass the head check) would be stored as another number.
+        let expected = self.expected_position.flatten();
+        for (field, p) in [
+            ("position", Some(self.position)),
+            ("expected_position", expected),
+        ] {
+            if let Some(p) = p
+                && p > MAX_POSITION
+            {
+                return Err(Error::invalid(
+                    format!("{at}{field}"),
+                    format!("{p} is above the largest position a store keeps, {MAX_POSITION}"),
+                ));
+            }
         }
         if let Some(e) = &self.last_error
             && e.len() > MAX_LAST_ERROR_BYTES

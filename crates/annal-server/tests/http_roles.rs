@@ -85,6 +85,12 @@ fn cases() -> Vec<(Method, &'static str, Option<Value>, Least)> {
         ),
         (
             Method::POST,
+            "/v1/streams/$persistentSubscriptionConfig-{r}",
+            Some(append("Ordinary")),
+            Admin,
+        ),
+        (
+            Method::POST,
             "/v1/streams/$$order-{r}",
             Some(json!({"aggregate_type": "$metadata",
                 "events": [{"event_type": "$metadata", "data": {"$maxCount": 5}}]})),

@@ -166,7 +166,13 @@ pub async fn write_if_moved(
     if Some(d.position) == last {
         return Ok(last);
     }
-    let path = dir.write(&d)?;
+    // Writing syncs the file and the folder: off tokio's workers.
+    let (path, d) = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || dir.write(&d).map(|path| (path, d)))
+            .await
+            .map_err(|e| CliError::Failed(format!("the digest writer stopped: {e}")))??
+    };
     tracing::info!(
         digest = %path.display(),
         position = d.position,
@@ -203,12 +209,20 @@ pub fn spawn(
     })
 }
 
-/// Parses `--digest-every`: a duration such as `1h`, `15m` or `90s`, at least a second.
+/// The longest `--digest-every`: a year (a longer one is surely a typo, and past some
+/// length a timer cannot be set at all).
+const MAX_EVERY: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Parses `--digest-every`: a duration such as `1h`, `15m` or `90s`, from a second to a
+/// year.
 pub fn parse_every(text: &str) -> Result<Duration, String> {
     let every =
         humantime::parse_duration(text).map_err(|e| format!("{e} (for example 1h, 15m, 90s)"))?;
     if every < Duration::from_secs(1) {
         return Err("at least 1s".into());
+    }
+    if every > MAX_EVERY {
+        return Err("at most a year (366d)".into());
     }
     Ok(every)
 }
@@ -255,6 +269,11 @@ mod tests {
         assert_eq!(parse_every("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_every("90s"), Ok(Duration::from_secs(90)));
         assert!(parse_every("0s").is_err());
+        assert!(
+            parse_every("300000000000y").is_err(),
+            "too long to set a timer"
+        );
+        assert_eq!(parse_every("366d"), Ok(MAX_EVERY));
         assert!(parse_every("soon").is_err());
     }
 }

@@ -135,6 +135,21 @@ pub async fn a_checkpoint_of_another_log_commits_with_the_events_that_came_from_
         .expect_err("an empty source");
     assert_eq!(err.kind(), "invalid_request");
     assert!(s.checkpoint("own").await.expect("read").is_none());
+    // A source's positions are still numbers the store keeps exactly.
+    for too_big in [
+        CheckpointWrite::new("own", u64::MAX).in_source("kafka"),
+        CheckpointWrite::new("own", 1)
+            .in_source("kafka")
+            .expecting(Some(u64::MAX)),
+    ] {
+        let err = s
+            .put_checkpoint(too_big)
+            .await
+            .expect_err("past the largest position stored");
+        assert_eq!(err.kind(), "invalid_request");
+        assert!(err.to_string().contains("largest position"), "{err}");
+    }
+    assert!(s.checkpoint("own").await.expect("read").is_none());
 }
 
 /// Status, error count and last error are stored as written.

@@ -111,7 +111,10 @@ impl Task {
                 }
                 left -= 1;
                 self.engine.replay_read_through(p.aggregate_version);
-                if let Some(id) = parked_event_id(&p)
+                // Only the server's own park records: another event in the parked stream
+                // (an admin's append) names nothing to replay.
+                if p.event_type == PARKED_EVENT_TYPE
+                    && let Some(id) = parked_event_id(&p)
                     && let Some(event) = self.store.event(id).await?
                 {
                     self.engine.offer_parked(p.aggregate_version, event);

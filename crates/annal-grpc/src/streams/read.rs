@@ -36,6 +36,13 @@ const READ_CHANNEL: usize = 16;
 /// How long a live subscription waits for a commit before looking again.
 const IDLE_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a read waits for its caller to take the next message before it ends the
+/// call. Over HTTP/2 a caller can stop granting flow-control window to one call while
+/// its connection stays healthy (it answers pings, so the connection's send timeout
+/// never fires); without this, that call would hold its page, and the page's share of
+/// the read-ahead cap, for as long as the connection lives.
+const STALLED_CALLER: Duration = Duration::from_secs(60);
+
 type Tx = mpsc::Sender<Result<ReadResp, Status>>;
 
 /// Serves one Read call.
@@ -510,7 +517,42 @@ async fn wait(store: &dyn Store, tx: &Tx, head: u64) -> Result<u64, Status> {
     }
 }
 
-/// Sends one message; false when the client is gone.
+/// Sends one message; false when the client is gone or took nothing for
+/// [`STALLED_CALLER`] (the call then ends, and its page is let go).
 async fn send(tx: &Tx, msg: ReadResp) -> bool {
-    tx.send(Ok(msg)).await.is_ok()
+    send_within(tx, msg, STALLED_CALLER).await
+}
+
+async fn send_within(tx: &Tx, msg: ReadResp, patience: Duration) -> bool {
+    match tx.send_timeout(Ok(msg), patience).await {
+        Ok(()) => true,
+        Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+            tracing::info!(
+                after = ?patience,
+                "a gRPC read's caller took nothing; ending the call"
+            );
+            false
+        }
+        Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_caller_that_takes_nothing_ends_the_read() {
+        let (tx, mut rx) = mpsc::channel(1);
+        assert!(send_within(&tx, ReadResp::default(), Duration::from_millis(10)).await);
+        // The one slot is taken and nobody reads: the next send gives up.
+        let t = std::time::Instant::now();
+        assert!(!send_within(&tx, ReadResp::default(), Duration::from_millis(50)).await);
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        // A caller that reads again is sent to.
+        assert!(rx.recv().await.is_some());
+        assert!(send_within(&tx, ReadResp::default(), Duration::from_millis(50)).await);
+        drop(rx);
+        assert!(!send_within(&tx, ReadResp::default(), Duration::from_secs(5)).await);
+    }
 }
