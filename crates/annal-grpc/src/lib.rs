@@ -92,6 +92,9 @@ pub struct Options {
     pub max_message_bytes: usize,
     /// How callers' credentials are checked; `None` turns auth off.
     pub credentials: Option<CheckCredentials>,
+    /// How long a read or catch-up subscription waits for its caller to take the next
+    /// message before it ends the call (`annal serve --send-timeout`).
+    pub stalled_call: std::time::Duration,
 }
 
 /// The gRPC services as an axum router, with authentication (by `options.credentials`)
@@ -106,7 +109,7 @@ pub fn router(
     use pb::event_store::client::server_features::server_features_server::ServerFeaturesServer;
     use pb::event_store::client::streams::streams_server::StreamsServer;
     let max = options.max_message_bytes;
-    let streams = Streams::new(store.clone(), shutdown.clone());
+    let streams = Streams::new(store.clone(), shutdown.clone(), options.stalled_call);
     let mut routes = tonic::service::Routes::new(
         StreamsServer::new(streams)
             .max_decoding_message_size(max)

@@ -86,6 +86,7 @@ pub fn router(store: Arc<dyn Store>, config: Config, shutdown: watch::Receiver<b
             advertise: config.advertise.clone(),
             max_message_bytes: config.max_body_bytes,
             credentials: auth::grpc_credentials(config.tokens.clone()),
+            stalled_call: config.send_timeout,
         },
         shutdown.clone(),
     );

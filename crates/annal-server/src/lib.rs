@@ -79,7 +79,8 @@ pub struct Config {
     pub max_connections: usize,
     /// How long a client may take no bytes while the server has some to send it (a
     /// subscription or large read it stopped reading); its connection is then closed.
-    /// An idle connection (nothing to send) is not affected. Default 60 s.
+    /// An idle connection (nothing to send) is not affected. A gRPC read or catch-up
+    /// subscription whose caller takes no message for as long ends. Default 60 s.
     pub send_timeout: Duration,
     /// The most bytes of read-ahead pages (SSE, streamed pages, gRPC reads) held for all
     /// clients together; at it, each client's next page is one event. Default 256 MiB.

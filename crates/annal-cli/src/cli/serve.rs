@@ -86,7 +86,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ANNAL_KEEP_ALIVE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     keep_alive: u64,
     /// Seconds a client may take no bytes while the server has some for it (a
-    /// subscription or read it stopped reading); its connection is then closed.
+    /// subscription or read it stopped reading); its connection is then closed. A gRPC
+    /// read whose caller takes no message for as long ends alone (HTTP/2 flow control
+    /// can starve one call on a healthy connection).
     #[arg(long, env = "ANNAL_SEND_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     send_timeout: u64,
     /// MiB of read-ahead (pages read for subscriptions and reads, not yet sent) held for

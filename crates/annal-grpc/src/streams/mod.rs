@@ -32,12 +32,22 @@ type RespStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct Streams {
     store: Arc<dyn Store>,
     shutdown: watch::Receiver<bool>,
+    stalled_call: std::time::Duration,
 }
 
 impl Streams {
-    /// Serves `store`; `shutdown` turning true ends reads and subscriptions.
-    pub fn new(store: Arc<dyn Store>, shutdown: watch::Receiver<bool>) -> Self {
-        Self { store, shutdown }
+    /// Serves `store`; `shutdown` turning true ends reads and subscriptions, and a read
+    /// whose caller takes no message for `stalled_call` ends.
+    pub fn new(
+        store: Arc<dyn Store>,
+        shutdown: watch::Receiver<bool>,
+        stalled_call: std::time::Duration,
+    ) -> Self {
+        Self {
+            store,
+            shutdown,
+            stalled_call,
+        }
     }
 }
 

@@ -36,14 +36,17 @@ const READ_CHANNEL: usize = 16;
 /// How long a live subscription waits for a commit before looking again.
 const IDLE_WAIT: Duration = Duration::from_secs(5);
 
-/// How long a read waits for its caller to take the next message before it ends the
-/// call. Over HTTP/2 a caller can stop granting flow-control window to one call while
-/// its connection stays healthy (it answers pings, so the connection's send timeout
-/// never fires); without this, that call would hold its page, and the page's share of
-/// the read-ahead cap, for as long as the connection lives.
-const STALLED_CALLER: Duration = Duration::from_secs(60);
-
-type Tx = mpsc::Sender<Result<ReadResp, Status>>;
+/// Where a read sends its messages, and how long it waits for its caller to take the
+/// next one before it ends the call ([`Options::stalled_call`](crate::Options)). Over
+/// HTTP/2 a caller can stop granting flow-control window to one call while its
+/// connection stays healthy (it answers pings, so the connection's send timeout never
+/// fires); without this, that call would hold its page, and the page's share of the
+/// read-ahead cap, for as long as the connection lives.
+#[derive(Clone)]
+struct Tx {
+    sender: mpsc::Sender<Result<ReadResp, Status>>,
+    patience: Duration,
+}
 
 /// Serves one Read call.
 pub(super) async fn read(
@@ -57,7 +60,11 @@ pub(super) async fn read(
         .options
         .ok_or_else(|| Status::invalid_argument("a read needs options"))?;
     let plan = ReadPlan::new(options)?;
-    let (tx, rx) = mpsc::channel(READ_CHANNEL);
+    let (sender, rx) = mpsc::channel(READ_CHANNEL);
+    let tx = Tx {
+        sender,
+        patience: service.stalled_call,
+    };
     let store = service.store.clone();
     let mut shutdown = service.shutdown.clone();
     tokio::spawn(async move {
@@ -66,10 +73,10 @@ pub(super) async fn read(
         let outcome = tokio::select! {
             r = within(deadline, run) => r,
             _ = shutdown.wait_for(|s| *s) => Err(Status::unavailable("the server is shutting down")),
-            () = tx.closed() => Ok(()),
+            () = tx.sender.closed() => Ok(()),
         };
         if let Err(status) = outcome {
-            let _ = err_tx.send(Err(status)).await;
+            let _ = err_tx.sender.send(Err(status)).await;
         }
     });
     Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -513,22 +520,18 @@ async fn confirm(tx: &Tx) -> bool {
 async fn wait(store: &dyn Store, tx: &Tx, head: u64) -> Result<u64, Status> {
     tokio::select! {
         h = store.wait_for_head(head, IDLE_WAIT) => h.map_err(to_status),
-        () = tx.closed() => Ok(head),
+        () = tx.sender.closed() => Ok(head),
     }
 }
 
-/// Sends one message; false when the client is gone or took nothing for
-/// [`STALLED_CALLER`] (the call then ends, and its page is let go).
+/// Sends one message; false when the client is gone or took nothing for the
+/// [`Tx`]'s patience (the call then ends, and its page is let go).
 async fn send(tx: &Tx, msg: ReadResp) -> bool {
-    send_within(tx, msg, STALLED_CALLER).await
-}
-
-async fn send_within(tx: &Tx, msg: ReadResp, patience: Duration) -> bool {
-    match tx.send_timeout(Ok(msg), patience).await {
+    match tx.sender.send_timeout(Ok(msg), tx.patience).await {
         Ok(()) => true,
         Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
             tracing::info!(
-                after = ?patience,
+                after = ?tx.patience,
                 "a gRPC read's caller took nothing; ending the call"
             );
             false
@@ -543,16 +546,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_that_takes_nothing_ends_the_read() {
-        let (tx, mut rx) = mpsc::channel(1);
-        assert!(send_within(&tx, ReadResp::default(), Duration::from_millis(10)).await);
+        let (sender, mut rx) = mpsc::channel(1);
+        let tx = Tx {
+            sender,
+            patience: Duration::from_millis(50),
+        };
+        assert!(send(&tx, ReadResp::default()).await);
         // The one slot is taken and nobody reads: the next send gives up.
         let t = std::time::Instant::now();
-        assert!(!send_within(&tx, ReadResp::default(), Duration::from_millis(50)).await);
+        assert!(!send(&tx, ReadResp::default()).await);
         assert!(t.elapsed() >= Duration::from_millis(50));
         // A caller that reads again is sent to.
         assert!(rx.recv().await.is_some());
-        assert!(send_within(&tx, ReadResp::default(), Duration::from_millis(50)).await);
+        assert!(send(&tx, ReadResp::default()).await);
         drop(rx);
-        assert!(!send_within(&tx, ReadResp::default(), Duration::from_secs(5)).await);
+        assert!(!send(&tx, ReadResp::default()).await);
     }
 }
