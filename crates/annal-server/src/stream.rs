@@ -3,15 +3,15 @@
 //! wait for commits. Both pull from the store only as fast as the client takes bytes,
 //! so a slow client costs at most one internal page of memory.
 //!
-//! Invariant: an internal page holds at most [`CHUNK`] events and, after the first,
-//! about [`annal_core::budget::PAGE_BYTES`] of them ([`PageBudget`], measured on the
-//! bytes sent). A client that stops reading thus holds one such page (or one event, if
+//! Invariant: an internal page holds at most [`CHUNK`] events and, after the first
+//! event, about [`annal_core::budget::PAGE_BYTES`] of them ([`PageBudget`], measured on
+//! the bytes sent). A client that stops reading thus holds one such page (or one event, if
 //! larger) in the server, not a thousand events of up to a MiB each. Every page's bytes
 //! count toward the process's read-ahead cap ([`Held`]) until written.
 
 use crate::AppState;
 use crate::problem::{Problem, store_failed};
-use annal_core::budget::{FIRST_PAGE, Held, PageBudget};
+use annal_core::budget::{FIRST_PAGE, Held, PageBudget, event_bytes};
 use annal_core::{Filter, RecordedEvent, Store};
 use axum::body::{Body, Bytes};
 use axum::http::header;
@@ -45,10 +45,22 @@ pub async fn events_body(
     filter: Filter,
 ) -> Result<Response, Problem> {
     let chunk = limit.min(CHUNK);
-    // The first page, read before the answer starts, is small: event sizes are unknown.
-    let first = store
+    // The first page is read before the answer starts, so that a failing store or a
+    // corrupt event in it is a proper error response. Event sizes are unknown: one event
+    // first, then as many more as the page's byte budget allows at its size.
+    let mut first = store
         .read_all(after, chunk.min(FIRST_PAGE), &filter)
         .await?;
+    let mut more = first.len() == chunk.min(FIRST_PAGE);
+    if more && first.len() < chunk {
+        let mut sizing = PageBudget::new(chunk);
+        sizing.observe_bytes(first.len(), first.iter().map(event_bytes).sum());
+        let want = (chunk - first.len()).min(sizing.events());
+        let from = first.last().map_or(after, |e| e.position);
+        let rest = store.read_all(from, want, &filter).await?;
+        more = rest.len() == want;
+        first.extend(rest);
+    }
     let head = serialise(&first, true)
         .map_err(|e| Problem::from(annal_core::Error::Corrupt(e.to_string())))?;
     struct St {
@@ -73,7 +85,7 @@ pub async fn events_body(
         sent: first.len(),
         limit,
         chunk,
-        more: first.len() == chunk.min(FIRST_PAGE),
+        more,
         done: false,
     };
     let mut opening = b"{\"events\":[".to_vec();
