@@ -115,20 +115,7 @@ pub async fn transfer(
     to: &str,
     amount: u32,
     ctx: &CommandContext,
-) -> Result<(), BankError> {
-    bank.execute_many(&[(from, Withdraw(amount)), (to, Deposit(amount))], ctx)
-        .await?;
-    Ok(())
-}
-
-/// Why the bank failed.
-#[derive(Debug, thiserror::Error)]
-#[allow(missing_docs)]
-pub enum BankError {
-    #[error(transparent)]
-    Account(#[from] RepositoryError<AccountError>),
-    #[error(transparent)]
-    Store(#[from] annal::Error),
-    #[error("balances by owner: {0}")]
-    ReadModel(#[from] rusqlite::Error),
+) -> Result<(), RepositoryError<AccountError>> {
+    let commands = [(from, Withdraw(amount)), (to, Deposit(amount))];
+    bank.execute_many(&commands, ctx).await.map(drop)
 }

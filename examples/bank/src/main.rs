@@ -2,17 +2,17 @@
 //! overdraft, a balance in the past, and the balances by owner from the read model.
 
 use annal::{CommandContext, sqlite::SqliteStore};
-use annal_example_bank::{BankError, Command::*, accounts, balances, transfer};
+use annal_example_bank::{Command::*, accounts, balances, transfer};
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 #[tokio::main]
-async fn main() -> Result<(), BankError> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = PathBuf::from(
         std::env::args()
             .nth(1)
             .unwrap_or_else(|| "bank-data".into()),
     );
-    let store = Arc::new(SqliteStore::open(dir.join("log.db")).map_err(annal::Error::from)?);
+    let store = Arc::new(SqliteStore::open(dir.join("log.db"))?);
     let (bank, ctx) = (accounts(store.clone()), CommandContext::by("teller"));
     let (ada, bob) = (
         format!("ada-{}", std::process::id()),
@@ -30,13 +30,9 @@ async fn main() -> Result<(), BankError> {
         "{ada}: {} now, {} at version 2",
         now.state.balance, then.state.balance
     );
-    let path = dir.join("balances.db");
-    let model = tokio::spawn(balances::run(store.clone(), path.clone()));
-    let read = balances::BalancesByOwner::open(&path)?;
-    while read.position()? < annal::Store::head(&*store, &[]).await? {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    model.abort();
+    let model = balances::spawn(store, &dir.join("balances.db"))?;
+    model.wait_caught_up(Duration::from_secs(10)).await?;
+    let read = model.stop().await?;
     println!(
         "balances: ada {}, bob {}",
         read.balance("ada")?,

@@ -533,25 +533,10 @@ impl<A: Aggregate> Repository<A> {
         })
     }
 
-    /// Upcasts and decodes one stored event.
+    /// Upcasts and decodes one stored event (as [`decode`] with this repository's
+    /// upcasters).
     pub fn decode(&self, e: &RecordedEvent) -> Res<A::Event, A> {
-        let upcast = self
-            .upcasters
-            .upcast(&e.event_type, e.event_version, &e.data)
-            .map_err(|source| RepositoryError::Upcast {
-                aggregate_id: e.aggregate_id.clone(),
-                position: e.position,
-                source,
-            })?;
-        let (event_type, data) = match &upcast {
-            Some(u) => (u.event_type.as_str(), &u.data),
-            None => (e.event_type.as_str(), &e.data),
-        };
-        aggregate::decode(event_type, data).map_err(|source| RepositoryError::Event {
-            aggregate_id: e.aggregate_id.clone(),
-            position: e.position,
-            source,
-        })
+        decode::<A>(&self.upcasters, e)
     }
 
     /// Saves a snapshot in the background (skipped outside a tokio runtime).
@@ -574,6 +559,27 @@ impl<A: Aggregate> Repository<A> {
             }
         });
     }
+}
+
+/// Upcasts one stored event of aggregate type `A` with `upcasters` and decodes it into
+/// `A`'s event enum: what loads, and typed projections, do with every event.
+pub fn decode<A: Aggregate>(upcasters: &Upcasters, e: &RecordedEvent) -> Res<A::Event, A> {
+    let upcast = upcasters
+        .upcast(&e.event_type, e.event_version, &e.data)
+        .map_err(|source| RepositoryError::Upcast {
+            aggregate_id: e.aggregate_id.clone(),
+            position: e.position,
+            source,
+        })?;
+    let (event_type, data) = match &upcast {
+        Some(u) => (u.event_type.as_str(), &u.data),
+        None => (e.event_type.as_str(), &e.data),
+    };
+    aggregate::decode(event_type, data).map_err(|source| RepositoryError::Event {
+        aggregate_id: e.aggregate_id.clone(),
+        position: e.position,
+        source,
+    })
 }
 
 /// When an event happened in the domain: its `occurred_at` metadata, else when it was
