@@ -58,9 +58,12 @@ impl TypedHandler<BankAccount> for BalancesByOwner {
         if applied.optional()?.is_some_and(|p: u64| p >= e.position) {
             return Ok(Vec::new());
         }
-        let (account, sql) = (&e.aggregate_id, "INSERT INTO owners VALUES (?1, ?2)");
+        let account = &e.aggregate_id;
+        if let AccountEvent::Opened { owner } = &event {
+            tx.execute("INSERT INTO owners VALUES (?1, ?2)", [account, owner])?;
+        }
         let delta = match event {
-            AccountEvent::Opened { owner } => tx.execute(sql, [account, &owner]).map(|_| 0)?,
+            AccountEvent::Opened { .. } => 0,
             AccountEvent::Deposited { amount } => i64::from(amount),
             AccountEvent::Withdrawn { amount } => -i64::from(amount),
         };
