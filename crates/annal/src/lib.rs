@@ -5,8 +5,10 @@
 //!
 //! More by feature: `client` adds [`client::HttpStore`] (the Store trait against a
 //! remote `annal serve`), `state-command` adds [`state_command`] (a ready-made `state`
-//! command for an application's binary). The `annal` command and its server live in
-//! the `annal-cli` crate; this crate never pulls in a server stack.
+//! command for an application's binary), `testing` adds [`testing`] (given/when/then for
+//! aggregates, a real store in a temporary folder, projections run over events). The
+//! `annal` command and its server live in the `annal-cli` crate; this crate never pulls
+//! in a server stack.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,6 +24,8 @@
 
 #[cfg(feature = "state-command")]
 pub mod state_command;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// The README's Rust example, compiled by the doc tests so it cannot drift.
 #[cfg(doctest)]

@@ -11,6 +11,8 @@
 //!   conflict reloads and decides again, at most [`ConflictRetry::max_attempts`] times,
 //!   after a pause drawn at random up to a bound that doubles with each conflict (full
 //!   jitter), so writers racing on one aggregate spread out instead of colliding again;
+//!   commands on several aggregates ([`Repository::execute_many`], in `many`) commit in
+//!   one transaction and are retried as one, the same way;
 //! - snapshot writes happen in a background task after the append they follow has been
 //!   acknowledged: they never fail or delay it, they may lag.
 
@@ -26,6 +28,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
+
+mod many;
 
 /// Metadata key holding when an event happened in the domain (RFC 3339), as opposed to
 /// when the store recorded it.
@@ -393,38 +397,14 @@ impl<A: Aggregate> Repository<A> {
                     attempts: attempt,
                 });
             }
-            let mut request =
-                AppendRequest::new(A::TYPE, id, ExpectedVersion::Exact(loaded.version));
-            request.user_id = ctx.user_id.clone();
-            request.correlation_id = ctx.correlation_id.clone();
-            request.causation_id = ctx.causation_id.clone();
-            for (event, meta) in &decided {
-                let mut meta = meta.clone();
-                let (event_type, version, data) =
-                    aggregate::encode(event).map_err(RepositoryError::Encode)?;
-                if let Some(at) = ctx.occurred_at {
-                    meta.insert(OCCURRED_AT.into(), Value::String(at.to_string()));
-                }
-                let mut e = NewEvent::raw(event_type, data).with_version(version);
-                if !meta.is_empty() {
-                    let meta = RawJson::from_value(&meta)
-                        .map_err(|e| RepositoryError::Encode(CodecError::Shape(e.to_string())))?;
-                    e = e.with_metadata(meta);
-                }
-                request.events.push(e);
-            }
+            let request = self.request(id, loaded.version, ctx, &decided)?;
             match self.store.append(request).await {
                 Ok(result) => {
                     let mut state = loaded.state;
                     for (event, _) in &decided {
                         state.apply(event);
                     }
-                    if let SnapshotPolicy::Every(n) = self.policy
-                        && n > 0
-                        && loaded.version / n != result.aggregate_version / n
-                    {
-                        self.snapshot_later(id, result.aggregate_version, &state);
-                    }
+                    self.snapshot_after(id, loaded.version, result.aggregate_version, &state);
                     return Ok(Executed {
                         state,
                         version: result.aggregate_version,
@@ -440,6 +420,47 @@ impl<A: Aggregate> Repository<A> {
             aggregate_id: id.to_owned(),
             attempts: self.retry.max_attempts,
         })
+    }
+
+    /// The append of `decided` to `id` at exactly `version`, attributed as `ctx` says.
+    fn request(
+        &self,
+        id: &str,
+        version: u64,
+        ctx: &CommandContext,
+        decided: &[(A::Event, Map<String, Value>)],
+    ) -> Res<AppendRequest, A> {
+        let mut request = AppendRequest::new(A::TYPE, id, ExpectedVersion::Exact(version));
+        request.user_id = ctx.user_id.clone();
+        request.correlation_id = ctx.correlation_id.clone();
+        request.causation_id = ctx.causation_id.clone();
+        for (event, meta) in decided {
+            let mut meta = meta.clone();
+            let (event_type, version, data) =
+                aggregate::encode(event).map_err(RepositoryError::Encode)?;
+            if let Some(at) = ctx.occurred_at {
+                meta.insert(OCCURRED_AT.into(), Value::String(at.to_string()));
+            }
+            let mut e = NewEvent::raw(event_type, data).with_version(version);
+            if !meta.is_empty() {
+                let meta = RawJson::from_value(&meta)
+                    .map_err(|e| RepositoryError::Encode(CodecError::Shape(e.to_string())))?;
+                e = e.with_metadata(meta);
+            }
+            request.events.push(e);
+        }
+        Ok(request)
+    }
+
+    /// Saves a snapshot when the policy is `Every(n)` and the append from `before` to
+    /// `after` crossed a multiple of `n`.
+    fn snapshot_after(&self, id: &str, before: u64, after: u64, state: &A) {
+        if let SnapshotPolicy::Every(n) = self.policy
+            && n > 0
+            && before / n != after / n
+        {
+            self.snapshot_later(id, after, state);
+        }
     }
 
     /// Loads from the newest usable snapshot at or below `upto`, then replays.
@@ -512,25 +533,10 @@ impl<A: Aggregate> Repository<A> {
         })
     }
 
-    /// Upcasts and decodes one stored event.
+    /// Upcasts and decodes one stored event (as [`decode`] with this repository's
+    /// upcasters).
     pub fn decode(&self, e: &RecordedEvent) -> Res<A::Event, A> {
-        let upcast = self
-            .upcasters
-            .upcast(&e.event_type, e.event_version, &e.data)
-            .map_err(|source| RepositoryError::Upcast {
-                aggregate_id: e.aggregate_id.clone(),
-                position: e.position,
-                source,
-            })?;
-        let (event_type, data) = match &upcast {
-            Some(u) => (u.event_type.as_str(), &u.data),
-            None => (e.event_type.as_str(), &e.data),
-        };
-        aggregate::decode(event_type, data).map_err(|source| RepositoryError::Event {
-            aggregate_id: e.aggregate_id.clone(),
-            position: e.position,
-            source,
-        })
+        decode::<A>(&self.upcasters, e)
     }
 
     /// Saves a snapshot in the background (skipped outside a tokio runtime).
@@ -553,6 +559,27 @@ impl<A: Aggregate> Repository<A> {
             }
         });
     }
+}
+
+/// Upcasts one stored event of aggregate type `A` with `upcasters` and decodes it into
+/// `A`'s event enum: what loads, and typed projections, do with every event.
+pub fn decode<A: Aggregate>(upcasters: &Upcasters, e: &RecordedEvent) -> Res<A::Event, A> {
+    let upcast = upcasters
+        .upcast(&e.event_type, e.event_version, &e.data)
+        .map_err(|source| RepositoryError::Upcast {
+            aggregate_id: e.aggregate_id.clone(),
+            position: e.position,
+            source,
+        })?;
+    let (event_type, data) = match &upcast {
+        Some(u) => (u.event_type.as_str(), &u.data),
+        None => (e.event_type.as_str(), &e.data),
+    };
+    aggregate::decode(event_type, data).map_err(|source| RepositoryError::Event {
+        aggregate_id: e.aggregate_id.clone(),
+        position: e.position,
+        source,
+    })
 }
 
 /// When an event happened in the domain: its `occurred_at` metadata, else when it was

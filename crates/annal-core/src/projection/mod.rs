@@ -1,4 +1,5 @@
-//! Durable named subscriptions and the projection runner: a [`Handler`] fed by a
+//! Durable named subscriptions and the projection runner: a [`Handler`] (or a
+//! [`TypedHandler`], given each event decoded into an aggregate's own type) fed by a
 //! [`Subscription`](crate::subscription::Subscription) whose position, status
 //! (running, rebuilding, stopped, faulted), error_count and last_error are kept in the
 //! store's checkpoint of the same name.
@@ -35,6 +36,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+mod typed;
+
+pub use typed::{Typed, TypedHandler, spawn_typed};
 
 /// What a handler's failure carries: any error, shown in last_error.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -304,6 +309,21 @@ where
     S: Store + ?Sized + 'static,
     H: Handler,
 {
+    spawn_mapped(store, handler, options, |h| h)
+}
+
+/// [`spawn`], handing back `finish(handler)` when the runner stops.
+fn spawn_mapped<S, H, T>(
+    store: Arc<S>,
+    handler: H,
+    options: ProjectionOptions,
+    finish: fn(H) -> T,
+) -> ProjectionHandle<T>
+where
+    S: Store + ?Sized + 'static,
+    H: Handler,
+    T: Send + 'static,
+{
     let (control_tx, control_rx) = mpsc::channel(4);
     let (progress_tx, progress_rx) = watch::channel(Progress {
         position: 0,
@@ -338,7 +358,7 @@ where
         name,
         control: control_tx,
         progress: progress_rx,
-        task: tokio::spawn(runner.run()),
+        task: tokio::spawn(async move { runner.run().await.map(finish) }),
         head,
     }
 }
