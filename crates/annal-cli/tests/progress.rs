@@ -1,0 +1,130 @@
+//! Long commands (verify, backup, copy, append from a file) show progress on stderr
+//! when it is a terminal, dimmed unless NO_COLOR, and wiped when done; into pipes and
+//! files they print none. The terminal is a pseudo-terminal from util-linux `script`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+/// A store of 30 events in 3 appends; its URL.
+fn seeded(dir: &Path) -> String {
+    let store = format!("sqlite:{}", dir.join("s.db").display());
+    let out = common::annal(&["append", "--store", &store], &requests());
+    assert!(out.status.success(), "{out:?}");
+    store
+}
+
+fn requests() -> String {
+    (0..3)
+        .map(|i| {
+            let events: Vec<String> = (0..10)
+                .map(|j| format!(r#"{{"event_type":"Tick","data":{{"n":{j}}}}}"#))
+                .collect();
+            format!(
+                r#"{{"aggregate_type":"Clock","aggregate_id":"clock-{i}","events":[{}]}}"#,
+                events.join(",")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// What `annal ARGS` wrote to its terminal (stdout and stderr both), run under a
+/// pseudo-terminal in `dir`; `shell_tail` is appended to the command line (redirections).
+fn on_a_terminal(dir: &Path, args: &str, shell_tail: &str, no_color: bool) -> String {
+    let line = format!("{} {args} {shell_tail}", env!("CARGO_BIN_EXE_annal"));
+    let mut command = Command::new("script");
+    command
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(dir)
+        .env_remove("ANNAL_STORE")
+        .env_remove("ANNAL_SERVER");
+    if no_color {
+        command.env("NO_COLOR", "1");
+    } else {
+        command.env_remove("NO_COLOR");
+    }
+    let out = command
+        .output()
+        .expect("this test needs `script` (util-linux) for a pseudo-terminal");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{line}:\n{text}");
+    text
+}
+
+#[test]
+fn long_commands_print_no_progress_into_pipes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = seeded(dir.path());
+    let backup = dir.path().join("b.db");
+    let copy = format!("sqlite:{}", dir.path().join("c.db").display());
+    for args in [
+        vec!["verify", "--store", &store],
+        vec![
+            "backup",
+            "--store",
+            &store,
+            "--to",
+            backup.to_str().expect("utf-8"),
+        ],
+        vec!["copy", "--from", &store, "--to", &copy],
+    ] {
+        let out = common::annal(&args, "");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?} wrote to a piped stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let imported = common::annal(&["append", "--store", &copy], "");
+    assert!(imported.stderr.is_empty(), "{imported:?}");
+}
+
+#[test]
+fn on_a_terminal_long_commands_show_progress_and_wipe_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = seeded(dir.path());
+    std::fs::write(dir.path().join("in.ndjson"), requests()).expect("input");
+    let fresh = format!("sqlite:{}", dir.path().join("f.db").display());
+    let cases = [
+        (
+            format!("verify --store {store}"),
+            String::new(),
+            "verifying: 30 of 30 events (100%)",
+        ),
+        (
+            format!("backup --store {store} --to b.db"),
+            String::new(),
+            "verifying the backup: 30 of 30 events (100%)",
+        ),
+        (
+            format!("copy --from {store} --to sqlite:c.db"),
+            String::new(),
+            "copying: 30 of 30 events (100%)",
+        ),
+        (
+            format!("append --store {fresh}"),
+            "< in.ndjson > out.ndjson".to_owned(),
+            "appending: 1 requests durable",
+        ),
+    ];
+    for (args, tail, shows) in &cases {
+        let seen = on_a_terminal(dir.path(), args, tail, false);
+        assert!(
+            seen.contains(shows),
+            "annal {args}: no '{shows}' in {seen:?}"
+        );
+        assert!(seen.contains("\u{1b}[2m"), "dimmed on a terminal: {seen:?}");
+        // Wiped: the last progress line is overwritten by spaces before the answer.
+        let last = seen.rfind(shows).expect("shown");
+        assert!(
+            seen[last..].contains("\r     "),
+            "annal {args}: the progress line is not wiped: {seen:?}"
+        );
+    }
+    let plain = on_a_terminal(dir.path(), &format!("verify --store {store}"), "", true);
+    assert!(plain.contains("verifying: 30 of 30 events"), "{plain:?}");
+    assert!(!plain.contains('\u{1b}'), "NO_COLOR: no escapes: {plain:?}");
+}
