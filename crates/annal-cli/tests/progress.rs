@@ -31,8 +31,9 @@ fn requests() -> String {
 }
 
 /// What `annal ARGS` wrote to its terminal (stdout and stderr both), run under a
-/// pseudo-terminal in `dir`; `shell_tail` is appended to the command line (redirections).
-fn on_a_terminal(dir: &Path, args: &str, shell_tail: &str, no_color: bool) -> String {
+/// pseudo-terminal in `dir`, and whether it succeeded; `shell_tail` is appended to the
+/// command line (redirections).
+fn run_on_a_terminal(dir: &Path, args: &str, shell_tail: &str, no_color: bool) -> (String, bool) {
     let line = format!("{} {args} {shell_tail}", env!("CARGO_BIN_EXE_annal"));
     let mut command = Command::new("script");
     command
@@ -48,9 +49,40 @@ fn on_a_terminal(dir: &Path, args: &str, shell_tail: &str, no_color: bool) -> St
     let out = command
         .output()
         .expect("this test needs `script` (util-linux) for a pseudo-terminal");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{line}:\n{text}");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.success(),
+    )
+}
+
+/// [`run_on_a_terminal`], which must succeed.
+fn on_a_terminal(dir: &Path, args: &str, shell_tail: &str, no_color: bool) -> String {
+    let (text, ok) = run_on_a_terminal(dir, args, shell_tail, no_color);
+    assert!(ok, "annal {args}:\n{text}");
     text
+}
+
+/// The JSON report line in what `annal verify` printed.
+fn report(printed: &str) -> String {
+    printed
+        .split(['\r', '\n'])
+        .find(|l| l.starts_with(r#"{"ok":"#))
+        .unwrap_or_else(|| panic!("no report in {printed:?}"))
+        .to_owned()
+}
+
+/// Edits the data of the event at `position` behind the store's back.
+fn tamper(db: &Path, position: u64) {
+    let conn = rusqlite::Connection::open(db).expect("open behind the store's back");
+    conn.execute_batch("DROP TRIGGER IF EXISTS events_are_immutable")
+        .expect("drop guard");
+    let n = conn
+        .execute(
+            "UPDATE events SET data = '{\"n\":-1}' WHERE position = ?1",
+            [i64::try_from(position).expect("small")],
+        )
+        .expect("edit");
+    assert_eq!(n, 1);
 }
 
 #[test]
@@ -127,4 +159,46 @@ fn on_a_terminal_long_commands_show_progress_and_wipe_it() {
     let plain = on_a_terminal(dir.path(), &format!("verify --store {store}"), "", true);
     assert!(plain.contains("verifying: 30 of 30 events"), "{plain:?}");
     assert!(!plain.contains('\u{1b}'), "NO_COLOR: no escapes: {plain:?}");
+}
+
+#[test]
+fn on_a_terminal_verify_checks_in_parts_and_reports_exactly_what_one_check_reports() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("big.db");
+    let store = format!("sqlite:{}", db.display());
+    // 17,000 events: more than one part (16,384).
+    let requests: Vec<String> = (0..170)
+        .map(|i| {
+            let events: Vec<String> = (0..100)
+                .map(|j| format!(r#"{{"event_type":"Tick","data":{{"n":{j}}}}}"#))
+                .collect();
+            format!(
+                r#"{{"aggregate_type":"Clock","aggregate_id":"c{i}","events":[{}]}}"#,
+                events.join(",")
+            )
+        })
+        .collect();
+    let out = common::annal(&["append", "--store", &store], &requests.join("\n"));
+    assert!(out.status.success(), "{out:?}");
+    let intact = on_a_terminal(dir.path(), &format!("verify --store {store}"), "", true);
+    assert_eq!(report(&intact), r#"{"ok":true,"checked":17000}"#);
+
+    // Broken in the last part, then also in the first: the same report either way, the
+    // parts before the break counted.
+    for position in [16_500, 100] {
+        tamper(&db, position);
+        for quick in ["", " --quick"] {
+            let args = format!("verify --store {store}{quick}");
+            let piped = common::annal(&args.split(' ').collect::<Vec<_>>(), "");
+            assert_eq!(piped.status.code(), Some(1), "{piped:?}");
+            let (seen, ok) = run_on_a_terminal(dir.path(), &args, "", true);
+            assert!(!ok, "a broken chain fails on a terminal too: {seen}");
+            let piped = report(&String::from_utf8_lossy(&piped.stdout));
+            assert_eq!(report(&seen), piped, "annal {args}");
+            assert!(
+                piped.contains(&format!(r#""checked":{}"#, position - 1)),
+                "{piped}"
+            );
+        }
+    }
 }
