@@ -1,6 +1,6 @@
-//! Long commands (verify, backup, copy, append from a file) show progress on stderr
-//! when it is a terminal, dimmed unless NO_COLOR, and wiped when done; into pipes and
-//! files they print none. The terminal is a pseudo-terminal from util-linux `script`.
+//! Long commands (verify, backup, copy, append from a file, projections --wait during
+//! a rebuild) show progress on stderr when it is a terminal, dimmed unless NO_COLOR,
+//! and wiped when done; into pipes and files they print none. The terminal is a pseudo-terminal from util-linux `script`.
 
 mod common;
 
@@ -101,6 +101,7 @@ fn long_commands_print_no_progress_into_pipes() {
             backup.to_str().expect("utf-8"),
         ],
         vec!["copy", "--from", &store, "--to", &copy],
+        vec!["projections", "--wait", "--store", &store],
     ] {
         let out = common::annal(&args, "");
         assert!(out.status.success(), "{args:?}: {out:?}");
@@ -178,8 +179,17 @@ fn on_a_terminal_verify_checks_in_parts_and_reports_exactly_what_one_check_repor
             )
         })
         .collect();
-    let out = common::annal(&["append", "--store", &store], &requests.join("\n"));
-    assert!(out.status.success(), "{out:?}");
+    // From a file, the results to nowhere: through pipes, a child writing results
+    // nobody reads yet while the test still writes its input would block both.
+    let input = dir.path().join("in.ndjson");
+    std::fs::write(&input, requests.join("\n")).expect("input");
+    let appended = Command::new(env!("CARGO_BIN_EXE_annal"))
+        .args(["append", "--store", &store])
+        .stdin(std::fs::File::open(&input).expect("input"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("annal append");
+    assert!(appended.success());
     let intact = on_a_terminal(dir.path(), &format!("verify --store {store}"), "", true);
     assert_eq!(report(&intact), r#"{"ok":true,"checked":17000}"#);
 
@@ -201,4 +211,42 @@ fn on_a_terminal_verify_checks_in_parts_and_reports_exactly_what_one_check_repor
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn projections_wait_shows_a_rebuild_on_a_terminal_until_it_is_done() {
+    use annal::checkpoint::{CheckpointStatus, CheckpointWrite};
+    let dir = tempfile::tempdir().expect("dir");
+    let url = seeded(dir.path());
+    let store = annal::open(&url.parse().expect("url")).expect("open");
+    let mut rebuilding = CheckpointWrite::new("payments".to_owned(), 10).expecting(None);
+    rebuilding.status = CheckpointStatus::Rebuilding;
+    store.put_checkpoint(rebuilding).await.expect("rebuilding");
+
+    let watch_dir = dir.path().to_owned();
+    let args = format!("projections --wait --store {url}");
+    let watching =
+        tokio::task::spawn_blocking(move || run_on_a_terminal(&watch_dir, &args, "", true));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        !watching.is_finished(),
+        "--wait returned during the rebuild"
+    );
+    let mut done = CheckpointWrite::new("payments".to_owned(), 30).expecting(Some(10));
+    done.status = CheckpointStatus::Running;
+    store.put_checkpoint(done).await.expect("rebuilt");
+    let (seen, ok) = tokio::time::timeout(std::time::Duration::from_secs(30), watching)
+        .await
+        .expect("--wait returns once the rebuild is done")
+        .expect("joined");
+    assert!(ok, "{seen}");
+    assert!(
+        seen.contains("rebuilding payments: 10 of 30 events (33%)"),
+        "{seen:?}"
+    );
+    let table = seen
+        .rsplit('\r')
+        .find(|l| l.contains("payments"))
+        .unwrap_or_default();
+    assert!(table.contains("running"), "then the list: {seen:?}");
 }
