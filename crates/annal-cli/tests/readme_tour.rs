@@ -1,27 +1,15 @@
-//! The README's tour, run as written: every `sh` block between "A short tour" and
-//! "Layout" (but the one that installs the commands), in order, in one empty folder,
-//! with `annal` and `coop` from this build on PATH. Each block must succeed, and the
-//! story must carry through: what the tour appends is what the reads then show.
+//! The newcomer's path, run as written on one fresh store: every `sh` block of the
+//! README's tour (but the one that installs the commands), in order, in one empty
+//! folder, with `annal` and `coop` from this build on PATH; then `annal serve` on the
+//! store the tour wrote, and every `sh` block of docs/http.md against it, each answering
+//! the status its `# →` line says. The story must carry through: what each step writes
+//! is what the next ones show, and the family's events stay valid co-op events.
 
+mod common;
+
+use common::docs::{http_examples, tour_blocks};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// The `sh` blocks of the tour.
-fn tour_blocks() -> Vec<String> {
-    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
-    let text = std::fs::read_to_string(&readme).expect("README.md");
-    let start = text.find("## A short tour").expect("the tour's heading");
-    let end = start + text[start..].find("\n## Layout").expect("the next heading");
-    let mut blocks = Vec::new();
-    let mut rest = &text[start..end];
-    while let Some(open) = rest.find("```sh\n") {
-        let body = &rest[open + "```sh\n".len()..];
-        let close = body.find("```").expect("a closed block");
-        blocks.push(body[..close].to_owned());
-        rest = &body[close + 3..];
-    }
-    blocks
-}
+use std::process::{Command, Output};
 
 /// The folder holding this build's `annal` and `coop`.
 fn bin_dir() -> PathBuf {
@@ -36,14 +24,28 @@ fn bin_dir() -> PathBuf {
     dir
 }
 
-#[test]
-fn the_readme_tour_runs_as_written_and_tells_one_story() {
-    let dir = tempfile::tempdir().expect("dir");
+/// Runs `script` with bash in `dir`, this build's commands first on PATH.
+fn sh(dir: &Path, script: &str, annal: Option<&str>) -> Output {
     let path = format!(
         "{}:{}",
         bin_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    let mut command = Command::new("bash");
+    command
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(dir)
+        .env("PATH", &path)
+        .env_remove("ANNAL_STORE")
+        .env_remove("ANNAL_SERVER");
+    if let Some(base) = annal {
+        command.env("ANNAL", base);
+    }
+    command.output().expect("bash")
+}
+
+/// Runs the tour's blocks in `dir`; what they printed.
+fn run_tour(dir: &Path) -> String {
     let blocks: Vec<String> = tour_blocks()
         .into_iter()
         .filter(|b| !b.contains("cargo install"))
@@ -51,14 +53,7 @@ fn the_readme_tour_runs_as_written_and_tells_one_story() {
     assert!(blocks.len() >= 4, "the tour's blocks: {blocks:?}");
     let mut said = String::new();
     for block in &blocks {
-        let out = Command::new("bash")
-            .args(["-euo", "pipefail", "-c", block])
-            .current_dir(dir.path())
-            .env("PATH", &path)
-            .env_remove("ANNAL_STORE")
-            .env_remove("ANNAL_SERVER")
-            .output()
-            .expect("bash");
+        let out = sh(dir, block, None);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -67,6 +62,33 @@ fn the_readme_tour_runs_as_written_and_tells_one_story() {
         );
         said.push_str(&stdout);
     }
+    said
+}
+
+/// Runs docs/http.md's examples against `annal serve` on the store in `dir`; the ones
+/// that did not answer their documented status.
+fn run_http_docs(dir: &Path) -> Vec<String> {
+    let examples = http_examples();
+    assert!(examples.len() >= 20, "found {} examples", examples.len());
+    let server = common::serve(&dir.join("annal-data"), &[]);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let mut failures = Vec::new();
+    for (command, want) in &examples {
+        // Print only the status code; the body is the reader's, not the test's.
+        let run = command.replacen("curl ", "curl -s -o /dev/null -w '%{http_code}' ", 1);
+        let out = sh(dir, &run, Some(&base));
+        let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if &got != want {
+            failures.push(format!("{command}\n  documented {want}, got {got}"));
+        }
+    }
+    failures
+}
+
+#[test]
+fn the_readme_tour_then_the_http_docs_run_as_written_and_tell_one_story() {
+    let dir = tempfile::tempdir().expect("dir");
+    let said = run_tour(dir.path());
     // The story carried through: the demo's payment and the tour's October payment are
     // both read back, and the state now holds both.
     let payments = said
@@ -81,5 +103,26 @@ fn the_readme_tour_runs_as_written_and_tells_one_story() {
     assert!(
         dir.path().join("annal-backup.db").exists(),
         "the backup was written"
+    );
+
+    let failures = run_http_docs(dir.path());
+    assert!(
+        failures.is_empty(),
+        "docs/http.md does not continue the tour's story:\n{}",
+        failures.join("\n")
+    );
+
+    // What the HTTP examples wrote is the co-op's story too: the November payment and
+    // the engagement score are in the family's state.
+    let state = sh(dir.path(), "coop state family_123", None);
+    let state_text = String::from_utf8_lossy(&state.stdout);
+    assert!(
+        state.status.success(),
+        "{state_text}{}",
+        String::from_utf8_lossy(&state.stderr)
+    );
+    assert!(
+        state_text.contains("2024-11-15") && state_text.contains(r#""engagement_score": 5"#),
+        "the HTTP examples' events are the family's:\n{state_text}"
     );
 }

@@ -5,6 +5,7 @@
 //! (adjacently tagged so variant names are the stored event types), commands that decide
 //! events from the state, and `apply`, which folds an event into the state.
 
+pub mod demo;
 pub mod story;
 pub mod triggers;
 

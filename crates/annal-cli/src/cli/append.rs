@@ -7,7 +7,11 @@
 //! (HTTP requests may overtake each other; a local store's queue keeps their order). On the first
 //! failure no further line is read; appends already submitted are still answered (their
 //! results printed, their failures reported), then the command exits non-zero.
+//!
+//! An import (input from a file or a pipe, results into one, stderr a terminal) shows
+//! on stderr how many requests are durable, and how far through the input a file is.
 
+use super::progress::{Progress, rate};
 use super::{CliError, LimitArgs, StoreArgs};
 use annal::{AppendRequest, Store, Transaction};
 use clap::Args;
@@ -109,6 +113,13 @@ pub async fn run(args: AppendArgs) -> Result<ExitCode, CliError> {
              (docs/http.md; expected_version defaults to \"any\"); Ctrl-D ends"
         );
     }
+    // Progress only where it cannot mix with the results: input and results both
+    // elsewhere (a file or a pipe), stderr a terminal.
+    let mut progress = Progress::on_stderr()
+        .only_if(!std::io::stdin().is_terminal() && !std::io::stdout().is_terminal());
+    let input_size = if progress.shown() { stdin_size() } else { None };
+    let mut input_read = 0u64;
+    let mut appended = 0u64;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut busy: HashMap<String, usize> = HashMap::new();
@@ -145,8 +156,12 @@ pub async fn run(args: AppendArgs) -> Result<ExitCode, CliError> {
                         let mut out = stdout.lock();
                         writeln!(out, "{json}")?;
                         out.flush()?;
+                        appended += 1;
+                        progress.set(&appending(appended, input_read, input_size, progress.elapsed()));
                     }
                     Err(e) => {
+                        // Failures are said on stderr: the progress line stops there.
+                        progress = progress.only_if(false);
                         reading = false;
                         fail(&mut first_failure, n, e);
                     }
@@ -157,6 +172,7 @@ pub async fn run(args: AppendArgs) -> Result<ExitCode, CliError> {
                     None => reading = false,
                     Some(text) => {
                         line_no += 1;
+                        input_read += text.len() as u64 + 1;
                         if text.trim().is_empty() {
                             continue;
                         }
@@ -166,6 +182,7 @@ pub async fn run(args: AppendArgs) -> Result<ExitCode, CliError> {
                             }
                             Ok(line) => start(&mut in_flight, &mut busy, ordered, &store, line_no, line),
                             Err(e) => {
+                                progress = progress.only_if(false);
                                 reading = false;
                                 fail(&mut first_failure, line_no, e);
                             }
@@ -176,6 +193,7 @@ pub async fn run(args: AppendArgs) -> Result<ExitCode, CliError> {
             else => break,
         }
     }
+    progress.finish();
     match first_failure {
         None => Ok(ExitCode::SUCCESS),
         Some((_, e)) => Err(e),
@@ -209,5 +227,49 @@ fn fail(first: &mut Option<(u64, CliError)>, line: u64, e: CliError) {
                 eprintln!("annal: {earlier}");
             }
         }
+    }
+}
+
+/// The import's progress line: requests durable, how far through a file, how fast.
+fn appending(done: u64, read: u64, size: Option<u64>, elapsed: std::time::Duration) -> String {
+    let through = match size {
+        Some(size) => format!(", {}% of the input", read.saturating_mul(100) / size.max(1)),
+        None => String::new(),
+    };
+    format!(
+        "appending: {done} requests durable{through}, {} requests/s",
+        rate(done, elapsed)
+    )
+}
+
+/// The size of stdin when it is a file (`annal append < events.ndjson`), else `None`.
+#[cfg(unix)]
+fn stdin_size() -> Option<u64> {
+    use std::os::fd::AsFd as _;
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let meta = std::fs::File::from(fd).metadata().ok()?;
+    meta.is_file().then_some(meta.len())
+}
+
+#[cfg(not(unix))]
+fn stdin_size() -> Option<u64> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_import_line_says_how_far_through_a_file_and_how_fast() {
+        assert_eq!(
+            appending(50, 2_500, Some(10_000), Duration::from_secs(5)),
+            "appending: 50 requests durable, 25% of the input, 10 requests/s"
+        );
+        assert_eq!(
+            appending(7, 700, None, Duration::from_secs(1)),
+            "appending: 7 requests durable, 7 requests/s"
+        );
     }
 }

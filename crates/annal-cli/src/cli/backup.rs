@@ -2,15 +2,17 @@
 //!
 //! The copy is one snapshot of the live store (the server may keep writing), complete
 //! in one file; the command then opens the copy and checks its hash chain before it
-//! reports success. PostgreSQL stores are backed up with PostgreSQL's own tools, or
+//! reports success. On a terminal, stderr shows how far the copy, then its check, has
+//! got. PostgreSQL stores are backed up with PostgreSQL's own tools, or
 //! copied into an embedded store with `annal copy` (docs/storage.md says which).
 
-use super::CliError;
+use super::progress::{self, Progress};
+use super::{CliError, chain_check};
 use annal::sqlite::SqliteStore;
-use annal::{Error, Store as _, StoreUrl, Timestamp, url::DEFAULT_STORE};
+use annal::{Error, StoreUrl, Timestamp, url::DEFAULT_STORE};
 use clap::Args;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
@@ -45,9 +47,9 @@ pub async fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
     }
     let store = SqliteStore::open(&path).map_err(|e| CliError::Store(e.into()))?;
     let taken_at = Timestamp::now();
-    store.backup_to(&args.to).await?;
+    copy_with_progress(&store, &path, &args.to).await?;
     let copy = SqliteStore::open(&args.to).map_err(|e| CliError::Store(e.into()))?;
-    let report = copy.verify(None, None).await?;
+    let report = chain_check::check(&copy, None, None, false, "verifying the backup").await?;
     let line = serde_json::json!({
         "to": args.to.display().to_string(),
         "taken_at": taken_at,
@@ -64,5 +66,34 @@ pub async fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
             report.first_bad_position.unwrap_or(0),
             report.reason.as_deref().unwrap_or("unknown")
         )))
+    }
+}
+
+/// Writes the backup; on a terminal, stderr shows how much of it is written against
+/// the store's files (main file and WAL: about what the copy will hold, which is
+/// compacted and so often smaller).
+async fn copy_with_progress(store: &SqliteStore, path: &Path, to: &Path) -> Result<(), CliError> {
+    let mut progress = Progress::on_stderr();
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let about = size(path) + size(Path::new(&wal));
+    let backup = store.backup_to(to);
+    tokio::pin!(backup);
+    let mut tick = tokio::time::interval(progress::EVERY);
+    loop {
+        tokio::select! {
+            done = &mut backup => {
+                progress.finish();
+                return Ok(done?);
+            }
+            _ = tick.tick(), if progress.shown() => {
+                progress.set(&format!(
+                    "backing up: {} written, of about {}",
+                    progress::mib(size(to)),
+                    progress::mib(about)
+                ));
+            }
+        }
     }
 }

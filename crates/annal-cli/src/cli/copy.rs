@@ -10,16 +10,18 @@
 //! source's checkpoints are copied too (position, status, error count, last error; their
 //! `updated_at` becomes the copy's time), so consumers resume where they were. Snapshots
 //! are not copied (the Store API cannot list them): they are rebuilt on the next load.
+//! On a terminal, stderr shows how far the copy, then its check, has got.
 
 use super::CliError;
+use super::chain_check;
+use super::progress::{Progress, of_total};
 use annal::checkpoint::CheckpointWrite;
 use annal::read::stream_all;
 use annal::{Filter, Limits, StoreUrl};
 use clap::Args;
 use futures_util::StreamExt;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
-use std::time::Instant;
 
 const BATCH: usize = 5000;
 
@@ -59,8 +61,7 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CliError> {
     let all = Filter::default();
     let mut events = stream_all(&*from, 0, &all, args.batch).chunks(args.batch);
     let mut copied = 0u64;
-    let started = Instant::now();
-    let progress = std::io::stderr().is_terminal();
+    let mut progress = Progress::on_stderr();
     while copied < total {
         let Some(chunk) = events.next().await else {
             break;
@@ -74,19 +75,11 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CliError> {
         }
         copied += batch.len() as u64;
         to.import(batch).await?;
-        if progress {
-            let pct = copied * 100 / total.max(1);
-            eprint!(
-                "\rcopied {copied} of {total} events ({pct}%), {:.0} events/s ",
-                copied as f64 / started.elapsed().as_secs_f64().max(1e-9)
-            );
-        }
+        progress.set(&of_total("copying", copied, total, progress.elapsed()));
     }
-    if progress {
-        eprintln!();
-    }
+    progress.finish();
     let copied = to.head(&[]).await?;
-    let report = to.verify(None, None).await?;
+    let report = chain_check::check(&*to, None, None, false, "verifying the copy").await?;
     let ok = report.ok && report.checked == total && copied == total;
     let mut checkpoints = 0u64;
     if ok {

@@ -9,9 +9,11 @@
 mod append;
 mod audit;
 mod backup;
+mod chain_check;
 pub mod config;
 mod copy;
 mod digests;
+mod progress;
 mod projections;
 mod read;
 mod serve;

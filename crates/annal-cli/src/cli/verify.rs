@@ -1,6 +1,8 @@
 //! `annal verify`: checks the hash chain (or that the log still holds a digest's
-//! prefix) and prints the report as JSON; `annal digest`: prints the log's digest.
+//! prefix) and prints the report as JSON, with progress on stderr while it runs when
+//! that is a terminal; `annal digest`: prints the log's digest.
 
+use super::chain_check;
 use super::digests::{self, DigestDir};
 use super::{CliError, StoreArgs};
 use annal::{Digest, Hash, digest};
@@ -44,13 +46,16 @@ pub async fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
     let expected = expectation(&args)?;
     let store = args.store.open_existing().await?;
     let (from, to) = (args.from_position, args.to_position);
-    let report = match (expected, args.quick) {
-        (Some((position, hash)), true) => digest::check(store.as_ref(), position, hash).await?,
-        (Some((position, hash)), false) => {
-            digest::check_deep(store.as_ref(), position, hash).await?
-        }
-        (None, true) => store.verify(from, to).await?,
-        (None, false) => store.verify_deep(from, to).await?,
+    let deep = !args.quick;
+    // A digest's own claim first (one event read), then the whole chain, as
+    // digest::check and digest::check_deep do, with progress on a terminal.
+    let anchor = match expected {
+        Some((position, hash)) => digest::check_anchor(store.as_ref(), position, hash).await?,
+        None => None,
+    };
+    let report = match anchor {
+        Some(failed) => failed,
+        None => chain_check::check(store.as_ref(), from, to, deep, "verifying").await?,
     };
     let json = serde_json::to_string(&report).map_err(std::io::Error::from)?;
     writeln!(std::io::stdout(), "{json}")?;

@@ -4,6 +4,7 @@
 //! `ANNAL_TEST_SERVER_LOG=1` (with `ANNAL_LOG=debug`) shows the servers' logs.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod docs;
 pub mod kurrent;
 pub mod log_check;
 pub mod pg;
