@@ -104,12 +104,28 @@ async fn thousands_of_open_streams_are_held_to_the_servers_limit() {
         held.push((response, send));
         h2 = ready;
     }
-    // The server's limit (docs/http.md: 256 streams at once), plus those it let the
-    // client open in their place within the client's 500 ms waits (258 to 389 seen);
-    // a client that ignored the limit opens all 5,000.
+    // What counts is how many the server holds open at once: streams it answered whose
+    // body has not ended. The client queues the rest itself (its `ready` does not always
+    // wait), so how many requests it sent in all says nothing about the server: on a
+    // loaded machine it queued over a thousand.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut answered_open, mut waiting) = (0, 0);
+    for (response, _) in &mut held {
+        match futures_util::FutureExt::now_or_never(response) {
+            None => waiting += 1,
+            Some(Ok(r)) if !r.body().is_end_stream() => answered_open += 1,
+            Some(_) => {}
+        }
+    }
+    eprintln!(
+        "{} requests sent: {answered_open} answered and open, {waiting} waiting",
+        held.len()
+    );
+    // The server's limit (docs/http.md: 256 streams at once); a server without one
+    // answers every request the client sends.
     assert!(
-        held.len() < 1_000,
-        "the server's concurrent-stream limit held the client back ({} streams open)",
+        (1..=256).contains(&answered_open),
+        "the server holds {answered_open} streams open at once ({} sent, {waiting} waiting)",
         held.len()
     );
     others_are_served(served.port).await;

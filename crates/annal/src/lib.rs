@@ -21,6 +21,52 @@
 //! println!("stored at position {}", result.first_position);
 //! # Ok(()) }
 //! ```
+//!
+//! Aggregates take commands through a [`Repository`], which decides, appends with
+//! optimistic concurrency (deciding again after a conflict) and loads any past version
+//! (docs/aggregates.md has snapshots, upcasting and commands across aggregates;
+//! `annal::testing`, feature `testing`, tests an aggregate without a store):
+//!
+//! ```
+//! use annal::{Aggregate, CommandContext, DomainEvent, Repository};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Clone, Serialize, Deserialize)]
+//! #[serde(tag = "event_type", content = "data")]
+//! enum Tally { Counted { by: u64 } }
+//! impl DomainEvent for Tally {}
+//!
+//! #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+//! struct Counter { total: u64 }
+//!
+//! impl Aggregate for Counter {
+//!     const TYPE: &'static str = "Counter";
+//!     const SNAPSHOT_TAG: &'static str = "counter-v1";
+//!     type Event = Tally;
+//!     type Command = u64; // count this many
+//!     type Error = std::convert::Infallible;
+//!     fn apply(&mut self, Tally::Counted { by }: &Tally) {
+//!         self.total += by;
+//!     }
+//!     fn handle(&self, by: u64) -> Result<Vec<Tally>, Self::Error> {
+//!         Ok(vec![Tally::Counted { by }])
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let url = format!("sqlite:{}", dir.path().join("annal.db").display());
+//! let store = annal::open(&url.parse()?)?;
+//! let counters = Repository::<Counter>::new(store);
+//! let by_sarah = CommandContext::by("sarah");
+//! counters.execute("visits", 2, &by_sarah).await?;
+//! let now = counters.execute("visits", 3, &by_sarah).await?;
+//! assert_eq!((now.state.total, now.version), (5, 2));
+//! let then = counters.load_at_version("visits", 1).await?;
+//! assert_eq!(then.state.total, 2);
+//! # Ok(()) }
+//! ```
 
 #[cfg(feature = "state-command")]
 pub mod state_command;

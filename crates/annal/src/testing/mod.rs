@@ -10,6 +10,51 @@
 //!   a stand-in that could pass tests production would fail.
 //! - [`project`]: runs a projection handler over a list of events, as the runner
 //!   would, and collects the appends it returns.
+//!
+//! An aggregate's rules, tested without a store:
+//!
+//! ```
+//! use annal::testing::AggregateTest;
+//! use annal::{Aggregate, DomainEvent};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+//! #[serde(tag = "event_type", content = "data")]
+//! enum Ticket { Sold { seat: u32 } }
+//! impl DomainEvent for Ticket {}
+//!
+//! #[derive(Debug, PartialEq, thiserror::Error)]
+//! #[error("seat {0} is taken")]
+//! struct Taken(u32);
+//!
+//! #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+//! struct Show { taken: Vec<u32> }
+//!
+//! impl Aggregate for Show {
+//!     const TYPE: &'static str = "Show";
+//!     const SNAPSHOT_TAG: &'static str = "show-v1";
+//!     type Event = Ticket;
+//!     type Command = u32; // sell this seat
+//!     type Error = Taken;
+//!     fn apply(&mut self, Ticket::Sold { seat }: &Ticket) {
+//!         self.taken.push(*seat);
+//!     }
+//!     fn handle(&self, seat: u32) -> Result<Vec<Ticket>, Taken> {
+//!         if self.taken.contains(&seat) {
+//!             return Err(Taken(seat));
+//!         }
+//!         Ok(vec![Ticket::Sold { seat }])
+//!     }
+//! }
+//!
+//! let show = AggregateTest::<Show>::given([Ticket::Sold { seat: 1 }])
+//!     .when(2)
+//!     .then([Ticket::Sold { seat: 2 }]);
+//! assert_eq!(show.taken, [1, 2]);
+//! AggregateTest::<Show>::given([Ticket::Sold { seat: 1 }])
+//!     .when(1)
+//!     .then_error(Taken(1));
+//! ```
 
 mod aggregate;
 mod projection;
