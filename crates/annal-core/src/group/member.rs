@@ -99,6 +99,43 @@ pub struct GroupMember<H> {
     control: mpsc::Sender<()>,
     status: watch::Receiver<MemberStatus>,
     task: Option<tokio::task::JoinHandle<Result<H, GroupError>>>,
+    progress: GroupProgress,
+}
+
+/// How often [`GroupMember::wait_caught_up`] reads the group's checkpoints.
+const CAUGHT_UP_POLL: Duration = Duration::from_millis(20);
+
+/// Reads the store's head and the least position of the group's partition checkpoints
+/// (`None` while one of them has none), whichever member wrote them.
+type GroupProgress = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(u64, Option<u64>), Error>> + Send>>
+        + Send
+        + Sync,
+>;
+
+fn group_progress<S: Store + ?Sized + 'static>(
+    store: Arc<S>,
+    options: &MemberOptions,
+) -> GroupProgress {
+    let names: Arc<Vec<String>> = Arc::new(
+        (0..options.partitions)
+            .map(|i| options.checkpoint_name(i))
+            .collect(),
+    );
+    Arc::new(move || {
+        let (store, names) = (store.clone(), names.clone());
+        Box::pin(async move {
+            let head = store.head(&[]).await?;
+            let mut least: Option<u64> = None;
+            for name in names.iter() {
+                let Some(c) = store.checkpoint(name).await? else {
+                    return Ok((head, None));
+                };
+                least = Some(least.map_or(c.position, |l| l.min(c.position)));
+            }
+            Ok((head, least))
+        })
+    })
 }
 
 impl<H> Drop for GroupMember<H> {
@@ -130,6 +167,7 @@ impl<H: Handler> GroupMember<H> {
         }
         let (control, control_rx) = mpsc::channel(1);
         let (status_tx, status) = watch::channel(MemberStatus::default());
+        let progress = group_progress(store.clone(), &options);
         let task = MemberTask {
             store,
             name: name.clone(),
@@ -146,6 +184,7 @@ impl<H: Handler> GroupMember<H> {
             control,
             status,
             task: Some(tokio::spawn(task.run(control_rx))),
+            progress,
         })
     }
 
@@ -163,6 +202,30 @@ impl<H: Handler> GroupMember<H> {
     pub async fn wait_until(&self, done: impl FnMut(&MemberStatus) -> bool) -> bool {
         let mut rx = self.status.clone();
         rx.wait_for(done).await.is_ok()
+    }
+
+    /// Waits until the whole group, whichever members run its partitions (in this process
+    /// or others), has handled everything committed before this call: every partition's
+    /// checkpoint at or past the head the store had then. Checkpoints are written at most
+    /// `checkpoint_interval` after a partition moves on, so this answers up to that much
+    /// after the handlers are done. `Ok(true)` once caught up; `Ok(false)` if `timeout`
+    /// passed first (a partition no member runs never catches up) or this member ended;
+    /// an error if the store could not be read. What tests and read-your-writes
+    /// endpoints wait on after an append.
+    pub async fn wait_caught_up(&self, timeout: Duration) -> Result<bool, Error> {
+        let deadline = Instant::now() + timeout;
+        let (head, _) = (self.progress)().await?;
+        loop {
+            let (_, least) = (self.progress)().await?;
+            if head == 0 || least.is_some_and(|p| p >= head) {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline || self.task.as_ref().is_none_or(|t| t.is_finished()) {
+                return Ok(false);
+            }
+            tokio::time::sleep(CAUGHT_UP_POLL.min(deadline - now)).await;
+        }
     }
 
     /// Leaves gracefully: stops every runner (each writes its checkpoint), then releases

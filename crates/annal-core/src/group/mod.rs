@@ -136,6 +136,29 @@ impl<S: Store + ?Sized + 'static, H: Handler> ConsumerGroup<S, H> {
         self.running.get(&p).map(|(m, _)| m.as_str())
     }
 
+    /// Waits until every partition has handled everything committed before this call
+    /// (each runner's position reaches the head the store had then). `Ok(true)` once
+    /// they have; `Ok(false)` if `timeout` passed first, a runner ended, or the group has
+    /// no members while there are events to handle; an error if the head could not be
+    /// read.
+    pub async fn wait_caught_up(&self, timeout: std::time::Duration) -> Result<bool, Error> {
+        let head = self.store.head(&[]).await?;
+        if head == 0 {
+            return Ok(true);
+        }
+        if self.running.len() < self.partitions as usize {
+            return Ok(false);
+        }
+        let all = futures_util::future::join_all(
+            self.running
+                .values()
+                .map(|(_, h)| h.wait_until(|p| p.position >= head)),
+        );
+        Ok(tokio::time::timeout(timeout, all)
+            .await
+            .is_ok_and(|reached| reached.into_iter().all(|r| r)))
+    }
+
     /// Adds a member; partitions move to it.
     pub async fn join(&mut self, member: impl Into<String>, handler: H) -> Result<(), GroupError> {
         let member = member.into();

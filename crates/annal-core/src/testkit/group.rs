@@ -69,16 +69,15 @@ pub async fn a_consumer_group_of_three_keeps_each_aggregate_in_order_when_a_memb
     assert!(after.values().all(|m| m != "b"));
     writer.await.expect("writer");
     let head = s.head(&[]).await.expect("head");
-    let done = tokio::time::timeout(PATIENCE, async {
-        loop {
-            if seen.lock().expect("lock").len() as u64 >= head {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(done.is_ok(), "every event is handled");
+    assert!(
+        group.wait_caught_up(PATIENCE).await.expect("head"),
+        "the group catches up"
+    );
+    assert_eq!(
+        seen.lock().expect("lock").len() as u64,
+        head,
+        "caught up means every event before the call is handled"
+    );
     group.stop().await.expect("stops");
     let seen = seen.lock().expect("lock").clone();
     assert_eq!(
@@ -148,6 +147,13 @@ pub async fn a_group_of_three_members_with_one_leaving_and_one_crashing_loses_no
     };
     fill(&*s, "order", 40, 400, 4).await;
     let members = [join("a"), join("b"), join("c")];
+    assert!(
+        !members[0]
+            .wait_caught_up(Duration::from_millis(1))
+            .await
+            .expect("checkpoints"),
+        "just joined: no partition has handled the 400 events yet"
+    );
     let balanced = tokio::time::timeout(PATIENCE, async {
         loop {
             let counts: Vec<usize> = members.iter().map(|m| m.status().leases.len()).collect();
@@ -190,27 +196,28 @@ pub async fn a_group_of_three_members_with_one_leaving_and_one_crashing_loses_no
         }
         v
     };
-    let done = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let handled: BTreeMap<String, u64> = {
-                let seen = seen.lock().expect("lock");
-                let mut m = BTreeMap::new();
-                for (agg, _, v) in seen.iter() {
-                    let e = m.entry(agg.clone()).or_insert(0);
-                    *e = (*e).max(*v);
-                }
-                m
-            };
-            if handled == versions && a.status().leases.len() == 12 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let alone = tokio::time::timeout(PATIENCE, a.wait_until(|st| st.leases.len() == 12)).await;
     assert!(
-        done.is_ok(),
-        "every event is handled and a runs all partitions"
+        alone.is_ok_and(|held| held),
+        "a runs all partitions once c's leases expire"
+    );
+    // The group's checkpoints, whoever wrote them, say when everything is handled.
+    assert!(
+        a.wait_caught_up(PATIENCE).await.expect("checkpoints"),
+        "the group catches up"
+    );
+    let handled: BTreeMap<String, u64> = {
+        let seen = seen.lock().expect("lock");
+        let mut m = BTreeMap::new();
+        for (agg, _, v) in seen.iter() {
+            let e = m.entry(agg.clone()).or_insert(0);
+            *e = (*e).max(*v);
+        }
+        m
+    };
+    assert_eq!(
+        handled, versions,
+        "caught up means every event before the call is handled"
     );
     a.leave().await.expect("a leaves");
     let seen = seen.lock().expect("lock").clone();
