@@ -132,16 +132,18 @@ impl Load {
     }
 }
 
-/// Rounds of: a server on `store_args`, 16 appenders, SIGKILL at a random moment, then
-/// the store reopened and checked against everything acknowledged so far.
-async fn server_sigkill_rounds(store_args: &[&str], url: &str) {
+/// Rounds of: the servers `start` gives, 16 appenders spread over them, SIGKILL of them
+/// all at a random moment, then the store at `url` reopened and checked against
+/// everything acknowledged so far.
+async fn sigkill_rounds(url: &str, start: impl Fn() -> Vec<common::Served>) {
     let mut acked = Vec::new();
     for round in 0..rounds() {
-        let served = common::serve_with(store_args);
-        let load = Load::start(&[served.port], &format!("r{round}"));
+        let servers = start();
+        let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+        let load = Load::start(&ports, &format!("r{round}"));
         load.until_acknowledged(APPENDERS as u64).await;
         tokio::time::sleep(Duration::from_millis(fastrand::u64(100..600))).await;
-        drop(served); // SIGKILL, then reaped
+        drop(servers); // SIGKILL, then reaped
         let (got, _) = load.finish().await;
         assert!(
             !got.is_empty(),
@@ -170,7 +172,7 @@ async fn a_server_killed_under_sixteen_appenders_loses_nothing_it_acknowledged()
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().to_str().expect("utf-8");
     let url = format!("sqlite:{}", dir.path().join("annal.db").display());
-    server_sigkill_rounds(&["--data", data], &url).await;
+    sigkill_rounds(&url, || vec![common::serve_with(&["--data", data])]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,35 +181,23 @@ async fn a_server_on_postgres_killed_under_sixteen_appenders_loses_nothing_it_ac
         return;
     };
     let schema = common::pg::TestSchema::new(&base);
-    server_sigkill_rounds(&["--store", &schema.url], &schema.url).await;
+    sigkill_rounds(&schema.url, || {
+        vec![common::serve_with(&["--store", &schema.url])]
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_one_file_killed_together_keep_one_contiguous_log() {
     let dir = tempfile::tempdir().expect("dir");
     let url = format!("sqlite:{}", dir.path().join("annal.db").display());
-    let mut acked = Vec::new();
-    for round in 0..rounds() {
-        let (a, b) = (
+    sigkill_rounds(&url, || {
+        vec![
             common::serve(dir.path(), &[]),
             common::serve(dir.path(), &[]),
-        );
-        let load = Load::start(&[a.port, b.port], &format!("r{round}"));
-        load.until_acknowledged(APPENDERS as u64).await;
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(100..600))).await;
-        drop((a, b));
-        let (got, _) = load.finish().await;
-        assert!(
-            !got.is_empty(),
-            "round {round}: some appends were acknowledged"
-        );
-        acked.extend(got);
-        let store = annal::connect(&url.parse::<StoreUrl>().expect("url"))
-            .await
-            .expect("reopen");
-        common::log_check::check(&*store, &acked, &format!("round {round}")).await;
-    }
-    report(&acked, &format!("over {} rounds", rounds()));
+        ]
+    })
+    .await;
 }
 
 /// A PostgreSQL cluster of the test's own (initdb in a temporary folder, as the

@@ -10,7 +10,9 @@ use super::{GroupError, Shared};
 use crate::append::check_name;
 use crate::error::Error;
 use crate::lease::{Lease, check_ttl};
-use crate::projection::{Handler, ProjectionError, ProjectionHandle, ProjectionOptions};
+use crate::projection::{
+    Handler, HeadReader, ProjectionError, ProjectionHandle, ProjectionOptions, head_reader,
+};
 use crate::store::Store;
 use crate::subscription::{Partition, partition_of};
 use std::collections::{BTreeMap, BTreeSet};
@@ -99,24 +101,25 @@ pub struct GroupMember<H> {
     control: mpsc::Sender<()>,
     status: watch::Receiver<MemberStatus>,
     task: Option<tokio::task::JoinHandle<Result<H, GroupError>>>,
-    progress: GroupProgress,
+    head: HeadReader,
+    least_checkpoint: LeastCheckpoint,
 }
 
 /// How often [`GroupMember::wait_caught_up`] reads the group's checkpoints.
 const CAUGHT_UP_POLL: Duration = Duration::from_millis(20);
 
-/// Reads the store's head and the least position of the group's partition checkpoints
-/// (`None` while one of them has none), whichever member wrote them.
-type GroupProgress = Arc<
-    dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(u64, Option<u64>), Error>> + Send>>
+/// Reads the least position of the group's partition checkpoints (`None` while one of
+/// them has none), whichever member wrote them.
+type LeastCheckpoint = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<Option<u64>, Error>> + Send>>
         + Send
         + Sync,
 >;
 
-fn group_progress<S: Store + ?Sized + 'static>(
+fn least_checkpoint<S: Store + ?Sized + 'static>(
     store: Arc<S>,
     options: &MemberOptions,
-) -> GroupProgress {
+) -> LeastCheckpoint {
     let names: Arc<Vec<String>> = Arc::new(
         (0..options.partitions)
             .map(|i| options.checkpoint_name(i))
@@ -125,15 +128,14 @@ fn group_progress<S: Store + ?Sized + 'static>(
     Arc::new(move || {
         let (store, names) = (store.clone(), names.clone());
         Box::pin(async move {
-            let head = store.head(&[]).await?;
             let mut least: Option<u64> = None;
             for name in names.iter() {
                 let Some(c) = store.checkpoint(name).await? else {
-                    return Ok((head, None));
+                    return Ok(None);
                 };
                 least = Some(least.map_or(c.position, |l| l.min(c.position)));
             }
-            Ok((head, least))
+            Ok(least)
         })
     })
 }
@@ -167,7 +169,8 @@ impl<H: Handler> GroupMember<H> {
         }
         let (control, control_rx) = mpsc::channel(1);
         let (status_tx, status) = watch::channel(MemberStatus::default());
-        let progress = group_progress(store.clone(), &options);
+        let head = head_reader(store.clone());
+        let least_checkpoint = least_checkpoint(store.clone(), &options);
         let task = MemberTask {
             store,
             name: name.clone(),
@@ -184,7 +187,8 @@ impl<H: Handler> GroupMember<H> {
             control,
             status,
             task: Some(tokio::spawn(task.run(control_rx))),
-            progress,
+            head,
+            least_checkpoint,
         })
     }
 
@@ -214,10 +218,9 @@ impl<H: Handler> GroupMember<H> {
     /// endpoints wait on after an append.
     pub async fn wait_caught_up(&self, timeout: Duration) -> Result<bool, Error> {
         let deadline = Instant::now() + timeout;
-        let (head, _) = (self.progress)().await?;
+        let head = (self.head)().await?;
         loop {
-            let (_, least) = (self.progress)().await?;
-            if head == 0 || least.is_some_and(|p| p >= head) {
+            if head == 0 || (self.least_checkpoint)().await?.is_some_and(|p| p >= head) {
                 return Ok(true);
             }
             let now = Instant::now();

@@ -216,8 +216,16 @@ enum Control {
 }
 
 /// Reads the store's head for [`ProjectionHandle::wait_caught_up`].
-type HeadReader =
+pub(crate) type HeadReader =
     Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<u64>> + Send>> + Send + Sync>;
+
+/// Reads `store`'s head, for handles that do not know the store's type.
+pub(crate) fn head_reader<S: Store + ?Sized + 'static>(store: Arc<S>) -> HeadReader {
+    Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move { store.head(&[]).await })
+    })
+}
 
 /// A running projection.
 pub struct ProjectionHandle<H> {
@@ -333,13 +341,7 @@ where
         last_error: None,
     });
     let name = options.name.clone();
-    let head: HeadReader = {
-        let store = store.clone();
-        Arc::new(move || {
-            let store = store.clone();
-            Box::pin(async move { store.head(&[]).await })
-        })
-    };
+    let head = head_reader(store.clone());
     let runner = Runner {
         store,
         handler,
