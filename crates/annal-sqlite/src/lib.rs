@@ -1,7 +1,8 @@
 //! annal-sqlite: the embedded annal store, one SQLite file per store.
 //!
-//! - **Durability**: WAL with `synchronous=FULL`; an append is answered only after its
-//!   COMMIT returned, i.e. after the WAL was fsync'd.
+//! - **Durability**: WAL; an append is answered only after its COMMIT returned and the
+//!   WAL was then fdatasync'd (the writer's commits are synced by a stage of their own,
+//!   see [`durable`], so the next group is applied while the disk syncs).
 //! - **Throughput**: writes go through one writer thread that commits whatever is queued
 //!   as one group (see [`writer`]): 16 writers share one fsync.
 //! - **Readers never block the writer**: reads run on their own connections (WAL readers
@@ -21,6 +22,7 @@
 
 mod backup;
 mod check;
+pub mod durable;
 mod open;
 pub mod rows;
 pub mod schema;

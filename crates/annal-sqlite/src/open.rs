@@ -1,6 +1,7 @@
 //! Opening a store file: the settings ([`Options`]), why an open fails ([`OpenError`]),
 //! the schema migration at open (retried while another process creates the same file),
-//! and the pragmas every connection gets (WAL, `synchronous=FULL`, a busy timeout).
+//! and the pragmas every connection gets (WAL, `synchronous=FULL`, a busy timeout; the
+//! writer's own connection then syncs through [`crate::durable`] instead).
 //!
 //! Invariants: the writer thread starts only after the schema is current and the head is
 //! read and checked, so a store that opens has a sound head to count from; a store this
@@ -205,7 +206,8 @@ impl SqliteStore {
             .name("annal-sqlite-writer".into())
             .spawn({
                 let health = health.clone();
-                move || writer::run(conn, jobs_rx, head_tx, health)
+                let path = path.clone();
+                move || writer::run(conn, &path, jobs_rx, head_tx, health)
             })
             .map_err(OpenError::Thread)?;
         Ok(Self {

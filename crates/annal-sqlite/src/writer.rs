@@ -3,11 +3,16 @@
 //! One thread owns the store's only write connection. Appends, transactions, snapshot
 //! and checkpoint writes queue up on a channel; the thread takes everything queued (up
 //! to a cap), applies the jobs in one `BEGIN IMMEDIATE` transaction and COMMITs once:
-//! one fsync (WAL, `synchronous=FULL`) for the whole group. Each job checks everything
+//! one fdatasync of the WAL for the whole group. Each job checks everything
 //! (expected versions, types, replays, its checkpoint) before it writes anything, so a
 //! job that is refused (a conflict, a bad checkpoint) writes nothing and fails alone; the
 //! others commit. A database failure fails the whole group, and nothing of it is written.
-//! Callers are answered only after COMMIT returns, so an acknowledged job is durable.
+//!
+//! The COMMIT itself does not sync (`synchronous=NORMAL` on this connection): the
+//! committed group goes to the durability stage ([`crate::durable`]), which fdatasyncs
+//! the WAL and only then answers its jobs, while this thread applies the next group. So
+//! an acknowledged job is durable, and the disk's sync time overlaps the next group's
+//! work instead of adding to it. After a failed sync the writer refuses every job.
 //!
 //! The checks themselves (expected versions, stream deletion, replays, checkpoints) are
 //! [`annal_core::commit`]'s, shared with every backend; this file reads what they ask
@@ -19,13 +24,15 @@
 //! reading, raised to the tip's time if the clock went backwards, so it never decreases
 //! with position.
 
+use crate::durable::{self, Committed, Stopped};
 use crate::rows::{self, EVENT_COLUMNS, clamp, db};
 use annal_core::commit::{self, Fail, Group, Writes};
 use annal_core::failures::WriteHealth;
 use annal_core::import::Tip;
 use annal_core::{Error, Hash, RecordedEvent, Result, StreamRecord, Timestamp, Uuid, stored};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::path::Path;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -40,15 +47,39 @@ pub use annal_core::job::{Job, SnapshotJob};
 /// How long the closing checkpoint waits for other connections' reads.
 const CLOSING_CHECKPOINT_WAIT: Duration = Duration::from_secs(1);
 
-/// Runs the writer until every sender is gone, then checkpoints the WAL into the store
-/// file and empties it ([`close`]).
+/// Runs the writer (and its durability stage) until every sender is gone and every
+/// group is answered, then checkpoints the WAL into the store file and empties it
+/// ([`close`]). `path` is the store file `conn` has open.
 pub fn run(
     mut conn: Connection,
+    path: &Path,
     jobs: Receiver<Job>,
     head: watch::Sender<u64>,
     health: WriteHealth,
 ) {
-    serve(&mut conn, jobs, head, &health);
+    let stopped = Stopped::default();
+    let started = conn
+        .pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            durable::start(path, head, health.clone(), stopped.clone()).map_err(|e| e.to_string())
+        });
+    match started {
+        Ok((durable, stage)) => {
+            serve(&mut conn, jobs, &durable, &health, &stopped);
+            drop(durable);
+            if stage.join().is_err() {
+                tracing::error!("the durability stage panicked");
+            }
+        }
+        Err(e) => {
+            let msg = format!("the writer could not start: {e}");
+            tracing::error!(error = %msg);
+            for job in jobs {
+                job.answer(Err(Error::Storage(msg.clone().into())));
+            }
+        }
+    }
     close(&conn);
 }
 
@@ -81,8 +112,9 @@ fn close(conn: &Connection) {
 fn serve(
     conn: &mut Connection,
     jobs: Receiver<Job>,
-    head: watch::Sender<u64>,
+    durable: &Sender<Committed>,
     health: &WriteHealth,
+    stopped: &Stopped,
 ) {
     let mut last_group = 1usize;
     while let Ok(first) = jobs.recv() {
@@ -109,16 +141,22 @@ fn serve(
             group.push(job);
         }
         last_group = group.len();
+        if let Some(reason) = stopped.reason() {
+            for job in group {
+                job.answer(Err(Error::Storage(reason.clone().into())));
+            }
+            continue;
+        }
         match commit_group(conn, &group) {
-            Ok((outcomes, tip)) => {
-                health.succeeded();
-                head.send_if_modified(|h| {
-                    let moved = *h != tip;
-                    *h = tip;
-                    moved
-                });
-                for (job, outcome) in group.into_iter().zip(outcomes) {
-                    job.answer(outcome);
+            Ok((outcomes, head)) => {
+                let answers = group.into_iter().zip(outcomes).collect();
+                if let Err(unsent) = durable.send(Committed { answers, head }) {
+                    // The stage has stopped: nothing will sync this group.
+                    for (job, _) in unsent.0.answers {
+                        job.answer(Err(Error::Storage(
+                            "the durability stage has stopped".into(),
+                        )));
+                    }
                 }
             }
             Err(e) => {
