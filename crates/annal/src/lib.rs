@@ -68,6 +68,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod read_model;
 #[cfg(feature = "state-command")]
 pub mod state_command;
 #[cfg(feature = "testing")]

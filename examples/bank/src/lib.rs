@@ -107,6 +107,9 @@ pub fn accounts(store: Arc<dyn Store>) -> Accounts {
         .with_snapshots(SnapshotPolicy::Every(100))
 }
 
+/// Why the bank did not do what it was asked.
+pub type BankError = RepositoryError<AccountError>;
+
 /// Moves `amount` from one account to another in one transaction: both change or
 /// neither (an overdraft of `from` refuses it).
 pub async fn transfer(
@@ -115,7 +118,7 @@ pub async fn transfer(
     to: &str,
     amount: u32,
     ctx: &CommandContext,
-) -> Result<(), RepositoryError<AccountError>> {
+) -> Result<(), BankError> {
     let commands = [(from, Withdraw(amount)), (to, Deposit(amount))];
     bank.execute_many(&commands, ctx).await.map(drop)
 }
