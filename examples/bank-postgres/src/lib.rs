@@ -12,16 +12,15 @@ use annal_example_bank::{AccountEvent, BankAccount, upcasters};
 use std::sync::Arc;
 use tokio_postgres::{Client, Transaction};
 
-/// Balances by owner: `owners (account, owner)` and `balances (owner, balance)`, in the
-/// connection's `search_path`.
+/// Balances by owner: `accounts (id, owner, balance)` in the connection's
+/// `search_path`, summed by owner when read.
 #[derive(Debug)]
 pub struct BalancesByOwner;
 
 #[async_trait]
 impl PostgresReadModel<BankAccount> for BalancesByOwner {
-    const SCHEMA: &'static str = "
-        CREATE TABLE IF NOT EXISTS owners (account TEXT PRIMARY KEY, owner TEXT NOT NULL);
-        CREATE TABLE IF NOT EXISTS balances (owner TEXT PRIMARY KEY, balance BIGINT NOT NULL);";
+    const SCHEMA: &'static str = "CREATE TABLE IF NOT EXISTS accounts
+        (id TEXT PRIMARY KEY, owner TEXT NOT NULL, balance BIGINT NOT NULL)";
 
     async fn apply(
         &mut self,
@@ -29,18 +28,18 @@ impl PostgresReadModel<BankAccount> for BalancesByOwner {
         e: &RecordedEvent,
         event: AccountEvent,
     ) -> Result<(), HandlerError> {
+        let id = &e.aggregate_id;
         let delta = match event {
             AccountEvent::Opened { owner } => {
-                let sql = "INSERT INTO owners VALUES ($1, $2)";
-                tx.execute(sql, &[&e.aggregate_id, &owner]).await?;
+                let sql = "INSERT INTO accounts VALUES ($1, $2, 0)";
+                tx.execute(sql, &[id, &owner]).await?;
                 return Ok(());
             }
             AccountEvent::Deposited { amount } => i64::from(amount),
             AccountEvent::Withdrawn { amount } => -i64::from(amount),
         };
-        let sql = "INSERT INTO balances SELECT owner, $2 FROM owners WHERE account = $1
-                   ON CONFLICT (owner) DO UPDATE SET balance = balances.balance + excluded.balance";
-        tx.execute(sql, &[&e.aggregate_id, &delta]).await?;
+        let sql = "UPDATE accounts SET balance = balance + $2 WHERE id = $1";
+        tx.execute(sql, &[id, &delta]).await?;
         Ok(())
     }
 }
@@ -59,9 +58,6 @@ pub async fn spawn(
 
 /// The total balance of `owner`'s accounts in the read model `client` sees.
 pub async fn balance(client: &Client, owner: &str) -> Result<i64, tokio_postgres::Error> {
-    let sql = "SELECT balance FROM balances WHERE owner = $1";
-    Ok(client
-        .query_opt(sql, &[&owner])
-        .await?
-        .map_or(0, |r| r.get(0)))
+    let sql = "SELECT coalesce(sum(balance), 0)::BIGINT FROM accounts WHERE owner = $1";
+    Ok(client.query_one(sql, &[&owner]).await?.get(0))
 }

@@ -7,35 +7,29 @@ use crate::{AccountEvent, BankAccount, upcasters};
 use annal::projection::{HandlerError, ProjectionHandle, ProjectionOptions};
 use annal::read_model::sqlite::{self, SqliteModel, SqliteReadModel, rusqlite};
 use annal::{RecordedEvent, Store};
-use rusqlite::{Connection, OptionalExtension, Transaction};
+use rusqlite::{Connection, Transaction};
 use std::{path::Path, sync::Arc};
 
-/// Balances by owner: `owners (account, owner)` and `balances (owner, balance)`.
+/// Balances by owner: `accounts (id, owner, balance)`, summed by owner when read.
 #[derive(Debug)]
 pub struct BalancesByOwner;
 
 impl SqliteReadModel<BankAccount> for BalancesByOwner {
-    const SCHEMA: &'static str = "
-        CREATE TABLE IF NOT EXISTS owners (account TEXT PRIMARY KEY, owner TEXT NOT NULL);
-        CREATE TABLE IF NOT EXISTS balances (owner TEXT PRIMARY KEY, balance INTEGER NOT NULL);";
+    const SCHEMA: &'static str = "CREATE TABLE IF NOT EXISTS accounts
+        (id TEXT PRIMARY KEY, owner TEXT NOT NULL, balance INTEGER NOT NULL)";
 
     fn apply(&mut self, tx: &Transaction, e: &RecordedEvent, event: AccountEvent) -> Applied {
+        let id = &e.aggregate_id;
         let delta = match event {
             AccountEvent::Opened { owner } => {
-                tx.execute(
-                    "INSERT INTO owners VALUES (?1, ?2)",
-                    [&e.aggregate_id, &owner],
-                )?;
+                tx.execute("INSERT INTO accounts VALUES (?1, ?2, 0)", (id, owner))?;
                 return Ok(());
             }
             AccountEvent::Deposited { amount } => i64::from(amount),
             AccountEvent::Withdrawn { amount } => -i64::from(amount),
         };
-        tx.execute(
-            "INSERT INTO balances SELECT owner, ?2 FROM owners WHERE account = ?1
-             ON CONFLICT (owner) DO UPDATE SET balance = balance + excluded.balance",
-            (&e.aggregate_id, delta),
-        )?;
+        let sql = "UPDATE accounts SET balance = balance + ?2 WHERE id = ?1";
+        tx.execute(sql, (id, delta))?;
         Ok(())
     }
 }
@@ -53,9 +47,6 @@ pub fn spawn(store: Arc<dyn Store>, path: &Path) -> rusqlite::Result<Running> {
 
 /// The total balance of `owner`'s accounts in the read model's database `db`.
 pub fn balance(db: &Connection, owner: &str) -> rusqlite::Result<i64> {
-    let sql = "SELECT balance FROM balances WHERE owner = ?1";
-    Ok(db
-        .query_row(sql, [owner], |r| r.get(0))
-        .optional()?
-        .unwrap_or(0))
+    let sql = "SELECT coalesce(sum(balance), 0) FROM accounts WHERE owner = ?1";
+    db.query_row(sql, [owner], |r| r.get(0))
 }

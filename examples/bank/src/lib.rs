@@ -54,8 +54,8 @@ pub enum AccountError {
     AlreadyOpen,
     #[error("the account is not open")]
     NotOpen,
-    #[error("a balance of {balance} cannot cover {amount}")]
-    Overdraft { balance: i64, amount: u32 },
+    #[error("the balance cannot cover {0}")]
+    Overdraft(u32),
 }
 
 impl Aggregate for BankAccount {
@@ -74,14 +74,13 @@ impl Aggregate for BankAccount {
     }
 
     fn handle(&self, command: Command) -> Result<Vec<AccountEvent>, AccountError> {
-        let balance = self.balance;
         Ok(vec![match (command, &self.owner) {
             (Open(owner), None) => AccountEvent::Opened { owner },
             (Open(_), Some(_)) => return Err(AccountError::AlreadyOpen),
             (_, None) => return Err(AccountError::NotOpen),
             (Deposit(amount), _) => AccountEvent::Deposited { amount },
-            (Withdraw(amount), _) if i64::from(amount) > balance => {
-                return Err(AccountError::Overdraft { balance, amount });
+            (Withdraw(amount), _) if i64::from(amount) > self.balance => {
+                return Err(AccountError::Overdraft(amount));
             }
             (Withdraw(amount), _) => AccountEvent::Withdrawn { amount },
         }])
@@ -107,9 +106,6 @@ pub fn accounts(store: Arc<dyn Store>) -> Accounts {
         .with_snapshots(SnapshotPolicy::Every(100))
 }
 
-/// Why the bank did not do what it was asked.
-pub type BankError = RepositoryError<AccountError>;
-
 /// Moves `amount` from one account to another in one transaction: both change or
 /// neither (an overdraft of `from` refuses it).
 pub async fn transfer(
@@ -118,7 +114,7 @@ pub async fn transfer(
     to: &str,
     amount: u32,
     ctx: &CommandContext,
-) -> Result<(), BankError> {
+) -> Result<(), RepositoryError<AccountError>> {
     let commands = [(from, Withdraw(amount)), (to, Deposit(amount))];
     bank.execute_many(&commands, ctx).await.map(drop)
 }
