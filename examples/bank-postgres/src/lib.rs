@@ -8,7 +8,7 @@
 use annal::projection::{HandlerError, ProjectionHandle, ProjectionOptions};
 use annal::read_model::postgres::{self, PostgresModel, PostgresReadModel, tokio_postgres};
 use annal::{RecordedEvent, Store, async_trait};
-use annal_example_bank::{AccountEvent, BankAccount, upcasters};
+use annal_example_bank::{AccountEvent, BankAccount};
 use std::sync::Arc;
 use tokio_postgres::{Client, Transaction};
 
@@ -53,7 +53,7 @@ pub async fn spawn(
     client: Client,
 ) -> Result<Running, tokio_postgres::Error> {
     let options = ProjectionOptions::new("balances-by-owner");
-    postgres::spawn(store, upcasters(), client, BalancesByOwner, options).await
+    postgres::spawn(store, client, BalancesByOwner, options).await
 }
 
 /// The total balance of `owner`'s accounts in the read model `client` sees.

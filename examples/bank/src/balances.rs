@@ -3,7 +3,7 @@
 //! and an event at or below that position is skipped, so a crash anywhere (kill -9
 //! included) leaves nothing missed or counted twice (docs/subscriptions.md).
 
-use crate::{AccountEvent, BankAccount, upcasters};
+use crate::{AccountEvent, BankAccount};
 use annal::projection::{HandlerError, ProjectionHandle, ProjectionOptions};
 use annal::read_model::sqlite::{self, SqliteModel, SqliteReadModel, rusqlite};
 use annal::{RecordedEvent, Store};
@@ -42,7 +42,7 @@ pub type Running = ProjectionHandle<SqliteModel<BankAccount, BalancesByOwner>>;
 /// Runs the read model in the file at `path` as the projection `balances-by-owner`.
 pub fn spawn(store: Arc<dyn Store>, path: &Path) -> rusqlite::Result<Running> {
     let options = ProjectionOptions::new("balances-by-owner");
-    sqlite::spawn(store, upcasters(), path, BalancesByOwner, options)
+    sqlite::spawn(store, path, BalancesByOwner, options)
 }
 
 /// The total balance of `owner`'s accounts in the read model's database `db`.

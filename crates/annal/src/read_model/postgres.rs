@@ -4,7 +4,7 @@
 
 use super::POSITIONS_TABLE;
 use crate::projection::{HandlerError, ProjectionHandle, ProjectionOptions, TypedHandler};
-use crate::{Aggregate, AppendRequest, RecordedEvent, Store, Upcasters, async_trait};
+use crate::{Aggregate, AppendRequest, RecordedEvent, Store, async_trait};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use tokio_postgres::{Client, Transaction};
@@ -115,10 +115,10 @@ impl<A: Aggregate, M: PostgresReadModel<A>> TypedHandler<A> for PostgresModel<A,
 }
 
 /// Prepares the read model on `client` and runs `model` as the typed projection
-/// `options.name` over `store`, events decoded after `upcasters`.
+/// `options.name` over `store`, events decoded after the aggregate's upcasters
+/// ([`Aggregate::upcasters`]).
 pub async fn spawn<A, M>(
     store: Arc<dyn Store>,
-    upcasters: Upcasters,
     client: Client,
     model: M,
     options: ProjectionOptions,
@@ -129,6 +129,9 @@ where
 {
     let model = PostgresModel::open(client, &options.name, model).await?;
     Ok(crate::projection::spawn_typed::<A, _, _>(
-        store, upcasters, model, options,
+        store,
+        A::upcasters(),
+        model,
+        options,
     ))
 }

@@ -2,7 +2,7 @@
 //! with [`spawn`]. Invariants: see [`super`].
 //!
 //! ```no_run
-//! # use annal::{Aggregate, DomainEvent, RecordedEvent, Upcasters, projection::*};
+//! # use annal::{Aggregate, DomainEvent, RecordedEvent, projection::*};
 //! # use serde::{Deserialize, Serialize};
 //! # #[derive(Debug, Clone, Serialize, Deserialize)]
 //! # #[serde(tag = "event_type", content = "data")]
@@ -40,7 +40,7 @@
 //!
 //! # async fn demo(store: std::sync::Arc<dyn annal::Store>) -> Result<(), Box<dyn std::error::Error>> {
 //! let options = ProjectionOptions::new("totals");
-//! let running = sqlite::spawn(store, Upcasters::new(), "totals.db".as_ref(), Totals, options)?;
+//! let running = sqlite::spawn(store, "totals.db".as_ref(), Totals, options)?;
 //! let totals = running.stop().await?;           // the model and its database, handed back
 //! let visits: i64 = totals.db().query_row("SELECT total FROM totals WHERE id = 'visits'", [], |r| r.get(0))?;
 //! # Ok(()) }
@@ -48,7 +48,7 @@
 
 use super::POSITIONS_TABLE;
 use crate::projection::{HandlerError, ProjectionHandle, ProjectionOptions, TypedHandler};
-use crate::{Aggregate, AppendRequest, RecordedEvent, Store, Upcasters, async_trait};
+use crate::{Aggregate, AppendRequest, RecordedEvent, Store, async_trait};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::marker::PhantomData;
 use std::path::Path;
@@ -164,10 +164,10 @@ impl<A: Aggregate, M: SqliteReadModel<A>> TypedHandler<A> for SqliteModel<A, M> 
 }
 
 /// Opens the read model's database at `path` and runs `model` as the typed projection
-/// `options.name` over `store`, events decoded after `upcasters`.
+/// `options.name` over `store`, events decoded after the aggregate's upcasters
+/// ([`Aggregate::upcasters`]).
 pub fn spawn<A, M>(
     store: Arc<dyn Store>,
-    upcasters: Upcasters,
     path: &Path,
     model: M,
     options: ProjectionOptions,
@@ -178,6 +178,9 @@ where
 {
     let model = SqliteModel::open(path, &options.name, model)?;
     Ok(crate::projection::spawn_typed::<A, _, _>(
-        store, upcasters, model, options,
+        store,
+        A::upcasters(),
+        model,
+        options,
     ))
 }

@@ -96,8 +96,10 @@ impl TestStore {
         events: impl IntoIterator<Item = A::Event>,
     ) -> Result<Vec<RecordedEvent>, RecordError> {
         let mut request = AppendRequest::new(A::TYPE, id, ExpectedVersion::Any);
+        let upcasters = A::upcasters();
         for event in events {
             let (event_type, version, data) = encode(&event)?;
+            let version = version.max(upcasters.current_version(&event_type));
             request = request.event(NewEvent::raw(event_type, data).with_version(version));
         }
         Ok(self.store.append(request).await?.events)
