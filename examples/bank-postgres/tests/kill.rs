@@ -1,15 +1,18 @@
-//! The PostgreSQL read model under kill -9: a `bank-postgres-balances` process keeps the
-//! balances by owner while commands land, and is killed with SIGKILL at random moments,
-//! again and again; once a last one has caught up, each owner's balance is the sum of
-//! their accounts. PostgreSQL is the server named by `ANNAL_TEST_POSTGRES_URL` (the test
-//! is skipped, with a notice, when it is not set, and fails when it is set and cannot be
-//! reached); the read model lives in a schema of the test's own, dropped at the end.
+//! The bank's read models under kill -9, in SQLite (examples/bank's) and in PostgreSQL
+//! (this crate's): a `bank-balances` process keeps the balances by owner while commands
+//! land, and is killed with SIGKILL at random moments, again and again; once a last one
+//! has caught up, each owner's balance is the sum of their accounts. PostgreSQL is the
+//! server named by `ANNAL_TEST_POSTGRES_URL` (that test is skipped, with a notice, when
+//! it is not set, and fails when it is set and cannot be reached); its read model lives
+//! in a schema of the test's own, dropped at the end.
 
 use annal::read_model::postgres::tokio_postgres::{self, Client, NoTls};
+use annal::read_model::sqlite::rusqlite::Connection;
 use annal::{CommandContext, Store, sqlite::SqliteStore};
-use annal_example_bank::{Accounts, Command::*, accounts, transfer};
+use annal_example_bank::{Accounts, Command::*, accounts, balances, transfer};
 use annal_example_bank_postgres::balance;
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +23,13 @@ type Outcome = Result<(), Box<dyn std::error::Error>>;
 fn rounds() -> u32 {
     let rounds = std::env::var("BANK_KILL_ROUNDS").ok();
     rounds.and_then(|r| r.parse().ok()).unwrap_or(15)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balances_in_sqlite_count_each_event_once_across_kill_9() -> Outcome {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("balances.db");
+    kill_rounds(&format!("sqlite:{}", path.display()), &Reader::Sqlite(path)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,6 +44,13 @@ async fn balances_in_postgres_count_each_event_once_across_kill_9() -> Outcome {
         if server.contains('?') { '&' } else { '?' },
         schema.name
     );
+    kill_rounds(&read_model, &Reader::Postgres(&schema.client)).await
+}
+
+/// Rounds of: a `bank-balances` process on the read model at `read_model`, killed with
+/// SIGKILL after 50–400 ms of commands; then a last one catches up, and each owner's
+/// balance in the read model must be the sum of their accounts.
+async fn kill_rounds(read_model: &str, reader: &Reader<'_>) -> Outcome {
     let dir = tempfile::tempdir()?;
     let store_path = dir.path().join("log.db");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_path)?);
@@ -46,20 +63,20 @@ async fn balances_in_postgres_count_each_event_once_across_kill_9() -> Outcome {
     }
     let mut advanced = 0;
     for _ in 0..rounds() {
-        let mut child = start(&store_url, &read_model)?;
-        let before = position(&schema.client).await?;
+        let mut child = start(&store_url, read_model)?;
+        let before = reader.position().await?;
         let deadline = Instant::now() + Duration::from_millis(fastrand::u64(50..400));
         while Instant::now() < deadline {
             command(&bank, &ctx, ids).await?;
         }
         child.kill()?; // SIGKILL
         child.wait()?;
-        advanced += u32::from(position(&schema.client).await? > before);
+        advanced += u32::from(reader.position().await? > before);
     }
-    let mut child = start(&store_url, &read_model)?;
+    let mut child = start(&store_url, read_model)?;
     let head = store.head(&[]).await?;
     let caught_up = Instant::now() + Duration::from_secs(30);
-    while position(&schema.client).await? < head && Instant::now() < caught_up {
+    while reader.position().await? < head && Instant::now() < caught_up {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     child.kill()?;
@@ -68,13 +85,12 @@ async fn balances_in_postgres_count_each_event_once_across_kill_9() -> Outcome {
         "{} kills; the read model advanced in {advanced} of them",
         rounds()
     );
-    assert_eq!(position(&schema.client).await?, head, "caught up");
+    assert_eq!(reader.position().await?, head, "caught up");
     let mut sums = Vec::new();
     for id in ids {
         sums.push(bank.load(id).await?.state.balance);
     }
-    let ada = balance(&schema.client, "ada").await?;
-    let bob = balance(&schema.client, "bob").await?;
+    let (ada, bob) = (reader.balance("ada").await?, reader.balance("bob").await?);
     assert_eq!(
         (ada, bob),
         (sums[0] + sums[1], sums[2]),
@@ -85,6 +101,35 @@ async fn balances_in_postgres_count_each_event_once_across_kill_9() -> Outcome {
         "the read model did some work before being killed"
     );
     Ok(())
+}
+
+/// Reads a read model from outside its process.
+enum Reader<'a> {
+    /// The SQLite file at this path.
+    Sqlite(PathBuf),
+    /// The PostgreSQL schema this client uses.
+    Postgres(&'a Client),
+}
+
+impl Reader<'_> {
+    /// The position the read model has applied.
+    async fn position(&self) -> Result<u64, Box<dyn std::error::Error>> {
+        let sql = "SELECT position FROM annal_read_models WHERE name = 'balances-by-owner'";
+        Ok(match self {
+            Reader::Sqlite(path) => Connection::open(path)?.query_row(sql, [], |r| r.get(0))?,
+            Reader::Postgres(client) => {
+                u64::try_from(client.query_one(sql, &[]).await?.get::<_, i64>(0))?
+            }
+        })
+    }
+
+    /// The total balance of `owner`'s accounts.
+    async fn balance(&self, owner: &str) -> Result<i64, Box<dyn std::error::Error>> {
+        Ok(match self {
+            Reader::Sqlite(path) => balances::balance(&Connection::open(path)?, owner)?,
+            Reader::Postgres(client) => balance(client, owner).await?,
+        })
+    }
 }
 
 /// A deposit, a withdrawal or a transfer on random accounts (a refused overdraft too).
@@ -105,9 +150,9 @@ async fn command(bank: &Accounts, ctx: &CommandContext, ids: [&str; 3]) -> Outco
     }
 }
 
-/// A `bank-postgres-balances` process, once it has started its read model.
+/// A `bank-balances` process, once it has started its read model.
 fn start(store: &str, read_model: &str) -> std::io::Result<Child> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bank-postgres-balances"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bank-balances"))
         .args([store, read_model])
         .stdout(Stdio::piped())
         .spawn()?;
@@ -118,17 +163,6 @@ fn start(store: &str, read_model: &str) -> std::io::Result<Child> {
         return Err(std::io::Error::other("the read model did not start"));
     }
     Ok(child)
-}
-
-/// The position the read model has applied (0 before it first ran).
-async fn position(client: &Client) -> Result<u64, Box<dyn std::error::Error>> {
-    let sql = "SELECT position FROM annal_read_models WHERE name = 'balances-by-owner'";
-    let row = client.query_opt(sql, &[]).await;
-    match row {
-        Ok(row) => Ok(u64::try_from(row.map_or(0, |r| r.get::<_, i64>(0)))?),
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(0),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// A schema of the test's own on the server, and a connection using it; dropped with
