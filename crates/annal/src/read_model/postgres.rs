@@ -1,6 +1,10 @@
 //! A read model in a PostgreSQL database of its own: implement [`PostgresReadModel`],
 //! run it with [`spawn`] on a [`tokio_postgres::Client`] you connected (TLS, search_path
 //! and all are yours to choose). Invariants: see [`super`].
+//!
+//! The client is not reconnected: once its connection is lost, every event fails, and
+//! the projection faults after its retries (its handle's `join` says so); start it
+//! again on a new client, and it resumes where the read model's position says.
 
 use super::POSITIONS_TABLE;
 use crate::projection::{HandlerError, ProjectionHandle, ProjectionOptions, TypedHandler};

@@ -93,7 +93,8 @@ impl<A, M> std::fmt::Debug for SqliteModel<A, M> {
 
 impl<A: Aggregate, M: SqliteReadModel<A>> SqliteModel<A, M> {
     /// Opens (creating) the database at `path` for the read model `name`: its schema,
-    /// and its row in `annal_read_models`.
+    /// and its row in `annal_read_models`. The file is put in WAL mode, so connections
+    /// of your own can read it while the projection writes.
     pub fn open(path: &Path, name: &str, model: M) -> rusqlite::Result<Self> {
         let db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
