@@ -18,14 +18,17 @@
 //! event type the enum does not know is an error naming it, never a silent skip.
 
 use crate::event::RawJson;
+use crate::upcast::Upcasters;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// The events of an aggregate: a serde enum with `#[serde(tag = "event_type", content = "data")]`.
 pub trait DomainEvent: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
-    /// The schema version written for events of `event_type` (default 1). Raise it when
-    /// a type's data changes shape, and register an upcaster from the old version.
+    /// The schema version written for events of `event_type` (default 1). The repository
+    /// writes the higher of this and what its upcasters imply
+    /// ([`Upcasters::current_version`]), so registering an upcaster from the old version
+    /// in [`Aggregate::upcasters`] is enough when a type's data changes shape.
     fn schema_version(event_type: &str) -> u32 {
         let _ = event_type;
         1
@@ -47,6 +50,14 @@ pub trait Aggregate:
     type Command: Clone + Send + Sync;
     /// Why it refuses a command.
     type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The upcasters its stored events go through on every read (default: none):
+    /// [`Repository::new`](crate::Repository::new), typed projections started from the
+    /// aggregate (`annal::read_model`) and `annal::testing` use them, and new events are
+    /// written at the version they lead to ([`DomainEvent::schema_version`]).
+    fn upcasters() -> Upcasters {
+        Upcasters::new()
+    }
 
     /// Folds one event into the state. Must not fail: events are facts.
     fn apply(&mut self, event: &Self::Event);

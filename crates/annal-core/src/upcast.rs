@@ -104,6 +104,14 @@ impl Upcasters {
         self
     }
 
+    /// The version new events of `event_type` are written at: one past the highest
+    /// version an upcaster is registered from (1 when there is none), so that an event
+    /// written now is never upcast again on read.
+    pub fn current_version(&self, event_type: &str) -> u32 {
+        let from = self.steps.keys().filter(|(t, _)| t == event_type);
+        from.map(|(_, v)| v.saturating_add(1)).max().unwrap_or(1)
+    }
+
     /// Whether no upcaster is registered.
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()

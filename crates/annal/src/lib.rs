@@ -6,9 +6,10 @@
 //! More by feature: `client` adds [`client::HttpStore`] (the Store trait against a
 //! remote `annal serve`), `state-command` adds [`state_command`] (a ready-made `state`
 //! command for an application's binary), `testing` adds [`testing`] (given/when/then for
-//! aggregates, a real store in a temporary folder, projections run over events). The
-//! `annal` command and its server live in the `annal-cli` crate; this crate never pulls
-//! in a server stack.
+//! aggregates, a real store in a temporary folder, projections run over events). With
+//! `sqlite` or `postgres`, [`read_model`] keeps read models in a database of your own
+//! exactly once. The `annal` command and its server live in the `annal-cli` crate; this
+//! crate never pulls in a server stack.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -68,6 +69,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod read_model;
 #[cfg(feature = "state-command")]
 pub mod state_command;
 #[cfg(feature = "testing")]

@@ -1,101 +1,52 @@
-//! The balances-by-owner read model, in its own SQLite file, kept exactly once: a typed
-//! projection (at least once: after a crash it resumes after its checkpoint in annal,
-//! which may lag) whose handler writes each event's rows and position in one
-//! transaction and skips events at or below that position (docs/subscriptions.md,
-//! "Read models in your own database"). A crash anywhere leaves rows and position
-//! agreeing: nothing missed or counted twice.
+//! The balances-by-owner read model, in its own SQLite file, kept exactly once by
+//! `annal::read_model::sqlite`: each event's rows and position are committed together
+//! and an event at or below that position is skipped, so a crash anywhere (kill -9
+//! included) leaves nothing missed or counted twice (docs/subscriptions.md).
 
-use crate::{AccountEvent, BankAccount, upcasters};
-use annal::projection::{self, HandlerError, ProjectionHandle, ProjectionOptions, TypedHandler};
-use annal::{RecordedEvent, Store, async_trait};
-use rusqlite::TransactionBehavior::Immediate;
-use rusqlite::{Connection, OptionalExtension, Params, params, types::FromSql};
-use std::path::Path;
-use std::sync::Arc;
+use crate::{AccountEvent, BankAccount};
+use annal::projection::{HandlerError, ProjectionHandle, ProjectionOptions};
+use annal::read_model::sqlite::{self, SqliteModel, SqliteReadModel, rusqlite};
+use annal::{RecordedEvent, Store};
+use rusqlite::{Connection, Transaction};
+use std::{path::Path, sync::Arc};
 
-/// The read model's database: `balances (owner, balance)` and the position applied.
+/// Balances by owner: `accounts (id, owner, balance)`, summed by owner when read.
 #[derive(Debug)]
-pub struct BalancesByOwner {
-    db: Connection,
-}
+pub struct BalancesByOwner;
 
-impl BalancesByOwner {
-    /// Opens (creating) the read model at `path`.
-    pub fn open(path: &Path) -> rusqlite::Result<Self> {
-        let db = Connection::open(path)?;
-        db.execute_batch(
-            "CREATE TABLE IF NOT EXISTS owners (account TEXT PRIMARY KEY, owner TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS balances (owner TEXT PRIMARY KEY, balance INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS applied (id INTEGER PRIMARY KEY CHECK (id = 1), position INTEGER NOT NULL);",
-        )?;
-        Ok(Self { db })
-    }
+impl SqliteReadModel<BankAccount> for BalancesByOwner {
+    const SCHEMA: &'static str = "CREATE TABLE IF NOT EXISTS accounts
+        (id TEXT PRIMARY KEY, owner TEXT NOT NULL, balance INTEGER NOT NULL)";
 
-    /// The position of the last event applied (0: none).
-    pub fn position(&self) -> rusqlite::Result<u64> {
-        self.number("SELECT position FROM applied", [])
-    }
-
-    /// The total balance of `owner`'s accounts.
-    pub fn balance(&self, owner: &str) -> rusqlite::Result<i64> {
-        self.number("SELECT balance FROM balances WHERE owner = ?1", [owner])
-    }
-
-    fn number<T: FromSql + Default>(&self, sql: &str, p: impl Params) -> rusqlite::Result<T> {
-        let n = self.db.query_row(sql, p, |r| r.get(0)).optional()?;
-        Ok(n.unwrap_or_default())
-    }
-}
-
-#[async_trait]
-impl TypedHandler<BankAccount> for BalancesByOwner {
-    /// Applies one event (typed, upcast) and its position, in one transaction; an event
-    /// at or below the position applied is skipped (applied before a crash, or by
-    /// another consumer still running when this one started).
-    async fn handle(&mut self, e: &RecordedEvent, event: AccountEvent) -> HandlerResult {
-        let tx = self.db.transaction_with_behavior(Immediate)?;
-        let applied = tx.query_row("SELECT position FROM applied", [], |r| r.get(0));
-        if applied.optional()?.is_some_and(|p: u64| p >= e.position) {
-            return Ok(Vec::new());
-        }
-        let account = &e.aggregate_id;
-        if let AccountEvent::Opened { owner } = &event {
-            tx.execute("INSERT INTO owners VALUES (?1, ?2)", [account, owner])?;
-        }
+    fn apply(&mut self, tx: &Transaction, e: &RecordedEvent, event: AccountEvent) -> Applied {
+        let id = &e.aggregate_id;
         let delta = match event {
-            AccountEvent::Opened { .. } => 0,
+            AccountEvent::Opened { owner } => {
+                tx.execute("INSERT INTO accounts VALUES (?1, ?2, 0)", (id, owner))?;
+                return Ok(());
+            }
             AccountEvent::Deposited { amount } => i64::from(amount),
             AccountEvent::Withdrawn { amount } => -i64::from(amount),
         };
-        tx.execute(
-            "INSERT INTO balances SELECT owner, ?2 FROM owners WHERE account = ?1
-             ON CONFLICT (owner) DO UPDATE SET balance = balance + excluded.balance",
-            params![account, delta],
-        )?;
-        tx.execute(
-            "INSERT INTO applied VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET position = ?1",
-            [e.position],
-        )?;
-        tx.commit()?;
-        Ok(Vec::new())
+        let sql = "UPDATE accounts SET balance = balance + ?2 WHERE id = ?1";
+        tx.execute(sql, (id, delta))?;
+        Ok(())
     }
 }
 
-type HandlerResult = Result<Vec<annal::AppendRequest>, HandlerError>;
+type Applied = Result<(), HandlerError>;
 
-/// Runs the read model at `path` as the projection `balances-by-owner`. No `reset`: a
-/// rebuild replays into rows that hold everything already, and the position check skips
-/// it all (delete the file to start again).
+/// The running read model; `stop()` hands back its database.
+pub type Running = ProjectionHandle<SqliteModel<BankAccount, BalancesByOwner>>;
+
+/// Runs the read model in the file at `path` as the projection `balances-by-owner`.
 pub fn spawn(store: Arc<dyn Store>, path: &Path) -> rusqlite::Result<Running> {
-    let model = BalancesByOwner::open(path)?;
     let options = ProjectionOptions::new("balances-by-owner");
-    Ok(projection::spawn_typed::<BankAccount, _, _>(
-        store,
-        upcasters(),
-        model,
-        options,
-    ))
+    sqlite::spawn(store, path, BalancesByOwner, options)
 }
 
-/// The running read model.
-pub type Running = ProjectionHandle<BalancesByOwner>;
+/// The total balance of `owner`'s accounts in the read model's database `db`.
+pub fn balance(db: &Connection, owner: &str) -> rusqlite::Result<i64> {
+    let sql = "SELECT coalesce(sum(balance), 0) FROM accounts WHERE owner = ?1";
+    db.query_row(sql, [owner], |r| r.get(0))
+}

@@ -21,7 +21,7 @@ pub struct BankAccount {
     pub balance: i64,
 }
 
-/// What happens to an account. `Opened` is at version 2 (see [`upcasters`]).
+/// What happens to an account. `Opened` is at version 2 (see `BankAccount::upcasters`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event_type", content = "data")]
 #[allow(missing_docs)]
@@ -31,11 +31,7 @@ pub enum AccountEvent {
     Withdrawn { amount: u32 },
 }
 
-impl DomainEvent for AccountEvent {
-    fn schema_version(event_type: &str) -> u32 {
-        if event_type == "Opened" { 2 } else { 1 }
-    }
-}
+impl DomainEvent for AccountEvent {}
 
 /// What an account can be asked to do (amounts in cents).
 #[derive(Debug, Clone)]
@@ -54,8 +50,8 @@ pub enum AccountError {
     AlreadyOpen,
     #[error("the account is not open")]
     NotOpen,
-    #[error("a balance of {balance} cannot cover {amount}")]
-    Overdraft { balance: i64, amount: u32 },
+    #[error("the balance cannot cover {0}")]
+    Overdraft(u32),
 }
 
 impl Aggregate for BankAccount {
@@ -74,27 +70,26 @@ impl Aggregate for BankAccount {
     }
 
     fn handle(&self, command: Command) -> Result<Vec<AccountEvent>, AccountError> {
-        let balance = self.balance;
         Ok(vec![match (command, &self.owner) {
             (Open(owner), None) => AccountEvent::Opened { owner },
             (Open(_), Some(_)) => return Err(AccountError::AlreadyOpen),
             (_, None) => return Err(AccountError::NotOpen),
             (Deposit(amount), _) => AccountEvent::Deposited { amount },
-            (Withdraw(amount), _) if i64::from(amount) > balance => {
-                return Err(AccountError::Overdraft { balance, amount });
+            (Withdraw(amount), _) if i64::from(amount) > self.balance => {
+                return Err(AccountError::Overdraft(amount));
             }
             (Withdraw(amount), _) => AccountEvent::Withdrawn { amount },
         }])
     }
-}
 
-/// Version 1 of `Opened` named the owner `holder`; version 2 calls it `owner`.
-pub fn upcasters() -> Upcasters {
-    Upcasters::new().register("Opened", 1, |mut data| {
-        let owner = data.get_mut("holder").map(serde_json::Value::take);
-        let owner = owner.ok_or("a version 1 Opened without a holder")?;
-        Ok(Upcast::data(serde_json::json!({ "owner": owner })))
-    })
+    /// Version 1 of `Opened` named the owner `holder`; version 2 calls it `owner`.
+    fn upcasters() -> Upcasters {
+        Upcasters::new().register("Opened", 1, |mut data| {
+            let owner = data.get_mut("holder").map(serde_json::Value::take);
+            let owner = owner.ok_or("a version 1 Opened without a holder")?;
+            Ok(Upcast::data(serde_json::json!({ "owner": owner })))
+        })
+    }
 }
 
 /// The accounts of a store.
@@ -102,9 +97,7 @@ pub type Accounts = Repository<BankAccount>;
 
 /// The accounts in `store`: upcast on every read, a snapshot every 100 events.
 pub fn accounts(store: Arc<dyn Store>) -> Accounts {
-    Repository::new(store)
-        .with_upcasters(upcasters())
-        .with_snapshots(SnapshotPolicy::Every(100))
+    Repository::new(store).with_snapshots(SnapshotPolicy::Every(100))
 }
 
 /// Moves `amount` from one account to another in one transaction: both change or

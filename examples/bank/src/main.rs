@@ -2,22 +2,16 @@
 //! overdraft, a balance in the past, and the balances by owner from the read model.
 
 use annal::{CommandContext, sqlite::SqliteStore};
-use annal_example_bank::{Command::*, accounts, balances, transfer};
+use annal_example_bank::balances::{self, balance};
+use annal_example_bank::{Command::*, accounts, transfer};
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .unwrap_or_else(|| "bank-data".into()),
-    );
+    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or("bank-data".into()));
     let store = Arc::new(SqliteStore::open(dir.join("log.db"))?);
     let (bank, ctx) = (accounts(store.clone()), CommandContext::by("teller"));
-    let (ada, bob) = (
-        format!("ada-{}", std::process::id()),
-        format!("bob-{}", std::process::id()),
-    );
+    let [ada, bob] = ["ada", "bob"].map(|owner| format!("{owner}-{}", std::process::id()));
     bank.execute(&ada, Open("ada".into()), &ctx).await?;
     bank.execute(&bob, Open("bob".into()), &ctx).await?;
     bank.execute(&ada, Deposit(10_000), &ctx).await?;
@@ -26,17 +20,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("refused: {refused}");
     }
     let (now, then) = (bank.load(&ada).await?, bank.load_at_version(&ada, 2).await?);
-    println!(
-        "{ada}: {} now, {} at version 2",
-        now.state.balance, then.state.balance
-    );
+    let (now, then) = (now.state.balance, then.state.balance);
+    println!("{ada}: {now} now, {then} at version 2");
     let model = balances::spawn(store, &dir.join("balances.db"))?;
     model.wait_caught_up(Duration::from_secs(10)).await?;
-    let read = model.stop().await?;
-    println!(
-        "balances: ada {}, bob {}",
-        read.balance("ada")?,
-        read.balance("bob")?
-    );
+    let db = model.stop().await?;
+    let (ada, bob) = (balance(db.db(), "ada")?, balance(db.db(), "bob")?);
+    println!("balances by owner: ada {ada}, bob {bob}");
     Ok(())
 }

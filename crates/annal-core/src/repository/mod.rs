@@ -241,19 +241,21 @@ impl<A: Aggregate> Clone for Repository<A> {
 type Res<T, A> = Result<T, RepositoryError<<A as Aggregate>::Error>>;
 
 impl<A: Aggregate> Repository<A> {
-    /// A repository on `store`: no upcasters, no snapshots, conflicts retried as
-    /// [`ConflictRetry::default`] says (10 decisions per command, jittered backoff).
+    /// A repository on `store`: the aggregate's own upcasters ([`Aggregate::upcasters`]),
+    /// no snapshots, conflicts retried as [`ConflictRetry::default`] says (10 decisions
+    /// per command, jittered backoff).
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
-            upcasters: Upcasters::new(),
+            upcasters: A::upcasters(),
             policy: SnapshotPolicy::Never,
             retry: ConflictRetry::default(),
             aggregate: PhantomData,
         }
     }
 
-    /// Uses these upcasters on every read.
+    /// Uses these upcasters on every read, instead of the aggregate's own (new events are
+    /// then written at the versions these lead to).
     pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
         self.upcasters = upcasters;
         self
@@ -438,6 +440,7 @@ impl<A: Aggregate> Repository<A> {
             let mut meta = meta.clone();
             let (event_type, version, data) =
                 aggregate::encode(event).map_err(RepositoryError::Encode)?;
+            let version = version.max(self.upcasters.current_version(&event_type));
             if let Some(at) = ctx.occurred_at {
                 meta.insert(OCCURRED_AT.into(), Value::String(at.to_string()));
             }

@@ -96,10 +96,27 @@ impl TestStore {
         events: impl IntoIterator<Item = A::Event>,
     ) -> Result<Vec<RecordedEvent>, RecordError> {
         let mut request = AppendRequest::new(A::TYPE, id, ExpectedVersion::Any);
+        let upcasters = A::upcasters();
         for event in events {
             let (event_type, version, data) = encode(&event)?;
+            let version = version.max(upcasters.current_version(&event_type));
             request = request.event(NewEvent::raw(event_type, data).with_version(version));
         }
+        Ok(self.store.append(request).await?.events)
+    }
+
+    /// Appends one event to the aggregate `id` of type `A` exactly as given (its type,
+    /// schema version and data, not encoded from `A::Event`), as an earlier version of
+    /// the application stored it: history for testing upcasters.
+    pub async fn record_raw<A: Aggregate>(
+        &self,
+        id: &str,
+        event_type: &str,
+        schema_version: u32,
+        data: &impl serde::Serialize,
+    ) -> Result<Vec<RecordedEvent>, RecordError> {
+        let event = NewEvent::new(event_type, data)?.with_version(schema_version);
+        let request = AppendRequest::new(A::TYPE, id, ExpectedVersion::Any).event(event);
         Ok(self.store.append(request).await?.events)
     }
 }
