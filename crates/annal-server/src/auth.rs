@@ -235,6 +235,7 @@ fn bearer(value: &str) -> Option<&str> {
 fn is_open(path: &str, public_metrics: bool) -> bool {
     path.starts_with("/health/")
         || path == "/openapi.json"
+        || crate::console::is_console(path)
         || (public_metrics && path == "/metrics")
 }
 
@@ -294,6 +295,12 @@ fn route_operation(method: &Method, route: &str) -> Option<Operation> {
         | "/v1/subscribe"
         | "/v1/verify"
         | "/v1/digest"
+        | "/v1/overview"
+        | "/v1/whoami"
+        | "/"
+        | "/console"
+        | "/console/"
+        | "/console/{*file}"
             if read =>
         {
             Operation::Read

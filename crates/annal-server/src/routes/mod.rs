@@ -8,6 +8,7 @@
 
 mod audit;
 mod checkpoints;
+mod console;
 mod events;
 mod groups;
 mod operations;
@@ -18,6 +19,7 @@ pub use checkpoints::{
     __path_get_checkpoint, __path_list_checkpoints, __path_put_checkpoint, get_checkpoint,
     list_checkpoints, put_checkpoint,
 };
+pub use console::{__path_overview, __path_whoami, overview, whoami};
 pub use events::{
     __path_append, __path_head, __path_read_event, __path_read_events, __path_read_stream,
     __path_subscribe, __path_transact, append, head, read_event, read_events, read_stream,
