@@ -244,14 +244,18 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
             .goto(&format!("http://127.0.0.1:{port}/console/{view}"))
             .await
             .expect("goto");
-        let shown = if view == "#/" { "Head position" } else { "version" };
+        let (shown, name) = if view == "#/" {
+            ("Head position", "phone-overview")
+        } else {
+            ("version", "phone-timeline")
+        };
         page.wait_text("main", shown).await;
+        page.screenshot(name).await;
         let overflow = page
             .eval("return document.documentElement.scrollWidth - window.innerWidth")
             .await;
         assert!(overflow.as_i64().is_some_and(|o| o <= 0), "{view} overflows by {overflow}");
     }
-    page.screenshot("phone-timeline").await;
     page.client.close().await.expect("close");
 }
 

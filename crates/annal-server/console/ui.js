@@ -53,7 +53,7 @@ export function occurred(e) {
   return typeof m.occurred_at === 'string' ? m.occurred_at : e.recorded_at;
 }
 
-// One line of an event's data: its members as name=value, cut to about 90 characters.
+// One line of an event's data: its members as name=value, cut to about 160 characters.
 export function summary(e) {
   const d = e.data;
   let line;
@@ -62,7 +62,7 @@ export function summary(e) {
   } else {
     line = JSON.stringify(d);
   }
-  return line.length > 90 ? `${line.slice(0, 89)}…` : line;
+  return line.length > 160 ? `${line.slice(0, 159)}…` : line;
 }
 
 export function problem(err) {

@@ -2,7 +2,8 @@
 //!
 //! With no tokens configured, auth is off and every caller may do everything (the
 //! server then refuses non-loopback addresses unless told otherwise). With tokens, every
-//! route but `/health/*` and `/openapi.json` (and `/metrics` when public) needs
+//! route but `/health/*`, `/openapi.json`, the console's static files (`/`,
+//! `/console/…`, which hold no data) and `/metrics` when public needs
 //! `Authorization: Bearer <token>`; what each role may do is the one table of
 //! [`annal_core::access`], applied here per route ([`authorize`]) and by the handlers
 //! where the body decides (system events, checkpoints, the deep verify). A token limited to aggregate types sees and writes

@@ -245,7 +245,7 @@ fn describe(url: &str) -> annal_server::StoreDescription {
             backend: "postgres".into(),
             files: Vec::new(),
         },
-        Err(_) => annal_server::StoreDescription::default(),
+        _ => annal_server::StoreDescription::default(),
     }
 }
 
