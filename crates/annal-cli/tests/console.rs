@@ -5,9 +5,9 @@
 //! docs/console.md shows). Then what a token limited to one type sees, the live tail,
 //! and a tampered store's failed verify.
 
-mod common;
 #[path = "common/browser.rs"]
 mod browser;
+mod common;
 
 use browser::Page;
 use fantoccini::Locator;
@@ -45,8 +45,10 @@ async fn append(port: u16, aggregate: &str, kind: &str, event: &str, data: serde
     let res = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/v1/streams/{aggregate}"))
         .bearer_auth(OPS)
-        .json(&serde_json::json!({"aggregate_type": kind, "user_id": "billing-job",
-            "events": [{"event_type": event, "data": data}]}))
+        .json(
+            &serde_json::json!({"aggregate_type": kind, "user_id": "billing-job",
+            "events": [{"event_type": event, "data": data}]}),
+        )
         .send()
         .await
         .expect("append");
@@ -74,7 +76,10 @@ async fn from_the_overview(page: &mut Page) {
 /// Checks the aim's bound on clicks and prints the path's cost (for the closing note).
 fn note(question: &str, clicks: u32, took: Duration) {
     assert!(clicks <= 5, "{question}: {clicks} clicks");
-    eprintln!("{question}: {clicks} clicks, {} ms in the browser", took.as_millis());
+    eprintln!(
+        "{question}: {clicks} clicks, {} ms in the browser",
+        took.as_millis()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +117,11 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
         .expect("a payment line");
     assert!(payment.contains("2024-09-15"), "{payment}");
     assert!(timeline.contains("amount=450"), "{timeline}");
-    note("when did the Martinez family pay", page.clicks(), t.elapsed());
+    note(
+        "when did the Martinez family pay",
+        page.clicks(),
+        t.elapsed(),
+    );
     page.screenshot("q1-martinez-payments").await;
 
     // 2. Were they ever late? Their timeline has no overdue payment; the Chen family's has.
@@ -133,19 +142,24 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
     from_the_overview(&mut page).await;
     let t = Instant::now();
     page.click_link("Events").await;
-    page.fill("input[name=event_type]", "PortalAccessLocked").await;
+    page.fill("input[name=event_type]", "PortalAccessLocked")
+        .await;
     page.click("form.filters button[type=submit]").await;
     page.wait_text("table.events", "family_456").await;
     page.click_link("PortalAccessLocked").await;
     let facts = page.wait_text("dl.facts", "caused by").await;
-    assert!(facts.contains("portal-access"), "the trigger locked it: {facts}");
+    assert!(
+        facts.contains("portal-access"),
+        "the trigger locked it: {facts}"
+    );
     page.click("#cause a").await;
     let cause = page.wait_text("h1", "PaymentOverdue").await;
     let facts = page.wait_text("dl.facts", "billing-job").await;
     assert!(facts.contains("billing_run_2024_10"), "{cause}\n{facts}");
     page.screenshot("q3-why-locked-cause").await;
     page.click_link("billing_run_2024_10").await;
-    page.wait_text("h1", "Correlation billing_run_2024_10").await;
+    page.wait_text("h1", "Correlation billing_run_2024_10")
+        .await;
     let nodes = page
         .eval("return [...document.querySelectorAll('#graph .node')].map(n => n.dataset.type)")
         .await;
@@ -162,7 +176,11 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
     );
     let clicks = page.clicks();
     assert!(clicks <= 5, "{clicks} clicks");
-    note("who locked the Chen family out, and why", clicks, t.elapsed());
+    note(
+        "who locked the Chen family out, and why",
+        clicks,
+        t.elapsed(),
+    );
     page.screenshot("q3-why-locked-graph").await;
 
     // 4. What did family 123 look like on 2024-09-20?
@@ -208,7 +226,9 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
 
     // The event detail: the stored bytes one click away.
     page.client
-        .goto(&format!("http://127.0.0.1:{port}/console/#/events?event_type=PaymentReceived"))
+        .goto(&format!(
+            "http://127.0.0.1:{port}/console/#/events?event_type=PaymentReceived"
+        ))
         .await
         .expect("goto");
     page.click_link("PaymentReceived").await;
@@ -219,7 +239,9 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
 
     // The audit report: counts per type for one user.
     page.client
-        .goto(&format!("http://127.0.0.1:{port}/console/#/audit?user_id=sarah"))
+        .goto(&format!(
+            "http://127.0.0.1:{port}/console/#/audit?user_id=sarah"
+        ))
         .await
         .expect("goto");
     let counts = page.wait_text("#counts", "FamilyEnrolled").await;
@@ -233,7 +255,14 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
         .expect("goto");
     page.click("#tail-toggle").await;
     page.wait_text("#tail-status", "live").await;
-    append(port, "family_789", "Family", "FamilyEnrolled", serde_json::json!({"family_name": "Okafor Family"})).await;
+    append(
+        port,
+        "family_789",
+        "Family",
+        "FamilyEnrolled",
+        serde_json::json!({"family_name": "Okafor Family"}),
+    )
+    .await;
     page.wait_text("#tail-rows", "Okafor Family").await;
     page.screenshot("live-tail").await;
 
@@ -254,7 +283,10 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
         let overflow = page
             .eval("return document.documentElement.scrollWidth - window.innerWidth")
             .await;
-        assert!(overflow.as_i64().is_some_and(|o| o <= 0), "{view} overflows by {overflow}");
+        assert!(
+            overflow.as_i64().is_some_and(|o| o <= 0),
+            "{view} overflows by {overflow}"
+        );
     }
     page.client.close().await.expect("close");
 }
@@ -272,22 +304,52 @@ async fn a_token_limited_to_one_type_sees_nothing_else_in_the_console() {
         &["--tokens-file", tokens.to_str().expect("utf-8")],
     );
     let port = served.port;
-    append(port, "family_123", "Family", "FamilyEnrolled", serde_json::json!({"family_name": "Martinez Family"})).await;
-    append(port, "invoice-1", "Invoice", "InvoiceIssued", serde_json::json!({"amount": 450})).await;
-    append(port, "family_123", "Family", "PaymentReceived", serde_json::json!({"amount": 450})).await;
+    append(
+        port,
+        "family_123",
+        "Family",
+        "FamilyEnrolled",
+        serde_json::json!({"family_name": "Martinez Family"}),
+    )
+    .await;
+    append(
+        port,
+        "invoice-1",
+        "Invoice",
+        "InvoiceIssued",
+        serde_json::json!({"amount": 450}),
+    )
+    .await;
+    append(
+        port,
+        "family_123",
+        "Family",
+        "PaymentReceived",
+        serde_json::json!({"amount": 450}),
+    )
+    .await;
 
     let driver = browser::driver();
     let mut page = Page::new(browser::browser(&driver, 1280, 900).await);
     sign_in(&mut page, port, INVOICES).await;
     let who = page.text("#who").await;
     assert!(who.contains("only Invoice"), "{who}");
-    let overview = page.wait_text("main", "sees only aggregates of type Invoice").await;
+    let overview = page
+        .wait_text("main", "sees only aggregates of type Invoice")
+        .await;
     assert!(!overview.contains("Verify now"), "{overview}");
-    assert_eq!(page.text("#head").await, "2", "the last Invoice event, not the log's head");
+    assert_eq!(
+        page.text("#head").await,
+        "2",
+        "the last Invoice event, not the log's head"
+    );
 
     page.click_link("Events").await;
     let events = page.wait_text("table.events", "InvoiceIssued").await;
-    assert!(!events.contains("family_123") && !events.contains("Family"), "{events}");
+    assert!(
+        !events.contains("family_123") && !events.contains("Family"),
+        "{events}"
+    );
     page.screenshot("limited-token").await;
 
     for (view, shown) in [
@@ -319,13 +381,27 @@ async fn a_tampered_store_shows_a_failed_verify_in_red() {
     let tokens_arg = tokens.to_str().expect("utf-8");
     let mut served = common::serve(&data, &["--tokens-file", tokens_arg]);
     for n in 0..5 {
-        append(served.port, &format!("family_{n}"), "Family", "FamilyEnrolled", serde_json::json!({"n": n})).await;
+        append(
+            served.port,
+            &format!("family_{n}"),
+            "Family",
+            "FamilyEnrolled",
+            serde_json::json!({"n": n}),
+        )
+        .await;
     }
-    assert!(served.terminate(Duration::from_secs(10)), "the server stops");
+    assert!(
+        served.terminate(Duration::from_secs(10)),
+        "the server stops"
+    );
     let conn = rusqlite::Connection::open(data.join("annal.db")).expect("open behind annal's back");
-    conn.execute_batch("DROP TRIGGER IF EXISTS events_are_immutable").expect("drop the guard");
+    conn.execute_batch("DROP TRIGGER IF EXISTS events_are_immutable")
+        .expect("drop the guard");
     let edited = conn
-        .execute("UPDATE events SET data = '{\"n\":99}' WHERE position = 3", [])
+        .execute(
+            "UPDATE events SET data = '{\"n\":99}' WHERE position = 3",
+            [],
+        )
         .expect("edit");
     assert_eq!(edited, 1);
     drop(conn);
@@ -335,7 +411,9 @@ async fn a_tampered_store_shows_a_failed_verify_in_red() {
     let mut page = Page::new(browser::browser(&driver, 1280, 900).await);
     sign_in(&mut page, served.port, OPS).await;
     page.click("#verify-now").await;
-    let failed = page.wait_text("#verify-result", "FAILED at position 3").await;
+    let failed = page
+        .wait_text("#verify-result", "FAILED at position 3")
+        .await;
     assert!(failed.contains("2 events before it are intact"), "{failed}");
     let color = page
         .eval("return getComputedStyle(document.getElementById('verify-result')).color")

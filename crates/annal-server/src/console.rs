@@ -15,8 +15,16 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 /// The console's files: name under `/console/`, content type, content.
 const FILES: &[(&str, &str, &str)] = &[
-    ("index.html", "text/html; charset=utf-8", include_str!("../console/index.html")),
-    ("console.css", "text/css; charset=utf-8", include_str!("../console/console.css")),
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("../console/index.html"),
+    ),
+    (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_str!("../console/console.css"),
+    ),
     ("app.js", JS, include_str!("../console/app.js")),
     ("api.js", JS, include_str!("../console/api.js")),
     ("ui.js", JS, include_str!("../console/ui.js")),
@@ -26,7 +34,11 @@ const FILES: &[(&str, &str, &str)] = &[
     ("aggregate.js", JS, include_str!("../console/aggregate.js")),
     ("graph.js", JS, include_str!("../console/graph.js")),
     ("audit.js", JS, include_str!("../console/audit.js")),
-    ("favicon.svg", "image/svg+xml", include_str!("../console/favicon.svg")),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_str!("../console/favicon.svg"),
+    ),
 ];
 
 const JS: &str = "text/javascript; charset=utf-8";

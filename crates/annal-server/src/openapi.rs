@@ -5,9 +5,9 @@ use crate::routes;
 use annal_core::checkpoint::CheckpointStatus;
 use annal_core::wire::{
     AcquireBody, AppendRequest, AppendResult, Checkpoint, CheckpointList, CheckpointWrite, Digest,
-    EventsPage, Head, Health, HeartbeatBody, HeldBody, LastVerify, Lease, LeaseList, MemberList, Overview, Problem,
-    RecordedEvent, Snapshot, SnapshotBody, StreamPage, Transaction, TransactionResult,
-    VerifyReport, Whoami,
+    EventsPage, Head, Health, HeartbeatBody, HeldBody, LastVerify, Lease, LeaseList, MemberList,
+    Overview, Problem, RecordedEvent, Snapshot, SnapshotBody, StreamPage, Transaction,
+    TransactionResult, VerifyReport, Whoami,
 };
 use annal_core::{Direction, ExpectedVersion, Hash, LeaseFence, NewEvent, RawJson, Timestamp};
 use utoipa::OpenApi;

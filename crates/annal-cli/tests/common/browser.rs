@@ -127,7 +127,9 @@ impl Page {
             .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("no {css} to click: {e}"));
-        el.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+        el.click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
         self.clicks += 1;
     }
 
@@ -140,7 +142,9 @@ impl Page {
             .for_element(Locator::LinkText(text))
             .await
             .unwrap_or_else(|e| panic!("no link '{text}': {e}"));
-        el.click().await.unwrap_or_else(|e| panic!("click '{text}': {e}"));
+        el.click()
+            .await
+            .unwrap_or_else(|e| panic!("click '{text}': {e}"));
         self.clicks += 1;
     }
 

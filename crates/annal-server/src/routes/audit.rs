@@ -54,8 +54,7 @@ pub async fn verify(
     } else {
         app.store.verify(q.from_position, q.to_position).await?
     };
-    *app
-        .last_verify
+    *app.last_verify
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(LastVerify {
         at: annal_core::Timestamp::now(),
