@@ -3,7 +3,8 @@
 //! questions answered through the console alone, as an auditor would, in at most five
 //! clicks each, with a screenshot of each answer saved into docs/console/ (which
 //! docs/console.md shows). Then what a token limited to one type sees, the live tail,
-//! and a tampered store's failed verify.
+//! a tampered store's failed verify, and time travel with the state `coop serve` (the
+//! co-op's own server, run in-process) folds for a family.
 
 #[path = "common/browser.rs"]
 mod browser;
@@ -98,12 +99,16 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
 
     let driver = browser::driver();
     let mut page = Page::new(browser::browser(&driver, 1280, 900).await);
-    sign_in(&mut page, port, AUDITOR).await;
+    browser::closing(page.client.clone(), answer_the_five_questions(&mut page, port)).await;
+}
+
+async fn answer_the_five_questions(page: &mut Page, port: u16) {
+    sign_in(page, port, AUDITOR).await;
     page.wait_text("#head", "").await;
     page.screenshot("overview").await;
 
     // 1. When did the Martinez family pay?
-    from_the_overview(&mut page).await;
+    from_the_overview(page).await;
     let t = Instant::now();
     page.click_link("Events").await;
     page.fill("input[name=event_type]", "FamilyEnrolled").await;
@@ -125,7 +130,7 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
     page.screenshot("q1-martinez-payments").await;
 
     // 2. Were they ever late? Their timeline has no overdue payment; the Chen family's has.
-    from_the_overview(&mut page).await;
+    from_the_overview(page).await;
     let t = Instant::now();
     page.click_link("Events").await;
     page.fill("input[name=event_type]", "PaymentOverdue").await;
@@ -139,7 +144,7 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
     assert!(!timeline.contains("PaymentOverdue") && !timeline.contains("PaymentDue"));
 
     // 3. Who locked the Chen family out, and why?
-    from_the_overview(&mut page).await;
+    from_the_overview(page).await;
     let t = Instant::now();
     page.click_link("Events").await;
     page.fill("input[name=event_type]", "PortalAccessLocked")
@@ -184,7 +189,7 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
     page.screenshot("q3-why-locked-graph").await;
 
     // 4. What did family 123 look like on 2024-09-20?
-    from_the_overview(&mut page).await;
+    from_the_overview(page).await;
     let t = Instant::now();
     page.click_link("Aggregate").await;
     page.fill("input[name=id]", "family_123").await;
@@ -198,6 +203,9 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
         )
         .await;
     assert!(!then.contains("Withdrawn"), "{then}");
+    // annal serve has no state function for Family: the console says so.
+    page.wait_text("#snapshot", "No state function is registered")
+        .await;
     let clicks = page.clicks();
     assert!(clicks <= 5, "{clicks} clicks");
     note("family 123 on 2024-09-20", clicks, t.elapsed());
@@ -213,7 +221,7 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
     page.wait_text("#travel-summary", "4 events").await;
 
     // 5. Prove nothing was altered.
-    from_the_overview(&mut page).await;
+    from_the_overview(page).await;
     let t = Instant::now();
     page.click("#verify-now").await;
     let verified = page.wait_text("#verify-result", "passed").await;
@@ -331,7 +339,11 @@ async fn a_token_limited_to_one_type_sees_nothing_else_in_the_console() {
 
     let driver = browser::driver();
     let mut page = Page::new(browser::browser(&driver, 1280, 900).await);
-    sign_in(&mut page, port, INVOICES).await;
+    browser::closing(page.client.clone(), look_with_a_limited_token(&mut page, port)).await;
+}
+
+async fn look_with_a_limited_token(page: &mut Page, port: u16) {
+    sign_in(page, port, INVOICES).await;
     let who = page.text("#who").await;
     assert!(who.contains("only Invoice"), "{who}");
     let overview = page
@@ -409,7 +421,11 @@ async fn a_tampered_store_shows_a_failed_verify_in_red() {
 
     let driver = browser::driver();
     let mut page = Page::new(browser::browser(&driver, 1280, 900).await);
-    sign_in(&mut page, served.port, OPS).await;
+    browser::closing(page.client.clone(), verify_in_red(&mut page, served.port)).await;
+}
+
+async fn verify_in_red(page: &mut Page, port: u16) {
+    sign_in(page, port, OPS).await;
     page.click("#verify-now").await;
     let failed = page
         .wait_text("#verify-result", "FAILED at position 3")
@@ -420,4 +436,79 @@ async fn a_tampered_store_shows_a_failed_verify_in_red() {
         .await;
     assert_eq!(color, "rgb(165, 14, 14)", "the failure is red");
     page.screenshot("verify-failed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_travel_shows_the_family_state_the_coops_own_server_knows() {
+    if browser::skipped() {
+        eprintln!("skipped: ANNAL_SKIP_BROWSER_TESTS=1");
+        return;
+    }
+    // `coop serve`, run in this process: the console and API with Family's state function.
+    let dir = tempfile::tempdir().expect("dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let args = annal_example_coop::serve::args(&[
+        "--data".to_owned(),
+        dir.path().display().to_string(),
+        "--listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+    ])
+    .expect("arguments");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(annal_example_coop::serve::run(args, async {
+        let _ = stopped.await;
+    }));
+    let store = annal::client::HttpStore::connect(&format!("http://127.0.0.1:{port}"))
+        .expect("a client");
+    let store: Arc<dyn annal::Store> = Arc::new(store);
+    let up = async {
+        while store.head(&[]).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), up)
+        .await
+        .expect("coop serve answers");
+    annal_example_coop::story::tell(store, &mut std::io::sink())
+        .await
+        .expect("the story is told");
+
+    let driver = browser::driver();
+    let mut page = Page::new(browser::browser(&driver, 1280, 900).await);
+    browser::closing(page.client.clone(), travel_with_state(&mut page, port)).await;
+    let _ = stop.send(());
+    server
+        .await
+        .expect("the server task")
+        .expect("coop serve stops cleanly");
+}
+
+async fn travel_with_state(page: &mut Page, port: u16) {
+    page.client
+        .goto(&format!(
+            "http://127.0.0.1:{port}/console/#/aggregate/family_123?at=2024-09-20"
+        ))
+        .await
+        .expect("open the console");
+    let changed = page.wait_text("#state-changed", "payments").await;
+    assert!(changed.contains("payment_status"), "{changed}");
+    let state = page.wait_text("#state-table", "Martinez Family").await;
+    assert!(state.contains("\"enrolled\""), "{state}");
+    assert!(state.contains("\"amount\":450"), "{state}");
+    page.screenshot("time-travel-state").await;
+    // One step on: the mistaken withdrawal, then its reversal.
+    let slider = page
+        .client
+        .find(Locator::Css("#travel"))
+        .await
+        .expect("slider");
+    slider.send_keys("\u{E014}").await.expect("arrow right");
+    page.wait_text("#state-changed", "status").await;
+    page.wait_text("#state-table", "\"withdrawn\"").await;
+    slider.send_keys("\u{E014}").await.expect("arrow right");
+    let back = page.wait_text("#state-table", "\"enrolled\"").await;
+    assert!(back.contains("was \"withdrawn\""), "{back}");
 }

@@ -3,7 +3,9 @@
 // reverses (and that one marked as reversed); an event stored with an older schema
 // version than the aggregate's later events of the same type is marked as upcast on
 // read. The slider (or a date) picks a point: the events up to it are shown, the rest
-// dimmed, with the step's change, and the latest snapshot at or below it (by tag).
+// dimmed, with the step's change; the state at that point where the server has a state
+// function for the type (GET /v1/streams/{id}/state: the state, and which members the
+// step changed), else the latest snapshot at or below it (by tag).
 
 import { get, readStream } from './api.js';
 import { field, h, link, occurred, problem, summary, time, values } from './ui.js';
@@ -93,19 +95,51 @@ export async function render(main, { arg, params, signal }) {
       h('div', { id: 'snapshot' }));
     const tag = document.getElementById('snapshot-tag')?.value.trim();
     if (snapshotCall) snapshotCall.abort();
-    if (tag && v > 0) {
-      snapshotCall = new AbortController();
-      snapshot(arg, tag, v, upto, state.querySelector('#snapshot'), snapshotCall.signal);
-    } else {
-      state.querySelector('#snapshot').append(h('p', { class: 'muted' },
-        'No state function is registered with this server: the state is what the events above say. ',
-        'Give a snapshot tag to see the latest snapshot at or below this version, and the events after it.'));
-    }
+    const call = new AbortController();
+    snapshotCall = call;
+    const box = state.querySelector('#snapshot');
+    stateAt(arg, v, box, call.signal).then((shown) => {
+      if (shown) return;
+      if (tag && v > 0) {
+        snapshot(arg, tag, v, upto, box, call.signal);
+      } else {
+        box.append(h('p', { class: 'muted' },
+          'No state function is registered with this server for this type: the state is what the events above say. ',
+          'Give a snapshot tag to see the latest snapshot at or below this version, and the events after it.'));
+      }
+    });
   };
   slider.addEventListener('input', show);
   main.querySelector('#snapshot-tag').addEventListener('change', show);
   show();
   return () => snapshotCall && snapshotCall.abort();
+}
+
+// The state at version v and what changed since v - 1, from the server's state function
+// for this type; false if it has none (501 unsupported).
+async function stateAt(id, v, box, signal) {
+  const path = `/v1/streams/${encodeURIComponent(id)}/state`;
+  try {
+    const [now, before] = await Promise.all([
+      get(path, { version: v }, signal),
+      v > 0 ? get(path, { version: v - 1 }, signal) : Promise.resolve({ state: {} }),
+    ]);
+    const cur = now.state && typeof now.state === 'object' ? now.state : { value: now.state };
+    const prev = before.state && typeof before.state === 'object' ? before.state : { value: before.state };
+    const changed = Object.keys(cur).filter((k) => JSON.stringify(cur[k]) !== JSON.stringify(prev[k]));
+    box.append(h('h3', {}, `State at version ${now.version}`),
+      h('p', { id: 'state-changed' }, changed.length ? `Changed by this step: ${changed.join(', ')}` : 'Nothing changed in this step.'),
+      h('table', { id: 'state-table' }, h('tbody', {}, Object.keys(cur).map((k) => h('tr', { class: changed.includes(k) ? 'changed' : '' },
+        h('th', { scope: 'row' }, k),
+        h('td', { class: 'mono wrap' }, JSON.stringify(cur[k])),
+        h('td', { class: 'mono wrap muted' }, changed.includes(k) && v > 0 ? `was ${JSON.stringify(prev[k])}` : ''))))));
+    return true;
+  } catch (e) {
+    if (e.name === 'AbortError') return true;
+    if (e.status === 501) return false;
+    box.append(problem(e));
+    return true;
+  }
 }
 
 async function snapshot(id, tag, v, upto, box, signal) {

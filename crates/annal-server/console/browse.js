@@ -1,5 +1,6 @@
 // Browse and search: the log with every filter GET /v1/events takes, a page at a time
-// (the position to start after is in the address, so the back button pages back),
+// (the position to start after is in the address, so the back button pages back; without
+// filters the newest page is one click away),
 // export of the whole result as NDJSON (each event's bytes as the server sent them) or
 // CSV, and a live tail of matching events that can be paused.
 
@@ -45,9 +46,13 @@ export async function render(main, { params, signal }) {
       : 'No matching events'));
   if (page.events.length) results.append(eventTable(page.events));
   const more = new URLSearchParams({ ...filters, after: page.next_after_position });
+  // The newest page: positions are contiguous, so without filters it starts PAGE before
+  // the head (a limited token's head is its types' last event).
+  const newest = Object.keys(filters).length ? null : Math.max(0, (await get('/v1/head', {}, signal)).position - PAGE);
   results.append(h('p', { class: 'pager' },
     after > 0 ? h('a', { href: '#', onclick: (ev) => { ev.preventDefault(); history.back(); } }, '← Back') : null,
     page.next_after_position != null ? h('a', { href: `#/events?${more}`, id: 'next-page' }, 'Next page →') : null,
+    newest != null && newest > after ? h('a', { href: `#/events?after=${newest}`, id: 'newest' }, 'Newest ⇥') : null,
     h('button', { type: 'button', onclick: () => exportAll(filters, 'ndjson', results, signal) }, 'Export NDJSON'),
     h('button', { type: 'button', onclick: () => exportAll(filters, 'csv', results, signal) }, 'Export CSV')));
   main.append(results);

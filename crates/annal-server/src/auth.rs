@@ -287,6 +287,7 @@ fn route_operation(method: &Method, route: &str) -> Option<Operation> {
         "/health/live" | "/health/ready" | "/openapi.json" | "/metrics" if read => Operation::Read,
         "/v1/streams/{aggregate_id}"
         | "/v1/streams/{aggregate_id}/snapshots/latest"
+        | "/v1/streams/{aggregate_id}/state"
         | "/v1/events"
         | "/v1/events/{event_id}"
         | "/v1/head"

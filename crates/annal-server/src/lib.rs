@@ -92,6 +92,37 @@ pub struct Config {
     pub metrics_public: bool,
     /// What `GET /v1/overview` (the console's overview) says about the store served.
     pub store: StoreDescription,
+    /// The state functions `GET /v1/streams/{id}/state` offers (none by default).
+    pub states: StateViews,
+}
+
+/// The state functions a server offers, one per aggregate type: a [`Repository`]
+/// registers its aggregate's (`StateViews::default().with(Arc::new(repository))`).
+///
+/// [`Repository`]: annal_core::Repository
+#[derive(Clone, Default)]
+pub struct StateViews(Vec<Arc<dyn annal_core::StateView>>);
+
+impl StateViews {
+    /// These views and `view` (replacing one for the same aggregate type).
+    pub fn with(mut self, view: Arc<dyn annal_core::StateView>) -> Self {
+        self.0.retain(|v| v.aggregate_type() != view.aggregate_type());
+        self.0.push(view);
+        self
+    }
+
+    /// The view of `aggregate_type`, if one is registered.
+    pub fn of(&self, aggregate_type: &str) -> Option<&Arc<dyn annal_core::StateView>> {
+        self.0.iter().find(|v| v.aggregate_type() == aggregate_type)
+    }
+}
+
+impl std::fmt::Debug for StateViews {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|v| v.aggregate_type()))
+            .finish()
+    }
 }
 
 /// The store as the overview describes it: the server knows it only as a [`Store`], so
@@ -121,6 +152,7 @@ impl Default for Config {
             send_timeout: Duration::from_secs(60),
             read_ahead_cap: annal_core::budget::DEFAULT_CAP,
             store: StoreDescription::default(),
+            states: StateViews::default(),
         }
     }
 }
@@ -182,6 +214,10 @@ pub(crate) fn http_router(
         .route(
             "/v1/streams/{aggregate_id}/snapshots/{version}",
             put(routes::put_snapshot),
+        )
+        .route(
+            "/v1/streams/{aggregate_id}/state",
+            get(routes::aggregate_state),
         )
         .route("/v1/events", get(routes::read_events))
         .route("/v1/events/{event_id}", get(routes::read_event))

@@ -4,7 +4,7 @@
 use crate::routes;
 use annal_core::checkpoint::CheckpointStatus;
 use annal_core::wire::{
-    AcquireBody, AppendRequest, AppendResult, Checkpoint, CheckpointList, CheckpointWrite, Digest,
+    AcquireBody, AggregateState, AppendRequest, AppendResult, Checkpoint, CheckpointList, CheckpointWrite, Digest,
     EventsPage, Head, Health, HeartbeatBody, HeldBody, LastVerify, Lease, LeaseList, MemberList,
     Overview, Problem, RecordedEvent, Snapshot, SnapshotBody, StreamPage, Transaction,
     TransactionResult, VerifyReport, Whoami,
@@ -41,6 +41,7 @@ use utoipa::OpenApi;
         routes::digest,
         routes::whoami,
         routes::overview,
+        routes::aggregate_state,
         routes::live,
         routes::ready,
         routes::metrics,
@@ -72,6 +73,7 @@ use utoipa::OpenApi;
         VerifyReport,
         Digest,
         LastVerify,
+        AggregateState,
         Overview,
         Whoami,
         SnapshotBody,

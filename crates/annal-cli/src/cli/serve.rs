@@ -183,6 +183,8 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         max_connections: args.max_connections,
         metrics_public: args.metrics_public,
         store: describe(&args.store.store),
+        // annal serve has no aggregate's code: no state functions (docs/console.md).
+        states: annal_server::StateViews::default(),
     };
     // The URL as shown: a password in it is hidden (StoreUrl's Display).
     let shown = args.store.shown();

@@ -75,6 +75,16 @@ pub async fn browser(driver: &Driver, width: u32, height: u32) -> Client {
         .expect("a chromium session")
 }
 
+/// Runs `body` (a test's steps in `client`'s browser), then ends the browser session
+/// whether or not the steps panicked, so that no chromium outlives its test; then
+/// passes the panic on.
+pub async fn closing<T>(client: Client, body: impl std::future::Future<Output = T>) -> T {
+    use futures_util::FutureExt as _;
+    let outcome = std::panic::AssertUnwindSafe(body).catch_unwind().await;
+    let _ = client.close().await;
+    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// The page as a user drives it: waits for what it shows, clicks (counted, for the
 /// aim's "at most 5 clicks"), types, and saves screenshots.
 pub struct Page {

@@ -1,5 +1,6 @@
 //! Bodies of the routes the audit console reads besides the log itself: who the caller
-//! is (`GET /v1/whoami`) and the server's overview (`GET /v1/overview`).
+//! is (`GET /v1/whoami`), the server's overview (`GET /v1/overview`) and an aggregate's
+//! state at a version (`GET /v1/streams/{aggregate_id}/state`).
 
 use crate::{Timestamp, VerifyReport};
 use serde::{Deserialize, Serialize};
@@ -50,4 +51,20 @@ pub struct Overview {
     pub last_verify: Option<LastVerify>,
     /// Why the store cannot write, if its last commit failed.
     pub write_failure: Option<String>,
+}
+
+/// The body of `GET /v1/streams/{aggregate_id}/state`: an aggregate's state at a
+/// version, as the server's registered state function for its type folds it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregateState {
+    /// The aggregate.
+    pub aggregate_id: String,
+    /// Its type.
+    pub aggregate_type: String,
+    /// The version the state is at.
+    pub version: u64,
+    /// The state, as the aggregate serialises it.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub state: serde_json::Value,
 }

@@ -21,7 +21,7 @@ pub mod snapshots;
 
 pub use audit::{Digest, VerifyReport};
 pub use checkpoints::{Checkpoint, CheckpointList, CheckpointWrite};
-pub use console::{LastVerify, Overview, Whoami};
+pub use console::{AggregateState, LastVerify, Overview, Whoami};
 pub use events::{
     AppendRequest, AppendResult, EventsPage, Head, RecordedEvent, StreamPage, Transaction,
     TransactionResult,

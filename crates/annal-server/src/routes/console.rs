@@ -1,13 +1,85 @@
 //! The `console` routes: what the audit console (`/console`) reads besides the log
 //! itself. `GET /v1/whoami` tells any caller what its token is, so the console shows
 //! only what it may do; `GET /v1/overview` shows the store as a whole (head, backend,
-//! size, nodes, the last chain check) and so needs a token that sees every type.
+//! size, nodes, the last chain check) and so needs a token that sees every type;
+//! `GET /v1/streams/{aggregate_id}/state` folds an aggregate up to a version with the
+//! state function registered for its type ([`crate::StateViews`]), if there is one.
 
-use super::{Guarded, GuardedUnlimited, Res, ok};
+use super::{BadRequest, Guarded, GuardedUnlimited, NotFound, Res, Unsupported, ok, path_name};
 use crate::AppState;
 use crate::auth::Caller;
-use annal_core::wire::{Overview, Whoami};
-use axum::extract::{Extension, State};
+use crate::problem::Problem;
+use annal_core::wire::{AggregateState, Overview, Whoami};
+use annal_core::{Error, StateViewError};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Extension, Path, Query, State};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+/// Query of `GET /v1/streams/{aggregate_id}/state`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct StateQuery {
+    /// The version (default: the current one; 0: before the first event).
+    version: Option<u64>,
+}
+
+/// `GET /v1/streams/{aggregate_id}/state`
+#[utoipa::path(
+    get,
+    path = "/v1/streams/{aggregate_id}/state",
+    tag = "console",
+    description = "An aggregate's state at a version, folded by the state function this server registered for its type (501 unsupported without one).",
+    params(("aggregate_id" = String, Path, description = "The aggregate"), StateQuery),
+    responses(
+        (status = 200, description = "The state", body = AggregateState),
+        BadRequest,
+        NotFound,
+        Unsupported,
+        Guarded
+    )
+)]
+pub async fn aggregate_state(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<StateQuery>, QueryRejection>,
+) -> Res {
+    let Path(id) = path?;
+    path_name("aggregate_id", &id)?;
+    let Query(q) = query?;
+    let st = annal_core::streams::state(app.store.as_ref(), &id).await?;
+    let not_found = || Problem::not_found(format!("aggregate '{id}'"));
+    let Some(aggregate_type) = st.aggregate_type.clone() else {
+        return Err(not_found());
+    };
+    caller.check_visible(&aggregate_type, not_found)?;
+    let version = q.version.unwrap_or(st.version);
+    if version > st.version {
+        return Err(Problem::invalid(
+            "version",
+            format!("{version} is above the aggregate's version, {}", st.version),
+        ));
+    }
+    let unsupported = |why: String| Problem::from(Error::Unsupported { what: why });
+    let Some(view) = app.config.states.of(&aggregate_type) else {
+        return Err(unsupported(format!(
+            "show the state of '{aggregate_type}' aggregates: no state function is registered for that type"
+        )));
+    };
+    let (version, state) = view.state_at(&id, version).await.map_err(|e| match e {
+        StateViewError::Store(e) => Problem::from(e),
+        StateViewError::Fold(why) => unsupported(format!("show the state of '{id}': {why}")),
+        other => unsupported(other.to_string()),
+    })?;
+    ok(&AggregateState {
+        aggregate_id: id,
+        aggregate_type,
+        version,
+        state,
+    })
+}
 
 /// `GET /v1/whoami`
 #[utoipa::path(

@@ -19,7 +19,9 @@ pub use checkpoints::{
     __path_get_checkpoint, __path_list_checkpoints, __path_put_checkpoint, get_checkpoint,
     list_checkpoints, put_checkpoint,
 };
-pub use console::{__path_overview, __path_whoami, overview, whoami};
+pub use console::{
+    __path_aggregate_state, __path_overview, __path_whoami, aggregate_state, overview, whoami,
+};
 pub use events::{
     __path_append, __path_head, __path_read_event, __path_read_events, __path_read_stream,
     __path_subscribe, __path_transact, append, head, read_event, read_events, read_stream,
@@ -109,6 +111,8 @@ problem_responses! {
     Conflict = [(409, "Conflict: wrong_expected_version, aggregate_type_mismatch, duplicate_event_id or checkpoint_conflict")];
     /// 413.
     TooLarge = [(413, "Too large")];
+    /// 501: the server does not offer this.
+    Unsupported = [(501, "Not offered by this server: the problem says what")];
     /// 415: the body is not JSON.
     NotJson = [(415, "The body is not application/json")];
     /// What every `/v1` route may answer: 401, 403 (role or aggregate types), 503.
