@@ -296,7 +296,6 @@ async fn answer_the_five_questions(page: &mut Page, port: u16) {
             "{view} overflows by {overflow}"
         );
     }
-    page.client.close().await.expect("close");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
