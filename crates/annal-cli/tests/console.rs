@@ -99,7 +99,11 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
 
     let driver = browser::driver();
     let mut page = Page::new(browser::browser(&driver, 1280, 900).await);
-    browser::closing(page.client.clone(), answer_the_five_questions(&mut page, port)).await;
+    browser::closing(
+        page.client.clone(),
+        answer_the_five_questions(&mut page, port),
+    )
+    .await;
 }
 
 async fn answer_the_five_questions(page: &mut Page, port: u16) {
@@ -338,7 +342,11 @@ async fn a_token_limited_to_one_type_sees_nothing_else_in_the_console() {
 
     let driver = browser::driver();
     let mut page = Page::new(browser::browser(&driver, 1280, 900).await);
-    browser::closing(page.client.clone(), look_with_a_limited_token(&mut page, port)).await;
+    browser::closing(
+        page.client.clone(),
+        look_with_a_limited_token(&mut page, port),
+    )
+    .await;
 }
 
 async fn look_with_a_limited_token(page: &mut Page, port: u16) {
@@ -460,8 +468,8 @@ async fn time_travel_shows_the_family_state_the_coops_own_server_knows() {
     let server = tokio::spawn(annal_example_coop::serve::run(args, async {
         let _ = stopped.await;
     }));
-    let store = annal::client::HttpStore::connect(&format!("http://127.0.0.1:{port}"))
-        .expect("a client");
+    let store =
+        annal::client::HttpStore::connect(&format!("http://127.0.0.1:{port}")).expect("a client");
     let store: Arc<dyn annal::Store> = Arc::new(store);
     let up = async {
         while store.head(&[]).await.is_err() {

@@ -106,7 +106,8 @@ pub struct StateViews(Vec<Arc<dyn annal_core::StateView>>);
 impl StateViews {
     /// These views and `view` (replacing one for the same aggregate type).
     pub fn with(mut self, view: Arc<dyn annal_core::StateView>) -> Self {
-        self.0.retain(|v| v.aggregate_type() != view.aggregate_type());
+        self.0
+            .retain(|v| v.aggregate_type() != view.aggregate_type());
         self.0.push(view);
         self
     }

@@ -4,10 +4,10 @@
 use crate::routes;
 use annal_core::checkpoint::CheckpointStatus;
 use annal_core::wire::{
-    AcquireBody, AggregateState, AppendRequest, AppendResult, Checkpoint, CheckpointList, CheckpointWrite, Digest,
-    EventsPage, Head, Health, HeartbeatBody, HeldBody, LastVerify, Lease, LeaseList, MemberList,
-    Overview, Problem, RecordedEvent, Snapshot, SnapshotBody, StreamPage, Transaction,
-    TransactionResult, VerifyReport, Whoami,
+    AcquireBody, AggregateState, AppendRequest, AppendResult, Checkpoint, CheckpointList,
+    CheckpointWrite, Digest, EventsPage, Head, Health, HeartbeatBody, HeldBody, LastVerify, Lease,
+    LeaseList, MemberList, Overview, Problem, RecordedEvent, Snapshot, SnapshotBody, StreamPage,
+    Transaction, TransactionResult, VerifyReport, Whoami,
 };
 use annal_core::{Direction, ExpectedVersion, Hash, LeaseFence, NewEvent, RawJson, Timestamp};
 use utoipa::OpenApi;

@@ -60,7 +60,11 @@ async fn serve(args: &[String]) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("coop: {e}");
-            ExitCode::from(if matches!(e, serve::ServeError::Usage(_)) { 2 } else { 1 })
+            ExitCode::from(if matches!(e, serve::ServeError::Usage(_)) {
+                2
+            } else {
+                1
+            })
         }
     }
 }

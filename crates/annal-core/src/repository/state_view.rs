@@ -33,8 +33,11 @@ pub trait StateView: Send + Sync {
 
     /// The aggregate's state after its event at `version` (or its current state, if
     /// that is lower), and the version it reached.
-    async fn state_at(&self, aggregate_id: &str, version: u64)
-    -> Result<(u64, Value), StateViewError>;
+    async fn state_at(
+        &self,
+        aggregate_id: &str,
+        version: u64,
+    ) -> Result<(u64, Value), StateViewError>;
 }
 
 #[async_trait]
