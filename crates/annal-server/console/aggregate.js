@@ -116,7 +116,7 @@ export async function render(main, { arg, params, signal }) {
 }
 
 // The state at version v and what changed since v - 1, from the server's state function
-// for this type; false if it has none (501 unsupported).
+// for this type; false if it has none (404 not_found, as annal serve answers).
 async function stateAt(id, v, box, signal) {
   const path = `/v1/streams/${encodeURIComponent(id)}/state`;
   try {
@@ -136,7 +136,7 @@ async function stateAt(id, v, box, signal) {
     return true;
   } catch (e) {
     if (e.name === 'AbortError') return true;
-    if (e.status === 501) return false;
+    if (e.status === 404) return false;
     box.append(problem(e));
     return true;
   }

@@ -1,7 +1,7 @@
 //! The audit console's side of the server: its files are open and locked to this
 //! origin, `GET /v1/whoami` tells a token what it is, `GET /v1/overview` keeps the last
 //! verify and needs an unlimited token, and `GET /v1/streams/{id}/state` folds with the
-//! state function registered for the aggregate's type (or says it has none).
+//! state function registered for the aggregate's type (or says, as a 404, it has none).
 
 mod common;
 
@@ -160,7 +160,7 @@ impl Aggregate for Counter {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_state_is_folded_by_the_registered_function_and_unsupported_without_one() {
+async fn the_state_is_folded_by_the_registered_function_and_not_found_without_one() {
     let dir = tempfile::tempdir().expect("dir");
     let store: Arc<dyn annal_core::Store> =
         Arc::new(SqliteStore::open(dir.path().join("s.db")).expect("open"));
@@ -206,7 +206,7 @@ async fn the_state_is_folded_by_the_registered_function_and_unsupported_without_
         ("/v1/streams/c-1/state?version=4", 400, "invalid_request"),
         ("/v1/streams/c-1/state?version=x", 400, "invalid_request"),
         ("/v1/streams/nobody/state", 404, "not_found"),
-        ("/v1/streams/i-1/state", 501, "unsupported"),
+        ("/v1/streams/i-1/state", 404, "not_found"),
     ] {
         let (got, problem) = get(&s.base, path, None).await;
         assert_eq!(

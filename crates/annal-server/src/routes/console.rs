@@ -3,14 +3,15 @@
 //! only what it may do; `GET /v1/overview` shows the store as a whole (head, backend,
 //! size, nodes, the last chain check) and so needs a token that sees every type;
 //! `GET /v1/streams/{aggregate_id}/state` folds an aggregate up to a version with the
-//! state function registered for its type ([`crate::StateViews`]), if there is one.
+//! state function registered for its type ([`crate::StateViews`]), if there is one
+//! (otherwise `404 not_found`, saying that this server has none).
 
-use super::{BadRequest, Guarded, GuardedUnlimited, NotFound, Res, Unsupported, ok, path_name};
+use super::{BadRequest, Guarded, GuardedUnlimited, NotFound, Res, ok, path_name};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::problem::Problem;
+use annal_core::StateViewError;
 use annal_core::wire::{AggregateState, Overview, Whoami};
-use annal_core::{Error, StateViewError};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use serde::Deserialize;
@@ -30,13 +31,12 @@ pub struct StateQuery {
     get,
     path = "/v1/streams/{aggregate_id}/state",
     tag = "console",
-    description = "An aggregate's state at a version, folded by the state function this server registered for its type (501 unsupported without one).",
+    description = "An aggregate's state at a version, folded by the state function this server registered for its type (404 not_found without one, saying so).",
     params(("aggregate_id" = String, Path, description = "The aggregate"), StateQuery),
     responses(
         (status = 200, description = "The state", body = AggregateState),
         BadRequest,
         NotFound,
-        Unsupported,
         Guarded
     )
 )]
@@ -62,16 +62,19 @@ pub async fn aggregate_state(
             format!("{version} is above the aggregate's version, {}", st.version),
         ));
     }
-    let unsupported = |why: String| Problem::from(Error::Unsupported { what: why });
+    // No state to show is a 404 naming why, not a 5xx: the server works as configured.
     let Some(view) = app.config.states.of(&aggregate_type) else {
-        return Err(unsupported(format!(
-            "show the state of '{aggregate_type}' aggregates: no state function is registered for that type"
+        return Err(Problem::not_found(format!(
+            "the state of '{id}': this server has no state function for '{aggregate_type}' \
+             aggregates (annal serve has none; a server embedding annal registers its repositories)"
         )));
     };
     let (version, state) = view.state_at(&id, version).await.map_err(|e| match e {
         StateViewError::Store(e) => Problem::from(e),
-        StateViewError::Fold(why) => unsupported(format!("show the state of '{id}': {why}")),
-        other => unsupported(other.to_string()),
+        StateViewError::Fold(why) => Problem::not_found(format!(
+            "the state of '{id}': the state function for '{aggregate_type}' cannot fold its events: {why}"
+        )),
+        other => Problem::not_found(format!("the state of '{id}': {other}")),
     })?;
     ok(&AggregateState {
         aggregate_id: id,

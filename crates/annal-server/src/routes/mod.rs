@@ -111,8 +111,6 @@ problem_responses! {
     Conflict = [(409, "Conflict: wrong_expected_version, aggregate_type_mismatch, duplicate_event_id or checkpoint_conflict")];
     /// 413.
     TooLarge = [(413, "Too large")];
-    /// 501: the server does not offer this.
-    Unsupported = [(501, "Not offered by this server: the problem says what")];
     /// 415: the body is not JSON.
     NotJson = [(415, "The body is not application/json")];
     /// What every `/v1` route may answer: 401, 403 (role or aggregate types), 503.
