@@ -64,6 +64,7 @@ pub use lease::{Lease, LeaseFence};
 pub use read::{Direction, Filter};
 pub use repository::{
     CommandContext, ConflictRetry, Executed, Loaded, Repository, RepositoryError, SnapshotPolicy,
+    StateView, StateViewError,
 };
 pub use snapshot::Snapshot;
 pub use store::{AggregateInfo, Store};

@@ -2,7 +2,8 @@
 //!
 //! With no tokens configured, auth is off and every caller may do everything (the
 //! server then refuses non-loopback addresses unless told otherwise). With tokens, every
-//! route but `/health/*` and `/openapi.json` (and `/metrics` when public) needs
+//! route but `/health/*`, `/openapi.json`, the console's static files (`/`,
+//! `/console/…`, which hold no data) and `/metrics` when public needs
 //! `Authorization: Bearer <token>`; what each role may do is the one table of
 //! [`annal_core::access`], applied here per route ([`authorize`]) and by the handlers
 //! where the body decides (system events, checkpoints, the deep verify). A token limited to aggregate types sees and writes
@@ -235,6 +236,7 @@ fn bearer(value: &str) -> Option<&str> {
 fn is_open(path: &str, public_metrics: bool) -> bool {
     path.starts_with("/health/")
         || path == "/openapi.json"
+        || crate::console::is_console(path)
         || (public_metrics && path == "/metrics")
 }
 
@@ -285,6 +287,7 @@ fn route_operation(method: &Method, route: &str) -> Option<Operation> {
         "/health/live" | "/health/ready" | "/openapi.json" | "/metrics" if read => Operation::Read,
         "/v1/streams/{aggregate_id}"
         | "/v1/streams/{aggregate_id}/snapshots/latest"
+        | "/v1/streams/{aggregate_id}/state"
         | "/v1/events"
         | "/v1/events/{event_id}"
         | "/v1/head"
@@ -294,6 +297,12 @@ fn route_operation(method: &Method, route: &str) -> Option<Operation> {
         | "/v1/subscribe"
         | "/v1/verify"
         | "/v1/digest"
+        | "/v1/overview"
+        | "/v1/whoami"
+        | "/"
+        | "/console"
+        | "/console/"
+        | "/console/{*file}"
             if read =>
         {
             Operation::Read

@@ -14,6 +14,7 @@
 //! accepting, ends subscriptions, and lets in-flight requests (appends) finish.
 
 mod auth;
+mod console;
 mod host;
 mod net;
 mod openapi;
@@ -89,6 +90,51 @@ pub struct Config {
     /// Whether `/metrics` answers without a token. Default false: with auth on it
     /// needs a token that sees every aggregate type (it shows the global head).
     pub metrics_public: bool,
+    /// What `GET /v1/overview` (the console's overview) says about the store served.
+    pub store: StoreDescription,
+    /// The state functions `GET /v1/streams/{id}/state` offers (none by default).
+    pub states: StateViews,
+}
+
+/// The state functions a server offers, one per aggregate type: a [`Repository`]
+/// registers its aggregate's (`StateViews::default().with(Arc::new(repository))`).
+///
+/// [`Repository`]: annal_core::Repository
+#[derive(Clone, Default)]
+pub struct StateViews(Vec<Arc<dyn annal_core::StateView>>);
+
+impl StateViews {
+    /// These views and `view` (replacing one for the same aggregate type).
+    pub fn with(mut self, view: Arc<dyn annal_core::StateView>) -> Self {
+        self.0
+            .retain(|v| v.aggregate_type() != view.aggregate_type());
+        self.0.push(view);
+        self
+    }
+
+    /// The view of `aggregate_type`, if one is registered.
+    pub fn of(&self, aggregate_type: &str) -> Option<&Arc<dyn annal_core::StateView>> {
+        self.0.iter().find(|v| v.aggregate_type() == aggregate_type)
+    }
+}
+
+impl std::fmt::Debug for StateViews {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|v| v.aggregate_type()))
+            .finish()
+    }
+}
+
+/// The store as the overview describes it: the server knows it only as a [`Store`], so
+/// the host names its backend and the files that hold it.
+#[derive(Debug, Clone, Default)]
+pub struct StoreDescription {
+    /// The backend's name (`sqlite`, `postgres`; empty: not told).
+    pub backend: String,
+    /// The files whose sizes add up to the store's (empty: the size is not known here,
+    /// as for a database server).
+    pub files: Vec<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -106,6 +152,8 @@ impl Default for Config {
             metrics_public: false,
             send_timeout: Duration::from_secs(60),
             read_ahead_cap: annal_core::budget::DEFAULT_CAP,
+            store: StoreDescription::default(),
+            states: StateViews::default(),
         }
     }
 }
@@ -119,6 +167,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Turns true when the server is shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// The last chain check this server ran (`GET /v1/verify`), for the overview.
+    pub last_verify: Arc<std::sync::Mutex<Option<annal_core::wire::LastVerify>>>,
 }
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -151,6 +201,7 @@ pub(crate) fn http_router(
         store,
         config: Arc::new(config),
         shutdown,
+        last_verify: Arc::default(),
     };
     Router::new()
         .route(
@@ -164,6 +215,10 @@ pub(crate) fn http_router(
         .route(
             "/v1/streams/{aggregate_id}/snapshots/{version}",
             put(routes::put_snapshot),
+        )
+        .route(
+            "/v1/streams/{aggregate_id}/state",
+            get(routes::aggregate_state),
         )
         .route("/v1/events", get(routes::read_events))
         .route("/v1/events/{event_id}", get(routes::read_event))
@@ -194,6 +249,12 @@ pub(crate) fn http_router(
         .route("/v1/subscribe", get(routes::subscribe))
         .route("/v1/verify", get(routes::verify))
         .route("/v1/digest", get(routes::digest))
+        .route("/v1/overview", get(routes::overview))
+        .route("/v1/whoami", get(routes::whoami))
+        .route("/", get(console::root))
+        .route("/console", get(console::index))
+        .route("/console/", get(console::index))
+        .route("/console/{*file}", get(console::asset))
         .route("/health/live", get(routes::live))
         .route("/health/ready", get(routes::ready))
         .route("/metrics", get(routes::metrics))

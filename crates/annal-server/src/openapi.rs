@@ -4,10 +4,10 @@
 use crate::routes;
 use annal_core::checkpoint::CheckpointStatus;
 use annal_core::wire::{
-    AcquireBody, AppendRequest, AppendResult, Checkpoint, CheckpointList, CheckpointWrite, Digest,
-    EventsPage, Head, Health, HeartbeatBody, HeldBody, Lease, LeaseList, MemberList, Problem,
-    RecordedEvent, Snapshot, SnapshotBody, StreamPage, Transaction, TransactionResult,
-    VerifyReport,
+    AcquireBody, AggregateState, AppendRequest, AppendResult, Checkpoint, CheckpointList,
+    CheckpointWrite, Digest, EventsPage, Head, Health, HeartbeatBody, HeldBody, LastVerify, Lease,
+    LeaseList, MemberList, Overview, Problem, RecordedEvent, Snapshot, SnapshotBody, StreamPage,
+    Transaction, TransactionResult, VerifyReport, Whoami,
 };
 use annal_core::{Direction, ExpectedVersion, Hash, LeaseFence, NewEvent, RawJson, Timestamp};
 use utoipa::OpenApi;
@@ -39,6 +39,9 @@ use utoipa::OpenApi;
         routes::subscribe,
         routes::verify,
         routes::digest,
+        routes::whoami,
+        routes::overview,
+        routes::aggregate_state,
         routes::live,
         routes::ready,
         routes::metrics,
@@ -69,6 +72,10 @@ use utoipa::OpenApi;
         Snapshot,
         VerifyReport,
         Digest,
+        LastVerify,
+        AggregateState,
+        Overview,
+        Whoami,
         SnapshotBody,
         CheckpointList,
         Problem,

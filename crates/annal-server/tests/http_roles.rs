@@ -53,6 +53,11 @@ fn cases() -> Vec<(Method, &'static str, Option<Value>, Least)> {
         (Method::GET, "/v1/groups/g/leases", None, Read),
         (Method::GET, "/v1/verify", None, Read),
         (Method::GET, "/v1/digest", None, Read),
+        (Method::GET, "/v1/whoami", None, Read),
+        (Method::GET, "/v1/overview", None, Read),
+        (Method::GET, "/v1/streams/seed-1/state", None, Read),
+        (Method::GET, "/console/", None, Read),
+        (Method::GET, "/console/app.js", None, Read),
         (Method::GET, "/metrics", None, Read),
         (Method::GET, "/v1/subscribe?after_position=0", None, Read),
         (

@@ -6,6 +6,7 @@
 //! events from the state, and `apply`, which folds an event into the state.
 
 pub mod demo;
+pub mod serve;
 pub mod story;
 pub mod triggers;
 

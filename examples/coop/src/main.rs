@@ -3,10 +3,12 @@
 //! - `coop demo [--store URL | --data DIR | --temp]` tells the whole story into the
 //!   store `annal` uses (`./annal-data/annal.db` unless named; `--temp`: a throwaway
 //!   one), so `annal read`, `annal audit` and `coop state` show it next.
+//! - `coop serve [--data DIR] [--listen ADDR]` serves that store (HTTP API and console)
+//!   with the Family state function registered, so the console shows a family's state.
 //! - `coop state FAMILY_ID [--at DATE] [--version N] [--recorded] [--store URL]` prints a
 //!   family's state (annal's ready-made state command for any aggregate).
 
-use annal_example_coop::{Family, demo, upcasters};
+use annal_example_coop::{Family, demo, serve, upcasters};
 use std::process::ExitCode;
 
 #[tokio::main]
@@ -14,11 +16,13 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("demo") => demo(&args[2..]).await,
+        Some("serve") => serve(&args[2..]).await,
         Some("state") => annal::state_command::run::<Family>(&args[1..], upcasters()).await,
         _ => {
             eprintln!(
-                "usage: {} | coop state FAMILY_ID [--at DATE] [--version N] [--recorded] [--store URL]",
-                demo::USAGE
+                "usage: {} | {} | coop state FAMILY_ID [--at DATE] [--version N] [--recorded] [--store URL]",
+                demo::USAGE,
+                serve::USAGE
             );
             ExitCode::from(2)
         }
@@ -38,6 +42,29 @@ async fn demo(args: &[String]) -> ExitCode {
                 eprintln!("coop: {e}");
             }
             code
+        }
+    }
+}
+
+async fn serve(args: &[String]) -> ExitCode {
+    let served = match serve::args(args) {
+        Ok(args) => {
+            serve::run(args, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coop: {e}");
+            ExitCode::from(if matches!(e, serve::ServeError::Usage(_)) {
+                2
+            } else {
+                1
+            })
         }
     }
 }

@@ -182,6 +182,9 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
             .unwrap_or(usize::MAX),
         max_connections: args.max_connections,
         metrics_public: args.metrics_public,
+        store: describe(&args.store.store),
+        // annal serve has no aggregate's code: no state functions (docs/console.md).
+        states: annal_server::StateViews::default(),
     };
     // The URL as shown: a password in it is hidden (StoreUrl's Display).
     let shown = args.store.shown();
@@ -223,6 +226,29 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
     }
     tracing::info!("annal stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store as the console's overview describes it: the backend, and for the embedded
+/// store the database file with its write-ahead log and shared-memory index.
+fn describe(url: &str) -> annal_server::StoreDescription {
+    match url.parse::<annal::url::StoreUrl>() {
+        Ok(annal::url::StoreUrl::Sqlite(path)) => {
+            let with = |suffix: &str| {
+                let mut p = path.clone().into_os_string();
+                p.push(suffix);
+                std::path::PathBuf::from(p)
+            };
+            annal_server::StoreDescription {
+                backend: "sqlite".into(),
+                files: vec![path.clone(), with("-wal"), with("-shm")],
+            }
+        }
+        Ok(annal::url::StoreUrl::Postgres(_)) => annal_server::StoreDescription {
+            backend: "postgres".into(),
+            files: Vec::new(),
+        },
+        _ => annal_server::StoreDescription::default(),
+    }
 }
 
 /// The addresses `--listen` names: HOST:PORT, where HOST is an address or a name

@@ -30,6 +30,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 mod many;
+mod state_view;
+
+pub use state_view::{StateView, StateViewError};
 
 /// Metadata key holding when an event happened in the domain (RFC 3339), as opposed to
 /// when the store recorded it.

@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod checkpoints;
+pub mod console;
 pub mod events;
 pub mod groups;
 pub mod operations;
@@ -20,6 +21,7 @@ pub mod snapshots;
 
 pub use audit::{Digest, VerifyReport};
 pub use checkpoints::{Checkpoint, CheckpointList, CheckpointWrite};
+pub use console::{AggregateState, LastVerify, Overview, Whoami};
 pub use events::{
     AppendRequest, AppendResult, EventsPage, Head, RecordedEvent, StreamPage, Transaction,
     TransactionResult,

@@ -1,10 +1,11 @@
 //! The `audit` routes: the hash chain checked by the server, next to its data, and the
-//! log's digest (its head, to keep elsewhere).
+//! log's digest (its head, to keep elsewhere). The last check's report is kept for
+//! the overview (`GET /v1/overview`).
 
 use super::{BadRequest, Guarded, Res, ok};
 use crate::AppState;
 use crate::auth::Caller;
-use annal_core::wire::{Digest, VerifyReport};
+use annal_core::wire::{Digest, LastVerify, VerifyReport};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
 use serde::Deserialize;
@@ -44,7 +45,8 @@ pub async fn verify(
 ) -> Res {
     let Query(q) = query?;
     caller.check_unlimited()?;
-    let report = if q.deep.unwrap_or(false) {
+    let deep = q.deep.unwrap_or(false);
+    let report = if deep {
         caller.require(annal_core::access::Operation::VerifyDeep)?;
         app.store
             .verify_deep(q.from_position, q.to_position)
@@ -52,6 +54,13 @@ pub async fn verify(
     } else {
         app.store.verify(q.from_position, q.to_position).await?
     };
+    *app.last_verify
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(LastVerify {
+        at: annal_core::Timestamp::now(),
+        deep,
+        report: report.clone(),
+    });
     ok(&report)
 }
 

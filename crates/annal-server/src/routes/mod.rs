@@ -8,6 +8,7 @@
 
 mod audit;
 mod checkpoints;
+mod console;
 mod events;
 mod groups;
 mod operations;
@@ -17,6 +18,9 @@ pub use audit::{__path_digest, __path_verify, digest, verify};
 pub use checkpoints::{
     __path_get_checkpoint, __path_list_checkpoints, __path_put_checkpoint, get_checkpoint,
     list_checkpoints, put_checkpoint,
+};
+pub use console::{
+    __path_aggregate_state, __path_overview, __path_whoami, aggregate_state, overview, whoami,
 };
 pub use events::{
     __path_append, __path_head, __path_read_event, __path_read_events, __path_read_stream,

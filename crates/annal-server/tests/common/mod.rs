@@ -93,7 +93,8 @@ fn uuid_like() -> String {
     )
 }
 
-async fn serve(store: Arc<dyn annal_core::Store>, config: Config) -> Server {
+/// A server over `store` (which the caller may also use directly).
+pub async fn serve(store: Arc<dyn annal_core::Store>, config: Config) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
