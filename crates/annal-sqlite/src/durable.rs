@@ -3,9 +3,11 @@
 //!
 //! The writer's connection commits with `synchronous=NORMAL`: a COMMIT writes its WAL
 //! frames (into the OS's page cache, so they survive a killed process) but does not sync
-//! them. It hands the committed group here. This thread takes every group handed to it
-//! so far, calls fdatasync once on the `-wal` file, and then, in commit order, moves the
-//! head and answers each job. So:
+//! them. It hands the committed group here. This stage's thread takes every group handed
+//! to it so far, calls fdatasync once on the `-wal` file, and then, in commit order, moves
+//! the head and answers each job. When no next job is waiting for the writer and nothing
+//! waits at the stage, the writer does the same itself, inline (a lone append then costs
+//! no extra thread wake-up, which measured −19% on one writer). So:
 //!
 //! - **an acknowledged commit is on the disk**: its frames were written before the
 //!   fdatasync that precedes its answer began, and fdatasync flushes every written page
@@ -36,6 +38,7 @@ use annal_core::job::{Job, Outcome};
 use annal_core::{Error, Result};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -48,24 +51,18 @@ pub struct Committed {
     pub head: u64,
 }
 
-/// Why the store stopped writing after a failed sync, shared with the writer.
-#[derive(Clone, Default)]
-pub struct Stopped(Arc<Mutex<Option<String>>>);
-
-impl Stopped {
-    /// The reason, once a sync failed.
-    pub fn reason(&self) -> Option<String> {
-        self.0.lock().map_or_else(
-            |_| Some("the durability stage's state is poisoned".into()),
-            |r| r.clone(),
-        )
-    }
-
-    fn stop(&self, reason: &str) {
-        if let Ok(mut r) = self.0.lock() {
-            r.get_or_insert_with(|| reason.to_owned());
-        }
-    }
+/// Makes committed groups durable and answers them: on the stage's thread, or on the
+/// writer's own when nothing else is waiting ([`Durability::hand`]).
+pub struct Durability {
+    wal: PathBuf,
+    /// The `-wal` file, opened on the first sync.
+    file: Mutex<Option<File>>,
+    head: watch::Sender<u64>,
+    health: WriteHealth,
+    /// Why the store stopped writing, once a sync failed.
+    stopped: Mutex<Option<String>>,
+    /// Groups handed to the stage and not answered yet.
+    pending: AtomicUsize,
 }
 
 /// The `-wal` file beside the store file at `path`.
@@ -75,46 +72,82 @@ pub fn wal_path(path: &Path) -> PathBuf {
     PathBuf::from(wal)
 }
 
-/// Starts the durability stage for the store file at `path`; returns where the writer
-/// hands committed groups, and the thread (it ends once that sender is dropped and every
-/// group handed to it is answered).
-pub fn start(
-    path: &Path,
-    head: watch::Sender<u64>,
-    health: WriteHealth,
-    stopped: Stopped,
-) -> std::io::Result<(Sender<Committed>, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wal = wal_path(path);
-    let thread = std::thread::Builder::new()
-        .name("annal-sqlite-sync".into())
-        .spawn(move || run(&wal, &rx, &head, &health, &stopped))?;
-    Ok((tx, thread))
-}
+impl Durability {
+    /// The durability of the store file at `path`; its head and health are the store's.
+    pub fn new(path: &Path, head: watch::Sender<u64>, health: WriteHealth) -> Arc<Self> {
+        Arc::new(Self {
+            wal: wal_path(path),
+            file: Mutex::new(None),
+            head,
+            health,
+            stopped: Mutex::new(None),
+            pending: AtomicUsize::new(0),
+        })
+    }
 
-fn run(
-    wal: &Path,
-    groups: &Receiver<Committed>,
-    head: &watch::Sender<u64>,
-    health: &WriteHealth,
-    stopped: &Stopped,
-) {
-    let mut file: Option<File> = None;
-    while let Ok(first) = groups.recv() {
-        let mut batch = vec![first];
-        batch.extend(groups.try_iter());
-        let synced = match (stopped.reason(), &file) {
-            (Some(reason), _) => Err(reason),
-            (None, Some(f)) => f.sync_data().map_err(|e| sync_failed(wal, &e)),
-            (None, None) => open_synced(wal)
-                .map(|f| file = Some(f))
-                .map_err(|e| sync_failed(wal, &e)),
+    /// Why the store accepts no more writes, once a sync failed.
+    pub fn stopped(&self) -> Option<String> {
+        self.stopped.lock().map_or_else(
+            |_| Some("the durability stage's state is poisoned".into()),
+            |r| r.clone(),
+        )
+    }
+
+    /// Starts the stage's thread; returns where groups are handed to it, and the thread
+    /// (it ends once that sender is dropped and every group handed to it is answered).
+    pub fn start(
+        self: &Arc<Self>,
+    ) -> std::io::Result<(Sender<Committed>, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let this = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("annal-sqlite-sync".into())
+            .spawn(move || this.run(&rx))?;
+        Ok((tx, thread))
+    }
+
+    /// Makes `group` durable and answers it. With nothing waiting at the stage and no
+    /// next job waiting for the writer (`busy` false), the writer syncs it itself: a
+    /// hand-off would only add a thread wake-up to a lone append's time. Otherwise it goes
+    /// to the stage, behind the groups there, and the writer moves on.
+    pub fn hand(&self, stage: &Sender<Committed>, group: Committed, busy: bool) {
+        if !busy && self.pending.load(Ordering::Acquire) == 0 {
+            self.settle(vec![group]);
+            return;
+        }
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if let Err(unsent) = stage.send(group) {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            for (job, _) in unsent.0.answers {
+                job.answer(Err(Error::Storage(
+                    "the durability stage has stopped".into(),
+                )));
+            }
+        }
+    }
+
+    fn run(&self, groups: &Receiver<Committed>) {
+        while let Ok(first) = groups.recv() {
+            let mut batch = vec![first];
+            batch.extend(groups.try_iter());
+            let n = batch.len();
+            self.settle(batch);
+            self.pending.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
+    /// One fdatasync for `batch`, then its head and answers in commit order; or, if the
+    /// sync fails (now or before), the error for every job of it.
+    fn settle(&self, batch: Vec<Committed>) {
+        let synced = match self.stopped() {
+            Some(reason) => Err(reason),
+            None => self.sync().map_err(|e| sync_failed(&self.wal, &e)),
         };
         match synced {
             Ok(()) => {
-                health.succeeded();
+                self.health.succeeded();
                 for group in batch {
-                    head.send_if_modified(|h| {
+                    self.head.send_if_modified(|h| {
                         let moved = *h != group.head;
                         *h = group.head;
                         moved
@@ -125,15 +158,32 @@ fn run(
                 }
             }
             Err(reason) => {
-                stopped.stop(&reason);
-                let e = Error::Storage(reason.clone().into());
-                health.failed(&e);
-                tracing::error!(error = %reason, "annal stopped writing this store");
+                if let Ok(mut r) = self.stopped.lock()
+                    && r.is_none()
+                {
+                    tracing::error!(error = %reason, "annal stopped writing this store");
+                    *r = Some(reason.clone());
+                }
+                self.health.failed(&Error::Storage(reason.clone().into()));
                 for group in batch {
                     for (job, _) in group.answers {
                         job.answer(Err(Error::Storage(reason.clone().into())));
                     }
                 }
+            }
+        }
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        let mut file = self
+            .file
+            .lock()
+            .map_err(|_| std::io::Error::other("the WAL handle's lock is poisoned"))?;
+        match file.as_ref() {
+            Some(f) => f.sync_data(),
+            None => {
+                *file = Some(open_synced(&self.wal)?);
+                Ok(())
             }
         }
     }
@@ -178,14 +228,17 @@ mod tests {
         let store = dir.path().join("s.db");
         std::fs::write(wal_path(&store), b"frames").expect("wal");
         let (head_tx, head_rx) = watch::channel(0);
-        let stopped = Stopped::default();
-        let (tx, stage) =
-            start(&store, head_tx, WriteHealth::default(), stopped.clone()).expect("start");
+        let d = Durability::new(&store, head_tx, WriteHealth::default());
+        let (tx, stage) = d.start().expect("start");
         let (g, answer) = group(7);
-        tx.send(g).expect("send");
+        d.hand(&tx, g, true);
         assert_eq!(answer.blocking_recv().expect("answered").expect("ok"), 7);
         assert_eq!(*head_rx.borrow(), 7);
-        assert!(stopped.reason().is_none());
+        let (g, answer) = group(9);
+        d.hand(&tx, g, false);
+        assert_eq!(answer.blocking_recv().expect("answered").expect("ok"), 9);
+        assert_eq!(*head_rx.borrow(), 9);
+        assert!(d.stopped().is_none());
         drop(tx);
         stage.join().expect("stage ends once the writer is gone");
     }
@@ -197,10 +250,10 @@ mod tests {
         let store = dir.path().join("s.db");
         let (head_tx, head_rx) = watch::channel(0);
         let health = WriteHealth::default();
-        let stopped = Stopped::default();
-        let (tx, stage) = start(&store, head_tx, health.clone(), stopped.clone()).expect("start");
+        let d = Durability::new(&store, head_tx, health.clone());
+        let (tx, stage) = d.start().expect("start");
         let (g, answer) = group(3);
-        tx.send(g).expect("send");
+        d.hand(&tx, g, true);
         let e = answer
             .blocking_recv()
             .expect("answered")
@@ -214,12 +267,12 @@ mod tests {
             0,
             "the head never shows an unsynced group"
         );
-        assert!(stopped.reason().is_some());
+        assert!(d.stopped().is_some());
         assert!(health.failure().is_some());
         // The file appears: still refused, a failed sync is never retried.
         std::fs::write(wal_path(&store), b"frames").expect("wal");
         let (g, answer) = group(4);
-        tx.send(g).expect("send");
+        d.hand(&tx, g, false);
         assert!(answer.blocking_recv().expect("answered").is_err());
         drop(tx);
         stage.join().expect("stage ends");

@@ -24,7 +24,7 @@
 //! reading, raised to the tip's time if the clock went backwards, so it never decreases
 //! with position.
 
-use crate::durable::{self, Committed, Stopped};
+use crate::durable::{Committed, Durability};
 use crate::rows::{self, EVENT_COLUMNS, clamp, db};
 use annal_core::commit::{self, Fail, Group, Writes};
 use annal_core::failures::WriteHealth;
@@ -57,17 +57,15 @@ pub fn run(
     head: watch::Sender<u64>,
     health: WriteHealth,
 ) {
-    let stopped = Stopped::default();
+    let durability = Durability::new(path, head, health.clone());
     let started = conn
         .pragma_update(None, "synchronous", "NORMAL")
         .map_err(|e| e.to_string())
-        .and_then(|()| {
-            durable::start(path, head, health.clone(), stopped.clone()).map_err(|e| e.to_string())
-        });
+        .and_then(|()| durability.start().map_err(|e| e.to_string()));
     match started {
-        Ok((durable, stage)) => {
-            serve(&mut conn, jobs, &durable, &health, &stopped);
-            drop(durable);
+        Ok((to_stage, stage)) => {
+            serve(&mut conn, jobs, &durability, &to_stage, &health);
+            drop(to_stage);
             if stage.join().is_err() {
                 tracing::error!("the durability stage panicked");
             }
@@ -112,12 +110,14 @@ fn close(conn: &Connection) {
 fn serve(
     conn: &mut Connection,
     jobs: Receiver<Job>,
-    durable: &Sender<Committed>,
+    durability: &Durability,
+    to_stage: &Sender<Committed>,
     health: &WriteHealth,
-    stopped: &Stopped,
 ) {
     let mut last_group = 1usize;
-    while let Ok(first) = jobs.recv() {
+    // A job taken while deciding who syncs the last group: the next group's first.
+    let mut carried: Option<Job> = None;
+    while let Some(first) = carried.take().or_else(|| jobs.recv().ok()) {
         let mut weight = first.weight();
         let mut group = vec![first];
         let gather_until = Instant::now() + GATHER;
@@ -141,7 +141,7 @@ fn serve(
             group.push(job);
         }
         last_group = group.len();
-        if let Some(reason) = stopped.reason() {
+        if let Some(reason) = durability.stopped() {
             for job in group {
                 job.answer(Err(Error::Storage(reason.clone().into())));
             }
@@ -150,14 +150,8 @@ fn serve(
         match commit_group(conn, &group) {
             Ok((outcomes, head)) => {
                 let answers = group.into_iter().zip(outcomes).collect();
-                if let Err(unsent) = durable.send(Committed { answers, head }) {
-                    // The stage has stopped: nothing will sync this group.
-                    for (job, _) in unsent.0.answers {
-                        job.answer(Err(Error::Storage(
-                            "the durability stage has stopped".into(),
-                        )));
-                    }
-                }
+                carried = jobs.try_recv().ok();
+                durability.hand(to_stage, Committed { answers, head }, carried.is_some());
             }
             Err(e) => {
                 health.failed(&e);
