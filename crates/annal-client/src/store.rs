@@ -64,6 +64,12 @@ fn to_transaction(proposed: ProposedTransaction) -> Transaction {
                     causation_id: e.causation_id,
                     metadata: Some(e.metadata),
                     data: e.data,
+                    subjects: e
+                        .personal
+                        .as_ref()
+                        .map(|p| p.subjects.clone())
+                        .unwrap_or_default(),
+                    personal: e.personal.map(|p| p.plain),
                 })
                 .collect(),
             // Never sent: the server records who its credentials say.

@@ -405,6 +405,9 @@ mod tests {
             principal: None,
             data: new.data,
             metadata: new.metadata.unwrap_or_else(RawJson::empty_object),
+            sealed: None,
+            subjects: Vec::new(),
+            personal: None,
             hash: Hash::ZERO,
         }
     }
