@@ -30,6 +30,22 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + Send + Sync + 'sta
         let _ = event_type;
         1
     }
+
+    /// The members of `event_type`'s data that are personal data (docs/privacy.md):
+    /// the repository stores them as the event's personal part, sealed with the keys
+    /// of [`DomainEvent::subjects`]. Default: none. Once a subject is forgotten they
+    /// are absent on load and the data has `"$erased": true` instead, so declare them
+    /// `Option` or `#[serde(default)]`.
+    fn personal_fields(event_type: &str) -> &'static [&'static str] {
+        let _ = event_type;
+        &[]
+    }
+
+    /// The data subjects this event's personal fields are about. Default: the
+    /// aggregate itself (`aggregate_id`).
+    fn subjects(&self, aggregate_id: &str) -> Vec<String> {
+        vec![aggregate_id.to_owned()]
+    }
 }
 
 /// An event-sourced entity.
@@ -101,6 +117,34 @@ pub fn encode<E: DomainEvent>(event: &E) -> Result<(String, u32, RawJson), Codec
     let data = RawJson::from_value(&data).map_err(|e| CodecError::Shape(e.to_string()))?;
     let version = E::schema_version(&event_type);
     Ok((event_type, version, data))
+}
+
+/// Moves the members `fields` of an encoded event's data into its personal part:
+/// `(data, None)` when the data has none of them (or is not an object).
+pub fn split_personal(
+    data: RawJson,
+    fields: &[&str],
+) -> Result<(RawJson, Option<RawJson>), CodecError> {
+    if fields.is_empty() {
+        return Ok((data, None));
+    }
+    let Ok(mut map) = data.to_value::<serde_json::Map<String, Value>>() else {
+        return Ok((data, None));
+    };
+    let mut personal = serde_json::Map::new();
+    for f in fields {
+        if let Some(v) = map.remove(*f) {
+            personal.insert((*f).to_owned(), v);
+        }
+    }
+    if personal.is_empty() {
+        return Ok((data, None));
+    }
+    let shape = |e: serde_json::Error| CodecError::Shape(e.to_string());
+    Ok((
+        RawJson::from_value(&map).map_err(shape)?,
+        Some(RawJson::from_value(&personal).map_err(shape)?),
+    ))
 }
 
 /// Rebuilds an event from its stored type and data.

@@ -158,3 +158,46 @@ async fn a_negative_checkpoint_position_or_lease_token_is_reported_corrupt_not_w
     assert!(checkpoint.contains("checkpoints.position") && checkpoint.contains("-5"));
     assert!(corrupt_message(store.leases("g").await).contains("leases.token"));
 }
+
+/// A store opened with the test KEK, for the personal-data cases.
+async fn fresh_with_kek() -> Sqlite {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("annal.db");
+    let store = open_with_kek(&path, Some(annal_core::testkit::privacy::kek())).expect("open");
+    Sqlite {
+        _dir: dir,
+        path,
+        store,
+    }
+}
+
+fn open_with_kek(
+    path: &std::path::Path,
+    keyring: Option<annal_core::privacy::Keyring>,
+) -> Result<SqliteStore, annal_sqlite::OpenError> {
+    let options = annal_sqlite::Options {
+        keyring,
+        ..annal_sqlite::Options::default()
+    };
+    SqliteStore::open_with(path, options)
+}
+
+#[async_trait]
+impl annal_core::testkit::privacy::PrivacyHarness for Sqlite {
+    async fn reopen_with(
+        &mut self,
+        keyring: Option<annal_core::privacy::Keyring>,
+    ) -> Result<(), String> {
+        let working = self.store.clone();
+        drop(std::mem::replace(&mut self.store, working));
+        match open_with_kek(&self.path, keyring) {
+            Ok(s) => {
+                self.store = s;
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+annal_core::privacy_suite!(fresh_with_kek);
