@@ -81,6 +81,8 @@ async fn a_version_2_file_gets_the_stream_records_the_writer_would_have_kept() {
          CREATE INDEX events_by_recorded_at    ON events (recorded_at);
          ALTER TABLE events DROP COLUMN principal;
          ALTER TABLE checkpoints DROP COLUMN source;
+         ALTER TABLE events DROP COLUMN sealed;
+         DROP TABLE subject_keys; DROP TABLE event_subjects;
          DELETE FROM schema_version WHERE version > 2;",
     )
     .expect("back to version 2");
@@ -201,3 +203,25 @@ impl annal_core::testkit::privacy::PrivacyHarness for Sqlite {
 }
 
 annal_core::privacy_suite!(fresh_with_kek);
+
+/// A version 6 file (before personal data) holding events migrates to version 7 when
+/// opened with a KEK: its events and their hashes are untouched and verify, and it then
+/// takes personal data.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_6_file_with_events_takes_personal_data_once_migrated() {
+    let Sqlite { _dir, path, store } = fresh().await;
+    annal_core::testkit::fixtures::seed_family(&store, "family_1", 5).await;
+    let before = annal_core::testkit::fixtures::all(&store).await;
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("open behind the store's back");
+    conn.execute_batch(
+        "ALTER TABLE events DROP COLUMN sealed;
+         DROP TABLE subject_keys; DROP TABLE event_subjects;
+         DELETE FROM schema_version WHERE version > 6;",
+    )
+    .expect("back to version 6");
+    drop(conn);
+    let store = open_with_kek(&path, Some(annal_core::testkit::privacy::kek())).expect("migrate");
+    assert_eq!(annal_core::testkit::fixtures::all(&store).await, before);
+    annal_core::testkit::privacy::personal_data_round_trips_on(&store).await;
+}

@@ -25,7 +25,7 @@ mod kek;
 mod seal;
 
 pub use kek::{DataKey, KEK_ENV, KEK_FILE_ENV, KekError, Keyring, SubjectKey};
-pub use seal::{Envelope, open_events, seal};
+pub use seal::{Envelope, key_ids, open_events, seal};
 
 use crate::append::check_name;
 use crate::error::{Error, Result};

@@ -150,6 +150,20 @@ fn open_one(
     Ok(RawJson::from_stored(text))
 }
 
+/// The data key ids the sealed parts of `events` name (sorted, distinct): what a
+/// backend that reads its key table asynchronously fetches before [`open_events`].
+pub fn key_ids(events: &[RecordedEvent]) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for e in events {
+        if let Some(sealed) = &e.sealed {
+            ids.extend(Envelope::parse(sealed, e.position)?.keys);
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
 /// Opens the sealed personal parts of `events` in place: each gets `subjects` and
 /// `personal` (the decrypted part, or [`ERASED`]). `fetch` reads the key table's rows
 /// for the key ids asked (rows it does not find are keys this store never had).
