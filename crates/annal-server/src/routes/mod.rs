@@ -12,6 +12,7 @@ mod events;
 mod groups;
 mod operations;
 mod snapshots;
+mod subjects;
 
 pub use audit::{__path_digest, __path_verify, digest, verify};
 pub use checkpoints::{
@@ -32,6 +33,10 @@ pub use operations::{
     metrics, openapi, ready,
 };
 pub use snapshots::{__path_latest_snapshot, __path_put_snapshot, latest_snapshot, put_snapshot};
+pub use subjects::{
+    __path_forget_subject, __path_get_subject, __path_list_subjects, __path_subject_events,
+    forget_subject, get_subject, list_subjects, subject_events,
+};
 
 use crate::problem::Problem;
 use axum::Json;
