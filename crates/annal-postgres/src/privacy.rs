@@ -141,7 +141,8 @@ pub fn infos(found: &[Row]) -> Result<Vec<SubjectInfo>> {
 
 impl crate::PgStore {
     /// Rewraps every live data key from `old` to `new` in one transaction holding the
-    /// head lock (so no commit makes or destroys a key meanwhile); answers how many.
+    /// head lock (so no commit makes or destroys a key meanwhile), and makes forgotten
+    /// rows name `new`; answers how many keys were rewrapped.
     pub(crate) async fn rotate(
         &self,
         old: &annal_core::privacy::Keyring,
@@ -162,27 +163,28 @@ impl crate::PgStore {
             .map_err(fail)?;
         let live = tx
             .query(
-                &format!(
-                    "SELECT {KEY_COLUMNS} FROM {q}.subject_keys WHERE wrapped_key IS NOT NULL"
-                ),
+                &format!("SELECT {KEY_COLUMNS} FROM {q}.subject_keys"),
                 &[],
             )
             .await
             .map_err(fail)?;
         let update =
             format!("UPDATE {q}.subject_keys SET kek_id = $2, wrapped_key = $3 WHERE subject = $1");
+        let mut rewrapped = 0;
         for r in &live {
-            let moved = old.rewrap(&key_from_row(r)?, new)?;
+            let row = key_from_row(r)?;
+            rewrapped += u64::from(row.wrapped.is_some());
+            let moved = old.rewrap(&row, new)?;
             tx.execute(&update, &[&moved.subject, &moved.kek_id, &moved.wrapped])
                 .await
                 .map_err(fail)?;
         }
         tx.commit().await.map_err(fail)?;
-        Ok(live.len() as u64)
+        Ok(rewrapped)
     }
 }
 
-/// The ids of the KEKs that wrap a schema's live data keys.
+/// The ids of the KEKs a schema's key table names (forgotten rows too).
 pub async fn kek_ids(
     client: &tokio_postgres::Client,
     quoted: &str,
@@ -190,8 +192,7 @@ pub async fn kek_ids(
     let found = client
         .query(
             &format!(
-                "SELECT DISTINCT kek_id FROM {quoted}.subject_keys
-                 WHERE wrapped_key IS NOT NULL ORDER BY kek_id"
+                "SELECT DISTINCT kek_id FROM {quoted}.subject_keys ORDER BY kek_id"
             ),
             &[],
         )

@@ -74,11 +74,10 @@ pub fn open(
     Ok(events)
 }
 
-/// The ids of the KEKs that wrap the store's live data keys.
+/// The ids of the KEKs the key table names (forgotten rows too: they keep naming the
+/// store's KEK after every key is gone).
 pub fn kek_ids(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare(
-        "SELECT DISTINCT kek_id FROM subject_keys WHERE wrapped_key IS NOT NULL ORDER BY kek_id",
-    )?;
+    let mut stmt = conn.prepare("SELECT DISTINCT kek_id FROM subject_keys ORDER BY kek_id")?;
     stmt.query_map([], |r| r.get(0))?.collect()
 }
 
@@ -154,15 +153,16 @@ pub fn subject_events(
     rows::query_events(conn, &sql, params![subject, clamp(after_position), clamp(limit)])
 }
 
-/// Rewraps every live data key from `old` to `new` in one write transaction; answers
-/// how many keys were rewrapped. A key that does not open with `old` aborts it all.
+/// Rewraps every live data key from `old` to `new` in one write transaction (and makes
+/// forgotten rows name `new`); answers how many keys were rewrapped. A key that does
+/// not open with `old` aborts it all.
 pub fn rotate(conn: &mut Connection, old: &Keyring, new: &Keyring) -> Result<u64> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(db)?;
-    let sql = format!("SELECT {KEY_COLUMNS} FROM subject_keys WHERE wrapped_key IS NOT NULL");
-    let live = query_keys(&tx, &sql, [])?;
-    for row in &live {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM subject_keys");
+    let rows = query_keys(&tx, &sql, [])?;
+    for row in &rows {
         let moved = old.rewrap(row, new)?;
         tx.execute(
             "UPDATE subject_keys SET kek_id = ?2, wrapped_key = ?3 WHERE subject = ?1",
@@ -171,5 +171,5 @@ pub fn rotate(conn: &mut Connection, old: &Keyring, new: &Keyring) -> Result<u64
         .map_err(db)?;
     }
     tx.commit().map_err(db)?;
-    Ok(live.len() as u64)
+    Ok(rows.iter().filter(|r| r.wrapped.is_some()).count() as u64)
 }

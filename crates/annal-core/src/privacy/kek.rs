@@ -257,10 +257,14 @@ impl Keyring {
     }
 
     /// The row with its data key wrapped by `to` instead (KEK rotation); a forgotten
-    /// row stays as it is.
+    /// row, which has no key, only names `to` from then on (so the store remembers
+    /// its KEK even when every subject was forgotten).
     pub fn rewrap(&self, row: &SubjectKey, to: &Keyring) -> Result<SubjectKey> {
         let Some(key) = self.unwrap_raw(row)? else {
-            return Ok(row.clone());
+            return Ok(SubjectKey {
+                kek_id: to.id.clone(),
+                ..row.clone()
+            });
         };
         Ok(SubjectKey {
             kek_id: to.id.clone(),
