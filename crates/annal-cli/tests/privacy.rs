@@ -68,18 +68,36 @@ fn a_family_is_forgotten_from_the_command_line_and_the_chain_still_verifies() {
     std::fs::write(&kek_b, KEK_B).expect("kek");
     let s = store.as_str();
 
-    let out = annal(&["append", "--store", s], &format!("{ENROL}\n"), Some(&kek_a));
+    let out = annal(
+        &["append", "--store", s],
+        &format!("{ENROL}\n"),
+        Some(&kek_a),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let read = text(&annal(&["read", "--store", s], "", Some(&kek_a)).stdout);
-    assert!(read.contains(r#""personal":{"child_name": "Sofia Martinez"}"#), "{read}");
+    assert!(
+        read.contains(r#""personal":{"child_name": "Sofia Martinez"}"#),
+        "{read}"
+    );
     assert_eq!(python_verifies(&read), "ok: 2 events");
-    let export = text(&annal(&["subjects", "export", "family_123", "--store", s], "", Some(&kek_a)).stdout);
+    let export = text(
+        &annal(
+            &["subjects", "export", "family_123", "--store", s],
+            "",
+            Some(&kek_a),
+        )
+        .stdout,
+    );
     assert_eq!(export.lines().count(), 1, "{export}");
     assert!(export.contains("Sofia Martinez"));
 
     let missing = annal(&["read", "--store", s], "", None);
     assert!(!missing.status.success());
-    assert!(text(&missing.stderr).contains("ANNAL_KEK_FILE"), "{}", text(&missing.stderr));
+    assert!(
+        text(&missing.stderr).contains("ANNAL_KEK_FILE"),
+        "{}",
+        text(&missing.stderr)
+    );
     let wrong = annal(&["read", "--store", s], "", Some(&kek_b));
     assert!(!wrong.status.success());
     assert!(
@@ -89,7 +107,16 @@ fn a_family_is_forgotten_from_the_command_line_and_the_chain_still_verifies() {
     );
 
     let forgot = annal(
-        &["forget", "family_123", "--reason", "erasure request, ticket 881", "--user-id", "dpo", "--store", s],
+        &[
+            "forget",
+            "family_123",
+            "--reason",
+            "erasure request, ticket 881",
+            "--user-id",
+            "dpo",
+            "--store",
+            s,
+        ],
         "",
         Some(&kek_a),
     );
@@ -99,7 +126,10 @@ fn a_family_is_forgotten_from_the_command_line_and_the_chain_still_verifies() {
     let read = text(&annal(&["read", "--store", s], "", Some(&kek_a)).stdout);
     assert!(read.contains(r#""personal":{"$erased":true}"#), "{read}");
     assert!(!read.contains("Sofia"), "{read}");
-    assert!(read.contains(r#""event_type":"$subjectForgotten""#), "{read}");
+    assert!(
+        read.contains(r#""event_type":"$subjectForgotten""#),
+        "{read}"
+    );
     assert_eq!(python_verifies(&read), "ok: 3 events");
     let verify = annal(&["verify", "--store", s], "", Some(&kek_a));
     assert!(verify.status.success(), "{}", text(&verify.stdout));
@@ -107,7 +137,14 @@ fn a_family_is_forgotten_from_the_command_line_and_the_chain_still_verifies() {
     assert!(listed.contains(r#""status":"forgotten""#), "{listed}");
 
     let rotated = annal(
-        &["subjects", "rotate-kek", "--new-kek-file", kek_b.to_str().expect("path"), "--store", s],
+        &[
+            "subjects",
+            "rotate-kek",
+            "--new-kek-file",
+            kek_b.to_str().expect("path"),
+            "--store",
+            s,
+        ],
         "",
         Some(&kek_a),
     );
@@ -117,13 +154,23 @@ fn a_family_is_forgotten_from_the_command_line_and_the_chain_still_verifies() {
         &format!("{}\n", ENROL.replace("family_123", "family_456")),
         Some(&kek_a),
     );
-    assert!(!out.status.success(), "the old KEK no longer opens the store");
+    assert!(
+        !out.status.success(),
+        "the old KEK no longer opens the store"
+    );
     let out = annal(
         &["append", "--store", s],
         &format!("{}\n", ENROL.replace("family_123", "family_456")),
         Some(&kek_b),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let read = text(&annal(&["read", "--aggregate", "family_456", "--store", s], "", Some(&kek_b)).stdout);
+    let read = text(
+        &annal(
+            &["read", "--aggregate", "family_456", "--store", s],
+            "",
+            Some(&kek_b),
+        )
+        .stdout,
+    );
     assert!(read.contains("Sofia Martinez"), "{read}");
 }

@@ -617,7 +617,9 @@ impl ProposedEvent {
             && match &self.personal {
                 None => stored.sealed.is_none(),
                 // Compared once the store opened the stored event's sealed part.
-                Some(p) => p.subjects == stored.subjects && stored.personal.as_ref() == Some(&p.plain),
+                Some(p) => {
+                    p.subjects == stored.subjects && stored.personal.as_ref() == Some(&p.plain)
+                }
             }
     }
 }

@@ -433,7 +433,10 @@ impl Group {
         f.check()?;
         let Some(row) = self.key_row(lookup, &f.subject)? else {
             return Err(Error::NotFound {
-                what: format!("subject '{}' (no personal data was ever stored for it)", f.subject),
+                what: format!(
+                    "subject '{}' (no personal data was ever stored for it)",
+                    f.subject
+                ),
             }
             .into());
         };
@@ -456,7 +459,10 @@ impl Group {
             privacy::SUBJECTS_STREAM,
             ExpectedVersion::Any,
         )
-        .event(crate::append::NewEvent::new(privacy::FORGOTTEN_EVENT_TYPE, &data)?);
+        .event(crate::append::NewEvent::new(
+            privacy::FORGOTTEN_EVENT_TYPE,
+            &data,
+        )?);
         append.user_id.clone_from(&f.user_id);
         append.principal.clone_from(&f.principal);
         let proposed = append.prepare(&crate::append::Limits::default())?;

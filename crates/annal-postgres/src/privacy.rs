@@ -162,10 +162,7 @@ impl crate::PgStore {
             .await
             .map_err(fail)?;
         let live = tx
-            .query(
-                &format!("SELECT {KEY_COLUMNS} FROM {q}.subject_keys"),
-                &[],
-            )
+            .query(&format!("SELECT {KEY_COLUMNS} FROM {q}.subject_keys"), &[])
             .await
             .map_err(fail)?;
         let update =
@@ -191,9 +188,7 @@ pub async fn kek_ids(
 ) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
     let found = client
         .query(
-            &format!(
-                "SELECT DISTINCT kek_id FROM {quoted}.subject_keys ORDER BY kek_id"
-            ),
+            &format!("SELECT DISTINCT kek_id FROM {quoted}.subject_keys ORDER BY kek_id"),
             &[],
         )
         .await?;

@@ -52,8 +52,8 @@ use crate::rows::{self, EVENT_COLUMNS, PgTime, clamp, micros_to_timestamptz};
 use crate::{StorageFailure, pool_failure};
 use annal_core::commit::{self, Fail, Group};
 use annal_core::import::Tip;
-use annal_core::stored::{self, OutOfRange};
 use annal_core::privacy::SubjectKey;
+use annal_core::stored::{self, OutOfRange};
 use annal_core::{Error, Hash, RecordedEvent, Result, StreamRecord, Timestamp, Uuid};
 use deadpool_postgres::{Object, Pool};
 use futures_util::future::BoxFuture;
@@ -675,7 +675,12 @@ impl Writer {
         let upsert_keys = if kc.subject.is_empty() {
             None
         } else {
-            Some(client.prepare_cached(&sql.keys.upsert).await.map_err(prep)?)
+            Some(
+                client
+                    .prepare_cached(&sql.keys.upsert)
+                    .await
+                    .map_err(prep)?,
+            )
         };
         let index_subjects = if kc.index_subject.is_empty() {
             None

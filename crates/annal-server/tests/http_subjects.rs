@@ -50,7 +50,10 @@ async fn raw_personal(c: &Client, url: &str) -> String {
 async fn check_personal_data_round_trips_and_is_forgotten(b: &str) {
     let c = Client::new();
     let appended = append_child(&c, b).await;
-    let id = appended["events"][0]["event_id"].as_str().expect("id").to_owned();
+    let id = appended["events"][0]["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     assert_eq!(
         raw_personal(&c, &format!("{b}/v1/events/{id}")).await,
         SOFIA,
@@ -142,13 +145,36 @@ async fn bad_personal_input_and_bad_forget_requests_are_4xx_and_write_nothing() 
             "events[0].subjects",
         ),
     ] {
-        let (st, p) = post(&c, &format!("{b}/v1/streams/f"), &family(json!("any"), events)).await;
-        assert_eq!((st, p["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{p}");
+        let (st, p) = post(
+            &c,
+            &format!("{b}/v1/streams/f"),
+            &family(json!("any"), events),
+        )
+        .await;
+        assert_eq!(
+            (st, p["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{p}"
+        );
     }
-    let (st, p) = post(&c, &format!("{b}/v1/subjects/nobody/forget"), &json!({"reason": "x"})).await;
+    let (st, p) = post(
+        &c,
+        &format!("{b}/v1/subjects/nobody/forget"),
+        &json!({"reason": "x"}),
+    )
+    .await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{p}");
-    let (st, p) = post(&c, &format!("{b}/v1/subjects/nobody/forget"), &json!({"reason": " "})).await;
-    assert_eq!((st, p["field"].as_str()), (StatusCode::BAD_REQUEST, Some("reason")), "{p}");
+    let (st, p) = post(
+        &c,
+        &format!("{b}/v1/subjects/nobody/forget"),
+        &json!({"reason": " "}),
+    )
+    .await;
+    assert_eq!(
+        (st, p["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("reason")),
+        "{p}"
+    );
     let (st, p) = post(&c, &format!("{b}/v1/subjects/nobody/forget"), &json!({})).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{p}");
     let (st, p) = get(&c, &format!("{b}/v1/subjects?limit=0")).await;
@@ -170,5 +196,9 @@ async fn a_server_without_a_kek_refuses_personal_data_with_501() {
         ),
     )
     .await;
-    assert_eq!((st, p["type"].as_str()), (StatusCode::NOT_IMPLEMENTED, Some("unsupported")), "{p}");
+    assert_eq!(
+        (st, p["type"].as_str()),
+        (StatusCode::NOT_IMPLEMENTED, Some("unsupported")),
+        "{p}"
+    );
 }

@@ -214,7 +214,8 @@ impl Store for SqliteStore {
 
     async fn subjects(&self, after: &str, limit: usize) -> Result<Vec<SubjectInfo>> {
         let after = after.to_owned();
-        self.read(move |c| privacy::subjects(c, &after, limit)).await
+        self.read(move |c| privacy::subjects(c, &after, limit))
+            .await
     }
 
     async fn subject(&self, subject: &str) -> Result<Option<SubjectInfo>> {

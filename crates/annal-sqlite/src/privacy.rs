@@ -38,7 +38,11 @@ fn key_from_row(r: &Row<'_>) -> Result<SubjectKey> {
     })
 }
 
-fn query_keys(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<SubjectKey>> {
+fn query_keys(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<SubjectKey>> {
     let mut stmt = conn.prepare_cached(sql).map_err(db)?;
     let mut found = stmt.query(params).map_err(db)?;
     let mut out = Vec::new();
@@ -150,7 +154,11 @@ pub fn subject_events(
            SELECT position FROM event_subjects WHERE subject = ?1 AND position > ?2
            ORDER BY position LIMIT ?3) ORDER BY position"
     );
-    rows::query_events(conn, &sql, params![subject, clamp(after_position), clamp(limit)])
+    rows::query_events(
+        conn,
+        &sql,
+        params![subject, clamp(after_position), clamp(limit)],
+    )
 }
 
 /// Rewraps every live data key from `old` to `new` in one write transaction (and makes

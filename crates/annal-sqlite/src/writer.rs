@@ -188,7 +188,10 @@ impl commit::Lookup for SqlLookup<'_> {
             .map_err(|e| fail(e.into()))
     }
 
-    fn subject_key(&mut self, subject: &str) -> Result<Option<annal_core::privacy::SubjectKey>, Fail> {
+    fn subject_key(
+        &mut self,
+        subject: &str,
+    ) -> Result<Option<annal_core::privacy::SubjectKey>, Fail> {
         crate::privacy::key_row(self.conn, subject).map_err(fail)
     }
 }

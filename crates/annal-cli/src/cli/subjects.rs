@@ -135,8 +135,8 @@ pub async fn run(args: SubjectsArgs) -> Result<ExitCode, CliError> {
             store,
             new_kek_file,
         } => {
-            let new = Keyring::from_file(&new_kek_file)
-                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let new =
+                Keyring::from_file(&new_kek_file).map_err(|e| CliError::Usage(e.to_string()))?;
             let id = new.id().to_owned();
             let store = store.open_existing().await?;
             let rewrapped = store.rotate_kek(new).await?;

@@ -95,11 +95,7 @@ impl Keyring {
             .chain_update(b"annal-kek-id-v1")
             .chain_update(bytes)
             .finalize();
-        let id = digest
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let id = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
         Self {
             cipher: XChaCha20Poly1305::new(Key::from_slice(&bytes)),
             id,

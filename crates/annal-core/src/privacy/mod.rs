@@ -62,7 +62,11 @@ pub struct Personal {
 /// them without, and its writer refuses them).
 pub fn attach(proposed: &mut crate::append::ProposedTransaction, keyring: Option<&Arc<Keyring>>) {
     let Some(keyring) = keyring else { return };
-    for e in proposed.appends.iter_mut().flat_map(|a| a.events.iter_mut()) {
+    for e in proposed
+        .appends
+        .iter_mut()
+        .flat_map(|a| a.events.iter_mut())
+    {
         if let Some(p) = e.personal.as_mut() {
             p.keyring = Some(keyring.clone());
         }
@@ -114,10 +118,9 @@ pub fn check_personal(
             ));
         }
     }
-    let pkeys = top_level_keys(personal)
-        .map_err(|e| Error::invalid(path("personal"), e.to_string()))?;
-    let dkeys =
-        top_level_keys(data).map_err(|e| Error::invalid(path("data"), e.to_string()))?;
+    let pkeys =
+        top_level_keys(personal).map_err(|e| Error::invalid(path("personal"), e.to_string()))?;
+    let dkeys = top_level_keys(data).map_err(|e| Error::invalid(path("data"), e.to_string()))?;
     for (name, keys) in [("personal", &pkeys), ("data", &dkeys)] {
         if keys.iter().any(|k| k == "$erased") {
             return Err(Error::invalid(

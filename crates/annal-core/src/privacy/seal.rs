@@ -18,15 +18,15 @@
 //!   A sealed form that cannot be parsed, or a layer that fails to decrypt with a key
 //!   that exists, is [`Error::Corrupt`] (the chain check catches edits first).
 
-use super::kek::{DataKey, Keyring, SubjectKey};
 use super::ERASED;
+use super::kek::{DataKey, Keyring, SubjectKey};
 use crate::error::{Error, Result};
 use crate::event::{RawJson, RecordedEvent};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use chacha20poly1305::XChaCha20Poly1305;
 use chacha20poly1305::XNonce;
 use chacha20poly1305::aead::{Aead, AeadCore, OsRng, Payload};
-use chacha20poly1305::XChaCha20Poly1305;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use uuid::Uuid;

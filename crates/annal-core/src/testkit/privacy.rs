@@ -87,9 +87,7 @@ pub async fn personal_data_round_trips_on<S: Store + ?Sized>(s: &S) {
 
 /// The personal part comes back byte for byte from every read, merged into the payload
 /// aggregates decode; the store keeps only ciphertext; the chain verifies.
-pub async fn personal_data_round_trips_byte_for_byte_and_is_stored_sealed<H: PrivacyHarness>(
-    h: H,
-) {
+pub async fn personal_data_round_trips_byte_for_byte_and_is_stored_sealed<H: PrivacyHarness>(h: H) {
     let s = h.store();
     let out = s
         .append(req(
@@ -103,7 +101,10 @@ pub async fn personal_data_round_trips_byte_for_byte_and_is_stored_sealed<H: Pri
         ))
         .await
         .expect("append");
-    assert_eq!(out.events[1].personal.as_ref().map(RawJson::get), Some(SOFIA));
+    assert_eq!(
+        out.events[1].personal.as_ref().map(RawJson::get),
+        Some(SOFIA)
+    );
     let plain = &out.events[0];
     assert!(plain.sealed.is_none() && plain.personal.is_none() && plain.subjects.is_empty());
     let by_id = s
@@ -124,7 +125,10 @@ pub async fn personal_data_round_trips_byte_for_byte_and_is_stored_sealed<H: Pri
             r#"{"age_band": "7-9","child_name" : "Sofía Martinez",  "grade": 7.50}"#
         );
         let sealed = e.sealed.as_ref().expect("sealed").get();
-        assert!(!sealed.contains("Sof") && !sealed.contains("7.50"), "{sealed}");
+        assert!(
+            !sealed.contains("Sof") && !sealed.contains("7.50"),
+            "{sealed}"
+        );
         assert_eq!(e.hash, out.events[1].hash);
     }
     assert!(s.verify(None, None).await.expect("verify").ok);
@@ -133,9 +137,7 @@ pub async fn personal_data_round_trips_byte_for_byte_and_is_stored_sealed<H: Pri
 /// After forgetting: the subject's events read as erased everywhere, the other
 /// subject's still open, the forgetting is in the log, verify passes, and the subject
 /// takes no more personal data.
-pub async fn a_forgotten_subject_reads_as_erased_and_the_chain_still_verifies<
-    H: PrivacyHarness,
->(
+pub async fn a_forgotten_subject_reads_as_erased_and_the_chain_still_verifies<H: PrivacyHarness>(
     h: H,
 ) {
     let s = h.store();
@@ -159,14 +161,22 @@ pub async fn a_forgotten_subject_reads_as_erased_and_the_chain_still_verifies<
     assert_eq!(log[1].personal.as_ref().map(RawJson::get), Some(SOFIA));
     let audit = &log[2];
     assert_eq!(
-        (audit.event_type.as_str(), audit.aggregate_id.as_str(), audit.position),
+        (
+            audit.event_type.as_str(),
+            audit.aggregate_id.as_str(),
+            audit.position
+        ),
         (FORGOTTEN_EVENT_TYPE, SUBJECTS_STREAM, done.position)
     );
     assert_eq!(audit.user_id, "dpo");
     let data: serde_json::Value = audit.data.to_value().expect("json");
     assert_eq!(data["subject"], "family_1");
     assert_eq!(data["reason"], "erasure request of 2024-11-02 (ticket 881)");
-    let by_id = s.event(log[0].event_id).await.expect("read").expect("found");
+    let by_id = s
+        .event(log[0].event_id)
+        .await
+        .expect("read")
+        .expect("found");
     assert!(by_id.is_erased());
     assert!(family_events(s, "family_1").await[0].is_erased());
     assert!(s.verify(None, None).await.expect("verify").ok);
@@ -204,33 +214,43 @@ pub async fn a_forgotten_subject_reads_as_erased_and_the_chain_still_verifies<
 }
 
 /// An event about two subjects opens only while both keys exist.
-pub async fn an_event_about_two_subjects_is_erased_when_either_is_forgotten<
-    H: PrivacyHarness,
->(
+pub async fn an_event_about_two_subjects_is_erased_when_either_is_forgotten<H: PrivacyHarness>(
     h: H,
 ) {
     let s = h.store();
     let mut e = ev("Transferred", r#"{"amount":10}"#);
     e.personal = Some(RawJson::parse(r#"{"from":"A","to":"B"}"#).expect("json"));
     e.subjects = vec!["family_a".into(), "family_b".into()];
-    let out = s.append(req("Ledger", "l1", Any, vec![e])).await.expect("append");
+    let out = s
+        .append(req("Ledger", "l1", Any, vec![e]))
+        .await
+        .expect("append");
     assert_eq!(
         out.events[0].personal.as_ref().map(RawJson::get),
         Some(r#"{"from":"A","to":"B"}"#)
     );
-    let read = s.event(out.events[0].event_id).await.expect("read").expect("found");
+    let read = s
+        .event(out.events[0].event_id)
+        .await
+        .expect("read")
+        .expect("found");
     assert_eq!(read.personal, out.events[0].personal);
     s.forget_subject(forget("family_b")).await.expect("forget");
-    let read = s.event(out.events[0].event_id).await.expect("read").expect("found");
+    let read = s
+        .event(out.events[0].event_id)
+        .await
+        .expect("read")
+        .expect("found");
     assert!(read.is_erased());
-    assert_eq!(read.subjects, vec!["family_a".to_owned(), "family_b".to_owned()]);
+    assert_eq!(
+        read.subjects,
+        vec!["family_a".to_owned(), "family_b".to_owned()]
+    );
 }
 
 /// Forgetting deletes the snapshots of the aggregates that hold the subject's data,
 /// and only those.
-pub async fn forgetting_deletes_the_snapshots_holding_the_subjects_data<H: PrivacyHarness>(
-    h: H,
-) {
+pub async fn forgetting_deletes_the_snapshots_holding_the_subjects_data<H: PrivacyHarness>(h: H) {
     let s = h.store();
     for (f, subject) in [("family_1", "family_1"), ("family_2", "family_2")] {
         s.append(req(
@@ -242,7 +262,9 @@ pub async fn forgetting_deletes_the_snapshots_holding_the_subjects_data<H: Priva
         .await
         .expect("append");
         let state = RawJson::parse(r#"{"children":["Sofía Martinez"]}"#).expect("json");
-        s.save_snapshot(f, 1, "family-v1", state).await.expect("snapshot");
+        s.save_snapshot(f, 1, "family-v1", state)
+            .await
+            .expect("snapshot");
     }
     s.forget_subject(forget("family_1")).await.expect("forget");
     assert!(
@@ -261,8 +283,11 @@ pub async fn forgetting_deletes_the_snapshots_holding_the_subjects_data<H: Priva
     );
 }
 
-/// Collects the payloads it handles; a rebuild starts it over.
-struct Payloads(Arc<std::sync::Mutex<Vec<String>>>);
+/// Collects the payloads it handles; a rebuild starts it over (and is counted).
+struct Payloads(
+    Arc<std::sync::Mutex<Vec<String>>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+);
 
 #[async_trait]
 impl Handler for Payloads {
@@ -280,11 +305,14 @@ impl Handler for Payloads {
         if let Ok(mut seen) = self.0.lock() {
             seen.clear();
         }
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 }
 
-/// A projection rebuilt after a forgetting sees the erasure marker, never the data.
+/// A projection that rebuilds on forgetting does so by itself, and its rebuild sees the
+/// erasure marker, never the data; it rebuilds once per forgetting, not again on the
+/// replay.
 pub async fn a_projection_rebuilt_after_erasure_sees_markers<H: PrivacyHarness>(h: H) {
     let s = Arc::new(h.store().clone());
     s.append(req(
@@ -296,28 +324,55 @@ pub async fn a_projection_rebuilt_after_erasure_sees_markers<H: PrivacyHarness>(
     .await
     .expect("append");
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let resets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let p = projection::spawn(
         s.clone(),
-        Payloads(seen.clone()),
-        ProjectionOptions::new("children"),
+        Payloads(seen.clone(), resets.clone()),
+        ProjectionOptions::new("children").rebuilding_on_forget(),
     );
-    assert!(p.wait_caught_up(Duration::from_secs(30)).await.expect("wait"));
+    assert!(
+        p.wait_caught_up(Duration::from_secs(30))
+            .await
+            .expect("wait")
+    );
     let first = seen.lock().map(|v| v.clone()).unwrap_or_default();
     assert!(first[0].contains("Sofía"), "{first:?}");
     s.forget_subject(forget("family_1")).await.expect("forget");
-    p.rebuild().await;
     let deadline = tokio::time::Instant::now() + super::fixtures::PATIENCE;
     let after = loop {
         let now = seen.lock().map(|v| v.clone()).unwrap_or_default();
         if now.len() == 2 && now[0].contains("$erased") {
             break now;
         }
-        assert!(tokio::time::Instant::now() < deadline, "not rebuilt: {now:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not rebuilt: {now:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(after.len(), 2, "{after:?}");
     assert_eq!(after[0], r#"{"n":1,"$erased":true}"#);
     assert!(after.iter().all(|p| !p.contains("Sofía")));
+    s.append(req(
+        "Family",
+        "family_2",
+        Any,
+        vec![ev("Noted", r#"{"n":2}"#)],
+    ))
+    .await
+    .expect("append");
+    assert!(
+        p.wait_caught_up(Duration::from_secs(30))
+            .await
+            .expect("wait")
+    );
+    let last = seen.lock().map(|v| v.clone()).unwrap_or_default();
+    assert_eq!(last.len(), 3, "{last:?}");
+    assert_eq!(
+        resets.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one rebuild for one forgetting, none for its replay"
+    );
     p.stop().await.expect("stop");
 }
 
@@ -334,9 +389,15 @@ pub async fn a_wrong_or_missing_kek_is_refused_at_open<H: PrivacyHarness>(mut h:
         ))
         .await
         .expect("append");
-    let wrong = h.reopen_with(Some(other_kek())).await.expect_err("wrong KEK");
+    let wrong = h
+        .reopen_with(Some(other_kek()))
+        .await
+        .expect_err("wrong KEK");
     assert!(wrong.contains("wrong key-encryption key"), "{wrong}");
-    assert!(wrong.contains(kek().id()) && wrong.contains(other_kek().id()), "{wrong}");
+    assert!(
+        wrong.contains(kek().id()) && wrong.contains(other_kek().id()),
+        "{wrong}"
+    );
     let missing = h.reopen_with(None).await.expect_err("no KEK");
     assert!(missing.contains("ANNAL_KEK"), "{missing}");
     h.reopen_with(Some(kek())).await.expect("the right KEK");
@@ -370,9 +431,7 @@ pub async fn a_store_without_a_kek_refuses_personal_data<H: PrivacyHarness>(mut 
 
 /// Rotating the KEK rewraps the data keys: events read as before, the old KEK no
 /// longer opens the store and the new one does.
-pub async fn rotating_the_kek_rewraps_keys_without_rewriting_events<H: PrivacyHarness>(
-    mut h: H,
-) {
+pub async fn rotating_the_kek_rewraps_keys_without_rewriting_events<H: PrivacyHarness>(mut h: H) {
     let out = h
         .store()
         .append(req(
@@ -427,8 +486,16 @@ pub async fn appends_racing_a_forgetting_leave_none_readable<H: PrivacyHarness>(
         writers.push(tokio::spawn(async move {
             let mut acknowledged = Vec::new();
             for i in 0..200 {
-                let e = personal_ev("Noted", &format!(r#"{{"w":{w},"i":{i}}}"#), "family_r", SOFIA);
-                match s.append(req("Family", &format!("r{w}"), Any, vec![e])).await {
+                let e = personal_ev(
+                    "Noted",
+                    &format!(r#"{{"w":{w},"i":{i}}}"#),
+                    "family_r",
+                    SOFIA,
+                );
+                match s
+                    .append(req("Family", &format!("r{w}"), Any, vec![e]))
+                    .await
+                {
                     Ok(out) => acknowledged.push(out.events[0].event_id),
                     Err(Error::SubjectForgotten { .. }) => return (acknowledged, true),
                     Err(e) => panic!("unexpected: {e:?}"),
@@ -449,13 +516,23 @@ pub async fn appends_racing_a_forgetting_leave_none_readable<H: PrivacyHarness>(
     assert!(!acknowledged.is_empty(), "no append raced the forgetting");
     assert!(refused > 0, "no append came after the forgetting");
     for id in acknowledged {
-        let e = s.event(id).await.expect("read").expect("acknowledged, so stored");
+        let e = s
+            .event(id)
+            .await
+            .expect("read")
+            .expect("acknowledged, so stored");
         assert!(e.is_erased(), "readable after forgetting: {e:?}");
-        assert!(e.position < done.position, "sealed after the forgetting: {e:?}");
+        assert!(
+            e.position < done.position,
+            "sealed after the forgetting: {e:?}"
+        );
     }
     let mut after = 0;
-    while let Some(page) = Some(s.subject_events("family_r", after, 500).await.expect("export"))
-        && !page.is_empty()
+    while let Some(page) = Some(
+        s.subject_events("family_r", after, 500)
+            .await
+            .expect("export"),
+    ) && !page.is_empty()
     {
         assert!(page.iter().all(RecordedEvent::is_erased));
         after = page.last().map_or(after, |e| e.position);
@@ -467,12 +544,21 @@ pub async fn appends_racing_a_forgetting_leave_none_readable<H: PrivacyHarness>(
 /// events are not among them.
 pub async fn a_subjects_events_export_decrypted_in_order<H: PrivacyHarness>(h: H) {
     let s = h.store();
-    for (agg, subject, n) in [("f1", "family_1", 1), ("f2", "family_2", 2), ("f1", "family_1", 3)] {
+    for (agg, subject, n) in [
+        ("f1", "family_1", 1),
+        ("f2", "family_2", 2),
+        ("f1", "family_1", 3),
+    ] {
         s.append(req(
             "Family",
             agg,
             Any,
-            vec![personal_ev("Paid", &format!(r#"{{"n":{n}}}"#), subject, r#"{"card":"4111"}"#)],
+            vec![personal_ev(
+                "Paid",
+                &format!(r#"{{"n":{n}}}"#),
+                subject,
+                r#"{"card":"4111"}"#,
+            )],
         ))
         .await
         .expect("append");
@@ -483,9 +569,21 @@ pub async fn a_subjects_events_export_decrypted_in_order<H: PrivacyHarness>(h: H
         .subject_events("family_1", first[0].position, 10)
         .await
         .expect("page");
-    let got: Vec<_> = first.iter().chain(&rest).map(|e| e.payload().get().to_owned()).collect();
-    assert_eq!(got, [r#"{"n":1,"card":"4111"}"#, r#"{"n":3,"card":"4111"}"#]);
-    assert!(s.subject_events("nobody", 0, 10).await.expect("none").is_empty());
+    let got: Vec<_> = first
+        .iter()
+        .chain(&rest)
+        .map(|e| e.payload().get().to_owned())
+        .collect();
+    assert_eq!(
+        got,
+        [r#"{"n":1,"card":"4111"}"#, r#"{"n":3,"card":"4111"}"#]
+    );
+    assert!(
+        s.subject_events("nobody", 0, 10)
+            .await
+            .expect("none")
+            .is_empty()
+    );
     let info = s.subject("family_1").await.expect("info").expect("known");
     assert_eq!(info.status, "active");
     assert!(s.subject("nobody").await.expect("info").is_none());
@@ -507,7 +605,8 @@ pub async fn a_retried_personal_append_writes_nothing_again<H: PrivacyHarness>(h
         .expect("retry");
     assert_eq!(a, b);
     assert_eq!(s.head(&[]).await.expect("head"), 1);
-    let changed = personal_ev("ChildAdded", "{}", "family_1", r#"{"child_name":"Other"}"#).with_id(id);
+    let changed =
+        personal_ev("ChildAdded", "{}", "family_1", r#"{"child_name":"Other"}"#).with_id(id);
     let e = s
         .append(req("Family", "family_1", Any, vec![changed]))
         .await
@@ -522,9 +621,18 @@ pub async fn bad_personal_input_gets_typed_errors_and_writes_nothing<H: PrivacyH
     let cases: Vec<(NewEvent, &str)> = vec![
         (personal_ev("E", "{}", "s", "[1]"), "events[0].personal"),
         (personal_ev("E", "[1]", "s", r#"{"a":1}"#), "events[0].data"),
-        (personal_ev("E", r#"{"a":1}"#, "s", r#"{"a":2}"#), "events[0].personal"),
-        (personal_ev("E", "{}", "s", r#"{"$erased":true}"#), "events[0].personal"),
-        (personal_ev("E", "{}", "", r#"{"a":1}"#), "events[0].subjects[0]"),
+        (
+            personal_ev("E", r#"{"a":1}"#, "s", r#"{"a":2}"#),
+            "events[0].personal",
+        ),
+        (
+            personal_ev("E", "{}", "s", r#"{"$erased":true}"#),
+            "events[0].personal",
+        ),
+        (
+            personal_ev("E", "{}", "", r#"{"a":1}"#),
+            "events[0].subjects[0]",
+        ),
         (
             {
                 let mut e = ev("E", "{}");
@@ -553,5 +661,8 @@ pub async fn bad_personal_input_gets_typed_errors_and_writes_nothing<H: PrivacyH
         );
     }
     assert_eq!(s.head(&[]).await.expect("head"), 0);
-    assert!(s.subjects("", 10).await.expect("list").is_empty(), "no key made");
+    assert!(
+        s.subjects("", 10).await.expect("list").is_empty(),
+        "no key made"
+    );
 }

@@ -57,8 +57,8 @@ pub async fn start_with_kek_on_postgres(config: Config) -> Option<Server> {
     };
     let name = format!("annal_http_{}", uuid_like());
     let sep = if base.contains('?') { '&' } else { '?' };
-    let pg = annal_postgres::PgConfig::from_url(&format!("{base}{sep}schema={name}"))
-        .expect("test URL");
+    let pg =
+        annal_postgres::PgConfig::from_url(&format!("{base}{sep}schema={name}")).expect("test URL");
     let options = annal_postgres::Options {
         keyring: Some(annal_core::testkit::privacy::kek()),
         ..annal_postgres::Options::default()
