@@ -381,9 +381,11 @@ impl Group {
         let sealed = match &e.personal {
             None => None,
             Some(p) => {
+                // Stores attach their KEK before queueing (`privacy::attach`), refusing
+                // personal data when they have none; this is a store that did not.
                 let keyring = p.keyring.clone().ok_or_else(|| {
                     Fail::Job(Error::Unsupported {
-                        what: "store personal data without a key-encryption key (give one with ANNAL_KEK_FILE or ANNAL_KEK)".into(),
+                        what: "store personal data without a key-encryption key".into(),
                     })
                 })?;
                 let mut keys = Vec::with_capacity(p.subjects.len());

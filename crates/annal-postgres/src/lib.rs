@@ -336,7 +336,7 @@ impl Store for PgStore {
     }
 
     async fn commit(&self, mut proposed: ProposedTransaction) -> Result<TransactionResult> {
-        annal_core::privacy::attach(&mut proposed, self.keyring().as_ref());
+        annal_core::privacy::attach(&mut proposed, self.keyring().as_ref())?;
         self.submit(|tx| writer::Job::Transact(proposed, tx)).await
     }
 

@@ -184,7 +184,7 @@ async fn bad_personal_input_and_bad_forget_requests_are_4xx_and_write_nothing() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_without_a_kek_refuses_personal_data_with_501() {
+async fn a_server_without_a_kek_refuses_personal_data_as_invalid() {
     let s = common::start(annal_server::Config::default()).await;
     let c = Client::new();
     let (st, p) = post(

@@ -203,7 +203,7 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, mut proposed: ProposedTransaction) -> Result<TransactionResult> {
-        annal_core::privacy::attach(&mut proposed, self.keyring().as_ref());
+        annal_core::privacy::attach(&mut proposed, self.keyring().as_ref())?;
         self.submit(|tx| writer::Job::Transact(proposed, tx)).await
     }
 

@@ -112,6 +112,8 @@ problem_responses! {
     Conflict = [(409, "Conflict: wrong_expected_version, aggregate_type_mismatch, duplicate_event_id or checkpoint_conflict")];
     /// 413.
     TooLarge = [(413, "Too large")];
+    /// 410: what can no longer be written.
+    Gone = [(410, "Gone: stream_deleted (the stream was tombstoned) or subject_forgotten (personal data about a forgotten subject)")];
     /// 415: the body is not JSON.
     NotJson = [(415, "The body is not application/json")];
     /// What every `/v1` route may answer: 401, 403 (role or aggregate types), 503.
