@@ -18,6 +18,9 @@ use annal_core::testkit::workloads::{
 use annal_sqlite::{Options, SqliteStore};
 
 const W2_WRITERS: u64 = 16;
+
+/// A shape of events: its name and the maker of its `i`-th event.
+type Shape = (&'static str, fn(u64) -> NewEvent);
 const NAMES: [&str; 5] = ["W1", "W2", "W3", "W4", "W5"];
 
 fn open(dir: &std::path::Path, n: usize) -> SqliteStore {
@@ -63,7 +66,7 @@ async fn main() {
         let dir = bench_dir();
         let mut n = 0;
         // Alternate which goes first, so neither always meets a warmer disk.
-        let order: [(&str, fn(u64) -> NewEvent); 2] = if run % 2 == 1 {
+        let order: [Shape; 2] = if run % 2 == 1 {
             [("plain", payment), ("personal", payment_personal)]
         } else {
             [("personal", payment_personal), ("plain", payment)]

@@ -58,19 +58,34 @@ pub struct Personal {
     pub keyring: Option<Arc<Keyring>>,
 }
 
-/// Gives every personal part of `proposed` the store's KEK (a store without one leaves
-/// them without, and its writer refuses them).
-pub fn attach(proposed: &mut crate::append::ProposedTransaction, keyring: Option<&Arc<Keyring>>) {
-    let Some(keyring) = keyring else { return };
-    for e in proposed
-        .appends
-        .iter_mut()
-        .flat_map(|a| a.events.iter_mut())
-    {
-        if let Some(p) = e.personal.as_mut() {
+/// Gives every personal part of `proposed` the store's KEK. A store without one takes
+/// no personal data: [`Error::InvalidRequest`] naming the first event that has some
+/// (the store lacks the feature; nothing is written).
+pub fn attach(
+    proposed: &mut crate::append::ProposedTransaction,
+    keyring: Option<&Arc<Keyring>>,
+) -> Result<()> {
+    let many = proposed.appends.len() > 1;
+    for (i, a) in proposed.appends.iter_mut().enumerate() {
+        for (j, e) in a.events.iter_mut().enumerate() {
+            let Some(p) = e.personal.as_mut() else {
+                continue;
+            };
+            let Some(keyring) = keyring else {
+                let at = if many {
+                    format!("appends[{i}].")
+                } else {
+                    String::new()
+                };
+                return Err(Error::invalid(
+                    format!("{at}events[{j}].personal"),
+                    "this store has no key-encryption key, so it takes no personal data: start it with ANNAL_KEK_FILE or ANNAL_KEK (docs/privacy.md)",
+                ));
+            };
             p.keyring = Some(keyring.clone());
         }
     }
+    Ok(())
 }
 
 fn top_level_keys(json: &RawJson) -> std::result::Result<Vec<String>, serde_json::Error> {
