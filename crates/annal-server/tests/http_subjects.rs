@@ -197,8 +197,8 @@ async fn a_server_without_a_kek_refuses_personal_data_as_invalid() {
     )
     .await;
     assert_eq!(
-        (st, p["type"].as_str()),
-        (StatusCode::NOT_IMPLEMENTED, Some("unsupported")),
+        (st, p["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("events[0].personal")),
         "{p}"
     );
 }
