@@ -226,4 +226,30 @@ mod tests {
             matches!(e, CodecError::BadData { ref event_type, .. } if event_type == "Incremented")
         );
     }
+
+    #[test]
+    fn named_personal_fields_are_split_from_the_data_and_decode_merged_back() {
+        let data = RawJson::parse(r#"{"by":3,"who":"Sofia"}"#).expect("json");
+        let (rest, personal) = split_personal(data.clone(), &["who"]).expect("split");
+        assert_eq!(rest.get(), r#"{"by":3}"#);
+        assert_eq!(
+            personal.as_ref().map(RawJson::get),
+            Some(r#"{"who":"Sofia"}"#)
+        );
+        let merged = crate::privacy::merge(&rest, personal.as_ref().expect("personal"));
+        assert_eq!(
+            decode::<Ev>("Incremented", &merged),
+            Ok(Ev::Incremented { by: 3 })
+        );
+        let erased = crate::privacy::merge(
+            &rest,
+            &RawJson::parse(crate::privacy::ERASED).expect("json"),
+        );
+        assert_eq!(
+            decode::<Ev>("Incremented", &erased),
+            Ok(Ev::Incremented { by: 3 })
+        );
+        let (same, none) = split_personal(data.clone(), &["absent"]).expect("split");
+        assert_eq!((same, none), (data, None));
+    }
 }
