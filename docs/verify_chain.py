@@ -63,8 +63,12 @@ def event_hash(prev, raw):
         return json.loads(raw[key])
 
     principal = text("principal") if "principal" in raw else None
+    sealed = raw.get("sealed")
     h = hashlib.sha256()
-    h.update(b"annal-event-v1" if principal is None else b"annal-event-v2")
+    if sealed is not None:
+        h.update(b"annal-event-v3")
+    else:
+        h.update(b"annal-event-v1" if principal is None else b"annal-event-v2")
     h.update(prev)
     h.update(field(str(text("position"))))
     h.update(field(text("event_id")))
@@ -79,7 +83,11 @@ def event_hash(prev, raw):
     h.update(field(text("causation_id")))
     h.update(field(raw["data"]))
     h.update(field(raw["metadata"]))
-    if principal is not None:
+    if sealed is not None:
+        # Personal data: the stored ciphertext is hashed, never the decrypted `personal`.
+        h.update(field(principal))
+        h.update(field(sealed))
+    elif principal is not None:
         h.update(field(principal))
     return h.digest()
 

@@ -64,6 +64,12 @@ fn to_transaction(proposed: ProposedTransaction) -> Transaction {
                     causation_id: e.causation_id,
                     metadata: Some(e.metadata),
                     data: e.data,
+                    subjects: e
+                        .personal
+                        .as_ref()
+                        .map(|p| p.subjects.clone())
+                        .unwrap_or_default(),
+                    personal: e.personal.map(|p| p.plain),
                 })
                 .collect(),
             // Never sent: the server records who its credentials say.
@@ -254,6 +260,57 @@ impl Store for HttpStore {
             .get(self.url(&["v1", "checkpoints"]), self.inner.timeout)
             .await?;
         Ok(list.checkpoints)
+    }
+
+    /// `POST /v1/subjects/{subject}/forget` (forgetting twice answers the first
+    /// forgetting, so a resend is safe).
+    async fn forget_subject(
+        &self,
+        request: annal_core::privacy::ForgetRequest,
+    ) -> Result<annal_core::privacy::Forgotten> {
+        request.check()?;
+        addressable("subject", &request.subject)?;
+        let url = self.url(&["v1", "subjects", &request.subject, "forget"]);
+        let body = annal_core::wire::ForgetBody {
+            reason: request.reason,
+        };
+        self.send(Method::POST, url, &body, Resend::Safe).await
+    }
+
+    /// `GET /v1/subjects`.
+    async fn subjects(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<annal_core::privacy::SubjectInfo>> {
+        let mut url = self.url(&["v1", "subjects"]);
+        url.query_pairs_mut()
+            .append_pair("after", after)
+            .append_pair("limit", &limit.to_string());
+        let list: annal_core::wire::SubjectList = self.get(url, self.inner.timeout).await?;
+        Ok(list.subjects)
+    }
+
+    /// `GET /v1/subjects/{subject}`.
+    async fn subject(&self, subject: &str) -> Result<Option<annal_core::privacy::SubjectInfo>> {
+        addressable("subject", subject)?;
+        self.get_opt(self.url(&["v1", "subjects", subject])).await
+    }
+
+    /// `GET /v1/subjects/{subject}/events`.
+    async fn subject_events(
+        &self,
+        subject: &str,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        addressable("subject", subject)?;
+        let mut url = self.url(&["v1", "subjects", subject, "events"]);
+        url.query_pairs_mut()
+            .append_pair("after_position", &after_position.to_string())
+            .append_pair("limit", &limit.to_string());
+        let page: annal_core::wire::EventsPage = self.get(url, self.inner.timeout).await?;
+        Ok(page.events)
     }
 
     /// `PUT /v1/checkpoints/{name}`.

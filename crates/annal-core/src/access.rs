@@ -52,6 +52,9 @@ pub enum Operation {
     ManageSubscriptions,
     /// The deep verify (the backend's own storage checks).
     VerifyDeep,
+    /// Personal data's subjects: listing them, exporting one's events decrypted,
+    /// forgetting one (docs/privacy.md).
+    Subjects,
     /// Anything a protocol offers that this table does not name: admin only, so that
     /// a new route or call is never open to lower roles by mistake.
     Unlisted,
@@ -72,6 +75,7 @@ impl Operation {
             | Operation::Group
             | Operation::ManageSubscriptions
             | Operation::VerifyDeep
+            | Operation::Subjects
             | Operation::Unlisted => Role::Admin,
         }
     }
@@ -127,6 +131,7 @@ impl Operation {
             Operation::Group => "consumer-group leases",
             Operation::ManageSubscriptions => "managing persistent subscriptions",
             Operation::VerifyDeep => "the deep verify",
+            Operation::Subjects => "listing, exporting or forgetting data subjects",
             Operation::Unlisted => "this",
         }
     }
@@ -151,6 +156,7 @@ mod tests {
             Operation::Group,
             Operation::ManageSubscriptions,
             Operation::VerifyDeep,
+            Operation::Subjects,
             Operation::Unlisted,
         ];
         for op in all {

@@ -33,6 +33,22 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + Send + Sync + 'sta
         let _ = event_type;
         1
     }
+
+    /// The members of `event_type`'s data that are personal data (docs/privacy.md):
+    /// the repository stores them as the event's personal part, sealed with the keys
+    /// of [`DomainEvent::subjects`]. Default: none. Once a subject is forgotten they
+    /// are absent on load and the data has `"$erased": true` instead, so declare them
+    /// `Option` or `#[serde(default)]`.
+    fn personal_fields(event_type: &str) -> &'static [&'static str] {
+        let _ = event_type;
+        &[]
+    }
+
+    /// The data subjects this event's personal fields are about. Default: the
+    /// aggregate itself (`aggregate_id`).
+    fn subjects(&self, aggregate_id: &str) -> Vec<String> {
+        vec![aggregate_id.to_owned()]
+    }
 }
 
 /// An event-sourced entity.
@@ -114,6 +130,34 @@ pub fn encode<E: DomainEvent>(event: &E) -> Result<(String, u32, RawJson), Codec
     Ok((event_type, version, data))
 }
 
+/// Moves the members `fields` of an encoded event's data into its personal part:
+/// `(data, None)` when the data has none of them (or is not an object).
+pub fn split_personal(
+    data: RawJson,
+    fields: &[&str],
+) -> Result<(RawJson, Option<RawJson>), CodecError> {
+    if fields.is_empty() {
+        return Ok((data, None));
+    }
+    let Ok(mut map) = data.to_value::<serde_json::Map<String, Value>>() else {
+        return Ok((data, None));
+    };
+    let mut personal = serde_json::Map::new();
+    for f in fields {
+        if let Some(v) = map.remove(*f) {
+            personal.insert((*f).to_owned(), v);
+        }
+    }
+    if personal.is_empty() {
+        return Ok((data, None));
+    }
+    let shape = |e: serde_json::Error| CodecError::Shape(e.to_string());
+    Ok((
+        RawJson::from_value(&map).map_err(shape)?,
+        Some(RawJson::from_value(&personal).map_err(shape)?),
+    ))
+}
+
 /// Rebuilds an event from its stored type and data.
 pub fn decode<E: DomainEvent>(event_type: &str, data: &RawJson) -> Result<E, CodecError> {
     let tag = serde_json::to_string(event_type).map_err(|e| CodecError::Shape(e.to_string()))?;
@@ -192,5 +236,31 @@ mod tests {
         assert!(
             matches!(e, CodecError::BadData { ref event_type, .. } if event_type == "Incremented")
         );
+    }
+
+    #[test]
+    fn named_personal_fields_are_split_from_the_data_and_decode_merged_back() {
+        let data = RawJson::parse(r#"{"by":3,"who":"Sofia"}"#).expect("json");
+        let (rest, personal) = split_personal(data.clone(), &["who"]).expect("split");
+        assert_eq!(rest.get(), r#"{"by":3}"#);
+        assert_eq!(
+            personal.as_ref().map(RawJson::get),
+            Some(r#"{"who":"Sofia"}"#)
+        );
+        let merged = crate::privacy::merge(&rest, personal.as_ref().expect("personal"));
+        assert_eq!(
+            decode::<Ev>("Incremented", &merged),
+            Ok(Ev::Incremented { by: 3 })
+        );
+        let erased = crate::privacy::merge(
+            &rest,
+            &RawJson::parse(crate::privacy::ERASED).expect("json"),
+        );
+        assert_eq!(
+            decode::<Ev>("Incremented", &erased),
+            Ok(Ev::Incremented { by: 3 })
+        );
+        let (same, none) = split_personal(data.clone(), &["absent"]).expect("split");
+        assert_eq!((same, none), (data, None));
     }
 }

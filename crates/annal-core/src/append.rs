@@ -162,6 +162,18 @@ pub struct NewEvent {
     pub metadata: Option<RawJson>,
     /// The payload: any JSON, kept verbatim.
     pub data: RawJson,
+    /// Personal data about `subjects`: a JSON object the store keeps only encrypted
+    /// with each subject's key (docs/privacy.md). Reads show it beside `data`, or
+    /// `{"$erased":true}` once a subject was forgotten. `data` must then be an object
+    /// with none of its members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<RawJson>,
+    /// The data subjects `personal` belongs to (opaque ids such as `family_123`, which
+    /// stay readable: they must not be personal data themselves). Required with
+    /// `personal`, refused without it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 16))]
+    pub subjects: Vec<String>,
 }
 
 impl NewEvent {
@@ -182,7 +194,32 @@ impl NewEvent {
             causation_id: None,
             metadata: None,
             data,
+            personal: None,
+            subjects: Vec::new(),
         }
+    }
+
+    /// Marks `personal` (serialised as a JSON object) as personal data about `subject`.
+    pub fn personal<T: Serialize + ?Sized>(
+        self,
+        subject: impl Into<String>,
+        personal: &T,
+    ) -> Result<Self> {
+        self.personal_of(vec![subject.into()], personal)
+    }
+
+    /// Marks `personal` as personal data about every one of `subjects`: it reads as
+    /// erased once any of them is forgotten.
+    pub fn personal_of<T: Serialize + ?Sized>(
+        mut self,
+        subjects: Vec<String>,
+        personal: &T,
+    ) -> Result<Self> {
+        self.personal = Some(
+            RawJson::from_value(personal).map_err(|e| Error::invalid("personal", e.to_string()))?,
+        );
+        self.subjects = subjects;
+        Ok(self)
     }
 
     /// Sets the event_id (makes retries idempotent).
@@ -380,7 +417,31 @@ impl AppendRequest {
             if !metadata.is_object() {
                 return Err(Error::invalid(field("metadata"), "must be a JSON object"));
             }
-            let size = e.data.get().len() + metadata.get().len();
+            let personal = match e.personal {
+                Some(plain) => {
+                    crate::privacy::check_personal(
+                        &format!("{at}events[{i}]."),
+                        &e.data,
+                        &plain,
+                        &e.subjects,
+                    )?;
+                    Some(crate::privacy::Personal {
+                        subjects: e.subjects,
+                        plain,
+                        keyring: None,
+                    })
+                }
+                None if !e.subjects.is_empty() => {
+                    return Err(Error::invalid(
+                        field("subjects"),
+                        "subjects name whom a personal part belongs to; this event has none",
+                    ));
+                }
+                None => None,
+            };
+            let size = e.data.get().len()
+                + metadata.get().len()
+                + personal.as_ref().map_or(0, |p| p.plain.get().len());
             if size > limits.max_event_bytes {
                 return Err(Error::TooLarge {
                     field: format!("{at}events[{i}]"),
@@ -412,6 +473,7 @@ impl AppendRequest {
                 principal: self.principal.clone(),
                 data: e.data,
                 metadata,
+                personal,
             });
         }
         Ok(ProposedAppend {
@@ -477,10 +539,13 @@ pub struct ProposedEvent {
     pub data: RawJson,
     /// Metadata object, verbatim.
     pub metadata: RawJson,
+    /// The personal part, sealed by the writer when it records the event.
+    pub personal: Option<crate::privacy::Personal>,
 }
 
 impl ProposedEvent {
-    /// Records the event at a place in the log, computing its hash from `prev`.
+    /// Records the event at a place in the log, computing its hash from `prev`. An
+    /// event with a personal part is recorded with [`ProposedEvent::record_sealed`].
     pub fn record(
         &self,
         position: u64,
@@ -490,6 +555,31 @@ impl ProposedEvent {
         recorded_at: Timestamp,
         prev: &Hash,
     ) -> RecordedEvent {
+        self.record_sealed(
+            position,
+            aggregate_type,
+            aggregate_id,
+            aggregate_version,
+            recorded_at,
+            prev,
+            None,
+        )
+    }
+
+    /// [`ProposedEvent::record`] with the personal part's sealed form (which the hash
+    /// covers); the recorded event shows the plaintext too, as reads do.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_sealed(
+        &self,
+        position: u64,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        aggregate_version: u64,
+        recorded_at: Timestamp,
+        prev: &Hash,
+        sealed: Option<RawJson>,
+    ) -> RecordedEvent {
+        let open = sealed.as_ref().and(self.personal.as_ref());
         let mut event = RecordedEvent {
             position,
             event_id: self.event_id,
@@ -505,6 +595,9 @@ impl ProposedEvent {
             principal: self.principal.clone(),
             data: self.data.clone(),
             metadata: self.metadata.clone(),
+            sealed,
+            subjects: open.map(|p| p.subjects.clone()).unwrap_or_default(),
+            personal: open.map(|p| p.plain.clone()),
             hash: Hash::ZERO,
         };
         event.hash = chain::event_hash(prev, &event);
@@ -521,6 +614,13 @@ impl ProposedEvent {
             && self.principal == stored.principal
             && self.data == stored.data
             && self.metadata == stored.metadata
+            && match &self.personal {
+                None => stored.sealed.is_none(),
+                // Compared once the store opened the stored event's sealed part.
+                Some(p) => {
+                    p.subjects == stored.subjects && stored.personal.as_ref() == Some(&p.plain)
+                }
+            }
     }
 }
 

@@ -23,6 +23,11 @@
 //! the recipe: `"annal-event-v2"` in place of `"annal-event-v1"`, and `field(principal)`
 //! after `field(metadata)`. Events without one keep version 1, so logs written before
 //! the field existed verify unchanged, and removing a principal changes the hash.
+//!
+//! An event with a personal part (`sealed`, docs/privacy.md) is hashed by version 3:
+//! `"annal-event-v3"`, then version 1's fields, `field(principal)` (null when absent)
+//! and `field(sealed)`: the stored ciphertext, never the plaintext, so destroying a
+//! subject's key leaves every hash valid.
 
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
@@ -134,6 +139,7 @@ impl<'de> Deserialize<'de> for Hash {
 
 const DOMAIN_V1: &[u8] = b"annal-event-v1";
 const DOMAIN_V2: &[u8] = b"annal-event-v2";
+const DOMAIN_V3: &[u8] = b"annal-event-v3";
 
 fn field(h: &mut Sha256, value: Option<&[u8]>) {
     match value {
@@ -162,9 +168,10 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 /// The hash of `event` (its `hash` field is ignored) chained to `prev`.
 pub fn event_hash(prev: &Hash, event: &RecordedEvent) -> Hash {
     let mut h = Sha256::new();
-    h.update(match event.principal {
-        None => DOMAIN_V1,
-        Some(_) => DOMAIN_V2,
+    h.update(match (&event.sealed, &event.principal) {
+        (Some(_), _) => DOMAIN_V3,
+        (None, None) => DOMAIN_V1,
+        (None, Some(_)) => DOMAIN_V2,
     });
     h.update(prev.0);
     let mut digits = [0u8; 20];
@@ -188,8 +195,16 @@ pub fn event_hash(prev: &Hash, event: &RecordedEvent) -> Hash {
     field(&mut h, event.causation_id.as_deref().map(str::as_bytes));
     field(&mut h, Some(event.data.get().as_bytes()));
     field(&mut h, Some(event.metadata.get().as_bytes()));
-    if let Some(principal) = &event.principal {
-        field(&mut h, Some(principal.as_bytes()));
+    match &event.sealed {
+        None => {
+            if let Some(principal) = &event.principal {
+                field(&mut h, Some(principal.as_bytes()));
+            }
+        }
+        Some(sealed) => {
+            field(&mut h, event.principal.as_deref().map(str::as_bytes));
+            field(&mut h, Some(sealed.get().as_bytes()));
+        }
     }
     Hash(h.finalize().into())
 }
@@ -466,6 +481,7 @@ mod tests {
                     principal: (p % 2 == 0).then(|| "sarah-token".to_owned()),
                     data: crate::event::RawJson::parse(format!(r#"{{"n":{p}}}"#)).expect("json"),
                     metadata: crate::event::RawJson::empty_object(),
+                    personal: None,
                 };
                 let e = proposed.record(
                     p,

@@ -29,6 +29,7 @@ use crate::error::Error;
 use crate::event::{RawJson, RecordedEvent, Timestamp};
 use crate::import::{Tip, check_import};
 use crate::job::{Job, Outcome, SnapshotJob};
+use crate::privacy::{self, DataKey, Envelope, ForgetRequest, Forgotten, Keyring, SubjectKey};
 use crate::snapshot::Snapshot;
 use crate::stream_record::{StreamRecord, metadata_base};
 use crate::streams::{self, METADATA_AGGREGATE_TYPE, METADATA_EVENT_TYPE};
@@ -66,6 +67,14 @@ pub trait Lookup {
     /// A lease's owner (`None`: released) and fencing token.
     fn lease(&mut self, group: &str, partition: u32)
     -> Result<Option<(Option<String>, u64)>, Fail>;
+    /// A subject's row of the key table. Provided: a store without a key table, which
+    /// refuses personal data.
+    fn subject_key(&mut self, subject: &str) -> Result<Option<SubjectKey>, Fail> {
+        let _ = subject;
+        Err(Fail::Job(Error::Unsupported {
+            what: "store personal data".into(),
+        }))
+    }
 }
 
 /// The streams whose records a job may read: each stream it writes and that stream's
@@ -84,6 +93,7 @@ pub fn streams_touched(job: &Job) -> Vec<String> {
         Job::Transact(t, _) => t.appends.iter().for_each(|a| add(&a.aggregate_id)),
         Job::Snapshot(s, _) => add(&s.aggregate_id),
         Job::Import(events, _) => events.iter().for_each(|e| add(&e.aggregate_id)),
+        Job::Forget(..) => add(privacy::SUBJECTS_STREAM),
     }
     out.sort_unstable();
     out.dedup();
@@ -101,6 +111,12 @@ pub struct Writes {
     pub checkpoints: Vec<Checkpoint>,
     /// Snapshots to store (insert or replace).
     pub snapshots: Vec<Snapshot>,
+    /// Rows of the key table to store (insert or replace, by subject): new data keys,
+    /// and the rows of subjects forgotten, whose wrapped key is gone.
+    pub keys: Vec<SubjectKey>,
+    /// Subjects forgotten by this group: the backend deletes the snapshots of every
+    /// aggregate with an event about them.
+    pub forgotten: Vec<String>,
 }
 
 /// One group commit's checks and buffers.
@@ -118,6 +134,13 @@ pub struct Group {
     events: Vec<RecordedEvent>,
     checkpoint_writes: HashMap<String, Checkpoint>,
     snapshot_writes: HashMap<(String, String, u64), Snapshot>,
+    /// Key-table rows read or written so far, by subject (`None`: no row).
+    keys: HashMap<String, Option<SubjectKey>>,
+    /// Data keys unwrapped so far, by subject.
+    data_keys: HashMap<String, DataKey>,
+    /// Subjects whose rows this group changed.
+    changed_keys: BTreeSet<String>,
+    forgotten: Vec<String>,
 }
 
 /// A transaction's writes before they join the group (dropped if it is refused).
@@ -125,6 +148,19 @@ struct Staged {
     tip: Tip,
     events: Vec<RecordedEvent>,
     streams: HashMap<String, StreamRecord>,
+    /// Data keys made for this transaction's subjects.
+    keys: HashMap<String, (SubjectKey, DataKey)>,
+}
+
+impl Staged {
+    fn at(tip: Tip) -> Self {
+        Self {
+            tip,
+            events: Vec::new(),
+            streams: HashMap::new(),
+            keys: HashMap::new(),
+        }
+    }
 }
 
 /// What a checked append does.
@@ -154,6 +190,10 @@ impl Group {
             events: Vec::new(),
             checkpoint_writes: HashMap::new(),
             snapshot_writes: HashMap::new(),
+            keys: HashMap::new(),
+            data_keys: HashMap::new(),
+            changed_keys: BTreeSet::new(),
+            forgotten: Vec::new(),
         }
     }
 
@@ -168,6 +208,7 @@ impl Group {
             Job::Transact(t, _) => self.transact(lookup, t).map(Outcome::Transact),
             Job::Snapshot(s, _) => self.snapshot(lookup, s).map(Outcome::Snapshot),
             Job::Import(events, _) => self.import(lookup, events).map(Outcome::Import),
+            Job::Forget(f, _) => self.forget(lookup, f).map(Outcome::Forget),
         }
     }
 
@@ -191,11 +232,18 @@ impl Group {
                 b.aggregate_version,
             ))
         });
+        let keys = self
+            .changed_keys
+            .iter()
+            .filter_map(|s| self.keys.get(s).cloned().flatten())
+            .collect();
         Writes {
             events: self.events,
             streams,
             checkpoints,
             snapshots,
+            keys,
+            forgotten: self.forgotten,
         }
     }
 
@@ -264,6 +312,181 @@ impl Group {
             self.written.insert(e.event_id, self.events.len());
             self.events.push(e);
         }
+        for (subject, (row, key)) in staged.keys {
+            self.changed_keys.insert(subject.clone());
+            self.keys.insert(subject.clone(), Some(row));
+            self.data_keys.insert(subject, key);
+        }
+    }
+
+    /// A subject's key-table row as this group sees it.
+    fn key_row(
+        &mut self,
+        lookup: &mut impl Lookup,
+        subject: &str,
+    ) -> Result<Option<SubjectKey>, Fail> {
+        if let Some(row) = self.keys.get(subject) {
+            return Ok(row.clone());
+        }
+        let row = lookup.subject_key(subject)?;
+        self.keys.insert(subject.to_owned(), row.clone());
+        Ok(row)
+    }
+
+    /// The data key an event about `subject` is sealed with: the subject's, made now
+    /// if it has none; a forgotten subject takes no more personal data.
+    fn data_key(
+        &mut self,
+        lookup: &mut impl Lookup,
+        staged: &mut Staged,
+        keyring: &Keyring,
+        subject: &str,
+    ) -> Result<DataKey, Fail> {
+        if let Some((_, key)) = staged.keys.get(subject) {
+            return Ok(key.clone());
+        }
+        if let Some(key) = self.data_keys.get(subject) {
+            return Ok(key.clone());
+        }
+        match self.key_row(lookup, subject)? {
+            Some(row) => match keyring.unwrap(&row)? {
+                Some(key) => {
+                    self.data_keys.insert(subject.to_owned(), key.clone());
+                    Ok(key)
+                }
+                None => Err(Error::SubjectForgotten {
+                    subject: subject.to_owned(),
+                }
+                .into()),
+            },
+            None => {
+                let (key, row) = keyring.new_key(subject, self.now)?;
+                staged.keys.insert(subject.to_owned(), (row, key.clone()));
+                Ok(key)
+            }
+        }
+    }
+
+    /// Records a proposed event at the staged tip, sealing its personal part.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        lookup: &mut impl Lookup,
+        staged: &mut Staged,
+        e: &ProposedEvent,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        version: u64,
+    ) -> Result<RecordedEvent, Fail> {
+        let sealed = match &e.personal {
+            None => None,
+            Some(p) => {
+                // Stores attach their KEK before queueing (`privacy::attach`), refusing
+                // personal data when they have none; this is a store that did not.
+                let keyring = p.keyring.clone().ok_or_else(|| {
+                    Fail::Job(Error::Unsupported {
+                        what: "store personal data without a key-encryption key".into(),
+                    })
+                })?;
+                let mut keys = Vec::with_capacity(p.subjects.len());
+                for subject in &p.subjects {
+                    let key = self.data_key(lookup, staged, &keyring, subject)?;
+                    keys.push((subject.clone(), key));
+                }
+                Some(privacy::seal(e.event_id, &p.plain, &keys)?)
+            }
+        };
+        let prev = staged.tip.hash;
+        Ok(e.record_sealed(
+            staged.tip.position + 1,
+            aggregate_type,
+            aggregate_id,
+            version,
+            self.now,
+            &prev,
+            sealed,
+        ))
+    }
+
+    /// Opens a stored event's personal part for a replay check, with the key of the
+    /// proposed event that claims its id.
+    fn open_stored(
+        &mut self,
+        lookup: &mut impl Lookup,
+        keyring: &Keyring,
+        stored: &mut RecordedEvent,
+    ) -> Result<(), Fail> {
+        let Some(sealed) = &stored.sealed else {
+            return Ok(());
+        };
+        let env = Envelope::parse(sealed, stored.position)?;
+        let mut rows = Vec::new();
+        for subject in &env.subjects {
+            if let Some(row) = self.key_row(lookup, subject)? {
+                rows.push(row);
+            }
+        }
+        privacy::open_events(std::slice::from_mut(stored), Some(keyring), |_| Ok(rows))?;
+        Ok(())
+    }
+
+    /// Forgets a subject: records the `$subjectForgotten` event and destroys its key.
+    fn forget(&mut self, lookup: &mut impl Lookup, f: &ForgetRequest) -> Result<Forgotten, Fail> {
+        f.check()?;
+        let Some(row) = self.key_row(lookup, &f.subject)? else {
+            return Err(Error::NotFound {
+                what: format!(
+                    "subject '{}' (no personal data was ever stored for it)",
+                    f.subject
+                ),
+            }
+            .into());
+        };
+        if row.wrapped.is_none() {
+            return Ok(Forgotten {
+                subject: row.subject,
+                key_id: row.key_id,
+                forgotten_at: row.forgotten_at.unwrap_or(row.created_at),
+                position: row.forgotten_position.unwrap_or(0),
+                already: true,
+            });
+        }
+        let data = serde_json::json!({
+            "subject": f.subject,
+            "key_id": row.key_id,
+            "reason": f.reason,
+        });
+        let mut append = crate::append::AppendRequest::new(
+            privacy::SUBJECTS_STREAM,
+            privacy::SUBJECTS_STREAM,
+            ExpectedVersion::Any,
+        )
+        .event(crate::append::NewEvent::new(
+            privacy::FORGOTTEN_EVENT_TYPE,
+            &data,
+        )?);
+        append.user_id.clone_from(&f.user_id);
+        append.principal.clone_from(&f.principal);
+        let proposed = append.prepare(&crate::append::Limits::default())?;
+        let out = self.transact(lookup, &proposed.into())?;
+        let position = out.results.first().map_or(0, |r| r.first_position);
+        let forgotten = SubjectKey {
+            wrapped: None,
+            forgotten_at: Some(self.now),
+            forgotten_position: Some(position),
+            ..row
+        };
+        self.data_keys.remove(&f.subject);
+        self.changed_keys.insert(f.subject.clone());
+        self.keys.insert(f.subject.clone(), Some(forgotten.clone()));
+        self.forgotten.push(f.subject.clone());
+        Ok(Forgotten {
+            subject: forgotten.subject,
+            key_id: forgotten.key_id,
+            forgotten_at: self.now,
+            position,
+            already: false,
+        })
     }
 
     fn transact(
@@ -271,11 +494,7 @@ impl Group {
         lookup: &mut impl Lookup,
         t: &ProposedTransaction,
     ) -> Result<TransactionResult, Fail> {
-        let mut staged = Staged {
-            tip: self.tip,
-            events: Vec::new(),
-            streams: HashMap::new(),
-        };
+        let mut staged = Staged::at(self.tip);
         // Each append is checked against the ones before it in the transaction, and
         // staged; nothing joins the group until every check passed.
         let mut results = Vec::with_capacity(t.appends.len());
@@ -289,14 +508,14 @@ impl Group {
                 } => {
                     let mut events = Vec::with_capacity(a.events.len());
                     for (i, e) in a.events.iter().enumerate() {
-                        let recorded = e.record(
-                            staged.tip.position + 1,
+                        let recorded = self.record(
+                            lookup,
+                            &mut staged,
+                            e,
                             &aggregate_type,
                             &a.aggregate_id,
                             version + 1 + i as u64,
-                            self.now,
-                            &staged.tip.hash,
-                        );
+                        )?;
                         events.push(recorded.clone());
                         self.stage_event(lookup, &mut staged, recorded)?;
                     }
@@ -364,6 +583,7 @@ impl Group {
             principal: first.and_then(|e| e.principal.clone()),
             data: meta,
             metadata: RawJson::empty_object(),
+            personal: None,
         };
         let recorded = proposed.record(
             staged.tip.position + 1,
@@ -408,11 +628,18 @@ impl Group {
         if a.events.iter().any(|e| e.id_supplied) {
             let mut stored = Vec::with_capacity(a.events.len());
             for e in &a.events {
-                stored.push(if e.id_supplied {
+                let mut found = if e.id_supplied {
                     self.event(lookup, e.event_id)?
                 } else {
                     None
-                });
+                };
+                if let (Some(s), Some(keyring)) = (
+                    found.as_mut(),
+                    e.personal.as_ref().and_then(|p| p.keyring.clone()),
+                ) {
+                    self.open_stored(lookup, &keyring, s)?;
+                }
+                stored.push(found);
             }
             if stored.iter().any(Option::is_some) {
                 // A derived type is compared as the writer would have stored it.
@@ -519,13 +746,17 @@ impl Group {
             |a| current.get(a).cloned().flatten(),
             |id| stored.contains(id),
         )?;
-        let mut staged = Staged {
-            tip: self.tip,
-            events: Vec::with_capacity(events.len()),
-            streams: HashMap::new(),
-        };
+        let mut staged = Staged::at(self.tip);
         for e in events {
-            self.stage_event(lookup, &mut staged, e.clone())?;
+            let mut e = e.clone();
+            // What a copy stores of a personal part is its sealed form; its subjects
+            // are read from it, never taken from the copy's word.
+            e.personal = None;
+            e.subjects = match &e.sealed {
+                Some(sealed) => Envelope::parse(sealed, e.position)?.subjects,
+                None => Vec::new(),
+            };
+            self.stage_event(lookup, &mut staged, e)?;
         }
         self.join(staged);
         Ok(events.len() as u64)

@@ -106,6 +106,14 @@ pub enum Error {
         /// The stream.
         aggregate_id: String,
     },
+    /// The subject was forgotten (its data key destroyed): no personal data can be
+    /// stored for it any more. Nothing was written; store the event without that
+    /// subject's personal part, or under a new subject id.
+    #[error("subject '{subject}' was forgotten: no personal data can be stored for it")]
+    SubjectForgotten {
+        /// The subject.
+        subject: String,
+    },
     /// The thing asked for does not exist.
     #[error("not found: {what}")]
     NotFound {
@@ -167,6 +175,8 @@ pub enum ErrorKind {
     StreamDeleted,
     /// [`Error::NotFound`].
     NotFound,
+    /// [`Error::SubjectForgotten`].
+    SubjectForgotten,
     /// [`Error::Storage`].
     Storage,
     /// [`Error::Corrupt`].
@@ -183,7 +193,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::WrongExpectedVersion,
         ErrorKind::AggregateTypeMismatch,
         ErrorKind::DuplicateEventId,
@@ -193,6 +203,7 @@ impl ErrorKind {
         ErrorKind::TooLarge,
         ErrorKind::StreamDeleted,
         ErrorKind::NotFound,
+        ErrorKind::SubjectForgotten,
         ErrorKind::Storage,
         ErrorKind::Corrupt,
         ErrorKind::Unavailable,
@@ -213,6 +224,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => "too_large",
             ErrorKind::StreamDeleted => "stream_deleted",
             ErrorKind::NotFound => "not_found",
+            ErrorKind::SubjectForgotten => "subject_forgotten",
             ErrorKind::Storage => "storage_error",
             ErrorKind::Corrupt => "corrupt",
             ErrorKind::Unavailable => "unavailable",
@@ -240,7 +252,7 @@ impl ErrorKind {
             | ErrorKind::DuplicateEventId
             | ErrorKind::CheckpointConflict
             | ErrorKind::LeaseConflict => 409,
-            ErrorKind::StreamDeleted => 410,
+            ErrorKind::StreamDeleted | ErrorKind::SubjectForgotten => 410,
             ErrorKind::TooLarge => 413,
             ErrorKind::Corrupt => 500,
             ErrorKind::Unsupported => 501,
@@ -287,6 +299,7 @@ impl Error {
             Error::TooLarge { .. } => ErrorKind::TooLarge,
             Error::StreamDeleted { .. } => ErrorKind::StreamDeleted,
             Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::SubjectForgotten { .. } => ErrorKind::SubjectForgotten,
             Error::Storage(_) => ErrorKind::Storage,
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::Closed(_) => ErrorKind::Unavailable,

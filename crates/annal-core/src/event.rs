@@ -270,8 +270,39 @@ pub struct RecordedEvent {
     pub data: RawJson,
     /// A JSON object, verbatim.
     pub metadata: RawJson,
+    /// The personal part as stored: encrypted with its subjects' keys (docs/privacy.md).
+    /// The hash covers it; absent for events without personal data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<RawJson>,
+    /// The subjects the personal part belongs to (read from `sealed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<String>,
+    /// The personal part, decrypted as written, or `{"$erased":true}` once a subject's
+    /// key was destroyed. Derived from `sealed` on read: not covered by the hash, and
+    /// ignored when a log is copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<RawJson>,
     /// SHA-256 over this event's content and the previous event's hash.
     pub hash: Hash,
+}
+
+impl RecordedEvent {
+    /// What aggregates and upcasters decode: `data`, with the personal part's members
+    /// (or the `"$erased":true` marker) after its own; `data` alone for an event
+    /// without one.
+    pub fn payload(&self) -> std::borrow::Cow<'_, RawJson> {
+        match &self.personal {
+            Some(p) => std::borrow::Cow::Owned(crate::privacy::merge(&self.data, p)),
+            None => std::borrow::Cow::Borrowed(&self.data),
+        }
+    }
+
+    /// Whether the personal part was erased (a subject forgotten).
+    pub fn is_erased(&self) -> bool {
+        self.personal
+            .as_ref()
+            .is_some_and(|p| p.get() == crate::privacy::ERASED)
+    }
 }
 
 #[cfg(test)]

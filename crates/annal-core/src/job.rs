@@ -7,6 +7,7 @@
 use crate::append::{ProposedTransaction, TransactionResult};
 use crate::error::{Error, Result};
 use crate::event::{RawJson, RecordedEvent};
+use crate::privacy::{ForgetRequest, Forgotten};
 use crate::snapshot::Snapshot;
 use tokio::sync::oneshot;
 
@@ -21,6 +22,8 @@ pub enum Job {
     Snapshot(SnapshotJob, oneshot::Sender<Result<Snapshot>>),
     /// Already-recorded events to store as they are (a copy from another store).
     Import(Vec<RecordedEvent>, oneshot::Sender<Result<u64>>),
+    /// Forgetting a data subject: its key destroyed, the forgetting recorded.
+    Forget(ForgetRequest, oneshot::Sender<Result<Forgotten>>),
 }
 
 /// A snapshot to save.
@@ -43,6 +46,8 @@ pub enum Outcome {
     Snapshot(Snapshot),
     /// How many events were imported.
     Import(u64),
+    /// What forgetting did.
+    Forget(Forgotten),
 }
 
 impl Job {
@@ -55,7 +60,7 @@ impl Job {
                 .map(|a| a.events.len())
                 .sum::<usize>()
                 .max(1),
-            Job::Snapshot(..) => 1,
+            Job::Snapshot(..) | Job::Forget(..) => 1,
             Job::Import(events, _) => events.len().max(1),
         }
     }
@@ -69,6 +74,9 @@ impl Job {
             (Job::Transact(_, tx), Ok(Outcome::Transact(r))) => drop(tx.send(Ok(r))),
             (Job::Snapshot(_, tx), Ok(Outcome::Snapshot(s))) => drop(tx.send(Ok(s))),
             (Job::Import(_, tx), Ok(Outcome::Import(n))) => drop(tx.send(Ok(n))),
+            (Job::Forget(_, tx), Ok(Outcome::Forget(f))) => drop(tx.send(Ok(f))),
+            (Job::Forget(_, tx), Err(e)) => drop(tx.send(Err(e))),
+            (Job::Forget(_, tx), Ok(_)) => drop(tx.send(Err(mixed()))),
             (Job::Transact(_, tx), Err(e)) => drop(tx.send(Err(e))),
             (Job::Snapshot(_, tx), Err(e)) => drop(tx.send(Err(e))),
             (Job::Import(_, tx), Err(e)) => drop(tx.send(Err(e))),

@@ -34,6 +34,7 @@ pub mod job;
 pub mod lease;
 #[cfg(feature = "openapi")]
 mod openapi;
+pub mod privacy;
 pub mod projection;
 pub mod read;
 pub mod repository;

@@ -12,6 +12,7 @@ use crate::checkpoint::{Checkpoint, CheckpointWrite};
 use crate::error::{Error, Result};
 use crate::event::{RawJson, RecordedEvent};
 use crate::lease::Lease;
+use crate::privacy::{ForgetRequest, Forgotten, Keyring, SubjectInfo};
 use crate::read::{Direction, Filter};
 use crate::snapshot::Snapshot;
 use crate::stream_record::StreamRecord;
@@ -245,6 +246,49 @@ pub trait Store: Send + Sync {
         Ok(report)
     }
 
+    /// Forgets a data subject (docs/privacy.md): destroys its data key, records a
+    /// `$subjectForgotten` event and deletes the snapshots of the aggregates holding
+    /// its data, in one durable commit ordered with appends; from then on its events'
+    /// personal parts read as erased. Forgetting a subject again answers the first
+    /// forgetting (`already`), writing nothing; a subject without a key is `not_found`.
+    async fn forget_subject(&self, request: ForgetRequest) -> Result<Forgotten> {
+        let _ = request;
+        Err(no_privacy())
+    }
+
+    /// Subjects with a key (live or destroyed), by id, after `after` (`""`: from the
+    /// first), at most `limit`.
+    async fn subjects(&self, after: &str, limit: usize) -> Result<Vec<SubjectInfo>> {
+        let _ = (after, limit);
+        Err(no_privacy())
+    }
+
+    /// One subject's key status; `None` if no personal data was ever stored for it.
+    async fn subject(&self, subject: &str) -> Result<Option<SubjectInfo>> {
+        let _ = subject;
+        Err(no_privacy())
+    }
+
+    /// The events holding personal data about `subject`, after `after_position`, at
+    /// most `limit`, decrypted (a subject access request, GDPR Art. 15).
+    async fn subject_events(
+        &self,
+        subject: &str,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let _ = (subject, after_position, limit);
+        Err(no_privacy())
+    }
+
+    /// Rewraps every live data key with `new` (rotating the key-encryption key without
+    /// rewriting events); from then on the store uses `new`. Answers how many keys
+    /// were rewrapped.
+    async fn rotate_kek(&self, new: Keyring) -> Result<u64> {
+        let _ = new;
+        Err(no_privacy())
+    }
+
     /// The backend's own consistency checks (its pages and indexes, its stream records
     /// against the log): what is wrong, if anything. Provided: nothing to check.
     async fn check_storage(&self) -> Result<Vec<String>> {
@@ -257,6 +301,12 @@ fn only_result(mut out: TransactionResult) -> Result<AppendResult> {
     out.results
         .pop()
         .ok_or_else(|| Error::Corrupt("a transaction of one append returned no result".into()))
+}
+
+fn no_privacy() -> Error {
+    Error::Unsupported {
+        what: "keep personal data (subject keys)".into(),
+    }
 }
 
 fn no_leases() -> Error {

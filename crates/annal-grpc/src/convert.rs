@@ -238,8 +238,41 @@ pub fn new_event(
         };
         event.correlation_id = text("$correlationId");
         event.causation_id = text("$causationId");
+        mark_personal(&mut event, obj)?;
     }
     Ok(event)
+}
+
+/// The metadata convention for personal data over gRPC (docs/privacy.md): custom
+/// metadata `"$personal": ["field", …]` names the members of the JSON data that are
+/// personal, and `"$subjects": ["family_123", …]` whom they are about. The store seals
+/// those members as the event's personal part; reads merge them back into the data.
+fn mark_personal(
+    event: &mut NewEvent,
+    meta: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), Status> {
+    let (fields, subjects) = (meta.get("$personal"), meta.get("$subjects"));
+    if fields.is_none() && subjects.is_none() {
+        return Ok(());
+    }
+    let strings = |v: Option<&serde_json::Value>, key: &str| -> Result<Vec<String>, Status> {
+        v.and_then(|v| v.as_array())
+            .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_owned)).collect())
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "custom metadata {key} must be an array of strings (with both $personal and $subjects: docs/privacy.md)"
+                ))
+            })
+    };
+    let fields = strings(fields, "$personal")?;
+    let subjects = strings(subjects, "$subjects")?;
+    let names: Vec<&str> = fields.iter().map(String::as_str).collect();
+    let (data, personal) = annal_core::aggregate::split_personal(event.data.clone(), &names)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    event.data = data;
+    event.personal = personal;
+    event.subjects = subjects;
+    Ok(())
 }
 
 fn json_string(s: &str) -> String {
@@ -288,7 +321,7 @@ fn payload(e: &RecordedEvent, meta: &str) -> Payload {
                     .ok()
                     .and_then(|s| B64.decode(s).ok())
                     .unwrap_or_else(|| e.data.get().as_bytes().to_vec()),
-                _ => e.data.get().as_bytes().to_vec(),
+                _ => e.payload().get().as_bytes().to_vec(),
             };
             let custom_metadata = match (inner.custom_metadata, inner.custom_metadata_base64) {
                 (Some(raw), _) => raw.get().as_bytes().to_vec(),
@@ -304,7 +337,8 @@ fn payload(e: &RecordedEvent, meta: &str) -> Payload {
     }
     Payload {
         content_type: JSON.to_owned(),
-        data: e.data.get().as_bytes().to_vec(),
+        // Personal members (or the erasure marker) merged in, as the library decodes.
+        data: e.payload().get().as_bytes().to_vec(),
         custom_metadata: plain_custom_metadata(e, meta),
     }
 }
@@ -405,6 +439,9 @@ mod tests {
             principal: None,
             data: new.data,
             metadata: new.metadata.unwrap_or_else(RawJson::empty_object),
+            sealed: None,
+            subjects: Vec::new(),
+            personal: None,
             hash: Hash::ZERO,
         }
     }
@@ -589,5 +626,28 @@ mod tests {
             uuid_from_pb(Some(&uuid_to_pb(id, false))).ok(),
             Some(Some(id))
         );
+    }
+
+    #[test]
+    fn personal_fields_named_in_custom_metadata_are_sealed_apart_and_merged_on_read() {
+        let custom = br#"{"$personal":["child_name"],"$subjects":["family_123"]}"#;
+        let data = br#"{"age":8,"child_name":"Sofia"}"#;
+        let new = new_event("family_123", None, &meta(JSON), custom, data).expect("valid");
+        assert_eq!(new.data.get(), r#"{"age":8}"#);
+        assert_eq!(
+            new.personal.as_ref().map(RawJson::get),
+            Some(r#"{"child_name":"Sofia"}"#)
+        );
+        assert_eq!(new.subjects, ["family_123"]);
+        let mut stored = recorded(new.clone());
+        stored.personal = new.personal.clone();
+        let read = read_event(&stored, false);
+        let ev = read.event.expect("event");
+        assert_eq!(ev.data, br#"{"age":8,"child_name":"Sofia"}"#);
+        stored.personal = Some(RawJson::parse(annal_core::privacy::ERASED).expect("json"));
+        let erased = read_event(&stored, false).event.expect("event");
+        assert_eq!(erased.data, br#"{"age":8,"$erased":true}"#);
+        let half = br#"{"$personal":["child_name"]}"#;
+        assert!(new_event("family_123", None, &meta(JSON), half, data).is_err());
     }
 }

@@ -81,7 +81,8 @@ pub(crate) fn to_status(e: Error) -> Status {
         Error::NotFound { .. } => Status::not_found(e.to_string()),
         Error::AggregateTypeMismatch { .. }
         | Error::DuplicateEventId { .. }
-        | Error::CheckpointConflict { .. } => Status::failed_precondition(e.to_string()),
+        | Error::CheckpointConflict { .. }
+        | Error::SubjectForgotten { .. } => Status::failed_precondition(e.to_string()),
         Error::Corrupt(_) => Status::data_loss(e.to_string()),
         Error::Unauthorized { reason } => Status::unauthenticated(reason),
         Error::Forbidden { reason } => Status::permission_denied(reason),

@@ -25,6 +25,7 @@ mod check;
 pub mod config;
 pub mod notify;
 mod open;
+mod privacy;
 pub mod rows;
 pub mod schema;
 pub mod writer;
@@ -34,6 +35,7 @@ pub use open::{OpenError, Options};
 
 use annal_core::append::{ProposedTransaction, check_name};
 use annal_core::lease::{self, Lease};
+use annal_core::privacy::{ForgetRequest, Forgotten, Keyring, SubjectInfo};
 use annal_core::{
     AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Limits, RawJson,
     RecordedEvent, Result, Snapshot, Store, StreamRecord, TransactionResult, Uuid, stored,
@@ -184,6 +186,8 @@ struct Inner {
     listener: Arc<notify::Listener>,
     /// Whether the writer's last commit failed.
     health: annal_core::failures::WriteHealth,
+    /// The key-encryption key personal data is sealed with.
+    keyring: std::sync::RwLock<Option<Arc<Keyring>>>,
 }
 
 impl fmt::Debug for PgStore {
@@ -257,6 +261,31 @@ impl PgStore {
         .map_err(|e| Error::storage(format!("a hash check task failed: {e}")))?
     }
 
+    fn keyring(&self) -> Option<Arc<Keyring>> {
+        self.inner.keyring.read().map_or(None, |k| k.clone())
+    }
+
+    /// Opens the personal parts of events read (after their hashes were checked).
+    async fn opened(&self, mut events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
+        let ids = annal_core::privacy::key_ids(&events)?;
+        if ids.is_empty() {
+            return Ok(events);
+        }
+        let sql = format!(
+            "SELECT {} FROM {}.subject_keys WHERE key_id = ANY($1::text[])",
+            privacy::KEY_COLUMNS,
+            self.inner.quoted
+        );
+        let found = self.query("reading subject keys", &sql, &[&ids]).await?;
+        let rows = found
+            .iter()
+            .map(privacy::key_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let keyring = self.keyring();
+        annal_core::privacy::open_events(&mut events, keyring.as_deref(), |_| Ok(rows))?;
+        Ok(events)
+    }
+
     async fn query(
         &self,
         context: &str,
@@ -306,8 +335,73 @@ impl Store for PgStore {
         &self.inner.limits
     }
 
-    async fn commit(&self, proposed: ProposedTransaction) -> Result<TransactionResult> {
+    async fn commit(&self, mut proposed: ProposedTransaction) -> Result<TransactionResult> {
+        annal_core::privacy::attach(&mut proposed, self.keyring().as_ref())?;
         self.submit(|tx| writer::Job::Transact(proposed, tx)).await
+    }
+
+    async fn forget_subject(&self, request: ForgetRequest) -> Result<Forgotten> {
+        request.check()?;
+        self.submit(|tx| writer::Job::Forget(request, tx)).await
+    }
+
+    async fn subjects(&self, after: &str, limit: usize) -> Result<Vec<SubjectInfo>> {
+        let sql = format!(
+            "SELECT {} FROM {}.subject_keys WHERE subject > $1 ORDER BY subject LIMIT $2",
+            privacy::KEY_COLUMNS,
+            self.inner.quoted
+        );
+        let found = self
+            .query("listing subjects", &sql, &[&after, &clamp(limit)])
+            .await?;
+        privacy::infos(&found)
+    }
+
+    async fn subject(&self, subject: &str) -> Result<Option<SubjectInfo>> {
+        let sql = format!(
+            "SELECT {} FROM {}.subject_keys WHERE subject = $1",
+            privacy::KEY_COLUMNS,
+            self.inner.quoted
+        );
+        let found = self.query("reading a subject", &sql, &[&subject]).await?;
+        Ok(privacy::infos(&found)?.pop())
+    }
+
+    async fn subject_events(
+        &self,
+        subject: &str,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let s = &self.inner.quoted;
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE position IN (
+               SELECT position FROM {s}.event_subjects WHERE subject = $1 AND position > $2
+               ORDER BY position LIMIT $3) ORDER BY position"
+        );
+        let found = self
+            .query(
+                "reading a subject's events",
+                &sql,
+                &[&subject, &clamp(after_position), &clamp(limit)],
+            )
+            .await?;
+        let events = self.checked(rows::events_from_rows(&found)?).await?;
+        self.opened(events).await
+    }
+
+    async fn rotate_kek(&self, new: Keyring) -> Result<u64> {
+        let old = self.keyring().ok_or_else(|| {
+            Error::invalid(
+                "kek",
+                "the store was opened without a key-encryption key: open it with the current one to rotate",
+            )
+        })?;
+        let moved = self.rotate(&old, &new).await?;
+        if let Ok(mut k) = self.inner.keyring.write() {
+            *k = Some(Arc::new(new));
+        }
+        Ok(moved)
     }
 
     async fn import(&self, events: Vec<RecordedEvent>) -> Result<u64> {
@@ -348,7 +442,8 @@ impl Store for PgStore {
                 &[&aggregate_id, &clamp(from), &clamp(limit)],
             )
             .await?;
-        self.checked(rows::events_from_rows(&rows)?).await
+        let events = self.checked(rows::events_from_rows(&rows)?).await?;
+        self.opened(events).await
     }
 
     async fn read_all(
@@ -360,7 +455,8 @@ impl Store for PgStore {
         let events = self
             .read_all_unchecked(after_position, limit, filter)
             .await?;
-        self.checked(events).await
+        let events = self.checked(events).await?;
+        self.opened(events).await
     }
 
     /// The log as stored, for `verify` (which reports a mismatch rather than failing).
@@ -381,7 +477,8 @@ impl Store for PgStore {
             self.inner.quoted
         );
         let rows = self.query("reading an event", &sql, &[&event_id]).await?;
-        Ok(self.checked(rows::events_from_rows(&rows)?).await?.pop())
+        let events = self.checked(rows::events_from_rows(&rows)?).await?;
+        Ok(self.opened(events).await?.pop())
     }
 
     async fn aggregate(&self, aggregate_id: &str) -> Result<Option<AggregateInfo>> {

@@ -7,6 +7,7 @@
 
 use crate::config::{ConfigError, PgConfig};
 use crate::{Inner, PgStore, StorageFailure, notify, pool_failure, schema, timed, writer};
+use annal_core::privacy::{KekError, Keyring};
 use annal_core::{Error, Limits, stored};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::sync::Arc;
@@ -18,6 +19,11 @@ use tokio::sync::{mpsc, watch};
 pub struct Options {
     /// Size limits on appends.
     pub limits: Limits,
+    /// The key-encryption key personal data is sealed with (docs/privacy.md); when
+    /// `None`, the one `ANNAL_KEK_FILE` or `ANNAL_KEK` names, if any. A schema whose
+    /// keys another KEK wraps, or that holds keys while none is given, is refused
+    /// ([`OpenError::Kek`]).
+    pub keyring: Option<Keyring>,
 }
 
 /// Why a store could not be opened.
@@ -46,6 +52,15 @@ pub enum OpenError {
         /// Why.
         source: schema::MigrateError,
     },
+    /// The key-encryption key is missing, malformed or not the one the schema's keys
+    /// are wrapped by.
+    #[error("cannot open schema '{schema}': {source}")]
+    Kek {
+        /// The schema.
+        schema: String,
+        /// What is wrong.
+        source: KekError,
+    },
     /// The schema holds a value no writer of annal stores (an [`Error::Corrupt`]).
     #[error("cannot open schema '{schema}': {source}")]
     Corrupt {
@@ -60,6 +75,7 @@ impl From<OpenError> for Error {
     fn from(e: OpenError) -> Self {
         match e {
             OpenError::Corrupt { source, .. } => source.into(),
+            e @ OpenError::Kek { .. } => Error::invalid("kek", e.to_string()),
             other => Error::storage(other),
         }
     }
@@ -137,7 +153,23 @@ impl PgStore {
         .map_err(connect_failed)?
         .try_get(0)
         .map_err(|e| connect_failed(StorageFailure::new("reading the head", e)))?;
+        let stored_keks = timed(
+            timeout,
+            "reading the key table",
+            crate::privacy::kek_ids(&client, &quoted),
+        )
+        .await
+        .map_err(connect_failed)?;
         drop(client);
+        let kek_err = |source| OpenError::Kek {
+            schema: config.schema.clone(),
+            source,
+        };
+        let keyring = match options.keyring {
+            Some(k) => Some(k),
+            None => Keyring::from_env().map_err(kek_err)?,
+        };
+        Keyring::check_store(keyring.as_ref(), &stored_keks).map_err(kek_err)?;
 
         let head = stored::number(format_args!("{quoted}.head"), head).map_err(|source| {
             OpenError::Corrupt {
@@ -180,6 +212,7 @@ impl PgStore {
                 head: head_rx,
                 listener,
                 health,
+                keyring: std::sync::RwLock::new(keyring.map(Arc::new)),
             }),
         })
     }

@@ -14,7 +14,7 @@ use tokio_postgres::types::{FromSql, ToSql, Type};
 /// The columns every event read selects, in [`event_from_row`]'s order.
 pub const EVENT_COLUMNS: &str = "position, event_id, event_type, event_version, aggregate_type, \
      aggregate_id, aggregate_version, recorded_at, user_id, correlation_id, causation_id, \
-     data, metadata, hash, principal";
+     data, metadata, hash, principal, sealed";
 
 /// SQL turning a bigint parameter of microseconds since the Unix epoch into timestamptz.
 pub fn micros_to_timestamptz(param: &str) -> String {
@@ -79,6 +79,9 @@ pub fn event_from_row(row: &Row) -> Result<RecordedEvent> {
         principal: get(row, 14)?,
         data: RawJson::from_stored(get(row, 11)?),
         metadata: RawJson::from_stored(get(row, 12)?),
+        sealed: get::<Option<String>>(row, 15)?.map(RawJson::from_stored),
+        subjects: Vec::new(),
+        personal: None,
         hash,
     })
 }

@@ -18,7 +18,7 @@ use crate::{StorageFailure, timed};
 use std::time::Duration;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// The DDL of version 1; `{s}` stands for the quoted schema name.
 const V1: &str = r#"
@@ -156,6 +156,28 @@ const V4: &str = "ALTER TABLE {s}.events ADD COLUMN principal text;";
 /// store's).
 const V5: &str = "ALTER TABLE {s}.checkpoints ADD COLUMN source text;";
 
+/// The DDL of version 6: personal data (docs/privacy.md). `sealed` holds an event's
+/// encrypted personal part (NULL for events without one: older events and their hashes
+/// are untouched); `subject_keys` is the key table, the one table annal deletes from;
+/// `event_subjects` finds a subject's events.
+const V6: &str = r#"
+ALTER TABLE {s}.events ADD COLUMN sealed text;
+CREATE TABLE {s}.subject_keys (
+    subject            text        PRIMARY KEY,
+    key_id             text        NOT NULL UNIQUE,
+    kek_id             text        NOT NULL,     -- the key-encryption key that wraps it
+    wrapped_key        text,                     -- base64(nonce || sealed key); NULL: forgotten
+    created_at         timestamptz NOT NULL,
+    forgotten_at       timestamptz,
+    forgotten_position bigint                    -- its $subjectForgotten event
+);
+CREATE TABLE {s}.event_subjects (
+    subject  text   NOT NULL,
+    position bigint NOT NULL,
+    PRIMARY KEY (subject, position)
+);
+"#;
+
 /// What can go wrong bringing a schema up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -227,7 +249,7 @@ pub async fn migrate(
         });
     }
     for (version, ddl) in (1..)
-        .zip([V1, V2, V3, V4, V5])
+        .zip([V1, V2, V3, V4, V5, V6])
         .skip_while(|(v, _)| *v <= found)
     {
         timed(timeout, ctx, tx.batch_execute(&ddl.replace("{s}", &s))).await?;

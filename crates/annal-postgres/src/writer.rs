@@ -52,6 +52,7 @@ use crate::rows::{self, EVENT_COLUMNS, PgTime, clamp, micros_to_timestamptz};
 use crate::{StorageFailure, pool_failure};
 use annal_core::commit::{self, Fail, Group};
 use annal_core::import::Tip;
+use annal_core::privacy::SubjectKey;
 use annal_core::stored::{self, OutOfRange};
 use annal_core::{Error, Hash, RecordedEvent, Result, StreamRecord, Timestamp, Uuid};
 use deadpool_postgres::{Object, Pool};
@@ -86,6 +87,7 @@ pub struct Sql {
     upsert_checkpoints: String,
     upsert_snapshots: String,
     move_head: String,
+    keys: crate::privacy::KeySql,
     /// The NOTIFY channel: `<schema>.head`.
     pub channel: String,
 }
@@ -118,13 +120,14 @@ impl Sql {
                 "INSERT INTO {s}.events (position, event_id, event_type, event_version,
                    aggregate_type, aggregate_id, aggregate_version, recorded_at, user_id,
                    correlation_id, causation_id, data, metadata, hash, data_json, metadata_json,
-                   principal)
+                   principal, sealed)
                  SELECT p, id, et, ev, aty, aid, av, {}, u, co, ca, d, m, h,
-                   CASE WHEN dj THEN d::jsonb END, CASE WHEN mj THEN m::jsonb END, pr
+                   CASE WHEN dj THEN d::jsonb END, CASE WHEN mj THEN m::jsonb END, pr, se
                  FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],
                    $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[],
-                   $12::text[], $13::text[], $14::text[], $15::bool[], $16::bool[], $17::text[])
-                   AS t(p, id, et, ev, aty, aid, av, at, u, co, ca, d, m, h, dj, mj, pr)",
+                   $12::text[], $13::text[], $14::text[], $15::bool[], $16::bool[], $17::text[],
+                   $18::text[])
+                   AS t(p, id, et, ev, aty, aid, av, at, u, co, ca, d, m, h, dj, mj, pr, se)",
                 micros_to_timestamptz("at")
             ),
             upsert_streams: format!(
@@ -169,6 +172,7 @@ impl Sql {
                  SELECT pg_notify($4, position::text) FROM moved",
                 micros_to_timestamptz("$3")
             ),
+            keys: crate::privacy::KeySql::new(&s),
             channel: format!("{schema}.head"),
         }
     }
@@ -278,6 +282,10 @@ struct ReadAhead {
     checkpoints: HashMap<String, Result<u64, OutOfRange>>,
     /// The leases fenced checkpoint writes name: (group, partition) → (owner, token).
     leases: HashMap<(String, u32), Result<Holder, OutOfRange>>,
+    /// The subjects asked for, and their key-table rows (an unreadable row fails only
+    /// the jobs that need it).
+    subjects: HashSet<String>,
+    keys: HashMap<String, std::result::Result<SubjectKey, String>>,
 }
 
 impl commit::Lookup for ReadAhead {
@@ -309,6 +317,19 @@ impl commit::Lookup for ReadAhead {
         partition: u32,
     ) -> Result<Option<(Option<String>, u64)>, Fail> {
         found(self.leases.get(&(group.to_owned(), partition)))
+    }
+
+    fn subject_key(&mut self, subject: &str) -> Result<Option<SubjectKey>, Fail> {
+        if !self.subjects.contains(subject) {
+            // Only a stored event's other subjects: read as no key, so a replay with
+            // other subjects is a duplicate, as it should be.
+            return Ok(None);
+        }
+        match self.keys.get(subject) {
+            None => Ok(None),
+            Some(Ok(k)) => Ok(Some(k.clone())),
+            Some(Err(e)) => Err(Fail::Job(Error::Corrupt(e.clone()))),
+        }
     }
 }
 
@@ -376,11 +397,17 @@ impl Writer {
         let mut ids: Vec<Uuid> = Vec::new();
         let mut names: Vec<&str> = Vec::new();
         let mut fences: Vec<(&str, i64)> = Vec::new();
+        let mut subjects: Vec<&str> = Vec::new();
         for job in group {
             aggregates.extend(commit::streams_touched(job));
             match job {
                 Job::Transact(t, _) => {
                     for a in &t.appends {
+                        for e in &a.events {
+                            if let Some(p) = &e.personal {
+                                subjects.extend(p.subjects.iter().map(String::as_str));
+                            }
+                        }
                         ids.extend(
                             a.events
                                 .iter()
@@ -397,8 +424,11 @@ impl Writer {
                 }
                 Job::Snapshot(..) => {}
                 Job::Import(events, _) => ids.extend(events.iter().map(|e| e.event_id)),
+                Job::Forget(f, _) => subjects.push(&f.subject),
             }
         }
+        subjects.sort_unstable();
+        subjects.dedup();
         aggregates.sort_unstable();
         aggregates.dedup();
         ids.sort_unstable();
@@ -436,6 +466,10 @@ impl Writer {
             .await
             .map_err(prep)?;
         let move_head = client.prepare_cached(&sql.move_head).await.map_err(prep)?;
+        let key_rows = client
+            .prepare_cached(&sql.keys.by_subject)
+            .await
+            .map_err(prep)?;
 
         // Read phase, pipelined: the server runs these in order, so every read happens
         // after the head lock is granted and sees every commit before this one.
@@ -444,7 +478,9 @@ impl Writer {
         let names_param: [&(dyn ToSql + Sync); 1] = [&names];
         let fences_param: [&(dyn ToSql + Sync); 2] = [&fence_groups, &fence_partitions];
         let no_fences = fences.is_empty();
-        let (begin, tip, found, stored, cps, held) = tokio::join!(
+        let subjects_param: [&(dyn ToSql + Sync); 1] = [&subjects];
+        let no_subjects = subjects.is_empty();
+        let (begin, tip, found, stored, cps, held, keyed) = tokio::join!(
             client.batch_execute("BEGIN"),
             client.query_one(&lock_head, &[]),
             client.query(&streams, &aggregates_param),
@@ -457,6 +493,13 @@ impl Writer {
                     client.query(&leases, &fences_param).await
                 }
             },
+            async {
+                if no_subjects {
+                    Ok(Vec::new())
+                } else {
+                    client.query(&key_rows, &subjects_param).await
+                }
+            },
         );
         let read = fail("reading the log's tip under the commit lock");
         begin.map_err(read)?;
@@ -465,6 +508,7 @@ impl Writer {
         let stored = stored.map_err(read)?;
         let cps = cps.map_err(read)?;
         let held = held.map_err(read)?;
+        let keyed = keyed.map_err(read)?;
         let bad = |e: Error| StorageFailure::message("reading the log's tip", e.to_string());
         let position: i64 = rows::get(&tip, 0).map_err(bad)?;
         let hash: Hash = rows::get::<&str>(&tip, 1)
@@ -485,7 +529,14 @@ impl Writer {
             damaged: HashSet::new(),
             checkpoints: HashMap::with_capacity(cps.len()),
             leases: HashMap::with_capacity(held.len()),
+            subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+            keys: HashMap::with_capacity(keyed.len()),
         };
+        for r in &keyed {
+            let subject: String = rows::get(r, 0).map_err(bad)?;
+            let row = crate::privacy::key_from_row(r).map_err(|e| e.to_string());
+            ahead.keys.insert(subject, row);
+        }
         for r in &found {
             let id: String = rows::get(r, 0).map_err(bad)?;
             let version: i64 = rows::get(r, 2).map_err(bad)?;
@@ -559,7 +610,7 @@ impl Writer {
 
         // Write phase, pipelined; COMMIT only once every write succeeded.
         let ev = EventColumns::from(&writes.events);
-        let ev_params: [&(dyn ToSql + Sync); 17] = [
+        let ev_params: [&(dyn ToSql + Sync); 18] = [
             &ev.position,
             &ev.event_id,
             &ev.event_type,
@@ -577,6 +628,7 @@ impl Writer {
             &ev.data_ok,
             &ev.metadata_ok,
             &ev.principal,
+            &ev.sealed,
         ];
         let st = StreamColumns::from(&writes.streams);
         let st_params: [&(dyn ToSql + Sync); 7] = [
@@ -608,6 +660,43 @@ impl Writer {
             &sn.state_ok,
             &sn.created_at,
         ];
+        let kc = crate::privacy::KeyColumns::from(&writes);
+        let kc_params: [&(dyn ToSql + Sync); 7] = [
+            &kc.subject,
+            &kc.key_id,
+            &kc.kek_id,
+            &kc.wrapped,
+            &kc.created_at,
+            &kc.forgotten_at,
+            &kc.forgotten_position,
+        ];
+        let ix_params: [&(dyn ToSql + Sync); 2] = [&kc.index_subject, &kc.index_position];
+        let fg_params: [&(dyn ToSql + Sync); 1] = [&kc.forgotten];
+        let upsert_keys = if kc.subject.is_empty() {
+            None
+        } else {
+            Some(
+                client
+                    .prepare_cached(&sql.keys.upsert)
+                    .await
+                    .map_err(prep)?,
+            )
+        };
+        let index_subjects = if kc.index_subject.is_empty() {
+            None
+        } else {
+            Some(client.prepare_cached(&sql.keys.index).await.map_err(prep)?)
+        };
+        let drop_snapshots = if kc.forgotten.is_empty() {
+            None
+        } else {
+            Some(
+                client
+                    .prepare_cached(&sql.keys.drop_snapshots)
+                    .await
+                    .map_err(prep)?,
+            )
+        };
         let head = clamp(tip.position);
         let head_hash = tip.hash.to_hex();
         let head_at = tip.recorded_at.as_micros();
@@ -625,6 +714,15 @@ impl Writer {
         }
         if !sn.aggregate_id.is_empty() {
             writes.push(Box::pin(client.execute(&upsert_snapshots, &sn_params)));
+        }
+        if let Some(st) = &upsert_keys {
+            writes.push(Box::pin(client.execute(st, &kc_params)));
+        }
+        if let Some(st) = &index_subjects {
+            writes.push(Box::pin(client.execute(st, &ix_params)));
+        }
+        if let Some(st) = &drop_snapshots {
+            writes.push(Box::pin(client.execute(st, &fg_params)));
         }
         if tip.position != start {
             writes.push(Box::pin(client.execute(&move_head, &head_params)));

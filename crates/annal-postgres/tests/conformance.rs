@@ -106,12 +106,89 @@ async fn a_version_2_schema_gets_the_stream_records_the_writer_would_have_kept()
     c.batch_execute(&format!(
         "DROP TABLE \"{s}\".streams; ALTER TABLE \"{s}\".events DROP COLUMN principal;
          ALTER TABLE \"{s}\".checkpoints DROP COLUMN source;
+         ALTER TABLE \"{s}\".events DROP COLUMN sealed;
+         DROP TABLE \"{s}\".subject_keys; DROP TABLE \"{s}\".event_subjects;
          DELETE FROM \"{s}\".schema_version WHERE version > 2"
     ))
     .await
     .expect("back to version 2");
     let store = PgStore::connect(&h.url).await.expect("migrate");
     streams::check_migrated(&store, &names, kept).await;
+}
+
+/// A version 5 schema (before personal data) holding events migrates to version 6 when
+/// opened with a KEK: its events and their hashes are untouched and verify, and it then
+/// takes personal data.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_5_schema_with_events_takes_personal_data_once_migrated() {
+    if !common::available() {
+        return;
+    }
+    let h = fresh().await;
+    annal_core::testkit::fixtures::seed_family(&h.store, "family_1", 5).await;
+    let before = annal_core::testkit::fixtures::all(&h.store).await;
+    let c = common::admin().await;
+    let s = &h.schema;
+    c.batch_execute(&format!(
+        "ALTER TABLE \"{s}\".events DROP COLUMN sealed;
+         DROP TABLE \"{s}\".subject_keys; DROP TABLE \"{s}\".event_subjects;
+         DELETE FROM \"{s}\".schema_version WHERE version > 5"
+    ))
+    .await
+    .expect("back to version 5");
+    let store = connect_with_kek(&h.url, Some(annal_core::testkit::privacy::kek()))
+        .await
+        .expect("migrate");
+    assert_eq!(annal_core::testkit::fixtures::all(&store).await, before);
+    annal_core::testkit::privacy::personal_data_round_trips_on(&store).await;
+}
+
+async fn connect_with_kek(
+    url: &str,
+    keyring: Option<annal_core::privacy::Keyring>,
+) -> Result<PgStore, annal_postgres::OpenError> {
+    let config = annal_postgres::PgConfig::from_url(url)?;
+    let options = annal_postgres::Options {
+        keyring,
+        ..annal_postgres::Options::default()
+    };
+    PgStore::connect_with(config, options).await
+}
+
+async fn fresh_with_kek() -> Pg {
+    let schema = common::fresh_schema();
+    let url = common::store_url(&schema);
+    let guard = common::SchemaGuard(schema.clone());
+    let store = connect_with_kek(&url, Some(annal_core::testkit::privacy::kek()))
+        .await
+        .unwrap_or_else(|e| panic!("cannot open a store on the test server: {e}"));
+    Pg {
+        store,
+        url,
+        schema,
+        _guard: guard,
+    }
+}
+
+#[async_trait]
+impl annal_core::testkit::privacy::PrivacyHarness for Pg {
+    async fn reopen_with(
+        &mut self,
+        keyring: Option<annal_core::privacy::Keyring>,
+    ) -> Result<(), String> {
+        match connect_with_kek(&self.url, keyring).await {
+            Ok(s) => {
+                self.store = s;
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+mod personal_data {
+    use super::{common, fresh_with_kek};
+    annal_core::privacy_suite!(fresh_with_kek, skip_unless = common::available);
 }
 
 /// Edits the schema behind the store's back (the events guard off for the statement).

@@ -314,6 +314,10 @@ fn route_operation(method: &Method, route: &str) -> Option<Operation> {
             Operation::Snapshot
         }
         "/v1/checkpoints/{name}" if method == Method::PUT => Operation::Checkpoint,
+        "/v1/subjects" | "/v1/subjects/{subject}" | "/v1/subjects/{subject}/events" if read => {
+            Operation::Subjects
+        }
+        "/v1/subjects/{subject}/forget" if method == Method::POST => Operation::Subjects,
         "/v1/groups/{group}/leases/{partition}/acquire"
         | "/v1/groups/{group}/leases/{partition}/renew"
         | "/v1/groups/{group}/leases/{partition}/release"

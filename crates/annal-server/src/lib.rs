@@ -246,6 +246,13 @@ pub(crate) fn http_router(
             "/v1/groups/{group}/members/{member}",
             put(routes::heartbeat),
         )
+        .route("/v1/subjects", get(routes::list_subjects))
+        .route("/v1/subjects/{subject}", get(routes::get_subject))
+        .route("/v1/subjects/{subject}/events", get(routes::subject_events))
+        .route(
+            "/v1/subjects/{subject}/forget",
+            post(routes::forget_subject),
+        )
         .route("/v1/subscribe", get(routes::subscribe))
         .route("/v1/verify", get(routes::verify))
         .route("/v1/digest", get(routes::digest))

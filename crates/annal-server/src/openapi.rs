@@ -9,6 +9,7 @@ use annal_core::wire::{
     LeaseList, MemberList, Overview, Problem, RecordedEvent, Snapshot, SnapshotBody, StreamPage,
     Transaction, TransactionResult, VerifyReport, Whoami,
 };
+use annal_core::wire::{ForgetBody, Forgotten, SubjectInfo, SubjectList};
 use annal_core::{Direction, ExpectedVersion, Hash, LeaseFence, NewEvent, RawJson, Timestamp};
 use utoipa::OpenApi;
 
@@ -36,6 +37,10 @@ use utoipa::OpenApi;
         routes::heartbeat,
         routes::put_snapshot,
         routes::latest_snapshot,
+        routes::list_subjects,
+        routes::get_subject,
+        routes::subject_events,
+        routes::forget_subject,
         routes::subscribe,
         routes::verify,
         routes::digest,
@@ -83,6 +88,10 @@ use utoipa::OpenApi;
         StreamPage,
         Head,
         Health,
+        ForgetBody,
+        Forgotten,
+        SubjectInfo,
+        SubjectList,
     ))
 )]
 pub struct ApiDoc;

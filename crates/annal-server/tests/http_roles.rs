@@ -82,6 +82,15 @@ fn cases() -> Vec<(Method, &'static str, Option<Value>, Least)> {
             Write,
         ),
         (Method::GET, "/v1/verify?deep=true", None, Admin),
+        (Method::GET, "/v1/subjects", None, Admin),
+        (Method::GET, "/v1/subjects/family-{r}", None, Admin),
+        (Method::GET, "/v1/subjects/family-{r}/events", None, Admin),
+        (
+            Method::POST,
+            "/v1/subjects/family-{r}/forget",
+            Some(json!({"reason": "erasure request"})),
+            Admin,
+        ),
         (
             Method::POST,
             "/v1/streams/sys-{r}",

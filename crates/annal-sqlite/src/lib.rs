@@ -24,6 +24,7 @@ mod backup;
 mod check;
 pub mod durable;
 mod open;
+mod privacy;
 pub mod rows;
 pub mod schema;
 pub mod wal_check;
@@ -34,6 +35,7 @@ pub use open::{OpenError, Options, default_readers};
 use annal_core::append::{ProposedTransaction, check_name};
 use annal_core::failures::WriteHealth;
 use annal_core::lease;
+use annal_core::privacy::{ForgetRequest, Forgotten, Keyring, SubjectInfo};
 use annal_core::{
     AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Lease, Limits, RawJson,
     RecordedEvent, Result, Snapshot, Store, StreamRecord, Timestamp, TransactionResult, Uuid,
@@ -72,6 +74,9 @@ struct Inner {
     writer: Option<std::thread::JoinHandle<()>>,
     /// Whether the writer's last commit failed.
     health: WriteHealth,
+    /// The key-encryption key personal data is sealed with (none: the store takes no
+    /// personal data, and reads any it holds as erased).
+    keyring: std::sync::RwLock<Option<Arc<Keyring>>>,
 }
 
 impl Drop for Inner {
@@ -93,6 +98,10 @@ impl SqliteStore {
     /// The store file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    fn keyring(&self) -> Option<Arc<Keyring>> {
+        self.inner.keyring.read().map_or(None, |k| k.clone())
     }
 
     async fn submit<T>(
@@ -195,8 +204,64 @@ impl Store for SqliteStore {
         &self.inner.limits
     }
 
-    async fn commit(&self, proposed: ProposedTransaction) -> Result<TransactionResult> {
+    async fn commit(&self, mut proposed: ProposedTransaction) -> Result<TransactionResult> {
+        annal_core::privacy::attach(&mut proposed, self.keyring().as_ref())?;
         self.submit(|tx| writer::Job::Transact(proposed, tx)).await
+    }
+
+    async fn forget_subject(&self, request: ForgetRequest) -> Result<Forgotten> {
+        request.check()?;
+        self.submit(|tx| writer::Job::Forget(request, tx)).await
+    }
+
+    async fn subjects(&self, after: &str, limit: usize) -> Result<Vec<SubjectInfo>> {
+        let after = after.to_owned();
+        self.read(move |c| privacy::subjects(c, &after, limit))
+            .await
+    }
+
+    async fn subject(&self, subject: &str) -> Result<Option<SubjectInfo>> {
+        let subject = subject.to_owned();
+        self.read(move |c| privacy::subject(c, &subject)).await
+    }
+
+    async fn subject_events(
+        &self,
+        subject: &str,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let subject = subject.to_owned();
+        let keyring = self.keyring();
+        self.read(move |c| {
+            let events = privacy::subject_events(c, &subject, after_position, limit)?;
+            privacy::open(c, keyring.as_deref(), rows::checked(c, events)?)
+        })
+        .await
+    }
+
+    async fn rotate_kek(&self, new: Keyring) -> Result<u64> {
+        let old = self.keyring().ok_or_else(|| {
+            Error::invalid(
+                "kek",
+                "the store was opened without a key-encryption key: open it with the current one to rotate",
+            )
+        })?;
+        let path = self.inner.path.clone();
+        let new = Arc::new(new);
+        let moved = {
+            let new = new.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut conn = open_connection(&path, false).map_err(db)?;
+                privacy::rotate(&mut conn, &old, &new)
+            })
+            .await
+            .map_err(|e| Error::storage(format!("the rotation task failed: {e}")))??
+        };
+        if let Ok(mut k) = self.inner.keyring.write() {
+            *k = Some(new);
+        }
+        Ok(moved)
     }
 
     async fn import(&self, events: Vec<RecordedEvent>) -> Result<u64> {
@@ -214,6 +279,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let id = aggregate_id.to_owned();
+        let keyring = self.keyring();
         self.read(move |c| {
             let (sql, from) = match direction {
                 Direction::Forward => (
@@ -233,7 +299,7 @@ impl Store for SqliteStore {
             };
             let events =
                 rows::query_events(c, &sql, rusqlite::params![id, clamp(from), clamp(limit)])?;
-            rows::checked(c, events)
+            privacy::open(c, keyring.as_deref(), rows::checked(c, events)?)
         })
         .await
     }
@@ -245,9 +311,10 @@ impl Store for SqliteStore {
         filter: &Filter,
     ) -> Result<Vec<RecordedEvent>> {
         let filter = filter.clone();
+        let keyring = self.keyring();
         self.read(move |c| {
             let events = rows::read_all(c, after_position, limit, &filter)?;
-            rows::checked(c, events)
+            privacy::open(c, keyring.as_deref(), rows::checked(c, events)?)
         })
         .await
     }
@@ -265,10 +332,11 @@ impl Store for SqliteStore {
     }
 
     async fn event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {
+        let keyring = self.keyring();
         self.read(move |c| {
             let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1");
             let events = rows::query_events(c, &sql, [event_id.hyphenated().to_string()])?;
-            Ok(rows::checked(c, events)?.pop())
+            Ok(privacy::open(c, keyring.as_deref(), rows::checked(c, events)?)?.pop())
         })
         .await
     }

@@ -8,6 +8,7 @@
 //! creates is private to its owner (folder 0700, file 0600, and so its WAL too).
 
 use crate::{Inner, SqliteStore, schema, writer};
+use annal_core::privacy::{KekError, Keyring};
 use annal_core::{Error, Limits, Timestamp, stored};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,11 @@ pub struct Options {
     /// ([`crate::wal_check`]); default: `ANNAL_ACCEPT_TRUNCATED_WAL=1` in the
     /// environment, else refuse ([`OpenError::DamagedWal`]).
     pub accept_truncated_wal: bool,
+    /// The key-encryption key personal data is sealed with (docs/privacy.md); when
+    /// `None`, the one `ANNAL_KEK_FILE` or `ANNAL_KEK` names, if any. A store whose
+    /// keys another KEK wraps, or that holds keys while none is given, is refused
+    /// ([`OpenError::Kek`]).
+    pub keyring: Option<Keyring>,
 }
 
 impl Default for Options {
@@ -38,6 +44,7 @@ impl Default for Options {
             readers: default_readers(),
             accept_truncated_wal: std::env::var("ANNAL_ACCEPT_TRUNCATED_WAL")
                 .is_ok_and(|v| v.trim() == "1"),
+            keyring: None,
         }
     }
 }
@@ -110,6 +117,15 @@ pub enum OpenError {
         /// Frames SQLite would keep.
         kept: u64,
     },
+    /// The key-encryption key is missing, malformed or not the one the store's keys
+    /// are wrapped by.
+    #[error("cannot open store file {path}: {source}")]
+    Kek {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: KekError,
+    },
     /// The writer thread could not be started.
     #[error("cannot start the writer thread: {0}")]
     Thread(std::io::Error),
@@ -120,6 +136,7 @@ impl From<OpenError> for Error {
         match e {
             OpenError::Corrupt { source, .. } => source.into(),
             e @ OpenError::DamagedWal { .. } => Error::Corrupt(e.to_string()),
+            e @ OpenError::Kek { .. } => Error::invalid("kek", e.to_string()),
             other => Error::storage(other),
         }
     }
@@ -199,6 +216,16 @@ impl SqliteStore {
                 path: path.clone(),
                 source,
             })?;
+        let kek_err = |source| OpenError::Kek {
+            path: path.clone(),
+            source,
+        };
+        let keyring = match options.keyring {
+            Some(k) => Some(k),
+            None => Keyring::from_env().map_err(kek_err)?,
+        };
+        let stored = crate::privacy::kek_ids(&conn).map_err(dberr)?;
+        Keyring::check_store(keyring.as_ref(), &stored).map_err(kek_err)?;
         let (head_tx, head_rx) = watch::channel(head);
         let (jobs, jobs_rx) = mpsc::channel();
         let health = annal_core::failures::WriteHealth::default();
@@ -221,6 +248,7 @@ impl SqliteStore {
                 leases: Mutex::new(None),
                 writer: Some(writer),
                 health,
+                keyring: std::sync::RwLock::new(keyring.map(Arc::new)),
             }),
         })
     }
@@ -274,6 +302,9 @@ pub(crate) fn open_connection(path: &Path, reader: bool) -> rusqlite::Result<Con
     conn.pragma_update(None, "cache_size", -16384)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+    // A forgotten subject's wrapped key is overwritten with zeros in the file, not
+    // just unlinked from the B-tree (docs/privacy.md).
+    conn.pragma_update(None, "secure_delete", true)?;
     if reader {
         conn.pragma_update(None, "query_only", true)?;
         conn.pragma_update(None, "mmap_size", 256i64 << 20)?;

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 /// The columns every event read selects, in [`event_from_row`]'s order.
 pub const EVENT_COLUMNS: &str = "position, event_id, event_type, event_version, aggregate_type, \
      aggregate_id, aggregate_version, recorded_at, user_id, correlation_id, causation_id, \
-     data, metadata, hash, principal";
+     data, metadata, hash, principal, sealed";
 
 /// Maps a database error.
 pub fn db(e: rusqlite::Error) -> Error {
@@ -61,6 +61,12 @@ pub fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent> {
         principal: row.get(14).map_err(db)?,
         data: RawJson::from_stored(row.get(11).map_err(db)?),
         metadata: RawJson::from_stored(row.get(12).map_err(db)?),
+        sealed: row
+            .get::<_, Option<String>>(15)
+            .map_err(db)?
+            .map(RawJson::from_stored),
+        subjects: Vec::new(),
+        personal: None,
         hash,
     })
 }

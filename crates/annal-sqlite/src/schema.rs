@@ -10,7 +10,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 const V1: &str = r#"
 CREATE TABLE events (
@@ -138,6 +138,29 @@ const V5: &str = "ALTER TABLE events ADD COLUMN principal TEXT;";
 /// Version 6: a checkpoint may track another log (`source`; NULL: this store's).
 const V6: &str = "ALTER TABLE checkpoints ADD COLUMN source TEXT;";
 
+/// Version 7: personal data (docs/privacy.md). `sealed` holds an event's encrypted
+/// personal part (NULL for every event without one, so older events and their hashes
+/// are untouched); `subject_keys` is the key table, the one table annal deletes from
+/// (a forgotten subject's `wrapped_key` becomes NULL); `event_subjects` finds a
+/// subject's events (for export, and for the snapshots a forgetting deletes).
+const V7: &str = r#"
+ALTER TABLE events ADD COLUMN sealed TEXT;
+CREATE TABLE subject_keys (
+    subject            TEXT    PRIMARY KEY,
+    key_id             TEXT    NOT NULL UNIQUE,
+    kek_id             TEXT    NOT NULL,        -- the key-encryption key that wraps it
+    wrapped_key        TEXT,                    -- base64(nonce || sealed key); NULL: forgotten
+    created_at         TEXT    NOT NULL,
+    forgotten_at       TEXT,
+    forgotten_position INTEGER                  -- its $subjectForgotten event
+);
+CREATE TABLE event_subjects (
+    subject  TEXT    NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (subject, position)
+) WITHOUT ROWID;
+"#;
+
 /// What can go wrong bringing a file's schema up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -173,7 +196,7 @@ pub fn migrate(conn: &mut Connection, now: &str) -> Result<(), MigrateError> {
         return Err(MigrateError::TooNew { found });
     }
     for (version, ddl) in (1..)
-        .zip([V1, V2, V3, V4, V5, V6])
+        .zip([V1, V2, V3, V4, V5, V6, V7])
         .skip_while(|(v, _)| *v <= found)
     {
         tx.execute_batch(ddl)?;
@@ -211,7 +234,7 @@ mod tests {
             .expect("query")
             .collect::<rusqlite::Result<_>>()
             .expect("rows");
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
         let leases: i64 = conn
             .query_row("SELECT count(*) FROM leases", [], |r| r.get(0))
             .expect("leases table");

@@ -219,6 +219,13 @@ impl commit::Lookup for SqlLookup<'_> {
             .transpose()
             .map_err(|e| fail(e.into()))
     }
+
+    fn subject_key(
+        &mut self,
+        subject: &str,
+    ) -> Result<Option<annal_core::privacy::SubjectKey>, Fail> {
+        crate::privacy::key_row(self.conn, subject).map_err(fail)
+    }
 }
 
 /// Applies a group in one transaction; answers each job's outcome and the new head.
@@ -252,8 +259,8 @@ fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO events (position, event_id, event_type, event_version, aggregate_type,
            aggregate_id, aggregate_version, recorded_at, user_id, correlation_id,
-           causation_id, data, metadata, hash, principal)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+           causation_id, data, metadata, hash, principal, sealed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?;
     // A group's appended events share one time: format it once.
     let mut at: Option<(Timestamp, String)> = None;
@@ -282,8 +289,10 @@ fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
             e.metadata.get(),
             e.hash.to_hex(),
             e.principal,
+            e.sealed.as_ref().map(|s| s.get()),
         ])?;
     }
+    crate::privacy::write(conn, w)?;
     let mut streams = conn.prepare_cached(
         "INSERT OR REPLACE INTO streams (aggregate_id, aggregate_type, version, tombstoned,
            truncate_before, metadata_version, metadata)

@@ -81,6 +81,8 @@ async fn a_version_2_file_gets_the_stream_records_the_writer_would_have_kept() {
          CREATE INDEX events_by_recorded_at    ON events (recorded_at);
          ALTER TABLE events DROP COLUMN principal;
          ALTER TABLE checkpoints DROP COLUMN source;
+         ALTER TABLE events DROP COLUMN sealed;
+         DROP TABLE subject_keys; DROP TABLE event_subjects;
          DELETE FROM schema_version WHERE version > 2;",
     )
     .expect("back to version 2");
@@ -157,4 +159,69 @@ async fn a_negative_checkpoint_position_or_lease_token_is_reported_corrupt_not_w
     let checkpoint = corrupt_message(store.checkpoint("billing").await);
     assert!(checkpoint.contains("checkpoints.position") && checkpoint.contains("-5"));
     assert!(corrupt_message(store.leases("g").await).contains("leases.token"));
+}
+
+/// A store opened with the test KEK, for the personal-data cases.
+async fn fresh_with_kek() -> Sqlite {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("annal.db");
+    let store = open_with_kek(&path, Some(annal_core::testkit::privacy::kek())).expect("open");
+    Sqlite {
+        _dir: dir,
+        path,
+        store,
+    }
+}
+
+fn open_with_kek(
+    path: &std::path::Path,
+    keyring: Option<annal_core::privacy::Keyring>,
+) -> Result<SqliteStore, annal_sqlite::OpenError> {
+    let options = annal_sqlite::Options {
+        keyring,
+        ..annal_sqlite::Options::default()
+    };
+    SqliteStore::open_with(path, options)
+}
+
+#[async_trait]
+impl annal_core::testkit::privacy::PrivacyHarness for Sqlite {
+    async fn reopen_with(
+        &mut self,
+        keyring: Option<annal_core::privacy::Keyring>,
+    ) -> Result<(), String> {
+        let working = self.store.clone();
+        drop(std::mem::replace(&mut self.store, working));
+        match open_with_kek(&self.path, keyring) {
+            Ok(s) => {
+                self.store = s;
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+annal_core::privacy_suite!(fresh_with_kek);
+
+/// A version 6 file (before personal data) holding events migrates to version 7 when
+/// opened with a KEK: its events and their hashes are untouched and verify, and it then
+/// takes personal data.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_6_file_with_events_takes_personal_data_once_migrated() {
+    let Sqlite { _dir, path, store } = fresh().await;
+    annal_core::testkit::fixtures::seed_family(&store, "family_1", 5).await;
+    let before = annal_core::testkit::fixtures::all(&store).await;
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("open behind the store's back");
+    conn.execute_batch(
+        "ALTER TABLE events DROP COLUMN sealed;
+         DROP TABLE subject_keys; DROP TABLE event_subjects;
+         DELETE FROM schema_version WHERE version > 6;",
+    )
+    .expect("back to version 6");
+    drop(conn);
+    let store = open_with_kek(&path, Some(annal_core::testkit::privacy::kek())).expect("migrate");
+    assert_eq!(annal_core::testkit::fixtures::all(&store).await, before);
+    annal_core::testkit::privacy::personal_data_round_trips_on(&store).await;
 }

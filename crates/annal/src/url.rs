@@ -200,7 +200,10 @@ pub async fn connect_with(url: &StoreUrl, limits: Limits) -> Result<Arc<dyn Stor
         StoreUrl::Postgres(pg) => {
             let config = annal_postgres::PgConfig::from_url(pg.expose())
                 .map_err(annal_postgres::OpenError::from)?;
-            let options = annal_postgres::Options { limits };
+            let options = annal_postgres::Options {
+                limits,
+                ..annal_postgres::Options::default()
+            };
             Ok(Arc::new(
                 annal_postgres::PgStore::connect_with(config, options).await?,
             ))

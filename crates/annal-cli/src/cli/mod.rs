@@ -17,6 +17,7 @@ mod progress;
 mod projections;
 mod read;
 mod serve;
+mod subjects;
 mod table;
 mod token;
 mod verify;
@@ -66,6 +67,13 @@ enum Command {
     Copy(copy::CopyArgs),
     /// API tokens for `annal serve --tokens-file`: `annal token new NAME --role ROLE`.
     Token(token::TokenArgs),
+    /// Forget a data subject (docs/privacy.md): destroy its key, so its events' personal
+    /// parts read as {"$erased":true}; records a $subjectForgotten event with the reason
+    /// and deletes the snapshots holding its data. Admin.
+    Forget(subjects::ForgetArgs),
+    /// Personal data's subjects: list (key status), show, export (decrypted, GDPR Art.
+    /// 15), rotate-kek (rewrap every data key with a new key-encryption key).
+    Subjects(subjects::SubjectsArgs),
     /// List projections and named subscriptions (every checkpoint) with status, position,
     /// lag behind the head and errors.
     Projections(projections::ProjectionsArgs),
@@ -238,6 +246,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Copy(a) => copy::run(a).await,
         Command::Projections(a) => projections::run(a).await,
         Command::Token(a) => token::run(a),
+        Command::Forget(a) => subjects::forget(a).await,
+        Command::Subjects(a) => subjects::run(a).await,
     }
 }
 

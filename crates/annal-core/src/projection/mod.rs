@@ -21,7 +21,10 @@
 //!   skipped and named in last_error ([`FailurePolicy`]);
 //! - a rebuild resets the handler and the checkpoint to 0 (status rebuilding), replays
 //!   the whole log while new commits keep arriving, and turns to running once it has
-//!   caught up with the head.
+//!   caught up with the head;
+//! - with [`ProjectionOptions::rebuild_on_forget`], a `$subjectForgotten` event the
+//!   runner has not rebuilt for yet starts a rebuild once handled, so a read model
+//!   rebuilds with the forgotten subject's personal parts erased (docs/privacy.md).
 
 use crate::append::{AppendRequest, Transaction};
 use crate::checkpoint::{Checkpoint, CheckpointStatus, CheckpointWrite, MAX_LAST_ERROR_BYTES};
@@ -115,6 +118,10 @@ pub struct ProjectionOptions {
     pub on_failure: FailurePolicy,
     /// Start with a rebuild.
     pub rebuild: bool,
+    /// Rebuild whenever a data subject is forgotten (a `$subjectForgotten` event, which
+    /// the subscription's filter must let through), so the read model holds no personal
+    /// data of a forgotten subject.
+    pub rebuild_on_forget: bool,
     /// Fence every checkpoint write with this partition lease: once it changes hands,
     /// the runner's writes fail and it stops with [`Error::LeaseConflict`].
     pub fence: Option<LeaseFence>,
@@ -131,6 +138,7 @@ impl ProjectionOptions {
             retry: Retry::default(),
             on_failure: FailurePolicy::Fault,
             rebuild: false,
+            rebuild_on_forget: false,
             fence: None,
         }
     }
@@ -163,6 +171,12 @@ impl ProjectionOptions {
     /// Starts with a rebuild.
     pub fn rebuilding(mut self) -> Self {
         self.rebuild = true;
+        self
+    }
+
+    /// Rebuilds whenever a data subject is forgotten ([`ProjectionOptions::rebuild_on_forget`]).
+    pub fn rebuilding_on_forget(mut self) -> Self {
+        self.rebuild_on_forget = true;
         self
     }
 }
@@ -353,6 +367,7 @@ where
         last_error: None,
         unrecorded: 0,
         flush_at: None,
+        rebuilt_for: 0,
         progress: progress_tx,
         control: control_rx,
     };
@@ -427,6 +442,9 @@ struct Runner<S: ?Sized, H> {
     unrecorded: u64,
     /// When the unrecorded progress must be written.
     flush_at: Option<Instant>,
+    /// The last `$subjectForgotten` position a rebuild started for (its replay sees
+    /// the event again and must not start another).
+    rebuilt_for: u64,
     progress: watch::Sender<Progress>,
     control: mpsc::Receiver<Control>,
 }
@@ -547,6 +565,13 @@ impl<S: Store + ?Sized + 'static, H: Handler> Runner<S, H> {
             match self.handle(event).await? {
                 Flow::Continue => {}
                 other => return Ok(other),
+            }
+            if self.options.rebuild_on_forget
+                && event.event_type == crate::privacy::FORGOTTEN_EVENT_TYPE
+                && event.position > self.rebuilt_for
+            {
+                self.rebuilt_for = event.position;
+                return Ok(Flow::Rebuild);
             }
             if self.unrecorded >= self.options.checkpoint_every {
                 self.write_checkpoint().await?;

@@ -447,7 +447,14 @@ impl<A: Aggregate> Repository<A> {
             if let Some(at) = ctx.occurred_at {
                 meta.insert(OCCURRED_AT.into(), Value::String(at.to_string()));
             }
+            let fields = <A::Event as crate::aggregate::DomainEvent>::personal_fields(&event_type);
+            let (data, personal) =
+                aggregate::split_personal(data, fields).map_err(RepositoryError::Encode)?;
             let mut e = NewEvent::raw(event_type, data).with_version(version);
+            if let Some(personal) = personal {
+                e.subjects = crate::aggregate::DomainEvent::subjects(event, id);
+                e.personal = Some(personal);
+            }
             if !meta.is_empty() {
                 let meta = RawJson::from_value(&meta)
                     .map_err(|e| RepositoryError::Encode(CodecError::Shape(e.to_string())))?;
@@ -570,8 +577,11 @@ impl<A: Aggregate> Repository<A> {
 /// Upcasts one stored event of aggregate type `A` with `upcasters` and decodes it into
 /// `A`'s event enum: what loads, and typed projections, do with every event.
 pub fn decode<A: Aggregate>(upcasters: &Upcasters, e: &RecordedEvent) -> Res<A::Event, A> {
+    // Personal members (or the erasure marker) are merged in: upcasters and the
+    // aggregate see the event whole.
+    let payload = e.payload();
     let upcast = upcasters
-        .upcast(&e.event_type, e.event_version, &e.data)
+        .upcast(&e.event_type, e.event_version, &payload)
         .map_err(|source| RepositoryError::Upcast {
             aggregate_id: e.aggregate_id.clone(),
             position: e.position,
@@ -579,7 +589,7 @@ pub fn decode<A: Aggregate>(upcasters: &Upcasters, e: &RecordedEvent) -> Res<A::
         })?;
     let (event_type, data) = match &upcast {
         Some(u) => (u.event_type.as_str(), &u.data),
-        None => (e.event_type.as_str(), &e.data),
+        None => (e.event_type.as_str(), payload.as_ref()),
     };
     aggregate::decode(event_type, data).map_err(|source| RepositoryError::Event {
         aggregate_id: e.aggregate_id.clone(),

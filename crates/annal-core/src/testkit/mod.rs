@@ -21,6 +21,7 @@ pub mod fixtures;
 pub mod group;
 pub mod lease;
 pub mod model;
+pub mod privacy;
 pub mod projection;
 pub mod read;
 pub mod snapshot;
@@ -136,6 +137,39 @@ macro_rules! stream_suite {
             streams::the_store_refuses_appends_to_a_tombstoned_stream,
             streams::a_soft_deleted_stream_written_again_shows_only_its_new_events,
             streams::a_stream_append_without_a_type_takes_the_streams_own_or_its_category,
+        );
+    };
+}
+
+/// Instantiates the personal-data cases ([`privacy`]) as tests, like
+/// [`conformance_suite!`], given a maker of a [`privacy::PrivacyHarness`] whose store
+/// was opened with [`privacy::kek`].
+#[macro_export]
+macro_rules! privacy_suite {
+    ($make:path) => {
+        $crate::privacy_suite!(@all $make; {});
+    };
+    ($make:path, skip_unless = $ready:path) => {
+        $crate::privacy_suite!(@all $make; {
+            if !$ready() {
+                return;
+            }
+        });
+    };
+    (@all $make:path; $guard:block) => {
+        $crate::conformance_suite!(@cases $make; $guard;
+            privacy::personal_data_round_trips_byte_for_byte_and_is_stored_sealed,
+            privacy::a_forgotten_subject_reads_as_erased_and_the_chain_still_verifies,
+            privacy::an_event_about_two_subjects_is_erased_when_either_is_forgotten,
+            privacy::forgetting_deletes_the_snapshots_holding_the_subjects_data,
+            privacy::a_projection_rebuilt_after_erasure_sees_markers,
+            privacy::a_wrong_or_missing_kek_is_refused_at_open,
+            privacy::a_store_without_a_kek_refuses_personal_data,
+            privacy::rotating_the_kek_rewraps_keys_without_rewriting_events,
+            privacy::appends_racing_a_forgetting_leave_none_readable,
+            privacy::a_subjects_events_export_decrypted_in_order,
+            privacy::a_retried_personal_append_writes_nothing_again,
+            privacy::bad_personal_input_gets_typed_errors_and_writes_nothing,
         );
     };
 }

@@ -153,6 +153,16 @@ pub fn payment(i: u64) -> NewEvent {
     e
 }
 
+/// The `i`-th PaymentReceived with all of its data personal: `data` is `{}` and the
+/// payment's members are the personal part about the family (the privacy benches'
+/// shape: encryption on every byte of payload).
+pub fn payment_personal(i: u64) -> NewEvent {
+    let mut e = payment(i);
+    e.personal = Some(std::mem::replace(&mut e.data, RawJson::empty_object()));
+    e.subjects = vec![format!("family_{}", i % 1000)];
+    e
+}
+
 /// The `i`-th PaymentReceived with random UUIDs (version 4 layout) as its correlation
 /// and causation ids: the same data, but ids that land all over their indexes, as a
 /// busy store's do (the scale runs' shape).
@@ -222,6 +232,17 @@ pub async fn one_writer_on<S: Store + ?Sized>(
 /// Runs writers numbered `first..first + writers`, `each` single-event appends apiece,
 /// each over its own ten aggregates; returns when all are done.
 pub async fn writers<S: Store + Clone + 'static>(s: &S, first: u64, writers: u64, each: u64) {
+    writers_on(s, first, writers, each, payment).await;
+}
+
+/// [`writers`] with `event(i)` as each writer's `i`-th event.
+pub async fn writers_on<S: Store + Clone + 'static>(
+    s: &S,
+    first: u64,
+    writers: u64,
+    each: u64,
+    event: fn(u64) -> NewEvent,
+) {
     let tasks: Vec<_> = (first..first + writers)
         .map(|w| {
             let s = s.clone();
@@ -232,7 +253,7 @@ pub async fn writers<S: Store + Clone + 'static>(s: &S, first: u64, writers: u64
                     s.append(request(
                         &format!("writer_{w}_family_{a}"),
                         ExpectedVersion::Exact(versions[a]),
-                        vec![payment(i)],
+                        vec![event(i)],
                     ))
                     .await
                     .expect("append");
@@ -252,8 +273,18 @@ pub async fn concurrent_writers<S: Store + Clone + 'static>(
     count: u64,
     each: u64,
 ) -> (u64, f64) {
+    concurrent_writers_on(s, count, each, payment).await
+}
+
+/// W2 with `event(i)` as each writer's `i`-th event.
+pub async fn concurrent_writers_on<S: Store + Clone + 'static>(
+    s: &S,
+    count: u64,
+    each: u64,
+    event: fn(u64) -> NewEvent,
+) -> (u64, f64) {
     let t = Instant::now();
-    writers(s, 0, count, each).await;
+    writers_on(s, 0, count, each, event).await;
     (count * each, t.elapsed().as_secs_f64())
 }
 

@@ -18,6 +18,7 @@ pub mod groups;
 pub mod operations;
 pub mod problem;
 pub mod snapshots;
+pub mod subjects;
 
 pub use audit::{Digest, VerifyReport};
 pub use checkpoints::{Checkpoint, CheckpointList, CheckpointWrite};
@@ -30,3 +31,4 @@ pub use groups::{AcquireBody, HeartbeatBody, HeldBody, Lease, LeaseList, MemberL
 pub use operations::Health;
 pub use problem::Problem;
 pub use snapshots::{Snapshot, SnapshotBody};
+pub use subjects::{ForgetBody, Forgotten, SubjectInfo, SubjectList};

@@ -74,11 +74,14 @@ pub struct Problem {
     pub requested: Option<String>,
     /// The HTTP status.
     pub status: u16,
+    /// subject_forgotten: the subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     /// The HTTP reason phrase.
     pub title: String,
     /// Stable: wrong_expected_version, aggregate_type_mismatch, duplicate_event_id,
     /// checkpoint_conflict, lease_conflict, invalid_request, too_large, stream_deleted,
-    /// not_found, storage_error, corrupt, unavailable, unauthorized, forbidden,
+    /// not_found, subject_forgotten, storage_error, corrupt, unavailable, unauthorized, forbidden,
     /// unsupported.
     #[serde(rename = "type")]
     pub kind: String,
@@ -178,6 +181,9 @@ impl Problem {
                 aggregate_id: p.aggregate_id?,
             },
             ErrorKind::NotFound => Error::NotFound { what: p.what? },
+            ErrorKind::SubjectForgotten => Error::SubjectForgotten {
+                subject: p.subject?,
+            },
             ErrorKind::Unsupported => Error::Unsupported { what: p.what? },
             ErrorKind::Storage => Error::storage(p.message?),
             ErrorKind::Corrupt => Error::Corrupt(p.message?),
@@ -247,6 +253,7 @@ impl From<&Error> for Problem {
             }
             Error::StreamDeleted { aggregate_id } => p.aggregate_id = Some(aggregate_id.clone()),
             Error::NotFound { what } | Error::Unsupported { what } => p.what = Some(what.clone()),
+            Error::SubjectForgotten { subject } => p.subject = Some(subject.clone()),
             Error::Storage(source) => p.message = Some(source.to_string()),
             Error::Corrupt(message) | Error::Closed(message) => p.message = Some(message.clone()),
             Error::Unauthorized { reason } | Error::Forbidden { reason } => {
@@ -315,6 +322,9 @@ mod tests {
             },
             Error::NotFound {
                 what: "aggregate 'x'".into(),
+            },
+            Error::SubjectForgotten {
+                subject: "family_1".into(),
             },
             Error::storage("disk full"),
             Error::Corrupt("position 7 has no hash".into()),

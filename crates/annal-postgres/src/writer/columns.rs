@@ -25,6 +25,7 @@ pub(super) struct EventColumns<'a> {
     pub(super) data_ok: Vec<bool>,
     pub(super) metadata_ok: Vec<bool>,
     pub(super) principal: Vec<Option<&'a str>>,
+    pub(super) sealed: Vec<Option<&'a str>>,
 }
 
 impl<'a> From<&'a Vec<RecordedEvent>> for EventColumns<'a> {
@@ -48,6 +49,7 @@ impl<'a> From<&'a Vec<RecordedEvent>> for EventColumns<'a> {
             data_ok: Vec::with_capacity(n),
             metadata_ok: Vec::with_capacity(n),
             principal: Vec::with_capacity(n),
+            sealed: Vec::with_capacity(n),
         };
         for e in events {
             c.position.push(clamp(e.position));
@@ -67,6 +69,7 @@ impl<'a> From<&'a Vec<RecordedEvent>> for EventColumns<'a> {
             c.data_ok.push(jsonb_can_hold(e.data.get()));
             c.metadata_ok.push(jsonb_can_hold(e.metadata.get()));
             c.principal.push(e.principal.as_deref());
+            c.sealed.push(e.sealed.as_ref().map(|s| s.get()));
         }
         c
     }

@@ -2,7 +2,8 @@
 //! one event, the head and the live subscription.
 
 use super::{
-    BadRequest, Conflict, Guarded, NotFound, NotJson, Res, TooLarge, created, ok, page, path_name,
+    BadRequest, Conflict, Gone, Guarded, NotFound, NotJson, Res, TooLarge, created, ok, page,
+    path_name,
 };
 use crate::AppState;
 use crate::auth::Caller;
@@ -34,6 +35,7 @@ use utoipa::IntoParams;
         (status = 201, description = "Appended (or an identical retry answered)", body = AppendResult),
         BadRequest,
         Conflict,
+        Gone,
         TooLarge,
         NotJson,
         Guarded
@@ -94,6 +96,7 @@ fn append_operation(request: &AppendRequest) -> Operation {
         (status = 201, description = "Committed", body = TransactionResult),
         BadRequest,
         Conflict,
+        Gone,
         TooLarge,
         NotJson,
         Guarded

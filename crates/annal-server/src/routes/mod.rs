@@ -13,6 +13,7 @@ mod events;
 mod groups;
 mod operations;
 mod snapshots;
+mod subjects;
 
 pub use audit::{__path_digest, __path_verify, digest, verify};
 pub use checkpoints::{
@@ -36,6 +37,10 @@ pub use operations::{
     metrics, openapi, ready,
 };
 pub use snapshots::{__path_latest_snapshot, __path_put_snapshot, latest_snapshot, put_snapshot};
+pub use subjects::{
+    __path_forget_subject, __path_get_subject, __path_list_subjects, __path_subject_events,
+    forget_subject, get_subject, list_subjects, subject_events,
+};
 
 use crate::problem::Problem;
 use axum::Json;
@@ -111,6 +116,8 @@ problem_responses! {
     Conflict = [(409, "Conflict: wrong_expected_version, aggregate_type_mismatch, duplicate_event_id or checkpoint_conflict")];
     /// 413.
     TooLarge = [(413, "Too large")];
+    /// 410: what can no longer be written.
+    Gone = [(410, "Gone: stream_deleted (the stream was tombstoned) or subject_forgotten (personal data about a forgotten subject)")];
     /// 415: the body is not JSON.
     NotJson = [(415, "The body is not application/json")];
     /// What every `/v1` route may answer: 401, 403 (role or aggregate types), 503.

@@ -32,6 +32,47 @@ pub async fn start(config: Config) -> Server {
     s
 }
 
+/// A server over a fresh embedded store opened with the test key-encryption key, so it
+/// takes personal data.
+pub async fn start_with_kek(config: Config) -> Server {
+    let dir = tempfile::tempdir().expect("dir");
+    let options = annal_sqlite::Options {
+        keyring: Some(annal_core::testkit::privacy::kek()),
+        ..annal_sqlite::Options::default()
+    };
+    let store = Arc::new(SqliteStore::open_with(dir.path().join("s.db"), options).expect("open"));
+    let mut s = serve(store, config).await;
+    s._dir = Some(dir);
+    s
+}
+
+/// [`start_with_kek`] on a fresh schema of the test PostgreSQL; `None` (with a notice)
+/// when ANNAL_TEST_POSTGRES_URL is not set. Fails when it is set but unreachable.
+pub async fn start_with_kek_on_postgres(config: Config) -> Option<Server> {
+    let Ok(base) = std::env::var("ANNAL_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "notice: ANNAL_TEST_POSTGRES_URL is not set; skipping the PostgreSQL end-to-end test"
+        );
+        return None;
+    };
+    let name = format!("annal_http_{}", uuid_like());
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let pg =
+        annal_postgres::PgConfig::from_url(&format!("{base}{sep}schema={name}")).expect("test URL");
+    let options = annal_postgres::Options {
+        keyring: Some(annal_core::testkit::privacy::kek()),
+        ..annal_postgres::Options::default()
+    };
+    let store: Arc<dyn annal_core::Store> = Arc::new(
+        annal_postgres::PgStore::connect_with(pg, options)
+            .await
+            .unwrap_or_else(|e| panic!("the test PostgreSQL is unreachable: {e}")),
+    );
+    let mut s = serve(store, config).await;
+    s._schema = Some(PgSchema { base, name });
+    Some(s)
+}
+
 /// A fresh schema on the test PostgreSQL, dropped afterwards.
 struct PgSchema {
     base: String,

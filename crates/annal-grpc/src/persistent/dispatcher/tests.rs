@@ -60,6 +60,9 @@ fn event_in(stream: &str, n: u64, correlation: Option<&str>) -> RecordedEvent {
         principal: None,
         data: RawJson::empty_object(),
         metadata: RawJson::empty_object(),
+        sealed: None,
+        subjects: Vec::new(),
+        personal: None,
         hash: Hash::ZERO,
     }
 }

@@ -1,0 +1,176 @@
+//! Personal data from the command line: a store keyed by `ANNAL_KEK_FILE` takes a
+//! personal part, reads it back, exports it; `annal forget` erases it while `annal
+//! verify` and docs/verify_chain.py still pass on the export; a missing or wrong KEK
+//! stops every command at start with a clear message; `annal subjects rotate-kek`
+//! moves the store to a new KEK.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const KEK_A: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const KEK_B: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+const ENROL: &str = r#"{"aggregate_type":"Family","aggregate_id":"family_123","expected_version":"no_stream","user_id":"sarah","events":[{"event_type":"FamilyEnrolled","data":{"plan":"full"}},{"event_type":"ChildAdded","data":{"age_band":"7-9"},"subjects":["family_123"],"personal":{"child_name": "Sofia Martinez"}}]}"#;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `annal` with `kek` (a file path) as ANNAL_KEK_FILE, or with no KEK at all.
+fn annal(args: &[&str], stdin: &str, kek: Option<&Path>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_annal"));
+    cmd.args(args)
+        .env_remove("ANNAL_KEK")
+        .env_remove("ANNAL_KEK_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(k) = kek {
+        cmd.env("ANNAL_KEK_FILE", k);
+    }
+    let mut child = cmd.spawn().expect("start annal");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("annal finishes")
+}
+
+fn python_verifies(export: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify_chain.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed to check the documented recipe");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(export.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("python3 finishes");
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    text(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_family_is_forgotten_from_the_command_line_and_the_chain_still_verifies() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = format!("sqlite:{}", dir.path().join("annal.db").display());
+    let kek_a = dir.path().join("kek-a.hex");
+    let kek_b = dir.path().join("kek-b.hex");
+    std::fs::write(&kek_a, format!("{KEK_A}\n")).expect("kek");
+    std::fs::write(&kek_b, KEK_B).expect("kek");
+    let s = store.as_str();
+
+    let out = annal(
+        &["append", "--store", s],
+        &format!("{ENROL}\n"),
+        Some(&kek_a),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let read = text(&annal(&["read", "--store", s], "", Some(&kek_a)).stdout);
+    assert!(
+        read.contains(r#""personal":{"child_name": "Sofia Martinez"}"#),
+        "{read}"
+    );
+    assert_eq!(python_verifies(&read), "ok: 2 events");
+    let export = text(
+        &annal(
+            &["subjects", "export", "family_123", "--store", s],
+            "",
+            Some(&kek_a),
+        )
+        .stdout,
+    );
+    assert_eq!(export.lines().count(), 1, "{export}");
+    assert!(export.contains("Sofia Martinez"));
+
+    let missing = annal(&["read", "--store", s], "", None);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("ANNAL_KEK_FILE"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let wrong = annal(&["read", "--store", s], "", Some(&kek_b));
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong.stderr).contains("wrong key-encryption key"),
+        "{}",
+        text(&wrong.stderr)
+    );
+
+    let forgot = annal(
+        &[
+            "forget",
+            "family_123",
+            "--reason",
+            "erasure request, ticket 881",
+            "--user-id",
+            "dpo",
+            "--store",
+            s,
+        ],
+        "",
+        Some(&kek_a),
+    );
+    assert!(forgot.status.success(), "{}", text(&forgot.stderr));
+    let done: serde_json::Value = serde_json::from_str(text(&forgot.stdout).trim()).expect("json");
+    assert_eq!(done["position"], 3);
+    let read = text(&annal(&["read", "--store", s], "", Some(&kek_a)).stdout);
+    assert!(read.contains(r#""personal":{"$erased":true}"#), "{read}");
+    assert!(!read.contains("Sofia"), "{read}");
+    assert!(
+        read.contains(r#""event_type":"$subjectForgotten""#),
+        "{read}"
+    );
+    assert_eq!(python_verifies(&read), "ok: 3 events");
+    let verify = annal(&["verify", "--store", s], "", Some(&kek_a));
+    assert!(verify.status.success(), "{}", text(&verify.stdout));
+    let listed = text(&annal(&["subjects", "list", "--store", s], "", Some(&kek_a)).stdout);
+    assert!(listed.contains(r#""status":"forgotten""#), "{listed}");
+
+    let rotated = annal(
+        &[
+            "subjects",
+            "rotate-kek",
+            "--new-kek-file",
+            kek_b.to_str().expect("path"),
+            "--store",
+            s,
+        ],
+        "",
+        Some(&kek_a),
+    );
+    assert!(rotated.status.success(), "{}", text(&rotated.stderr));
+    let out = annal(
+        &["append", "--store", s],
+        &format!("{}\n", ENROL.replace("family_123", "family_456")),
+        Some(&kek_a),
+    );
+    assert!(
+        !out.status.success(),
+        "the old KEK no longer opens the store"
+    );
+    let out = annal(
+        &["append", "--store", s],
+        &format!("{}\n", ENROL.replace("family_123", "family_456")),
+        Some(&kek_b),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let read = text(
+        &annal(
+            &["read", "--aggregate", "family_456", "--store", s],
+            "",
+            Some(&kek_b),
+        )
+        .stdout,
+    );
+    assert!(read.contains("Sofia Martinez"), "{read}");
+}

@@ -1,0 +1,196 @@
+//! The key table (`subject_keys`) and the subject index (`event_subjects`) of the
+//! PostgreSQL store: what personal data needs from the database (docs/privacy.md).
+//!
+//! Invariants:
+//! - rows change only in a transaction holding the `head` row lock: the writer's group
+//!   commit (new keys, forgetting) or a KEK rotation, so key creation and destruction
+//!   are serialised with every append, from every process;
+//! - forgetting sets `wrapped_key` to NULL; the old row version stays in the table's
+//!   pages until VACUUM reclaims it (docs/privacy.md says what an operator runs);
+//! - personal parts are encrypted, so `data_json` never holds them: jsonb queries can
+//!   reach `data` and `metadata` only.
+
+use crate::rows::{self, PgTime, clamp, micros_to_timestamptz};
+use annal_core::commit::Writes;
+use annal_core::privacy::{SubjectInfo, SubjectKey};
+use annal_core::{Result, stored};
+use tokio_postgres::Row;
+
+/// The columns [`key_from_row`] reads, in order.
+pub const KEY_COLUMNS: &str =
+    "subject, key_id, kek_id, wrapped_key, created_at, forgotten_at, forgotten_position";
+
+/// Reads one key-table row selected with [`KEY_COLUMNS`].
+pub fn key_from_row(r: &Row) -> Result<SubjectKey> {
+    let position: Option<i64> = rows::get(r, 6)?;
+    Ok(SubjectKey {
+        subject: rows::get(r, 0)?,
+        key_id: rows::get(r, 1)?,
+        kek_id: rows::get(r, 2)?,
+        wrapped: rows::get(r, 3)?,
+        created_at: rows::get::<PgTime>(r, 4)?.0,
+        forgotten_at: rows::get::<Option<PgTime>>(r, 5)?.map(|t| t.0),
+        forgotten_position: position
+            .map(|p| stored::number("subject_keys.forgotten_position", p))
+            .transpose()?,
+    })
+}
+
+/// The statements of one schema (`s` already quoted).
+pub struct KeySql {
+    /// Rows of the subjects `$1`.
+    pub by_subject: String,
+    /// Insert or replace rows.
+    pub upsert: String,
+    /// Index events by subject.
+    pub index: String,
+    /// Delete the snapshots of the aggregates with events about the subjects `$1`.
+    pub drop_snapshots: String,
+}
+
+impl KeySql {
+    /// The statements for the quoted schema `s`.
+    pub fn new(s: &str) -> Self {
+        Self {
+            by_subject: format!(
+                "SELECT {KEY_COLUMNS} FROM {s}.subject_keys WHERE subject = ANY($1::text[])"
+            ),
+            upsert: format!(
+                "INSERT INTO {s}.subject_keys (subject, key_id, kek_id, wrapped_key, created_at,
+                   forgotten_at, forgotten_position)
+                 SELECT su, k, kk, w, {}, CASE WHEN fa IS NULL THEN NULL ELSE {} END, fp
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                   $6::bigint[], $7::bigint[]) AS t(su, k, kk, w, ca, fa, fp)
+                 ON CONFLICT (subject) DO UPDATE SET key_id = excluded.key_id,
+                   kek_id = excluded.kek_id, wrapped_key = excluded.wrapped_key,
+                   created_at = excluded.created_at, forgotten_at = excluded.forgotten_at,
+                   forgotten_position = excluded.forgotten_position",
+                micros_to_timestamptz("ca"),
+                micros_to_timestamptz("fa")
+            ),
+            index: format!(
+                "INSERT INTO {s}.event_subjects (subject, position)
+                 SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING"
+            ),
+            drop_snapshots: format!(
+                "DELETE FROM {s}.snapshots WHERE aggregate_id IN (
+                   SELECT DISTINCT e.aggregate_id FROM {s}.event_subjects x
+                   JOIN {s}.events e ON e.position = x.position
+                   WHERE x.subject = ANY($1::text[]))"
+            ),
+        }
+    }
+}
+
+/// A group's key rows as column arrays.
+pub struct KeyColumns<'a> {
+    pub subject: Vec<&'a str>,
+    pub key_id: Vec<&'a str>,
+    pub kek_id: Vec<&'a str>,
+    pub wrapped: Vec<Option<&'a str>>,
+    pub created_at: Vec<i64>,
+    pub forgotten_at: Vec<Option<i64>>,
+    pub forgotten_position: Vec<Option<i64>>,
+    /// The events' subjects: (subject, position) pairs.
+    pub index_subject: Vec<&'a str>,
+    pub index_position: Vec<i64>,
+    /// The subjects forgotten.
+    pub forgotten: Vec<&'a str>,
+}
+
+impl<'a> From<&'a Writes> for KeyColumns<'a> {
+    fn from(w: &'a Writes) -> Self {
+        let mut c = KeyColumns {
+            subject: Vec::new(),
+            key_id: Vec::new(),
+            kek_id: Vec::new(),
+            wrapped: Vec::new(),
+            created_at: Vec::new(),
+            forgotten_at: Vec::new(),
+            forgotten_position: Vec::new(),
+            index_subject: Vec::new(),
+            index_position: Vec::new(),
+            forgotten: w.forgotten.iter().map(String::as_str).collect(),
+        };
+        for k in &w.keys {
+            c.subject.push(&k.subject);
+            c.key_id.push(&k.key_id);
+            c.kek_id.push(&k.kek_id);
+            c.wrapped.push(k.wrapped.as_deref());
+            c.created_at.push(k.created_at.as_micros());
+            c.forgotten_at.push(k.forgotten_at.map(|t| t.as_micros()));
+            c.forgotten_position.push(k.forgotten_position.map(clamp));
+        }
+        for e in &w.events {
+            for s in &e.subjects {
+                c.index_subject.push(s);
+                c.index_position.push(clamp(e.position));
+            }
+        }
+        c
+    }
+}
+
+/// Subjects as listed.
+pub fn infos(found: &[Row]) -> Result<Vec<SubjectInfo>> {
+    found
+        .iter()
+        .map(|r| key_from_row(r).map(|k| SubjectInfo::from(&k)))
+        .collect()
+}
+
+impl crate::PgStore {
+    /// Rewraps every live data key from `old` to `new` in one transaction holding the
+    /// head lock (so no commit makes or destroys a key meanwhile), and makes forgotten
+    /// rows name `new`; answers how many keys were rewrapped.
+    pub(crate) async fn rotate(
+        &self,
+        old: &annal_core::privacy::Keyring,
+        new: &annal_core::privacy::Keyring,
+    ) -> Result<u64> {
+        let ctx = "rotating the key-encryption key";
+        let q = &self.inner.quoted;
+        let mut client = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| crate::pool_failure(ctx, e))?;
+        let fail = |e| crate::StorageFailure::new(ctx, e);
+        let tx = client.transaction().await.map_err(fail)?;
+        tx.query_one(&format!("SELECT position FROM {q}.head FOR UPDATE"), &[])
+            .await
+            .map_err(fail)?;
+        let live = tx
+            .query(&format!("SELECT {KEY_COLUMNS} FROM {q}.subject_keys"), &[])
+            .await
+            .map_err(fail)?;
+        let update =
+            format!("UPDATE {q}.subject_keys SET kek_id = $2, wrapped_key = $3 WHERE subject = $1");
+        let mut rewrapped = 0;
+        for r in &live {
+            let row = key_from_row(r)?;
+            rewrapped += u64::from(row.wrapped.is_some());
+            let moved = old.rewrap(&row, new)?;
+            tx.execute(&update, &[&moved.subject, &moved.kek_id, &moved.wrapped])
+                .await
+                .map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)?;
+        Ok(rewrapped)
+    }
+}
+
+/// The ids of the KEKs a schema's key table names (forgotten rows too).
+pub async fn kek_ids(
+    client: &tokio_postgres::Client,
+    quoted: &str,
+) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
+    let found = client
+        .query(
+            &format!("SELECT DISTINCT kek_id FROM {quoted}.subject_keys ORDER BY kek_id"),
+            &[],
+        )
+        .await?;
+    found.iter().map(|r| r.try_get(0)).collect()
+}

@@ -1,0 +1,95 @@
+//! The cost of personal data (docs/privacy.md): W1–W5 on the embedded store with events
+//! whose data is entirely personal (sealed with the family's key) against the same
+//! events in the clear, alternating the two in every run on fresh stores, both opened
+//! with a key-encryption key. Prints every run, then the medians (of
+//! `ANNAL_BENCH_RUNS`, default 3) and personal/plain for each workload.
+//!
+//! `cargo bench -p annal-sqlite --bench privacy`; sizes as for `--bench workloads`:
+//! `ANNAL_BENCH_W1_APPENDS` (8,000), `ANNAL_BENCH_W2_EACH` (4,000 for each of 16
+//! writers), `ANNAL_BENCH_W3_APPENDS` (10,000 appends of 100 events; W4 and W5 read
+//! that store), `ANNAL_BENCH_DIR`.
+
+use annal_core::NewEvent;
+use annal_core::privacy::Keyring;
+use annal_core::testkit::workloads::{
+    batches_on, bench_dir, concurrent_writers_on, env_u64, median, one_writer_on, payment,
+    payment_personal, print_fdatasync_rate, rate, read_everything, read_one_aggregate_on,
+};
+use annal_sqlite::{Options, SqliteStore};
+
+const W2_WRITERS: u64 = 16;
+
+/// A shape of events: its name and the maker of its `i`-th event.
+type Shape = (&'static str, fn(u64) -> NewEvent);
+const NAMES: [&str; 5] = ["W1", "W2", "W3", "W4", "W5"];
+
+fn open(dir: &std::path::Path, n: usize) -> SqliteStore {
+    let options = Options {
+        keyring: Some(Keyring::from_bytes([7; 32])),
+        ..Options::default()
+    };
+    SqliteStore::open_with(dir.join(format!("bench-{n}.db")), options).expect("open")
+}
+
+/// W1–W5 with `event` as the events' shape; events/s of each.
+async fn run_all(
+    dir: &std::path::Path,
+    n: &mut usize,
+    event: fn(u64) -> NewEvent,
+    (w1, w2, w3): (u64, u64, u64),
+) -> [f64; 5] {
+    let mut next = || {
+        *n += 1;
+        open(dir, *n)
+    };
+    let r1 = rate(one_writer_on(&next(), w1, "family", event).await);
+    let r2 = rate(concurrent_writers_on(&next(), W2_WRITERS, w2, event).await);
+    let s = next();
+    let r3 = rate(batches_on(&s, w3, "family", event).await);
+    let r4 = rate(read_everything(&s, 4096).await);
+    let r5 = rate(read_one_aggregate_on(&s, "family_big", event).await);
+    [r1, r2, r3, r4, r5]
+}
+
+#[tokio::main]
+async fn main() {
+    let runs = env_u64("ANNAL_BENCH_RUNS", 3);
+    let sizes = (
+        env_u64("ANNAL_BENCH_W1_APPENDS", 8_000),
+        env_u64("ANNAL_BENCH_W2_EACH", 4_000),
+        env_u64("ANNAL_BENCH_W3_APPENDS", 10_000),
+    );
+    let fsync = print_fdatasync_rate();
+    let mut plain: Vec<Vec<f64>> = vec![Vec::new(); 5];
+    let mut personal: Vec<Vec<f64>> = vec![Vec::new(); 5];
+    for run in 1..=runs {
+        let dir = bench_dir();
+        let mut n = 0;
+        // Alternate which goes first, so neither always meets a warmer disk.
+        let order: [Shape; 2] = if run % 2 == 1 {
+            [("plain", payment), ("personal", payment_personal)]
+        } else {
+            [("personal", payment_personal), ("plain", payment)]
+        };
+        for (shape, event) in order {
+            let rates = run_all(dir.path(), &mut n, event, sizes).await;
+            for (i, r) in rates.iter().enumerate() {
+                println!("run {run} {shape:<8} {}: {r:>10.0} events/s", NAMES[i]);
+                match shape {
+                    "plain" => plain[i].push(*r),
+                    _ => personal[i].push(*r),
+                }
+            }
+        }
+    }
+    println!("median of {runs} runs (fdatasync {fsync:.0}/s): plain, personal, personal/plain");
+    for i in 0..5 {
+        let (p, q) = (median(plain[i].clone()), median(personal[i].clone()));
+        println!(
+            "{}: {p:>10.0} {q:>10.0} events/s  {:.2}× ({:+.1}%)",
+            NAMES[i],
+            q / p,
+            (q / p - 1.0) * 100.0
+        );
+    }
+}

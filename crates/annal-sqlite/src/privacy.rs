@@ -1,0 +1,183 @@
+//! The key table (`subject_keys`) and the subject index (`event_subjects`) of the
+//! embedded store: what personal data needs from SQLite (docs/privacy.md).
+//!
+//! Invariants:
+//! - rows change only inside a write transaction: the writer's group commit (new keys,
+//!   forgetting, both serialised with the appends that use the keys) or a rotation
+//!   holding SQLite's write lock;
+//! - forgetting sets `wrapped_key` to NULL; with `secure_delete` on, SQLite overwrites
+//!   the old bytes in the page it rewrites;
+//! - a read opens personal parts with the rows as they are at that read: a key
+//!   destroyed before it reads as erased.
+
+use crate::rows::{self, EVENT_COLUMNS, clamp, db, time};
+use annal_core::commit::Writes;
+use annal_core::privacy::{self, Keyring, SubjectInfo, SubjectKey};
+use annal_core::{RecordedEvent, Result, stored};
+use rusqlite::{Connection, Row, params};
+
+const KEY_COLUMNS: &str =
+    "subject, key_id, kek_id, wrapped_key, created_at, forgotten_at, forgotten_position";
+
+fn key_from_row(r: &Row<'_>) -> Result<SubjectKey> {
+    let at: String = r.get(4).map_err(db)?;
+    let forgotten_at: Option<String> = r.get(5).map_err(db)?;
+    let position: Option<i64> = r.get(6).map_err(db)?;
+    Ok(SubjectKey {
+        subject: r.get(0).map_err(db)?,
+        key_id: r.get(1).map_err(db)?,
+        kek_id: r.get(2).map_err(db)?,
+        wrapped: r.get(3).map_err(db)?,
+        created_at: time("subject_keys.created_at", &at)?,
+        forgotten_at: forgotten_at
+            .map(|t| time("subject_keys.forgotten_at", &t))
+            .transpose()?,
+        forgotten_position: position
+            .map(|p| stored::number("subject_keys.forgotten_position", p))
+            .transpose()?,
+    })
+}
+
+fn query_keys(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<SubjectKey>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
+    let mut found = stmt.query(params).map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(r) = found.next().map_err(db)? {
+        out.push(key_from_row(r)?);
+    }
+    Ok(out)
+}
+
+/// One subject's row.
+pub fn key_row(conn: &Connection, subject: &str) -> Result<Option<SubjectKey>> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM subject_keys WHERE subject = ?1");
+    Ok(query_keys(conn, &sql, [subject])?.pop())
+}
+
+/// The rows of these key ids (those that exist).
+fn rows_by_id(conn: &Connection, ids: &[String]) -> Result<Vec<SubjectKey>> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM subject_keys WHERE key_id = ?1");
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.extend(query_keys(conn, &sql, [id])?);
+    }
+    Ok(out)
+}
+
+/// Opens the personal parts of events read (after their hashes were checked).
+pub fn open(
+    conn: &Connection,
+    keyring: Option<&Keyring>,
+    mut events: Vec<RecordedEvent>,
+) -> Result<Vec<RecordedEvent>> {
+    privacy::open_events(&mut events, keyring, |ids| rows_by_id(conn, ids))?;
+    Ok(events)
+}
+
+/// The ids of the KEKs the key table names (forgotten rows too: they keep naming the
+/// store's KEK after every key is gone).
+pub fn kek_ids(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT DISTINCT kek_id FROM subject_keys ORDER BY kek_id")?;
+    stmt.query_map([], |r| r.get(0))?.collect()
+}
+
+/// Writes a group's key rows, its events' subjects, and deletes the snapshots of the
+/// aggregates that hold data about the subjects it forgot.
+pub fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
+    if !w.keys.is_empty() {
+        let mut put = conn.prepare_cached(
+            "INSERT OR REPLACE INTO subject_keys
+               (subject, key_id, kek_id, wrapped_key, created_at, forgotten_at, forgotten_position)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for k in &w.keys {
+            put.execute(params![
+                k.subject,
+                k.key_id,
+                k.kek_id,
+                k.wrapped,
+                k.created_at.to_string(),
+                k.forgotten_at.map(|t| t.to_string()),
+                k.forgotten_position.map(clamp),
+            ])?;
+        }
+    }
+    for e in w.events.iter().filter(|e| !e.subjects.is_empty()) {
+        let mut index = conn.prepare_cached(
+            "INSERT OR IGNORE INTO event_subjects (subject, position) VALUES (?1, ?2)",
+        )?;
+        for s in &e.subjects {
+            index.execute(params![s, clamp(e.position)])?;
+        }
+    }
+    for s in &w.forgotten {
+        conn.prepare_cached(
+            "DELETE FROM snapshots WHERE aggregate_id IN (
+               SELECT DISTINCT e.aggregate_id FROM event_subjects s
+               JOIN events e ON e.position = s.position WHERE s.subject = ?1)",
+        )?
+        .execute([s])?;
+    }
+    Ok(())
+}
+
+/// Subjects after `after` (by id), at most `limit`.
+pub fn subjects(conn: &Connection, after: &str, limit: usize) -> Result<Vec<SubjectInfo>> {
+    let sql = format!(
+        "SELECT {KEY_COLUMNS} FROM subject_keys WHERE subject > ?1 ORDER BY subject LIMIT ?2"
+    );
+    Ok(query_keys(conn, &sql, params![after, clamp(limit)])?
+        .iter()
+        .map(SubjectInfo::from)
+        .collect())
+}
+
+/// One subject's status.
+pub fn subject(conn: &Connection, subject: &str) -> Result<Option<SubjectInfo>> {
+    Ok(key_row(conn, subject)?.as_ref().map(SubjectInfo::from))
+}
+
+/// Events about `subject` after `after_position`, at most `limit`, as stored (not yet
+/// checked nor opened).
+pub fn subject_events(
+    conn: &Connection,
+    subject: &str,
+    after_position: u64,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE position IN (
+           SELECT position FROM event_subjects WHERE subject = ?1 AND position > ?2
+           ORDER BY position LIMIT ?3) ORDER BY position"
+    );
+    rows::query_events(
+        conn,
+        &sql,
+        params![subject, clamp(after_position), clamp(limit)],
+    )
+}
+
+/// Rewraps every live data key from `old` to `new` in one write transaction (and makes
+/// forgotten rows name `new`); answers how many keys were rewrapped. A key that does
+/// not open with `old` aborts it all.
+pub fn rotate(conn: &mut Connection, old: &Keyring, new: &Keyring) -> Result<u64> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db)?;
+    let sql = format!("SELECT {KEY_COLUMNS} FROM subject_keys");
+    let rows = query_keys(&tx, &sql, [])?;
+    for row in &rows {
+        let moved = old.rewrap(row, new)?;
+        tx.execute(
+            "UPDATE subject_keys SET kek_id = ?2, wrapped_key = ?3 WHERE subject = ?1",
+            params![moved.subject, moved.kek_id, moved.wrapped],
+        )
+        .map_err(db)?;
+    }
+    tx.commit().map_err(db)?;
+    Ok(rows.iter().filter(|r| r.wrapped.is_some()).count() as u64)
+}
