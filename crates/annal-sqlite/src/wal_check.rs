@@ -61,8 +61,7 @@ fn checksum(big_endian: bool, mut s: (u32, u32), data: &[u8]) -> (u32, u32) {
 /// writing a commit while the first read passed (its frames half-written then), but
 /// damage to committed frames stays.
 pub fn check(store: &Path) -> std::io::Result<Option<Discarded>> {
-    let mut path = store.as_os_str().to_owned();
-    path.push("-wal");
+    let path = crate::durable::wal_path(store);
     let read = || match std::fs::read(&path) {
         Ok(b) => Ok(discarded(&b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
