@@ -4,6 +4,8 @@
 //! stops every command at start with a clear message; `annal subjects rotate-kek`
 //! moves the store to a new KEK.
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -19,24 +21,12 @@ fn text(b: &[u8]) -> String {
 
 /// Runs `annal` with `kek` (a file path) as ANNAL_KEK_FILE, or with no KEK at all.
 fn annal(args: &[&str], stdin: &str, kek: Option<&Path>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_annal"));
-    cmd.args(args)
-        .env_remove("ANNAL_KEK")
-        .env_remove("ANNAL_KEK_FILE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(k) = kek {
-        cmd.env("ANNAL_KEK_FILE", k);
-    }
-    let mut child = cmd.spawn().expect("start annal");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("annal finishes")
+    common::annal_with(args, stdin, |cmd| {
+        cmd.env_remove("ANNAL_KEK").env_remove("ANNAL_KEK_FILE");
+        if let Some(k) = kek {
+            cmd.env("ANNAL_KEK_FILE", k);
+        }
+    })
 }
 
 fn python_verifies(export: &str) -> String {

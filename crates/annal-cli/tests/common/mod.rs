@@ -16,13 +16,18 @@ use std::time::Duration;
 
 /// Runs `annal ARGS` with `stdin` and waits for it.
 pub fn annal(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_annal"))
-        .args(args)
+    annal_with(args, stdin, |_| {})
+}
+
+/// [`annal`], with the command adjusted by `configure` first (its environment, say).
+pub fn annal_with(args: &[&str], stdin: &str, configure: impl FnOnce(&mut Command)) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_annal"));
+    cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start annal");
+        .stderr(Stdio::piped());
+    configure(&mut cmd);
+    let mut child = cmd.spawn().expect("start annal");
     child
         .stdin
         .take()
