@@ -47,6 +47,16 @@ fn personal_ev(event_type: &str, data: &str, subject: &str, personal: &str) -> N
     e
 }
 
+/// `family_1`'s one personal event: Sofia, for subject `family_1`.
+fn sofia_added() -> crate::append::AppendRequest {
+    req(
+        "Family",
+        "family_1",
+        Any,
+        vec![personal_ev("ChildAdded", "{}", "family_1", SOFIA)],
+    )
+}
+
 fn forget(subject: &str) -> ForgetRequest {
     ForgetRequest {
         subject: subject.to_owned(),
@@ -187,12 +197,7 @@ pub async fn a_forgotten_subject_reads_as_erased_and_the_chain_still_verifies<H:
     assert_eq!(again.position, done.position);
     let head = s.head(&[]).await.expect("head");
     let refused = s
-        .append(req(
-            "Family",
-            "family_1",
-            Any,
-            vec![personal_ev("ChildAdded", "{}", "family_1", SOFIA)],
-        ))
+        .append(sofia_added())
         .await
         .expect_err("a forgotten subject takes no personal data");
     assert!(
@@ -379,16 +384,7 @@ pub async fn a_projection_rebuilt_after_erasure_sees_markers<H: PrivacyHarness>(
 /// Opening with another KEK, or none, is refused with a clear message; the right one
 /// opens and reads.
 pub async fn a_wrong_or_missing_kek_is_refused_at_open<H: PrivacyHarness>(mut h: H) {
-    let out = h
-        .store()
-        .append(req(
-            "Family",
-            "family_1",
-            Any,
-            vec![personal_ev("ChildAdded", "{}", "family_1", SOFIA)],
-        ))
-        .await
-        .expect("append");
+    let out = h.store().append(sofia_added()).await.expect("append");
     let wrong = h
         .reopen_with(Some(other_kek()))
         .await
@@ -414,15 +410,7 @@ pub async fn a_wrong_or_missing_kek_is_refused_at_open<H: PrivacyHarness>(mut h:
 pub async fn a_store_without_a_kek_refuses_personal_data<H: PrivacyHarness>(mut h: H) {
     h.reopen_with(None).await.expect("no keys yet: opens");
     let s = h.store();
-    let e = s
-        .append(req(
-            "Family",
-            "family_1",
-            Any,
-            vec![personal_ev("ChildAdded", "{}", "family_1", SOFIA)],
-        ))
-        .await
-        .expect_err("no KEK");
+    let e = s.append(sofia_added()).await.expect_err("no KEK");
     assert!(
         matches!(&e, Error::InvalidRequest { field, .. } if field == "events[0].personal"),
         "{e:?}"
@@ -435,16 +423,7 @@ pub async fn a_store_without_a_kek_refuses_personal_data<H: PrivacyHarness>(mut 
 /// Rotating the KEK rewraps the data keys: events read as before, the old KEK no
 /// longer opens the store and the new one does.
 pub async fn rotating_the_kek_rewraps_keys_without_rewriting_events<H: PrivacyHarness>(mut h: H) {
-    let out = h
-        .store()
-        .append(req(
-            "Family",
-            "family_1",
-            Any,
-            vec![personal_ev("ChildAdded", "{}", "family_1", SOFIA)],
-        ))
-        .await
-        .expect("append");
+    let out = h.store().append(sofia_added()).await.expect("append");
     let before = all(h.store()).await;
     assert_eq!(h.store().rotate_kek(other_kek()).await.expect("rotate"), 1);
     let after = all(h.store()).await;
