@@ -28,17 +28,24 @@
 //! first sync, which `NORMAL` puts off until a checkpoint). Another connection's commits
 //! (a lease write, another process) sync themselves (`synchronous=FULL`).
 //!
-//! Committed but not yet answered groups are visible to readers for the length of one
-//! fdatasync. A killed process loses none of them (the OS holds the written pages); only
-//! an OS crash or power loss inside that window can drop them, and then none was
-//! acknowledged.
+//! - **readers never see what is not yet durable**: a COMMIT makes a group visible to
+//!   other connections before its sync, so the store's reads are capped
+//!   ([`Durability::visible_cap`]): the writer raises `committed` to a group's head
+//!   before its COMMIT, the stage raises `synced` after the fdatasync, and a read that
+//!   takes both after its snapshot began hides every position above `synced` while
+//!   `committed` is ahead of it. An event once served therefore survives an OS crash or
+//!   power loss too, so a projection's checkpoint never names a position that a crash
+//!   could give to another event. The file's WAL is synced when the store opens, so
+//!   frames a killed process left unsynced are durable before anything reads them.
+//!   (Another process's writer on the same file caps only its own reads: its groups are
+//!   visible here for the length of its sync; docs/storage.md.)
 
 use annal_core::failures::WriteHealth;
 use annal_core::job::{Job, Outcome};
 use annal_core::{Error, Result};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -63,6 +70,10 @@ pub struct Durability {
     stopped: Mutex<Option<String>>,
     /// Groups handed to the stage and not answered yet.
     pending: AtomicUsize,
+    /// The head of the last group the writer is committing or committed.
+    committed: AtomicU64,
+    /// The head of the last group made durable (or the head the store opened with).
+    synced: AtomicU64,
 }
 
 /// The `-wal` file beside the store file at `path`.
@@ -74,7 +85,10 @@ pub fn wal_path(path: &Path) -> PathBuf {
 
 impl Durability {
     /// The durability of the store file at `path`; its head and health are the store's.
+    /// Everything up to the head it opened with counts as durable: call
+    /// [`sync_at_open`] first.
     pub fn new(path: &Path, head: watch::Sender<u64>, health: WriteHealth) -> Arc<Self> {
+        let opened = *head.borrow();
         Arc::new(Self {
             wal: wal_path(path),
             file: Mutex::new(None),
@@ -82,7 +96,24 @@ impl Durability {
             health,
             stopped: Mutex::new(None),
             pending: AtomicUsize::new(0),
+            committed: AtomicU64::new(opened),
+            synced: AtomicU64::new(opened),
         })
+    }
+
+    /// Called by the writer before the COMMIT that makes the log reach `head`: from then
+    /// on reads hide positions above the synced head until this one is synced.
+    pub fn committing(&self, head: u64) {
+        self.committed.fetch_max(head, Ordering::SeqCst);
+    }
+
+    /// The last position a read may show, if some commit of this store is visible but
+    /// not yet durable; `None` when every commit is. Call it after the read's snapshot
+    /// began (its first statement), and cap what that snapshot shows with it.
+    pub fn visible_cap(&self) -> Option<u64> {
+        let synced = self.synced.load(Ordering::SeqCst);
+        let committed = self.committed.load(Ordering::SeqCst);
+        (committed > synced).then_some(synced)
     }
 
     /// Why the store accepts no more writes, once a sync failed.
@@ -147,6 +178,7 @@ impl Durability {
             Ok(()) => {
                 self.health.succeeded();
                 for group in batch {
+                    self.synced.fetch_max(group.head, Ordering::SeqCst);
                     self.head.send_if_modified(|h| {
                         let moved = *h != group.head;
                         *h = group.head;
@@ -189,6 +221,15 @@ impl Durability {
     }
 }
 
+#[cfg(test)]
+impl Durability {
+    /// Holds every sync (the writer's inline one and the stage's) until the guard is
+    /// dropped: what a slow disk does, for tests of what reads show meanwhile.
+    pub(crate) fn hold_syncs(&self) -> std::sync::MutexGuard<'_, Option<File>> {
+        self.file.lock().expect("the WAL handle's lock")
+    }
+}
+
 fn sync_failed(wal: &Path, e: &std::io::Error) -> String {
     format!(
         "the disk failed to make commits durable (fdatasync of {}: {e}); nothing \
@@ -196,6 +237,15 @@ fn sync_failed(wal: &Path, e: &std::io::Error) -> String {
          until it is reopened",
         wal.display()
     )
+}
+
+/// Syncs the `-wal` file beside the store file at `path`, if there is one: frames a
+/// killed process wrote but never synced become durable before this one reads them.
+pub fn sync_at_open(path: &Path) -> std::io::Result<()> {
+    match open_synced(&wal_path(path)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.map(drop),
+    }
 }
 
 /// Opens the `-wal` file, syncs its folder (so the file itself survives a crash) and

@@ -30,6 +30,9 @@ pub mod schema;
 pub mod wal_check;
 pub mod writer;
 
+#[cfg(test)]
+mod unsynced_reads;
+
 pub use open::{OpenError, Options, default_readers};
 
 use annal_core::append::{ProposedTransaction, check_name};
@@ -68,6 +71,8 @@ struct Inner {
     /// One permit per read connection the pool may have open.
     reader_permits: Arc<Semaphore>,
     head: watch::Receiver<u64>,
+    /// Which commits are durable, so reads show no other ([`Self::read_durable`]).
+    durability: Arc<durable::Durability>,
     /// The connection lease operations write on (opened on first use).
     leases: Mutex<Option<Connection>>,
     /// The writer thread, joined when the store is dropped.
@@ -145,6 +150,33 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| Error::storage(format!("a read task failed: {e}")))?
+    }
+}
+
+impl SqliteStore {
+    /// Runs `f` like [`Self::read`], inside one read transaction, with the last position
+    /// it may show: `Some(cap)` while a commit of this store is visible but not yet
+    /// durable (every position above `cap` is then hidden), `None` when all are. The
+    /// snapshot begins before the cap is taken, so any commit the snapshot holds and the
+    /// cap allows was durable when the cap was taken ([`durable`]).
+    async fn read_durable<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, Option<u64>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let durability = self.inner.durability.clone();
+        self.read(move |c| {
+            c.execute_batch("BEGIN").map_err(db)?;
+            let out = c
+                .prepare_cached("SELECT 1 FROM events LIMIT 1")
+                .and_then(|mut s| s.exists([]))
+                .map_err(db)
+                .and_then(|_| f(c, durability.visible_cap()));
+            // A read transaction: ending it cannot lose anything.
+            let ended = c.execute_batch("COMMIT").map_err(db);
+            let out = out?;
+            ended.map(|()| out)
+        })
+        .await
     }
 }
 
@@ -233,8 +265,9 @@ impl Store for SqliteStore {
     ) -> Result<Vec<RecordedEvent>> {
         let subject = subject.to_owned();
         let keyring = self.keyring();
-        self.read(move |c| {
-            let events = privacy::subject_events(c, &subject, after_position, limit)?;
+        self.read_durable(move |c, cap| {
+            let mut events = privacy::subject_events(c, &subject, after_position, limit)?;
+            events.retain(|e| cap.is_none_or(|cap| e.position <= cap));
             privacy::open(c, keyring.as_deref(), rows::checked(c, events)?)
         })
         .await
@@ -280,25 +313,31 @@ impl Store for SqliteStore {
     ) -> Result<Vec<RecordedEvent>> {
         let id = aggregate_id.to_owned();
         let keyring = self.keyring();
-        self.read(move |c| {
+        self.read_durable(move |c, cap| {
             let (sql, from) = match direction {
                 Direction::Forward => (
                     format!(
                         "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_id = ?1
-                         AND aggregate_version >= ?2 ORDER BY aggregate_version LIMIT ?3"
+                         AND aggregate_version >= ?2 AND position <= ?4
+                         ORDER BY aggregate_version LIMIT ?3"
                     ),
                     from_version.unwrap_or(1),
                 ),
                 Direction::Backward => (
                     format!(
                         "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_id = ?1
-                         AND aggregate_version <= ?2 ORDER BY aggregate_version DESC LIMIT ?3"
+                         AND aggregate_version <= ?2 AND position <= ?4
+                         ORDER BY aggregate_version DESC LIMIT ?3"
                     ),
                     from_version.unwrap_or(u64::MAX),
                 ),
             };
-            let events =
-                rows::query_events(c, &sql, rusqlite::params![id, clamp(from), clamp(limit)])?;
+            let until = clamp(cap.unwrap_or(u64::MAX));
+            let events = rows::query_events(
+                c,
+                &sql,
+                rusqlite::params![id, clamp(from), clamp(limit), until],
+            )?;
             privacy::open(c, keyring.as_deref(), rows::checked(c, events)?)
         })
         .await
@@ -312,8 +351,8 @@ impl Store for SqliteStore {
     ) -> Result<Vec<RecordedEvent>> {
         let filter = filter.clone();
         let keyring = self.keyring();
-        self.read(move |c| {
-            let events = rows::read_all(c, after_position, limit, &filter)?;
+        self.read_durable(move |c, cap| {
+            let events = rows::read_all(c, after_position, limit, &filter, cap)?;
             privacy::open(c, keyring.as_deref(), rows::checked(c, events)?)
         })
         .await
@@ -327,15 +366,22 @@ impl Store for SqliteStore {
         filter: &Filter,
     ) -> Result<Vec<RecordedEvent>> {
         let filter = filter.clone();
-        self.read(move |c| rows::read_all(c, after_position, limit, &filter))
+        self.read_durable(move |c, cap| rows::read_all(c, after_position, limit, &filter, cap))
             .await
     }
 
     async fn event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {
         let keyring = self.keyring();
-        self.read(move |c| {
-            let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1");
-            let events = rows::query_events(c, &sql, [event_id.hyphenated().to_string()])?;
+        self.read_durable(move |c, cap| {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1 AND position <= ?2"
+            );
+            let until = clamp(cap.unwrap_or(u64::MAX));
+            let events = rows::query_events(
+                c,
+                &sql,
+                rusqlite::params![event_id.hyphenated().to_string(), until],
+            )?;
             Ok(privacy::open(c, keyring.as_deref(), rows::checked(c, events)?)?.pop())
         })
         .await
@@ -348,9 +394,20 @@ impl Store for SqliteStore {
             .and_then(StreamRecord::aggregate_info))
     }
 
+    /// The stream's record, unless a commit not yet durable changed it: then derived from
+    /// the events reads show (the rare case; [`durable`]).
     async fn stream(&self, aggregate_id: &str) -> Result<Option<StreamRecord>> {
         let id = aggregate_id.to_owned();
-        self.read(move |c| rows::stream_record(c, &id)).await
+        let found = self
+            .read_durable(move |c, cap| match cap {
+                Some(cap) if rows::stream_changed_after(c, &id, cap)? => Ok(None),
+                _ => rows::stream_record(c, &id).map(Some),
+            })
+            .await?;
+        match found {
+            Some(record) => Ok(record),
+            None => annal_core::streams::record_from_events(self, aggregate_id).await,
+        }
     }
 
     fn write_failure(&self) -> Option<String> {
@@ -363,8 +420,9 @@ impl Store for SqliteStore {
     }
 
     async fn head(&self, aggregate_types: &[String]) -> Result<u64> {
-        let (sql, params) = rows::head_sql(aggregate_types);
-        self.read(move |c| {
+        let types = aggregate_types.to_vec();
+        self.read_durable(move |c, cap| {
+            let (sql, params) = rows::head_sql(&types, cap);
             c.prepare_cached(&sql)
                 .map_err(db)?
                 .query_row(rusqlite::params_from_iter(params), |r| r.get::<_, i64>(0))

@@ -7,6 +7,7 @@
 //! read and checked, so a store that opens has a sound head to count from; a store this
 //! creates is private to its owner (folder 0700, file 0600, and so its WAL too).
 
+use crate::durable::{self, Durability};
 use crate::{Inner, SqliteStore, schema, writer};
 use annal_core::privacy::{KekError, Keyring};
 use annal_core::{Error, Limits, Timestamp, stored};
@@ -226,15 +227,23 @@ impl SqliteStore {
         };
         let stored = crate::privacy::kek_ids(&conn).map_err(dberr)?;
         Keyring::check_store(keyring.as_ref(), &stored).map_err(kek_err)?;
+        durable::sync_at_open(&path).map_err(|source| OpenError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(
+                source.kind(),
+                format!("syncing its write-ahead log failed: {source}"),
+            ),
+        })?;
         let (head_tx, head_rx) = watch::channel(head);
         let (jobs, jobs_rx) = mpsc::channel();
         let health = annal_core::failures::WriteHealth::default();
+        let durability = Durability::new(&path, head_tx, health.clone());
         let writer = std::thread::Builder::new()
             .name("annal-sqlite-writer".into())
             .spawn({
                 let health = health.clone();
-                let path = path.clone();
-                move || writer::run(conn, &path, jobs_rx, head_tx, health)
+                let durability = durability.clone();
+                move || writer::run(conn, jobs_rx, &durability, health)
             })
             .map_err(OpenError::Thread)?;
         Ok(Self {
@@ -245,6 +254,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 reader_permits: Arc::new(Semaphore::new(options.readers.max(1))),
                 head: head_rx,
+                durability,
                 leases: Mutex::new(None),
                 writer: Some(writer),
                 health,

@@ -139,21 +139,27 @@ pub fn read_all_sql(
     (sql, params)
 }
 
-/// A filtered read of the global log, its time bounds turned into positions first.
+/// A filtered read of the global log, its time bounds turned into positions first,
+/// showing no position above `cap`.
 pub fn read_all(
     conn: &Connection,
     after_position: u64,
     limit: usize,
     filter: &Filter,
+    cap: Option<u64>,
 ) -> Result<Vec<RecordedEvent>> {
     let mut after = after_position;
     if let Some(since) = filter.since {
         after = after.max(first_position_at(conn, since)?.saturating_sub(1));
     }
-    let before = match filter.until {
+    let until = match filter.until {
         Some(until) => Some(first_position_at(conn, until)?),
         None => None,
     };
+    let before = [until, cap.map(|c| c.saturating_add(1))]
+        .into_iter()
+        .flatten()
+        .min();
     let (sql, params) = read_all_sql(after, before, limit, filter);
     query_events(conn, &sql, rusqlite::params_from_iter(params))
 }
@@ -213,10 +219,14 @@ pub fn first_position_at(conn: &Connection, at: Timestamp) -> Result<u64> {
     Ok(stored::number("events.position", lo)?)
 }
 
-/// The SQL and parameters of the last position among some aggregate types.
-pub fn head_sql(aggregate_types: &[String]) -> (String, Vec<Value>) {
+/// The SQL and parameters of the last position among some aggregate types, at most `cap`.
+pub fn head_sql(aggregate_types: &[String], cap: Option<u64>) -> (String, Vec<Value>) {
     let mut sql = "SELECT coalesce(max(position), 0) FROM events WHERE 1".to_owned();
     let mut params = Vec::new();
+    if let Some(cap) = cap {
+        sql.push_str(" AND position <= ?");
+        params.push(Value::Integer(clamp(cap)));
+    }
     any_of(&mut sql, &mut params, "aggregate_type", aggregate_types);
     (sql, params)
 }
@@ -263,4 +273,18 @@ pub fn stream_record(conn: &Connection, aggregate_id: &str) -> Result<Option<Str
         },
     )
     .transpose()
+}
+
+/// Whether a commit after position `cap` appended to `aggregate_id` or to its metadata
+/// stream (so its `streams` row shows more than positions up to `cap` do).
+pub fn stream_changed_after(conn: &Connection, aggregate_id: &str, cap: u64) -> Result<bool> {
+    conn.prepare_cached(
+        "SELECT coalesce((SELECT position FROM events WHERE aggregate_id = ?1
+                          ORDER BY aggregate_version DESC LIMIT 1), 0) > ?2
+             OR coalesce((SELECT position FROM events WHERE aggregate_id = '$$' || ?1
+                          ORDER BY aggregate_version DESC LIMIT 1), 0) > ?2",
+    )
+    .map_err(db)?
+    .query_row(rusqlite::params![aggregate_id, clamp(cap)], |r| r.get(0))
+    .map_err(db)
 }

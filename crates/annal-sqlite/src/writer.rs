@@ -31,10 +31,9 @@ use annal_core::failures::WriteHealth;
 use annal_core::import::Tip;
 use annal_core::{Error, Hash, RecordedEvent, Result, StreamRecord, Timestamp, Uuid, stored};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::path::Path;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 /// Most events one group commit takes before it commits.
 const MAX_GROUP_EVENTS: usize = 20_000;
@@ -52,19 +51,17 @@ const CLOSING_CHECKPOINT_WAIT: Duration = Duration::from_secs(1);
 /// ([`close`]). `path` is the store file `conn` has open.
 pub fn run(
     mut conn: Connection,
-    path: &Path,
     jobs: Receiver<Job>,
-    head: watch::Sender<u64>,
+    durability: &Arc<Durability>,
     health: WriteHealth,
 ) {
-    let durability = Durability::new(path, head, health.clone());
     let started = conn
         .pragma_update(None, "synchronous", "NORMAL")
         .map_err(|e| e.to_string())
         .and_then(|()| durability.start().map_err(|e| e.to_string()));
     match started {
         Ok((to_stage, stage)) => {
-            serve(&mut conn, jobs, &durability, &to_stage, &health);
+            serve(&mut conn, jobs, durability, &to_stage, &health);
             drop(to_stage);
             if stage.join().is_err() {
                 tracing::error!("the durability stage panicked");
@@ -147,7 +144,7 @@ fn serve(
             }
             continue;
         }
-        match commit_group(conn, &group) {
+        match commit_group(conn, &group, durability) {
             Ok((outcomes, head)) => {
                 let answers = group.into_iter().zip(outcomes).collect();
                 carried = jobs.try_recv().ok();
@@ -234,7 +231,11 @@ impl commit::Lookup for SqlLookup<'_> {
 /// [`annal_core::commit`]), so a refused job leaves no trace and needs no savepoint: the
 /// only failures while writing are the database's, and those fail the whole group (its
 /// transaction is rolled back when dropped).
-fn commit_group(conn: &mut Connection, jobs: &[Job]) -> Result<(Vec<Result<Outcome>>, u64)> {
+fn commit_group(
+    conn: &mut Connection,
+    jobs: &[Job],
+    durability: &Durability,
+) -> Result<(Vec<Result<Outcome>>, u64)> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(db)?;
@@ -250,6 +251,8 @@ fn commit_group(conn: &mut Connection, jobs: &[Job]) -> Result<(Vec<Result<Outco
     }
     let head = group.tip().position;
     write(&tx, &group.finish()).map_err(db)?;
+    // Before the COMMIT makes the group visible: reads hide it until it is synced.
+    durability.committing(head);
     tx.commit().map_err(db)?;
     Ok((outcomes, head))
 }
