@@ -1,7 +1,7 @@
 //! Crash safety: a child `annal append` process appends in a loop and reports each
-//! acknowledged append; it is killed with SIGKILL at a random moment, the store is
-//! reopened and checked. On SQLite and on PostgreSQL (`ANNAL_TEST_POSTGRES_URL`). Rounds:
-//! `ANNAL_CRASH_ROUNDS` (default 20).
+//! acknowledged append; once it acknowledged one, it is killed with SIGKILL at a random
+//! moment, and the store is reopened and checked. On SQLite and on PostgreSQL
+//! (`ANNAL_TEST_POSTGRES_URL`). Rounds: `ANNAL_CRASH_ROUNDS` (default 20).
 
 mod common;
 
@@ -59,15 +59,22 @@ async fn sigkill_rounds(url: &str) {
                 }
             }
         });
+        let (first_ack, acking) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut got = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 got.push(serde_json::from_str::<AppendResult>(&line).expect("an append result"));
+                if got.len() == 1 {
+                    let _ = first_ack.send(());
+                }
             }
             got
         });
-        std::thread::sleep(Duration::from_millis(fastrand::u64(20..250)));
+        // Killed at a random moment once it is appending (a loaded machine can take
+        // longer than the random delay just to start it and connect).
+        let _ = acking.recv_timeout(Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(fastrand::u64(0..230)));
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
         acked.extend(reader.join().expect("reader"));
