@@ -30,22 +30,26 @@
 //!
 //! - **readers never see what is not yet durable**: a COMMIT makes a group visible to
 //!   other connections before its sync, so the store's reads are capped
-//!   ([`Durability::visible_cap`]): the writer raises `committed` to a group's head
-//!   before its COMMIT, the stage raises `synced` after the fdatasync, and a read that
-//!   takes both after its snapshot began hides every position above `synced` while
-//!   `committed` is ahead of it. An event once served therefore survives an OS crash or
-//!   power loss too, so a projection's checkpoint never names a position that a crash
-//!   could give to another event. The file's WAL is synced when the store opens, so
-//!   frames a killed process left unsynced are durable before anything reads them.
-//!   (Another process's writer on the same file caps only its own reads: its groups are
-//!   visible here for the length of its sync; docs/storage.md.)
+//!   ([`Durability::visible_cap`]): before its COMMIT the writer records the group's
+//!   first position, after the fdatasync the stage drops it, and a read that takes the
+//!   cap after its snapshot began hides every position from the earliest recorded one
+//!   on. An event once served therefore survives an OS crash or power loss too, so a
+//!   projection's checkpoint never names a position that a crash could give to another
+//!   event. Reads stay monotonic: a group's positions follow everything committed before
+//!   it (it reads the head under the write lock), so the cap never hides a position that
+//!   was visible without it, another process's commits included. The file's WAL is
+//!   synced when the store opens, so frames a killed process left unsynced are durable
+//!   before anything reads them. (Another process's writer on the same file caps only its
+//!   own reads: its groups are visible here for the length of its sync;
+//!   docs/storage.md.)
 
 use annal_core::failures::WriteHealth;
 use annal_core::job::{Job, Outcome};
 use annal_core::{Error, Result};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -70,10 +74,9 @@ pub struct Durability {
     stopped: Mutex<Option<String>>,
     /// Groups handed to the stage and not answered yet.
     pending: AtomicUsize,
-    /// The head of the last group the writer is committing or committed.
-    committed: AtomicU64,
-    /// The head of the last group made durable (or the head the store opened with).
-    synced: AtomicU64,
+    /// The first position of each group with events that the writer committed (or is
+    /// committing) and that is not yet durable, oldest first.
+    unsynced: Mutex<VecDeque<u64>>,
 }
 
 /// The `-wal` file beside the store file at `path`.
@@ -85,10 +88,8 @@ pub fn wal_path(path: &Path) -> PathBuf {
 
 impl Durability {
     /// The durability of the store file at `path`; its head and health are the store's.
-    /// Everything up to the head it opened with counts as durable: call
-    /// [`sync_at_open`] first.
+    /// Everything the file holds counts as durable: call [`sync_at_open`] first.
     pub fn new(path: &Path, head: watch::Sender<u64>, health: WriteHealth) -> Arc<Self> {
-        let opened = *head.borrow();
         Arc::new(Self {
             wal: wal_path(path),
             file: Mutex::new(None),
@@ -96,24 +97,46 @@ impl Durability {
             health,
             stopped: Mutex::new(None),
             pending: AtomicUsize::new(0),
-            committed: AtomicU64::new(opened),
-            synced: AtomicU64::new(opened),
+            unsynced: Mutex::new(VecDeque::new()),
         })
     }
 
-    /// Called by the writer before the COMMIT that makes the log reach `head`: from then
-    /// on reads hide positions above the synced head until this one is synced.
-    pub fn committing(&self, head: u64) {
-        self.committed.fetch_max(head, Ordering::SeqCst);
+    /// Called by the writer before the COMMIT of a group whose first event is at
+    /// `first`: from then on reads hide positions from `first` on until it is synced.
+    pub fn committing(&self, first: u64) {
+        if let Ok(mut unsynced) = self.unsynced.lock() {
+            unsynced.push_back(first);
+        }
+    }
+
+    /// Called by the writer when the COMMIT announced by [`Self::committing`] failed
+    /// (nothing of the group was written).
+    pub fn not_committed(&self, first: u64) {
+        if let Ok(mut unsynced) = self.unsynced.lock()
+            && unsynced.back() == Some(&first)
+        {
+            unsynced.pop_back();
+        }
     }
 
     /// The last position a read may show, if some commit of this store is visible but
     /// not yet durable; `None` when every commit is. Call it after the read's snapshot
-    /// began (its first statement), and cap what that snapshot shows with it.
+    /// began (its first statement), and cap what that snapshot shows with it. (A
+    /// poisoned lock answers 0: nothing is shown rather than something not durable.)
     pub fn visible_cap(&self) -> Option<u64> {
-        let synced = self.synced.load(Ordering::SeqCst);
-        let committed = self.committed.load(Ordering::SeqCst);
-        (committed > synced).then_some(synced)
+        match self.unsynced.lock() {
+            Ok(unsynced) => unsynced.front().map(|first| first.saturating_sub(1)),
+            Err(_) => Some(0),
+        }
+    }
+
+    /// The groups up to `head` are durable.
+    fn synced(&self, head: u64) {
+        if let Ok(mut unsynced) = self.unsynced.lock() {
+            while unsynced.front().is_some_and(|&first| first <= head) {
+                unsynced.pop_front();
+            }
+        }
     }
 
     /// Why the store accepts no more writes, once a sync failed.
@@ -178,7 +201,7 @@ impl Durability {
             Ok(()) => {
                 self.health.succeeded();
                 for group in batch {
-                    self.synced.fetch_max(group.head, Ordering::SeqCst);
+                    self.synced(group.head);
                     self.head.send_if_modified(|h| {
                         let moved = *h != group.head;
                         *h = group.head;

@@ -108,3 +108,68 @@ async fn a_committed_group_stays_hidden_from_reads_until_its_sync_ends() {
     );
     assert!(store.event(second_id).await.expect("event").is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(
+    clippy::await_holding_lock,
+    reason = "the held sync lock is the slow disk the reads run beside"
+)]
+async fn another_writers_events_stay_visible_while_this_stores_group_syncs() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.db");
+    let here = SqliteStore::open(&path).expect("open");
+    here.append(req(
+        "Family",
+        "f1",
+        ExpectedVersion::NoStream,
+        vec![payment(0)],
+    ))
+    .await
+    .expect("this store's first append");
+    // A second writer on the same file (as another process is): its event, durable
+    // by its own sync, is seen here.
+    let other = SqliteStore::open(&path).expect("open again");
+    other
+        .append(req(
+            "Family",
+            "f2",
+            ExpectedVersion::NoStream,
+            vec![payment(0)],
+        ))
+        .await
+        .expect("the other writer's append");
+    assert_eq!(here.head(&[]).await.expect("head"), 2);
+
+    let held = here.inner.durability.hold_syncs();
+    let appending = tokio::spawn({
+        let here = here.clone();
+        async move {
+            here.append(req(
+                "Family",
+                "f1",
+                ExpectedVersion::Exact(1),
+                vec![payment(1)],
+            ))
+            .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rows_in_file(&here) < 3 {
+        assert!(Instant::now() < deadline, "the append never committed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        here.head(&[]).await.expect("head"),
+        2,
+        "what was visible stays visible; only this store's unsynced group is hidden"
+    );
+    let all = here
+        .read_all(0, 100, &Filter::default())
+        .await
+        .expect("read");
+    assert_eq!(all.iter().map(|e| e.position).collect::<Vec<_>>(), [1, 2]);
+
+    drop(held);
+    appending.await.expect("task").expect("append");
+    assert_eq!(here.head(&[]).await.expect("head"), 3);
+}

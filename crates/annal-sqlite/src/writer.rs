@@ -239,7 +239,9 @@ fn commit_group(
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(db)?;
-    let mut group = Group::new(read_tip(&tx).map_err(db)?);
+    let tip = read_tip(&tx).map_err(db)?;
+    let before = tip.position;
+    let mut group = Group::new(tip);
     let mut lookup = SqlLookup { conn: &tx };
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -252,8 +254,16 @@ fn commit_group(
     let head = group.tip().position;
     write(&tx, &group.finish()).map_err(db)?;
     // Before the COMMIT makes the group visible: reads hide it until it is synced.
-    durability.committing(head);
-    tx.commit().map_err(db)?;
+    let first = (head > before).then_some(before + 1);
+    if let Some(first) = first {
+        durability.committing(first);
+    }
+    if let Err(e) = tx.commit() {
+        if let Some(first) = first {
+            durability.not_committed(first);
+        }
+        return Err(db(e));
+    }
     Ok((outcomes, head))
 }
 
