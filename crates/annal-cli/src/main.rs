@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 /// The binary's allocator: many small, short-lived allocations per request from several
 /// threads (HTTP parsing, JSON, events), where glibc's malloc spent 15% of `annal serve`'s
-/// cycles under load (issue 12's profile).
+/// cycles under load (issue 12's profile). With mimalloc's `override` feature it also
+/// serves the bundled SQLite's C allocations (malloc/free), so the writer's per-row
+/// allocations no longer go to glibc either.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
