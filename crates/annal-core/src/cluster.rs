@@ -48,6 +48,10 @@ pub const LEADER_CHECKPOINT: &str = "$leader";
 /// The default time-to-live of a heartbeat and of the leader lease.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
 
+/// 9999-12-31T23:59:59.999999Z: when the heartbeat of a node alone lapses (it has
+/// none), the last instant RFC 3339 can write.
+const NEVER_MICROS: i64 = 253_402_300_799_999_999;
+
 /// What a node says about itself when it registers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeRegistration {
@@ -125,7 +129,7 @@ impl ClusterView {
             instance_id: me.instance_id,
             address: me.address.clone(),
             started_at: me.started_at,
-            expires_at: Timestamp::from_micros(i64::MAX),
+            expires_at: Timestamp::from_micros(NEVER_MICROS),
         };
         Self {
             me: node.clone(),
@@ -522,6 +526,7 @@ mod tests {
         };
         let v = ClusterView::alone(&me);
         assert!(v.is_leader());
+        assert_eq!(v.me.expires_at.to_string(), "9999-12-31T23:59:59.999999Z");
         assert_eq!(v.leader_node().map(|n| n.name.as_str()), Some("solo"));
         assert_eq!(v.role(&v.me), Role::Leader);
     }
