@@ -1,7 +1,10 @@
 //! The fault suite (issue 14, item 6): `annal serve` under 16 HTTP appenders, then
 //! - killed with SIGKILL, on SQLite and on PostgreSQL, round after round;
 //! - two servers on one SQLite file, both killed;
-//! - its PostgreSQL server restarted (a private cluster, started for the test).
+//! - its PostgreSQL server restarted (a private cluster, started for the test);
+//! - its PostgreSQL primary stopped (`-m immediate`) and its synchronous standby
+//!   promoted, the store URL naming both with `target_session_attrs=read-write`
+//!   (docs/cluster.md).
 //!
 //! After each, `common::log_check` holds the store to: one contiguous log, contiguous
 //! versions, whole batches, every acknowledged append stored as acknowledged, a chain
@@ -211,6 +214,91 @@ struct PrivateCluster {
 
 impl PrivateCluster {
     fn start() -> Self {
+        let cluster = Self::unstarted();
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                path(&cluster.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        cluster.pg_ctl(&["start"]);
+        cluster
+    }
+
+    /// A streaming standby of this cluster (`pg_basebackup -R`), started; this cluster
+    /// then waits for it at every commit (`synchronous_standby_names`).
+    fn synchronous_standby(&self) -> Self {
+        let standby = Self::unstarted();
+        let port = self.port.to_string();
+        standby.run(
+            "pg_basebackup",
+            &[
+                "-D",
+                path(&standby.data),
+                "-R",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        standby.pg_ctl(&["start"]);
+        self.run(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                "ALTER SYSTEM SET synchronous_standby_names = '*'",
+                "-c",
+                "SELECT pg_reload_conf()",
+            ],
+        );
+        // Until the standby streams and the primary counts it synchronous.
+        for _ in 0..300 {
+            let out = self
+                .command(
+                    "psql",
+                    &[
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &port,
+                        "-U",
+                        "postgres",
+                        "-d",
+                        "postgres",
+                        "-tAc",
+                        "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+                    ],
+                )
+                .output()
+                .expect("psql");
+            if String::from_utf8_lossy(&out.stdout).trim() == "1" {
+                return standby;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the standby never became synchronous");
+    }
+
+    /// A cluster's folder and port, nothing in it yet.
+    fn unstarted() -> Self {
         let bin = postgres_bin().unwrap_or_else(|| {
             panic!(
                 "ANNAL_TEST_POSTGRES_URL is set but PostgreSQL's server programs (initdb, \
@@ -231,26 +319,12 @@ impl PrivateCluster {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let cluster = Self {
+        Self {
             bin,
             data,
             port,
             _dir: dir,
-        };
-        cluster.run(
-            "initdb",
-            &[
-                "-D",
-                path(&cluster.data),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
-        );
-        cluster.pg_ctl(&["start"]);
-        cluster
+        }
     }
 
     fn url(&self) -> String {
@@ -384,4 +458,67 @@ async fn a_postgres_restart_under_load_loses_nothing_and_appends_resume() {
     );
     drop(store);
     drop(restarted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_lost_under_load_and_its_synchronous_standby_promoted_loses_nothing_acknowledged()
+{
+    if common::pg::server_url().is_none() {
+        return;
+    }
+    let primary = PrivateCluster::start();
+    let standby = primary.synchronous_standby();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write&connect_timeout=2",
+        primary.port, standby.port
+    );
+    let served = common::serve_with(&["--store", &url]);
+    let load = Load::start(&[served.port], "failover");
+    load.until_acknowledged(APPENDERS as u64).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let acked_before = load.acknowledged.load(Ordering::Relaxed);
+    // The primary dies at once (no shutdown checkpoint, no goodbye to clients), then
+    // the standby is promoted, as an operator or a failover manager would.
+    let lost = std::time::Instant::now();
+    let primary = tokio::task::spawn_blocking(move || {
+        primary.pg_ctl(&["stop", "-m", "immediate"]);
+        primary
+    })
+    .await
+    .expect("stop the primary");
+    let standby = tokio::task::spawn_blocking(move || {
+        standby.run("pg_ctl", &["promote", "-D", path(&standby.data), "-w"]);
+        standby
+    })
+    .await
+    .expect("promote the standby");
+    // Appends succeed again through annal, on the new primary.
+    let resumed_after = loop {
+        let acked = load.acknowledged.load(Ordering::Relaxed);
+        if acked > acked_before + APPENDERS as u64 {
+            break lost.elapsed();
+        }
+        assert!(
+            lost.elapsed() < Duration::from_secs(30),
+            "appends did not resume within 30 s of the primary's loss"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (acked, refused) = load.finish().await;
+    drop(served);
+    let store = annal::connect(&url.parse::<StoreUrl>().expect("url"))
+        .await
+        .expect("connect to the new primary");
+    common::log_check::check(&*store, &acked, "after a failover").await;
+    report(
+        &acked,
+        &format!(
+            "around a failover (appends resumed {resumed_after:?} after the primary's loss; \
+             {refused} refused meanwhile)"
+        ),
+    );
+    drop(store);
+    drop(standby);
+    drop(primary);
 }

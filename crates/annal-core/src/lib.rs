@@ -23,6 +23,7 @@ pub mod audit;
 pub mod budget;
 pub mod chain;
 pub mod checkpoint;
+pub mod cluster;
 pub mod commit;
 pub mod digest;
 pub mod error;

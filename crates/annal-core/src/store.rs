@@ -204,6 +204,22 @@ pub trait Store: Send + Sync {
         Err(no_leases())
     }
 
+    /// Records that `node` is alive for `ttl` (zero: it leaves) and answers the nodes
+    /// alive now, by name ([`crate::cluster`]). A name held by a live node at another
+    /// address is refused ([`Error::InvalidRequest`]); at the same address it is the
+    /// same node restarted, and takes its row over. Stores that keep no nodes
+    /// answer [`Error::Unsupported`] (this default): a node on them is alone.
+    async fn register_node(
+        &self,
+        node: &crate::cluster::NodeRegistration,
+        ttl: Duration,
+    ) -> Result<Vec<crate::cluster::Node>> {
+        let _ = (node, ttl);
+        Err(Error::Unsupported {
+            what: "keep cluster nodes".into(),
+        })
+    }
+
     /// Waits until the head is past `after_position` or `timeout` passes; returns the
     /// head. Backends wake waiters on commit; writers in other processes are seen by
     /// polling at least every 50 ms.

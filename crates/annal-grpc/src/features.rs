@@ -1,18 +1,22 @@
-//! The small services: `ServerFeatures` (what this server answers) and `Gossip` (this
-//! node, alone and leader).
+//! The small services: `ServerFeatures` (what this server answers) and `Gossip` (the
+//! cluster's live nodes, the lease holder as `Leader` and the others as `Follower`; a
+//! node alone is `Leader`).
 //!
 //! Gossip's address for this node, in order: the configured [`Advertise`] host and port
 //! (KurrentDB's `AdvertiseHostToClientAs` / `AdvertiseNodePortToClientAs`); else the
 //! host and port the caller itself used (the request's `:authority`, kept by
 //! [`keep_authority`]), so a client that connected with `localhost` is told
-//! `localhost`; else the listen address. The answer is never empty.
+//! `localhost`; else the listen address. Other nodes are reported at the address they
+//! registered with (`annal_core::cluster`). The answer is never empty.
 
 use crate::convert::uuid_to_pb;
 use crate::pb::event_store::client::Empty;
 use crate::pb::event_store::client::gossip::{ClusterInfo, EndPoint, MemberInfo, member_info};
 use crate::pb::event_store::client::server_features::{SupportedMethod, SupportedMethods};
-use annal_core::Uuid;
+use annal_core::cluster::{ClusterView, Role};
+use annal_core::{Timestamp, Uuid};
 use std::net::SocketAddr;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 /// The KurrentDB version annal answers as: clients gate features on it.
@@ -100,12 +104,14 @@ pub(crate) async fn keep_authority(
     next.run(req).await
 }
 
-/// `Gossip`: a cluster of one, this node, leader.
+/// `Gossip`: the cluster's live nodes (without a cluster: this node, leader).
 pub struct Gossip {
     /// The address listened on: the answer when nothing better is known.
     pub listen: SocketAddr,
     /// The configured address, which beats the caller's.
     pub advertise: Option<Advertise>,
+    /// The cluster as this node sees it; `None`: alone.
+    pub cluster: Option<watch::Receiver<ClusterView>>,
 }
 
 impl Gossip {
@@ -131,31 +137,116 @@ impl Gossip {
 #[tonic::async_trait]
 impl crate::pb::event_store::client::gossip::gossip_server::Gossip for Gossip {
     async fn read(&self, req: Request<Empty>) -> Result<Response<ClusterInfo>, Status> {
-        let http_end_point = self.end_point(req.extensions().get::<Authority>());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let mine = self.end_point(req.extensions().get::<Authority>());
+        let now = crate::convert::ticks(Timestamp::now().as_micros());
+        let Some(view) = &self.cluster else {
+            return Ok(Response::new(ClusterInfo {
+                members: vec![MemberInfo {
+                    instance_id: Some(uuid_to_pb(Uuid::nil(), false)),
+                    time_stamp: now,
+                    state: member_info::VNodeState::Leader as i32,
+                    is_alive: true,
+                    http_end_point: Some(mine),
+                }],
+            }));
+        };
+        let view = view.borrow().clone();
         Ok(Response::new(ClusterInfo {
-            members: vec![MemberInfo {
-                instance_id: Some(uuid_to_pb(Uuid::nil(), false)),
-                time_stamp: crate::convert::ticks(now),
-                state: member_info::VNodeState::Leader as i32,
-                is_alive: true,
-                http_end_point: Some(http_end_point),
-            }],
+            members: members(&view, mine, now),
         }))
     }
+}
+
+/// The members of `view`, as KurrentDB reports them: this node at `mine`, the others
+/// at their registered addresses; the lease holder `Leader`, the others `Follower`.
+fn members(view: &ClusterView, mine: EndPoint, now: i64) -> Vec<MemberInfo> {
+    view.nodes
+        .iter()
+        .map(|n| {
+            let http_end_point = if n.instance_id == view.me.instance_id {
+                mine.clone()
+            } else {
+                let (address, port) = n.host_port();
+                EndPoint {
+                    address,
+                    port: u32::from(port),
+                }
+            };
+            let state = match view.role(n) {
+                Role::Leader => member_info::VNodeState::Leader,
+                Role::Follower => member_info::VNodeState::Follower,
+            };
+            MemberInfo {
+                instance_id: Some(uuid_to_pb(n.instance_id, false)),
+                time_stamp: now,
+                state: state as i32,
+                is_alive: true,
+                http_end_point: Some(http_end_point),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use annal_core::cluster::Node;
 
     fn gossip(advertise: Option<Advertise>) -> Gossip {
         Gossip {
             listen: SocketAddr::from(([127, 0, 0, 1], 2113)),
             advertise,
+            cluster: None,
         }
+    }
+
+    fn node(name: &str, address: &str) -> Node {
+        Node {
+            name: name.into(),
+            instance_id: Uuid::now_v7(),
+            address: address.into(),
+            started_at: Timestamp::from_micros(0),
+            expires_at: Timestamp::from_micros(0),
+        }
+    }
+
+    #[test]
+    fn the_lease_holder_is_leader_and_the_others_followers_each_at_its_address() {
+        let (a, b, c) = (
+            node("a", "10.0.0.1:2113"),
+            node("b", "10.0.0.2:2114"),
+            node("c", "10.0.0.3:2113"),
+        );
+        let view = ClusterView {
+            me: a.clone(),
+            nodes: vec![a.clone(), b.clone(), c.clone()],
+            leader: Some(b.instance_id),
+            epoch: None,
+            shared: true,
+        };
+        let mine = EndPoint {
+            address: "localhost".into(),
+            port: 2113,
+        };
+        let found: Vec<(String, u32, i32)> = members(&view, mine, 0)
+            .into_iter()
+            .map(|m| {
+                let e = m.http_end_point.expect("an end point");
+                (e.address, e.port, m.state)
+            })
+            .collect();
+        let (leader, follower) = (
+            member_info::VNodeState::Leader as i32,
+            member_info::VNodeState::Follower as i32,
+        );
+        assert_eq!(
+            found,
+            [
+                ("localhost".into(), 2113, follower),
+                ("10.0.0.2".into(), 2114, leader),
+                ("10.0.0.3".into(), 2113, follower),
+            ]
+        );
     }
 
     fn authority(host: &str, port: Option<u16>) -> Authority {
@@ -208,6 +299,7 @@ mod tests {
         let on_v6 = Gossip {
             listen: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 2113)),
             advertise: None,
+            cluster: None,
         };
         assert_eq!(shown(on_v6.end_point(None)), ("[::1]".into(), 2113));
     }

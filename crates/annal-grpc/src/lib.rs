@@ -2,8 +2,10 @@
 //! the official KurrentDB clients work against annal unchanged (docs/kurrentdb.md).
 //!
 //! Services: `Streams` (Read with catch-up subscriptions, Append, BatchAppend, Delete,
-//! Tombstone), `ServerFeatures`, `Gossip` (this node, leader) and `PersistentSubscriptions`
-//! (server-side consumer groups with acknowledgements, retries and parking).
+//! Tombstone), `ServerFeatures`, `Gossip` (the cluster's nodes, or this node alone, leader)
+//! and `PersistentSubscriptions` (server-side consumer groups with acknowledgements,
+//! retries and parking, dispatched by the leader only: a follower answers KurrentDB's
+//! "not leader" with the leader's address).
 //!
 //! Invariants: one store, two protocols — every write goes through
 //! [`annal_core::streams`], exactly like the HTTP stream routes; reads and subscriptions
@@ -95,6 +97,9 @@ pub struct Options {
     /// How long a read or catch-up subscription waits for its caller to take the next
     /// message before it ends the call (`annal serve --send-timeout`).
     pub stalled_call: std::time::Duration,
+    /// The cluster as this node sees it (`annal_core::cluster`); `None`: this node is
+    /// alone, and leader.
+    pub cluster: Option<watch::Receiver<annal_core::cluster::ClusterView>>,
 }
 
 /// The gRPC services as an axum router, with authentication (by `options.credentials`)
@@ -120,9 +125,10 @@ pub fn router(
         .add_service(GossipServer::new(features::Gossip {
             listen: options.advertised,
             advertise: options.advertise,
+            cluster: options.cluster.clone(),
         }))
         .add_service(PersistentSubscriptionsServer::new(
-            persistent::Persistent::new(store, shutdown),
+            persistent::Persistent::new(store, shutdown, options.cluster),
         ));
     let credentials = options.credentials;
     routes

@@ -105,6 +105,25 @@ pub(crate) fn with_exception(
     status
 }
 
+/// KurrentDB's "not leader": the call must go to the leader, at `host`:`port`. The
+/// official clients reconnect there (they read the `exception` and the two
+/// `leader-endpoint-*` entries).
+pub(crate) fn not_leader(host: &str, port: u16) -> Status {
+    let mut status = with_exception(
+        Status::not_found("Leader info available"),
+        "not-leader",
+        None,
+    );
+    let md = status.metadata_mut();
+    if let Ok(h) = MetadataValue::try_from(host) {
+        md.insert("leader-endpoint-host", h);
+    }
+    if let Ok(p) = MetadataValue::try_from(port.to_string()) {
+        md.insert("leader-endpoint-port", p);
+    }
+    status
+}
+
 /// KurrentDB's "stream deleted".
 pub(crate) fn stream_deleted(stream: &str) -> Status {
     with_exception(

@@ -1,6 +1,6 @@
 //! Workloads W1–W5 of the foundation issue on PostgreSQL (mirroring
 //! annal-sqlite/benches/workloads.rs), plus W2p: W2's 16 writers split over 4 processes
-//! (this binary re-run as children). Each run uses fresh schemas, dropped afterwards;
+//! (this binary re-run as children; `ANNAL_BENCH_W2P_PROCESSES` for another count). Each run uses fresh schemas, dropped afterwards;
 //! three runs (`ANNAL_BENCH_RUNS`), every run printed, then the medians in events/s.
 //!
 //! First it prints `fdatasync: N/s in DIR`: the disk's fdatasync rate, probed once for
@@ -37,6 +37,12 @@ fn w2_each() -> u64 {
     env_u64("ANNAL_BENCH_W2_EACH", W2_EACH)
 }
 const W2P_PROCESSES: u64 = 4;
+
+/// W2p's processes (`ANNAL_BENCH_W2P_PROCESSES`, 1 to 16; the 16 writers are split as
+/// evenly as they go: 3 processes run 6, 5 and 5).
+fn w2p_processes() -> u64 {
+    env_u64("ANNAL_BENCH_W2P_PROCESSES", W2P_PROCESSES).clamp(1, W2_WRITERS)
+}
 
 fn server() -> String {
     std::env::var("ANNAL_BENCH_POSTGRES_URL")
@@ -92,18 +98,22 @@ async fn w2(b: &mut Bench) -> (u64, f64) {
     concurrent_writers(&b.store().await, W2_WRITERS, w2_each()).await
 }
 
-/// W2p: W2's sixteen writers split over four processes on one store.
+/// W2p: W2's sixteen writers split over four processes (`ANNAL_BENCH_W2P_PROCESSES`) on
+/// one store.
 async fn w2p(b: &mut Bench) -> (u64, f64) {
     let schema = b.schema();
     let url = with_schema(&schema);
     // Create the schema once, before the children race to open it.
     drop(PgStore::connect(&url).await.expect("open"));
-    let per = W2_WRITERS / W2P_PROCESSES;
+    let processes = w2p_processes();
     let exe = std::env::current_exe().expect("own path");
-    let mut children: Vec<_> = (0..W2P_PROCESSES)
+    let mut children: Vec<_> = (0..processes)
         .map(|p| {
+            // Writers [first, first + count) of the sixteen.
+            let first = p * W2_WRITERS / processes;
+            let count = (p + 1) * W2_WRITERS / processes - first;
             Command::new(&exe)
-                .args(["child", &url, &(p * per).to_string(), &per.to_string()])
+                .args(["child", &url, &first.to_string(), &count.to_string()])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()

@@ -34,6 +34,7 @@ pub use config::{ConfigError, PgConfig, TlsMode};
 pub use open::{OpenError, Options};
 
 use annal_core::append::{ProposedTransaction, check_name};
+use annal_core::cluster::{Node, NodeRegistration};
 use annal_core::lease::{self, Lease};
 use annal_core::privacy::{ForgetRequest, Forgotten, Keyring, SubjectInfo};
 use annal_core::{
@@ -740,6 +741,74 @@ impl Store for PgStore {
         rows.iter().map(|r| rows::get(r, 0)).collect()
     }
 
+    async fn register_node(&self, node: &NodeRegistration, ttl: Duration) -> Result<Vec<Node>> {
+        check_name("name", &node.name)?;
+        check_name("address", &node.address)?;
+        lease::check_ttl(ttl, true)?;
+        let s = &self.inner.quoted;
+        let others = format!(
+            "SELECT name, instance_id, address, started_at, expires_at, false FROM {s}.nodes
+             WHERE name <> $1 AND expires_at > clock_timestamp()"
+        );
+        if ttl.is_zero() {
+            let sql = format!(
+                "WITH gone AS (DELETE FROM {s}.nodes WHERE name = $1 AND instance_id = $2)
+                 {others} ORDER BY 1"
+            );
+            let rows = self
+                .query("removing a node", &sql, &[&node.name, &node.instance_id])
+                .await?;
+            return rows.iter().map(node_from_row).collect();
+        }
+        // A name is taken over from a node whose heartbeat has lapsed, or with the same
+        // address (the same node, restarted after a crash); nodes gone for a day are
+        // forgotten.
+        let sql = format!(
+            "WITH beat AS (
+                 INSERT INTO {s}.nodes AS n (name, instance_id, address, started_at, expires_at)
+                 VALUES ($1, $2, $3, {started}, clock_timestamp() + $5::bigint * interval '1 microsecond')
+                 ON CONFLICT (name) DO UPDATE SET instance_id = excluded.instance_id,
+                   address = excluded.address, started_at = excluded.started_at,
+                   expires_at = excluded.expires_at
+                 WHERE n.instance_id = excluded.instance_id OR n.address = excluded.address
+                    OR n.expires_at <= clock_timestamp()
+                 RETURNING name, instance_id, address, started_at, expires_at
+             ), forgotten AS (
+                 DELETE FROM {s}.nodes WHERE name <> $1
+                 AND expires_at < clock_timestamp() - interval '1 day'
+             )
+             SELECT name, instance_id, address, started_at, expires_at, true FROM beat
+             UNION ALL {others} ORDER BY 1",
+            started = rows::micros_to_timestamptz("$4")
+        );
+        let rows = self
+            .query(
+                "sending a node heartbeat",
+                &sql,
+                &[
+                    &node.name,
+                    &node.instance_id,
+                    &node.address,
+                    &node.started_at.as_micros(),
+                    &ttl_micros(ttl),
+                ],
+            )
+            .await?;
+        if !rows
+            .iter()
+            .any(|r| r.try_get::<_, bool>(5).unwrap_or(false))
+        {
+            return Err(Error::invalid(
+                "name",
+                format!(
+                    "node '{}' is alive at another address: give each node its own name",
+                    node.name
+                ),
+            ));
+        }
+        rows.iter().map(node_from_row).collect()
+    }
+
     async fn wait_for_head(&self, after_position: u64, timeout: Duration) -> Result<u64> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changes = self.inner.head.clone();
@@ -772,6 +841,17 @@ impl Store for PgStore {
 
 fn ttl_micros(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// A node from a row of name, instance_id, address, started_at, expires_at.
+fn node_from_row(r: &tokio_postgres::Row) -> Result<Node> {
+    Ok(Node {
+        name: rows::get(r, 0)?,
+        instance_id: rows::get(r, 1)?,
+        address: rows::get(r, 2)?,
+        started_at: rows::get::<PgTime>(r, 3)?.0,
+        expires_at: rows::get::<PgTime>(r, 4)?.0,
+    })
 }
 
 /// A lease from a row of token, expires_at.

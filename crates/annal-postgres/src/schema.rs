@@ -18,7 +18,7 @@ use crate::{StorageFailure, timed};
 use std::time::Duration;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// The DDL of version 1; `{s}` stands for the quoted schema name.
 const V1: &str = r#"
@@ -178,6 +178,19 @@ CREATE TABLE {s}.event_subjects (
 );
 "#;
 
+/// The DDL of version 7: the nodes of a cluster of `annal serve` processes on this
+/// store (`annal_core::cluster`), each with its heartbeat. The leader lease is a row of
+/// `leases` (group `$cluster`, partition 0).
+const V7: &str = r#"
+CREATE TABLE {s}.nodes (
+    name        text        PRIMARY KEY,
+    instance_id uuid        NOT NULL,            -- new at every start; owns the leader lease
+    address     text        NOT NULL,            -- host:port clients reach it at
+    started_at  timestamptz NOT NULL,
+    expires_at  timestamptz NOT NULL             -- the heartbeat lapses then
+);
+"#;
+
 /// What can go wrong bringing a schema up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -249,7 +262,7 @@ pub async fn migrate(
         });
     }
     for (version, ddl) in (1..)
-        .zip([V1, V2, V3, V4, V5, V6])
+        .zip([V1, V2, V3, V4, V5, V6, V7])
         .skip_while(|(v, _)| *v <= found)
     {
         timed(timeout, ctx, tx.batch_execute(&ddl.replace("{s}", &s))).await?;

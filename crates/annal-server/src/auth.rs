@@ -299,6 +299,7 @@ fn route_operation(method: &Method, route: &str) -> Option<Operation> {
         | "/v1/digest"
         | "/v1/overview"
         | "/v1/whoami"
+        | "/v1/cluster"
         | "/"
         | "/console"
         | "/console/"

@@ -87,6 +87,7 @@ pub fn router(store: Arc<dyn Store>, config: Config, shutdown: watch::Receiver<b
             max_message_bytes: config.max_body_bytes,
             credentials: auth::grpc_credentials(config.tokens.clone()),
             stalled_call: config.send_timeout,
+            cluster: config.cluster.clone(),
         },
         shutdown.clone(),
     );

@@ -94,6 +94,10 @@ pub struct Config {
     pub store: StoreDescription,
     /// The state functions `GET /v1/streams/{id}/state` offers (none by default).
     pub states: StateViews,
+    /// The cluster as this node sees it (`annal_core::cluster::Cluster::watch`), for
+    /// `GET /v1/cluster`, Gossip, and the persistent subscriptions that run on the leader
+    /// only. `None` (the default): this node is alone, and leader.
+    pub cluster: Option<watch::Receiver<annal_core::cluster::ClusterView>>,
 }
 
 /// The state functions a server offers, one per aggregate type: a [`Repository`]
@@ -154,6 +158,7 @@ impl Default for Config {
             read_ahead_cap: annal_core::budget::DEFAULT_CAP,
             store: StoreDescription::default(),
             states: StateViews::default(),
+            cluster: None,
         }
     }
 }
@@ -258,6 +263,7 @@ pub(crate) fn http_router(
         .route("/v1/digest", get(routes::digest))
         .route("/v1/overview", get(routes::overview))
         .route("/v1/whoami", get(routes::whoami))
+        .route("/v1/cluster", get(routes::cluster))
         .route("/", get(console::root))
         .route("/console", get(console::index))
         .route("/console/", get(console::index))

@@ -3,12 +3,14 @@
 
 use crate::routes;
 use annal_core::checkpoint::CheckpointStatus;
+use annal_core::cluster::Role;
 use annal_core::wire::{
     AcquireBody, AggregateState, AppendRequest, AppendResult, Checkpoint, CheckpointList,
     CheckpointWrite, Digest, EventsPage, Head, Health, HeartbeatBody, HeldBody, LastVerify, Lease,
     LeaseList, MemberList, Overview, Problem, RecordedEvent, Snapshot, SnapshotBody, StreamPage,
     Transaction, TransactionResult, VerifyReport, Whoami,
 };
+use annal_core::wire::{Cluster, ClusterNode};
 use annal_core::wire::{ForgetBody, Forgotten, SubjectInfo, SubjectList};
 use annal_core::{Direction, ExpectedVersion, Hash, LeaseFence, NewEvent, RawJson, Timestamp};
 use utoipa::OpenApi;
@@ -45,6 +47,7 @@ use utoipa::OpenApi;
         routes::verify,
         routes::digest,
         routes::whoami,
+        routes::cluster,
         routes::overview,
         routes::aggregate_state,
         routes::live,
@@ -81,6 +84,9 @@ use utoipa::OpenApi;
         AggregateState,
         Overview,
         Whoami,
+        Cluster,
+        ClusterNode,
+        Role,
         SnapshotBody,
         CheckpointList,
         Problem,

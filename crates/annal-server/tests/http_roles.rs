@@ -55,6 +55,7 @@ fn cases() -> Vec<(Method, &'static str, Option<Value>, Least)> {
         (Method::GET, "/v1/digest", None, Read),
         (Method::GET, "/v1/whoami", None, Read),
         (Method::GET, "/v1/overview", None, Read),
+        (Method::GET, "/v1/cluster", None, Read),
         (Method::GET, "/v1/streams/seed-1/state", None, Read),
         (Method::GET, "/console/", None, Read),
         (Method::GET, "/console/app.js", None, Read),

@@ -6,8 +6,14 @@
 //! address must be bound; another that cannot be (no IPv6 on the machine) is reported
 //! and skipped. Gossip reports `--advertise`, else the host the client used.
 //!
+//! Cluster: on a store that keeps nodes (PostgreSQL) the server joins the store's
+//! cluster (`annal::cluster`) under `--node-name`, at its advertised address; one node
+//! holds the leader lease and runs the persistent subscriptions. Elsewhere it is alone
+//! and its own leader.
+//!
 //! Shutdown: SIGTERM or Ctrl-C stops accepting connections, ends subscriptions, lets
-//! in-flight requests (appends) finish, then exits 0.
+//! in-flight requests (appends) finish, leaves the cluster (giving the leader lease up,
+//! so another node takes it at once), then exits 0.
 
 use super::digests::{self, DigestDir};
 use super::{CliError, LimitArgs, StoreUrlArg};
@@ -44,6 +50,15 @@ pub struct ServeArgs {
     /// Without it each client is told the host it connected with.
     #[arg(long, env = "ANNAL_ADVERTISE", value_name = "HOST[:PORT]", value_parser = parse_advertise)]
     advertise: Option<annal_server::Advertise>,
+    /// This node's name in the cluster of `annal serve` processes on one PostgreSQL
+    /// store (GET /v1/cluster, Gossip); unique among the live nodes. Default: the
+    /// advertised HOST:PORT.
+    #[arg(long, env = "ANNAL_NODE_NAME")]
+    node_name: Option<String>,
+    /// How long a node's heartbeat and the leader lease last unless renewed (500ms,
+    /// 5s, …). A dead leader's lease passes to another node within 1¼ of this.
+    #[arg(long, env = "ANNAL_LEASE_TTL", default_value = "5s", value_parser = parse_lease_ttl)]
+    lease_ttl: Duration,
     /// Serve without authentication on a non-loopback address (anyone who can reach
     /// the port can read and append).
     #[arg(long, env = "ANNAL_ALLOW_ANONYMOUS")]
@@ -168,7 +183,26 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         }
         None => None,
     };
+    let address = match &args.advertise {
+        Some(a) => format!("{}:{}", a.host, a.port.unwrap_or(listen.port())),
+        None => listen.to_string(),
+    };
+    let me = annal::cluster::NodeRegistration {
+        name: args.node_name.clone().unwrap_or_else(|| address.clone()),
+        instance_id: annal::Uuid::now_v7(),
+        address,
+        started_at: annal::Timestamp::now(),
+    };
+    let cluster = annal::cluster::Cluster::join(
+        store.clone(),
+        me,
+        annal::cluster::ClusterOptions {
+            lease_ttl: args.lease_ttl,
+        },
+    )
+    .await?;
     let config = Config {
+        cluster: Some(cluster.watch()),
         max_body_bytes: args.max_body_bytes,
         max_page: args.max_page,
         tokens,
@@ -217,6 +251,7 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         }
         None => annal_server::serve_on(listeners, store, config, stop_signal()).await?,
     }
+    cluster.leave().await;
     if let Some((stop, task)) = digest_task {
         let _ = stop.send(());
         match task.await {
@@ -364,6 +399,16 @@ fn parse_advertise(text: &str) -> Result<annal_server::Advertise, String> {
         return Err(format!("{text:?}: expected HOST or HOST:PORT"));
     }
     Ok(annal_server::Advertise { host, port })
+}
+
+/// A `--lease-ttl`: 100ms to an hour.
+fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
+    let ttl =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (for example 500ms, 5s)"))?;
+    if ttl < Duration::from_millis(100) || ttl > annal::lease::MAX_LEASE_TTL {
+        return Err("between 100ms and 1h".into());
+    }
+    Ok(ttl)
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -2,7 +2,8 @@
 //! contiguous log, contiguous versions, whole batches, every acknowledged event stored as
 //! acknowledged, and a chain that verifies.
 //!
-//! Batches are recognised by their events' data: `{"batch": ID, "n": SIZE, ...}`.
+//! Batches are recognised by their events' data: `{"batch": ID, "n": SIZE, ...}`;
+//! system events (`$`-types, such as a cluster leader's `$epoch`) are in no batch.
 
 use annal::{AppendResult, Filter, Store};
 use std::collections::HashMap;
@@ -31,6 +32,10 @@ pub async fn check(store: &dyn Store, acked: &[AppendResult], what: &str) {
         let v = versions.entry(&e.aggregate_id).or_insert(0);
         *v += 1;
         assert_eq!(e.aggregate_version, *v, "{what}: versions are contiguous");
+        // System events (a cluster leader's `$epoch`) belong to no batch.
+        if e.event_type.starts_with('$') {
+            continue;
+        }
         let data: serde_json::Value = e.data.to_value().expect("json");
         let b = batches
             .entry(data["batch"].as_str().expect("batch").to_owned())

@@ -50,6 +50,12 @@ impl Served {
         self.child.id()
     }
 
+    /// Kills the process (SIGKILL: no chance to clean up) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits up to `within` for the server to exit; whether it did.
     pub fn terminate(&mut self, within: Duration) -> bool {
         let sent = Command::new("kill")

@@ -43,7 +43,7 @@ pub struct Overview {
     /// The store's size in bytes, where the server can see its files (`null` for a
     /// database server).
     pub store_bytes: Option<u64>,
-    /// The nodes serving this store, as `host:port` (this one; annal has no cluster).
+    /// The nodes serving this store, as `host:port` (the live nodes of its cluster).
     pub nodes: Vec<String>,
     /// This server's version.
     pub version: String,

@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod checkpoints;
+pub mod cluster;
 pub mod console;
 pub mod events;
 pub mod groups;
@@ -22,6 +23,7 @@ pub mod subjects;
 
 pub use audit::{Digest, VerifyReport};
 pub use checkpoints::{Checkpoint, CheckpointList, CheckpointWrite};
+pub use cluster::{Cluster, ClusterNode};
 pub use console::{AggregateState, LastVerify, Overview, Whoami};
 pub use events::{
     AppendRequest, AppendResult, EventsPage, Head, RecordedEvent, StreamPage, Transaction,

@@ -6,6 +6,11 @@
 //! concurrent delete either comes first (NOT_FOUND) or stops the task started; deleting
 //! or updating a group, or restarting the subsystem, stops its task and waits (a bounded
 //! while) for its last checkpoint before answering.
+//!
+//! In a cluster (`annal_core::cluster`) groups run on the leader only: every call on
+//! a follower answers KurrentDB's "not leader" with the leader's address (UNAVAILABLE
+//! while no leader is known), and a node that stops leading stops its groups at once
+//! (their checkpoints written), so the next leader resumes them from there.
 
 use super::read::RespStream;
 use super::registry::{CREATED, Change, DELETED, Definition, Key, Registry, UPDATED};
@@ -23,6 +28,7 @@ use crate::pb::event_store::client::persistent_subscriptions::{
 };
 use crate::status::{group_not_found as not_found, subscription_failed, to_status};
 use annal_core::access::Operation;
+use annal_core::cluster::ClusterView;
 use annal_core::streams;
 use annal_core::{CheckpointWrite, Store};
 use std::collections::HashMap;
@@ -88,24 +94,64 @@ async fn check_start(
     Ok(())
 }
 
+/// The running group tasks, by group.
+type Running = Arc<Mutex<HashMap<Key, Handle>>>;
+
 /// The `PersistentSubscriptions` service: definitions and one task per group.
 pub struct Persistent {
     pub(super) store: Arc<dyn Store>,
     shutdown: watch::Receiver<bool>,
     registry: Registry,
-    running: Mutex<HashMap<Key, Handle>>,
+    running: Running,
     pub(super) next_consumer: AtomicU64,
+    /// The cluster as this node sees it; `None`: alone, and leader.
+    cluster: Option<watch::Receiver<ClusterView>>,
 }
 
 impl Persistent {
-    /// On `store`; `shutdown` turning true stops every group (checkpoints written).
-    pub fn new(store: Arc<dyn Store>, shutdown: watch::Receiver<bool>) -> Self {
+    /// On `store`; `shutdown` turning true stops every group (checkpoints written). In
+    /// a `cluster`, groups run only while this node leads.
+    pub fn new(
+        store: Arc<dyn Store>,
+        shutdown: watch::Receiver<bool>,
+        cluster: Option<watch::Receiver<ClusterView>>,
+    ) -> Self {
+        let running = Running::default();
+        if let (Some(view), Ok(rt)) = (&cluster, tokio::runtime::Handle::try_current()) {
+            rt.spawn(stop_groups_when_not_leading(
+                view.clone(),
+                running.clone(),
+                shutdown.clone(),
+            ));
+        }
         Self {
             registry: Registry::new(store.clone()),
             store,
             shutdown,
-            running: Mutex::new(HashMap::new()),
+            running,
             next_consumer: AtomicU64::new(1),
+            cluster,
+        }
+    }
+
+    /// Refuses a call on a node that does not lead: KurrentDB's "not leader" naming the
+    /// leader, or UNAVAILABLE while none is known.
+    pub(super) fn leader_only(&self) -> Result<(), Status> {
+        let Some(view) = &self.cluster else {
+            return Ok(());
+        };
+        let view = view.borrow();
+        if view.is_leader() {
+            return Ok(());
+        }
+        match view.leader_node() {
+            Some(leader) => {
+                let (host, port) = leader.host_port();
+                Err(crate::status::not_leader(&host, port))
+            }
+            None => Err(Status::unavailable(
+                "the cluster has no leader right now (persistent subscriptions run on the leader); try again",
+            )),
         }
     }
 
@@ -119,6 +165,7 @@ impl Persistent {
     ) -> Result<(Definition, Handle), Status> {
         let defs = self.registry.current().await?;
         let def = defs.lookup(source, group)?;
+        self.leader_only()?;
         let handle = self.task(&def);
         Ok((def, handle))
     }
@@ -172,6 +219,41 @@ impl Persistent {
     }
 }
 
+/// Stops every running group each time `view` says this node does not lead (their
+/// consumers' calls end; each task writes its checkpoint first), until `shutdown`.
+async fn stop_groups_when_not_leading(
+    mut view: watch::Receiver<ClusterView>,
+    running: Running,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            changed = view.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        if view.borrow_and_update().is_leader() {
+            continue;
+        }
+        let stopped: Vec<Handle> = running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        if !stopped.is_empty() {
+            tracing::warn!(
+                groups = stopped.len(),
+                "no longer the leader: persistent subscriptions stopped"
+            );
+        }
+        for h in stopped {
+            let _ = h
+                .cmds
+                .send(Cmd::Stop("this node is no longer the leader".into()));
+        }
+    }
+}
+
 /// Where a new group starts, resolved against the store (`end` becomes the head now,
 /// so events appended after the group was created reach it).
 async fn initial_checkpoint(store: &dyn Store, def: &Definition) -> Result<Option<u64>, Status> {
@@ -191,6 +273,7 @@ async fn initial_checkpoint(store: &dyn Store, def: &Definition) -> Result<Optio
 impl PersistentSubscriptions for Persistent {
     #[allow(deprecated)]
     async fn create(&self, request: Request<CreateReq>) -> Result<Response<CreateResp>, Status> {
+        self.leader_only()?;
         use create_req::all_options::{AllOption, FilterOption, filter_options};
         use create_req::options::StreamOption;
         use create_req::stream_options::RevisionOption;
@@ -300,6 +383,7 @@ impl PersistentSubscriptions for Persistent {
 
     #[allow(deprecated)]
     async fn update(&self, request: Request<UpdateReq>) -> Result<Response<UpdateResp>, Status> {
+        self.leader_only()?;
         use update_req::all_options::AllOption;
         use update_req::options::StreamOption;
         use update_req::stream_options::RevisionOption;
@@ -348,6 +432,7 @@ impl PersistentSubscriptions for Persistent {
     }
 
     async fn delete(&self, request: Request<DeleteReq>) -> Result<Response<DeleteResp>, Status> {
+        self.leader_only()?;
         use delete_req::options::StreamOption;
         let user = caller(&request, Operation::ManageSubscriptions)?;
         let o = request
@@ -380,6 +465,7 @@ impl PersistentSubscriptions for Persistent {
         &self,
         request: Request<Streaming<ReadReq>>,
     ) -> Result<Response<RespStream>, Status> {
+        self.leader_only()?;
         self.subscribe(request).await
     }
 
@@ -387,6 +473,7 @@ impl PersistentSubscriptions for Persistent {
         &self,
         request: Request<GetInfoReq>,
     ) -> Result<Response<GetInfoResp>, Status> {
+        self.leader_only()?;
         use get_info_req::options::StreamOption;
         caller(&request, Operation::Read)?;
         let o = request
@@ -405,6 +492,7 @@ impl PersistentSubscriptions for Persistent {
         &self,
         request: Request<ReplayParkedReq>,
     ) -> Result<Response<ReplayParkedResp>, Status> {
+        self.leader_only()?;
         use replay_parked_req::options::{StopAtOption, StreamOption};
         caller(&request, Operation::ReplayParked)?;
         let o = request
@@ -430,6 +518,7 @@ impl PersistentSubscriptions for Persistent {
     }
 
     async fn list(&self, request: Request<ListReq>) -> Result<Response<ListResp>, Status> {
+        self.leader_only()?;
         use list_req::options::ListOption;
         use list_req::stream_option::StreamOption;
         caller(&request, Operation::Read)?;
@@ -466,6 +555,7 @@ impl PersistentSubscriptions for Persistent {
     }
 
     async fn restart_subsystem(&self, request: Request<Empty>) -> Result<Response<Empty>, Status> {
+        self.leader_only()?;
         caller(&request, Operation::ManageSubscriptions)?;
         let keys: Vec<Key> = self
             .running

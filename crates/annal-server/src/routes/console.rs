@@ -146,7 +146,15 @@ pub async fn overview(State(app): State<AppState>, Extension(caller): Extension<
         head,
         backend: Some(described.backend.clone()).filter(|b| !b.is_empty()),
         store_bytes,
-        nodes: vec![app.config.advertised.to_string()],
+        nodes: match &app.config.cluster {
+            Some(view) => view
+                .borrow()
+                .nodes
+                .iter()
+                .map(|n| n.address.clone())
+                .collect(),
+            None => vec![app.config.advertised.to_string()],
+        },
         version: env!("CARGO_PKG_VERSION").to_owned(),
         last_verify,
         write_failure: app.store.write_failure(),

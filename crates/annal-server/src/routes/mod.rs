@@ -8,6 +8,7 @@
 
 mod audit;
 mod checkpoints;
+mod cluster;
 mod console;
 mod events;
 mod groups;
@@ -20,6 +21,7 @@ pub use checkpoints::{
     __path_get_checkpoint, __path_list_checkpoints, __path_put_checkpoint, get_checkpoint,
     list_checkpoints, put_checkpoint,
 };
+pub use cluster::{__path_cluster, cluster};
 pub use console::{
     __path_aggregate_state, __path_overview, __path_whoami, aggregate_state, overview, whoami,
 };
