@@ -97,7 +97,12 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
     let kek = dir.path().join("annal-kek.hex");
     std::fs::write(&kek, "5a".repeat(32)).expect("kek");
     let served = common::serve_with_env(
-        &["--data", data.to_str().expect("utf-8"), "--tokens-file", tokens_arg],
+        &[
+            "--data",
+            data.to_str().expect("utf-8"),
+            "--tokens-file",
+            tokens_arg,
+        ],
         &[("ANNAL_KEK_FILE", kek.as_os_str())],
     );
     tell_story(served.port).await;

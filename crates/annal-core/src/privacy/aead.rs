@@ -107,7 +107,9 @@ mod tests {
         let key = [3u8; 32];
         let theirs = XChaCha20Poly1305::new((&key).into());
         for len in [0usize, 1, 63, 64, 65, 100, 1000] {
-            let msg: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let msg: Vec<u8> = (0..len)
+                .map(|i| u8::try_from(i % 251).unwrap_or(0))
+                .collect();
             let n = nonce().expect("nonce");
             let aad = b"annal-personal-v1\0event";
             let ours = seal(&key, &n, aad, &msg).expect("seal");

@@ -332,7 +332,10 @@ pub fn open_events(
 mod tests {
     use super::*;
 
-    fn parsed(text: &str) -> Option<(String, Vec<String>, Vec<String>, Vec<String>, String)> {
+    /// alg, subjects, keys, nonces, ciphertext.
+    type Parts = (String, Vec<String>, Vec<String>, Vec<String>, String);
+
+    fn parsed(text: &str) -> Option<Parts> {
         let s: Stored<'_> = serde_json::from_str(text).ok()?;
         let own = |v: Vec<Cow<'_, str>>| v.into_iter().map(Cow::into_owned).collect();
         Some((
@@ -344,7 +347,7 @@ mod tests {
         ))
     }
 
-    fn fast(text: &str) -> Option<(String, Vec<String>, Vec<String>, Vec<String>, String)> {
+    fn fast(text: &str) -> Option<Parts> {
         let s = Stored::canonical(text)?;
         let own = |v: Vec<Cow<'_, str>>| v.into_iter().map(Cow::into_owned).collect();
         Some((
