@@ -93,7 +93,18 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
     let tokens = tokens_file(dir.path());
     let data = dir.path().join("data");
     let tokens_arg = tokens.to_str().expect("utf-8");
-    let served = common::serve(&data, &["--tokens-file", tokens_arg]);
+    // The story's families have personal data: the server needs a key-encryption key.
+    let kek = dir.path().join("annal-kek.hex");
+    std::fs::write(&kek, "5a".repeat(32)).expect("kek");
+    let served = common::serve_with_env(
+        &[
+            "--data",
+            data.to_str().expect("utf-8"),
+            "--tokens-file",
+            tokens_arg,
+        ],
+        &[("ANNAL_KEK_FILE", kek.as_os_str())],
+    );
     tell_story(served.port).await;
     let port = served.port;
 
@@ -457,7 +468,11 @@ async fn time_travel_shows_the_family_state_the_coops_own_server_knows() {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
+    let kek = dir.path().join("annal-kek.hex");
+    std::fs::write(&kek, "5a".repeat(32)).expect("kek");
     let args = annal_example_coop::serve::args(&[
+        "--kek-file".to_owned(),
+        kek.display().to_string(),
         "--data".to_owned(),
         dir.path().display().to_string(),
         "--listen".to_owned(),

@@ -44,7 +44,13 @@ fn sh(dir: &Path, script: &str, annal: Option<&str>) -> Output {
     command.output().expect("bash")
 }
 
-/// Runs the tour's blocks in `dir`; what they printed.
+/// The key-encryption key file the tour makes (its first block), in `dir`.
+fn kek_file(dir: &Path) -> PathBuf {
+    dir.join("annal-kek.hex")
+}
+
+/// Runs the tour's blocks in `dir`, as one terminal would: what a block exports is set
+/// for the blocks after it; what they printed.
 fn run_tour(dir: &Path) -> String {
     let blocks: Vec<String> = tour_blocks()
         .into_iter()
@@ -52,8 +58,13 @@ fn run_tour(dir: &Path) -> String {
         .collect();
     assert!(blocks.len() >= 4, "the tour's blocks: {blocks:?}");
     let mut said = String::new();
+    let mut exported = String::new();
     for block in &blocks {
-        let out = sh(dir, block, None);
+        let out = sh(dir, &format!("{exported}{block}"), None);
+        for line in block.lines().filter(|l| l.starts_with("export ")) {
+            exported.push_str(line);
+            exported.push('\n');
+        }
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -70,7 +81,12 @@ fn run_tour(dir: &Path) -> String {
 fn run_http_docs(dir: &Path) -> Vec<String> {
     let examples = http_examples();
     assert!(examples.len() >= 20, "found {} examples", examples.len());
-    let server = common::serve(&dir.join("annal-data"), &[]);
+    let data = dir.join("annal-data");
+    let kek = kek_file(dir);
+    let server = common::serve_with_env(
+        &["--data", data.to_str().expect("a UTF-8 path")],
+        &[("ANNAL_KEK_FILE", kek.as_os_str())],
+    );
     let base = format!("http://127.0.0.1:{}", server.port);
     let mut failures = Vec::new();
     for (command, want) in &examples {
@@ -114,7 +130,15 @@ fn the_readme_tour_then_the_http_docs_run_as_written_and_tell_one_story() {
 
     // What the HTTP examples wrote is the co-op's story too: the November payment and
     // the engagement score are in the family's state.
-    let state = sh(dir.path(), "coop state family_123", None);
+    assert!(
+        kek_file(dir.path()).exists(),
+        "the tour made its key-encryption key"
+    );
+    let state = sh(
+        dir.path(),
+        "ANNAL_KEK_FILE=\"$PWD/annal-kek.hex\" coop state family_123",
+        None,
+    );
     let state_text = String::from_utf8_lossy(&state.stdout);
     assert!(
         state.status.success(),

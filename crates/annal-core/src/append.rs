@@ -428,7 +428,7 @@ impl AppendRequest {
                     Some(crate::privacy::Personal {
                         subjects: e.subjects,
                         plain,
-                        keyring: None,
+                        keys: None,
                     })
                 }
                 None if !e.subjects.is_empty() => {

@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::event::{RawJson, RecordedEvent, Timestamp};
 use crate::import::{Tip, check_import};
 use crate::job::{Job, Outcome, SnapshotJob};
-use crate::privacy::{self, DataKey, Envelope, ForgetRequest, Forgotten, Keyring, SubjectKey};
+use crate::privacy::{self, DataKey, Envelope, ForgetRequest, Forgotten, Keys, SubjectKey};
 use crate::snapshot::Snapshot;
 use crate::stream_record::{StreamRecord, metadata_base};
 use crate::streams::{self, METADATA_AGGREGATE_TYPE, METADATA_EVENT_TYPE};
@@ -74,6 +74,16 @@ pub trait Lookup {
         Err(Fail::Job(Error::Unsupported {
             what: "store personal data".into(),
         }))
+    }
+    /// The key-table rows of several subjects (those that have one): what a group reads
+    /// once for all the subjects of a transaction. Provided: [`Lookup::subject_key`]
+    /// for each.
+    fn subject_keys(&mut self, subjects: &[String]) -> Result<Vec<SubjectKey>, Fail> {
+        let mut rows = Vec::with_capacity(subjects.len());
+        for s in subjects {
+            rows.extend(self.subject_key(s)?);
+        }
+        Ok(rows)
     }
 }
 
@@ -334,12 +344,13 @@ impl Group {
     }
 
     /// The data key an event about `subject` is sealed with: the subject's, made now
-    /// if it has none; a forgotten subject takes no more personal data.
+    /// (wrapped by the store's current KEK, read here, inside the commit) if it has
+    /// none; a forgotten subject takes no more personal data.
     fn data_key(
         &mut self,
         lookup: &mut impl Lookup,
         staged: &mut Staged,
-        keyring: &Keyring,
+        keys: &Keys,
         subject: &str,
     ) -> Result<DataKey, Fail> {
         if let Some((_, key)) = staged.keys.get(subject) {
@@ -349,7 +360,8 @@ impl Group {
             return Ok(key.clone());
         }
         match self.key_row(lookup, subject)? {
-            Some(row) => match keyring.unwrap(&row)? {
+            // The row read in this commit: a cached key is used only while it holds it.
+            Some(row) => match keys.data_key(&row)? {
                 Some(key) => {
                     self.data_keys.insert(subject.to_owned(), key.clone());
                     Ok(key)
@@ -360,7 +372,9 @@ impl Group {
                 .into()),
             },
             None => {
-                let (key, row) = keyring.new_key(subject, self.now)?;
+                let (key, row) = keys.current().new_key(subject, self.now)?;
+                // Served later only against this very row, so harmless if the commit fails.
+                keys.remember(&row, &key);
                 staged.keys.insert(subject.to_owned(), (row, key.clone()));
                 Ok(key)
             }
@@ -383,14 +397,14 @@ impl Group {
             Some(p) => {
                 // Stores attach their KEK before queueing (`privacy::attach`), refusing
                 // personal data when they have none; this is a store that did not.
-                let keyring = p.keyring.clone().ok_or_else(|| {
+                let store_keys = p.keys.clone().ok_or_else(|| {
                     Fail::Job(Error::Unsupported {
                         what: "store personal data without a key-encryption key".into(),
                     })
                 })?;
                 let mut keys = Vec::with_capacity(p.subjects.len());
                 for subject in &p.subjects {
-                    let key = self.data_key(lookup, staged, &keyring, subject)?;
+                    let key = self.data_key(lookup, staged, &store_keys, subject)?;
                     keys.push((subject.clone(), key));
                 }
                 Some(privacy::seal(e.event_id, &p.plain, &keys)?)
@@ -413,7 +427,7 @@ impl Group {
     fn open_stored(
         &mut self,
         lookup: &mut impl Lookup,
-        keyring: &Keyring,
+        keys: &Keys,
         stored: &mut RecordedEvent,
     ) -> Result<(), Fail> {
         let Some(sealed) = &stored.sealed else {
@@ -426,7 +440,7 @@ impl Group {
                 rows.push(row);
             }
         }
-        privacy::open_events(std::slice::from_mut(stored), Some(keyring), |_| Ok(rows))?;
+        privacy::open_events(std::slice::from_mut(stored), Some(keys), |_| Ok(rows))?;
         Ok(())
     }
 
@@ -489,11 +503,41 @@ impl Group {
         })
     }
 
+    /// Reads the key-table rows of the subjects of `t`'s personal parts this group has
+    /// not read yet, at once.
+    fn read_keys(&mut self, lookup: &mut impl Lookup, t: &ProposedTransaction) -> Result<(), Fail> {
+        let mut wanted: Vec<String> = t
+            .appends
+            .iter()
+            .flat_map(|a| &a.events)
+            .filter_map(|e| e.personal.as_ref())
+            .flat_map(|p| &p.subjects)
+            .filter(|s| !self.keys.contains_key(s.as_str()))
+            .cloned()
+            .collect();
+        if wanted.len() < 2 {
+            return Ok(());
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut rows: HashMap<String, SubjectKey> = lookup
+            .subject_keys(&wanted)?
+            .into_iter()
+            .map(|r| (r.subject.clone(), r))
+            .collect();
+        for s in wanted {
+            let row = rows.remove(&s);
+            self.keys.insert(s, row);
+        }
+        Ok(())
+    }
+
     fn transact(
         &mut self,
         lookup: &mut impl Lookup,
         t: &ProposedTransaction,
     ) -> Result<TransactionResult, Fail> {
+        self.read_keys(lookup, t)?;
         let mut staged = Staged::at(self.tip);
         // Each append is checked against the ones before it in the transaction, and
         // staged; nothing joins the group until every check passed.
@@ -633,11 +677,11 @@ impl Group {
                 } else {
                     None
                 };
-                if let (Some(s), Some(keyring)) = (
+                if let (Some(s), Some(keys)) = (
                     found.as_mut(),
-                    e.personal.as_ref().and_then(|p| p.keyring.clone()),
+                    e.personal.as_ref().and_then(|p| p.keys.clone()),
                 ) {
-                    self.open_stored(lookup, &keyring, s)?;
+                    self.open_stored(lookup, &keys, s)?;
                 }
                 stored.push(found);
             }

@@ -36,7 +36,7 @@ pub use open::{OpenError, Options};
 use annal_core::append::{ProposedTransaction, check_name};
 use annal_core::cluster::{Node, NodeRegistration};
 use annal_core::lease::{self, Lease};
-use annal_core::privacy::{ForgetRequest, Forgotten, Keyring, SubjectInfo};
+use annal_core::privacy::{ForgetRequest, Forgotten, Keyring, Keys, SubjectInfo};
 use annal_core::{
     AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Limits, RawJson,
     RecordedEvent, Result, Snapshot, Store, StreamRecord, TransactionResult, Uuid, stored,
@@ -188,7 +188,7 @@ struct Inner {
     /// Whether the writer's last commit failed.
     health: annal_core::failures::WriteHealth,
     /// The key-encryption key personal data is sealed with.
-    keyring: std::sync::RwLock<Option<Arc<Keyring>>>,
+    keys: Option<Arc<Keys>>,
 }
 
 impl fmt::Debug for PgStore {
@@ -262,8 +262,8 @@ impl PgStore {
         .map_err(|e| Error::storage(format!("a hash check task failed: {e}")))?
     }
 
-    fn keyring(&self) -> Option<Arc<Keyring>> {
-        self.inner.keyring.read().map_or(None, |k| k.clone())
+    fn keys(&self) -> Option<Arc<Keys>> {
+        self.inner.keys.clone()
     }
 
     /// Opens the personal parts of events read (after their hashes were checked).
@@ -282,8 +282,8 @@ impl PgStore {
             .iter()
             .map(privacy::key_from_row)
             .collect::<Result<Vec<_>>>()?;
-        let keyring = self.keyring();
-        annal_core::privacy::open_events(&mut events, keyring.as_deref(), |_| Ok(rows))?;
+        let keys = self.keys();
+        annal_core::privacy::open_events(&mut events, keys.as_deref(), |_| Ok(rows))?;
         Ok(events)
     }
 
@@ -337,13 +337,18 @@ impl Store for PgStore {
     }
 
     async fn commit(&self, mut proposed: ProposedTransaction) -> Result<TransactionResult> {
-        annal_core::privacy::attach(&mut proposed, self.keyring().as_ref())?;
+        annal_core::privacy::attach(&mut proposed, self.keys().as_ref())?;
         self.submit(|tx| writer::Job::Transact(proposed, tx)).await
     }
 
     async fn forget_subject(&self, request: ForgetRequest) -> Result<Forgotten> {
         request.check()?;
-        self.submit(|tx| writer::Job::Forget(request, tx)).await
+        let forgotten = self.submit(|tx| writer::Job::Forget(request, tx)).await?;
+        // Reads already refuse the key (its row has none); this drops it from memory.
+        if let Some(keys) = &self.inner.keys {
+            keys.forgotten(&forgotten.key_id);
+        }
+        Ok(forgotten)
     }
 
     async fn subjects(&self, after: &str, limit: usize) -> Result<Vec<SubjectInfo>> {
@@ -392,17 +397,13 @@ impl Store for PgStore {
     }
 
     async fn rotate_kek(&self, new: Keyring) -> Result<u64> {
-        let old = self.keyring().ok_or_else(|| {
+        let keys = self.keys().ok_or_else(|| {
             Error::invalid(
                 "kek",
                 "the store was opened without a key-encryption key: open it with the current one to rotate",
             )
         })?;
-        let moved = self.rotate(&old, &new).await?;
-        if let Ok(mut k) = self.inner.keyring.write() {
-            *k = Some(Arc::new(new));
-        }
-        Ok(moved)
+        self.rotate(&keys, new).await
     }
 
     async fn import(&self, events: Vec<RecordedEvent>) -> Result<u64> {

@@ -212,7 +212,7 @@ impl PgStore {
                 head: head_rx,
                 listener,
                 health,
-                keyring: std::sync::RwLock::new(keyring.map(Arc::new)),
+                keys: keyring.map(|k| Arc::new(annal_core::privacy::Keys::new(k))),
             }),
         })
     }

@@ -140,13 +140,19 @@ pub fn infos(found: &[Row]) -> Result<Vec<SubjectInfo>> {
 }
 
 impl crate::PgStore {
-    /// Rewraps every live data key from `old` to `new` in one transaction holding the
-    /// head lock (so no commit makes or destroys a key meanwhile), and makes forgotten
-    /// rows name `new`; answers how many keys were rewrapped.
+    /// Rewraps every live data key from the current KEK of `keys` to `new` in one
+    /// transaction holding the head lock (so no commit makes or destroys a key
+    /// meanwhile), and makes forgotten rows name `new`; answers how many keys were
+    /// rewrapped.
+    ///
+    /// `new` becomes the KEK of `keys` while the transaction still holds the head lock,
+    /// so this process's next commit, which waits for that lock, wraps new keys with
+    /// it. If the commit fails, the KEK the key table names afterwards (read again:
+    /// a failed COMMIT may still have committed) is the one kept.
     pub(crate) async fn rotate(
         &self,
-        old: &annal_core::privacy::Keyring,
-        new: &annal_core::privacy::Keyring,
+        keys: &annal_core::privacy::Keys,
+        new: annal_core::privacy::Keyring,
     ) -> Result<u64> {
         let ctx = "rotating the key-encryption key";
         let q = &self.inner.quoted;
@@ -161,6 +167,7 @@ impl crate::PgStore {
         tx.query_one(&format!("SELECT position FROM {q}.head FOR UPDATE"), &[])
             .await
             .map_err(fail)?;
+        let old = keys.current();
         let live = tx
             .query(&format!("SELECT {KEY_COLUMNS} FROM {q}.subject_keys"), &[])
             .await
@@ -171,12 +178,24 @@ impl crate::PgStore {
         for r in &live {
             let row = key_from_row(r)?;
             rewrapped += u64::from(row.wrapped.is_some());
-            let moved = old.rewrap(&row, new)?;
+            let moved = old.rewrap(&row, &new)?;
             tx.execute(&update, &[&moved.subject, &moved.kek_id, &moved.wrapped])
                 .await
                 .map_err(fail)?;
         }
-        tx.commit().await.map_err(fail)?;
+        let new = std::sync::Arc::new(new);
+        let previous = keys.install(new.clone());
+        if let Err(e) = tx.commit().await {
+            drop(client);
+            let named = match self.inner.pool.get().await {
+                Ok(c) => kek_ids(&c, q).await.ok(),
+                Err(_) => None,
+            };
+            if named.as_deref() != Some(&[new.id().to_owned()][..]) {
+                keys.restore(previous);
+            }
+            return Err(fail(e).into());
+        }
         Ok(rewrapped)
     }
 }

@@ -31,6 +31,8 @@ export async function render(main, { arg, signal }) {
 
   const pretty = h('div', { id: 'pretty' },
     h('h2', {}, 'Data'), h('pre', { id: 'data' }, JSON.stringify(e.data, null, 2)),
+    e.personal ? [h('h2', {}, `Personal data (subjects: ${(e.subjects || []).join(', ')})`),
+      h('pre', { id: 'personal' }, JSON.stringify(e.personal, null, 2))] : null,
     h('h2', {}, 'Metadata'), h('pre', {}, JSON.stringify(e.metadata, null, 2)));
   const exact = h('div', { id: 'raw', hidden: true },
     h('h2', {}, 'Data, as stored'), h('pre', { id: 'raw-data' }, raw.data),

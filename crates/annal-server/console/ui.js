@@ -53,9 +53,12 @@ export function occurred(e) {
   return typeof m.occurred_at === 'string' ? m.occurred_at : e.recorded_at;
 }
 
-// One line of an event's data: its members as name=value, cut to about 160 characters.
+// One line of an event's data (with its personal part's members, or `$erased`, after
+// them, as aggregates read it): its members as name=value, cut to about 160 characters.
 export function summary(e) {
-  const d = e.data;
+  const p = e.personal;
+  const d = p && typeof p === 'object' && e.data && typeof e.data === 'object' && !Array.isArray(e.data)
+    ? { ...e.data, ...p } : e.data;
   let line;
   if (d && typeof d === 'object' && !Array.isArray(d)) {
     line = Object.entries(d).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join(', ');

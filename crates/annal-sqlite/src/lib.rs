@@ -38,7 +38,7 @@ pub use open::{OpenError, Options, default_readers};
 use annal_core::append::{ProposedTransaction, check_name};
 use annal_core::failures::WriteHealth;
 use annal_core::lease;
-use annal_core::privacy::{ForgetRequest, Forgotten, Keyring, SubjectInfo};
+use annal_core::privacy::{ForgetRequest, Forgotten, Keyring, Keys, SubjectInfo};
 use annal_core::{
     AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Lease, Limits, RawJson,
     RecordedEvent, Result, Snapshot, Store, StreamRecord, Timestamp, TransactionResult, Uuid,
@@ -79,9 +79,10 @@ struct Inner {
     writer: Option<std::thread::JoinHandle<()>>,
     /// Whether the writer's last commit failed.
     health: WriteHealth,
-    /// The key-encryption key personal data is sealed with (none: the store takes no
-    /// personal data, and reads any it holds as erased).
-    keyring: std::sync::RwLock<Option<Arc<Keyring>>>,
+    /// The key-encryption key personal data is sealed with, and the data keys it
+    /// unwrapped (none: the store takes no personal data, and reads any it holds as
+    /// erased).
+    keys: Option<Arc<Keys>>,
 }
 
 impl Drop for Inner {
@@ -105,8 +106,8 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    fn keyring(&self) -> Option<Arc<Keyring>> {
-        self.inner.keyring.read().map_or(None, |k| k.clone())
+    fn keys(&self) -> Option<Arc<Keys>> {
+        self.inner.keys.clone()
     }
 
     async fn submit<T>(
@@ -237,13 +238,18 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, mut proposed: ProposedTransaction) -> Result<TransactionResult> {
-        annal_core::privacy::attach(&mut proposed, self.keyring().as_ref())?;
+        annal_core::privacy::attach(&mut proposed, self.keys().as_ref())?;
         self.submit(|tx| writer::Job::Transact(proposed, tx)).await
     }
 
     async fn forget_subject(&self, request: ForgetRequest) -> Result<Forgotten> {
         request.check()?;
-        self.submit(|tx| writer::Job::Forget(request, tx)).await
+        let forgotten = self.submit(|tx| writer::Job::Forget(request, tx)).await?;
+        // Reads already refuse the key (its row has none); this drops it from memory.
+        if let Some(keys) = &self.inner.keys {
+            keys.forgotten(&forgotten.key_id);
+        }
+        Ok(forgotten)
     }
 
     async fn subjects(&self, after: &str, limit: usize) -> Result<Vec<SubjectInfo>> {
@@ -264,37 +270,29 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let subject = subject.to_owned();
-        let keyring = self.keyring();
+        let keys = self.keys();
         self.read_durable(move |c, cap| {
             let mut events = privacy::subject_events(c, &subject, after_position, limit)?;
             events.retain(|e| cap.is_none_or(|cap| e.position <= cap));
-            privacy::open(c, keyring.as_deref(), rows::checked(c, events)?)
+            privacy::open(c, keys.as_deref(), rows::checked(c, events)?)
         })
         .await
     }
 
     async fn rotate_kek(&self, new: Keyring) -> Result<u64> {
-        let old = self.keyring().ok_or_else(|| {
+        let keys = self.keys().ok_or_else(|| {
             Error::invalid(
                 "kek",
                 "the store was opened without a key-encryption key: open it with the current one to rotate",
             )
         })?;
         let path = self.inner.path.clone();
-        let new = Arc::new(new);
-        let moved = {
-            let new = new.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut conn = open_connection(&path, false).map_err(db)?;
-                privacy::rotate(&mut conn, &old, &new)
-            })
-            .await
-            .map_err(|e| Error::storage(format!("the rotation task failed: {e}")))??
-        };
-        if let Ok(mut k) = self.inner.keyring.write() {
-            *k = Some(new);
-        }
-        Ok(moved)
+        tokio::task::spawn_blocking(move || {
+            let mut conn = open_connection(&path, false).map_err(db)?;
+            privacy::rotate(&mut conn, &keys, new)
+        })
+        .await
+        .map_err(|e| Error::storage(format!("the rotation task failed: {e}")))?
     }
 
     async fn import(&self, events: Vec<RecordedEvent>) -> Result<u64> {
@@ -312,7 +310,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let id = aggregate_id.to_owned();
-        let keyring = self.keyring();
+        let keys = self.keys();
         self.read_durable(move |c, cap| {
             let (sql, from) = match direction {
                 Direction::Forward => (
@@ -338,7 +336,7 @@ impl Store for SqliteStore {
                 &sql,
                 rusqlite::params![id, clamp(from), clamp(limit), until],
             )?;
-            privacy::open(c, keyring.as_deref(), rows::checked(c, events)?)
+            privacy::open(c, keys.as_deref(), rows::checked(c, events)?)
         })
         .await
     }
@@ -350,10 +348,10 @@ impl Store for SqliteStore {
         filter: &Filter,
     ) -> Result<Vec<RecordedEvent>> {
         let filter = filter.clone();
-        let keyring = self.keyring();
+        let keys = self.keys();
         self.read_durable(move |c, cap| {
             let events = rows::read_all(c, after_position, limit, &filter, cap)?;
-            privacy::open(c, keyring.as_deref(), rows::checked(c, events)?)
+            privacy::open(c, keys.as_deref(), rows::checked(c, events)?)
         })
         .await
     }
@@ -371,7 +369,7 @@ impl Store for SqliteStore {
     }
 
     async fn event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {
-        let keyring = self.keyring();
+        let keys = self.keys();
         self.read_durable(move |c, cap| {
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1 AND position <= ?2"
@@ -382,7 +380,7 @@ impl Store for SqliteStore {
                 &sql,
                 rusqlite::params![event_id.hyphenated().to_string(), until],
             )?;
-            Ok(privacy::open(c, keyring.as_deref(), rows::checked(c, events)?)?.pop())
+            Ok(privacy::open(c, keys.as_deref(), rows::checked(c, events)?)?.pop())
         })
         .await
     }

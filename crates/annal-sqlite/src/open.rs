@@ -258,7 +258,7 @@ impl SqliteStore {
                 leases: Mutex::new(None),
                 writer: Some(writer),
                 health,
-                keyring: std::sync::RwLock::new(keyring.map(Arc::new)),
+                keys: keyring.map(|k| Arc::new(annal_core::privacy::Keys::new(k))),
             }),
         })
     }

@@ -7,14 +7,16 @@
 //!   holding SQLite's write lock;
 //! - forgetting sets `wrapped_key` to NULL; with `secure_delete` on, SQLite overwrites
 //!   the old bytes in the page it rewrites;
-//! - a read opens personal parts with the rows as they are at that read: a key
-//!   destroyed before it reads as erased.
+//! - a read opens personal parts with the rows as they are at that read (one query per
+//!   page for every key the page names), read after its events: a key destroyed before
+//!   reads as erased, whether or not its unwrapped form is cached ([`Keys`]).
 
 use crate::rows::{self, EVENT_COLUMNS, clamp, db, time};
 use annal_core::commit::Writes;
-use annal_core::privacy::{self, Keyring, SubjectInfo, SubjectKey};
+use annal_core::privacy::{self, Keyring, Keys, SubjectInfo, SubjectKey};
 use annal_core::{RecordedEvent, Result, stored};
 use rusqlite::{Connection, Row, params};
+use std::sync::Arc;
 
 const KEY_COLUMNS: &str =
     "subject, key_id, kek_id, wrapped_key, created_at, forgotten_at, forgotten_position";
@@ -58,12 +60,40 @@ pub fn key_row(conn: &Connection, subject: &str) -> Result<Option<SubjectKey>> {
     Ok(query_keys(conn, &sql, [subject])?.pop())
 }
 
-/// The rows of these key ids (those that exist).
+/// The rows of these subjects (those that have one), in one query.
+pub fn key_rows(conn: &Connection, subjects: &[String]) -> Result<Vec<SubjectKey>> {
+    let sql = format!(
+        "SELECT {KEY_COLUMNS} FROM subject_keys WHERE subject IN (SELECT value FROM json_each(?1))"
+    );
+    let subjects = annal_core::RawJson::from_value(&subjects)
+        .map_err(|e| annal_core::Error::storage(format!("listing subjects: {e}")))?;
+    query_keys(conn, &sql, [subjects.get()])
+}
+
+/// The rows of these key ids (those that exist), in one query, with only what opening
+/// needs: subject, key id, KEK id and wrapped key (the times are left at 0, unread:
+/// parsing them cost more than the query on a page naming a thousand keys).
 fn rows_by_id(conn: &Connection, ids: &[String]) -> Result<Vec<SubjectKey>> {
-    let sql = format!("SELECT {KEY_COLUMNS} FROM subject_keys WHERE key_id = ?1");
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        out.extend(query_keys(conn, &sql, [id])?);
+    let ids = annal_core::RawJson::from_value(&ids)
+        .map_err(|e| annal_core::Error::storage(format!("listing key ids: {e}")))?;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT subject, key_id, kek_id, wrapped_key FROM subject_keys
+             WHERE key_id IN (SELECT value FROM json_each(?1))",
+        )
+        .map_err(db)?;
+    let mut found = stmt.query([ids.get()]).map_err(db)?;
+    let mut out = Vec::with_capacity(ids.get().len() / 40);
+    while let Some(r) = found.next().map_err(db)? {
+        out.push(SubjectKey {
+            subject: r.get(0).map_err(db)?,
+            key_id: r.get(1).map_err(db)?,
+            kek_id: r.get(2).map_err(db)?,
+            wrapped: r.get(3).map_err(db)?,
+            created_at: annal_core::Timestamp::from_micros(0),
+            forgotten_at: None,
+            forgotten_position: None,
+        });
     }
     Ok(out)
 }
@@ -71,10 +101,10 @@ fn rows_by_id(conn: &Connection, ids: &[String]) -> Result<Vec<SubjectKey>> {
 /// Opens the personal parts of events read (after their hashes were checked).
 pub fn open(
     conn: &Connection,
-    keyring: Option<&Keyring>,
+    keys: Option<&Keys>,
     mut events: Vec<RecordedEvent>,
 ) -> Result<Vec<RecordedEvent>> {
-    privacy::open_events(&mut events, keyring, |ids| rows_by_id(conn, ids))?;
+    privacy::open_events(&mut events, keys, |ids| rows_by_id(conn, ids))?;
     Ok(events)
 }
 
@@ -161,23 +191,37 @@ pub fn subject_events(
     )
 }
 
-/// Rewraps every live data key from `old` to `new` in one write transaction (and makes
-/// forgotten rows name `new`); answers how many keys were rewrapped. A key that does
-/// not open with `old` aborts it all.
-pub fn rotate(conn: &mut Connection, old: &Keyring, new: &Keyring) -> Result<u64> {
-    let tx = conn
+/// Rewraps every live data key from the current KEK of `keys` to `new` in one write
+/// transaction (and makes forgotten rows name `new`); answers how many keys were
+/// rewrapped. A key that does not open with the current KEK aborts it all.
+///
+/// `new` becomes the KEK of `keys` while the transaction still holds SQLite's write
+/// lock, so the writer's next commit, which waits for that lock, wraps new keys with
+/// it; if the commit fails, the old KEK is back before the lock is let go.
+pub fn rotate(conn: &mut Connection, keys: &Keys, new: Keyring) -> Result<u64> {
+    let mut tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(db)?;
+    let old = keys.current();
     let sql = format!("SELECT {KEY_COLUMNS} FROM subject_keys");
     let rows = query_keys(&tx, &sql, [])?;
     for row in &rows {
-        let moved = old.rewrap(row, new)?;
+        let moved = old.rewrap(row, &new)?;
         tx.execute(
             "UPDATE subject_keys SET kek_id = ?2, wrapped_key = ?3 WHERE subject = ?1",
             params![moved.subject, moved.kek_id, moved.wrapped],
         )
         .map_err(db)?;
     }
-    tx.commit().map_err(db)?;
+    // From here a failed commit is rolled back by hand, after the old KEK is back.
+    tx.set_drop_behavior(rusqlite::DropBehavior::Ignore);
+    let previous = keys.install(Arc::new(new));
+    if let Err(e) = tx.commit() {
+        keys.restore(previous);
+        if !conn.is_autocommit() {
+            conn.execute_batch("ROLLBACK").map_err(db)?;
+        }
+        return Err(db(e));
+    }
     Ok(rows.iter().filter(|r| r.wrapped.is_some()).count() as u64)
 }

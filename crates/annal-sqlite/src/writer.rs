@@ -223,6 +223,13 @@ impl commit::Lookup for SqlLookup<'_> {
     ) -> Result<Option<annal_core::privacy::SubjectKey>, Fail> {
         crate::privacy::key_row(self.conn, subject).map_err(fail)
     }
+
+    fn subject_keys(
+        &mut self,
+        subjects: &[String],
+    ) -> Result<Vec<annal_core::privacy::SubjectKey>, Fail> {
+        crate::privacy::key_rows(self.conn, subjects).map_err(fail)
+    }
 }
 
 /// Applies a group in one transaction; answers each job's outcome and the new head.

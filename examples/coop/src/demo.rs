@@ -50,6 +50,17 @@ pub enum DemoError {
         /// `--store URL` when the store was named, for the suggested command.
         flag: String,
     },
+    /// No key-encryption key was given (exit code 1).
+    #[error(
+        "the story's families have personal data (names, ages, how they paid), which annal \
+         seals with a key-encryption key: make one and name it first, e.g.\n  \
+         openssl rand -hex 32 > annal-kek.hex && export ANNAL_KEK_FILE=$PWD/annal-kek.hex\n\
+         (docs/privacy.md; keep the key apart from the store's backups)"
+    )]
+    NoKek,
+    /// The key-encryption key named could not be loaded (exit code 1).
+    #[error(transparent)]
+    Kek(#[from] annal::privacy::KekError),
     /// The store could not be opened.
     #[error(transparent)]
     Open(#[from] annal::OpenError),
@@ -112,6 +123,9 @@ pub fn target(args: &[String], env_store: Option<String>) -> Result<Target, Demo
 /// Tells the story into `target`'s store, printing to `out`.
 pub async fn run(target: &Target, out: &mut impl Write) -> Result<(), DemoError> {
     let url: annal::StoreUrl = target.url.parse()?;
+    if annal::privacy::Keyring::from_env()?.is_none() {
+        return Err(DemoError::NoKek);
+    }
     let flag = if target.named {
         format!(" --store {url}")
     } else {
@@ -133,7 +147,9 @@ pub async fn run(target: &Target, out: &mut impl Write) -> Result<(), DemoError>
     writeln!(
         out,
         "\nThe story is in {url}. Next, in this folder:\n  annal read --aggregate {FAMILY}{flag}\n  \
-         annal audit {FAMILY}{flag}\n  coop state {FAMILY} --at 2024-09-20{flag}"
+         annal audit {FAMILY}{flag}\n  coop state {FAMILY} --at 2024-09-20{flag}\n\
+         and, to see a family forgotten (its names erased, the log whole):\n  \
+         coop forget {FAMILY}{flag}"
     )
     .map_err(StoryError::from)?;
     Ok(())

@@ -4,8 +4,15 @@
 //! This is the code to copy when starting with annal: a state struct, an event enum
 //! (adjacently tagged so variant names are the stored event types), commands that decide
 //! events from the state, and `apply`, which folds an event into the state.
+//!
+//! The families' personal data (the parents' and children's names, the children's ages
+//! and grades, how a family paid) is declared in [`FamilyEvent`]'s `personal_fields`:
+//! annal seals it with the family's own key, so `coop forget` can erase it for good
+//! while the log and its hash chain stay whole (docs/privacy.md). Those fields are
+//! `#[serde(default)]`: once a family is forgotten they read as absent.
 
 pub mod demo;
+pub mod forget;
 pub mod serve;
 pub mod story;
 pub mod triggers;
@@ -111,14 +118,19 @@ pub struct Payment {
 pub enum FamilyEvent {
     FamilyEnrolled {
         family_id: String,
+        #[serde(default)]
         family_name: String,
         enrollment_date: String,
+        #[serde(default)]
         parent_name: String,
         children_count: u32,
     },
     ChildAdded {
+        #[serde(default)]
         child_name: String,
+        #[serde(default)]
         age: u32,
+        #[serde(default)]
         grade: u32,
     },
     PaymentDue {
@@ -133,6 +145,7 @@ pub enum FamilyEvent {
     PaymentReceived {
         amount: u64,
         date: String,
+        #[serde(default)]
         method: String,
     },
     PortalAccessLocked {
@@ -159,6 +172,17 @@ impl DomainEvent for FamilyEvent {
         match event_type {
             "PaymentReceived" => 2,
             _ => 1,
+        }
+    }
+
+    /// Personal data, sealed with the family's key (the subject is the family's id, the
+    /// default). Amounts and dates stay in the clear: the co-op keeps its accounts.
+    fn personal_fields(event_type: &str) -> &'static [&'static str] {
+        match event_type {
+            "FamilyEnrolled" => &["family_name", "parent_name"],
+            "ChildAdded" => &["child_name", "age", "grade"],
+            "PaymentReceived" => &["method"],
+            _ => &[],
         }
     }
 }
@@ -236,7 +260,8 @@ impl Aggregate for Family {
                 ..
             } => {
                 self.family_id = Some(family_id.clone());
-                self.family_name = Some(family_name.clone());
+                // Empty once the family was forgotten.
+                self.family_name = Some(family_name.clone()).filter(|n| !n.is_empty());
                 self.enrollment_date = Some(enrollment_date.clone());
                 self.status = Status::Enrolled;
             }

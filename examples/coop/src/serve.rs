@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The usage line of `coop serve`.
-pub const USAGE: &str = "coop serve [--data DIR] [--listen 127.0.0.1:PORT]";
+pub const USAGE: &str = "coop serve [--data DIR] [--listen 127.0.0.1:PORT] [--kek-file FILE]";
 
 /// Why the server did not run.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,9 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error(transparent)]
     Open(#[from] annal::OpenError),
+    /// The key-encryption key file could not be loaded.
+    #[error(transparent)]
+    Kek(#[from] annal::privacy::KekError),
     /// Listening or serving failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -37,6 +40,9 @@ pub struct Args {
     pub data: PathBuf,
     /// The loopback address to listen on.
     pub listen: SocketAddr,
+    /// The key-encryption key's file (`--kek-file`); else `ANNAL_KEK_FILE` or
+    /// `ANNAL_KEK`, as for `annal`.
+    pub kek_file: Option<PathBuf>,
 }
 
 /// Parses the arguments after `serve`.
@@ -44,6 +50,7 @@ pub fn args(given: &[String]) -> Result<Args, ServeError> {
     let mut out = Args {
         data: PathBuf::from("annal-data"),
         listen: SocketAddr::from(([127, 0, 0, 1], 2113)),
+        kek_file: None,
     };
     let mut it = given.iter();
     while let Some(arg) = it.next() {
@@ -52,6 +59,7 @@ pub fn args(given: &[String]) -> Result<Args, ServeError> {
             .ok_or_else(|| ServeError::Usage(format!("{arg} needs a value")))?;
         match arg.as_str() {
             "--data" => out.data = PathBuf::from(value),
+            "--kek-file" => out.kek_file = Some(PathBuf::from(value)),
             "--listen" => {
                 out.listen = value
                     .parse()
@@ -75,8 +83,22 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let db = args.data.join("annal.db");
-    let url: annal::StoreUrl = format!("sqlite:{}", db.display()).parse()?;
-    let store = annal::connect(&url).await?;
+    let store: Arc<dyn annal::Store> = match &args.kek_file {
+        Some(file) => {
+            let options = annal::sqlite::Options {
+                keyring: Some(annal::privacy::Keyring::from_file(file)?),
+                ..annal::sqlite::Options::default()
+            };
+            Arc::new(
+                annal::sqlite::SqliteStore::open_with(&db, options)
+                    .map_err(annal::OpenError::from)?,
+            )
+        }
+        None => {
+            let url: annal::StoreUrl = format!("sqlite:{}", db.display()).parse()?;
+            annal::connect(&url).await?
+        }
+    };
     let families = Repository::<Family>::new(store.clone()).with_upcasters(upcasters());
     let with = |suffix: &str| {
         let mut p = db.clone().into_os_string();

@@ -1,17 +1,26 @@
 //! The seed's story on a real embedded store, asserting what the seed says it shows.
 
-use annal::StoreUrl;
-use annal_example_coop::story;
+use annal::privacy::Keyring;
+use annal::sqlite::{Options, SqliteStore};
+use annal::{Direction, Store};
 use annal_example_coop::{Child, Family, PaymentStatus, PortalAccess, Status};
+use annal_example_coop::{forget, story};
+use std::sync::Arc;
+
+/// A store in `dir` opened with a key-encryption key: the families' personal data is
+/// sealed with it.
+fn store_in(dir: &std::path::Path) -> Arc<dyn Store> {
+    let options = Options {
+        keyring: Some(Keyring::from_bytes([42; 32])),
+        ..Options::default()
+    };
+    Arc::new(SqliteStore::open_with(dir.join("coop.db"), options).expect("open"))
+}
 
 async fn told() -> (tempfile::TempDir, story::Outcome, String) {
     let dir = tempfile::tempdir().expect("dir");
-    let url: StoreUrl = format!("sqlite:{}", dir.path().join("coop.db").display())
-        .parse()
-        .expect("url");
-    let store = annal::open(&url).expect("open");
     let mut printed = Vec::new();
-    let outcome = story::tell(store, &mut printed)
+    let outcome = story::tell(store_in(dir.path()), &mut printed)
         .await
         .expect("the story runs");
     (dir, outcome, String::from_utf8(printed).expect("utf-8"))
@@ -157,5 +166,88 @@ async fn the_trigger_locks_the_chen_family_when_overdue_and_restores_it_when_pai
     assert!(
         printed.contains("Why was the Chen family locked out?"),
         "{printed}"
+    );
+}
+
+#[tokio::test]
+async fn names_ages_and_payment_methods_are_stored_sealed_for_the_family() {
+    let (dir, _, _) = told().await;
+    let store = store_in(dir.path());
+    let events = store
+        .read_aggregate("family_123", Direction::Forward, None, 100)
+        .await
+        .expect("read");
+    let child = events
+        .iter()
+        .find(|e| e.event_type == "ChildAdded")
+        .expect("Sofia");
+    assert_eq!(child.data.get(), "{}", "nothing of the child in the clear");
+    assert_eq!(child.subjects, ["family_123"]);
+    assert!(child.sealed.is_some());
+    assert!(
+        !child
+            .sealed
+            .as_ref()
+            .expect("sealed")
+            .get()
+            .contains("Sofia"),
+        "the stored form is ciphertext"
+    );
+    let enrolled = &events[0];
+    assert!(
+        !enrolled.data.get().contains("Martinez"),
+        "{}",
+        enrolled.data
+    );
+    assert!(enrolled.payload().get().contains("Maria Martinez"));
+}
+
+#[tokio::test]
+async fn forgetting_a_family_erases_its_personal_fields_and_the_story_still_verifies() {
+    let (dir, _, _) = told().await;
+    let store = store_in(dir.path());
+    let before_count = store.head(&[]).await.expect("head");
+    let mut printed = Vec::new();
+    let shown = forget::forget(
+        store.clone(),
+        "family_123",
+        "erasure request of 2024-11-02",
+        &mut printed,
+    )
+    .await
+    .expect("forget");
+    let printed = String::from_utf8(printed).expect("utf-8");
+    assert_eq!(shown.before.family_name.as_deref(), Some("Martinez Family"));
+    assert_eq!(shown.before.children[0].child_name, "Sofia Martinez");
+    assert_eq!(shown.after.family_name, None, "the name is gone");
+    assert_eq!(shown.after.children.len(), 1, "the child is still counted");
+    assert_eq!(shown.after.children[0].child_name, "");
+    assert_eq!(
+        shown.after.payments[0].amount, 450,
+        "the accounts stay: amounts are not personal"
+    );
+    assert_eq!(shown.after.payments[0].method, "", "how it paid is");
+    assert_eq!(shown.erased_events, 3, "enrolment, child, payment");
+    assert!(shown.verified, "{printed}");
+    assert!(!shown.forgotten.already);
+    assert!(
+        printed.contains("$subjectForgotten by coop-admin")
+            && printed.contains("erasure request of 2024-11-02"),
+        "{printed}"
+    );
+    let after = printed.split("== family_123 after").nth(1).expect("after");
+    assert!(
+        !after.contains("Sofia") && after.contains(r#""$erased":true"#),
+        "{after}"
+    );
+    // The log lost nothing: one event more, the forgetting itself.
+    assert_eq!(store.head(&[]).await.expect("head"), before_count + 1);
+    let chen = store
+        .read_aggregate("family_456", Direction::Forward, None, 100)
+        .await
+        .expect("read");
+    assert!(
+        chen[0].payload().get().contains("Wei Chen"),
+        "another family is untouched"
     );
 }

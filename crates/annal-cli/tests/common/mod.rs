@@ -99,6 +99,15 @@ pub fn serve_with(args: &[&str]) -> Served {
 /// Starts `annal serve ARGS --listen HOST:<free port>` and waits until it accepts
 /// connections on 127.0.0.1 (HOST: `127.0.0.1`, `localhost`, …).
 pub fn serve_listening(host: &str, args: &[&str]) -> Served {
+    serve_listening_env(host, args, &[])
+}
+
+/// [`serve_with`] with these environment variables set for the server.
+pub fn serve_with_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Served {
+    serve_listening_env("127.0.0.1", args, env)
+}
+
+fn serve_listening_env(host: &str, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Served {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -107,6 +116,7 @@ pub fn serve_listening(host: &str, args: &[&str]) -> Served {
         .arg("serve")
         .args(args)
         .args(["--listen", &format!("{host}:{port}")])
+        .envs(env.iter().copied())
         .stderr(if std::env::var_os("ANNAL_TEST_SERVER_LOG").is_some() {
             Stdio::inherit()
         } else {

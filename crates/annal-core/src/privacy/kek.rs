@@ -173,7 +173,7 @@ impl Keyring {
         let wrapped = self.wrap(subject, &key_id, &key)?;
         let data = DataKey {
             key_id: key_id.clone(),
-            cipher: XChaCha20Poly1305::new(&key),
+            key: key.into(),
         };
         let row = SubjectKey {
             subject: subject.to_owned(),
@@ -248,7 +248,7 @@ impl Keyring {
     pub fn unwrap(&self, row: &SubjectKey) -> Result<Option<DataKey>> {
         Ok(self.unwrap_raw(row)?.map(|key| DataKey {
             key_id: row.key_id.clone(),
-            cipher: XChaCha20Poly1305::new(&key),
+            key: key.into(),
         }))
     }
 
@@ -283,7 +283,8 @@ fn wrap_aad(subject: &str, key_id: &str) -> Vec<u8> {
 pub struct DataKey {
     /// Its id, stored with every ciphertext it made.
     pub key_id: String,
-    pub(crate) cipher: XChaCha20Poly1305,
+    /// The key itself (sealing and opening: [`super::aead`]).
+    pub(crate) key: [u8; 32],
 }
 
 impl fmt::Debug for DataKey {

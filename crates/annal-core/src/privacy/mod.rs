@@ -21,10 +21,13 @@
 //!   before the forgetting is unreadable after it;
 //! - the personal part is returned byte for byte as written while the keys exist.
 
+mod aead;
 mod kek;
+mod keys;
 mod seal;
 
 pub use kek::{DataKey, KEK_ENV, KEK_FILE_ENV, KekError, Keyring, SubjectKey};
+pub use keys::{CACHE_CAPACITY, Keys};
 pub use seal::{Envelope, key_ids, open_events, seal};
 
 use crate::append::check_name;
@@ -46,24 +49,25 @@ pub const MAX_SUBJECTS: usize = 16;
 /// The longest reason for a forgetting, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
 
-/// A personal part on its way to the writer: the plaintext, its subjects and the KEK
-/// the store wraps new data keys with (set by the store, not by the caller).
+/// A personal part on its way to the writer: the plaintext, its subjects and the
+/// store's keys (set by the store, not by the caller), whose KEK the writer reads
+/// inside its commit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Personal {
     /// The subjects, at least one, distinct.
     pub subjects: Vec<String>,
     /// The personal part: a JSON object, verbatim.
     pub plain: RawJson,
-    /// The store's KEK; `None` until the store takes the append.
-    pub keyring: Option<Arc<Keyring>>,
+    /// The store's keys; `None` until the store takes the append.
+    pub keys: Option<Arc<Keys>>,
 }
 
-/// Gives every personal part of `proposed` the store's KEK. A store without one takes
+/// Gives every personal part of `proposed` the store's keys. A store without a KEK takes
 /// no personal data: [`Error::InvalidRequest`] naming the first event that has some
 /// (the store lacks the feature; nothing is written).
 pub fn attach(
     proposed: &mut crate::append::ProposedTransaction,
-    keyring: Option<&Arc<Keyring>>,
+    keys: Option<&Arc<Keys>>,
 ) -> Result<()> {
     let many = proposed.appends.len() > 1;
     for (i, a) in proposed.appends.iter_mut().enumerate() {
@@ -71,7 +75,7 @@ pub fn attach(
             let Some(p) = e.personal.as_mut() else {
                 continue;
             };
-            let Some(keyring) = keyring else {
+            let Some(keys) = keys else {
                 let at = if many {
                     format!("appends[{i}].")
                 } else {
@@ -82,7 +86,7 @@ pub fn attach(
                     "this store has no key-encryption key, so it takes no personal data: start it with ANNAL_KEK_FILE or ANNAL_KEK (docs/privacy.md)",
                 ));
             };
-            p.keyring = Some(keyring.clone());
+            p.keys = Some(keys.clone());
         }
     }
     Ok(())

@@ -19,16 +19,16 @@
 //!   that exists, is [`Error::Corrupt`] (the chain check catches edits first).
 
 use super::ERASED;
-use super::kek::{DataKey, Keyring, SubjectKey};
+use super::aead::{self, NONCE_LEN};
+use super::kek::{DataKey, SubjectKey};
+use super::keys::Keys;
 use crate::error::{Error, Result};
 use crate::event::{RawJson, RecordedEvent};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use chacha20poly1305::XChaCha20Poly1305;
-use chacha20poly1305::XNonce;
-use chacha20poly1305::aead::{Aead, AeadCore, OsRng, Payload};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 const ALG: &str = "xchacha20poly1305";
@@ -52,48 +52,196 @@ pub struct Envelope {
 impl Envelope {
     /// Parses an event's sealed form; `position` names it in errors.
     pub fn parse(sealed: &RawJson, position: u64) -> Result<Self> {
-        let env: Envelope = sealed.to_value().map_err(|e| {
-            Error::Corrupt(format!(
-                "event at position {position}: its sealed personal part is unreadable: {e}"
-            ))
-        })?;
+        let env: Envelope = sealed.to_value().map_err(|e| unreadable(position, &e))?;
         if env.alg != ALG
             || env.subjects.is_empty()
             || env.subjects.len() != env.keys.len()
             || env.keys.len() != env.nonces.len()
         {
-            return Err(Error::Corrupt(format!(
-                "event at position {position}: its sealed personal part is malformed"
-            )));
+            return Err(malformed(position));
         }
         Ok(env)
     }
 }
 
-fn aad(event_id: Uuid) -> Vec<u8> {
-    let mut aad = b"annal-personal-v1\0".to_vec();
-    aad.extend_from_slice(event_id.hyphenated().to_string().as_bytes());
+fn unreadable(position: u64, e: &serde_json::Error) -> Error {
+    Error::Corrupt(format!(
+        "event at position {position}: its sealed personal part is unreadable: {e}"
+    ))
+}
+
+fn malformed(position: u64) -> Error {
+    Error::Corrupt(format!(
+        "event at position {position}: its sealed personal part is malformed"
+    ))
+}
+
+/// The sealed form as read, borrowing from the stored text where it can.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(borrow)]
+    subjects: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    keys: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    nonces: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    ciphertext: Cow<'a, str>,
+}
+
+impl<'a> Stored<'a> {
+    /// Parses a sealed form: the layout the writer makes (compact, members in order,
+    /// strings without escapes) directly, anything else with serde_json.
+    fn parse(text: &'a str, position: u64) -> Result<Self> {
+        match Self::canonical(text) {
+            Some(s) => Ok(s),
+            None => serde_json::from_str(text).map_err(|e| unreadable(position, &e)),
+        }
+    }
+
+    /// The writer's layout, or `None` for anything else (which serde_json then reads,
+    /// or refuses).
+    fn canonical(text: &'a str) -> Option<Self> {
+        let rest = text.strip_prefix(r#"{"alg":""#)?;
+        let (alg, rest) = plain_str(rest)?;
+        let (subjects, rest) = str_array(rest.strip_prefix(r#","subjects":"#)?)?;
+        let (keys, rest) = str_array(rest.strip_prefix(r#","keys":"#)?)?;
+        let (nonces, rest) = str_array(rest.strip_prefix(r#","nonces":"#)?)?;
+        let (ciphertext, rest) = plain_str(rest.strip_prefix(r#","ciphertext":""#)?)?;
+        (rest == "}").then_some(Self {
+            alg: Cow::Borrowed(alg),
+            subjects,
+            keys,
+            nonces,
+            ciphertext: Cow::Borrowed(ciphertext),
+        })
+    }
+}
+
+/// The text of a JSON string up to its closing quote (`s` starts after the opening
+/// one) and what follows it; `None` if it has an escape or a control character.
+fn plain_str(s: &str) -> Option<(&str, &str)> {
+    let end = s
+        .bytes()
+        .position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
+    (s.as_bytes().get(end) == Some(&b'"')).then(|| (&s[..end], &s[end + 1..]))
+}
+
+/// A JSON array of plain strings ([`plain_str`]) and what follows it.
+fn str_array(s: &str) -> Option<(Vec<Cow<'_, str>>, &str)> {
+    let mut rest = s.strip_prefix('[')?;
+    let mut out = Vec::with_capacity(1);
+    if let Some(after) = rest.strip_prefix(']') {
+        return Some((out, after));
+    }
+    loop {
+        let (item, after) = plain_str(rest.strip_prefix('"')?)?;
+        out.push(Cow::Borrowed(item));
+        if let Some(after) = after.strip_prefix(']') {
+            return Some((out, after));
+        }
+        rest = after.strip_prefix(',')?;
+    }
+}
+
+/// A sealed form parsed and decoded, ready to open.
+struct Sealed {
+    subjects: Vec<String>,
+    keys: Vec<String>,
+    nonces: Vec<[u8; NONCE_LEN]>,
+    ciphertext: Vec<u8>,
+}
+
+impl Sealed {
+    fn read(sealed: &RawJson, position: u64) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::Corrupt(format!(
+                "event at position {position}: its personal part {why}"
+            ))
+        };
+        let s = Stored::parse(sealed.get(), position)?;
+        if s.alg != ALG
+            || s.subjects.is_empty()
+            || s.subjects.len() != s.keys.len()
+            || s.keys.len() != s.nonces.len()
+        {
+            return Err(malformed(position));
+        }
+        let mut nonces = Vec::with_capacity(s.nonces.len());
+        for n in &s.nonces {
+            let mut nonce = [0u8; NONCE_LEN];
+            match B64.decode_slice(n.as_bytes(), &mut nonce) {
+                Ok(NONCE_LEN) => nonces.push(nonce),
+                _ => return Err(bad("has a bad nonce")),
+            }
+        }
+        let ciphertext = B64
+            .decode(s.ciphertext.as_bytes())
+            .map_err(|_| bad("is not base64"))?;
+        Ok(Self {
+            subjects: s.subjects.into_iter().map(Cow::into_owned).collect(),
+            keys: s.keys.into_iter().map(Cow::into_owned).collect(),
+            nonces,
+            ciphertext,
+        })
+    }
+
+    /// The plaintext with the data keys found (`None`: forgotten), or [`ERASED`].
+    fn open(
+        &mut self,
+        event_id: Uuid,
+        position: u64,
+        keys: &HashMap<String, Option<DataKey>>,
+    ) -> Result<RawJson> {
+        let bad = |why: &str| {
+            Error::Corrupt(format!(
+                "event at position {position}: its personal part {why}"
+            ))
+        };
+        let mut layers = Vec::with_capacity(self.keys.len());
+        for id in &self.keys {
+            match keys.get(id) {
+                Some(Some(k)) => layers.push(k),
+                // A key destroyed, or never in this store (a log copied without its keys).
+                _ => return Ok(RawJson::from_stored(ERASED.to_owned())),
+            }
+        }
+        let aad = aad(event_id);
+        let mut text = std::mem::take(&mut self.ciphertext);
+        for (key, nonce) in layers.iter().zip(&self.nonces).rev() {
+            let len = aead::open_in_place(&key.key, nonce, &aad, &mut text)
+                .map_err(|_| bad("does not decrypt with its subject's key"))?;
+            text.truncate(len);
+        }
+        let text = String::from_utf8(text).map_err(|_| bad("is not UTF-8"))?;
+        Ok(RawJson::from_stored(text))
+    }
+}
+
+const AAD_PREFIX: &[u8] = b"annal-personal-v1\0";
+
+fn aad(event_id: Uuid) -> [u8; AAD_PREFIX.len() + 36] {
+    let mut aad = [0u8; AAD_PREFIX.len() + 36];
+    aad[..AAD_PREFIX.len()].copy_from_slice(AAD_PREFIX);
+    event_id
+        .hyphenated()
+        .encode_lower(&mut aad[AAD_PREFIX.len()..]);
     aad
 }
 
 /// Seals `plain` for `keys` (one per subject, in order) as the sealed form of event
 /// `event_id`.
 pub fn seal(event_id: Uuid, plain: &RawJson, keys: &[(String, DataKey)]) -> Result<RawJson> {
+    let failed = || Error::Corrupt("a personal part could not be encrypted".into());
     let aad = aad(event_id);
     let mut text = plain.get().as_bytes().to_vec();
     let mut nonces = Vec::with_capacity(keys.len());
     for (_, key) in keys {
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        text = key
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: &text,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| Error::Corrupt("a personal part could not be encrypted".into()))?;
+        let nonce = aead::nonce().map_err(|_| failed())?;
+        text = aead::seal(&key.key, &nonce, &aad, &text).map_err(|_| failed())?;
         nonces.push(B64.encode(nonce));
     }
     let env = Envelope {
@@ -106,106 +254,148 @@ pub fn seal(event_id: Uuid, plain: &RawJson, keys: &[(String, DataKey)]) -> Resu
     RawJson::from_value(&env).map_err(|e| Error::Corrupt(format!("sealing: {e}")))
 }
 
-/// Opens one envelope with the data keys found; `None` keys mean forgotten.
-fn open_one(
-    event: &RecordedEvent,
-    env: &Envelope,
-    keys: &HashMap<String, Option<DataKey>>,
-) -> Result<RawJson> {
-    let bad = |why: &str| {
-        Error::Corrupt(format!(
-            "event at position {}: its personal part {why}",
-            event.position
-        ))
-    };
-    let mut layers = Vec::with_capacity(env.keys.len());
-    for id in &env.keys {
-        match keys.get(id) {
-            Some(Some(k)) => layers.push(k),
-            // A key destroyed, or never in this store (a log copied without its keys).
-            _ => return Ok(RawJson::from_stored(ERASED.to_owned())),
-        }
-    }
-    let aad = aad(event.event_id);
-    let mut text = B64
-        .decode(&env.ciphertext)
-        .map_err(|_| bad("is not base64"))?;
-    for (key, nonce) in layers.iter().zip(&env.nonces).rev() {
-        let nonce = B64.decode(nonce).map_err(|_| bad("has a bad nonce"))?;
-        if nonce.len() != 24 {
-            return Err(bad("has a bad nonce"));
-        }
-        text = key
-            .cipher
-            .decrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &text,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| bad("does not decrypt with its subject's key"))?;
-    }
-    let text = String::from_utf8(text).map_err(|_| bad("is not UTF-8"))?;
-    Ok(RawJson::from_stored(text))
-}
-
 /// The data key ids the sealed parts of `events` name (sorted, distinct): what a
 /// backend that reads its key table asynchronously fetches before [`open_events`].
 pub fn key_ids(events: &[RecordedEvent]) -> Result<Vec<String>> {
-    let mut ids = Vec::new();
+    let mut seen = HashSet::new();
     for e in events {
         if let Some(sealed) = &e.sealed {
-            ids.extend(Envelope::parse(sealed, e.position)?.keys);
+            let s = Stored::parse(sealed.get(), e.position)?;
+            for k in s.keys {
+                if !seen.contains(k.as_ref()) {
+                    seen.insert(k.into_owned());
+                }
+            }
         }
     }
+    let mut ids: Vec<String> = seen.into_iter().collect();
     ids.sort_unstable();
-    ids.dedup();
     Ok(ids)
 }
 
 /// Opens the sealed personal parts of `events` in place: each gets `subjects` and
 /// `personal` (the decrypted part, or [`ERASED`]). `fetch` reads the key table's rows
-/// for the key ids asked (rows it does not find are keys this store never had).
+/// for the key ids asked (rows it does not find are keys this store never had), in the
+/// read that read the events or after it: a data key is used only while its row, as
+/// read now, still holds it ([`Keys`]).
 pub fn open_events(
     events: &mut [RecordedEvent],
-    keyring: Option<&Keyring>,
+    keys: Option<&Keys>,
     fetch: impl FnOnce(&[String]) -> Result<Vec<SubjectKey>>,
 ) -> Result<()> {
-    let mut envelopes = Vec::new();
-    let mut ids: Vec<String> = Vec::new();
+    let mut sealed = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     for (i, e) in events.iter().enumerate() {
-        if let Some(sealed) = &e.sealed {
-            let env = Envelope::parse(sealed, e.position)?;
-            ids.extend(env.keys.iter().cloned());
-            envelopes.push((i, env));
+        if let Some(s) = &e.sealed {
+            let s = Sealed::read(s, e.position)?;
+            for k in &s.keys {
+                if !seen.contains(k) {
+                    seen.insert(k.clone());
+                }
+            }
+            sealed.push((i, s));
         }
     }
-    if envelopes.is_empty() {
+    if sealed.is_empty() {
         return Ok(());
     }
+    let mut ids: Vec<String> = seen.into_iter().collect();
     ids.sort_unstable();
-    ids.dedup();
-    let mut keys = HashMap::with_capacity(ids.len());
-    for row in fetch(&ids)? {
-        let key = match (&row.wrapped, keyring) {
-            (None, _) => None,
-            (Some(_), Some(k)) => k.unwrap(&row)?,
-            (Some(_), None) => {
-                return Err(Error::Corrupt(format!(
-                    "the data key of subject '{}' is wrapped by key-encryption key {}, and the store was opened without one",
-                    row.subject, row.kek_id
-                )));
+    let rows = fetch(&ids)?;
+    let found = match keys {
+        Some(k) => k.data_keys(&rows)?,
+        None => {
+            let mut found = HashMap::with_capacity(rows.len());
+            for row in rows {
+                if row.wrapped.is_some() {
+                    return Err(Error::Corrupt(format!(
+                        "the data key of subject '{}' is wrapped by key-encryption key {}, and the store was opened without one",
+                        row.subject, row.kek_id
+                    )));
+                }
+                found.insert(row.key_id, None);
             }
-        };
-        keys.insert(row.key_id, key);
-    }
-    for (i, env) in envelopes {
+            found
+        }
+    };
+    for (i, mut s) in sealed {
         if let Some(e) = events.get_mut(i) {
-            let personal = open_one(e, &env, &keys)?;
-            e.subjects = env.subjects;
+            let personal = s.open(e.event_id, e.position, &found)?;
+            e.subjects = s.subjects;
             e.personal = Some(personal);
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// alg, subjects, keys, nonces, ciphertext.
+    type Parts = (String, Vec<String>, Vec<String>, Vec<String>, String);
+
+    fn parsed(text: &str) -> Option<Parts> {
+        let s: Stored<'_> = serde_json::from_str(text).ok()?;
+        let own = |v: Vec<Cow<'_, str>>| v.into_iter().map(Cow::into_owned).collect();
+        Some((
+            s.alg.into_owned(),
+            own(s.subjects),
+            own(s.keys),
+            own(s.nonces),
+            s.ciphertext.into_owned(),
+        ))
+    }
+
+    fn fast(text: &str) -> Option<Parts> {
+        let s = Stored::canonical(text)?;
+        let own = |v: Vec<Cow<'_, str>>| v.into_iter().map(Cow::into_owned).collect();
+        Some((
+            s.alg.into_owned(),
+            own(s.subjects),
+            own(s.keys),
+            own(s.nonces),
+            s.ciphertext.into_owned(),
+        ))
+    }
+
+    #[test]
+    fn the_writers_layout_is_read_directly_and_as_serde_reads_it() {
+        let key = DataKey {
+            key_id: "k-1".into(),
+            key: [5; 32],
+        };
+        let plain = RawJson::parse(r#"{"child_name":"Sofía"}"#).expect("json");
+        for subjects in [vec!["family_1"], vec!["family_1", "fam ily \"2\""]] {
+            let keys: Vec<(String, DataKey)> = subjects
+                .iter()
+                .map(|s| ((*s).to_owned(), key.clone()))
+                .collect();
+            let sealed = seal(Uuid::now_v7(), &plain, &keys).expect("seal");
+            let text = sealed.get();
+            assert!(parsed(text).is_some(), "{text}");
+            match fast(text) {
+                Some(f) => assert_eq!(Some(f), parsed(text)),
+                // An escaped subject takes serde_json's way.
+                None => assert!(text.contains('\\'), "{text}"),
+            }
+        }
+    }
+
+    #[test]
+    fn anything_but_the_writers_layout_takes_serdes_way() {
+        for text in [
+            r#"{"alg":"x","subjects":["a"],"keys":["k"],"nonces":["n"],"ciphertext":"c"} "#,
+            r#"{ "alg":"x","subjects":["a"],"keys":["k"],"nonces":["n"],"ciphertext":"c"}"#,
+            r#"{"subjects":["a"],"alg":"x","keys":["k"],"nonces":["n"],"ciphertext":"c"}"#,
+            r#"{"alg":"x","subjects":["a\u0041"],"keys":["k"],"nonces":["n"],"ciphertext":"c"}"#,
+            r#"{"alg":"x","subjects":["a"],"keys":["k"],"nonces":["n"],"ciphertext":"c","x":1}"#,
+            r#"{"alg":"x","subjects":["a",],"keys":["k"],"nonces":["n"],"ciphertext":"c"}"#,
+        ] {
+            assert!(fast(text).is_none(), "{text}");
+        }
+        let text =
+            r#"{"alg":"x","subjects":[],"keys":["k","l"],"nonces":["n","m"],"ciphertext":"c"}"#;
+        assert_eq!(fast(text), parsed(text));
+    }
 }

@@ -450,6 +450,94 @@ pub async fn rotating_the_kek_rewraps_keys_without_rewriting_events<H: PrivacyHa
     assert_eq!(all(h.store()).await.len(), 2);
 }
 
+/// KEK rotations racing appends (some for subjects with keys, some making new keys):
+/// every append is acknowledged, every event reads back decrypted, and the store
+/// afterwards names one KEK, the last one, so it opens with that one only.
+pub async fn appends_racing_kek_rotations_all_succeed_under_one_kek<H: PrivacyHarness>(mut h: H) {
+    let s = h.store().clone();
+    for k in 0..4 {
+        s.append(req(
+            "Family",
+            &format!("k{k}"),
+            Any,
+            vec![personal_ev(
+                "ChildAdded",
+                "{}",
+                &format!("family_k{k}"),
+                SOFIA,
+            )],
+        ))
+        .await
+        .expect("first keys");
+    }
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let s = s.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..120 {
+                // Every third event is about a subject new to the store: a key made now.
+                let subject = if i % 3 == 0 {
+                    format!("family_new_{w}_{i}")
+                } else {
+                    format!("family_k{}", i % 4)
+                };
+                let e = personal_ev("Noted", &format!(r#"{{"w":{w},"i":{i}}}"#), &subject, SOFIA);
+                match s
+                    .append(req("Family", &format!("k{w}"), Any, vec![e]))
+                    .await
+                {
+                    Ok(out) => acknowledged.push(out.events[0].event_id),
+                    Err(e) => return Err(format!("append {w}/{i} for {subject}: {e}")),
+                }
+            }
+            Ok(acknowledged)
+        }));
+    }
+    let mut kek_now = kek();
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        let next = if round % 2 == 0 { other_kek() } else { kek() };
+        s.rotate_kek(next.clone()).await.expect("rotate");
+        kek_now = next;
+    }
+    let mut acknowledged = Vec::new();
+    let mut failures = Vec::new();
+    for w in writers {
+        match w.await.expect("writer") {
+            Ok(ids) => acknowledged.extend(ids),
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "appends failed during rotation: {failures:?}"
+    );
+    assert_eq!(acknowledged.len(), 6 * 120);
+    for id in &acknowledged {
+        let e = s.event(*id).await.expect("read").expect("stored");
+        assert_eq!(e.personal.as_ref().map(RawJson::get), Some(SOFIA), "{e:?}");
+    }
+    drop(s);
+    let stale = if kek_now == kek() { other_kek() } else { kek() };
+    let refused = h
+        .reopen_with(Some(stale))
+        .await
+        .expect_err("the replaced KEK");
+    assert!(refused.contains("wrong key-encryption key"), "{refused}");
+    h.reopen_with(Some(kek_now))
+        .await
+        .expect("every key is wrapped by the last KEK");
+    let e = h
+        .store()
+        .event(acknowledged[0])
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(e.personal.as_ref().map(RawJson::get), Some(SOFIA));
+    assert!(h.store().verify(None, None).await.expect("verify").ok);
+}
+
 /// Appends for a subject racing its forgetting: every one acknowledged reads as erased
 /// afterwards, and every one after the forgetting was refused.
 pub async fn appends_racing_a_forgetting_leave_none_readable<H: PrivacyHarness>(h: H) {

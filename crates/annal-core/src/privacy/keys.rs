@@ -1,0 +1,299 @@
+//! A store's keys at run time: its key-encryption key (KEK) and a bounded cache of
+//! unwrapped data keys, shared by its writer and its readers.
+//!
+//! Invariants:
+//! - a cached data key is only ever served against its key-table row as read by the
+//!   caller, in the read or the commit that needs it: the row must still hold the very
+//!   wrapped key the cached one was unwrapped from. A row whose wrapped key is gone (the
+//!   subject was forgotten, by this process or any other) evicts the cached key and
+//!   opens nothing. The cache saves the unwrapping, never the reading of the row;
+//! - new data keys are wrapped by [`Keys::current`], which the writer reads inside its
+//!   commit; a KEK rotation swaps it while it holds the store's write lock, before its
+//!   own commit ([`Keys::install`], undone by [`Keys::restore`] if that commit fails), so
+//!   every commit of this process wraps with the KEK its key table names;
+//! - a KEK replaced by a rotation in this process is kept, to unwrap only, for reads
+//!   whose snapshot of the key table predates the rotation; it never wraps again;
+//! - at most [`CACHE_CAPACITY`] data keys are cached; forgetting in this process and
+//!   rotating evict at once (the row check above is what makes the cache safe; the
+//!   eviction keeps a forgotten key out of memory).
+
+use super::kek::{DataKey, Keyring, SubjectKey};
+use crate::error::Result;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+/// The most unwrapped data keys a store keeps in memory.
+pub const CACHE_CAPACITY: usize = 16_384;
+
+struct Cached {
+    kek_id: String,
+    wrapped: String,
+    key: DataKey,
+}
+
+struct Keks {
+    current: Arc<Keyring>,
+    /// KEKs this process rotated away from, newest last (unwrap only).
+    retired: Vec<Arc<Keyring>>,
+}
+
+/// A store's KEK and its cache of unwrapped data keys.
+pub struct Keys {
+    keks: RwLock<Keks>,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keys")
+            .field("kek_id", &self.current().id())
+            .finish()
+    }
+}
+
+/// Two handles are equal when they are the same store's keys.
+impl PartialEq for Keys {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Keys {
+    /// The keys of a store opened with `kek`.
+    pub fn new(kek: Keyring) -> Self {
+        Self {
+            keks: RwLock::new(Keks {
+                current: Arc::new(kek),
+                retired: Vec::new(),
+            }),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The KEK new data keys are wrapped with.
+    pub fn current(&self) -> Arc<Keyring> {
+        self.keks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current
+            .clone()
+    }
+
+    /// The KEK that wrapped `row`: the current one, or one this process rotated away
+    /// from; otherwise the current one (whose unwrap then names both ids).
+    fn kek_for(&self, row: &SubjectKey) -> Arc<Keyring> {
+        let keks = self.keks.read().unwrap_or_else(PoisonError::into_inner);
+        if keks.current.id() == row.kek_id {
+            return keks.current.clone();
+        }
+        keks.retired
+            .iter()
+            .rev()
+            .find(|k| k.id() == row.kek_id)
+            .unwrap_or(&keks.current)
+            .clone()
+    }
+
+    /// The data key `row` wraps, from the cache when it holds that very wrapped key;
+    /// `None` (and evicted) once the subject was forgotten. A row that does not unwrap
+    /// is [`crate::Error::Corrupt`].
+    pub fn data_key(&self, row: &SubjectKey) -> Result<Option<DataKey>> {
+        let mut found = self.data_keys(std::slice::from_ref(row))?;
+        Ok(found.remove(&row.key_id).flatten())
+    }
+
+    /// The data keys of `rows`, by key id ([`Keys::data_key`] for each, under one lock).
+    pub fn data_keys(&self, rows: &[SubjectKey]) -> Result<HashMap<String, Option<DataKey>>> {
+        let mut out = HashMap::with_capacity(rows.len());
+        let mut missing = Vec::new();
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            for row in rows {
+                let Some(wrapped) = &row.wrapped else {
+                    cache.remove(&row.key_id);
+                    out.insert(row.key_id.clone(), None);
+                    continue;
+                };
+                match cache.get(&row.key_id) {
+                    Some(c) if c.wrapped == *wrapped && c.kek_id == row.kek_id => {
+                        out.insert(row.key_id.clone(), Some(c.key.clone()));
+                    }
+                    _ => missing.push(row),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        // Unwrap outside the lock: other readers go on meanwhile.
+        let mut unwrapped = Vec::with_capacity(missing.len());
+        for row in missing {
+            let key = self.kek_for(row).unwrap(row)?;
+            if let (Some(key), Some(wrapped)) = (&key, &row.wrapped) {
+                unwrapped.push(Cached {
+                    kek_id: row.kek_id.clone(),
+                    wrapped: wrapped.clone(),
+                    key: key.clone(),
+                });
+            }
+            out.insert(row.key_id.clone(), key);
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        for c in unwrapped {
+            remember(&mut cache, c);
+        }
+        Ok(out)
+    }
+
+    /// Caches a data key the writer just made for `row`.
+    pub fn remember(&self, row: &SubjectKey, key: &DataKey) {
+        if let Some(wrapped) = &row.wrapped {
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            remember(
+                &mut cache,
+                Cached {
+                    kek_id: row.kek_id.clone(),
+                    wrapped: wrapped.clone(),
+                    key: key.clone(),
+                },
+            );
+        }
+    }
+
+    /// Evicts a data key whose subject was forgotten.
+    pub fn forgotten(&self, key_id: &str) {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key_id);
+    }
+
+    /// Makes `new` the KEK new data keys are wrapped with, keeping the old one to unwrap
+    /// only, and empties the cache; answers the old one. A rotation calls this while it
+    /// holds the store's write lock, before it commits.
+    pub fn install(&self, new: Arc<Keyring>) -> Arc<Keyring> {
+        let old = {
+            let mut keks = self.keks.write().unwrap_or_else(PoisonError::into_inner);
+            let old = std::mem::replace(&mut keks.current, new);
+            keks.retired.retain(|k| k.id() != old.id());
+            keks.retired.push(old.clone());
+            old
+        };
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        old
+    }
+
+    /// Undoes [`Keys::install`] after the rotation's commit failed.
+    pub fn restore(&self, old: Arc<Keyring>) {
+        let mut keks = self.keks.write().unwrap_or_else(PoisonError::into_inner);
+        let failed = std::mem::replace(&mut keks.current, old.clone());
+        keks.retired
+            .retain(|k| k.id() != old.id() && k.id() != failed.id());
+        drop(keks);
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+fn remember(cache: &mut HashMap<String, Cached>, c: Cached) {
+    if cache.len() >= CACHE_CAPACITY
+        && !cache.contains_key(&c.key.key_id)
+        && let Some(evicted) = cache.keys().next().cloned()
+    {
+        cache.remove(&evicted);
+    }
+    cache.insert(c.key.key_id.clone(), c);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Timestamp;
+
+    fn kek(b: u8) -> Keyring {
+        Keyring::from_bytes([b; 32])
+    }
+
+    #[test]
+    fn a_cached_key_is_not_served_once_its_row_lost_the_wrapped_key() {
+        let keys = Keys::new(kek(1));
+        let (_, row) = keys
+            .current()
+            .new_key("family_1", Timestamp::now())
+            .expect("key");
+        assert!(keys.data_key(&row).expect("unwrap").is_some());
+        let forgotten = SubjectKey {
+            wrapped: None,
+            ..row.clone()
+        };
+        assert!(keys.data_key(&forgotten).expect("row").is_none());
+        assert!(
+            keys.cache.lock().expect("lock").is_empty(),
+            "a forgotten row evicts its key"
+        );
+    }
+
+    #[test]
+    fn a_cached_key_is_served_only_for_the_wrapped_key_it_came_from() {
+        let keys = Keys::new(kek(1));
+        let (_, row) = keys
+            .current()
+            .new_key("family_1", Timestamp::now())
+            .expect("key");
+        assert!(keys.data_key(&row).expect("unwrap").is_some());
+        // Another wrapped key under the same id (a tampered row): unwrapped afresh, and
+        // refused, not answered from the cache.
+        let (_, other) = keys
+            .current()
+            .new_key("family_1", Timestamp::now())
+            .expect("key");
+        let swapped = SubjectKey {
+            wrapped: other.wrapped,
+            ..row
+        };
+        assert!(keys.data_key(&swapped).is_err());
+    }
+
+    #[test]
+    fn after_a_rotation_new_keys_use_the_new_kek_and_old_rows_still_open() {
+        let keys = Keys::new(kek(1));
+        let (_, old_row) = keys.current().new_key("a", Timestamp::now()).expect("key");
+        let old = keys.install(Arc::new(kek(2)));
+        assert_eq!(old.id(), kek(1).id());
+        assert_eq!(keys.current().id(), kek(2).id());
+        assert!(keys.data_key(&old_row).expect("retired KEK").is_some());
+        let moved = kek(1).rewrap(&old_row, &kek(2)).expect("rewrap");
+        assert!(keys.data_key(&moved).expect("new KEK").is_some());
+        keys.restore(old);
+        assert_eq!(keys.current().id(), kek(1).id());
+        assert!(
+            keys.data_key(&moved).is_err(),
+            "kek 2 is gone after restore"
+        );
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let keys = Keys::new(kek(1));
+        let k = keys.current();
+        let mut cache = HashMap::new();
+        for i in 0..CACHE_CAPACITY + 10 {
+            let (key, row) = k.new_key(&format!("s{i}"), Timestamp::now()).expect("key");
+            remember(
+                &mut cache,
+                Cached {
+                    kek_id: row.kek_id,
+                    wrapped: row.wrapped.unwrap_or_default(),
+                    key,
+                },
+            );
+        }
+        assert_eq!(cache.len(), CACHE_CAPACITY);
+    }
+}
