@@ -5,9 +5,10 @@ use crate::routes;
 use annal_core::checkpoint::CheckpointStatus;
 use annal_core::wire::{
     AcquireBody, AggregateState, AppendRequest, AppendResult, Checkpoint, CheckpointList,
-    CheckpointWrite, Digest, EventsPage, Head, Health, HeartbeatBody, HeldBody, LastVerify, Lease,
-    LeaseList, MemberList, Overview, Problem, RecordedEvent, Snapshot, SnapshotBody, StreamPage,
-    Transaction, TransactionResult, VerifyReport, Whoami,
+    CheckpointWrite, Digest, EventCounts, EventsPage, Head, HeadSample, Health, HeartbeatBody,
+    HeldBody, LastVerify, Lease, LeaseList, MemberList, Overview, PersistentGroup,
+    PersistentGroups, Problem, RecordedEvent, Snapshot, SnapshotBody, StreamPage, Transaction,
+    TransactionResult, VerifyReport, Whoami,
 };
 use annal_core::wire::{ForgetBody, Forgotten, SubjectInfo, SubjectList};
 use annal_core::{Direction, ExpectedVersion, Hash, LeaseFence, NewEvent, RawJson, Timestamp};
@@ -25,6 +26,7 @@ use utoipa::OpenApi;
         routes::transact,
         routes::read_stream,
         routes::read_events,
+        routes::count_events,
         routes::read_event,
         routes::head,
         routes::list_checkpoints,
@@ -46,6 +48,7 @@ use utoipa::OpenApi;
         routes::digest,
         routes::whoami,
         routes::overview,
+        routes::persistent_subscriptions,
         routes::aggregate_state,
         routes::live,
         routes::ready,
@@ -80,11 +83,15 @@ use utoipa::OpenApi;
         LastVerify,
         AggregateState,
         Overview,
+        HeadSample,
+        PersistentGroup,
+        PersistentGroups,
         Whoami,
         SnapshotBody,
         CheckpointList,
         Problem,
         EventsPage,
+        EventCounts,
         StreamPage,
         Head,
         Health,

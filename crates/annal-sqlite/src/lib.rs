@@ -23,6 +23,7 @@
 mod backup;
 mod check;
 pub mod durable;
+pub mod filter;
 mod open;
 mod privacy;
 pub mod rows;
@@ -37,9 +38,9 @@ use annal_core::failures::WriteHealth;
 use annal_core::lease;
 use annal_core::privacy::{ForgetRequest, Forgotten, Keyring, SubjectInfo};
 use annal_core::{
-    AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Lease, Limits, RawJson,
-    RecordedEvent, Result, Snapshot, Store, StreamRecord, Timestamp, TransactionResult, Uuid,
-    stored,
+    AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, EventCounts, Filter, Lease,
+    Limits, RawJson, RecordedEvent, Result, Snapshot, Store, StreamRecord, Timestamp,
+    TransactionResult, Uuid, stored,
 };
 use async_trait::async_trait;
 use open::open_connection;
@@ -313,7 +314,7 @@ impl Store for SqliteStore {
         let filter = filter.clone();
         let keyring = self.keyring();
         self.read(move |c| {
-            let events = rows::read_all(c, after_position, limit, &filter)?;
+            let events = crate::filter::read_all(c, after_position, limit, &filter)?;
             privacy::open(c, keyring.as_deref(), rows::checked(c, events)?)
         })
         .await
@@ -327,8 +328,23 @@ impl Store for SqliteStore {
         filter: &Filter,
     ) -> Result<Vec<RecordedEvent>> {
         let filter = filter.clone();
-        self.read(move |c| rows::read_all(c, after_position, limit, &filter))
+        self.read(move |c| crate::filter::read_all(c, after_position, limit, &filter))
             .await
+    }
+
+    /// One `GROUP BY event_type` query over the filter's rows.
+    async fn count_by_type(
+        &self,
+        after_position: u64,
+        up_to: Option<u64>,
+        filter: &Filter,
+    ) -> Result<EventCounts> {
+        let filter = filter.clone();
+        self.read(move |c| {
+            let (up_to, counts) = crate::filter::count_by_type(c, after_position, up_to, &filter)?;
+            Ok(EventCounts::new(up_to, counts))
+        })
+        .await
     }
 
     async fn event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {

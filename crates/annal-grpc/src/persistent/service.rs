@@ -92,7 +92,7 @@ async fn check_start(
 pub struct Persistent {
     pub(super) store: Arc<dyn Store>,
     shutdown: watch::Receiver<bool>,
-    registry: Registry,
+    pub(super) registry: Registry,
     running: Mutex<HashMap<Key, Handle>>,
     pub(super) next_consumer: AtomicU64,
 }
