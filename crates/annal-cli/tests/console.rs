@@ -260,7 +260,19 @@ async fn answer_the_five_questions(page: &mut Page, port: u16) {
     assert!(raw.starts_with('{'), "{raw}");
     page.screenshot("event-raw").await;
 
-    // The audit report: counts per type for one user.
+    // Browse by aggregate id prefix: family_4… is the Chen family alone.
+    page.client
+        .goto(&format!("http://127.0.0.1:{port}/console/#/events"))
+        .await
+        .expect("goto");
+    page.fill("input[name=aggregate_id_prefix]", "family_4")
+        .await;
+    page.click("form.filters button[type=submit]").await;
+    let chen = page.wait_text("table.events", "family_456").await;
+    assert!(!chen.contains("family_123"), "{chen}");
+    page.screenshot("prefix-family-4").await;
+
+    // The audit report: counts per type for one user, counted by the server.
     page.client
         .goto(&format!(
             "http://127.0.0.1:{port}/console/#/audit?user_id=sarah"
@@ -270,6 +282,23 @@ async fn answer_the_five_questions(page: &mut Page, port: u16) {
     let counts = page.wait_text("#counts", "FamilyEnrolled").await;
     assert!(counts.contains("FamilyEnrolled 2"), "{counts}");
     page.screenshot("audit-sarah").await;
+    // By principal: the ops token wrote the story (sarah's events among them); the
+    // auditor's token wrote nothing.
+    page.client
+        .goto(&format!(
+            "http://127.0.0.1:{port}/console/#/audit?user_id=sarah&principal=ops"
+        ))
+        .await
+        .expect("goto");
+    let counts = page.wait_text("#counts", "FamilyEnrolled").await;
+    assert!(counts.contains("FamilyEnrolled 2"), "{counts}");
+    page.client
+        .goto(&format!(
+            "http://127.0.0.1:{port}/console/#/audit?principal=auditor"
+        ))
+        .await
+        .expect("goto");
+    page.wait_text("#total", "0 events").await;
 
     // The live tail shows an event appended while it runs.
     page.client
@@ -533,4 +562,123 @@ async fn travel_with_state(page: &mut Page, port: u16) {
     slider.send_keys("\u{E014}").await.expect("arrow right");
     let back = page.wait_text("#state-table", "\"enrolled\"").await;
     assert!(back.contains("was \"withdrawn\""), "{back}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_persistent_subscriptions_and_the_servers_rate_history() {
+    use kurrentdb::{
+        AppendToStreamOptions, ClientSettings, EventData, GetPersistentSubscriptionInfoOptions,
+        NakAction, PersistentSubscriptionEvent, PersistentSubscriptionOptions,
+        SubscribeToPersistentSubscriptionOptions,
+    };
+    if browser::skipped() {
+        eprintln!("skipped: ANNAL_SKIP_BROWSER_TESTS=1");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let served = common::serve(&dir.path().join("data"), &[]);
+    let port = served.port;
+    let settings: ClientSettings = format!("kurrentdb://127.0.0.1:{port}?tls=false")
+        .parse()
+        .expect("connection string");
+    let client = kurrentdb::Client::new(settings).expect("a KurrentDB client");
+    let events: Vec<EventData> = (0..3)
+        .map(|n| EventData::json("Placed", &serde_json::json!({ "n": n })).expect("json"))
+        .collect();
+    client
+        .append_to_stream("order-1", &AppendToStreamOptions::default(), events)
+        .await
+        .expect("append");
+    client
+        .create_persistent_subscription(
+            "order-1",
+            "billing",
+            &PersistentSubscriptionOptions::default().start_from(kurrentdb::StreamPosition::Start),
+        )
+        .await
+        .expect("create the group");
+    let mut sub = client
+        .subscribe_to_persistent_subscription(
+            "order-1",
+            "billing",
+            &SubscribeToPersistentSubscriptionOptions::default(),
+        )
+        .await
+        .expect("subscribe");
+    // The first acknowledged, the second parked, the third left in flight.
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let next = tokio::time::timeout(Duration::from_secs(20), sub.next_subscription_event())
+            .await
+            .expect("an event in time")
+            .expect("the subscription runs");
+        if let PersistentSubscriptionEvent::EventAppeared { event, .. } = next {
+            got.push(event);
+        }
+    }
+    sub.ack(&got[0]).await.expect("ack");
+    sub.nack(&got[1], NakAction::Park, "cannot bill")
+        .await
+        .expect("park");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = client
+            .get_persistent_subscription_info(
+                "order-1",
+                "billing",
+                &GetPersistentSubscriptionInfoOptions::default(),
+            )
+            .await
+            .expect("info");
+        if info.stats.parked_message_count == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never parked: {:?}", info.stats);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The server samples the head every 2 s from its start: history before any page.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let overview: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/v1/overview"))
+        .await
+        .expect("overview")
+        .json()
+        .await
+        .expect("json");
+    let history = overview["head_history"].as_array().expect("head_history");
+    assert!(history.len() >= 2, "{overview}");
+
+    let driver = browser::driver();
+    let page = Page::new(browser::browser(&driver, 1280, 900).await);
+    browser::closing(page.client.clone(), async {
+        page.client
+            .goto(&format!("http://127.0.0.1:{port}/console/#/"))
+            .await
+            .expect("open the console");
+        let row = page.wait_text("#persistent-table", "billing").await;
+        let row = row
+            .lines()
+            .find(|l| l.contains("billing"))
+            .expect("the group's row")
+            .to_owned();
+        // source, group, status, consumers, checkpoint, lag, in flight, parked, strategy
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[..4], ["order-1", "billing", "live", "1"], "{row}");
+        assert_eq!(cells[6..], ["1", "1", "RoundRobin"], "{row}");
+        let parked_red = page
+            .eval("return document.querySelector('#persistent-table tbody tr').className")
+            .await;
+        assert_eq!(parked_red, "bad", "a group with parked messages is highlighted");
+        // The rate chart is drawn from the server's samples at once: several rates,
+        // where the page's own sampling would have one after 2 s.
+        let points = page
+            .eval("return (document.querySelector('.chart polyline')?.getAttribute('points') ?? '').split(' ').filter(Boolean).length")
+            .await;
+        assert!(
+            points.as_u64().is_some_and(|n| n >= 2),
+            "the chart has the server's history: {points} points"
+        );
+        page.screenshot("persistent-subscriptions").await;
+    })
+    .await;
+    drop(sub);
 }

@@ -36,10 +36,14 @@ impl HttpStore {
                 ("correlation_id", &filter.correlation_ids),
                 ("causation_id", &filter.causation_ids),
                 ("user_id", &filter.user_ids),
+                ("principal", &filter.principals),
             ] {
                 if !values.is_empty() {
                     q.append_pair(key, &list(key, values)?);
                 }
+            }
+            if let Some(prefix) = filter.prefix() {
+                q.append_pair("aggregate_id_prefix", prefix);
             }
             if let Some(t) = filter.since {
                 q.append_pair("since", &t.to_string());

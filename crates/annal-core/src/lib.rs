@@ -63,7 +63,7 @@ pub use digest::Digest;
 pub use error::{Error, ErrorKind, Result};
 pub use event::{ParseTimestampError, RawJson, RecordedEvent, Timestamp};
 pub use lease::{Lease, LeaseFence};
-pub use read::{Direction, Filter};
+pub use read::{Direction, EventCounts, Filter};
 pub use repository::{
     CommandContext, ConflictRetry, Executed, Loaded, Repository, RepositoryError, SnapshotPolicy,
     StateView, StateViewError,

@@ -9,7 +9,7 @@ use crate::event::{RecordedEvent, Timestamp};
 use crate::store::Store;
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -44,6 +44,13 @@ pub struct Filter {
     /// Any of these actors.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub user_ids: Vec<String>,
+    /// Aggregates whose id starts with this (`None` or empty: any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate_id_prefix: Option<String>,
+    /// Any of these principals (who authenticated the append); an event without one
+    /// passes no principal filter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub principals: Vec<String>,
     /// Recorded at or after this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Timestamp>,
@@ -55,7 +62,17 @@ pub struct Filter {
 impl Filter {
     /// Whether the filter lets every event through.
     pub fn is_empty(&self) -> bool {
-        *self == Filter::default()
+        Filter {
+            aggregate_id_prefix: self.prefix().map(str::to_owned),
+            ..self.clone()
+        } == Filter::default()
+    }
+
+    /// The aggregate id prefix, if it narrows anything (an empty one does not).
+    pub fn prefix(&self) -> Option<&str> {
+        self.aggregate_id_prefix
+            .as_deref()
+            .filter(|p| !p.is_empty())
     }
 
     /// Whether `event` passes the filter (the reference semantics backends translate).
@@ -71,9 +88,91 @@ impl Filter {
             && any_opt(&self.correlation_ids, event.correlation_id.as_deref())
             && any_opt(&self.causation_ids, event.causation_id.as_deref())
             && any(&self.user_ids, &event.user_id)
+            && self
+                .prefix()
+                .is_none_or(|p| event.aggregate_id.starts_with(p))
+            && any_opt(&self.principals, event.principal.as_deref())
             && self.since.is_none_or(|s| event.recorded_at >= s)
             && self.until.is_none_or(|u| event.recorded_at < u)
     }
+}
+
+/// How many events of each type pass a filter, up to a position: the body of
+/// `GET /v1/events/counts` and the answer of [`Store::count_by_type`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventCounts {
+    /// The last position counted (the head when the count began, unless given): the
+    /// counts are exact up to it, whatever was appended since.
+    pub up_to_position: u64,
+    /// Every event counted.
+    pub total: u64,
+    /// The counts by event type (types with none are absent).
+    pub counts: BTreeMap<String, u64>,
+}
+
+impl EventCounts {
+    /// Counts of these `(event type, count)` pairs, up to `up_to_position`.
+    pub fn new(up_to_position: u64, counts: impl IntoIterator<Item = (String, u64)>) -> Self {
+        let mut out = EventCounts {
+            up_to_position,
+            ..EventCounts::default()
+        };
+        for (event_type, n) in counts {
+            out.total = out.total.saturating_add(n);
+            *out.counts.entry(event_type).or_default() += n;
+        }
+        out
+    }
+}
+
+/// [`Store::count_by_type`] by reading: pages of `filter`'s events after
+/// `after_position`, up to `up_to` (default: the head, read first). The reference
+/// semantics backends answer with one query.
+pub async fn count_by_reading<S: Store + ?Sized>(
+    store: &S,
+    after_position: u64,
+    up_to: Option<u64>,
+    filter: &Filter,
+) -> Result<EventCounts> {
+    let up_to = match up_to {
+        Some(p) => p,
+        None => store.head(&[]).await?,
+    };
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut after = after_position;
+    while after < up_to {
+        let page = store.read_all(after, 1000, filter).await?;
+        let Some(last) = page.last().map(|e| e.position) else {
+            break;
+        };
+        for e in page.iter().filter(|e| e.position <= up_to) {
+            *counts.entry(e.event_type.clone()).or_default() += 1;
+        }
+        after = last;
+    }
+    Ok(EventCounts::new(up_to, counts))
+}
+
+/// The least string above every string that starts with `prefix`, in code point order
+/// (UTF-8 byte order, SQLite's BINARY collation): ids starting with `prefix` are
+/// exactly those in `prefix..bound`, a range an index on the id can answer. `None` when
+/// no string is above them all (`prefix` is only U+10FFFF characters): the range is
+/// then open above.
+pub fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        // The next scalar value, skipping the surrogate gap.
+        let next = match last as u32 {
+            0xD7FF => Some('\u{E000}'),
+            c => char::from_u32(c + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// Streams every event after `after_position` that passes `filter`, in global order, up
@@ -176,5 +275,28 @@ impl Paged<'_> {
             self.resume = Some(last.position);
         }
         self.buf.extend(page);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_upper_bound;
+
+    #[test]
+    fn a_prefix_bound_is_above_every_id_with_the_prefix_and_below_every_other() {
+        assert_eq!(prefix_upper_bound("family_"), Some("family`".to_owned()));
+        assert_eq!(
+            prefix_upper_bound("a\u{D7FF}"),
+            Some("a\u{E000}".to_owned())
+        );
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}"), Some("b".to_owned()));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+        let bound = prefix_upper_bound("fam").expect("bound");
+        for inside in ["fam", "family_123", "fam\u{10FFFF}\u{10FFFF}"] {
+            assert!(("fam"..bound.as_str()).contains(&inside), "{inside}");
+        }
+        for outside in ["fa", "fan", "fb", "g", "Fam"] {
+            assert!(!("fam"..bound.as_str()).contains(&outside), "{outside}");
+        }
     }
 }

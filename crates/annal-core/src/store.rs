@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::event::{RawJson, RecordedEvent};
 use crate::lease::Lease;
 use crate::privacy::{ForgetRequest, Forgotten, Keyring, SubjectInfo};
-use crate::read::{Direction, Filter};
+use crate::read::{Direction, EventCounts, Filter};
 use crate::snapshot::Snapshot;
 use crate::stream_record::StreamRecord;
 use async_trait::async_trait;
@@ -93,6 +93,18 @@ pub trait Store: Send + Sync {
         filter: &Filter,
     ) -> Result<Vec<RecordedEvent>> {
         self.read_all(after_position, limit, filter).await
+    }
+
+    /// How many events after `after_position` and at or below `up_to` (default: the
+    /// head, read first) pass `filter`, per event type. By default it reads them
+    /// ([`crate::read::count_by_reading`]); backends count in one query.
+    async fn count_by_type(
+        &self,
+        after_position: u64,
+        up_to: Option<u64>,
+        filter: &Filter,
+    ) -> Result<EventCounts> {
+        crate::read::count_by_reading(self, after_position, up_to, filter).await
     }
 
     /// One event by id.

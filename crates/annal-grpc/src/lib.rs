@@ -30,6 +30,7 @@ mod streams;
 pub use auth::{CheckCredentials, Refusal};
 pub use convert::{CLIENT_ID_KEY, EVENT_ID_NAMESPACE, client_event_id, stored_event_id};
 pub use features::Advertise;
+pub use persistent::Persistent;
 pub use streams::Streams;
 
 use annal_core::Store;
@@ -109,12 +110,28 @@ pub fn router(
     options: Options,
     shutdown: watch::Receiver<bool>,
 ) -> axum::Router {
+    let persistent = Arc::new(Persistent::new(
+        store.clone(),
+        shutdown.clone(),
+        options.cluster.clone(),
+    ));
+    router_with(store, options, shutdown, persistent)
+}
+
+/// [`router`], with the persistent subscriptions served by `persistent` (which the
+/// caller keeps, to show them elsewhere: [`Persistent::dashboard`]).
+pub fn router_with(
+    store: Arc<dyn Store>,
+    options: Options,
+    shutdown: watch::Receiver<bool>,
+    persistent: Arc<Persistent>,
+) -> axum::Router {
     use pb::event_store::client::gossip::gossip_server::GossipServer;
     use pb::event_store::client::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer;
     use pb::event_store::client::server_features::server_features_server::ServerFeaturesServer;
     use pb::event_store::client::streams::streams_server::StreamsServer;
     let max = options.max_message_bytes;
-    let streams = Streams::new(store.clone(), shutdown.clone(), options.stalled_call);
+    let streams = Streams::new(store, shutdown, options.stalled_call);
     let mut routes = tonic::service::Routes::new(
         StreamsServer::new(streams)
             .max_decoding_message_size(max)
@@ -127,9 +144,7 @@ pub fn router(
             advertise: options.advertise,
             cluster: options.cluster.clone(),
         }))
-        .add_service(PersistentSubscriptionsServer::new(
-            persistent::Persistent::new(store, shutdown, options.cluster),
-        ));
+        .add_service(PersistentSubscriptionsServer::from_arc(persistent));
     let credentials = options.credentials;
     routes
         .into_axum_router()

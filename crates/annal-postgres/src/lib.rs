@@ -38,8 +38,8 @@ use annal_core::cluster::{Node, NodeRegistration};
 use annal_core::lease::{self, Lease};
 use annal_core::privacy::{ForgetRequest, Forgotten, Keyring, Keys, SubjectInfo};
 use annal_core::{
-    AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Limits, RawJson,
-    RecordedEvent, Result, Snapshot, Store, StreamRecord, TransactionResult, Uuid, stored,
+    AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, EventCounts, Filter, Limits,
+    RawJson, RecordedEvent, Result, Snapshot, Store, StreamRecord, TransactionResult, Uuid, stored,
 };
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
@@ -471,6 +471,29 @@ impl Store for PgStore {
         let (sql, params) = rows::read_all_sql(&self.inner.quoted, after_position, limit, filter);
         let rows = self.query_boxed("reading the log", &sql, &params).await?;
         rows::events_from_rows(&rows)
+    }
+
+    /// One `GROUP BY event_type` query over the filter's rows, up to the head row.
+    async fn count_by_type(
+        &self,
+        after_position: u64,
+        up_to: Option<u64>,
+        filter: &Filter,
+    ) -> Result<EventCounts> {
+        let up_to = match up_to {
+            Some(p) => p,
+            None => self.head(&[]).await?,
+        };
+        let (sql, params) = rows::count_sql(&self.inner.quoted, after_position, up_to, filter);
+        let rows = self.query_boxed("counting events", &sql, &params).await?;
+        let counts = rows
+            .iter()
+            .map(|r| {
+                let n: i64 = rows::get(r, 1)?;
+                Ok((rows::get(r, 0)?, stored::number("count(*)", n)?))
+            })
+            .collect::<Result<Vec<(String, u64)>>>()?;
+        Ok(EventCounts::new(up_to, counts))
     }
 
     async fn event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {

@@ -103,30 +103,30 @@ fn any_of(sql: &mut String, params: &mut Vec<Param>, column: &str, values: &[Str
     sql.push_str(&format!(" AND {column} = ANY(${})", params.len()));
 }
 
-/// The SQL and parameters of a filtered read of the global log.
-pub fn read_all_sql(
-    schema: &str,
-    after_position: u64,
-    limit: usize,
-    filter: &Filter,
-) -> (String, Vec<Param>) {
-    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM {schema}.events WHERE position > $1");
+/// The `WHERE` clause of a filtered read of the global log after a position, with its
+/// parameters. The aggregate id prefix is `starts_with` under the "C" collation (exact
+/// in any database collation; no index of its own, so it tests the rows the other terms
+/// or the positions select); the principal filter has no index either.
+pub fn where_sql(after_position: u64, filter: &Filter) -> (String, Vec<Param>) {
+    let mut sql = " WHERE position > $1".to_owned();
     let mut params: Vec<Param> = vec![Box::new(clamp(after_position))];
-    any_of(&mut sql, &mut params, "event_type", &filter.event_types);
-    any_of(
-        &mut sql,
-        &mut params,
-        "aggregate_type",
-        &filter.aggregate_types,
-    );
-    any_of(
-        &mut sql,
-        &mut params,
-        "correlation_id",
-        &filter.correlation_ids,
-    );
-    any_of(&mut sql, &mut params, "causation_id", &filter.causation_ids);
-    any_of(&mut sql, &mut params, "user_id", &filter.user_ids);
+    for (column, values) in [
+        ("event_type", &filter.event_types),
+        ("aggregate_type", &filter.aggregate_types),
+        ("correlation_id", &filter.correlation_ids),
+        ("causation_id", &filter.causation_ids),
+        ("user_id", &filter.user_ids),
+        ("principal", &filter.principals),
+    ] {
+        any_of(&mut sql, &mut params, column, values);
+    }
+    if let Some(prefix) = filter.prefix() {
+        params.push(Box::new(prefix.to_owned()));
+        sql.push_str(&format!(
+            " AND starts_with(aggregate_id COLLATE \"C\", ${})",
+            params.len()
+        ));
+    }
     if let Some(since) = filter.since {
         params.push(Box::new(since.as_micros()));
         let at = micros_to_timestamptz(&format!("${}", params.len()));
@@ -137,8 +137,40 @@ pub fn read_all_sql(
         let at = micros_to_timestamptz(&format!("${}", params.len()));
         sql.push_str(&format!(" AND recorded_at < {at}"));
     }
+    (sql, params)
+}
+
+/// The SQL and parameters of a filtered read of the global log.
+pub fn read_all_sql(
+    schema: &str,
+    after_position: u64,
+    limit: usize,
+    filter: &Filter,
+) -> (String, Vec<Param>) {
+    let (clause, mut params) = where_sql(after_position, filter);
     params.push(Box::new(clamp(limit)));
-    sql.push_str(&format!(" ORDER BY position LIMIT ${}", params.len()));
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM {schema}.events{clause} ORDER BY position LIMIT ${}",
+        params.len()
+    );
+    (sql, params)
+}
+
+/// The SQL and parameters counting the filter's events after a position and at or
+/// below another, by event type.
+pub fn count_sql(
+    schema: &str,
+    after_position: u64,
+    up_to: u64,
+    filter: &Filter,
+) -> (String, Vec<Param>) {
+    let (clause, mut params) = where_sql(after_position, filter);
+    params.push(Box::new(clamp(up_to)));
+    let sql = format!(
+        "SELECT event_type, count(*) FROM {schema}.events{clause} AND position <= ${} \
+         GROUP BY event_type ORDER BY event_type",
+        params.len()
+    );
     (sql, params)
 }
 

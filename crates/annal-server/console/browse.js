@@ -1,4 +1,5 @@
-// Browse and search: the log with every filter GET /v1/events takes, a page at a time
+// Browse and search: the log with every filter GET /v1/events takes (types, aggregate
+// id prefix, correlation, causation, user, principal, time), a page at a time
 // (the position to start after is in the address, so the back button pages back; without
 // filters the newest page is one click away),
 // export of the whole result as NDJSON (each event's bytes as the server sent them) or
@@ -7,7 +8,7 @@
 import { get, rawMembers, readAll, subscribe } from './api.js';
 import { download, eventTable, field, h, problem, values } from './ui.js';
 
-const FILTERS = ['event_type', 'aggregate_type', 'correlation_id', 'causation_id', 'user_id', 'since', 'until'];
+const FILTERS = ['event_type', 'aggregate_type', 'aggregate_id_prefix', 'correlation_id', 'causation_id', 'user_id', 'principal', 'since', 'until'];
 const PAGE = 50;
 const EXPORT_MAX = 100000;
 
@@ -27,9 +28,11 @@ export async function render(main, { params, signal }) {
   } },
   field('Event type', 'event_type', filters.event_type, { placeholder: 'PaymentReceived,…' }),
   field('Aggregate type', 'aggregate_type', filters.aggregate_type),
+  field('Aggregate id prefix', 'aggregate_id_prefix', filters.aggregate_id_prefix, { placeholder: 'family_' }),
   field('Correlation', 'correlation_id', filters.correlation_id),
   field('Causation', 'causation_id', filters.causation_id),
   field('User', 'user_id', filters.user_id),
+  field('Principal', 'principal', filters.principal, { placeholder: 'token name' }),
   field('Since', 'since', filters.since, { placeholder: '2024-09-01' }),
   field('Until', 'until', filters.until, { placeholder: '2024-10-01T00:00:00Z' }),
   field('After position', 'after', params.after, { inputmode: 'numeric' }),

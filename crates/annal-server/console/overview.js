@@ -1,6 +1,7 @@
-// Overview: head, events per second (a live chart of the minutes this page has been
-// open), store size, backend, nodes; the last chain check with "verify now"; the
-// latest digest; projections and consumer groups with their lag, errors highlighted.
+// Overview: head, events per second (a chart of the last minutes: the server's own
+// samples of the head, then this page's), store size, backend, nodes; the last chain
+// check with "verify now"; the latest digest; projections and consumer groups with
+// their lag, errors highlighted; persistent subscriptions with lag and parked messages.
 // A token limited to some types sees only its own head: the rest reads the whole log.
 
 import { get } from './api.js';
@@ -39,7 +40,20 @@ export async function render(main, { me, signal }) {
   main.append(h('section', { 'aria-labelledby': 'cons' }, h('h2', { id: 'cons' }, 'Projections and consumer groups'), consumers));
   showConsumers(consumers, info.head, signal);
 
-  const samples = [{ t: Date.now(), head: info.head }];
+  const persistent = h('div', { id: 'persistent' });
+  main.append(h('section', { 'aria-labelledby': 'pers' }, h('h2', { id: 'pers' }, 'Persistent subscriptions'), persistent));
+  showPersistent(persistent, signal);
+
+  // The server's samples (every 2 s for 5 minutes), then this page's own.
+  const samples = (info.head_history || []).map((x) => ({ t: Date.parse(x.at), head: x.position }));
+  if (!samples.length || samples[samples.length - 1].head !== info.head) samples.push({ t: Date.now(), head: info.head });
+  while (samples.length > SAMPLES + 1) samples.shift();
+  if (samples.length > 1) {
+    const a = samples[samples.length - 2];
+    const b = samples[samples.length - 1];
+    rateEl.textContent = ((b.head - a.head) / Math.max(0.001, (b.t - a.t) / 1000)).toFixed(1);
+    draw(chart, samples);
+  }
   const timer = setInterval(async () => {
     try {
       const now = await get('/v1/head', {}, signal);
@@ -141,4 +155,22 @@ async function showConsumers(box, head, signal) {
         h('td', {}, c.status), h('td', {}, failing ? `${c.error_count}: ${c.last_error || ''}` : '0'),
         h('td', { class: 'nowrap' }, time(c.updated_at)));
     }))));
+}
+
+async function showPersistent(box, signal) {
+  let groups;
+  try {
+    groups = (await get('/v1/persistent-subscriptions', {}, signal)).groups;
+  } catch (e) {
+    if (e.name !== 'AbortError') box.append(problem(e));
+    return;
+  }
+  if (!groups.length) { box.append(h('p', { class: 'muted' }, 'No persistent subscription is defined (KurrentDB clients create them over gRPC).')); return; }
+  box.append(h('table', { id: 'persistent-table' },
+    h('thead', {}, h('tr', {}, ['source', 'group', 'status', '#consumers', '#checkpoint', '#lag', '#in flight', '#parked', 'strategy']
+      .map((c) => (c[0] === '#' ? h('th', { scope: 'col', class: 'num' }, c.slice(1)) : h('th', { scope: 'col' }, c))))),
+    h('tbody', {}, groups.map((g) => h('tr', { class: g.parked > 0 ? 'bad' : '' },
+      h('td', {}, g.source), h('td', {}, g.group), h('td', {}, g.status), h('td', { class: 'num' }, String(g.consumers)),
+      h('td', { class: 'num' }, g.checkpoint == null ? '–' : String(g.checkpoint)), h('td', { class: 'num' }, String(g.lag)),
+      h('td', { class: 'num' }, String(g.in_flight)), h('td', { class: 'num' }, String(g.parked)), h('td', {}, g.strategy))))));
 }

@@ -79,7 +79,13 @@ pub fn default_max_connections() -> usize {
 /// true ends subscriptions.
 pub fn router(store: Arc<dyn Store>, config: Config, shutdown: watch::Receiver<bool>) -> Router {
     prometheus();
-    let grpc = annal_grpc::router(
+    // One set of persistent subscriptions: served over gRPC, shown over HTTP.
+    let persistent = Arc::new(annal_grpc::Persistent::new(
+        store.clone(),
+        shutdown.clone(),
+        config.cluster.clone(),
+    ));
+    let grpc = annal_grpc::router_with(
         store.clone(),
         annal_grpc::Options {
             advertised: config.advertised,
@@ -90,8 +96,9 @@ pub fn router(store: Arc<dyn Store>, config: Config, shutdown: watch::Receiver<b
             cluster: config.cluster.clone(),
         },
         shutdown.clone(),
+        persistent.clone(),
     );
-    let http = http_router(store, config, shutdown);
+    let http = http_router(store, config, shutdown, persistent);
     Router::new().fallback_service(tower::service_fn(move |req: Request| {
         let target = if annal_grpc::is_grpc(req.headers()) {
             grpc.clone()

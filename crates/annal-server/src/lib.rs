@@ -15,6 +15,7 @@
 
 mod auth;
 mod console;
+mod head_history;
 mod host;
 mod net;
 mod openapi;
@@ -174,6 +175,10 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// The last chain check this server ran (`GET /v1/verify`), for the overview.
     pub last_verify: Arc<std::sync::Mutex<Option<annal_core::wire::LastVerify>>>,
+    /// The head, sampled every few seconds, for the overview.
+    pub head_history: Arc<head_history::HeadHistory>,
+    /// The persistent subscriptions the gRPC endpoint serves, for the overview.
+    pub persistent: Arc<annal_grpc::Persistent>,
 }
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -197,16 +202,21 @@ pub(crate) fn http_router(
     store: Arc<dyn Store>,
     config: Config,
     shutdown: watch::Receiver<bool>,
+    persistent: Arc<annal_grpc::Persistent>,
 ) -> Router {
     let limit = config.max_body_bytes;
     let body_timeout = config.body_read_timeout;
     let tokens = Arc::new(config.tokens.clone());
     let public_metrics = config.metrics_public;
+    let head_history = Arc::new(head_history::HeadHistory::default());
+    head_history.start(store.clone(), shutdown.clone());
     let state = AppState {
         store,
         config: Arc::new(config),
         shutdown,
         last_verify: Arc::default(),
+        head_history,
+        persistent,
     };
     Router::new()
         .route(
@@ -226,6 +236,7 @@ pub(crate) fn http_router(
             get(routes::aggregate_state),
         )
         .route("/v1/events", get(routes::read_events))
+        .route("/v1/events/counts", get(routes::count_events))
         .route("/v1/events/{event_id}", get(routes::read_event))
         .route("/v1/head", get(routes::head))
         .route("/v1/transactions", post(routes::transact))
@@ -262,6 +273,10 @@ pub(crate) fn http_router(
         .route("/v1/verify", get(routes::verify))
         .route("/v1/digest", get(routes::digest))
         .route("/v1/overview", get(routes::overview))
+        .route(
+            "/v1/persistent-subscriptions",
+            get(routes::persistent_subscriptions),
+        )
         .route("/v1/whoami", get(routes::whoami))
         .route("/v1/cluster", get(routes::cluster))
         .route("/", get(console::root))

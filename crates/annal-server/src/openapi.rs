@@ -6,9 +6,10 @@ use annal_core::checkpoint::CheckpointStatus;
 use annal_core::cluster::Role;
 use annal_core::wire::{
     AcquireBody, AggregateState, AppendRequest, AppendResult, Checkpoint, CheckpointList,
-    CheckpointWrite, Digest, EventsPage, Head, Health, HeartbeatBody, HeldBody, LastVerify, Lease,
-    LeaseList, MemberList, Overview, Problem, RecordedEvent, Snapshot, SnapshotBody, StreamPage,
-    Transaction, TransactionResult, VerifyReport, Whoami,
+    CheckpointWrite, Digest, EventCounts, EventsPage, Head, HeadSample, Health, HeartbeatBody,
+    HeldBody, LastVerify, Lease, LeaseList, MemberList, Overview, PersistentGroup,
+    PersistentGroups, Problem, RecordedEvent, Snapshot, SnapshotBody, StreamPage, Transaction,
+    TransactionResult, VerifyReport, Whoami,
 };
 use annal_core::wire::{Cluster, ClusterNode};
 use annal_core::wire::{ForgetBody, Forgotten, SubjectInfo, SubjectList};
@@ -27,6 +28,7 @@ use utoipa::OpenApi;
         routes::transact,
         routes::read_stream,
         routes::read_events,
+        routes::count_events,
         routes::read_event,
         routes::head,
         routes::list_checkpoints,
@@ -49,6 +51,7 @@ use utoipa::OpenApi;
         routes::whoami,
         routes::cluster,
         routes::overview,
+        routes::persistent_subscriptions,
         routes::aggregate_state,
         routes::live,
         routes::ready,
@@ -83,6 +86,9 @@ use utoipa::OpenApi;
         LastVerify,
         AggregateState,
         Overview,
+        HeadSample,
+        PersistentGroup,
+        PersistentGroups,
         Whoami,
         Cluster,
         ClusterNode,
@@ -91,6 +97,7 @@ use utoipa::OpenApi;
         CheckpointList,
         Problem,
         EventsPage,
+        EventCounts,
         StreamPage,
         Head,
         Health,

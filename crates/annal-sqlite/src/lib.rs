@@ -23,6 +23,7 @@
 mod backup;
 mod check;
 pub mod durable;
+pub mod filter;
 mod open;
 mod privacy;
 pub mod rows;
@@ -40,9 +41,9 @@ use annal_core::failures::WriteHealth;
 use annal_core::lease;
 use annal_core::privacy::{ForgetRequest, Forgotten, Keyring, Keys, SubjectInfo};
 use annal_core::{
-    AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, Filter, Lease, Limits, RawJson,
-    RecordedEvent, Result, Snapshot, Store, StreamRecord, Timestamp, TransactionResult, Uuid,
-    stored,
+    AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, EventCounts, Filter, Lease,
+    Limits, RawJson, RecordedEvent, Result, Snapshot, Store, StreamRecord, Timestamp,
+    TransactionResult, Uuid, stored,
 };
 use async_trait::async_trait;
 use open::open_connection;
@@ -350,7 +351,7 @@ impl Store for SqliteStore {
         let filter = filter.clone();
         let keys = self.keys();
         self.read_durable(move |c, cap| {
-            let events = rows::read_all(c, after_position, limit, &filter, cap)?;
+            let events = crate::filter::read_all(c, after_position, limit, &filter, cap)?;
             privacy::open(c, keys.as_deref(), rows::checked(c, events)?)
         })
         .await
@@ -364,8 +365,26 @@ impl Store for SqliteStore {
         filter: &Filter,
     ) -> Result<Vec<RecordedEvent>> {
         let filter = filter.clone();
-        self.read_durable(move |c, cap| rows::read_all(c, after_position, limit, &filter, cap))
-            .await
+        self.read_durable(move |c, cap| {
+            crate::filter::read_all(c, after_position, limit, &filter, cap)
+        })
+        .await
+    }
+
+    /// One `GROUP BY event_type` query over the filter's rows.
+    async fn count_by_type(
+        &self,
+        after_position: u64,
+        up_to: Option<u64>,
+        filter: &Filter,
+    ) -> Result<EventCounts> {
+        let filter = filter.clone();
+        self.read_durable(move |c, cap| {
+            let (up_to, counts) =
+                crate::filter::count_by_type(c, after_position, up_to, &filter, cap)?;
+            Ok(EventCounts::new(up_to, counts))
+        })
+        .await
     }
 
     async fn event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {

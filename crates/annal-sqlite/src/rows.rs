@@ -1,8 +1,8 @@
 //! Mapping between `events` rows and [`RecordedEvent`], `streams` rows and
-//! [`StreamRecord`], and the SQL of filtered reads.
+//! [`StreamRecord`]; the filtered reads' SQL is in [`crate::filter`].
 
 use annal_core::{
-    Error, Filter, Hash, RawJson, RecordedEvent, Result, StreamRecord, Timestamp, Uuid, stored,
+    Error, Hash, RawJson, RecordedEvent, Result, StreamRecord, Timestamp, Uuid, stored,
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row};
@@ -87,7 +87,7 @@ pub fn query_events(
 }
 
 /// Appends `AND column IN (?, …)` for a non-empty value list.
-fn any_of(sql: &mut String, params: &mut Vec<Value>, column: &str, values: &[String]) {
+pub(crate) fn any_of(sql: &mut String, params: &mut Vec<Value>, column: &str, values: &[String]) {
     if values.is_empty() {
         return;
     }
@@ -102,66 +102,6 @@ fn any_of(sql: &mut String, params: &mut Vec<Value>, column: &str, values: &[Str
         params.push(Value::Text(v.clone()));
     }
     sql.push(')');
-}
-
-/// The SQL and parameters of a filtered read of the global log, between positions
-/// (`after_position` < position < `before_position`). The filter's time bounds are not
-/// in the SQL: they are turned into positions first ([`first_position_at`]).
-pub fn read_all_sql(
-    after_position: u64,
-    before_position: Option<u64>,
-    limit: usize,
-    filter: &Filter,
-) -> (String, Vec<Value>) {
-    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ?");
-    let mut params = vec![Value::Integer(clamp(after_position))];
-    if let Some(before) = before_position {
-        sql.push_str(" AND position < ?");
-        params.push(Value::Integer(clamp(before)));
-    }
-    any_of(&mut sql, &mut params, "event_type", &filter.event_types);
-    any_of(
-        &mut sql,
-        &mut params,
-        "aggregate_type",
-        &filter.aggregate_types,
-    );
-    any_of(
-        &mut sql,
-        &mut params,
-        "correlation_id",
-        &filter.correlation_ids,
-    );
-    any_of(&mut sql, &mut params, "causation_id", &filter.causation_ids);
-    any_of(&mut sql, &mut params, "user_id", &filter.user_ids);
-    sql.push_str(" ORDER BY position LIMIT ?");
-    params.push(Value::Integer(clamp(limit)));
-    (sql, params)
-}
-
-/// A filtered read of the global log, its time bounds turned into positions first,
-/// showing no position above `cap`.
-pub fn read_all(
-    conn: &Connection,
-    after_position: u64,
-    limit: usize,
-    filter: &Filter,
-    cap: Option<u64>,
-) -> Result<Vec<RecordedEvent>> {
-    let mut after = after_position;
-    if let Some(since) = filter.since {
-        after = after.max(first_position_at(conn, since)?.saturating_sub(1));
-    }
-    let until = match filter.until {
-        Some(until) => Some(first_position_at(conn, until)?),
-        None => None,
-    };
-    let before = [until, cap.map(|c| c.saturating_add(1))]
-        .into_iter()
-        .flatten()
-        .min();
-    let (sql, params) = read_all_sql(after, before, limit, filter);
-    query_events(conn, &sql, rusqlite::params_from_iter(params))
 }
 
 /// `events`, read on `conn`, once each is checked against its stored hash

@@ -43,6 +43,12 @@ pub struct ReadArgs {
     /// Only events by these actors.
     #[arg(long)]
     user_id: Vec<String>,
+    /// Only events of aggregates whose id starts with this.
+    #[arg(long)]
+    aggregate_id_prefix: Option<String>,
+    /// Only events appended by these principals (who authenticated the append).
+    #[arg(long)]
+    principal: Vec<String>,
     /// Only events recorded at or after this RFC 3339 time (or date).
     #[arg(long)]
     since: Option<String>,
@@ -74,6 +80,8 @@ pub async fn run(args: ReadArgs) -> Result<ExitCode, CliError> {
         correlation_ids: list(&args.correlation_id),
         causation_ids: list(&args.causation_id),
         user_ids: list(&args.user_id),
+        aggregate_id_prefix: args.aggregate_id_prefix.clone().filter(|p| !p.is_empty()),
+        principals: list(&args.principal),
         since: time("since", &args.since)?,
         until: time("until", &args.until)?,
     };

@@ -83,6 +83,8 @@ macro_rules! conformance_suite {
             checkpoint::checkpoints_keep_status_and_errors,
             read::aggregate_reads_page_forwards_and_backwards,
             read::read_all_filters_by_every_field,
+            read::aggregate_id_prefix_reads_only_the_ids_that_start_with_it,
+            read::counts_by_event_type_match_a_read_of_the_same_filter,
             read::events_are_found_by_id,
             read::head_tracks_last_position_overall_and_by_aggregate_type,
             snapshot::snapshots_load_latest_at_or_below_for_their_tag,
@@ -118,7 +120,8 @@ macro_rules! conformance_suite {
 
 /// Instantiates the stream-rule cases ([`streams`]) as tests, like
 /// [`conformance_suite!`]: for backends whose writer keeps stream records (not for a
-/// client of a server, whose stream routes are tested with the server).
+/// client of a server, whose stream routes are tested with the server). With them, the
+/// principal filter's case: only a backend records the principal an append names.
 #[macro_export]
 macro_rules! stream_suite {
     ($make:path) => {
@@ -137,6 +140,7 @@ macro_rules! stream_suite {
             streams::the_store_refuses_appends_to_a_tombstoned_stream,
             streams::a_soft_deleted_stream_written_again_shows_only_its_new_events,
             streams::a_stream_append_without_a_type_takes_the_streams_own_or_its_category,
+            read::principal_filter_reads_what_a_principal_appended,
         );
     };
 }

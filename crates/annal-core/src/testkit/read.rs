@@ -369,3 +369,225 @@ pub async fn wait_for_head_wakes_on_commit<H: Harness>(h: H) {
         .expect("wait");
     assert_eq!(head, 1);
 }
+
+/// The aggregate id prefix reads exactly the ids that start with it (case and all),
+/// alone and with the other filters; an empty prefix reads everything.
+pub async fn aggregate_id_prefix_reads_only_the_ids_that_start_with_it<H: Harness>(h: H) {
+    let s = h.store();
+    for (id, n) in [
+        ("family_1", 2),
+        ("family_12", 1),
+        ("family_2", 1),
+        ("famine", 1),
+        ("Family_3", 1),
+        ("family", 1),
+        ("famíly_4", 1),
+    ] {
+        seed_family(s, id, n).await;
+    }
+    s.append(req("Invoice", "family_9", Any, vec![ev("Issued", "{}")]))
+        .await
+        .expect("invoice");
+    let everything = all(s).await;
+    let ids = |f: Filter| async move {
+        s.read_all(0, 100, &f)
+            .await
+            .expect("read")
+            .iter()
+            .map(|e| e.aggregate_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let prefix = |p: &str| Filter {
+        aggregate_id_prefix: Some(p.to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(prefix("family_1")).await,
+        vec!["family_1", "family_1", "family_12"]
+    );
+    assert_eq!(
+        ids(prefix("family_")).await,
+        vec!["family_1", "family_1", "family_12", "family_2", "family_9"]
+    );
+    assert_eq!(ids(prefix("fam")).await.len(), 8, "not Family_3");
+    assert_eq!(ids(prefix("famí")).await, vec!["famíly_4"]);
+    assert!(ids(prefix("family_1x")).await.is_empty());
+    assert_eq!(ids(prefix("")).await.len(), everything.len());
+    for f in [
+        prefix("family_1"),
+        prefix("family"),
+        prefix("F"),
+        Filter {
+            aggregate_types: vec!["Invoice".into()],
+            ..prefix("family_")
+        },
+        Filter {
+            event_types: vec!["Issued".into(), "FamilyEnrolled".into()],
+            ..prefix("fam")
+        },
+    ] {
+        let want: Vec<_> = everything
+            .iter()
+            .filter(|e| f.matches(e))
+            .map(|e| e.position)
+            .collect();
+        let got: Vec<_> = s
+            .read_all(0, 100, &f)
+            .await
+            .expect("read")
+            .iter()
+            .map(|e| e.position)
+            .collect();
+        assert_eq!(got, want, "backend agrees with Filter::matches for {f:?}");
+        // Paged from the middle, the same events.
+        if let Some(&first) = want.first() {
+            let rest: Vec<_> = s
+                .read_all(first, 100, &f)
+                .await
+                .expect("read")
+                .iter()
+                .map(|e| e.position)
+                .collect();
+            assert_eq!(rest, want[1..].to_vec(), "paged, {f:?}");
+        }
+    }
+}
+
+/// Counts by event type equal what reading the same filter finds, over the whole
+/// log, after a position, up to a position, and in a time range.
+pub async fn counts_by_event_type_match_a_read_of_the_same_filter<H: Harness>(h: H) {
+    let s = h.store();
+    assert_eq!(
+        s.count_by_type(0, None, &Filter::default())
+            .await
+            .expect("count of nothing"),
+        crate::read::EventCounts::default()
+    );
+    seed_family(s, "family_1", 4).await;
+    let mut r = req(
+        "Invoice",
+        "inv-1",
+        Any,
+        vec![ev("InvoiceIssued", "{}"), ev("PaymentReceived", "{}")],
+    );
+    r.user_id = Some("billing".into());
+    s.append(r).await.expect("invoice");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let split = Timestamp::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    seed_family(s, "family_2", 3).await;
+    let everything = all(s).await;
+    let head = s.head(&[]).await.expect("head");
+    let cases = [
+        (0, None, Filter::default()),
+        (
+            0,
+            None,
+            Filter {
+                user_ids: vec!["billing".into()],
+                ..Default::default()
+            },
+        ),
+        (
+            0,
+            None,
+            Filter {
+                aggregate_id_prefix: Some("family_".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            0,
+            None,
+            Filter {
+                since: Some(split),
+                ..Default::default()
+            },
+        ),
+        (
+            0,
+            None,
+            Filter {
+                until: Some(split),
+                event_types: vec!["PaymentReceived".into(), "FamilyEnrolled".into()],
+                ..Default::default()
+            },
+        ),
+        (3, Some(head - 1), Filter::default()),
+        (head, None, Filter::default()),
+    ];
+    for (after, up_to, f) in cases {
+        let counts = s.count_by_type(after, up_to, &f).await.expect("count");
+        let mut want = std::collections::BTreeMap::<String, u64>::new();
+        for e in everything
+            .iter()
+            .filter(|e| e.position > after && e.position <= up_to.unwrap_or(head) && f.matches(e))
+        {
+            *want.entry(e.event_type.clone()).or_default() += 1;
+        }
+        assert_eq!(counts.counts, want, "counts of {f:?} after {after}");
+        assert_eq!(counts.total, want.values().sum::<u64>());
+        assert_eq!(counts.up_to_position, up_to.unwrap_or(head));
+    }
+}
+
+/// The principal filter reads the events a principal authenticated, whatever user
+/// they claim; events with no principal pass no principal filter. For backends only:
+/// a client of a server cannot choose its principal.
+pub async fn principal_filter_reads_what_a_principal_appended<H: Harness>(h: H) {
+    let s = h.store();
+    s.append(req("Family", "f1", Any, vec![ev("FamilyEnrolled", "{}")]))
+        .await
+        .expect("no principal");
+    s.append(
+        req("Family", "f1", Any, vec![ev("ChildAdded", "{}")])
+            .by("sarah")
+            .authenticated_as("portal"),
+    )
+    .await
+    .expect("portal for sarah");
+    s.append(
+        req("Family", "f2", Any, vec![ev("FamilyEnrolled", "{}")])
+            .by("billing-job")
+            .authenticated_as("billing"),
+    )
+    .await
+    .expect("billing");
+    s.append(
+        req("Family", "f2", Any, vec![ev("PaymentDue", "{}")])
+            .by("portal")
+            .authenticated_as("billing"),
+    )
+    .await
+    .expect("billing for portal");
+    let pos = |f: Filter| async move {
+        s.read_all(0, 100, &f)
+            .await
+            .expect("read")
+            .iter()
+            .map(|e| e.position)
+            .collect::<Vec<_>>()
+    };
+    let principals = |v: &[&str]| Filter {
+        principals: v.iter().map(|x| x.to_string()).collect(),
+        ..Default::default()
+    };
+    assert_eq!(pos(principals(&["portal"])).await, vec![2]);
+    assert_eq!(pos(principals(&["billing"])).await, vec![3, 4]);
+    assert_eq!(pos(principals(&["billing", "portal"])).await, vec![2, 3, 4]);
+    assert!(pos(principals(&["system"])).await.is_empty());
+    assert_eq!(
+        pos(Filter {
+            user_ids: vec!["portal".into()],
+            ..principals(&["billing"])
+        })
+        .await,
+        vec![4]
+    );
+    let counts = s
+        .count_by_type(0, None, &principals(&["billing"]))
+        .await
+        .expect("count");
+    assert_eq!(counts.total, 2);
+    assert_eq!(counts.counts.get("PaymentDue"), Some(&1));
+}

@@ -1,6 +1,7 @@
 //! Bodies of the routes the audit console reads besides the log itself: who the caller
 //! is (`GET /v1/whoami`), the server's overview (`GET /v1/overview`) and an aggregate's
-//! state at a version (`GET /v1/streams/{aggregate_id}/state`).
+//! state at a version (`GET /v1/streams/{aggregate_id}/state`), and the persistent
+//! subscriptions (`GET /v1/persistent-subscriptions`).
 
 use crate::{Timestamp, VerifyReport};
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,59 @@ pub struct Overview {
     pub last_verify: Option<LastVerify>,
     /// Why the store cannot write, if its last commit failed.
     pub write_failure: Option<String>,
+    /// The head as the server sampled it (every few seconds, for the last minutes,
+    /// oldest first): the rate of appends over time, without waiting for a client to
+    /// sample it.
+    #[serde(default)]
+    pub head_history: Vec<HeadSample>,
+}
+
+/// The head at a moment.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadSample {
+    /// When it was read.
+    pub at: Timestamp,
+    /// The last committed position then.
+    pub position: u64,
+}
+
+/// The body of `GET /v1/persistent-subscriptions`: every persistent subscription
+/// (KurrentDB's server-side consumer groups, docs/kurrentdb.md) and how far it is.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistentGroups {
+    /// The groups, by source then name.
+    pub groups: Vec<PersistentGroup>,
+}
+
+/// One persistent subscription group.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistentGroup {
+    /// What it reads: a stream (an aggregate id), or `$all`.
+    pub source: String,
+    /// The group's name.
+    pub group: String,
+    /// `live` (dispatching in this server, with or without consumers) or `idle` (no
+    /// consumer has joined since the server started).
+    pub status: String,
+    /// Consumers connected now.
+    pub consumers: u64,
+    /// How far every event is settled: a stream version, or for `$all` a log position
+    /// (`null`: nothing yet).
+    pub checkpoint: Option<u64>,
+    /// The source's last version (a stream) or the head (`$all`).
+    pub source_head: u64,
+    /// Events of the source after the checkpoint (for `$all`, positions: a group with a
+    /// filter may want fewer of them).
+    pub lag: u64,
+    /// Events delivered and not yet acknowledged.
+    pub in_flight: u64,
+    /// Events parked (given up on) and not replayed since.
+    pub parked: u64,
+    /// The consumer strategy (`RoundRobin`, `DispatchToSingle`, `Pinned`).
+    pub strategy: String,
 }
 
 /// The body of `GET /v1/streams/{aggregate_id}/state`: an aggregate's state at a

@@ -3,6 +3,7 @@
 
 pub use crate::append::{AppendRequest, AppendResult, Transaction, TransactionResult};
 pub use crate::event::RecordedEvent;
+pub use crate::read::EventCounts;
 use serde::{Deserialize, Serialize};
 
 /// A page of `GET /v1/streams/{aggregate_id}`.

@@ -24,10 +24,12 @@ pub mod subjects;
 pub use audit::{Digest, VerifyReport};
 pub use checkpoints::{Checkpoint, CheckpointList, CheckpointWrite};
 pub use cluster::{Cluster, ClusterNode};
-pub use console::{AggregateState, LastVerify, Overview, Whoami};
+pub use console::{
+    AggregateState, HeadSample, LastVerify, Overview, PersistentGroup, PersistentGroups, Whoami,
+};
 pub use events::{
-    AppendRequest, AppendResult, EventsPage, Head, RecordedEvent, StreamPage, Transaction,
-    TransactionResult,
+    AppendRequest, AppendResult, EventCounts, EventsPage, Head, RecordedEvent, StreamPage,
+    Transaction, TransactionResult,
 };
 pub use groups::{AcquireBody, HeartbeatBody, HeldBody, Lease, LeaseList, MemberList};
 pub use operations::Health;

@@ -5,7 +5,8 @@
 //! [`strategy`] say what a definition holds; each group runs as one [`task`] that owns
 //! its [`dispatcher`] (the delivery state and every choice, free of I/O and of the
 //! protocol) and parks through [`parking`]; [`service`] and [`read`] are the transport of
-//! the calls, and [`info`] what GetInfo and List show.
+//! the calls, [`info`] what GetInfo and List show, and [`dashboard`] what the console's
+//! overview shows (over HTTP).
 //!
 //! Invariants:
 //! - Definitions live in the log (`$persistentSubscriptionConfig`), appended expecting
@@ -60,6 +61,7 @@ macro_rules! source_of {
 }
 
 // After `source_of!`, which they use.
+mod dashboard;
 mod dispatcher;
 mod info;
 mod parking;
@@ -70,7 +72,7 @@ mod settings;
 mod strategy;
 mod task;
 
-pub(crate) use service::Persistent;
+pub use service::Persistent;
 
 /// A group name from a request: 1-255 bytes without control characters.
 fn group_name(name: &str) -> Result<String, Status> {

@@ -101,7 +101,7 @@ type Running = Arc<Mutex<HashMap<Key, Handle>>>;
 pub struct Persistent {
     pub(super) store: Arc<dyn Store>,
     shutdown: watch::Receiver<bool>,
-    registry: Registry,
+    pub(super) registry: Registry,
     running: Running,
     pub(super) next_consumer: AtomicU64,
     /// The cluster as this node sees it; `None`: alone, and leader.

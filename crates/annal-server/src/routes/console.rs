@@ -4,14 +4,16 @@
 //! size, nodes, the last chain check) and so needs a token that sees every type;
 //! `GET /v1/streams/{aggregate_id}/state` folds an aggregate up to a version with the
 //! state function registered for its type ([`crate::StateViews`]), if there is one
-//! (otherwise `404 not_found`, saying that this server has none).
+//! (otherwise `404 not_found`, saying that this server has none);
+//! `GET /v1/persistent-subscriptions` lists the gRPC endpoint's persistent
+//! subscriptions with their lag and parked counts (a token that sees every type).
 
 use super::{BadRequest, Guarded, GuardedUnlimited, NotFound, Res, ok, path_name};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::problem::Problem;
 use annal_core::StateViewError;
-use annal_core::wire::{AggregateState, Overview, Whoami};
+use annal_core::wire::{AggregateState, Overview, PersistentGroups, Whoami};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use serde::Deserialize;
@@ -122,6 +124,9 @@ pub async fn whoami(State(app): State<AppState>, Extension(caller): Extension<Ca
 )]
 pub async fn overview(State(app): State<AppState>, Extension(caller): Extension<Caller>) -> Res {
     caller.check_unlimited()?;
+    // A router built outside a runtime starts its sampler here.
+    app.head_history
+        .start(app.store.clone(), app.shutdown.clone());
     let head = app.store.head(&[]).await?;
     let described = &app.config.store;
     let store_bytes = if described.files.is_empty() {
@@ -158,5 +163,26 @@ pub async fn overview(State(app): State<AppState>, Extension(caller): Extension<
         version: env!("CARGO_PKG_VERSION").to_owned(),
         last_verify,
         write_failure: app.store.write_failure(),
+        head_history: app.head_history.samples(),
     })
+}
+
+/// `GET /v1/persistent-subscriptions`
+#[utoipa::path(
+    get,
+    path = "/v1/persistent-subscriptions",
+    tag = "console",
+    description = "Every persistent subscription group (KurrentDB's server-side consumer groups, served over gRPC): status, consumers, checkpoint, lag, in-flight and parked counts. Needs a token that sees every type.",
+    responses(
+        (status = 200, description = "The groups", body = PersistentGroups),
+        GuardedUnlimited
+    )
+)]
+pub async fn persistent_subscriptions(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Res {
+    caller.check_unlimited()?;
+    let groups = app.persistent.dashboard().await?;
+    ok(&PersistentGroups { groups })
 }

@@ -10,10 +10,11 @@ use crate::auth::Caller;
 use crate::problem::Problem;
 use crate::stream::{events_body, subscription};
 use annal_core::access::Operation;
+use annal_core::append::MAX_NAME_BYTES;
 use annal_core::streams::{self, StreamRead};
 use annal_core::wire::{
-    AppendRequest, AppendResult, EventsPage, Head, RecordedEvent, StreamPage, Transaction,
-    TransactionResult,
+    AppendRequest, AppendResult, EventCounts, EventsPage, Head, RecordedEvent, StreamPage,
+    Transaction, TransactionResult,
 };
 use annal_core::{Direction, Filter, Timestamp, Uuid};
 use axum::Json;
@@ -224,6 +225,13 @@ pub struct EventsQuery {
     causation_id: Option<String>,
     /// Comma-separated actors (any of).
     user_id: Option<String>,
+    /// Aggregates whose id starts with this (one prefix, commas included; at most 255
+    /// bytes).
+    #[param(max_length = 255)]
+    aggregate_id_prefix: Option<String>,
+    /// Comma-separated principals (any of): who authenticated the append (an API
+    /// token's name), beside the user_id it claims.
+    principal: Option<String>,
     /// Recorded at or after this RFC 3339 time (or date).
     #[param(value_type = Option<String>, format = DateTime)]
     since: Option<String>,
@@ -270,6 +278,8 @@ impl EventsQuery {
             correlation_ids: list(&self.correlation_id),
             causation_ids: list(&self.causation_id),
             user_ids: list(&self.user_id),
+            aggregate_id_prefix: self.aggregate_id_prefix.clone().filter(|p| !p.is_empty()),
+            principals: list(&self.principal),
             since: time("since", &self.since)?,
             until: time("until", &self.until)?,
         };
@@ -278,6 +288,19 @@ impl EventsQuery {
         plain("correlation_id", &f.correlation_ids)?;
         plain("causation_id", &f.causation_ids)?;
         plain("user_id", &f.user_ids)?;
+        plain("principal", &f.principals)?;
+        if let Some(prefix) = &f.aggregate_id_prefix {
+            plain("aggregate_id_prefix", std::slice::from_ref(prefix))?;
+            if prefix.len() > MAX_NAME_BYTES {
+                return Err(Problem::invalid(
+                    "aggregate_id_prefix",
+                    format!(
+                        "is {} bytes long; no aggregate id is over {MAX_NAME_BYTES}",
+                        prefix.len()
+                    ),
+                ));
+            }
+        }
         Ok(f)
     }
 }
@@ -311,6 +334,79 @@ pub async fn read_events(
         filter,
     )
     .await
+}
+
+/// Query of `GET /v1/events/counts`: the filters of `GET /v1/events`, without a page.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct CountsQuery {
+    /// Count events after this global position (default 0).
+    after_position: Option<u64>,
+    /// Count events at or below this position (default: the head when the count
+    /// begins).
+    up_to_position: Option<u64>,
+    /// Comma-separated event types (any of).
+    event_type: Option<String>,
+    /// Comma-separated aggregate types (any of).
+    aggregate_type: Option<String>,
+    /// Comma-separated correlation ids (any of).
+    correlation_id: Option<String>,
+    /// Comma-separated causation ids (any of).
+    causation_id: Option<String>,
+    /// Comma-separated actors (any of).
+    user_id: Option<String>,
+    /// Aggregates whose id starts with this (at most 255 bytes).
+    #[param(max_length = 255)]
+    aggregate_id_prefix: Option<String>,
+    /// Comma-separated principals (any of).
+    principal: Option<String>,
+    /// Recorded at or after this RFC 3339 time (or date).
+    #[param(value_type = Option<String>, format = DateTime)]
+    since: Option<String>,
+    /// Recorded before this RFC 3339 time (or date).
+    #[param(value_type = Option<String>, format = DateTime)]
+    until: Option<String>,
+}
+
+/// `GET /v1/events/counts`
+#[utoipa::path(
+    get,
+    path = "/v1/events/counts",
+    tag = "events",
+    description = "How many events pass the filters, per event type, in one request: what a page of GET /v1/events would list, counted over the whole range. A token limited to some aggregate types counts only theirs.",
+    params(CountsQuery),
+    responses(
+        (status = 200, description = "The counts, exact up to up_to_position", body = EventCounts),
+        BadRequest,
+        Guarded
+    )
+)]
+pub async fn count_events(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<CountsQuery>, QueryRejection>,
+) -> Res {
+    let Query(q) = query?;
+    let mut filter = EventsQuery {
+        event_type: q.event_type,
+        aggregate_type: q.aggregate_type,
+        correlation_id: q.correlation_id,
+        causation_id: q.causation_id,
+        user_id: q.user_id,
+        aggregate_id_prefix: q.aggregate_id_prefix,
+        principal: q.principal,
+        since: q.since,
+        until: q.until,
+        ..EventsQuery::default()
+    }
+    .filter()?;
+    caller.narrow(&mut filter.aggregate_types)?;
+    let counts = app
+        .store
+        .count_by_type(q.after_position.unwrap_or(0), q.up_to_position, &filter)
+        .await?;
+    ok(&counts)
 }
 
 /// `GET /v1/events/{event_id}`

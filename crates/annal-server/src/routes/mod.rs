@@ -23,12 +23,13 @@ pub use checkpoints::{
 };
 pub use cluster::{__path_cluster, cluster};
 pub use console::{
-    __path_aggregate_state, __path_overview, __path_whoami, aggregate_state, overview, whoami,
+    __path_aggregate_state, __path_overview, __path_persistent_subscriptions, __path_whoami,
+    aggregate_state, overview, persistent_subscriptions, whoami,
 };
 pub use events::{
-    __path_append, __path_head, __path_read_event, __path_read_events, __path_read_stream,
-    __path_subscribe, __path_transact, append, head, read_event, read_events, read_stream,
-    subscribe, transact,
+    __path_append, __path_count_events, __path_head, __path_read_event, __path_read_events,
+    __path_read_stream, __path_subscribe, __path_transact, append, count_events, head, read_event,
+    read_events, read_stream, subscribe, transact,
 };
 pub use groups::{
     __path_acquire_lease, __path_heartbeat, __path_list_leases, __path_release_lease,
