@@ -8,9 +8,7 @@ use std::process::ExitCode;
 
 /// The binary's allocator: many small, short-lived allocations per request from several
 /// threads (HTTP parsing, JSON, events), where glibc's malloc spent 15% of `annal serve`'s
-/// cycles under load (issue 12's profile). With mimalloc's `override` feature it also
-/// serves the bundled SQLite's C allocations (malloc/free), so the writer's per-row
-/// allocations no longer go to glibc either.
+/// cycles under load (issue 12's profile).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
