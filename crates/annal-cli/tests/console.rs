@@ -31,6 +31,13 @@ fn tokens_file(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// A key-encryption key file in `dir` (the story's families have personal data).
+fn kek_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("annal-kek.hex");
+    std::fs::write(&path, "5a".repeat(32)).expect("kek");
+    path
+}
+
 /// Tells the co-op story into the served store over HTTP, as the ops token.
 async fn tell_story(port: u16) {
     let store = annal::client::HttpStore::builder(&format!("http://127.0.0.1:{port}"))
@@ -94,8 +101,7 @@ async fn an_auditor_answers_the_seeds_five_questions_in_the_console() {
     let data = dir.path().join("data");
     let tokens_arg = tokens.to_str().expect("utf-8");
     // The story's families have personal data: the server needs a key-encryption key.
-    let kek = dir.path().join("annal-kek.hex");
-    std::fs::write(&kek, "5a".repeat(32)).expect("kek");
+    let kek = kek_file(dir.path());
     let served = common::serve_with_env(
         &[
             "--data",
@@ -497,8 +503,7 @@ async fn time_travel_shows_the_family_state_the_coops_own_server_knows() {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let kek = dir.path().join("annal-kek.hex");
-    std::fs::write(&kek, "5a".repeat(32)).expect("kek");
+    let kek = kek_file(dir.path());
     let args = annal_example_coop::serve::args(&[
         "--kek-file".to_owned(),
         kek.display().to_string(),

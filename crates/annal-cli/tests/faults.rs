@@ -252,41 +252,22 @@ impl PrivateCluster {
             ],
         );
         standby.pg_ctl(&["start"]);
-        self.run(
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
+        succeed(
+            self.psql(&[
                 "-c",
                 "ALTER SYSTEM SET synchronous_standby_names = '*'",
                 "-c",
                 "SELECT pg_reload_conf()",
-            ],
+            ]),
+            "psql",
         );
         // Until the standby streams and the primary counts it synchronous.
         for _ in 0..300 {
             let out = self
-                .command(
-                    "psql",
-                    &[
-                        "-h",
-                        "127.0.0.1",
-                        "-p",
-                        &port,
-                        "-U",
-                        "postgres",
-                        "-d",
-                        "postgres",
-                        "-tAc",
-                        "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
-                    ],
-                )
+                .psql(&[
+                    "-tAc",
+                    "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+                ])
                 .output()
                 .expect("psql");
             if String::from_utf8_lossy(&out.stdout).trim() == "1" {
@@ -348,16 +329,24 @@ impl PrivateCluster {
 
     /// Runs one of PostgreSQL's programs, which must succeed.
     fn run(&self, program: &str, args: &[&str]) {
-        let out = self
-            .command(program, args)
-            .output()
-            .expect("run a PostgreSQL program");
-        assert!(
-            out.status.success(),
-            "{program} {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeed(self.command(program, args), program);
+    }
+
+    /// `psql` on this cluster's `postgres` database, `args` after the connection's.
+    fn psql(&self, args: &[&str]) -> Command {
+        let port = self.port.to_string();
+        let mut all = vec![
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ];
+        all.extend_from_slice(args);
+        self.command("psql", &all)
     }
 
     /// One of PostgreSQL's programs, as the `postgres` user when the test is root (the
@@ -374,6 +363,18 @@ impl PrivateCluster {
         cmd.args(args);
         cmd
     }
+}
+
+/// Runs `cmd` (one of PostgreSQL's programs, `program`), which must succeed.
+fn succeed(mut cmd: Command, program: &str) {
+    let out = cmd.output().expect("run a PostgreSQL program");
+    assert!(
+        out.status.success(),
+        "{program} {:?}: {}{}",
+        cmd.get_args().collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for PrivateCluster {

@@ -130,31 +130,27 @@ impl Page {
 
     /// Clicks the element `css` (waiting for it), counting the click.
     pub async fn click(&mut self, css: &str) {
-        let el = self
-            .client
-            .wait()
-            .at_most(Duration::from_secs(15))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css} to click: {e}"));
-        el.click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
-        self.clicks += 1;
+        self.click_on(Locator::Css(css), css).await;
     }
 
     /// Clicks the link whose text is exactly `text`, counting the click.
     pub async fn click_link(&mut self, text: &str) {
+        self.click_on(Locator::LinkText(text), &format!("link '{text}'"))
+            .await;
+    }
+
+    /// Clicks what `locator` finds (waiting up to 15 s for it), counting the click.
+    async fn click_on(&mut self, locator: Locator<'_>, what: &str) {
         let el = self
             .client
             .wait()
             .at_most(Duration::from_secs(15))
-            .for_element(Locator::LinkText(text))
+            .for_element(locator)
             .await
-            .unwrap_or_else(|e| panic!("no link '{text}': {e}"));
+            .unwrap_or_else(|e| panic!("no {what} to click: {e}"));
         el.click()
             .await
-            .unwrap_or_else(|e| panic!("click '{text}': {e}"));
+            .unwrap_or_else(|e| panic!("click {what}: {e}"));
         self.clicks += 1;
     }
 
