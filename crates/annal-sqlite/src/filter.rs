@@ -15,6 +15,7 @@
 //! - the principal filter uses no index (none is written for it): it is a test on the
 //!   rows another filter, the position range, or the time range selects.
 
+use crate::ids;
 use crate::rows::{self, EVENT_COLUMNS, clamp, db, query_events};
 use annal_core::read::prefix_upper_bound;
 use annal_core::{Filter, RecordedEvent, Result, stored};
@@ -78,15 +79,20 @@ pub fn where_sql(
         sql.push_str(&format!(" AND {other}position < ?"));
         params.push(Value::Integer(clamp(before)));
     }
-    for (column, values) in [
-        ("event_type", &filter.event_types),
-        ("aggregate_type", &filter.aggregate_types),
-        ("correlation_id", &filter.correlation_ids),
-        ("causation_id", &filter.causation_ids),
-        ("user_id", &filter.user_ids),
-        ("principal", &filter.principals),
+    for (column, values, stored) in [
+        (
+            "event_type",
+            &filter.event_types,
+            rows::text_value as fn(&str) -> Value,
+        ),
+        ("aggregate_type", &filter.aggregate_types, rows::text_value),
+        ("correlation_id", &filter.correlation_ids, ids::id_value),
+        ("causation_id", &filter.causation_ids, ids::id_value),
+        ("user_id", &filter.user_ids, rows::text_value),
+        ("principal", &filter.principals, rows::text_value),
     ] {
-        rows::any_of(&mut sql, &mut params, &format!("{other}{column}"), values);
+        let column = format!("{other}{column}");
+        rows::any_of(&mut sql, &mut params, &column, values, stored);
     }
     if let Some(prefix) = filter.prefix() {
         let id = if plan == PrefixPlan::ByScan {

@@ -24,6 +24,7 @@ mod backup;
 mod check;
 pub mod durable;
 pub mod filter;
+mod ids;
 mod open;
 mod privacy;
 pub mod rows;
@@ -394,11 +395,8 @@ impl Store for SqliteStore {
                 "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1 AND position <= ?2"
             );
             let until = clamp(cap.unwrap_or(u64::MAX));
-            let events = rows::query_events(
-                c,
-                &sql,
-                rusqlite::params![event_id.hyphenated().to_string(), until],
-            )?;
+            let events =
+                rows::query_events(c, &sql, rusqlite::params![&event_id.as_bytes()[..], until])?;
             Ok(privacy::open(c, keys.as_deref(), rows::checked(c, events)?)?.pop())
         })
         .await

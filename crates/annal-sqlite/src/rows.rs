@@ -1,9 +1,8 @@
 //! Mapping between `events` rows and [`RecordedEvent`], `streams` rows and
 //! [`StreamRecord`]; the filtered reads' SQL is in [`crate::filter`].
 
-use annal_core::{
-    Error, Hash, RawJson, RecordedEvent, Result, StreamRecord, Timestamp, Uuid, stored,
-};
+use crate::ids;
+use annal_core::{Error, RawJson, RecordedEvent, Result, StreamRecord, Timestamp, stored};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row};
 
@@ -36,12 +35,15 @@ pub fn time(column: &str, text: &str) -> Result<Timestamp> {
 /// Reads one event row selected with [`EVENT_COLUMNS`].
 pub fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent> {
     let position: i64 = row.get(0).map_err(db)?;
-    let event_id = Uuid::parse_str(text(row, 1)?).map_err(|e| corrupt(position, "event_id", e))?;
+    let value = |i| row.get_ref(i).map_err(db);
+    let event_id = ids::event_id_from(value(1)?).map_err(|e| corrupt(position, "event_id", e))?;
     let recorded_at =
         Timestamp::parse(text(row, 7)?).map_err(|e| corrupt(position, "recorded_at", e))?;
-    let hash: Hash = text(row, 13)?
-        .parse()
-        .map_err(|e| corrupt(position, "hash", e))?;
+    let hash = ids::hash_from(value(13)?).map_err(|e| corrupt(position, "hash", e))?;
+    let correlation_id =
+        ids::id_from(value(9)?).map_err(|e| corrupt(position, "correlation_id", e))?;
+    let causation_id =
+        ids::id_from(value(10)?).map_err(|e| corrupt(position, "causation_id", e))?;
     let event_version: i64 = row.get(3).map_err(db)?;
     let aggregate_version: i64 = row.get(6).map_err(db)?;
     Ok(RecordedEvent {
@@ -56,8 +58,8 @@ pub fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent> {
             .map_err(|e| corrupt(position, "aggregate_version", e))?,
         recorded_at,
         user_id: row.get(8).map_err(db)?,
-        correlation_id: row.get(9).map_err(db)?,
-        causation_id: row.get(10).map_err(db)?,
+        correlation_id,
+        causation_id,
         principal: row.get(14).map_err(db)?,
         data: RawJson::from_stored(row.get(11).map_err(db)?),
         metadata: RawJson::from_stored(row.get(12).map_err(db)?),
@@ -86,8 +88,15 @@ pub fn query_events(
     Ok(out)
 }
 
-/// Appends `AND column IN (?, …)` for a non-empty value list.
-pub(crate) fn any_of(sql: &mut String, params: &mut Vec<Value>, column: &str, values: &[String]) {
+/// Appends `AND column IN (?, …)` for a non-empty value list, each value in its
+/// stored form (`stored`: [`Value::Text`] for most columns, [`ids::id_value`] for ids).
+pub(crate) fn any_of(
+    sql: &mut String,
+    params: &mut Vec<Value>,
+    column: &str,
+    values: &[String],
+    stored: fn(&str) -> Value,
+) {
     if values.is_empty() {
         return;
     }
@@ -99,7 +108,7 @@ pub(crate) fn any_of(sql: &mut String, params: &mut Vec<Value>, column: &str, va
             sql.push_str(", ");
         }
         sql.push('?');
-        params.push(Value::Text(v.clone()));
+        params.push(stored(v));
     }
     sql.push(')');
 }
@@ -114,12 +123,12 @@ pub fn checked(conn: &Connection, events: Vec<RecordedEvent>) -> Result<Vec<Reco
             .prepare_cached("SELECT hash FROM events WHERE position = ?1")
             .map_err(db)?;
         for p in needed {
-            let hash: Option<String> = stmt
-                .query_row([clamp(p)], |r| r.get(0))
+            let hash = stmt
+                .query_row([clamp(p)], |r| Ok(ids::hash_from(r.get_ref(0)?)))
                 .optional()
                 .map_err(db)?;
             if let Some(hash) = hash {
-                found.push((p, hash.parse().map_err(|e| corrupt(clamp(p), "hash", e))?));
+                found.push((p, hash.map_err(|e| corrupt(clamp(p), "hash", e))?));
             }
         }
     }
@@ -167,8 +176,19 @@ pub fn head_sql(aggregate_types: &[String], cap: Option<u64>) -> (String, Vec<Va
         sql.push_str(" AND position <= ?");
         params.push(Value::Integer(clamp(cap)));
     }
-    any_of(&mut sql, &mut params, "aggregate_type", aggregate_types);
+    any_of(
+        &mut sql,
+        &mut params,
+        "aggregate_type",
+        aggregate_types,
+        text_value,
+    );
     (sql, params)
+}
+
+/// A filter's value for a text column.
+pub fn text_value(v: &str) -> Value {
+    Value::Text(v.to_owned())
 }
 
 /// An unsigned number (a position, a version, a limit) as SQLite's i64, saturating.

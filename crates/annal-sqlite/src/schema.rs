@@ -10,7 +10,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 const V1: &str = r#"
 CREATE TABLE events (
@@ -161,6 +161,63 @@ CREATE TABLE event_subjects (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 8: ids and hashes stored as bytes ([`crate::ids`]): `event_id` as the
+/// UUID's 16 bytes, `correlation_id` and `causation_id` likewise when they are UUIDs in
+/// canonical text form (other ids stay text), `hash` as its 32 bytes. About 150 bytes
+/// less per event with both ids, in the rows and in the three indexes on them. The
+/// declared column types stay (SQLite stores a blob in a TEXT column as it is); rows
+/// are rewritten in place, a value of any other shape is left for reads to report.
+/// `events_readable` shows every row with its ids and hash as text, for the sqlite3 tool.
+fn v8() -> String {
+    let hex_uuid = |b: &str| {
+        format!(
+            "lower(substr(hex({b}), 1, 8) || '-' || substr(hex({b}), 9, 4) || '-' || \
+             substr(hex({b}), 13, 4) || '-' || substr(hex({b}), 17, 4) || '-' || \
+             substr(hex({b}), 21, 12))"
+        )
+    };
+    let canonical = |c: &str| {
+        format!(
+            "typeof({c}) = 'text' AND length({c}) = 36 AND lower({c}) = {c} \
+             AND substr({c}, 9, 1) = '-' AND substr({c}, 14, 1) = '-' \
+             AND substr({c}, 19, 1) = '-' AND substr({c}, 24, 1) = '-' \
+             AND length(unhex(replace({c}, '-', ''))) = 16"
+        )
+    };
+    let to_bytes = |c: &str| {
+        format!(
+            "{c} = CASE WHEN {} THEN unhex(replace({c}, '-', '')) ELSE {c} END",
+            canonical(c)
+        )
+    };
+    let readable = |c: &str| {
+        format!(
+            "CASE WHEN typeof({c}) = 'blob' AND length({c}) = 16 THEN {} ELSE {c} END AS {c}",
+            hex_uuid(c)
+        )
+    };
+    format!(
+        "DROP TRIGGER events_are_immutable;
+         UPDATE events SET {}, {}, {},
+           hash = CASE WHEN typeof(hash) = 'text' AND length(unhex(hash)) = 32
+                       THEN unhex(hash) ELSE hash END;
+         CREATE TRIGGER events_are_immutable BEFORE UPDATE ON events
+         BEGIN SELECT RAISE(ABORT, 'events are immutable: append a compensating event instead'); END;
+         CREATE VIEW events_readable AS
+         SELECT position, {}, event_type, event_version, aggregate_type, aggregate_id,
+                aggregate_version, recorded_at, user_id, {}, {}, data, metadata,
+                CASE WHEN typeof(hash) = 'blob' THEN lower(hex(hash)) ELSE hash END AS hash,
+                principal, sealed
+         FROM events;",
+        to_bytes("event_id"),
+        to_bytes("correlation_id"),
+        to_bytes("causation_id"),
+        readable("event_id"),
+        readable("correlation_id"),
+        readable("causation_id"),
+    )
+}
+
 /// What can go wrong bringing a file's schema up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -195,8 +252,9 @@ pub fn migrate(conn: &mut Connection, now: &str) -> Result<(), MigrateError> {
     if found > SCHEMA_VERSION {
         return Err(MigrateError::TooNew { found });
     }
+    let v8 = v8();
     for (version, ddl) in (1..)
-        .zip([V1, V2, V3, V4, V5, V6, V7])
+        .zip([V1, V2, V3, V4, V5, V6, V7, &v8])
         .skip_while(|(v, _)| *v <= found)
     {
         tx.execute_batch(ddl)?;
@@ -234,7 +292,7 @@ mod tests {
             .expect("query")
             .collect::<rusqlite::Result<_>>()
             .expect("rows");
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
         let leases: i64 = conn
             .query_row("SELECT count(*) FROM leases", [], |r| r.get(0))
             .expect("leases table");

@@ -25,6 +25,7 @@
 //! with position.
 
 use crate::durable::{Committed, Durability};
+use crate::ids;
 use crate::rows::{self, EVENT_COLUMNS, clamp, db};
 use annal_core::commit::{self, Fail, Group, Writes};
 use annal_core::failures::WriteHealth;
@@ -181,7 +182,7 @@ impl commit::Lookup for SqlLookup<'_> {
 
     fn event(&mut self, event_id: Uuid) -> Result<Option<RecordedEvent>, Fail> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1");
-        rows::query_events(self.conn, &sql, [event_id.hyphenated().to_string()])
+        rows::query_events(self.conn, &sql, [&event_id.as_bytes()[..]])
             .map(|mut found| found.pop())
             .map_err(fail)
     }
@@ -295,7 +296,7 @@ fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
         };
         insert.execute(params![
             clamp(e.position),
-            e.event_id.hyphenated().to_string(),
+            &e.event_id.as_bytes()[..],
             e.event_type,
             e.event_version,
             e.aggregate_type,
@@ -303,11 +304,11 @@ fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
             clamp(e.aggregate_version),
             text,
             e.user_id,
-            e.correlation_id,
-            e.causation_id,
+            e.correlation_id.as_deref().map(ids::id_value),
+            e.causation_id.as_deref().map(ids::id_value),
             e.data.get(),
             e.metadata.get(),
-            e.hash.to_hex(),
+            &e.hash.0[..],
             e.principal,
             e.sealed.as_ref().map(|s| s.get()),
         ])?;
@@ -375,7 +376,7 @@ fn read_tip(conn: &Connection) -> rusqlite::Result<Tip> {
         .query_row([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
+                ids::hash_from(r.get_ref(1)?),
                 r.get::<_, String>(2)?,
             ))
         })
@@ -396,7 +397,7 @@ fn read_tip(conn: &Connection) -> rusqlite::Result<Tip> {
     };
     Ok(Tip {
         position: u64::try_from(position).map_err(|e| bad("position", &e))?,
-        hash: hash.parse().map_err(|e| bad("hash", &e))?,
+        hash: hash.map_err(|e| bad("hash", &e))?,
         recorded_at: Timestamp::parse(&at).map_err(|e| bad("recorded_at", &e))?,
     })
 }

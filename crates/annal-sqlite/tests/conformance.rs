@@ -72,6 +72,7 @@ async fn a_version_2_file_gets_the_stream_records_the_writer_would_have_kept() {
     let head = store.head(&[]).await.expect("head");
     drop(store);
     let conn = rusqlite::Connection::open(&path).expect("open behind the store's back");
+    back_to_version_7(&conn);
     conn.execute_batch(
         "DROP TABLE streams;
          DROP INDEX events_by_correlation_id;
@@ -90,6 +91,95 @@ async fn a_version_2_file_gets_the_stream_records_the_writer_would_have_kept() {
     let store = SqliteStore::open(&path).expect("migrate");
     assert_eq!(store.head(&[]).await.expect("head"), head);
     streams::check_migrated(&store, &names, kept).await;
+}
+
+/// Turns a file back into version 7's layout: ids and hashes as text (read from the
+/// `events_readable` view version 8 adds), and no view.
+fn back_to_version_7(conn: &rusqlite::Connection) {
+    conn.execute_batch(
+        "DROP TRIGGER events_are_immutable;
+         UPDATE events SET (event_id, correlation_id, causation_id, hash) =
+           (SELECT r.event_id, r.correlation_id, r.causation_id, r.hash
+            FROM events_readable r WHERE r.position = events.position);
+         CREATE TRIGGER events_are_immutable BEFORE UPDATE ON events
+         BEGIN SELECT RAISE(ABORT, 'events are immutable'); END;
+         DROP VIEW events_readable;
+         DELETE FROM schema_version WHERE version > 7;",
+    )
+    .expect("back to version 7");
+    let text: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM events WHERE typeof(event_id) = 'text'
+               AND typeof(hash) = 'text' AND length(event_id) = 36",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    let all: i64 = conn
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(text, all, "every row back in text form");
+}
+
+/// A version 7 file (ids and hashes as text, correlation ids among them UUIDs and
+/// others) is migrated to bytes when opened: every event reads back equal, the chain
+/// verifies, lookups by event id and filters by correlation id find the same events,
+/// and the file holds fewer bytes per event.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_7_file_gets_its_ids_and_hashes_stored_as_bytes() {
+    let Sqlite { _dir, path, store } = fresh().await;
+    let uuid = "0190a5b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b";
+    let mut events = Vec::new();
+    for (i, correlation) in [uuid, "enrollment_abc123", uuid].into_iter().enumerate() {
+        let mut e = ev("Placed", &format!("{{\"n\":{i}}}"));
+        e.correlation_id = Some(correlation.to_owned());
+        e.causation_id = Some("0190A5B2-7C3D-7E4F-8A9B-0C1D2E3F4A5B".to_owned());
+        events.push(e);
+    }
+    store
+        .append(req("order", "order-1", ExpectedVersion::NoStream, events))
+        .await
+        .expect("append");
+    let before = annal_core::testkit::fixtures::all(&store).await;
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("open behind the store's back");
+    back_to_version_7(&conn);
+    drop(conn);
+    let store = SqliteStore::open(&path).expect("migrate");
+    assert_eq!(annal_core::testkit::fixtures::all(&store).await, before);
+    let first = store
+        .event(before[0].event_id)
+        .await
+        .expect("by id")
+        .expect("found");
+    assert_eq!(first, before[0]);
+    let by_uuid = Filter {
+        correlation_ids: vec![uuid.to_owned()],
+        ..Filter::default()
+    };
+    let found = store.read_all(0, 10, &by_uuid).await.expect("filtered");
+    assert_eq!(found.iter().map(|e| e.position).collect::<Vec<_>>(), [1, 3]);
+    assert!(store.verify_deep(None, None).await.expect("verify").ok);
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let shapes: Vec<(String, String, String, i64)> = conn
+        .prepare("SELECT typeof(event_id), typeof(correlation_id), typeof(causation_id), length(hash) FROM events ORDER BY position")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("query")
+        .collect::<rusqlite::Result<_>>()
+        .expect("rows");
+    let blob = || "blob".to_owned();
+    let text = || "text".to_owned();
+    assert_eq!(
+        shapes,
+        [
+            (blob(), blob(), text(), 32),
+            (blob(), text(), text(), 32),
+            (blob(), blob(), text(), 32)
+        ],
+        "canonical UUIDs and hashes as bytes, other ids as their text"
+    );
 }
 
 /// Edits the file behind the store's back (the events guard dropped first).
@@ -214,6 +304,7 @@ async fn a_version_6_file_with_events_takes_personal_data_once_migrated() {
     let before = annal_core::testkit::fixtures::all(&store).await;
     drop(store);
     let conn = rusqlite::Connection::open(&path).expect("open behind the store's back");
+    back_to_version_7(&conn);
     conn.execute_batch(
         "ALTER TABLE events DROP COLUMN sealed;
          DROP TABLE subject_keys; DROP TABLE event_subjects;
