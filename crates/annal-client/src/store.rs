@@ -12,8 +12,8 @@ use annal_core::wire::{
 };
 use annal_core::{
     AggregateInfo, AppendRequest, AppendResult, Checkpoint, CheckpointWrite, Direction, Error,
-    Filter, Limits, NewEvent, ProposedTransaction, RawJson, RecordedEvent, Result, Snapshot, Store,
-    Transaction, TransactionResult, Uuid, VerifyReport,
+    EventCounts, Filter, Limits, NewEvent, ProposedTransaction, RawJson, RecordedEvent, Result,
+    Snapshot, Store, Transaction, TransactionResult, Uuid, VerifyReport,
 };
 use async_trait::async_trait;
 use reqwest::Method;
@@ -166,7 +166,7 @@ impl Store for HttpStore {
         let mut after = after_position;
         while out.len() < limit {
             let want = (limit - out.len()).min(self.inner.page_size);
-            let url = self.filtered_url("events", after, Some(want), filter)?;
+            let url = self.filtered_url(&["events"], after, Some(want), filter)?;
             let page: EventsPage = self.get(url, self.inner.timeout).await?;
             let got = page.events.len();
             out.extend(page.events);
@@ -176,6 +176,21 @@ impl Store for HttpStore {
             }
         }
         Ok(out)
+    }
+
+    /// `GET /v1/events/counts`: the server counts in one query.
+    async fn count_by_type(
+        &self,
+        after_position: u64,
+        up_to: Option<u64>,
+        filter: &Filter,
+    ) -> Result<EventCounts> {
+        let mut url = self.filtered_url(&["events", "counts"], after_position, None, filter)?;
+        if let Some(up_to) = up_to {
+            url.query_pairs_mut()
+                .append_pair("up_to_position", &up_to.to_string());
+        }
+        self.get(url, self.inner.timeout).await
     }
 
     async fn event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {

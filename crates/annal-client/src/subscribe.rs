@@ -34,7 +34,7 @@ impl HttpStore {
             parser: SseParser,
             ready: VecDeque<Result<RecordedEvent>>,
         }
-        let url = self.filtered_url("subscribe", after_position, None, filter);
+        let url = self.filtered_url(&["subscribe"], after_position, None, filter);
         let st = St {
             store: self.clone(),
             phase: Phase::Start(url),

@@ -18,12 +18,12 @@ impl HttpStore {
     /// `/v1/{route}` with `after_position`, an optional `limit` and the filter's fields.
     pub(crate) fn filtered_url(
         &self,
-        route: &str,
+        route: &[&str],
         after_position: u64,
         limit: Option<usize>,
         filter: &Filter,
     ) -> Result<Url> {
-        let mut url = self.url(&["v1", route]);
+        let mut url = self.url(&[&["v1"], route].concat());
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("after_position", &after_position.to_string());
