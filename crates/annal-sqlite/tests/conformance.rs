@@ -93,17 +93,47 @@ async fn a_version_2_file_gets_the_stream_records_the_writer_would_have_kept() {
     streams::check_migrated(&store, &names, kept).await;
 }
 
-/// Turns a file back into version 7's layout: ids and hashes as text (read from the
-/// `events_readable` view version 8 adds), and no view.
+/// Turns a file back into version 7's layout: `events` as versions 1 to 7 declared it
+/// (ids and hashes as text, read from the `events_readable` view version 8 adds, and
+/// its uniqueness constraints), its version 4 indexes, and no view.
 fn back_to_version_7(conn: &rusqlite::Connection) {
     conn.execute_batch(
-        "DROP TRIGGER events_are_immutable;
-         UPDATE events SET (event_id, correlation_id, causation_id, hash) =
-           (SELECT r.event_id, r.correlation_id, r.causation_id, r.hash
-            FROM events_readable r WHERE r.position = events.position);
+        "CREATE TABLE events_v7 (
+             position          INTEGER PRIMARY KEY,
+             event_id          TEXT    NOT NULL UNIQUE,
+             event_type        TEXT    NOT NULL,
+             event_version     INTEGER NOT NULL,
+             aggregate_type    TEXT    NOT NULL,
+             aggregate_id      TEXT    NOT NULL,
+             aggregate_version INTEGER NOT NULL,
+             recorded_at       TEXT    NOT NULL,
+             user_id           TEXT    NOT NULL,
+             correlation_id    TEXT,
+             causation_id      TEXT,
+             data              TEXT    NOT NULL,
+             metadata          TEXT    NOT NULL,
+             hash              TEXT    NOT NULL,
+             principal         TEXT,
+             sealed            TEXT,
+             UNIQUE (aggregate_id, aggregate_version)
+         );
+         INSERT INTO events_v7 SELECT * FROM events_readable ORDER BY position;
+         DROP VIEW events_readable;
+         DROP TRIGGER events_are_immutable;
+         DROP TRIGGER events_are_never_deleted;
+         DROP TABLE events;
+         ALTER TABLE events_v7 RENAME TO events;
+         CREATE INDEX events_by_event_type     ON events (event_type, position);
+         CREATE INDEX events_by_aggregate_type ON events (aggregate_type, position);
+         CREATE INDEX events_by_user_id        ON events (user_id, position);
+         CREATE INDEX events_by_correlation_id ON events (correlation_id, position)
+             WHERE correlation_id IS NOT NULL;
+         CREATE INDEX events_by_causation_id   ON events (causation_id, position)
+             WHERE causation_id IS NOT NULL;
          CREATE TRIGGER events_are_immutable BEFORE UPDATE ON events
          BEGIN SELECT RAISE(ABORT, 'events are immutable'); END;
-         DROP VIEW events_readable;
+         CREATE TRIGGER events_are_never_deleted BEFORE DELETE ON events
+         BEGIN SELECT RAISE(ABORT, 'events are never deleted'); END;
          DELETE FROM schema_version WHERE version > 7;",
     )
     .expect("back to version 7");
@@ -179,6 +209,19 @@ async fn a_version_7_file_gets_its_ids_and_hashes_stored_as_bytes() {
             (blob(), blob(), text(), 32)
         ],
         "canonical UUIDs and hashes as bytes, other ids as their text"
+    );
+    let unique: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'index'
+               AND name IN ('events_by_event_id', 'events_by_aggregate')
+               AND sql LIKE 'CREATE UNIQUE INDEX%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("indexes");
+    assert_eq!(
+        unique, 2,
+        "both uniqueness rules kept as named unique indexes"
     );
 }
 

@@ -27,7 +27,7 @@ async fn a_damaged_index_fails_the_deep_verify_and_not_the_chain() {
         let c = rusqlite::Connection::open(&file).expect("open by hand");
         let root = c
             .query_row(
-                "SELECT rootpage FROM sqlite_schema WHERE name = 'sqlite_autoindex_events_1'",
+                "SELECT rootpage FROM sqlite_schema WHERE name = 'events_by_event_id'",
                 [],
                 |r| r.get(0),
             )
