@@ -139,6 +139,9 @@ pub fn infos(found: &[Row]) -> Result<Vec<SubjectInfo>> {
         .collect()
 }
 
+/// Key rows rewrapped per statement by a rotation.
+const REWRAP_BATCH: usize = 5_000;
+
 impl crate::PgStore {
     /// Rewraps every live data key from the current KEK of `keys` to `new` in one
     /// transaction holding the head lock (so no commit makes or destroys a key
@@ -172,14 +175,27 @@ impl crate::PgStore {
             .query(&format!("SELECT {KEY_COLUMNS} FROM {q}.subject_keys"), &[])
             .await
             .map_err(fail)?;
-        let update =
-            format!("UPDATE {q}.subject_keys SET kek_id = $2, wrapped_key = $3 WHERE subject = $1");
+        // Rows go back in batches (one statement per batch, not per key): appends wait
+        // for the head lock this transaction holds, so its round trips are their wait.
+        let update = format!(
+            "UPDATE {q}.subject_keys AS k SET kek_id = u.kek_id, wrapped_key = u.wrapped_key
+             FROM unnest($1::text[], $2::text[], $3::text[]) AS u (subject, kek_id, wrapped_key)
+             WHERE k.subject = u.subject"
+        );
         let mut rewrapped = 0;
-        for r in &live {
-            let row = key_from_row(r)?;
-            rewrapped += u64::from(row.wrapped.is_some());
-            let moved = old.rewrap(&row, &new)?;
-            tx.execute(&update, &[&moved.subject, &moved.kek_id, &moved.wrapped])
+        for batch in live.chunks(REWRAP_BATCH) {
+            let mut subjects = Vec::with_capacity(batch.len());
+            let mut kek_ids = Vec::with_capacity(batch.len());
+            let mut wrapped = Vec::with_capacity(batch.len());
+            for r in batch {
+                let row = key_from_row(r)?;
+                rewrapped += u64::from(row.wrapped.is_some());
+                let moved = old.rewrap(&row, &new)?;
+                subjects.push(moved.subject);
+                kek_ids.push(moved.kek_id);
+                wrapped.push(moved.wrapped);
+            }
+            tx.execute(&update, &[&subjects, &kek_ids, &wrapped])
                 .await
                 .map_err(fail)?;
         }

@@ -420,10 +420,25 @@ pub async fn a_store_without_a_kek_refuses_personal_data<H: PrivacyHarness>(mut 
         .expect("plain events still go in");
 }
 
-/// Rotating the KEK rewraps the data keys: events read as before, the old KEK no
-/// longer opens the store and the new one does.
+/// Rotating the KEK rewraps the data keys (a forgotten subject's row, without one, only
+/// names the new KEK): events read as before, the old KEK no longer opens the store and
+/// the new one does.
 pub async fn rotating_the_kek_rewraps_keys_without_rewriting_events<H: PrivacyHarness>(mut h: H) {
     let out = h.store().append(sofia_added()).await.expect("append");
+    // A forgotten subject's row has no key left: the rotation only renames its KEK.
+    h.store()
+        .append(req(
+            "Family",
+            "family_3",
+            Any,
+            vec![personal_ev("ChildAdded", "{}", "family_3", SOFIA)],
+        ))
+        .await
+        .expect("append");
+    h.store()
+        .forget_subject(forget("family_3"))
+        .await
+        .expect("forget");
     let before = all(h.store()).await;
     assert_eq!(h.store().rotate_kek(other_kek()).await.expect("rotate"), 1);
     let after = all(h.store()).await;
@@ -447,7 +462,11 @@ pub async fn rotating_the_kek_rewraps_keys_without_rewriting_events<H: PrivacyHa
         .expect("read")
         .expect("found");
     assert_eq!(read.personal.as_ref().map(RawJson::get), Some(SOFIA));
-    assert_eq!(all(h.store()).await.len(), 2);
+    assert_eq!(
+        all(h.store()).await.len(),
+        4,
+        "three appends and a $subjectForgotten"
+    );
 }
 
 /// KEK rotations racing appends (some for subjects with keys, some making new keys):
