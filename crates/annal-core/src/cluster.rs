@@ -27,7 +27,7 @@ use crate::append::{AppendRequest, ExpectedVersion, NewEvent, Transaction};
 use crate::checkpoint::CheckpointWrite;
 use crate::error::{Error, Result};
 use crate::event::{RawJson, Timestamp};
-use crate::lease::Lease;
+use crate::lease::{Lease, LeaseFence};
 use crate::read::Direction;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
@@ -119,6 +119,10 @@ pub struct ClusterView {
     pub epoch: Option<u64>,
     /// Whether the store keeps nodes (a cluster is possible) or this node is alone.
     pub shared: bool,
+    /// While this node leads a shared store: its leader lease as a fence, which the
+    /// writes only the leader may make (persistent-subscription checkpoints) carry, so
+    /// a node deposed meanwhile writes none of them.
+    pub fence: Option<LeaseFence>,
 }
 
 impl ClusterView {
@@ -137,6 +141,7 @@ impl ClusterView {
             leader: Some(me.instance_id),
             epoch: None,
             shared: false,
+            fence: None,
         }
     }
 
@@ -348,6 +353,11 @@ impl Member {
                 holder.filter(|h| *h != self.me.instance_id)
             };
             v.epoch = if leading { self.epoch } else { None };
+            v.fence = if leading {
+                self.lease.as_ref().map(Lease::fence)
+            } else {
+                None
+            };
         });
     }
 

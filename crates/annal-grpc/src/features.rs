@@ -223,6 +223,7 @@ mod tests {
             leader: Some(b.instance_id),
             epoch: None,
             shared: true,
+            fence: None,
         };
         let mine = EndPoint {
             address: "localhost".into(),

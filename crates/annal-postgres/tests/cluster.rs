@@ -249,3 +249,44 @@ async fn a_deposed_leader_cannot_write_an_epoch() {
         .expect("the holder writes its epoch");
     assert_eq!(record.epoch_number, 0);
 }
+
+/// The leader's view carries its lease as a fence (what persistent-subscription
+/// checkpoints are written with): a write fenced by it is stored while the node leads,
+/// and refused once another node has taken the lease.
+#[tokio::test]
+async fn a_checkpoint_fenced_by_a_deposed_leaders_lease_is_refused() {
+    let Some((store, _guard)) = fresh().await else {
+        return;
+    };
+    let options = ClusterOptions { lease_ttl: TTL };
+    let a = Cluster::join(store.clone(), node("a", 1), options)
+        .await
+        .expect("a joins");
+    let mut wa = a.watch();
+    let v = until(&mut wa, Duration::from_secs(5), ClusterView::is_leader).await;
+    let fence = v.fence.clone().expect("a leader's view names its lease");
+    assert_eq!(fence.group, LEADER_GROUP);
+    assert_eq!(fence.owner, v.me.instance_id.to_string());
+    let write = |fence| annal_core::CheckpointWrite::new("$ps-billing", 1).fenced(fence);
+    store
+        .put_checkpoint(write(fence.clone()))
+        .await
+        .expect("stored while a leads");
+    let b = Cluster::join(store.clone(), node("b", 2), options)
+        .await
+        .expect("b joins");
+    let mut wb = b.watch();
+    // `a` dies holding the lease; `b` takes it once it lapses.
+    drop(a);
+    let vb = until(&mut wb, TTL * 4, ClusterView::is_leader).await;
+    let refused = store.put_checkpoint(write(fence)).await;
+    assert!(
+        matches!(refused, Err(Error::LeaseConflict { .. })),
+        "{refused:?}"
+    );
+    store
+        .put_checkpoint(write(vb.fence.expect("b's view names its lease")))
+        .await
+        .expect("the new leader's write is stored");
+    b.leave().await;
+}

@@ -31,6 +31,7 @@ async fn the_cluster_shows_every_node_with_the_lease_holder_as_leader() {
         leader: Some(b.instance_id),
         epoch: None,
         shared: true,
+        fence: None,
     };
     let (_keep, watch) = tokio::sync::watch::channel(view);
     let s = start(Config {

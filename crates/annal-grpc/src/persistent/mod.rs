@@ -63,6 +63,7 @@ macro_rules! source_of {
 // After `source_of!`, which they use.
 mod dashboard;
 mod dispatcher;
+mod fence;
 mod info;
 mod parking;
 mod read;

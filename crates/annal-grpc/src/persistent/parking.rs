@@ -133,15 +133,15 @@ impl Task {
         let Some(at) = self.engine.replay_marker_to_write() else {
             return;
         };
-        let def = self.engine.def();
-        match self
-            .store
-            .put_checkpoint(CheckpointWrite::new(def.replay_checkpoint_name(), at))
-            .await
-        {
+        let name = self.engine.def().replay_checkpoint_name();
+        let Some(write) = self.as_leader(CheckpointWrite::new(name, at)) else {
+            return;
+        };
+        match self.store.put_checkpoint(write).await {
             Ok(_) => self.engine.replay_marker_written(at),
             Err(e) => {
-                tracing::warn!(error = %e, group = %def.group, "could not record replayed parked events")
+                let group = &self.engine.def().group;
+                tracing::warn!(error = %e, group = %group, "could not record replayed parked events")
             }
         }
     }

@@ -201,7 +201,12 @@ impl Persistent {
         {
             return h.clone();
         }
-        let handle = task::spawn(self.store.clone(), def.clone(), self.shutdown.clone());
+        let handle = task::spawn(
+            self.store.clone(),
+            def.clone(),
+            self.shutdown.clone(),
+            self.cluster.clone(),
+        );
         if let Some(old) = running.insert(key, handle.clone()) {
             let _ = old.cmds.send(Cmd::Stop("the group was redefined".into()));
         }

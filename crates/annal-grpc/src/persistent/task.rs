@@ -6,11 +6,15 @@
 //! dispatcher wants events, waits for commits when caught up, and looks at message
 //! timeouts and due checkpoints every [`TICK`]. Stopping (a command, the service gone, or
 //! the server shutting down) writes the checkpoint before the consumers' calls end.
+//! In a cluster every checkpoint it writes carries the leader lease as its fence
+//! ([`super::fence`]): a node that lost the lease to another writes none.
 
 use super::dispatcher::{Consumer, Dispatcher, GroupFull, NackAction, Stats};
+use super::fence::LeaderFence;
 use super::registry::Definition;
 use super::settings::StartFrom;
 use crate::filter::EventFilter;
+use annal_core::cluster::ClusterView;
 use annal_core::streams::{self, StreamRead};
 use annal_core::{CheckpointWrite, Direction, Error, Filter, Store, Uuid};
 use std::sync::Arc;
@@ -51,11 +55,13 @@ pub(crate) struct Handle {
     pub(crate) exited: watch::Receiver<()>,
 }
 
-/// Starts the task of `def`'s group; `shutdown` turning true stops it.
+/// Starts the task of `def`'s group; `shutdown` turning true stops it. In a `cluster`
+/// its checkpoints carry the leader lease ([`LeaderFence`]).
 pub(crate) fn spawn(
     store: Arc<dyn Store>,
     def: Definition,
     shutdown: watch::Receiver<bool>,
+    cluster: Option<watch::Receiver<ClusterView>>,
 ) -> Handle {
     let (cmds, rx) = mpsc::unbounded_channel();
     let (exit, exited) = watch::channel(());
@@ -74,6 +80,7 @@ pub(crate) fn spawn(
         engine: Dispatcher::new(def, filter),
         at_head: false,
         head_seen: 0,
+        fence: LeaderFence::new(cluster),
     };
     tokio::spawn(task.run(rx, shutdown, exit));
     handle
@@ -85,9 +92,16 @@ pub(crate) struct Task {
     pub(crate) engine: Dispatcher,
     at_head: bool,
     head_seen: u64,
+    /// What its checkpoint writes are fenced with.
+    fence: LeaderFence,
 }
 
 impl Task {
+    /// `write` fenced as this node may make it ([`LeaderFence`]); `None`: not at all.
+    pub(crate) fn as_leader(&mut self, write: CheckpointWrite) -> Option<CheckpointWrite> {
+        self.fence.apply(write)
+    }
+
     /// Loads the checkpoint and parked counts (once; retried until it works).
     pub(crate) async fn load(&mut self) -> Result<(), Error> {
         if self.engine.loaded() {
@@ -188,15 +202,15 @@ impl Task {
         let Some(at) = self.engine.checkpoint_to_write() else {
             return;
         };
-        let def = self.engine.def();
-        match self
-            .store
-            .put_checkpoint(CheckpointWrite::new(def.checkpoint_name(), at))
-            .await
-        {
+        let name = self.engine.def().checkpoint_name();
+        let Some(write) = self.as_leader(CheckpointWrite::new(name, at)) else {
+            return;
+        };
+        match self.store.put_checkpoint(write).await {
             Ok(_) => self.engine.checkpointed(at),
             Err(e) => {
-                tracing::warn!(error = %e, group = %def.group, "could not write a persistent subscription checkpoint")
+                let group = &self.engine.def().group;
+                tracing::warn!(error = %e, group = %group, "could not write a persistent subscription checkpoint")
             }
         }
     }
