@@ -422,6 +422,54 @@ fn projections_lists_each_checkpoint_with_status_lag_and_last_error() {
 }
 
 #[test]
+fn each_start_of_a_served_store_writes_the_next_epoch() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut first = common::serve(dir.path(), &[]);
+    let url = format!("http://127.0.0.1:{}", first.port);
+    let appended = annal(&["append", "--server", &url], ENROL);
+    assert!(appended.status.success(), "{}", text(&appended.stderr));
+    let head = appended_head(&appended.stdout);
+    assert!(
+        first.terminate(Duration::from_secs(20)),
+        "the server stops on SIGTERM"
+    );
+    let second = common::serve(dir.path(), &[]);
+    let url = format!("http://127.0.0.1:{}", second.port);
+    let read = annal(&["read", "--server", &url, "--aggregate", "$epochs"], "");
+    drop(second);
+    assert!(read.status.success(), "{}", text(&read.stderr));
+    let epochs: Vec<serde_json::Value> = text(&read.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON event"))
+        .collect();
+    assert_eq!(epochs.len(), 2, "one $epoch per start: {epochs:?}");
+    assert!(epochs.iter().all(|e| e["event_type"] == "$epoch"));
+    let (one, two) = (&epochs[0]["data"], &epochs[1]["data"]);
+    assert_eq!(
+        (&one["epochNumber"], &two["epochNumber"]),
+        (&0.into(), &1.into())
+    );
+    // The first term began on an empty store, the second where the first left it.
+    assert_eq!(one["epochPosition"], 0);
+    assert_eq!(one["prevEpochPosition"], -1);
+    assert_eq!(two["epochPosition"], head);
+    assert_eq!(two["prevEpochPosition"], one["epochPosition"]);
+    assert_eq!(epochs[1]["position"], head + 1);
+    assert_ne!(
+        one["leaderInstanceId"], two["leaderInstanceId"],
+        "a new instance id at every start"
+    );
+    // The CLI on the file itself starts no term.
+    let s = store(dir.path());
+    let more = annal(
+        &["append", "--store", &s],
+        ENROL.replace("family_123", "family_9").as_str(),
+    );
+    assert!(more.status.success(), "{}", text(&more.stderr));
+    assert_eq!(appended_head(&more.stdout), head + 3);
+}
+
+#[test]
 fn the_cli_talks_to_an_https_server_that_trusts_a_private_ca() {
     let dir = tempfile::tempdir().expect("dir");
     let (cert, key) = common::test_certificate(dir.path());

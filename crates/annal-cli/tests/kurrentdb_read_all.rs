@@ -350,3 +350,60 @@ async fn an_all_read_from_a_position_where_no_event_is_is_refused_as_an_invalid_
     .await;
     assert_eq!(from_zero.len(), every.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_appends_of_1000_events_read_back_whole_and_not_interleaved() {
+    let a = start();
+    let last = read_all(
+        &a.client,
+        &ReadAllOptions::default()
+            .position(StreamPosition::End)
+            .max_count(1),
+    )
+    .await;
+    let before = last[0].position;
+    let (one, two) = (stream("nonint"), stream("nonint"));
+    let append = |name: String| {
+        let client = a.client.clone();
+        async move {
+            let events: Vec<EventData> = (0..1000).map(|n| event("Ticked", n)).collect();
+            client
+                .append_to_stream(name.as_str(), &any(), events)
+                .await
+                .expect("append")
+        }
+    };
+    let (r1, r2) = tokio::join!(
+        tokio::spawn(append(one.clone())),
+        tokio::spawn(append(two.clone()))
+    );
+    let (r1, r2) = (r1.expect("task"), r2.expect("task"));
+    // From the previous last position, dropping it (as eventsourcing reads notifications).
+    let after: Vec<RecordedEvent> = read_all(
+        &a.client,
+        &ReadAllOptions::default()
+            .forwards()
+            .position(StreamPosition::Position(before))
+            .max_count(2001),
+    )
+    .await
+    .into_iter()
+    .filter(|e| e.position != before)
+    .take(2000)
+    .collect();
+    let names: Vec<&str> = after.iter().map(|e| e.stream_id()).collect();
+    assert_eq!(names.len(), 2000);
+    let (first, second) = names.split_at(1000);
+    assert!(
+        first.iter().all(|n| *n == first[0]) && second.iter().all(|n| *n == second[0]),
+        "each append is contiguous"
+    );
+    let mut both = [first[0], second[0]];
+    both.sort_unstable();
+    let mut want = [one.as_str(), two.as_str()];
+    want.sort_unstable();
+    assert_eq!(both, want, "both appends are read");
+    assert!(after.windows(2).all(|w| w[0].position < w[1].position));
+    let ends = [r1.position, r2.position];
+    assert!(ends.contains(&after[999].position) && ends.contains(&after[1999].position));
+}
