@@ -195,6 +195,8 @@ async fn answer_the_five_questions(page: &mut Page, port: u16) {
     page.click_link("billing_run_2024_10").await;
     page.wait_text("h1", "Correlation billing_run_2024_10")
         .await;
+    // The heading is drawn before the events are read; the graph once they are.
+    page.wait_text("#graph", "PortalAccessLocked").await;
     let nodes = page
         .eval("return [...document.querySelectorAll('#graph .node')].map(n => n.dataset.type)")
         .await;
