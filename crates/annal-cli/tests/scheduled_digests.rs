@@ -47,6 +47,14 @@ fn digests(dir: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// Waits (up to 5 s) until `dir` holds a digest.
+fn wait_for_a_digest(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while digests(dir).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The head of `store`, as `annal digest` reads it.
 fn head(store: &str) -> u64 {
     let out = annal(&["digest", "--store", store], "");
@@ -91,10 +99,7 @@ fn a_served_store_gets_digests_and_an_older_copy_of_it_is_refused() {
 
     let mut served = common::serve(&data, &["--digest-dir", kept_arg, "--digest-every", "1s"]);
     // Written at start, before anything else.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while digests(&kept).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_a_digest(&kept);
     // The head at start: the six events and the node's `$epoch`, written before it.
     let start = head(&store);
     assert!(start > 6, "the node's $epoch is in the log");
@@ -155,6 +160,8 @@ fn a_rewritten_history_is_refused_too() {
     let kept_arg = kept.to_str().expect("utf-8 path");
     append(&store, "family_1", 3);
     let mut served = common::serve(&data, &["--digest-dir", kept_arg]);
+    // The port is bound before the start digest is written: wait for it.
+    wait_for_a_digest(&kept);
     assert!(
         served.terminate(Duration::from_secs(10)),
         "stopped by SIGTERM"
