@@ -149,6 +149,20 @@ def test_all_subscription_excludes_system_events_by_default(client):
     assert not [e for e in got if e.type.startswith("$")]
 
 
+def test_all_subscription_that_excludes_nothing_meets_system_events_at_once(client):
+    # As on KurrentDB, the node's leadership term starts with a `$epoch` in `$epochs`,
+    # so a fresh server already holds a `$`-event before any client writes.
+    with client.subscribe_to_all(filter_exclude=(), timeout=DEADLINE) as sub:
+        (first,) = take(sub, 1)
+    assert (first.type, first.stream_name) == ("$epoch", "$epochs")
+    epoch = json.loads(first.data)
+    assert epoch["epochNumber"] == 0
+    assert epoch["prevEpochPosition"] == -1
+    assert epoch["epochId"] == str(first.id)
+    for field in ("epochPosition", "leaderInstanceId", "timeStamp"):
+        assert field in epoch, epoch
+
+
 def test_all_subscription_events_have_increasing_positions(client):
     type_ = unique("Sub")
     for _ in range(3):

@@ -20,6 +20,16 @@ fn store(dir: &Path) -> String {
     format!("sqlite:{}", dir.join("annal.db").display())
 }
 
+/// The head after an `annal append` run: the `last_position` of its last result line
+/// (a served store holds its `$epoch` before the first append, so this is not the
+/// number of events appended).
+fn appended_head(stdout: &[u8]) -> u64 {
+    let last = text(stdout);
+    let line: serde_json::Value =
+        serde_json::from_str(last.lines().last().expect("a result line")).expect("JSON");
+    line["last_position"].as_u64().expect("last_position")
+}
+
 #[test]
 fn append_prints_one_result_per_line_and_read_filters_them() {
     let dir = tempfile::tempdir().expect("dir");
@@ -334,12 +344,16 @@ fn append_read_and_verify_work_against_a_running_server() {
     drop(server);
     assert!(appended.status.success(), "{}", text(&appended.stderr));
     assert_eq!(text(&appended.stdout).lines().count(), 2);
+    let head = appended_head(&appended.stdout);
     let e: serde_json::Value = serde_json::from_str(text(&read.stdout).trim()).expect("one event");
     assert_eq!(
         (e["position"].as_u64(), e["event_type"].as_str()),
-        (Some(3), Some("PaymentReceived"))
+        (Some(head), Some("PaymentReceived"))
     );
-    assert_eq!(text(&verified.stdout).trim(), r#"{"ok":true,"checked":3}"#);
+    assert_eq!(
+        text(&verified.stdout).trim(),
+        format!(r#"{{"ok":true,"checked":{head}}}"#)
+    );
     assert_eq!(conflict.status.code(), Some(1));
     assert!(
         text(&conflict.stderr).contains("wrong expected version"),
@@ -365,7 +379,7 @@ fn append_read_and_verify_work_against_a_running_server() {
             p["position"].as_u64(),
             p["lag"].as_u64()
         ),
-        (Some("payments-projection"), Some(2), Some(1))
+        (Some("payments-projection"), Some(2), Some(head - 2))
     );
 }
 
@@ -408,6 +422,54 @@ fn projections_lists_each_checkpoint_with_status_lag_and_last_error() {
 }
 
 #[test]
+fn each_start_of_a_served_store_writes_the_next_epoch() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut first = common::serve(dir.path(), &[]);
+    let url = format!("http://127.0.0.1:{}", first.port);
+    let appended = annal(&["append", "--server", &url], ENROL);
+    assert!(appended.status.success(), "{}", text(&appended.stderr));
+    let head = appended_head(&appended.stdout);
+    assert!(
+        first.terminate(Duration::from_secs(20)),
+        "the server stops on SIGTERM"
+    );
+    let second = common::serve(dir.path(), &[]);
+    let url = format!("http://127.0.0.1:{}", second.port);
+    let read = annal(&["read", "--server", &url, "--aggregate", "$epochs"], "");
+    drop(second);
+    assert!(read.status.success(), "{}", text(&read.stderr));
+    let epochs: Vec<serde_json::Value> = text(&read.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON event"))
+        .collect();
+    assert_eq!(epochs.len(), 2, "one $epoch per start: {epochs:?}");
+    assert!(epochs.iter().all(|e| e["event_type"] == "$epoch"));
+    let (one, two) = (&epochs[0]["data"], &epochs[1]["data"]);
+    assert_eq!(
+        (&one["epochNumber"], &two["epochNumber"]),
+        (&0.into(), &1.into())
+    );
+    // The first term began on an empty store, the second where the first left it.
+    assert_eq!(one["epochPosition"], 0);
+    assert_eq!(one["prevEpochPosition"], -1);
+    assert_eq!(two["epochPosition"], head);
+    assert_eq!(two["prevEpochPosition"], one["epochPosition"]);
+    assert_eq!(epochs[1]["position"], head + 1);
+    assert_ne!(
+        one["leaderInstanceId"], two["leaderInstanceId"],
+        "a new instance id at every start"
+    );
+    // The CLI on the file itself starts no term.
+    let s = store(dir.path());
+    let more = annal(
+        &["append", "--store", &s],
+        ENROL.replace("family_123", "family_9").as_str(),
+    );
+    assert!(more.status.success(), "{}", text(&more.stderr));
+    assert_eq!(appended_head(&more.stdout), head + 3);
+}
+
+#[test]
 fn the_cli_talks_to_an_https_server_that_trusts_a_private_ca() {
     let dir = tempfile::tempdir().expect("dir");
     let (cert, key) = common::test_certificate(dir.path());
@@ -421,7 +483,11 @@ fn the_cli_talks_to_an_https_server_that_trusts_a_private_ca() {
     let untrusted = annal(&["verify", "--server", &url], "");
     drop(server);
     assert!(appended.status.success(), "{}", text(&appended.stderr));
-    assert_eq!(text(&verified.stdout).trim(), r#"{"ok":true,"checked":2}"#);
+    let head = appended_head(&appended.stdout);
+    assert_eq!(
+        text(&verified.stdout).trim(),
+        format!(r#"{{"ok":true,"checked":{head}}}"#)
+    );
     assert_eq!(
         untrusted.status.code(),
         Some(1),
@@ -523,6 +589,7 @@ fn a_backup_of_a_live_server_store_is_whole_and_a_stopped_server_leaves_no_wal()
     let url = format!("http://127.0.0.1:{}", server.port);
     let appended = annal(&["append", "--server", &url], &format!("{ENROL}\n{PAY}\n"));
     assert!(appended.status.success(), "{}", text(&appended.stderr));
+    let head = appended_head(&appended.stdout);
     let s = store(dir.path());
     let copy = dir.path().join("backup.db");
     let copy_text = copy.display().to_string();
@@ -533,7 +600,7 @@ fn a_backup_of_a_live_server_store_is_whole_and_a_stopped_server_leaves_no_wal()
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON line");
     assert_eq!(
         (line["events"].as_u64(), line["verified"].as_bool()),
-        (Some(3), Some(true))
+        (Some(head), Some(true))
     );
     assert!(
         !dir.path().join("backup.db-wal").exists(),
@@ -571,5 +638,8 @@ fn a_backup_of_a_live_server_store_is_whole_and_a_stopped_server_leaves_no_wal()
     let alone = tempfile::tempdir().expect("dir");
     std::fs::copy(dir.path().join("annal.db"), alone.path().join("annal.db")).expect("copy");
     let verified = annal(&["verify", "--store", &store(alone.path())], "");
-    assert_eq!(text(&verified.stdout).trim(), r#"{"ok":true,"checked":3}"#);
+    assert_eq!(
+        text(&verified.stdout).trim(),
+        format!(r#"{{"ok":true,"checked":{head}}}"#)
+    );
 }

@@ -15,7 +15,9 @@ async fn all_reads_forwards_in_commit_order_and_backwards_newest_first() {
     let a = start();
     mixed(&a).await;
     let forwards = read_all(&a.client, &ReadAllOptions::default()).await;
+    // A served store starts with the node's `$epoch` (a_fresh_servers_all_starts_with_its_epoch).
     let expected = [
+        "$epoch",
         "OrderPlaced",
         "InvoiceIssued",
         "OrderPaid",
@@ -34,7 +36,7 @@ async fn all_reads_forwards_in_commit_order_and_backwards_newest_first() {
     reversed.reverse();
     assert_eq!(types(&backwards), reversed);
     let limited = read_all(&a.client, &ReadAllOptions::default().max_count(2)).await;
-    assert_eq!(types(&limited), ["OrderPlaced", "InvoiceIssued"]);
+    assert_eq!(types(&limited), ["$epoch", "OrderPlaced"]);
 }
 
 #[tokio::test]
@@ -51,7 +53,7 @@ async fn all_reads_from_a_position_include_it_forwards_and_exclude_it_backwards(
     )
     .await;
     assert_eq!(forwards.first().map(|e| e.position), Some(p));
-    assert_eq!(forwards.len(), 4);
+    assert_eq!(forwards.len(), every.len() - 2);
     let backwards = read_all(
         &a.client,
         &ReadAllOptions::default()
@@ -152,7 +154,49 @@ async fn excluding_system_events_keeps_every_user_event() {
     let a = start();
     mixed(&a).await;
     let system = filtered(SubscriptionFilter::on_event_type().exclude_system_events());
-    assert_eq!(read_all(&a.client, &system).await.len(), 6);
+    let kept = read_all(&a.client, &system).await;
+    assert_eq!(kept.len(), 6);
+    assert!(kept.iter().all(|e| !e.event_type.starts_with('$')));
+    let every = read_all(&a.client, &ReadAllOptions::default()).await;
+    assert!(
+        every.len() > kept.len(),
+        "the $epoch is read without the filter"
+    );
+}
+
+#[tokio::test]
+async fn a_fresh_servers_all_starts_with_its_epoch() {
+    let a = start();
+    // Nothing written by a client: `$all` already holds the node's term, as on KurrentDB.
+    let every = read_all(&a.client, &ReadAllOptions::default()).await;
+    assert_eq!(types(&every), ["$epoch"], "{every:?}");
+    let epoch = &every[0];
+    assert_eq!(epoch.stream_id(), "$epochs");
+    assert_eq!(epoch.revision, 0);
+    let data: serde_json::Value = serde_json::from_slice(&epoch.data).expect("JSON");
+    assert_eq!(data["epochNumber"], 0);
+    assert_eq!(data["epochPosition"], 0);
+    assert_eq!(data["prevEpochPosition"], -1);
+    assert_eq!(
+        data["epochId"].as_str(),
+        Some(epoch.id.to_string().as_str())
+    );
+    for field in ["leaderInstanceId", "timeStamp"] {
+        assert!(data[field].is_string(), "{field} in {data}");
+    }
+    // The leader's instance id is the one Gossip and GET /v1/cluster show.
+    let cluster: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{}/v1/cluster", a.served.port))
+            .await
+            .expect("GET /v1/cluster")
+            .json()
+            .await
+            .expect("JSON");
+    assert_eq!(cluster["epoch"], 0, "{cluster}");
+    assert_eq!(
+        cluster["nodes"][0]["instance_id"], data["leaderInstanceId"],
+        "{cluster}"
+    );
 }
 
 /// The stream names of `events`, in order.
@@ -169,7 +213,9 @@ async fn a_stream_name_regex_includes_or_excludes_one_stream() {
         streams(read_all(&a.client, &include).await),
         [order.clone(), order.clone(), order.clone()]
     );
-    let exclude = filtered(SubscriptionFilter::on_stream_name().regex(format!("^(?!{order}$)")));
+    // As clients exclude system streams too: a negative look-ahead.
+    let exclude =
+        filtered(SubscriptionFilter::on_stream_name().regex(format!(r"^(?!({order}|\$.*)$)")));
     assert_eq!(
         streams(read_all(&a.client, &exclude).await),
         [invoice.clone(), invoice.clone(), invoice.clone()]
@@ -226,7 +272,7 @@ async fn a_read_that_outlasts_its_deadline_is_deadline_exceeded() {
         &ReadAllOptions::default().deadline(Duration::from_secs(30)),
     )
     .await;
-    assert_eq!(read.len(), 5_000);
+    assert_eq!(types(&read).iter().filter(|t| **t == "Line").count(), 5_000);
 }
 
 /// The error a `$all` read ends with (it must end with one).
@@ -303,4 +349,61 @@ async fn an_all_read_from_a_position_where_no_event_is_is_refused_as_an_invalid_
     )
     .await;
     assert_eq!(from_zero.len(), every.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_appends_of_1000_events_read_back_whole_and_not_interleaved() {
+    let a = start();
+    let last = read_all(
+        &a.client,
+        &ReadAllOptions::default()
+            .position(StreamPosition::End)
+            .max_count(1),
+    )
+    .await;
+    let before = last[0].position;
+    let (one, two) = (stream("nonint"), stream("nonint"));
+    let append = |name: String| {
+        let client = a.client.clone();
+        async move {
+            let events: Vec<EventData> = (0..1000).map(|n| event("Ticked", n)).collect();
+            client
+                .append_to_stream(name.as_str(), &any(), events)
+                .await
+                .expect("append")
+        }
+    };
+    let (r1, r2) = tokio::join!(
+        tokio::spawn(append(one.clone())),
+        tokio::spawn(append(two.clone()))
+    );
+    let (r1, r2) = (r1.expect("task"), r2.expect("task"));
+    // From the previous last position, dropping it (as eventsourcing reads notifications).
+    let after: Vec<RecordedEvent> = read_all(
+        &a.client,
+        &ReadAllOptions::default()
+            .forwards()
+            .position(StreamPosition::Position(before))
+            .max_count(2001),
+    )
+    .await
+    .into_iter()
+    .filter(|e| e.position != before)
+    .take(2000)
+    .collect();
+    let names: Vec<&str> = after.iter().map(|e| e.stream_id()).collect();
+    assert_eq!(names.len(), 2000);
+    let (first, second) = names.split_at(1000);
+    assert!(
+        first.iter().all(|n| *n == first[0]) && second.iter().all(|n| *n == second[0]),
+        "each append is contiguous"
+    );
+    let mut both = [first[0], second[0]];
+    both.sort_unstable();
+    let mut want = [one.as_str(), two.as_str()];
+    want.sort_unstable();
+    assert_eq!(both, want, "both appends are read");
+    assert!(after.windows(2).all(|w| w[0].position < w[1].position));
+    let ends = [r1.position, r2.position];
+    assert!(ends.contains(&after[999].position) && ends.contains(&after[1999].position));
 }

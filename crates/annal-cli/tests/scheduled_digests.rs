@@ -47,6 +47,21 @@ fn digests(dir: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// Waits (up to 5 s) until `dir` holds a digest.
+fn wait_for_a_digest(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while digests(dir).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The head of `store`, as `annal digest` reads it.
+fn head(store: &str) -> u64 {
+    let out = annal(&["digest", "--store", store], "");
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).expect("digest");
+    d["position"].as_u64().expect("position")
+}
+
 /// Starts `annal serve --digest-dir KEPT` on DATA, which must refuse (exit 1) before
 /// serving; what it said.
 fn refused_to_serve(data: &Path, kept: &Path) -> String {
@@ -84,22 +99,22 @@ fn a_served_store_gets_digests_and_an_older_copy_of_it_is_refused() {
 
     let mut served = common::serve(&data, &["--digest-dir", kept_arg, "--digest-every", "1s"]);
     // Written at start, before anything else.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while digests(&kept).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(digests(&kept), [6], "a digest of the head at start");
+    wait_for_a_digest(&kept);
+    // The head at start: the six events and the node's `$epoch`, written before it.
+    let start = head(&store);
+    assert!(start > 6, "the node's $epoch is in the log");
+    assert_eq!(digests(&kept), [start], "a digest of the head at start");
     // Another process appends; the schedule writes it down; an unmoved head is not
     // written again.
     append(&store, "family_3", 2);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while digests(&kept) != [6, 8] && Instant::now() < deadline {
+    while digests(&kept) != [start, start + 2] && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(1_500));
     assert_eq!(
         digests(&kept),
-        [6, 8],
+        [start, start + 2],
         "one more digest once the head moved"
     );
     append(&store, "family_4", 1);
@@ -107,9 +122,13 @@ fn a_served_store_gets_digests_and_an_older_copy_of_it_is_refused() {
         served.terminate(Duration::from_secs(10)),
         "stopped by SIGTERM"
     );
-    assert_eq!(digests(&kept).last(), Some(&9), "a last digest at shutdown");
+    assert_eq!(
+        digests(&kept).last(),
+        Some(&(start + 3)),
+        "a last digest at shutdown"
+    );
 
-    // The store put back to an older copy: its tail (positions 4 to 9) is gone.
+    // The store put back to an older copy: its tail (positions 4 and on) is gone.
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
@@ -127,10 +146,8 @@ fn a_served_store_gets_digests_and_an_older_copy_of_it_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    // Nothing was written to the refused store.
-    let out = annal(&["digest", "--store", &store], "");
-    let d: serde_json::Value = serde_json::from_slice(&out.stdout).expect("digest");
-    assert_eq!(d["position"], 3);
+    // Nothing was written to the refused store (no `$epoch` either).
+    assert_eq!(head(&store), 3);
 }
 
 #[test]
@@ -143,15 +160,19 @@ fn a_rewritten_history_is_refused_too() {
     let kept_arg = kept.to_str().expect("utf-8 path");
     append(&store, "family_1", 3);
     let mut served = common::serve(&data, &["--digest-dir", kept_arg]);
+    // The port is bound before the start digest is written: wait for it.
+    wait_for_a_digest(&kept);
     assert!(
         served.terminate(Duration::from_secs(10)),
         "stopped by SIGTERM"
     );
-    assert_eq!(digests(&kept), [3]);
+    // The three events and the node's `$epoch`.
+    let length = head(&store);
+    assert_eq!(digests(&kept), [length]);
 
     // Another store of the same length: a history written anew.
     std::fs::remove_dir_all(&data).expect("remove the store");
-    append(&store, "family_9", 3);
+    append(&store, "family_9", u32::try_from(length).expect("small"));
     let stderr = refused_to_serve(&data, &kept);
     assert!(stderr.contains("rewritten"), "{stderr}");
 }

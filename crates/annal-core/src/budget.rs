@@ -2,8 +2,11 @@
 //! so that what it holds for a client that stops reading stays about one budget.
 //!
 //! Invariants: a page asks for at least one event and at most `max`; after a page, the
-//! next asks for as many events as the budget fits at that page's average size; the
-//! first page, before any size is known, asks for `first`. Across the process, the
+//! next asks for as many events as the budget fits at that page's average size, but at
+//! most twice as many as that page held, so small events before large ones (a served
+//! store's `$epoch` at position 1, then documents of 1 MiB) cost a page of twice the
+//! small page's count, not `max` large events; the first page, before any size is
+//! known, asks for [`FIRST_PAGE`]. Across the process, the
 //! pages read ahead and not yet handed to the network ([`Held`]) are counted; while
 //! they reach the process's cap ([`set_cap`]), every page asks for one event, so past
 //! the cap memory grows by at most one event per client, and every client still
@@ -54,6 +57,8 @@ pub const PAGE_BYTES: usize = 512 * 1024;
 /// events held 16 MiB, and 200 of them arriving together passed the process's cap
 /// fivefold before any page was counted). The second page is sized by the first.
 pub const FIRST_PAGE: usize = 1;
+/// How many times larger (in events) a page may be than the page before it.
+pub const GROWTH: usize = 2;
 /// What an event costs beyond its data and metadata (ids, names, times, hash), as an
 /// estimate for [`event_bytes`].
 const EVENT_OVERHEAD: usize = 256;
@@ -93,7 +98,9 @@ impl PageBudget {
             return;
         }
         let average = bytes.div_ceil(events).max(1);
-        self.next = (self.bytes / average).clamp(1, self.max);
+        self.next = (self.bytes / average)
+            .min(events.saturating_mul(GROWTH))
+            .clamp(1, self.max);
     }
 
     /// Learns from a page of events ([`event_bytes`] each).
@@ -121,7 +128,7 @@ mod tests {
         assert_eq!(b.events(), PAGE_BYTES / 100_000);
         b.observe_bytes(1, 10 * PAGE_BYTES);
         assert_eq!(b.events(), 1, "an event over the budget still goes, alone");
-        b.observe_bytes(100, 100);
+        b.observe_bytes(600, 600);
         assert_eq!(b.events(), 1000, "small events: the most a page may hold");
         b.observe_bytes(0, 0);
         assert_eq!(b.events(), 1000, "an empty page teaches nothing");
@@ -129,9 +136,29 @@ mod tests {
     }
 
     #[test]
+    fn a_page_is_at_most_twice_the_one_before_so_small_events_cannot_pull_in_many_large_ones() {
+        let mut b = PageBudget::new(1000);
+        b.observe_bytes(1, 300);
+        assert_eq!(b.events(), 2, "one small event: a page of two next");
+        b.observe_bytes(2, 2 * 1024 * 1024);
+        assert_eq!(b.events(), 1, "two events of 1 MiB: one at a time");
+        let mut pages = 0;
+        let mut small = PageBudget::new(1000);
+        while small.events() < 1000 {
+            let n = small.events();
+            small.observe_bytes(n, n * 300);
+            pages += 1;
+        }
+        assert_eq!(
+            pages, 10,
+            "small events reach the most a page holds by doubling"
+        );
+    }
+
+    #[test]
     fn at_the_process_cap_every_page_asks_for_one_event_until_pages_are_let_go() {
         let mut b = PageBudget::new(1000);
-        b.observe_bytes(100, 100);
+        b.observe_bytes(600, 600);
         assert_eq!(b.events(), 1000);
         let held = Held::new(DEFAULT_CAP);
         assert_eq!(b.events(), 1, "at the cap");

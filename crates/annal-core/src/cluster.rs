@@ -16,8 +16,11 @@
 //!   stream's exact version and a checkpoint write fenced by the new lease, so only the
 //!   lease's holder can write it and epoch numbers are 0, 1, 2, … without gaps;
 //! - a node is leader (in its own view) only once its term's `$epoch` is stored;
-//! - on a store that keeps no nodes or leases (SQLite, an HTTP store), the node is alone
-//!   and its own leader, and writes no `$epoch`.
+//! - on a store that keeps no nodes (SQLite), the node is alone and its own leader: its
+//!   term is its run, so joining writes one `$epoch` ([`start_term_alone`], the same
+//!   record at the stream's exact version, with no lease to fence) before it answers;
+//!   a store that cannot take it then (a full disk) gets it as soon as it can, and the
+//!   view's epoch is unknown until it is stored.
 //!
 //! Timing: every `ttl / 4` a node sends its heartbeat, renews the lease it holds, or
 //! tries to take it. A leader that dies leaves a lease with at most `ttl` to run, so
@@ -43,7 +46,8 @@ pub const EPOCHS_STREAM: &str = "$epochs";
 /// The event type of a term's start.
 pub const EPOCH_EVENT: &str = "$epoch";
 /// The checkpoint the `$epoch` write moves, fenced by the new leader's lease: its
-/// position is the head when the current term began.
+/// position is the head when the current term began. A node alone (no lease) writes
+/// none.
 pub const LEADER_CHECKPOINT: &str = "$leader";
 /// The default time-to-live of a heartbeat and of the leader lease.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
@@ -210,7 +214,8 @@ pub struct Cluster {
 impl Cluster {
     /// Joins the cluster of `store` as `me`: registers once (so a name already used by
     /// a live node fails here, with [`Error::InvalidRequest`]), then keeps the membership in a
-    /// task. On a store that keeps no nodes, `me` is alone and its own leader.
+    /// task. On a store that keeps no nodes, `me` is alone and its own leader, and its
+    /// term starts here ([`Cluster::alone`]).
     pub async fn join(
         store: Arc<dyn Store>,
         me: NodeRegistration,
@@ -219,14 +224,7 @@ impl Cluster {
         crate::lease::check_ttl(options.lease_ttl, false)?;
         let nodes = match store.register_node(&me, options.lease_ttl).await {
             Ok(nodes) => nodes,
-            Err(Error::Unsupported { .. }) => {
-                let (_, view) = watch::channel(ClusterView::alone(&me));
-                return Ok(Self {
-                    view,
-                    stop: None,
-                    task: None,
-                });
-            }
+            Err(Error::Unsupported { .. }) => return Ok(Self::alone(store, me, options).await),
             Err(e) => return Err(e),
         };
         let mut first = ClusterView::alone(&me);
@@ -253,6 +251,33 @@ impl Cluster {
             stop: Some(stop),
             task: Some(task),
         })
+    }
+
+    /// `me` alone on `store`: its term starts now. Its `$epoch` is written before this
+    /// answers; if the store cannot take it (a full disk), the node serves anyway, its
+    /// epoch unknown, and a task writes it every `ttl / 4` until it is stored.
+    async fn alone(store: Arc<dyn Store>, me: NodeRegistration, options: ClusterOptions) -> Self {
+        let (tx, view) = watch::channel(ClusterView::alone(&me));
+        let first = match start_term_alone(store.as_ref(), me.instance_id).await {
+            Ok(epoch) => epoch,
+            Err(e) => {
+                tracing::error!(error = %e, "could not write this node's $epoch; retrying");
+                let (stop, stopped) = tokio::sync::oneshot::channel();
+                let task = tokio::spawn(retry_alone(store, me, options.lease_ttl / 4, tx, stopped));
+                return Self {
+                    view,
+                    stop: Some(stop),
+                    task: Some(task),
+                };
+            }
+        };
+        tracing::info!(node = %me.name, epoch = first.epoch_number, "leading, alone");
+        tx.send_modify(|v| v.epoch = Some(first.epoch_number));
+        Self {
+            view,
+            stop: None,
+            task: None,
+        }
     }
 
     /// The view, kept up to date.
@@ -425,6 +450,30 @@ impl Member {
     }
 }
 
+/// Writes the `$epoch` of `me`, alone, every `every` until it is stored or `stopped`.
+async fn retry_alone(
+    store: Arc<dyn Store>,
+    me: NodeRegistration,
+    every: Duration,
+    view: watch::Sender<ClusterView>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = &mut stopped => return,
+        }
+        match start_term_alone(store.as_ref(), me.instance_id).await {
+            Ok(epoch) => {
+                tracing::info!(node = %me.name, epoch = epoch.epoch_number, "leading, alone");
+                view.send_modify(|v| v.epoch = Some(epoch.epoch_number));
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "could not write this node's $epoch yet"),
+        }
+    }
+}
+
 /// Attempts at writing a term's `$epoch` when the stream moved meanwhile.
 const EPOCH_RETRIES: usize = 4;
 
@@ -435,6 +484,23 @@ pub async fn start_term(store: &dyn Store, lease: &Lease) -> Result<EpochRecord>
         .owner
         .parse()
         .map_err(|_| Error::invalid("owner", "the leader lease's owner is an instance id"))?;
+    write_epoch(store, leader, Some(lease.fence())).await
+}
+
+/// Writes the `$epoch` event that starts the term of `leader`, a node alone on its store
+/// (no lease: nobody else leads it), and answers it.
+pub async fn start_term_alone(store: &dyn Store, leader: Uuid) -> Result<EpochRecord> {
+    write_epoch(store, leader, None).await
+}
+
+/// Appends the next `$epoch` at the stream's exact version (retried when another term
+/// started meanwhile); with a fence, in one transaction with [`LEADER_CHECKPOINT`]
+/// fenced by it, so a node that lost the lease writes nothing.
+async fn write_epoch(
+    store: &dyn Store,
+    leader: Uuid,
+    fence: Option<LeaseFence>,
+) -> Result<EpochRecord> {
     for _ in 0..EPOCH_RETRIES {
         let last = store
             .read_aggregate(EPOCHS_STREAM, Direction::Backward, None, 1)
@@ -469,7 +535,9 @@ pub async fn start_term(store: &dyn Store, lease: &Lease) -> Result<EpochRecord>
         append.user_id = Some(format!("$node:{leader}"));
         let transaction = Transaction {
             appends: vec![append],
-            checkpoint: Some(CheckpointWrite::new(LEADER_CHECKPOINT, head).fenced(lease.fence())),
+            checkpoint: fence
+                .clone()
+                .map(|f| CheckpointWrite::new(LEADER_CHECKPOINT, head).fenced(f)),
         };
         match store.transact(transaction).await {
             Ok(_) => return Ok(record),

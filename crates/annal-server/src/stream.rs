@@ -11,7 +11,7 @@
 
 use crate::AppState;
 use crate::problem::{Problem, store_failed};
-use annal_core::budget::{FIRST_PAGE, Held, PageBudget, event_bytes};
+use annal_core::budget::{FIRST_PAGE, Held, PAGE_BYTES, PageBudget, event_bytes};
 use annal_core::{Filter, RecordedEvent, Store};
 use axum::body::{Body, Bytes};
 use axum::http::header;
@@ -22,6 +22,9 @@ use std::time::Duration;
 
 /// Most events read from the store per internal page.
 const CHUNK: usize = 1000;
+/// Most reads of the first internal page of `GET /v1/events` (doubling from one event,
+/// enough to reach [`CHUNK`] small events).
+const FIRST_READS: usize = 12;
 /// How long a subscription waits for a commit before checking for shutdown again.
 const LIVE_WAIT: Duration = Duration::from_secs(5);
 
@@ -45,20 +48,28 @@ pub async fn events_body(
     filter: Filter,
 ) -> Result<Response, Problem> {
     let chunk = limit.min(CHUNK);
-    // The first page is read before the answer starts, so that a failing store or a
-    // corrupt event in it is a proper error response. Event sizes are unknown: one event
-    // first, then as many more as the page's byte budget allows at its size.
+    // The first internal page is read before the answer starts, so that a failing store
+    // or a corrupt event in it is a proper error response. Event sizes are unknown: one
+    // event first, then pages as the byte budget allows, each at most twice the one
+    // before ([`PageBudget`]), until it holds about a page's bytes or `chunk` events.
     let mut first = store
         .read_all(after, chunk.min(FIRST_PAGE), &filter)
         .await?;
     let mut more = first.len() == chunk.min(FIRST_PAGE);
-    if more && first.len() < chunk {
-        let mut sizing = PageBudget::new(chunk);
-        sizing.observe_bytes(first.len(), first.iter().map(event_bytes).sum());
+    let mut sizing = PageBudget::new(chunk);
+    let mut bytes: usize = first.iter().map(event_bytes).sum();
+    sizing.observe_bytes(first.len(), bytes);
+    for _ in 0..FIRST_READS {
+        if !more || first.len() >= chunk || bytes >= PAGE_BYTES {
+            break;
+        }
         let want = (chunk - first.len()).min(sizing.events());
         let from = first.last().map_or(after, |e| e.position);
         let rest = store.read_all(from, want, &filter).await?;
         more = rest.len() == want;
+        let read: usize = rest.iter().map(event_bytes).sum();
+        sizing.observe_bytes(rest.len(), read);
+        bytes += read;
         first.extend(rest);
     }
     let head = serialise(&first, true)

@@ -178,3 +178,62 @@ async fn large_pages_stream_and_say_where_the_next_starts() {
     assert_eq!(r["events"].as_array().map(Vec::len), Some(2500));
     assert!(r["next_after_position"].is_null());
 }
+
+/// Two appends of 1,000 events each to their own aggregate, sent at once: a page of the
+/// log after the head before them holds both, each whole and contiguous, in order.
+async fn check_two_concurrent_appends_are_each_contiguous(b: &str) {
+    let c = Client::new();
+    let (_, head) = get(&c, &format!("{b}/v1/head")).await;
+    let before = head["position"].as_u64().expect("head position");
+    let append = |name: &'static str| {
+        let (c, b) = (c.clone(), b.to_owned());
+        tokio::spawn(async move {
+            let events: Vec<Value> = (0..1000)
+                .map(|n| json!({"event_type": "Ticked", "data": {"n": n}}))
+                .collect();
+            let (st, r) = post(
+                &c,
+                &format!("{b}/v1/streams/{name}"),
+                &family(json!("no_stream"), json!(events)),
+            )
+            .await;
+            assert_eq!(st, StatusCode::CREATED, "{r}");
+        })
+    };
+    let (one, two) = tokio::join!(append("ticker-1"), append("ticker-2"));
+    one.expect("first append");
+    two.expect("second append");
+    let (_, page) = get(
+        &c,
+        &format!("{b}/v1/events?after_position={before}&limit=2000"),
+    )
+    .await;
+    let events = page["events"].as_array().expect("events");
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|e| e["aggregate_id"].as_str().expect("aggregate_id"))
+        .collect();
+    assert_eq!(ids.len(), 2000);
+    let (first, second) = ids.split_at(1000);
+    assert!(
+        first.iter().all(|i| *i == first[0]) && second.iter().all(|i| *i == second[0]),
+        "each append is contiguous"
+    );
+    assert_ne!(first[0], second[0], "both appends are in the page");
+    let positions: Vec<u64> = events
+        .iter()
+        .map(|e| e["position"].as_u64().expect("position"))
+        .collect();
+    assert!(
+        positions
+            .iter()
+            .zip(before + 1..)
+            .all(|(p, want)| *p == want)
+    );
+}
+
+on_both_stores!(
+    two_concurrent_appends_of_1000_events_are_each_contiguous_in_the_log,
+    two_concurrent_appends_of_1000_events_are_each_contiguous_in_the_log_on_postgres,
+    check_two_concurrent_appends_are_each_contiguous
+);

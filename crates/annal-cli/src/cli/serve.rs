@@ -8,8 +8,9 @@
 //!
 //! Cluster: on a store that keeps nodes (PostgreSQL) the server joins the store's
 //! cluster (`annal::cluster`) under `--node-name`, at its advertised address; one node
-//! holds the leader lease and runs the persistent subscriptions. Elsewhere it is alone
-//! and its own leader.
+//! holds the leader lease and runs the persistent subscriptions. Elsewhere (SQLite) it is
+//! alone and its own leader from its start: each start writes its term's `$epoch`
+//! before serving (after the digest check, which must see the store as it was).
 //!
 //! Shutdown: SIGTERM or Ctrl-C stops accepting connections, ends subscriptions, lets
 //! in-flight requests (appends) finish, leaves the cluster (giving the leader lease up,
@@ -172,14 +173,12 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
     };
     let store = args.store.open(args.limits.limits()).await?;
     let (listen, listeners) = bind(&addresses).await?;
-    let digest_task = match &args.digest_dir {
+    // Checked before anything is written: joining the cluster may write a `$epoch`.
+    let checked = match &args.digest_dir {
         Some(dir) => {
             let dir = DigestDir::new(dir.clone());
             let last = digests::check_before_serving(store.as_ref(), &dir).await?;
-            let last = digests::write_if_moved(store.as_ref(), &dir, last).await?;
-            let (stop, stopped) = tokio::sync::oneshot::channel();
-            let task = digests::spawn(store.clone(), dir, args.digest_every, last, stopped);
-            Some((stop, task))
+            Some((dir, last))
         }
         None => None,
     };
@@ -201,6 +200,16 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         },
     )
     .await?;
+    // The digest at start is taken once this node's `$epoch` (alone) is written.
+    let digest_task = match checked {
+        Some((dir, last)) => {
+            let last = digests::write_if_moved(store.as_ref(), &dir, last).await?;
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let task = digests::spawn(store.clone(), dir, args.digest_every, last, stopped);
+            Some((stop, task))
+        }
+        None => None,
+    };
     let config = Config {
         cluster: Some(cluster.watch()),
         max_body_bytes: args.max_body_bytes,
