@@ -10,18 +10,20 @@ use std::collections::HashMap;
 
 /// Checks `store` against the appends acknowledged so far; `what` names the round.
 pub async fn check(store: &dyn Store, acked: &[AppendResult], what: &str) {
-    let head = store.head(&[]).await.expect("head");
-    let mut log = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store
-            .read_all(after, 5000, &Filter::default())
-            .await
-            .expect("read");
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        log.extend(page);
+    // A killed client's last COMMIT may still land after it died (PostgreSQL finishes
+    // a transaction whose COMMIT it received): read until the head stays put around a
+    // whole read of the log.
+    let mut settled = None;
+    for _ in 0..20 {
+        let head = store.head(&[]).await.expect("head");
+        let log = read_log(store).await;
+        if store.head(&[]).await.expect("head") == head {
+            settled = Some((head, log));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let (head, log) = settled.unwrap_or_else(|| panic!("{what}: the head never settled"));
     assert_eq!(log.len() as u64, head, "{what}: positions are contiguous");
     for (i, e) in log.iter().enumerate() {
         assert_eq!(e.position, i as u64 + 1, "{what}: no gap in positions");
@@ -60,6 +62,22 @@ pub async fn check(store: &dyn Store, acked: &[AppendResult], what: &str) {
     }
     let report = store.verify(None, None).await.expect("verify");
     assert!(report.ok, "{what}: chain verifies: {report:?}");
+}
+
+/// The whole log, in pages.
+async fn read_log(store: &dyn Store) -> Vec<annal::RecordedEvent> {
+    let mut log = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .read_all(after, 5000, &Filter::default())
+            .await
+            .expect("read");
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        log.extend(page);
+    }
+    log
 }
 
 /// The events of one batch, as a JSON array: `n` events of batch `batch`, each with its
