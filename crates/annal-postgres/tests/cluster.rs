@@ -56,6 +56,29 @@ async fn until(
     }
 }
 
+/// Node `a` joins and leads, then `b` joins and sees it lead: `a`, `a`'s view as
+/// leader, `b`, and `b`'s view.
+async fn a_leads_b_follows(
+    store: &Arc<dyn Store>,
+) -> (Cluster, ClusterView, Cluster, watch::Receiver<ClusterView>) {
+    let options = ClusterOptions { lease_ttl: TTL };
+    let a = Cluster::join(store.clone(), node("a", 1), options)
+        .await
+        .expect("a joins");
+    let mut wa = a.watch();
+    let leading = until(&mut wa, Duration::from_secs(5), ClusterView::is_leader).await;
+    let b = Cluster::join(store.clone(), node("b", 2), options)
+        .await
+        .expect("b joins");
+    let mut wb = b.watch();
+    until(&mut wb, Duration::from_secs(5), |v| {
+        v.nodes.len() == 2 && v.leader.is_some()
+    })
+    .await;
+    assert!(!wb.borrow().is_leader(), "a came first and leads");
+    (a, leading, b, wb)
+}
+
 async fn epochs(store: &dyn Store) -> Vec<EpochRecord> {
     store
         .read_aggregate(EPOCHS_STREAM, Direction::Forward, None, 100)
@@ -178,21 +201,7 @@ async fn when_the_leader_stops_another_node_takes_the_lease_and_starts_the_next_
     let Some((store, _guard)) = fresh().await else {
         return;
     };
-    let options = ClusterOptions { lease_ttl: TTL };
-    let a = Cluster::join(store.clone(), node("a", 1), options)
-        .await
-        .expect("a joins");
-    let mut wa = a.watch();
-    until(&mut wa, Duration::from_secs(5), ClusterView::is_leader).await;
-    let b = Cluster::join(store.clone(), node("b", 2), options)
-        .await
-        .expect("b joins");
-    let mut wb = b.watch();
-    until(&mut wb, Duration::from_secs(5), |v| {
-        v.nodes.len() == 2 && v.leader.is_some()
-    })
-    .await;
-    assert!(!wb.borrow().is_leader(), "a came first and leads");
+    let (a, _, b, mut wb) = a_leads_b_follows(&store).await;
     // Events appended meanwhile: the next term begins after them.
     store
         .append(
@@ -258,12 +267,7 @@ async fn a_checkpoint_fenced_by_a_deposed_leaders_lease_is_refused() {
     let Some((store, _guard)) = fresh().await else {
         return;
     };
-    let options = ClusterOptions { lease_ttl: TTL };
-    let a = Cluster::join(store.clone(), node("a", 1), options)
-        .await
-        .expect("a joins");
-    let mut wa = a.watch();
-    let v = until(&mut wa, Duration::from_secs(5), ClusterView::is_leader).await;
+    let (a, v, b, mut wb) = a_leads_b_follows(&store).await;
     let fence = v.fence.clone().expect("a leader's view names its lease");
     assert_eq!(fence.group, LEADER_GROUP);
     assert_eq!(fence.owner, v.me.instance_id.to_string());
@@ -272,10 +276,6 @@ async fn a_checkpoint_fenced_by_a_deposed_leaders_lease_is_refused() {
         .put_checkpoint(write(fence.clone()))
         .await
         .expect("stored while a leads");
-    let b = Cluster::join(store.clone(), node("b", 2), options)
-        .await
-        .expect("b joins");
-    let mut wb = b.watch();
     // `a` dies holding the lease; `b` takes it once it lapses.
     drop(a);
     let vb = until(&mut wb, TTL * 4, ClusterView::is_leader).await;

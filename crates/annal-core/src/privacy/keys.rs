@@ -220,13 +220,18 @@ mod tests {
         Keyring::from_bytes([b; 32])
     }
 
+    /// A new key row for `family_1` under `keys`' KEK.
+    fn new_row(keys: &Keys) -> SubjectKey {
+        keys.current()
+            .new_key("family_1", Timestamp::now())
+            .expect("key")
+            .1
+    }
+
     #[test]
     fn a_cached_key_is_not_served_once_its_row_lost_the_wrapped_key() {
         let keys = Keys::new(kek(1));
-        let (_, row) = keys
-            .current()
-            .new_key("family_1", Timestamp::now())
-            .expect("key");
+        let row = new_row(&keys);
         assert!(keys.data_key(&row).expect("unwrap").is_some());
         let forgotten = SubjectKey {
             wrapped: None,
@@ -242,17 +247,11 @@ mod tests {
     #[test]
     fn a_cached_key_is_served_only_for_the_wrapped_key_it_came_from() {
         let keys = Keys::new(kek(1));
-        let (_, row) = keys
-            .current()
-            .new_key("family_1", Timestamp::now())
-            .expect("key");
+        let row = new_row(&keys);
         assert!(keys.data_key(&row).expect("unwrap").is_some());
         // Another wrapped key under the same id (a tampered row): unwrapped afresh, and
         // refused, not answered from the cache.
-        let (_, other) = keys
-            .current()
-            .new_key("family_1", Timestamp::now())
-            .expect("key");
+        let other = new_row(&keys);
         let swapped = SubjectKey {
             wrapped: other.wrapped,
             ..row

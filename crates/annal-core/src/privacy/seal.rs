@@ -335,28 +335,23 @@ mod tests {
     /// alg, subjects, keys, nonces, ciphertext.
     type Parts = (String, Vec<String>, Vec<String>, Vec<String>, String);
 
-    fn parsed(text: &str) -> Option<Parts> {
-        let s: Stored<'_> = serde_json::from_str(text).ok()?;
+    fn parts(s: Stored<'_>) -> Parts {
         let own = |v: Vec<Cow<'_, str>>| v.into_iter().map(Cow::into_owned).collect();
-        Some((
+        (
             s.alg.into_owned(),
             own(s.subjects),
             own(s.keys),
             own(s.nonces),
             s.ciphertext.into_owned(),
-        ))
+        )
+    }
+
+    fn parsed(text: &str) -> Option<Parts> {
+        serde_json::from_str(text).ok().map(parts)
     }
 
     fn fast(text: &str) -> Option<Parts> {
-        let s = Stored::canonical(text)?;
-        let own = |v: Vec<Cow<'_, str>>| v.into_iter().map(Cow::into_owned).collect();
-        Some((
-            s.alg.into_owned(),
-            own(s.subjects),
-            own(s.keys),
-            own(s.nonces),
-            s.ciphertext.into_owned(),
-        ))
+        Stored::canonical(text).map(parts)
     }
 
     #[test]
