@@ -134,7 +134,7 @@ impl Task {
             return;
         };
         let name = self.engine.def().replay_checkpoint_name();
-        let Some(write) = self.as_leader(CheckpointWrite::new(name, at)) else {
+        let Some(write) = self.fence.apply(CheckpointWrite::new(name, at)) else {
             return;
         };
         match self.store.put_checkpoint(write).await {

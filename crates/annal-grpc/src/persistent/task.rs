@@ -93,15 +93,10 @@ pub(crate) struct Task {
     at_head: bool,
     head_seen: u64,
     /// What its checkpoint writes are fenced with.
-    fence: LeaderFence,
+    pub(crate) fence: LeaderFence,
 }
 
 impl Task {
-    /// `write` fenced as this node may make it ([`LeaderFence`]); `None`: not at all.
-    pub(crate) fn as_leader(&mut self, write: CheckpointWrite) -> Option<CheckpointWrite> {
-        self.fence.apply(write)
-    }
-
     /// Loads the checkpoint and parked counts (once; retried until it works).
     pub(crate) async fn load(&mut self) -> Result<(), Error> {
         if self.engine.loaded() {
@@ -203,7 +198,7 @@ impl Task {
             return;
         };
         let name = self.engine.def().checkpoint_name();
-        let Some(write) = self.as_leader(CheckpointWrite::new(name, at)) else {
+        let Some(write) = self.fence.apply(CheckpointWrite::new(name, at)) else {
             return;
         };
         match self.store.put_checkpoint(write).await {
