@@ -1,7 +1,7 @@
 //! The embedded store's own consistency checks, for a deep verify: SQLite's
 //! `integrity_check` (every page, and every index entry against its row: an event that
-//! an index lost would otherwise be "not found" by id while it exists), and the stream
-//! records against the log they summarise.
+//! an index lost would otherwise be "not found" by id while it exists), the stream
+//! records against the log they summarise, and the index file against the log.
 //!
 //! Invariants: read-only; every finding is a sentence naming what is wrong and where,
 //! at most [`MOST`] of each kind; a file too damaged to run a check on is itself a
@@ -24,6 +24,64 @@ pub fn problems(conn: &Connection) -> Result<Vec<String>> {
     match streams(conn) {
         Ok(mut messages) => found.append(&mut messages),
         Err(e) => found.push(format!("the stream records cannot be checked: {e}")),
+    }
+    match index(conn) {
+        Ok(mut messages) => found.append(&mut messages),
+        Err(e) => found.push(format!("the index file cannot be checked: {e} ({REBUILD})")),
+    }
+    Ok(found)
+}
+
+/// What to do about a damaged index file.
+const REBUILD: &str = "remove the store file's -index file while no annal has the store \
+                       open: it is built again from the log when the store opens";
+
+/// The index file ([`crate::index`]): SQLite's `integrity_check` of it, entries up to
+/// its prefix that disagree with their event, and events up to it missing an entry.
+fn index(conn: &Connection) -> Result<Vec<String>> {
+    use crate::index::{INDEXED, SCHEMA, covered};
+    let mut found: Vec<String> = conn
+        .prepare(&format!("PRAGMA {SCHEMA}.integrity_check({MOST})"))
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db)?
+        .into_iter()
+        .filter(|m| m != "ok")
+        .map(|m| format!("SQLite integrity_check of the index file: {m} ({REBUILD})"))
+        .collect();
+    let up_to = covered(conn).map_err(db)?;
+    for ix in INDEXED {
+        let (table, column) = (ix.table, ix.column);
+        let wrong = format!(
+            "SELECT ix.position FROM {SCHEMA}.{table} AS ix \
+             LEFT JOIN events AS e ON e.position = ix.position \
+             WHERE ix.position <= ?1 AND (e.position IS NULL OR e.{column} IS NOT ix.key) \
+             LIMIT {MOST}"
+        );
+        let missing = format!(
+            "SELECT e.position FROM events AS e WHERE e.position <= ?1 \
+             AND e.{column} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.{table} AS ix \
+             WHERE ix.key = e.{column} AND ix.position = e.position) LIMIT {MOST}"
+        );
+        for (sql, what) in [
+            (wrong, "an entry that does not match its event"),
+            (missing, "no entry for the event"),
+        ] {
+            let positions = conn
+                .prepare(&sql)
+                .and_then(|mut s| {
+                    s.query_map([crate::rows::clamp(up_to)], |r| r.get::<_, i64>(0))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db)?;
+            for p in positions {
+                found.push(format!(
+                    "the index file's {table} has {what} at position {p} ({REBUILD})"
+                ));
+            }
+        }
     }
     Ok(found)
 }

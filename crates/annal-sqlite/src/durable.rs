@@ -43,6 +43,7 @@
 //!   own reads: its groups are visible here for the length of its sync;
 //!   docs/storage.md.)
 
+use crate::index::Nudge;
 use annal_core::failures::WriteHealth;
 use annal_core::job::{Job, Outcome};
 use annal_core::{Error, Result};
@@ -77,6 +78,8 @@ pub struct Durability {
     /// The first position of each group with events that the writer committed (or is
     /// committing) and that is not yet durable, oldest first.
     unsynced: Mutex<VecDeque<u64>>,
+    /// Wakes the indexer after each sync.
+    nudge: Arc<Nudge>,
 }
 
 /// The `-wal` file beside the store file at `path`.
@@ -98,7 +101,13 @@ impl Durability {
             stopped: Mutex::new(None),
             pending: AtomicUsize::new(0),
             unsynced: Mutex::new(VecDeque::new()),
+            nudge: Arc::default(),
         })
+    }
+
+    /// What wakes the indexer ([`crate::index`]) when a group was synced.
+    pub fn nudge(&self) -> Arc<Nudge> {
+        self.nudge.clone()
     }
 
     /// Called by the writer before the COMMIT of a group whose first event is at
@@ -211,6 +220,7 @@ impl Durability {
                         job.answer(outcome);
                     }
                 }
+                self.nudge.nudge();
             }
             Err(reason) => {
                 if let Ok(mut r) = self.stopped.lock()

@@ -25,6 +25,7 @@ mod check;
 pub mod durable;
 pub mod filter;
 mod ids;
+pub mod index;
 mod open;
 mod privacy;
 pub mod rows;
@@ -79,6 +80,8 @@ struct Inner {
     leases: Mutex<Option<Connection>>,
     /// The writer thread, joined when the store is dropped.
     writer: Option<std::thread::JoinHandle<()>>,
+    /// The indexer thread ([`index`]), stopped after the writer.
+    indexer: Option<index::Indexer>,
     /// Whether the writer's last commit failed.
     health: WriteHealth,
     /// The key-encryption key personal data is sealed with, and the data keys it
@@ -99,6 +102,8 @@ impl Drop for Inner {
         {
             tracing::error!(store = %self.path.display(), "the writer thread panicked");
         }
+        // After the writer: it indexes everything the writer made durable, then stops.
+        drop(self.indexer.take());
     }
 }
 
@@ -143,7 +148,7 @@ impl SqliteStore {
             let pooled = inner.readers.lock().map(|mut v| v.pop()).unwrap_or(None);
             let conn = match pooled {
                 Some(c) => c,
-                None => open_connection(&inner.path, true).map_err(db)?,
+                None => open::open_reader(&inner.path).map_err(db)?,
             };
             let out = f(&conn);
             if let Ok(mut idle) = inner.readers.lock() {
@@ -436,15 +441,8 @@ impl Store for SqliteStore {
 
     async fn head(&self, aggregate_types: &[String]) -> Result<u64> {
         let types = aggregate_types.to_vec();
-        self.read_durable(move |c, cap| {
-            let (sql, params) = rows::head_sql(&types, cap);
-            c.prepare_cached(&sql)
-                .map_err(db)?
-                .query_row(rusqlite::params_from_iter(params), |r| r.get::<_, i64>(0))
-                .map_err(db)
-                .and_then(|p| Ok(stored::number("events.position", p)?))
-        })
-        .await
+        self.read_durable(move |c, cap| crate::filter::head_of(c, &types, cap))
+            .await
     }
 
     async fn save_snapshot(

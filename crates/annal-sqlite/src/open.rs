@@ -4,11 +4,13 @@
 //! writer's own connection then syncs through [`crate::durable`] instead).
 //!
 //! Invariants: the writer thread starts only after the schema is current and the head is
-//! read and checked, so a store that opens has a sound head to count from; a store this
-//! creates is private to its owner (folder 0700, file 0600, and so its WAL too).
+//! read and checked, so a store that opens has a sound head to count from; its index file
+//! ([`crate::index`]) matches the log and has caught up with it before the store is
+//! returned; a store this creates is private to its owner (folder 0700, files 0600, and
+//! so their WALs too).
 
 use crate::durable::{self, Durability};
-use crate::{Inner, SqliteStore, schema, writer};
+use crate::{Inner, SqliteStore, index, schema, writer};
 use annal_core::privacy::{KekError, Keyring};
 use annal_core::{Error, Limits, Timestamp, stored};
 use rusqlite::{Connection, OpenFlags};
@@ -18,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
 /// How long a connection waits for another process's write lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of an embedded store.
 #[derive(Debug, Clone)]
@@ -234,6 +236,7 @@ impl SqliteStore {
                 format!("syncing its write-ahead log failed: {source}"),
             ),
         })?;
+        let idx = open_index(&path, &conn)?;
         let (head_tx, head_rx) = watch::channel(head);
         let (jobs, jobs_rx) = mpsc::channel();
         let health = annal_core::failures::WriteHealth::default();
@@ -246,6 +249,8 @@ impl SqliteStore {
                 move || writer::run(conn, jobs_rx, &durability, health)
             })
             .map_err(OpenError::Thread)?;
+        let indexer =
+            index::Indexer::start(&path, idx, durability.clone()).map_err(OpenError::Thread)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
@@ -257,10 +262,72 @@ impl SqliteStore {
                 durability,
                 leases: Mutex::new(None),
                 writer: Some(writer),
+                indexer: Some(indexer),
                 health,
                 keys: keyring.map(|k| Arc::new(annal_core::privacy::Keys::new(k))),
             }),
         })
+    }
+}
+
+/// Opens the store's index file ([`index`]), emptied if it does not match the log in
+/// `main` (the store's writer connection, before its thread starts), and brings it up to
+/// the log's end: a store opens with its index whole.
+fn open_index(path: &Path, main: &Connection) -> std::result::Result<Connection, OpenError> {
+    let file = index::path_of(path);
+    create_like(path, &file).map_err(|source| OpenError::Io {
+        path: file.clone(),
+        source,
+    })?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let prepared = index::open_writer(path).and_then(|mut idx| {
+            let started = std::time::Instant::now();
+            let rebuilt = index::prepare(&mut idx, main)?;
+            let reached = index::catch_up(&mut idx, main, || None)?;
+            let took = started.elapsed();
+            if rebuilt || took > Duration::from_secs(1) {
+                tracing::info!(
+                    index = %file.display(),
+                    up_to = reached,
+                    seconds = took.as_secs_f64(),
+                    "the index file caught up with the log"
+                );
+            }
+            Ok(idx)
+        });
+        match prepared {
+            Ok(idx) => return Ok(idx),
+            Err(e) if is_busy(&e) && attempt < OPEN_ATTEMPTS => {
+                std::thread::sleep(Duration::from_millis(20 * u64::from(attempt)));
+            }
+            Err(source) => return Err(OpenError::Db { path: file, source }),
+        }
+    }
+}
+
+/// A connection of the reader pool: read-only, with the index file attached.
+pub(crate) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = open_connection(path, true)?;
+    index::attach(&conn, path)?;
+    Ok(conn)
+}
+
+/// Creates `file` empty, with the mode of `like` (the store file), when it does not
+/// exist: whoever may read the store may read its index.
+fn create_like(like: &Path, file: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        options.mode(std::fs::metadata(like)?.permissions().mode() & 0o777);
+    }
+    match options.open(file) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

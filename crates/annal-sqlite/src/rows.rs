@@ -168,24 +168,6 @@ pub fn first_position_at(conn: &Connection, at: Timestamp) -> Result<u64> {
     Ok(stored::number("events.position", lo)?)
 }
 
-/// The SQL and parameters of the last position among some aggregate types, at most `cap`.
-pub fn head_sql(aggregate_types: &[String], cap: Option<u64>) -> (String, Vec<Value>) {
-    let mut sql = "SELECT coalesce(max(position), 0) FROM events WHERE 1".to_owned();
-    let mut params = Vec::new();
-    if let Some(cap) = cap {
-        sql.push_str(" AND position <= ?");
-        params.push(Value::Integer(clamp(cap)));
-    }
-    any_of(
-        &mut sql,
-        &mut params,
-        "aggregate_type",
-        aggregate_types,
-        text_value,
-    );
-    (sql, params)
-}
-
 /// A filter's value for a text column.
 pub fn text_value(v: &str) -> Value {
     Value::Text(v.to_owned())

@@ -10,7 +10,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 const V1: &str = r#"
 CREATE TABLE events (
@@ -234,13 +234,8 @@ fn v8() -> String {
          ALTER TABLE events_v8 RENAME TO events;
          CREATE UNIQUE INDEX events_by_event_id  ON events (event_id);
          CREATE UNIQUE INDEX events_by_aggregate ON events (aggregate_id, aggregate_version);
-         CREATE INDEX events_by_event_type     ON events (event_type, position);
-         CREATE INDEX events_by_aggregate_type ON events (aggregate_type, position);
-         CREATE INDEX events_by_user_id        ON events (user_id, position);
-         CREATE INDEX events_by_correlation_id ON events (correlation_id, position)
-             WHERE correlation_id IS NOT NULL;
-         CREATE INDEX events_by_causation_id   ON events (causation_id, position)
-             WHERE causation_id IS NOT NULL;
+         -- (Version 8 also had five filter indexes here; this build always goes on to
+         -- version 9 in the same transaction, which moves them to the index file.)
          CREATE TRIGGER events_are_immutable BEFORE UPDATE ON events
          BEGIN SELECT RAISE(ABORT, 'events are immutable: append a compensating event instead'); END;
          CREATE TRIGGER events_are_never_deleted BEFORE DELETE ON events
@@ -259,6 +254,17 @@ fn v8() -> String {
         readable("causation_id"),
     )
 }
+
+/// Version 9: the five indexes only filtered reads use move to the index file
+/// ([`crate::index`]), filled from the log by the store's indexer; the store file keeps
+/// the indexes every append needs (event id, aggregate id and version).
+const V9: &str = "
+DROP INDEX IF EXISTS events_by_event_type;
+DROP INDEX IF EXISTS events_by_aggregate_type;
+DROP INDEX IF EXISTS events_by_user_id;
+DROP INDEX IF EXISTS events_by_correlation_id;
+DROP INDEX IF EXISTS events_by_causation_id;
+";
 
 /// What can go wrong bringing a file's schema up to date.
 #[derive(Debug, thiserror::Error)]
@@ -296,7 +302,7 @@ pub fn migrate(conn: &mut Connection, now: &str) -> Result<(), MigrateError> {
     }
     let v8 = v8();
     for (version, ddl) in (1..)
-        .zip([V1, V2, V3, V4, V5, V6, V7, &v8])
+        .zip([V1, V2, V3, V4, V5, V6, V7, &v8, V9])
         .skip_while(|(v, _)| *v <= found)
     {
         if version == 8 && found > 0 {
@@ -345,7 +351,7 @@ mod tests {
             .expect("query")
             .collect::<rusqlite::Result<_>>()
             .expect("rows");
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
         let leases: i64 = conn
             .query_row("SELECT count(*) FROM leases", [], |r| r.get(0))
             .expect("leases table");

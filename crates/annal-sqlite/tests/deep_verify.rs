@@ -1,5 +1,6 @@
 //! A deep verify finds what the hash chain cannot: a damaged index (an event its id can
-//! no longer find) and stream records that disagree with the log. The quick, chain-only
+//! no longer find), an index file that disagrees with the log, and stream records that
+//! disagree with the log. The quick, chain-only
 //! verify still passes on both, which is why the deep one is the default.
 
 use annal_core::Store;
@@ -59,6 +60,33 @@ async fn a_damaged_index_fails_the_deep_verify_and_not_the_chain() {
     assert!(
         deep.storage.iter().any(|p| p.contains("integrity_check")),
         "{deep:?}"
+    );
+}
+
+#[tokio::test]
+async fn index_file_entries_that_disagree_with_the_log_fail_the_deep_verify() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = closed_store(dir.path()).await;
+    let store = SqliteStore::open(&file).expect("reopen");
+    assert!(store.verify_deep(None, None).await.expect("deep").ok);
+    let index = rusqlite::Connection::open(dir.path().join("annal.db-index")).expect("index");
+    index
+        .execute_batch(
+            "DELETE FROM by_user_id WHERE position = 7;
+             UPDATE by_event_type SET key = 'Forged' WHERE position = 9;",
+        )
+        .expect("edit the index behind annal's back");
+    drop(index);
+    let deep = store.verify_deep(None, None).await.expect("deep verify");
+    assert!(!deep.ok, "{deep:?}");
+    let said = deep.storage.join("\n");
+    assert!(
+        said.contains("by_user_id has no entry for the event at position 7"),
+        "{said}"
+    );
+    assert!(
+        said.contains("by_event_type has an entry that does not match its event at position 9"),
+        "{said}"
     );
 }
 

@@ -27,6 +27,11 @@ async fn a_new_store_and_its_folder_are_readable_by_their_owner_only() {
     let wal = folder.join("annal.db-wal");
     assert!(wal.exists(), "the store runs in WAL mode");
     assert_eq!(mode(&wal), 0o600, "the write-ahead log");
+    assert_eq!(
+        mode(&folder.join("annal.db-index")),
+        0o600,
+        "the index file"
+    );
 }
 
 #[tokio::test]
@@ -35,7 +40,13 @@ async fn an_existing_store_keeps_the_mode_its_owner_gave_it() {
     let file = dir.path().join("shared.db");
     drop(SqliteStore::open(&file).expect("create"));
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    std::fs::remove_file(dir.path().join("shared.db-index")).expect("remove the index");
     let store = SqliteStore::open(&file).expect("reopen");
     seed_family(&store, "family_1", 1).await;
     assert_eq!(mode(&file), 0o640);
+    assert_eq!(
+        mode(&dir.path().join("shared.db-index")),
+        0o640,
+        "an index file made for it takes the store file's mode"
+    );
 }

@@ -273,7 +273,8 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
 }
 
 /// The store as the console's overview describes it: the backend, and for the embedded
-/// store the database file with its write-ahead log and shared-memory index.
+/// store the database file with its write-ahead log and shared-memory index, and its
+/// index file with its own.
 fn describe(url: &str) -> annal_server::StoreDescription {
     match url.parse::<annal::url::StoreUrl>() {
         Ok(annal::url::StoreUrl::Sqlite(path)) => {
@@ -284,7 +285,14 @@ fn describe(url: &str) -> annal_server::StoreDescription {
             };
             annal_server::StoreDescription {
                 backend: "sqlite".into(),
-                files: vec![path.clone(), with("-wal"), with("-shm")],
+                files: vec![
+                    path.clone(),
+                    with("-wal"),
+                    with("-shm"),
+                    with("-index"),
+                    with("-index-wal"),
+                    with("-index-shm"),
+                ],
             }
         }
         Ok(annal::url::StoreUrl::Postgres(_)) => annal_server::StoreDescription {

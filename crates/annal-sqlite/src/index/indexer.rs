@@ -1,0 +1,247 @@
+//! The indexer: fills the index file from the durable log, a batch per transaction.
+//!
+//! Invariants:
+//! - it reads the log in one read transaction per batch, through the durability cap
+//!   taken after that transaction's snapshot began, so it indexes only durable events;
+//! - each batch is one IMMEDIATE transaction on the index file that first reads the
+//!   prefix again and writes only if it is still where the batch starts (another
+//!   process's indexer may have moved it): the prefix never skips or repeats a position;
+//! - it is woken by every synced group of this store ([`Nudge`]) and polls for other
+//!   processes' commits; a failed batch is logged and tried again later, while reads stay
+//!   right by testing the events past the prefix themselves;
+//! - when the store closes it indexes what is durable and checkpoints its WAL, so the
+//!   index file at rest is whole and current.
+
+use crate::durable::Durability;
+use crate::index::INDEXED;
+use rusqlite::types::Value;
+use rusqlite::{Connection, TransactionBehavior};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// Most events one batch indexes.
+const BATCH: usize = 20_000;
+/// How often the indexer looks for commits it was not told about (another process's).
+const POLL: Duration = Duration::from_millis(50);
+/// How long the indexer lets commits gather after it was woken, so that one batch takes
+/// many commits (each batch is a transaction on both files: indexing every one-event
+/// commit on its own cost more than the B-tree inserts it moved off the writer).
+const GATHER: Duration = Duration::from_millis(20);
+/// Longest wait after failed batches before the next try.
+const MOST_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Wakes the indexer: a group was synced, or the store is closing.
+#[derive(Default)]
+pub struct Nudge {
+    /// (nudged since the indexer last looked, closing)
+    state: Mutex<(bool, bool)>,
+    woken: Condvar,
+}
+
+impl Nudge {
+    /// Tells the indexer that there may be more to index.
+    pub fn nudge(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.0 = true;
+            self.woken.notify_one();
+        }
+    }
+
+    fn close(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.1 = true;
+            self.woken.notify_one();
+        }
+    }
+
+    /// Waits until nudged, closing, or `timeout`, then lets commits gather for
+    /// [`GATHER`] unless closing; false once closing.
+    fn wait(&self, timeout: Duration) -> bool {
+        let Ok(guard) = self.state.lock() else {
+            return false;
+        };
+        let Ok((guard, _)) = self
+            .woken
+            .wait_timeout_while(guard, timeout, |s| !s.0 && !s.1)
+        else {
+            return false;
+        };
+        let Ok((mut s, _)) = self.woken.wait_timeout_while(guard, GATHER, |s| !s.1) else {
+            return false;
+        };
+        s.0 = false;
+        !s.1
+    }
+}
+
+/// The indexer's thread; stopped (after a last catch-up) when dropped.
+pub struct Indexer {
+    nudge: Arc<Nudge>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Indexer {
+    /// Starts indexing the store file at `store` into the index file `idx` is open on,
+    /// woken by `durability`'s syncs and reading through its cap.
+    pub fn start(
+        store: &Path,
+        idx: Connection,
+        durability: Arc<Durability>,
+    ) -> std::io::Result<Self> {
+        let main = crate::open::open_connection(store, true).map_err(std::io::Error::other)?;
+        let nudge = durability.nudge();
+        let thread = std::thread::Builder::new()
+            .name("annal-sqlite-index".into())
+            .spawn({
+                let nudge = nudge.clone();
+                move || run(idx, &main, &durability, &nudge)
+            })?;
+        Ok(Self {
+            nudge,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Indexer {
+    fn drop(&mut self) {
+        self.nudge.close();
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("the indexer thread panicked");
+        }
+    }
+}
+
+fn run(mut idx: Connection, main: &Connection, durability: &Durability, nudge: &Nudge) {
+    let mut wait = POLL;
+    loop {
+        let open = nudge.wait(wait);
+        match catch_up(&mut idx, main, || durability.visible_cap()) {
+            Ok(_) => wait = POLL,
+            Err(e) => {
+                tracing::error!(error = %e, "indexing failed; filtered reads test the \
+                    events past the index instead until it succeeds");
+                wait = (wait * 2).min(MOST_BACKOFF);
+            }
+        }
+        if !open {
+            break;
+        }
+    }
+    if let Err(e) = idx.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "closing: the index file's WAL could not be checkpointed");
+    }
+}
+
+/// One event's position, hash and indexed keys (in [`INDEXED`]'s order; NULL: none).
+struct Entry {
+    position: i64,
+    hash: Value,
+    keys: [Value; INDEXED.len()],
+}
+
+/// Indexes every event of `main`'s log past the index file's prefix, at most up to what
+/// `cap` allows (taken after each batch's read snapshot began; `None`: all), in batches.
+/// Returns the prefix reached.
+pub fn catch_up(
+    idx: &mut Connection,
+    main: &Connection,
+    cap: impl Fn() -> Option<u64>,
+) -> rusqlite::Result<i64> {
+    loop {
+        let from: i64 = idx.query_row("SELECT position FROM indexed", [], |r| r.get(0))?;
+        let batch = read_batch(main, from, &cap)?;
+        let Some(last) = batch.last() else {
+            return Ok(from);
+        };
+        let (last_position, last_hash) = (last.position, last.hash.clone());
+        let full = batch.len() == BATCH;
+        let tx = idx.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now: i64 = tx.query_row("SELECT position FROM indexed", [], |r| r.get(0))?;
+        if now != from {
+            // Another indexer moved the prefix since: read again from where it is.
+            continue;
+        }
+        write_batch(&tx, batch)?;
+        tx.execute(
+            "UPDATE indexed SET position = ?1, hash = ?2",
+            rusqlite::params![last_position, last_hash],
+        )?;
+        tx.commit()?;
+        if !full {
+            return Ok(last_position);
+        }
+    }
+}
+
+/// Up to [`BATCH`] events after `from`, read in one snapshot, none above the cap.
+fn read_batch(
+    main: &Connection,
+    from: i64,
+    cap: &impl Fn() -> Option<u64>,
+) -> rusqlite::Result<Vec<Entry>> {
+    main.execute_batch("BEGIN")?;
+    let read = (|| -> rusqlite::Result<Vec<Entry>> {
+        main.prepare_cached("SELECT 1 FROM events LIMIT 1")?
+            .exists([])?;
+        let up_to = cap().map_or(i64::MAX, crate::rows::clamp);
+        let columns: Vec<&str> = INDEXED.iter().map(|ix| ix.column).collect();
+        let sql = format!(
+            "SELECT position, hash, {} FROM events WHERE position > ?1 AND position <= ?2 \
+             ORDER BY position LIMIT ?3",
+            columns.join(", ")
+        );
+        let mut stmt = main.prepare_cached(&sql)?;
+        let mut rows = stmt.query(rusqlite::params![from, up_to, BATCH as i64])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let mut keys: [Value; INDEXED.len()] = std::array::from_fn(|_| Value::Null);
+            for (i, key) in keys.iter_mut().enumerate() {
+                *key = r.get(i + 2)?;
+            }
+            out.push(Entry {
+                position: r.get(0)?,
+                hash: r.get(1)?,
+                keys,
+            });
+        }
+        Ok(out)
+    })();
+    // A read transaction: ending it loses nothing.
+    let ended = main.execute_batch("COMMIT");
+    let out = read?;
+    ended.map(|()| out)
+}
+
+/// Inserts `batch`'s entries, each table's sorted by key (fewer B-tree pages touched).
+fn write_batch(tx: &Connection, batch: Vec<Entry>) -> rusqlite::Result<()> {
+    for (i, ix) in INDEXED.iter().enumerate() {
+        let mut entries: Vec<(&Value, i64)> = batch
+            .iter()
+            .filter(|e| !matches!(e.keys[i], Value::Null))
+            .map(|e| (&e.keys[i], e.position))
+            .collect();
+        entries.sort_by(|a, b| order(a.0).cmp(&order(b.0)).then(a.1.cmp(&b.1)));
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT INTO {} (key, position) VALUES (?1, ?2)",
+            ix.table
+        ))?;
+        for (key, position) in entries {
+            insert.execute(rusqlite::params![key, position])?;
+        }
+    }
+    Ok(())
+}
+
+/// A key's place in SQLite's order (numbers, then text by bytes, then blobs by bytes).
+fn order(v: &Value) -> (u8, &[u8]) {
+    match v {
+        Value::Null => (0, &[]),
+        Value::Integer(_) | Value::Real(_) => (1, &[]),
+        Value::Text(t) => (2, t.as_bytes()),
+        Value::Blob(b) => (3, b),
+    }
+}

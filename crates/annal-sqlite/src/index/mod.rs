@@ -1,0 +1,216 @@
+//! The filter indexes: a file of their own beside the store file, written by a thread of
+//! their own (the indexer) behind the writer.
+//!
+//! The store file keeps the indexes every append needs: positions (the table's key), the
+//! event id and the aggregate id with its version (both unique). The five that only
+//! filtered reads use (event type, aggregate type, user id, correlation id, causation id)
+//! are tables `(key, position)` in `<store file>-index` ([`path_of`]), filled by the
+//! indexer from the durable log in batches, on the other core. An append then writes three
+//! B-trees instead of eight, and a one-event commit about half as many WAL pages.
+//!
+//! Invariants:
+//! - **the index file describes a prefix of the log**: `indexed.position` is the last
+//!   position it covers: every event at or below it has its entries, no event above it
+//!   has any; `indexed.hash` is that event's hash. Entries and the prefix move in one
+//!   transaction;
+//! - **only durable events are indexed**: the indexer reads the log through the
+//!   durability cap ([`crate::durable`]), so the prefix is never ahead of what a crash of
+//!   the machine keeps;
+//! - **a filtered read gives the same answer however far the indexer lags**: it takes
+//!   the entries up to the prefix (never past the log its own snapshot holds) and tests
+//!   every event above it directly ([`crate::filter`]); and each event an entry leads to
+//!   is tested against the whole filter again, so an entry that disagrees with its event
+//!   can make a read slower, never wrong;
+//! - **the index file holds nothing the log does not**: when it is missing, of another
+//!   version, or does not match the log (its prefix is past the log's end, or names
+//!   another hash: a restored or replaced store file), it is emptied and filled again
+//!   from the log when the store opens; a store opens once its index has caught up;
+//! - it is written with `synchronous=NORMAL`: a crash may lose its last batches, which
+//!   are indexed again, never its consistency with itself (SQLite's WAL) or the log.
+
+mod indexer;
+#[cfg(test)]
+mod tests;
+
+pub use indexer::{Indexer, Nudge, catch_up};
+
+use rusqlite::{Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+
+/// The index file's layout version (`PRAGMA user_version`); another is rebuilt.
+const LAYOUT: i64 = 1;
+
+/// The schema name the index file is attached under on read connections.
+pub const SCHEMA: &str = "idx";
+
+/// An indexed column of `events` and the table its entries are in, in the order a
+/// filtered read prefers one to lead it (the most selective first).
+#[derive(Debug, Clone, Copy)]
+pub struct Indexed {
+    /// The column of `events`.
+    pub column: &'static str,
+    /// The table in the index file: `(key, position)`, keyed by both.
+    pub table: &'static str,
+}
+
+/// Every indexed column, in the order a filtered read prefers one to lead it.
+pub const INDEXED: [Indexed; 5] = [
+    Indexed {
+        column: "correlation_id",
+        table: "by_correlation_id",
+    },
+    Indexed {
+        column: "causation_id",
+        table: "by_causation_id",
+    },
+    Indexed {
+        column: "event_type",
+        table: "by_event_type",
+    },
+    Indexed {
+        column: "aggregate_type",
+        table: "by_aggregate_type",
+    },
+    Indexed {
+        column: "user_id",
+        table: "by_user_id",
+    },
+];
+
+/// The index file of the store file at `store`.
+pub fn path_of(store: &Path) -> PathBuf {
+    let mut p = store.as_os_str().to_owned();
+    p.push("-index");
+    PathBuf::from(p)
+}
+
+/// Opens the index file for writing (creating it private, like the store file).
+pub fn open_writer(store: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path_of(store))?;
+    conn.busy_timeout(crate::open::BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "cache_size", -16384)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+    Ok(conn)
+}
+
+/// Attaches the index file to a read connection as [`SCHEMA`].
+pub fn attach(conn: &Connection, store: &Path) -> rusqlite::Result<()> {
+    let file = path_of(store);
+    conn.execute(
+        &format!("ATTACH DATABASE ?1 AS {SCHEMA}"),
+        [file.to_string_lossy()],
+    )?;
+    conn.pragma_update(Some(SCHEMA), "cache_size", -8192)?;
+    conn.pragma_update(Some(SCHEMA), "mmap_size", 256i64 << 20)?;
+    Ok(())
+}
+
+/// Creates the index file's tables, or empties them when the file is of another layout
+/// or does not match the log `main` holds (see the module's invariants). Returns whether
+/// it was emptied.
+pub fn prepare(idx: &mut Connection, main: &Connection) -> rusqlite::Result<bool> {
+    let tx = idx.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let layout: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let fresh = layout == 0
+        && tx
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n == 0)?;
+    let mut emptied = false;
+    if layout != LAYOUT || fresh {
+        if !fresh {
+            tracing::warn!(
+                found = layout,
+                "the index file is of another layout: building it again from the log"
+            );
+            emptied = true;
+        }
+        drop_all(&tx)?;
+        create(&tx)?;
+    } else if !matches_log(&tx, main)? {
+        tracing::warn!(
+            "the index file does not match the store file's log (restored or replaced?): \
+             building it again from the log"
+        );
+        for ix in INDEXED {
+            tx.execute(&format!("DELETE FROM {}", ix.table), [])?;
+        }
+        tx.execute("UPDATE indexed SET position = 0, hash = NULL", [])?;
+        emptied = true;
+    }
+    tx.commit()?;
+    Ok(emptied)
+}
+
+fn drop_all(tx: &Connection) -> rusqlite::Result<()> {
+    let tables: Vec<String> = tx
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for t in tables {
+        tx.execute(
+            &format!("DROP TABLE IF EXISTS \"{}\"", t.replace('"', "\"\"")),
+            [],
+        )?;
+    }
+    Ok(())
+}
+
+fn create(tx: &Connection) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE indexed (
+             id       INTEGER PRIMARY KEY CHECK (id = 1),
+             position INTEGER NOT NULL,  -- the last position indexed (0: none)
+             hash     BLOB               -- its event's hash
+         );
+         INSERT INTO indexed VALUES (1, 0, NULL);",
+    )?;
+    for ix in INDEXED {
+        // The key column is untyped: ids are stored as the log stores them (16 bytes or
+        // text, crate::ids), and compared the same way.
+        tx.execute_batch(&format!(
+            "CREATE TABLE {} (key NOT NULL, position INTEGER NOT NULL, \
+             PRIMARY KEY (key, position)) WITHOUT ROWID",
+            ix.table
+        ))?;
+    }
+    tx.pragma_update(None, "user_version", LAYOUT)
+}
+
+/// Whether the index file's prefix is a prefix of the log in `main`: its last position
+/// is in the log with the same hash.
+fn matches_log(idx: &Connection, main: &Connection) -> rusqlite::Result<bool> {
+    let (position, hash): (i64, Option<Vec<u8>>) =
+        idx.query_row("SELECT position, hash FROM indexed", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    if position == 0 {
+        return Ok(true);
+    }
+    let in_log: Option<Vec<u8>> = main
+        .query_row(
+            "SELECT CASE WHEN typeof(hash) = 'blob' THEN hash ELSE unhex(hash) END \
+             FROM events WHERE position = ?1",
+            [position],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    Ok(in_log.is_some() && in_log == hash)
+}
+
+/// The last position a filtered read may take from the index file on `conn` (a read
+/// connection with it attached): its prefix, but never past the log in `conn`'s own
+/// snapshot of the store file (the two files' snapshots are taken apart).
+pub fn covered(conn: &Connection) -> rusqlite::Result<u64> {
+    let (indexed, head): (i64, i64) = conn
+        .prepare_cached(&format!(
+            "SELECT (SELECT position FROM {SCHEMA}.indexed), \
+                    (SELECT coalesce(max(position), 0) FROM main.events)"
+        ))?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(u64::try_from(indexed.min(head)).unwrap_or(0))
+}

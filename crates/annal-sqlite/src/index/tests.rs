@@ -1,0 +1,295 @@
+//! Filtered reads give the answer a scan of the whole log gives, whatever the index file
+//! holds: caught up, behind by any number of events, rebuilt, from another store, or
+//! with an entry that disagrees with its event.
+
+use crate::SqliteStore;
+use crate::filter::{self, PrefixPlan, prefix_plan};
+use crate::index::{self, INDEXED};
+use crate::open::open_reader;
+use annal_core::testkit::fixtures::{all, ev, req};
+use annal_core::{ExpectedVersion, Filter, RecordedEvent, Store, Transaction};
+use rusqlite::Connection;
+use std::path::Path;
+
+const TYPES: [&str; 3] = ["Placed", "Paid", "Shipped"];
+const USERS: [&str; 3] = ["ana", "ben", "cy"];
+
+/// 400 events in 40 orders and 10 carts, with every indexed field varied: correlation
+/// ids some UUIDs (stored as bytes), some text, some absent.
+async fn populated(path: &Path) -> Vec<RecordedEvent> {
+    let store = SqliteStore::open(path).expect("open");
+    for batch in 0..10u32 {
+        let appends = (0..5u32)
+            .map(|a| {
+                let n = batch * 5 + a;
+                let (kind, id) = if n % 5 == 4 {
+                    ("Cart", format!("cart-{n}"))
+                } else {
+                    ("Order", format!("order-{n}"))
+                };
+                let events = (0..8u32)
+                    .map(|i| {
+                        let k = (n * 8 + i) as usize;
+                        let mut e = ev(TYPES[k % 3], &format!("{{\"k\":{k}}}"));
+                        e.user_id = Some(USERS[(k / 2) % 3].to_owned());
+                        e.correlation_id = match k % 4 {
+                            0 => Some(format!("00000000-0000-4000-8000-{:012}", k % 24)),
+                            1 => Some(format!("corr-{}", k % 30)),
+                            2 => None,
+                            _ => Some(format!("corr-{}", k % 7)),
+                        };
+                        e.causation_id = (k % 3 != 0).then(|| format!("cause-{}", k % 11));
+                        e
+                    })
+                    .collect();
+                req(kind, &id, ExpectedVersion::NoStream, events)
+            })
+            .collect();
+        store
+            .transact(Transaction {
+                appends,
+                checkpoint: None,
+            })
+            .await
+            .expect("append");
+    }
+    let events = all(&store).await;
+    assert_eq!(events.len(), 400);
+    events
+}
+
+/// Moves the index file back to cover positions up to `k` only, as if the indexer had
+/// stopped there.
+fn index_back_to(path: &Path, k: i64) {
+    let main = Connection::open(path).expect("store file");
+    let hash: Option<Vec<u8>> = main
+        .query_row("SELECT hash FROM events WHERE position = ?1", [k], |r| {
+            r.get(0)
+        })
+        .ok();
+    let idx = Connection::open(index::path_of(path)).expect("index file");
+    for ix in INDEXED {
+        idx.execute(
+            &format!("DELETE FROM {} WHERE position > ?1", ix.table),
+            [k],
+        )
+        .expect("delete entries");
+    }
+    idx.execute(
+        "UPDATE indexed SET position = ?1, hash = ?2",
+        rusqlite::params![k, hash],
+    )
+    .expect("move the prefix");
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| (*x).to_owned()).collect()
+}
+
+fn filters() -> Vec<Filter> {
+    let many: Vec<String> = (0..20).map(|i| format!("corr-{i}")).collect();
+    vec![
+        Filter::default(),
+        Filter {
+            event_types: s(&["Paid"]),
+            ..Filter::default()
+        },
+        Filter {
+            event_types: s(&["Paid", "Shipped", "Paid"]),
+            ..Filter::default()
+        },
+        Filter {
+            aggregate_types: s(&["Cart"]),
+            ..Filter::default()
+        },
+        Filter {
+            user_ids: s(&["ben", "cy"]),
+            ..Filter::default()
+        },
+        Filter {
+            correlation_ids: s(&["00000000-0000-4000-8000-000000000004", "corr-3"]),
+            ..Filter::default()
+        },
+        Filter {
+            correlation_ids: many,
+            event_types: s(&["Placed"]),
+            ..Filter::default()
+        },
+        Filter {
+            causation_ids: s(&["cause-2"]),
+            user_ids: s(&["ana"]),
+            ..Filter::default()
+        },
+        Filter {
+            event_types: s(&["Shipped"]),
+            aggregate_id_prefix: Some("order-1".to_owned()),
+            ..Filter::default()
+        },
+        Filter {
+            event_types: s(&["Nothing"]),
+            ..Filter::default()
+        },
+    ]
+}
+
+/// Every filter's reads (from several positions, in pages), counts and type heads on a
+/// pooled read connection, against a scan of `events`.
+fn check_against_a_scan(path: &Path, events: &[RecordedEvent], lag: &str) {
+    let conn = open_reader(path).expect("reader");
+    for f in filters() {
+        let matching: Vec<&RecordedEvent> = events.iter().filter(|e| f.matches(e)).collect();
+        for after in [0u64, 7, 150, 399] {
+            for limit in [5usize, 1000] {
+                let want: Vec<u64> = matching
+                    .iter()
+                    .filter(|e| e.position > after)
+                    .take(limit)
+                    .map(|e| e.position)
+                    .collect();
+                let got: Vec<u64> = filter::read_all(&conn, after, limit, &f, None)
+                    .expect("read")
+                    .iter()
+                    .map(|e| e.position)
+                    .collect();
+                assert_eq!(got, want, "{lag}: {f:?} after {after}, limit {limit}");
+            }
+        }
+        let (_, counts) = filter::count_by_type(&conn, 20, None, &f, Some(390)).expect("count");
+        let mut want: Vec<(String, u64)> = Vec::new();
+        for e in matching
+            .iter()
+            .filter(|e| e.position > 20 && e.position <= 390)
+        {
+            match want.iter_mut().find(|(t, _)| *t == e.event_type) {
+                Some((_, n)) => *n += 1,
+                None => want.push((e.event_type.clone(), 1)),
+            }
+        }
+        want.sort();
+        assert_eq!(counts, want, "{lag}: counts of {f:?}");
+    }
+    for (types, cap) in [(s(&["Cart"]), None), (s(&["Order", "Cart"]), Some(123))] {
+        let want = events
+            .iter()
+            .filter(|e| types.contains(&e.aggregate_type))
+            .filter(|e| cap.is_none_or(|c| e.position <= c))
+            .map(|e| e.position)
+            .max()
+            .unwrap_or(0);
+        let got = filter::head_of(&conn, &types, cap).expect("head");
+        assert_eq!(got, want, "{lag}: head of {types:?} at most {cap:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_reads_counts_and_heads_equal_a_scan_however_far_the_index_has_come() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.db");
+    let events = populated(&path).await;
+    check_against_a_scan(&path, &events, "caught up");
+    for k in [397, 200, 8, 0] {
+        index_back_to(&path, k);
+        check_against_a_scan(&path, &events, &format!("indexed up to {k}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_opens_with_its_index_caught_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.db");
+    populated(&path).await;
+    index_back_to(&path, 50);
+    drop(SqliteStore::open(&path).expect("reopen"));
+    let idx = Connection::open(index::path_of(&path)).expect("index file");
+    let covered: i64 = idx
+        .query_row("SELECT position FROM indexed", [], |r| r.get(0))
+        .expect("prefix");
+    assert_eq!(covered, 400);
+    let paid: i64 = idx
+        .query_row(
+            "SELECT count(*) FROM by_event_type WHERE key = 'Paid'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("entries");
+    assert_eq!(paid, 133);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_index_file_or_one_of_another_store_is_built_again_from_the_log() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.db");
+    let events = populated(&path).await;
+    std::fs::remove_file(index::path_of(&path)).expect("remove the index file");
+    drop(SqliteStore::open(&path).expect("reopen"));
+    check_against_a_scan(&path, &events, "rebuilt after removal");
+
+    // Another store's index file, with a prefix at a position this log also has.
+    let other = dir.path().join("other.db");
+    let store = SqliteStore::open(&other).expect("other");
+    for i in 0..300 {
+        store
+            .append(req(
+                "Other",
+                &format!("o-{i}"),
+                ExpectedVersion::NoStream,
+                vec![ev("Paid", "{}")],
+            ))
+            .await
+            .expect("append");
+    }
+    drop(store);
+    std::fs::copy(index::path_of(&other), index::path_of(&path)).expect("copy");
+    drop(SqliteStore::open(&path).expect("reopen"));
+    check_against_a_scan(&path, &events, "rebuilt after replacement");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_that_disagrees_with_its_event_puts_nothing_wrong_in_a_read() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.db");
+    let events = populated(&path).await;
+    let idx = Connection::open(index::path_of(&path)).expect("index file");
+    let placed = events
+        .iter()
+        .find(|e| e.event_type == "Placed")
+        .expect("a Placed event");
+    idx.execute(
+        "INSERT INTO by_event_type (key, position) VALUES ('Paid', ?1)",
+        [placed.position],
+    )
+    .expect("a wrong entry");
+    drop(idx);
+    check_against_a_scan(&path, &events, "with a wrong entry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_led_by_an_index_merges_its_values_in_order_without_sorting() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.db");
+    populated(&path).await;
+    let conn = open_reader(&path).expect("reader");
+    let f = Filter {
+        event_types: s(&["Paid", "Shipped"]),
+        ..Filter::default()
+    };
+    let plan = prefix_plan(&conn, &f).expect("plan");
+    assert_eq!(plan, PrefixPlan::None);
+    let (sql, params) =
+        filter::selection(&conn, 0, None, &f, plan, "e.position", true).expect("selection");
+    let mut stmt = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql} ORDER BY 1 LIMIT 10"))
+        .expect("explain");
+    let plan: Vec<String> = stmt
+        .query_map(rusqlite::params_from_iter(params), |r| r.get(3))
+        .expect("plan")
+        .collect::<rusqlite::Result<_>>()
+        .expect("rows");
+    let text = plan.join("\n");
+    assert!(text.contains("MERGE"), "{text}");
+    assert!(
+        text.contains("SEARCH ix USING PRIMARY KEY (key=?"),
+        "{text}"
+    );
+    assert!(!text.contains("TEMP B-TREE"), "{text}");
+}
