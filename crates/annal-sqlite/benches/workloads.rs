@@ -15,8 +15,9 @@
 //! `ANNAL_BENCH_SCALE_EVENTS` (default 10,000,000) PaymentReceived events whose
 //! correlation and causation ids are random UUIDs, in commits of 10,000 events (100
 //! aggregates of 100 events each), and prints the load rate and the store's size (main
-//! file + `-wal`) per event. Then, each run, W1, W3 and W5 with the same event shape on
-//! that loaded store (new aggregates each run, so it grows by W3's 1,000,000 events and
+//! file + `-wal` + the index file) per event. Then, each run, W1, W3 and W5 with the
+//! same event shape on that loaded store (new aggregates each run, so it grows by W3's
+//! 1,000,000 events and
 //! some more every run) and on fresh empty stores: each in events/s, W1 and W3 also as
 //! × fdatasync (W5 is a read), and loaded/empty; then the medians, and the loaded
 //! store's bytes per event at the end. Needs about 700 bytes of disk per event (7 GB).
@@ -58,19 +59,25 @@ impl Bench {
     }
 }
 
-/// The store file's size (main file + `-wal`) and its bytes per event.
+/// The store's size (main file + `-wal`, and its index file + its `-wal`) and its bytes
+/// per event.
 fn size_per_event(path: &Path, events: u64) -> String {
-    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let (main, wal) = (size(path), size(Path::new(&wal)));
+    let size = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        std::fs::metadata(Path::new(&p)).map_or(0, |m| m.len())
+    };
+    let (main, wal) = (size(""), size("-wal"));
+    let index = size("-index") + size("-index-wal");
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     format!(
-        "{:.1} MiB (main {:.1} MiB + wal {:.1} MiB) for {events} events = {:.0} bytes/event",
-        mib(main + wal),
+        "{:.1} MiB (main {:.1} MiB + wal {:.1} MiB + index file {:.1} MiB) for {events} events \
+         = {:.0} bytes/event",
+        mib(main + wal + index),
         mib(main),
         mib(wal),
-        (main + wal) as f64 / events.max(1) as f64
+        mib(index),
+        (main + wal + index) as f64 / events.max(1) as f64
     )
 }
 
