@@ -14,8 +14,8 @@
 //! SCALE (only when named: `-- SCALE`, alone or with some W's): preloads one store with
 //! `ANNAL_BENCH_SCALE_EVENTS` (default 10,000,000) PaymentReceived events whose
 //! correlation and causation ids are random UUIDs, in commits of 10,000 events (100
-//! aggregates of 100 events each), and prints the load rate and the store's size (main
-//! file + `-wal` + the index file) per event. Then, each run, W1, W3 and W5 with the
+//! aggregates of 100 events each), and prints the load rate and the store's size per
+//! event (the pages its store file and index file use). Then, each run, W1, W3 and W5 with the
 //! same event shape on that loaded store (new aggregates each run, so it grows by W3's
 //! 1,000,000 events and
 //! some more every run) and on fresh empty stores: each in events/s, W1 and W3 also as
@@ -59,25 +59,46 @@ impl Bench {
     }
 }
 
-/// The store's size (main file + `-wal`, and its index file + its `-wal`) and its bytes
-/// per event.
+/// The store's size and its bytes per event: the pages its store file and its index file
+/// use (as SQLite counts them, the WAL's latest pages included, free pages not), and
+/// the files on disk (each with its `-wal`).
 fn size_per_event(path: &Path, events: u64) -> String {
-    let size = |suffix: &str| {
+    let with = |suffix: &str| {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
-        std::fs::metadata(Path::new(&p)).map_or(0, |m| m.len())
+        std::path::PathBuf::from(p)
     };
-    let (main, wal) = (size(""), size("-wal"));
-    let index = size("-index") + size("-index-wal");
+    let on_disk = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let used = |p: &Path| -> u64 {
+        rusqlite::Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT (SELECT page_count FROM pragma_page_count()) - \
+                            (SELECT freelist_count FROM pragma_freelist_count()), \
+                            (SELECT page_size FROM pragma_page_size())",
+                    [],
+                    |r| Ok(r.get::<_, i64>(0)? * r.get::<_, i64>(1)?),
+                )
+            })
+            .map_or(0, |b| u64::try_from(b).unwrap_or(0))
+    };
+    let (main, index) = (used(path), used(&with("-index")));
+    let disk = on_disk(path) + on_disk(&with("-wal"));
+    let index_disk = on_disk(&with("-index")) + on_disk(&with("-index-wal"));
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let per = |b: u64| b as f64 / events.max(1) as f64;
     format!(
-        "{:.1} MiB (main {:.1} MiB + wal {:.1} MiB + index file {:.1} MiB) for {events} events \
-         = {:.0} bytes/event",
-        mib(main + wal + index),
+        "{:.1} MiB in use (store file {:.1} MiB = {:.0} bytes/event, index file {:.1} MiB = \
+         {:.0} bytes/event) for {events} events = {:.0} bytes/event; on disk with the WALs \
+         {:.1} MiB + {:.1} MiB",
+        mib(main + index),
         mib(main),
-        mib(wal),
+        per(main),
         mib(index),
-        (main + wal + index) as f64 / events.max(1) as f64
+        per(index),
+        per(main + index),
+        mib(disk),
+        mib(index_disk),
     )
 }
 

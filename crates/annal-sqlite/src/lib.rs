@@ -13,6 +13,9 @@
 //! - **Appends read nothing first**: the writer checks expected versions, deletions and
 //!   replays against each stream's record (the `streams` table), written by the same
 //!   commit as the stream's events (see [`annal_core::commit`]).
+//! - **Appends write only the indexes appends need**: the filters' indexes are in a file
+//!   of their own, filled behind the writer by the indexer thread; filtered reads are
+//!   exact however far it lags (see [`index`]).
 //! - **Several processes** may open the same file: each commit takes SQLite's write lock
 //!   and reads the log's tip inside it, so positions, versions and the chain stay whole.
 //!   Waiters in one process are woken on its commits and poll for other processes'.
