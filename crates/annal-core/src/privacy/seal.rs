@@ -31,7 +31,8 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
-const ALG: &str = "xchacha20poly1305";
+/// The one cipher of sealed parts.
+pub(super) const ALG: &str = "xchacha20poly1305";
 
 /// The stored form of a personal part.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,17 +80,17 @@ fn malformed(position: u64) -> Error {
 /// The sealed form as read, borrowing from the stored text where it can.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Stored<'a> {
+pub(super) struct Stored<'a> {
     #[serde(borrow)]
-    alg: Cow<'a, str>,
+    pub(super) alg: Cow<'a, str>,
     #[serde(borrow)]
-    subjects: Vec<Cow<'a, str>>,
+    pub(super) subjects: Vec<Cow<'a, str>>,
     #[serde(borrow)]
-    keys: Vec<Cow<'a, str>>,
+    pub(super) keys: Vec<Cow<'a, str>>,
     #[serde(borrow)]
-    nonces: Vec<Cow<'a, str>>,
+    pub(super) nonces: Vec<Cow<'a, str>>,
     #[serde(borrow)]
-    ciphertext: Cow<'a, str>,
+    pub(super) ciphertext: Cow<'a, str>,
 }
 
 impl<'a> Stored<'a> {
@@ -104,7 +105,7 @@ impl<'a> Stored<'a> {
 
     /// The writer's layout, or `None` for anything else (which serde_json then reads,
     /// or refuses).
-    fn canonical(text: &'a str) -> Option<Self> {
+    pub(super) fn canonical(text: &'a str) -> Option<Self> {
         let rest = text.strip_prefix(r#"{"alg":""#)?;
         let (alg, rest) = plain_str(rest)?;
         let (subjects, rest) = str_array(rest.strip_prefix(r#","subjects":"#)?)?;
