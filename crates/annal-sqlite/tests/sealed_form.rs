@@ -131,3 +131,50 @@ async fn a_blob_of_the_wrong_shape_is_reported_corrupt_not_guessed() {
         }
     }
 }
+
+/// A page of more than 256 personal parts is opened on two threads: each event still
+/// gets its own part, in order, and a forgotten subject's parts read as erased.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_page_opens_every_part_as_its_own_in_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir.path().join("annal.db"));
+    let events: Vec<_> = (0..600)
+        .map(|i| {
+            let mut e = ev("Paid", "{}");
+            e.personal = Some(RawJson::parse(format!(r#"{{"n":{i}}}"#)).expect("json"));
+            e.subjects = vec![format!("family_{}", i % 7)];
+            e
+        })
+        .collect();
+    store
+        .append(req("Family", "family_all", ExpectedVersion::Any, events))
+        .await
+        .expect("append");
+    store
+        .forget_subject(annal_core::privacy::ForgetRequest {
+            subject: "family_3".into(),
+            reason: "a test".into(),
+            user_id: None,
+            principal: None,
+        })
+        .await
+        .expect("forget");
+    let read = store
+        .read_all(0, 600, &Filter::default())
+        .await
+        .expect("read");
+    assert_eq!(read.len(), 600);
+    for (i, e) in read.iter().enumerate() {
+        let expected = if i % 7 == 3 {
+            annal_core::privacy::ERASED.to_owned()
+        } else {
+            format!(r#"{{"n":{i}}}"#)
+        };
+        assert_eq!(
+            e.personal.as_ref().map(RawJson::get),
+            Some(expected.as_str())
+        );
+        assert_eq!(e.subjects, vec![format!("family_{}", i % 7)]);
+    }
+    assert!(store.verify(None, None).await.expect("verify").ok);
+}
