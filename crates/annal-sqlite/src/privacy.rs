@@ -9,12 +9,18 @@
 //!   the old bytes in the page it rewrites;
 //! - a read opens personal parts with the rows as they are at that read (one query per
 //!   page for every key the page names), read after its events: a key destroyed before
-//!   reads as erased, whether or not its unwrapped form is cached ([`Keys`]).
+//!   reads as erased, whether or not its unwrapped form is cached ([`Keys`]);
+//! - `events.sealed` holds an event's sealed form as a BLOB, packed
+//!   ([`annal_core::privacy::packed`]), when it renders back to the very JSON text the
+//!   chain hashes, and as that TEXT otherwise (and in rows written before the packed
+//!   form): [`sealed_value`] and [`sealed_from`]. A BLOB that does not unpack is
+//!   corrupt, never guessed at.
 
 use crate::rows::{self, EVENT_COLUMNS, clamp, db, time};
 use annal_core::commit::Writes;
-use annal_core::privacy::{self, Keyring, Keys, SubjectInfo, SubjectKey};
-use annal_core::{RecordedEvent, Result, stored};
+use annal_core::privacy::{self, Keyring, Keys, SubjectInfo, SubjectKey, packed};
+use annal_core::{RawJson, RecordedEvent, Result, stored};
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, Row, params};
 use std::sync::Arc;
 
@@ -52,6 +58,29 @@ fn query_keys(
         out.push(key_from_row(r)?);
     }
     Ok(out)
+}
+
+/// The stored form of an event's sealed part: packed bytes when they render back to
+/// exactly its text, the text otherwise.
+pub fn sealed_value(sealed: &RawJson) -> Value {
+    match packed::pack(sealed.get()) {
+        Some(bytes) => Value::Blob(bytes),
+        None => Value::Text(sealed.get().to_owned()),
+    }
+}
+
+/// An event's sealed part as stored: the JSON text the chain hashes.
+pub fn sealed_from(v: ValueRef<'_>) -> std::result::Result<Option<RawJson>, String> {
+    match v {
+        ValueRef::Null => Ok(None),
+        ValueRef::Text(t) => std::str::from_utf8(t)
+            .map(|t| Some(RawJson::from_stored(t.to_owned())))
+            .map_err(|e| e.to_string()),
+        ValueRef::Blob(b) => packed::unpack(b)
+            .map(|t| Some(RawJson::from_stored(t)))
+            .map_err(|e| e.to_string()),
+        other => Err(format!("a {} value", other.data_type())),
+    }
 }
 
 /// One subject's row.

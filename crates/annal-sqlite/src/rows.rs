@@ -63,10 +63,8 @@ pub fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent> {
         principal: row.get(14).map_err(db)?,
         data: RawJson::from_stored(row.get(11).map_err(db)?),
         metadata: RawJson::from_stored(row.get(12).map_err(db)?),
-        sealed: row
-            .get::<_, Option<String>>(15)
-            .map_err(db)?
-            .map(RawJson::from_stored),
+        sealed: crate::privacy::sealed_from(value(15)?)
+            .map_err(|e| corrupt(position, "sealed", e))?,
         subjects: Vec::new(),
         personal: None,
         hash,

@@ -310,7 +310,7 @@ fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
             e.metadata.get(),
             &e.hash.0[..],
             e.principal,
-            e.sealed.as_ref().map(|s| s.get()),
+            e.sealed.as_ref().map(crate::privacy::sealed_value),
         ])?;
     }
     crate::privacy::write(conn, w)?;

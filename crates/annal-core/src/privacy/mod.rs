@@ -24,6 +24,7 @@
 mod aead;
 mod kek;
 mod keys;
+pub mod packed;
 mod seal;
 
 pub use kek::{DataKey, KEK_ENV, KEK_FILE_ENV, KekError, Keyring, SubjectKey};

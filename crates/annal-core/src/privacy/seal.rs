@@ -31,7 +31,8 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
-const ALG: &str = "xchacha20poly1305";
+/// The one cipher of sealed parts.
+pub(super) const ALG: &str = "xchacha20poly1305";
 
 /// The stored form of a personal part.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,17 +80,17 @@ fn malformed(position: u64) -> Error {
 /// The sealed form as read, borrowing from the stored text where it can.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Stored<'a> {
+pub(super) struct Stored<'a> {
     #[serde(borrow)]
-    alg: Cow<'a, str>,
+    pub(super) alg: Cow<'a, str>,
     #[serde(borrow)]
-    subjects: Vec<Cow<'a, str>>,
+    pub(super) subjects: Vec<Cow<'a, str>>,
     #[serde(borrow)]
-    keys: Vec<Cow<'a, str>>,
+    pub(super) keys: Vec<Cow<'a, str>>,
     #[serde(borrow)]
-    nonces: Vec<Cow<'a, str>>,
+    pub(super) nonces: Vec<Cow<'a, str>>,
     #[serde(borrow)]
-    ciphertext: Cow<'a, str>,
+    pub(super) ciphertext: Cow<'a, str>,
 }
 
 impl<'a> Stored<'a> {
@@ -104,7 +105,7 @@ impl<'a> Stored<'a> {
 
     /// The writer's layout, or `None` for anything else (which serde_json then reads,
     /// or refuses).
-    fn canonical(text: &'a str) -> Option<Self> {
+    pub(super) fn canonical(text: &'a str) -> Option<Self> {
         let rest = text.strip_prefix(r#"{"alg":""#)?;
         let (alg, rest) = plain_str(rest)?;
         let (subjects, rest) = str_array(rest.strip_prefix(r#","subjects":"#)?)?;
@@ -189,13 +190,14 @@ impl Sealed {
         })
     }
 
-    /// The plaintext with the data keys found (`None`: forgotten), or [`ERASED`].
+    /// The subjects and the plaintext with the data keys found (`None`: forgotten), or
+    /// [`ERASED`].
     fn open(
-        &mut self,
+        self,
         event_id: Uuid,
         position: u64,
         keys: &HashMap<String, Option<DataKey>>,
-    ) -> Result<RawJson> {
+    ) -> Result<(Vec<String>, RawJson)> {
         let bad = |why: &str| {
             Error::Corrupt(format!(
                 "event at position {position}: its personal part {why}"
@@ -206,18 +208,18 @@ impl Sealed {
             match keys.get(id) {
                 Some(Some(k)) => layers.push(k),
                 // A key destroyed, or never in this store (a log copied without its keys).
-                _ => return Ok(RawJson::from_stored(ERASED.to_owned())),
+                _ => return Ok((self.subjects, RawJson::from_stored(ERASED.to_owned()))),
             }
         }
         let aad = aad(event_id);
-        let mut text = std::mem::take(&mut self.ciphertext);
+        let mut text = self.ciphertext;
         for (key, nonce) in layers.iter().zip(&self.nonces).rev() {
             let len = aead::open_in_place(&key.key, nonce, &aad, &mut text)
                 .map_err(|_| bad("does not decrypt with its subject's key"))?;
             text.truncate(len);
         }
         let text = String::from_utf8(text).map_err(|_| bad("is not UTF-8"))?;
-        Ok(RawJson::from_stored(text))
+        Ok((self.subjects, RawJson::from_stored(text)))
     }
 }
 
@@ -273,6 +275,37 @@ pub fn key_ids(events: &[RecordedEvent]) -> Result<Vec<String>> {
     Ok(ids)
 }
 
+/// Pages with at least this many sealed parts are parsed and opened on two threads (as
+/// [`crate::chain::check_served`] hashes them): decoding and decrypting were most of a
+/// personal read's own cost, and a reader otherwise keeps one core busy while the other
+/// idles.
+const PARALLEL_OPEN_FROM: usize = 256;
+
+/// `f` over `items`, on two threads when there are [`PARALLEL_OPEN_FROM`] or more (and
+/// two cores), in order.
+fn map_split<T: Send, R: Send>(
+    mut items: Vec<T>,
+    f: impl Fn(T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let serial = |part: Vec<T>| part.into_iter().map(&f).collect::<Result<Vec<R>>>();
+    if items.len() < PARALLEL_OPEN_FROM
+        || !std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+    {
+        return serial(items);
+    }
+    let second = items.split_off(items.len() / 2);
+    let first = items;
+    std::thread::scope(|scope| {
+        let later = scope.spawn(|| serial(second));
+        let mut out = serial(first)?;
+        let later = later
+            .join()
+            .unwrap_or_else(|_| Err(Error::storage("a thread opening personal parts panicked")))?;
+        out.extend(later);
+        Ok(out)
+    })
+}
+
 /// Opens the sealed personal parts of `events` in place: each gets `subjects` and
 /// `personal` (the decrypted part, or [`ERASED`]). `fetch` reads the key table's rows
 /// for the key ids asked (rows it does not find are keys this store never had), in the
@@ -283,24 +316,26 @@ pub fn open_events(
     keys: Option<&Keys>,
     fetch: impl FnOnce(&[String]) -> Result<Vec<SubjectKey>>,
 ) -> Result<()> {
-    let mut sealed = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    for (i, e) in events.iter().enumerate() {
-        if let Some(s) = &e.sealed {
-            let s = Sealed::read(s, e.position)?;
-            for k in &s.keys {
-                if !seen.contains(k) {
-                    seen.insert(k.clone());
-                }
-            }
-            sealed.push((i, s));
-        }
-    }
-    if sealed.is_empty() {
+    let at: Vec<usize> = (0..events.len())
+        .filter(|&i| events[i].sealed.is_some())
+        .collect();
+    if at.is_empty() {
         return Ok(());
     }
-    let mut ids: Vec<String> = seen.into_iter().collect();
+    let sealed = map_split(at.clone(), |i| {
+        let e = &events[i];
+        match &e.sealed {
+            Some(s) => Sealed::read(s, e.position),
+            None => Err(malformed(e.position)),
+        }
+    })?;
+    let mut ids: Vec<&str> = sealed
+        .iter()
+        .flat_map(|s| s.keys.iter().map(String::as_str))
+        .collect();
     ids.sort_unstable();
+    ids.dedup();
+    let ids: Vec<String> = ids.into_iter().map(str::to_owned).collect();
     let rows = fetch(&ids)?;
     let found = match keys {
         Some(k) => k.data_keys(&rows)?,
@@ -318,10 +353,15 @@ pub fn open_events(
             found
         }
     };
-    for (i, mut s) in sealed {
+    let jobs: Vec<(usize, Sealed)> = at.into_iter().zip(sealed).collect();
+    let events_read: &[RecordedEvent] = events;
+    let opened = map_split(jobs, |(i, s)| {
+        let e = &events_read[i];
+        s.open(e.event_id, e.position, &found).map(|o| (i, o))
+    })?;
+    for (i, (subjects, personal)) in opened {
         if let Some(e) = events.get_mut(i) {
-            let personal = s.open(e.event_id, e.position, &found)?;
-            e.subjects = s.subjects;
+            e.subjects = subjects;
             e.personal = Some(personal);
         }
     }
