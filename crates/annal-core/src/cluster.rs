@@ -99,6 +99,32 @@ impl Node {
     }
 }
 
+/// A read store: a hot standby of a PostgreSQL store that serves the node's catch-up
+/// reads and reads of the log (`annal serve --read-store`), as the node sees it now.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadStoreStatus {
+    /// Where it is: `host:port/dbname`.
+    pub target: String,
+    /// Whether reads go to it now. False while it cannot be reached, or does not hold
+    /// this store's log: reads then go to the primary.
+    pub available: bool,
+    /// The last position committed on it (its own `head` row), when it answered.
+    pub head: Option<u64>,
+    /// How many positions it is behind the primary's head, when both answered.
+    pub behind: Option<u64>,
+    /// When the primary committed the last transaction the standby has replayed
+    /// (`pg_last_xact_replay_timestamp()`); `null` for a server that is not a standby
+    /// or has replayed none since it started.
+    pub replayed_commit_at: Option<Timestamp>,
+    /// Reads it answered whole since the node started.
+    pub reads_served: u64,
+    /// Reads the primary answered, whole or their newest part, since the node started:
+    /// the read store was unavailable, failed, or was still behind the position the
+    /// read needed after the wait.
+    pub reads_on_primary: u64,
+}
+
 /// A node's part in the cluster, as KurrentDB names it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

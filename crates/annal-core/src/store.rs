@@ -125,6 +125,12 @@ pub trait Store: Send + Sync {
     /// last position among those aggregates' events (0 if none).
     async fn head(&self, aggregate_types: &[String]) -> Result<u64>;
 
+    /// The read store (a hot standby serving reads) this store sends reads to, and how
+    /// it is doing; `None` for stores without one.
+    async fn read_store(&self) -> Option<crate::cluster::ReadStoreStatus> {
+        None
+    }
+
     /// Why the store cannot write right now: its last commit failed for a reason of its
     /// own (a full disk, a lost primary). `None` once a commit succeeds again, and for
     /// stores that do not track it.

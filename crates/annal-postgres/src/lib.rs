@@ -26,12 +26,14 @@ pub mod config;
 pub mod notify;
 mod open;
 mod privacy;
+pub mod replica;
 pub mod rows;
 pub mod schema;
 pub mod writer;
 
 pub use config::{ConfigError, PgConfig, TlsMode};
 pub use open::{OpenError, Options};
+pub use replica::ReadStoreOptions;
 
 use annal_core::append::{ProposedTransaction, check_name};
 use annal_core::cluster::{Node, NodeRegistration};
@@ -165,6 +167,35 @@ pub(crate) async fn timed<T>(
     }
 }
 
+/// Runs one query on a connection of `pool`, within `timeout`.
+pub(crate) async fn query_on(
+    pool: &Pool,
+    timeout: Option<Duration>,
+    context: &str,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> std::result::Result<Vec<tokio_postgres::Row>, StorageFailure> {
+    let work = async {
+        let client = pool.get().await.map_err(|e| pool_failure(context, e))?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| StorageFailure::new(context, e))?;
+        client
+            .query(&statement, params)
+            .await
+            .map_err(|e| StorageFailure::new(context, e))
+    };
+    match timeout {
+        Some(t) => tokio::time::timeout(t, work)
+            .await
+            .unwrap_or_else(|_| Err(StorageFailure::timeout(context, t))),
+        None => work.await,
+    }
+}
+
+use replica::Miss;
+
 /// Pages shorter than this are checked against their hashes on the calling task
 /// (about half a microsecond per event).
 const CHECK_INLINE_UP_TO: usize = 64;
@@ -184,6 +215,11 @@ struct Inner {
     timeout: Option<Duration>,
     jobs: mpsc::UnboundedSender<writer::Job>,
     head: watch::Receiver<u64>,
+    /// The same watch's sender: a head read raises it too, so that it is at least
+    /// every head a caller has been told.
+    head_tx: Arc<watch::Sender<u64>>,
+    /// The read store, when there is one.
+    replica: Option<Arc<replica::Replica>>,
     listener: Arc<notify::Listener>,
     /// Whether the writer's last commit failed.
     health: annal_core::failures::WriteHealth,
@@ -223,11 +259,23 @@ impl PgStore {
             .map_err(|_| Error::Closed("the writer task stopped before answering".into()))?
     }
 
-    /// Runs one query on a pooled connection, with the store's deadline.
     /// `events` once each is checked against its stored hash (pages of at least
     /// [`CHECK_INLINE_UP_TO`] events on the blocking pool)
     /// ([`annal_core::chain::check_served`]).
     async fn checked(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
+        self.checked_on(None, events).await.map_err(|m| match m {
+            Miss::Standby(e) => e.into(),
+            Miss::Data(e) => e,
+        })
+    }
+
+    /// [`PgStore::checked`], the hashes before the events read from the read store
+    /// `on`, or else from the primary.
+    async fn checked_on(
+        &self,
+        on: Option<&replica::Replica>,
+        events: Vec<RecordedEvent>,
+    ) -> std::result::Result<Vec<RecordedEvent>, Miss> {
         let needed = annal_core::chain::predecessors_needed(&events);
         let mut found = Vec::with_capacity(needed.len());
         if !needed.is_empty() {
@@ -236,10 +284,21 @@ impl PgStore {
                 "SELECT position, hash FROM {}.events WHERE position = ANY($1)",
                 self.inner.quoted
             );
-            for r in self
-                .query("reading the hashes before some events", &sql, &[&positions])
-                .await?
-            {
+            let context = "reading the hashes before some events";
+            let rows = match on {
+                Some(r) => r.query(context, &sql, &[&positions]).await?,
+                None => {
+                    query_on(
+                        &self.inner.pool,
+                        self.inner.timeout,
+                        context,
+                        &sql,
+                        &[&positions],
+                    )
+                    .await?
+                }
+            };
+            for r in rows {
                 let position: i64 = rows::get(&r, 0)?;
                 let hash: &str = rows::get(&r, 1)?;
                 let hash = hash.parse().map_err(|e| {
@@ -255,11 +314,185 @@ impl PgStore {
             return Ok(events);
         }
         // Hashing a page is CPU work: off tokio's workers.
-        tokio::task::spawn_blocking(move || {
+        Ok(tokio::task::spawn_blocking(move || {
             annal_core::chain::check_served(&events, &found).map(|()| events)
         })
         .await
-        .map_err(|e| Error::storage(format!("a hash check task failed: {e}")))?
+        .map_err(|e| Error::storage(format!("a hash check task failed: {e}")))??)
+    }
+
+    /// The read store, while reads go to it.
+    fn replica(&self) -> Option<&replica::Replica> {
+        self.inner.replica.as_deref().filter(|r| r.available())
+    }
+
+    /// The highest head this store has seen: its writer's commits, notifications and
+    /// head reads.
+    fn known_head(&self) -> u64 {
+        *self.inner.head.borrow()
+    }
+
+    /// The head a read that begins now must show at least: the primary's head, read
+    /// now (one row); if the primary cannot answer, the highest this store has seen.
+    async fn read_target(&self) -> u64 {
+        let read = self.head(&[]).await.unwrap_or(0);
+        read.max(self.known_head())
+    }
+
+    /// Up to `limit` events after `after` that pass `filter`: from the read store when
+    /// there is one and it holds them, else (or for the part past its head) from the
+    /// primary; hash-checked when `check`. See [`replica`] for what this promises.
+    async fn read_log(
+        &self,
+        after: u64,
+        limit: usize,
+        filter: &Filter,
+        check: bool,
+    ) -> Result<Vec<RecordedEvent>> {
+        let mut events = Vec::new();
+        let (mut from, mut want) = (after, limit);
+        if let Some(r) = self.replica() {
+            let mut target = None;
+            let mut waited = false;
+            loop {
+                let (page, head) = match r.read_all(from, want, filter).await {
+                    Ok(read) => read,
+                    Err(Miss::Standby(e)) => {
+                        r.failed(&e);
+                        break;
+                    }
+                    Err(Miss::Data(e)) => return Err(e),
+                };
+                let full = page.len() == want;
+                let page = if check {
+                    match self.checked_on(Some(r), page).await {
+                        Ok(page) => page,
+                        Err(Miss::Standby(e)) => {
+                            r.failed(&e);
+                            break;
+                        }
+                        Err(Miss::Data(e)) => return Err(e),
+                    }
+                } else {
+                    page
+                };
+                want -= page.len();
+                events.extend(page);
+                // A full page is what the primary would answer too.
+                if full {
+                    r.served();
+                    return Ok(events);
+                }
+                // Short: every match up to the standby's head is in it.
+                from = from.max(head);
+                let target = match target {
+                    Some(t) => t,
+                    None => *target.insert(self.read_target().await),
+                };
+                if head >= target {
+                    r.served();
+                    return Ok(events);
+                }
+                if waited || !r.reached(target).await {
+                    break;
+                }
+                waited = true;
+            }
+            r.fell_back();
+        }
+        let rest = self.read_all_on_primary(from, want, filter).await?;
+        events.extend(if check {
+            self.checked(rest).await?
+        } else {
+            rest
+        });
+        Ok(events)
+    }
+
+    async fn read_all_on_primary(
+        &self,
+        after: u64,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<RecordedEvent>> {
+        let (sql, params) = rows::read_all_sql(&self.inner.quoted, after, limit, filter);
+        let rows = self.query_boxed("reading the log", &sql, &params).await?;
+        rows::events_from_rows(&rows)
+    }
+
+    /// The read store, once it holds `position` (waited for); `None`: the primary
+    /// answers (counted as such).
+    async fn replica_at(&self, position: u64) -> Option<&replica::Replica> {
+        let r = self.replica()?;
+        if r.reached(position).await {
+            Some(r)
+        } else {
+            r.fell_back();
+            None
+        }
+    }
+
+    /// The read store that holds the primary's head as of now (waited for), if any.
+    async fn replica_now(&self) -> Option<&replica::Replica> {
+        self.replica()?;
+        let target = self.read_target().await;
+        self.replica_at(target).await
+    }
+
+    /// Runs a read query on the read store `on`, or else on the primary; a read store
+    /// that fails hands the query to the primary.
+    async fn query_read(
+        &self,
+        on: Option<&replica::Replica>,
+        context: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        if let Some(r) = on {
+            match r.query(context, sql, params).await {
+                Ok(rows) => {
+                    r.served();
+                    return Ok(rows);
+                }
+                Err(e) => {
+                    r.failed(&e);
+                    r.fell_back();
+                }
+            }
+        }
+        self.query(context, sql, params).await
+    }
+
+    /// Events a query selects with [`EVENT_COLUMNS`], hash-checked: from the read store
+    /// `on`, or else from the primary; a read store that fails hands the read to the
+    /// primary.
+    async fn read_events(
+        &self,
+        on: Option<&replica::Replica>,
+        context: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<RecordedEvent>> {
+        if let Some(r) = on {
+            let attempt = async {
+                let rows = r.query(context, sql, params).await?;
+                let events = rows::events_from_rows(&rows)?;
+                self.checked_on(Some(r), events).await
+            };
+            match attempt.await {
+                Ok(events) => {
+                    r.served();
+                    return Ok(events);
+                }
+                Err(Miss::Data(e)) => return Err(e),
+                Err(Miss::Standby(e)) => {
+                    r.failed(&e);
+                    r.fell_back();
+                }
+            }
+        }
+        let rows = self.query(context, sql, params).await?;
+        self.checked(rows::events_from_rows(&rows)?).await
     }
 
     fn keys(&self) -> Option<Arc<Keys>> {
@@ -293,29 +526,7 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>> {
-        let work = async {
-            let client = self
-                .inner
-                .pool
-                .get()
-                .await
-                .map_err(|e| pool_failure(context, e))?;
-            let statement = client
-                .prepare_cached(sql)
-                .await
-                .map_err(|e| StorageFailure::new(context, e))?;
-            client
-                .query(&statement, params)
-                .await
-                .map_err(|e| StorageFailure::new(context, e))
-        };
-        let rows = match self.inner.timeout {
-            Some(t) => tokio::time::timeout(t, work)
-                .await
-                .unwrap_or_else(|_| Err(StorageFailure::timeout(context, t))),
-            None => work.await,
-        };
-        Ok(rows?)
+        Ok(query_on(&self.inner.pool, self.inner.timeout, context, sql, params).await?)
     }
 
     async fn query_boxed(
@@ -437,14 +648,15 @@ impl Store for PgStore {
                 from_version.unwrap_or(u64::MAX),
             ),
         };
-        let rows = self
-            .query(
+        let on = self.replica_now().await;
+        let events = self
+            .read_events(
+                on,
                 "reading an aggregate",
                 &sql,
                 &[&aggregate_id, &clamp(from), &clamp(limit)],
             )
             .await?;
-        let events = self.checked(rows::events_from_rows(&rows)?).await?;
         self.opened(events).await
     }
 
@@ -454,10 +666,7 @@ impl Store for PgStore {
         limit: usize,
         filter: &Filter,
     ) -> Result<Vec<RecordedEvent>> {
-        let events = self
-            .read_all_unchecked(after_position, limit, filter)
-            .await?;
-        let events = self.checked(events).await?;
+        let events = self.read_log(after_position, limit, filter, true).await?;
         self.opened(events).await
     }
 
@@ -468,9 +677,7 @@ impl Store for PgStore {
         limit: usize,
         filter: &Filter,
     ) -> Result<Vec<RecordedEvent>> {
-        let (sql, params) = rows::read_all_sql(&self.inner.quoted, after_position, limit, filter);
-        let rows = self.query_boxed("reading the log", &sql, &params).await?;
-        rows::events_from_rows(&rows)
+        self.read_log(after_position, limit, filter, false).await
     }
 
     /// One `GROUP BY event_type` query over the filter's rows, up to the head row.
@@ -480,12 +687,28 @@ impl Store for PgStore {
         up_to: Option<u64>,
         filter: &Filter,
     ) -> Result<EventCounts> {
-        let up_to = match up_to {
-            Some(p) => p,
-            None => self.head(&[]).await?,
+        let (up_to, head) = match up_to {
+            Some(p) => (p, None),
+            None => {
+                let head = self.head(&[]).await?;
+                (head, Some(head))
+            }
+        };
+        let on = match self.replica() {
+            // The read store, once it holds every position counted.
+            Some(_) => {
+                let target = match head {
+                    Some(head) => head,
+                    None => self.read_target().await.min(up_to),
+                };
+                self.replica_at(target).await
+            }
+            None => None,
         };
         let (sql, params) = rows::count_sql(&self.inner.quoted, after_position, up_to, filter);
-        let rows = self.query_boxed("counting events", &sql, &params).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+        let rows = self.query_read(on, "counting events", &sql, &refs).await?;
         let counts = rows
             .iter()
             .map(|r| {
@@ -565,10 +788,24 @@ impl Store for PgStore {
         let row = rows
             .first()
             .ok_or_else(|| Error::Corrupt(format!("the table {s}.head has no row")))?;
-        Ok(stored::number(
-            "events.position",
-            rows::get::<i64>(row, 0)?,
-        )?)
+        let head = stored::number("events.position", rows::get::<i64>(row, 0)?)?;
+        if aggregate_types.is_empty() {
+            // Reads from the read store show at least every head a caller was told.
+            self.inner.head_tx.send_if_modified(|h| {
+                let moved = *h < head;
+                if moved {
+                    *h = head;
+                }
+                moved
+            });
+        }
+        Ok(head)
+    }
+
+    async fn read_store(&self) -> Option<annal_core::cluster::ReadStoreStatus> {
+        let r = self.inner.replica.as_ref()?;
+        let primary = self.head(&[]).await.ok();
+        Some(r.status(primary).await)
     }
 
     async fn save_snapshot(

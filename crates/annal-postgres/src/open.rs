@@ -24,6 +24,9 @@ pub struct Options {
     /// keys another KEK wraps, or that holds keys while none is given, is refused
     /// ([`OpenError::Kek`]).
     pub keyring: Option<Keyring>,
+    /// A hot standby of the store's server that serves its reads of the log and of
+    /// streams ([`crate::replica`]); `None`: the primary serves every read.
+    pub read_store: Option<crate::replica::ReadStoreOptions>,
 }
 
 /// Why a store could not be opened.
@@ -61,6 +64,10 @@ pub enum OpenError {
         /// What is wrong.
         source: KekError,
     },
+    /// The read store (`Options::read_store`) is not a copy of the store, or its URL
+    /// names another schema.
+    #[error("read store: {0}")]
+    ReadStore(String),
     /// The schema holds a value no writer of annal stores (an [`Error::Corrupt`]).
     #[error("cannot open schema '{schema}': {source}")]
     Corrupt {
@@ -81,7 +88,7 @@ impl From<OpenError> for Error {
     }
 }
 
-fn target(pg: &tokio_postgres::Config) -> String {
+pub(crate) fn target(pg: &tokio_postgres::Config) -> String {
     let host = match pg.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
@@ -89,6 +96,40 @@ fn target(pg: &tokio_postgres::Config) -> String {
     };
     let port = pg.get_ports().first().copied().unwrap_or(5432);
     format!("{host}:{port}/{}", pg.get_dbname().unwrap_or(""))
+}
+
+/// The connection pool of a server: at most `pool_size` connections, each waited for
+/// at most the operation timeout (60 s without one), each made within the connect
+/// timeout plus 5 s.
+pub(crate) fn build_pool(
+    config: &PgConfig,
+    tls: Option<&tokio_postgres_rustls::MakeRustlsConnect>,
+) -> std::result::Result<Pool, OpenError> {
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls {
+        None => Manager::from_config(config.pg.clone(), tokio_postgres::NoTls, manager_config),
+        Some(tls) => Manager::from_config(config.pg.clone(), tls.clone(), manager_config),
+    };
+    let wait = config
+        .operation_timeout()
+        .unwrap_or(Duration::from_secs(60));
+    Pool::builder(manager)
+        .max_size(config.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(
+            config
+                .pg
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(Duration::from_secs(10))
+                + Duration::from_secs(5),
+        ))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| OpenError::Pool(e.to_string()))
 }
 
 impl PgStore {
@@ -104,30 +145,8 @@ impl PgStore {
         options: Options,
     ) -> std::result::Result<Self, OpenError> {
         let tls = config.tls_connector()?;
-        let manager_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = match &tls {
-            None => Manager::from_config(config.pg.clone(), tokio_postgres::NoTls, manager_config),
-            Some(tls) => Manager::from_config(config.pg.clone(), tls.clone(), manager_config),
-        };
+        let pool = build_pool(&config, tls.as_ref())?;
         let timeout = config.operation_timeout();
-        let wait = timeout.unwrap_or(Duration::from_secs(60));
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(wait))
-            .create_timeout(Some(
-                config
-                    .pg
-                    .get_connect_timeout()
-                    .copied()
-                    .unwrap_or(Duration::from_secs(10))
-                    + Duration::from_secs(5),
-            ))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| OpenError::Pool(e.to_string()))?;
         let connect_failed = |source| OpenError::Connect {
             target: target(&config.pg),
             source,
@@ -177,6 +196,13 @@ impl PgStore {
                 source,
             }
         })?;
+        let replica = match options.read_store {
+            Some(read_store) => Some(
+                crate::replica::Replica::open(read_store, &config.schema, pool.clone(), timeout)
+                    .await?,
+            ),
+            None => None,
+        };
         let (head_tx, head_rx) = watch::channel(head);
         let head_tx = Arc::new(head_tx);
         let sql = Arc::new(writer::Sql::new(&config.schema));
@@ -196,7 +222,7 @@ impl PgStore {
                 pool: pool.clone(),
                 sql,
                 timeout,
-                head: head_tx,
+                head: head_tx.clone(),
                 health: health.clone(),
             },
             jobs_rx,
@@ -210,6 +236,8 @@ impl PgStore {
                 timeout,
                 jobs,
                 head: head_rx,
+                head_tx,
+                replica,
                 listener,
                 health,
                 keys: keyring.map(|k| Arc::new(annal_core::privacy::Keys::new(k))),

@@ -16,22 +16,34 @@ struct Pg {
     store: PgStore,
     url: String,
     schema: String,
+    /// Whether the store reads through a read store (the same server).
+    read_store: bool,
     _guard: common::SchemaGuard,
 }
 
 async fn fresh() -> Pg {
+    fresh_reading(false).await
+}
+
+/// A fresh store, reading through a read store on the same server when `read_store`.
+async fn fresh_reading(read_store: bool) -> Pg {
     let schema = common::fresh_schema();
     let url = common::store_url(&schema);
     let guard = common::SchemaGuard(schema.clone());
-    let store = PgStore::connect(&url)
+    let store = open(&url, read_store)
         .await
         .unwrap_or_else(|e| panic!("cannot open a store on the test server: {e}"));
     Pg {
         store,
         url,
         schema,
+        read_store,
         _guard: guard,
     }
+}
+
+async fn open(url: &str, read_store: bool) -> Result<PgStore, annal_postgres::OpenError> {
+    connect_reading(url, None, read_store).await
 }
 
 #[async_trait]
@@ -66,7 +78,7 @@ impl Harness for Pg {
     }
 
     async fn reopen(&mut self) {
-        self.store = PgStore::connect(&self.url).await.expect("reopen");
+        self.store = open(&self.url, self.read_store).await.expect("reopen");
     }
 }
 
@@ -75,6 +87,24 @@ annal_core::conformance_suite!(fresh, skip_unless = common::available);
 mod subscriptions {
     use super::{common, fresh};
     annal_core::subscription_suite!(fresh, skip_unless = common::available);
+}
+
+/// The same suites with every read the store sends to a read store going through it
+/// (here the same server, which holds the same log): the reads' routing, capping,
+/// hash checks and fallbacks keep every promise (docs/cluster.md#reads-from-a-standby).
+mod through_a_read_store {
+    use super::common;
+
+    async fn fresh() -> super::Pg {
+        super::fresh_reading(true).await
+    }
+
+    annal_core::conformance_suite!(fresh, skip_unless = common::available);
+
+    mod stream_rules {
+        use super::{common, fresh};
+        annal_core::stream_suite!(fresh, skip_unless = common::available);
+    }
 }
 
 mod stream_rules {
@@ -149,25 +179,43 @@ async fn connect_with_kek(
     url: &str,
     keyring: Option<annal_core::privacy::Keyring>,
 ) -> Result<PgStore, annal_postgres::OpenError> {
+    connect_reading(url, keyring, false).await
+}
+
+/// Connects with `keyring`, reading through a read store on the same server when
+/// `read_store`.
+async fn connect_reading(
+    url: &str,
+    keyring: Option<annal_core::privacy::Keyring>,
+    read_store: bool,
+) -> Result<PgStore, annal_postgres::OpenError> {
     let config = annal_postgres::PgConfig::from_url(url)?;
     let options = annal_postgres::Options {
         keyring,
+        read_store: read_store.then(|| annal_postgres::ReadStoreOptions::new(config.clone())),
         ..annal_postgres::Options::default()
     };
     PgStore::connect_with(config, options).await
 }
 
 async fn fresh_with_kek() -> Pg {
+    fresh_with_kek_reading(false).await
+}
+
+/// A fresh store with a KEK, reading through a read store on the same server when
+/// `read_store`.
+async fn fresh_with_kek_reading(read_store: bool) -> Pg {
     let schema = common::fresh_schema();
     let url = common::store_url(&schema);
     let guard = common::SchemaGuard(schema.clone());
-    let store = connect_with_kek(&url, Some(annal_core::testkit::privacy::kek()))
+    let store = connect_reading(&url, Some(annal_core::testkit::privacy::kek()), read_store)
         .await
         .unwrap_or_else(|e| panic!("cannot open a store on the test server: {e}"));
     Pg {
         store,
         url,
         schema,
+        read_store,
         _guard: guard,
     }
 }
@@ -178,7 +226,7 @@ impl annal_core::testkit::privacy::PrivacyHarness for Pg {
         &mut self,
         keyring: Option<annal_core::privacy::Keyring>,
     ) -> Result<(), String> {
-        match connect_with_kek(&self.url, keyring).await {
+        match connect_reading(&self.url, keyring, self.read_store).await {
             Ok(s) => {
                 self.store = s;
                 Ok(())
@@ -191,6 +239,18 @@ impl annal_core::testkit::privacy::PrivacyHarness for Pg {
 mod personal_data {
     use super::{common, fresh_with_kek};
     annal_core::privacy_suite!(fresh_with_kek, skip_unless = common::available);
+
+    /// Through a read store (the same server): events are read there, their keys on
+    /// the primary.
+    mod through_a_read_store {
+        use super::common;
+
+        async fn fresh_with_kek() -> super::super::Pg {
+            super::super::fresh_with_kek_reading(true).await
+        }
+
+        annal_core::privacy_suite!(fresh_with_kek, skip_unless = common::available);
+    }
 }
 
 /// Edits the schema behind the store's back (the events guard off for the statement).

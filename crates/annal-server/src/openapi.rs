@@ -92,6 +92,7 @@ use utoipa::OpenApi;
         Whoami,
         Cluster,
         ClusterNode,
+        annal_core::cluster::ReadStoreStatus,
         Role,
         SnapshotBody,
         CheckpointList,

@@ -94,4 +94,7 @@ pub use annal_sqlite as sqlite;
 /// The attribute that projection [`Handler`](projection::Handler)s and other async traits
 /// of annal are implemented with, so a crate using annal needs no dependency of its own.
 pub use async_trait::async_trait;
-pub use url::{OpenError, StoreUrl, connect, connect_with, open, open_with};
+pub use url::{
+    ConnectOptions, OpenError, StoreUrl, connect, connect_with, connect_with_options, open,
+    open_with,
+};

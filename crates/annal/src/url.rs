@@ -194,14 +194,74 @@ pub async fn connect(url: &StoreUrl) -> Result<Arc<dyn Store>, OpenError> {
 
 /// Opens or connects to the store a URL names, enforcing `limits` on appends.
 pub async fn connect_with(url: &StoreUrl, limits: Limits) -> Result<Arc<dyn Store>, OpenError> {
+    connect_with_options(
+        url,
+        ConnectOptions {
+            limits,
+            ..ConnectOptions::default()
+        },
+    )
+    .await
+}
+
+/// What [`connect_with_options`] takes beyond the URL.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// The limits enforced on appends.
+    pub limits: Limits,
+    /// A hot standby of a PostgreSQL store's server (a `postgres://` URL) that serves
+    /// its reads of the log and of streams (docs/cluster.md#reads-from-a-standby).
+    pub read_store: Option<StoreUrl>,
+    /// How long a read waits for the read store to reach the position it needs before
+    /// the primary answers it (default 100 ms).
+    pub read_store_wait: Option<std::time::Duration>,
+}
+
+/// Opens or connects to the store a URL names, with a read store if given (PostgreSQL
+/// only).
+pub async fn connect_with_options(
+    url: &StoreUrl,
+    options: ConnectOptions,
+) -> Result<Arc<dyn Store>, OpenError> {
+    let ConnectOptions {
+        limits,
+        read_store,
+        read_store_wait,
+    } = options;
     match url {
-        StoreUrl::Sqlite(_) => open_with(url, limits),
+        StoreUrl::Sqlite(_) => match read_store {
+            Some(read) => Err(OpenError::BadUrl {
+                url: read.to_string(),
+                reason: "a read store serves a PostgreSQL store; this store is embedded (sqlite:)"
+                    .into(),
+            }),
+            None => open_with(url, limits),
+        },
         #[cfg(feature = "postgres")]
         StoreUrl::Postgres(pg) => {
             let config = annal_postgres::PgConfig::from_url(pg.expose())
                 .map_err(annal_postgres::OpenError::from)?;
+            let read_store = match read_store {
+                None => None,
+                Some(StoreUrl::Postgres(read)) => {
+                    let config = annal_postgres::PgConfig::from_url(read.expose())
+                        .map_err(annal_postgres::OpenError::from)?;
+                    let mut read = annal_postgres::ReadStoreOptions::new(config);
+                    if let Some(wait) = read_store_wait {
+                        read.wait = wait;
+                    }
+                    Some(read)
+                }
+                Some(other) => {
+                    return Err(OpenError::BadUrl {
+                        url: other.to_string(),
+                        reason: "a read store is a PostgreSQL server: postgres://…".into(),
+                    });
+                }
+            };
             let options = annal_postgres::Options {
                 limits,
+                read_store,
                 ..annal_postgres::Options::default()
             };
             Ok(Arc::new(
@@ -210,7 +270,7 @@ pub async fn connect_with(url: &StoreUrl, limits: Limits) -> Result<Arc<dyn Stor
         }
         #[cfg(not(feature = "postgres"))]
         StoreUrl::Postgres(_) => {
-            let _ = limits;
+            let _ = (limits, read_store, read_store_wait);
             Err(OpenError::NotBuilt(url.to_string()))
         }
     }

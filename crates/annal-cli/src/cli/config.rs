@@ -12,6 +12,8 @@ use std::ffi::OsString;
 /// The keys a config file may set: (key, the flag's environment variable, is a switch).
 const KEYS: &[(&str, &str, bool)] = &[
     ("store", "ANNAL_STORE", false),
+    ("read_store", "ANNAL_READ_STORE", false),
+    ("read_store_wait", "ANNAL_READ_STORE_WAIT", false),
     ("data", "ANNAL_DATA", false),
     ("listen", "ANNAL_LISTEN", false),
     ("advertise", "ANNAL_ADVERTISE", false),

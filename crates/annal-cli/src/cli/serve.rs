@@ -38,6 +38,21 @@ pub struct ServeArgs {
     store: StoreUrlArg,
     #[command(flatten)]
     limits: LimitArgs,
+    /// A hot standby of the --store PostgreSQL server (postgres://…, hot_standby on)
+    /// that serves reads of the log and of streams, catch-up subscriptions included;
+    /// appends and everything else stay on the primary, and a read the standby is
+    /// still behind for falls back to it (docs/cluster.md#reads-from-a-standby).
+    #[arg(
+        long,
+        env = "ANNAL_READ_STORE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    read_store: Option<String>,
+    /// How long a read waits for the --read-store to reach the position it needs
+    /// before the primary answers it (0: at once).
+    #[arg(long, env = "ANNAL_READ_STORE_WAIT", default_value = "100ms", value_parser = parse_read_store_wait)]
+    read_store_wait: Duration,
     /// A data directory: the embedded store in DIR/annal.db (instead of --store).
     #[arg(long, env = "ANNAL_DATA", conflicts_with = "store")]
     data: Option<std::path::PathBuf>,
@@ -171,7 +186,29 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
         ),
         _ => None,
     };
-    let store = args.store.open(args.limits.limits()).await?;
+    let read_store = match &args.read_store {
+        Some(url) => Some(
+            url.parse::<annal::url::StoreUrl>()
+                .map_err(CliError::Open)?,
+        ),
+        None => None,
+    };
+    let store = match &read_store {
+        None => args.store.open(args.limits.limits()).await?,
+        Some(read) => {
+            let url: annal::url::StoreUrl = args.store.store.parse().map_err(CliError::Open)?;
+            annal::connect_with_options(
+                &url,
+                annal::ConnectOptions {
+                    limits: args.limits.limits(),
+                    read_store: Some(read.clone()),
+                    read_store_wait: Some(args.read_store_wait),
+                },
+            )
+            .await
+            .map_err(CliError::Open)?
+        }
+    };
     let (listen, listeners) = bind(&addresses).await?;
     // Checked before anything is written: joining the cluster may write a `$epoch`.
     let checked = match &args.digest_dir {
@@ -234,6 +271,10 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
     tracing::info!(listen = %listen, store = %shown, "annal is serving");
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!("annal: serving {shown} on {scheme}://{}", listen);
+    if let Some(read) = &read_store {
+        tracing::info!(read_store = %read, "reads of the log and of streams go to the read store");
+        eprintln!("annal: reading the log and streams from {read}");
+    }
     for also in listeners.iter().skip(1).filter_map(|l| l.local_addr().ok()) {
         eprintln!("annal: also listening on {scheme}://{also}");
     }
@@ -426,6 +467,19 @@ fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
         return Err("between 100ms and 1h".into());
     }
     Ok(ttl)
+}
+
+/// A `--read-store-wait`: 0 to 10s.
+fn parse_read_store_wait(text: &str) -> Result<Duration, String> {
+    let wait = if text.trim() == "0" {
+        Duration::ZERO
+    } else {
+        humantime::parse_duration(text).map_err(|e| format!("{e} (for example 100ms, 1s)"))?
+    };
+    if wait > Duration::from_secs(10) {
+        return Err("at most 10s".into());
+    }
+    Ok(wait)
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -8,6 +8,7 @@ pub mod docs;
 pub mod kurrent;
 pub mod log_check;
 pub mod pg;
+pub mod pg_cluster;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -107,7 +108,22 @@ pub fn serve_with_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Served
     serve_listening_env("127.0.0.1", args, env)
 }
 
+/// [`serve_with`], the server's log (stderr) written to the file `log`.
+pub fn serve_logging_to(args: &[&str], log: &Path) -> Served {
+    let file = std::fs::File::create(log).expect("a log file");
+    serve_on("127.0.0.1", args, &[], Stdio::from(file))
+}
+
 fn serve_listening_env(host: &str, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Served {
+    let stderr = if std::env::var_os("ANNAL_TEST_SERVER_LOG").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
+    serve_on(host, args, env, stderr)
+}
+
+fn serve_on(host: &str, args: &[&str], env: &[(&str, &std::ffi::OsStr)], stderr: Stdio) -> Served {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -117,11 +133,7 @@ fn serve_listening_env(host: &str, args: &[&str], env: &[(&str, &std::ffi::OsStr
         .args(args)
         .args(["--listen", &format!("{host}:{port}")])
         .envs(env.iter().copied())
-        .stderr(if std::env::var_os("ANNAL_TEST_SERVER_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
+        .stderr(stderr)
         .spawn()
         .expect("start annal serve");
     let served = Served { child, port };

@@ -1,7 +1,7 @@
 //! The body of `GET /v1/cluster`: the nodes of a cluster and which one leads
 //! ([`crate::cluster`]).
 
-use crate::cluster::{ClusterView, Role};
+use crate::cluster::{ClusterView, ReadStoreStatus, Role};
 use crate::event::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,10 @@ pub struct Cluster {
     pub shared: bool,
     /// The live nodes, by name.
     pub nodes: Vec<ClusterNode>,
+    /// The answering node's read store (a hot standby serving its reads), when it has
+    /// one (`annal serve --read-store`; docs/cluster.md#reads-from-a-standby).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_store: Option<ReadStoreStatus>,
 }
 
 /// A live node of [`Cluster`].
@@ -60,6 +64,7 @@ impl From<&ClusterView> for Cluster {
                     expires_at: n.expires_at,
                 })
                 .collect(),
+            read_store: None,
         }
     }
 }
