@@ -40,9 +40,13 @@ pub struct Nudge {
 }
 
 impl Nudge {
-    /// Tells the indexer that there may be more to index.
+    /// Tells the indexer that there may be more to index. Only the first nudge since
+    /// the indexer last looked wakes it: the later ones (every sync while it lets
+    /// commits gather) would only wake it to sleep again.
     pub fn nudge(&self) {
-        if let Ok(mut s) = self.state.lock() {
+        if let Ok(mut s) = self.state.lock()
+            && !s.0
+        {
             s.0 = true;
             self.woken.notify_one();
         }
