@@ -299,7 +299,7 @@ pub fn count_by_type(
 
 /// The last position of an event of one of `aggregate_types` (of any event when none is
 /// given), at most `cap`; 0 when there is none. Past the index file's prefix the events
-/// are tested from the end; up to it, each type's last entry is one look-up.
+/// are tested from the end; up to it, each type's last entry whose event agrees.
 pub fn head_of(conn: &Connection, aggregate_types: &[String], cap: Option<u64>) -> Result<u64> {
     let cap = cap.unwrap_or(u64::MAX);
     let one = |sql: &str, params: Vec<Value>| -> Result<u64> {
@@ -330,9 +330,11 @@ pub fn head_of(conn: &Connection, aggregate_types: &[String], cap: Option<u64>) 
     sql.push_str(" ORDER BY position DESC LIMIT 1");
     let mut last = one(&sql, params)?;
     if last == 0 {
+        // The event is tested too: an entry that disagrees with it is passed over.
         let by_type = format!(
-            "SELECT position FROM {}.by_aggregate_type WHERE key = ? AND position <= ? \
-             ORDER BY position DESC LIMIT 1",
+            "SELECT ix.position FROM {}.by_aggregate_type AS ix CROSS JOIN events AS e \
+             ON e.position = ix.position WHERE ix.key = ? AND ix.position <= ? \
+             AND +e.aggregate_type = ix.key ORDER BY ix.position DESC LIMIT 1",
             index::SCHEMA
         );
         for t in aggregate_types {
