@@ -131,6 +131,13 @@ pub trait Store: Send + Sync {
         None
     }
 
+    /// The last position the store's filter indexes cover, for a store that builds them
+    /// behind its writer (the embedded store's index file); `None` for stores that index
+    /// inside each commit. Reads are exact either way; this says how far behind they are.
+    fn indexed_up_to(&self) -> Option<u64> {
+        None
+    }
+
     /// Why the store cannot write right now: its last commit failed for a reason of its
     /// own (a full disk, a lost primary). `None` once a commit succeeds again, and for
     /// stores that do not track it.

@@ -58,3 +58,40 @@ on_both_stores!(
     the_metrics_count_http_requests_and_appended_events_on_postgres,
     check_metrics
 );
+
+/// The embedded store's index file is filled behind the writer: `/metrics` says how far
+/// it has come (`annal_index_position`) and how far behind the head it is
+/// (`annal_index_lag_events`), and it reaches the head once appends stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_show_the_index_file_reaching_the_head() {
+    let s = common::start(annal_server::Config::default()).await;
+    let c = Client::new();
+    seed_family(&c, &s.base).await;
+    let gauge = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = c
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let head = gauge(&text, "annal_head_position").expect("the head");
+        let indexed = gauge(&text, "annal_index_position").expect("the index position");
+        let lag = gauge(&text, "annal_index_lag_events").expect("the index lag");
+        assert_eq!(lag, head - indexed, "{text}");
+        if head > 0.0 && lag == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index never reached the head: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -433,6 +433,10 @@ impl Store for SqliteStore {
         }
     }
 
+    fn indexed_up_to(&self) -> Option<u64> {
+        Some(self.inner.durability.nudge().indexed())
+    }
+
     fn write_failure(&self) -> Option<String> {
         self.inner.health.failure()
     }

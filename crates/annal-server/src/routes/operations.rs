@@ -75,8 +75,15 @@ pub async fn metrics(State(app): State<AppState>, Extension(caller): Extension<C
     if !app.config.metrics_public {
         caller.check_unlimited()?;
     }
-    if let Ok(head) = app.store.head(&[]).await {
+    let head = app.store.head(&[]).await.ok();
+    if let Some(head) = head {
         metrics::gauge!("annal_head_position").set(head as f64);
+    }
+    if let Some(indexed) = app.store.indexed_up_to() {
+        metrics::gauge!("annal_index_position").set(indexed as f64);
+        if let Some(head) = head {
+            metrics::gauge!("annal_index_lag_events").set(head.saturating_sub(indexed) as f64);
+        }
     }
     metrics::gauge!("annal_read_ahead_bytes").set(annal_core::budget::held() as f64);
     Ok((

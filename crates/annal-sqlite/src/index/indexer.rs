@@ -17,6 +17,7 @@ use crate::index::INDEXED;
 use rusqlite::types::Value;
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -37,9 +38,16 @@ pub struct Nudge {
     /// (nudged since the indexer last looked, closing)
     state: Mutex<(bool, bool)>,
     woken: Condvar,
+    /// The index file's prefix as the indexer last left it.
+    indexed: AtomicU64,
 }
 
 impl Nudge {
+    /// The last position the index file covers, as this store's indexer last saw it.
+    pub fn indexed(&self) -> u64 {
+        self.indexed.load(Ordering::Relaxed)
+    }
+
     /// Tells the indexer that there may be more to index. Only the first nudge since
     /// the indexer last looked wakes it: the later ones (every sync while it lets
     /// commits gather) would only wake it to sleep again.
@@ -120,11 +128,21 @@ impl Drop for Indexer {
 }
 
 fn run(mut idx: Connection, main: &Connection, durability: &Durability, nudge: &Nudge) {
+    if let Ok(p) = idx.query_row("SELECT position FROM indexed", [], |r| r.get::<_, i64>(0)) {
+        nudge
+            .indexed
+            .store(u64::try_from(p).unwrap_or(0), Ordering::Relaxed);
+    }
     let mut wait = POLL;
     loop {
         let open = nudge.wait(wait);
         match catch_up(&mut idx, main, || durability.visible_cap()) {
-            Ok(_) => wait = POLL,
+            Ok(p) => {
+                nudge
+                    .indexed
+                    .store(u64::try_from(p).unwrap_or(0), Ordering::Relaxed);
+                wait = POLL;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "indexing failed; filtered reads test the \
                     events past the index instead until it succeeds");
