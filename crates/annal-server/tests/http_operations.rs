@@ -38,17 +38,21 @@ on_both_stores!(
     check_health
 );
 
-async fn check_metrics(b: &str) {
-    let c = Client::new();
-    seed_family(&c, b).await;
-    let metrics = c
-        .get(format!("{b}/metrics"))
+/// The `/metrics` text.
+async fn metrics_text(c: &Client, b: &str) -> String {
+    c.get(format!("{b}/metrics"))
         .send()
         .await
         .expect("metrics")
         .text()
         .await
-        .expect("text");
+        .expect("text")
+}
+
+async fn check_metrics(b: &str) {
+    let c = Client::new();
+    seed_family(&c, b).await;
+    let metrics = metrics_text(&c, b).await;
     assert!(metrics.contains("annal_http_requests_total"), "{metrics}");
     assert!(metrics.contains("annal_events_appended_total"), "{metrics}");
 }
@@ -73,14 +77,7 @@ async fn the_metrics_show_the_index_file_reaching_the_head() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let text = c
-            .get(format!("{}/metrics", s.base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let text = metrics_text(&c, &s.base).await;
         let head = gauge(&text, "annal_head_position").expect("the head");
         let indexed = gauge(&text, "annal_index_position").expect("the index position");
         let lag = gauge(&text, "annal_index_lag_events").expect("the index lag");

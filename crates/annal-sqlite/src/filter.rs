@@ -174,10 +174,7 @@ pub fn selection(
                     arm.push_str(" AND ix.key = ?");
                     params.push(key.clone());
                 } else {
-                    arm.push_str(" AND ix.key IN (");
-                    arm.push_str(&vec!["?"; group.len()].join(", "));
-                    arm.push(')');
-                    params.extend(group.iter().cloned());
+                    rows::any_of_values(&mut arm, &mut params, "ix.key", group.iter().cloned());
                 }
                 arm.push_str(&terms);
                 params.extend(term_params.iter().cloned());
@@ -261,15 +258,7 @@ pub fn count_by_type(
 ) -> Result<(u64, Vec<(String, u64)>)> {
     let up_to = match up_to {
         Some(p) => p,
-        None => stored::number(
-            "events.position",
-            conn.prepare_cached("SELECT coalesce(max(position), 0) FROM events")
-                .map_err(db)?
-                .query_row([], |r| r.get::<_, i64>(0))
-                .optional()
-                .map_err(db)?
-                .unwrap_or(0),
-        )?,
+        None => head_of(conn, &[], None)?,
     };
     let up_to = cap.map_or(up_to, |cap| up_to.min(cap));
     let (after, before) = span(conn, after_position, filter)?;

@@ -95,18 +95,29 @@ pub(crate) fn any_of(
     values: &[String],
     stored: fn(&str) -> Value,
 ) {
-    if values.is_empty() {
+    any_of_values(sql, params, column, values.iter().map(|v| stored(v)));
+}
+
+/// Appends `AND column IN (?, …)` for the values given as stored (nothing when none).
+pub(crate) fn any_of_values(
+    sql: &mut String,
+    params: &mut Vec<Value>,
+    column: &str,
+    values: impl IntoIterator<Item = Value>,
+) {
+    let mut values = values.into_iter().peekable();
+    if values.peek().is_none() {
         return;
     }
     sql.push_str(" AND ");
     sql.push_str(column);
     sql.push_str(" IN (");
-    for (i, v) in values.iter().enumerate() {
+    for (i, v) in values.enumerate() {
         if i > 0 {
             sql.push_str(", ");
         }
         sql.push('?');
-        params.push(stored(v));
+        params.push(v);
     }
     sql.push(')');
 }
