@@ -110,6 +110,21 @@ impl Durability {
         self.nudge.clone()
     }
 
+    /// Called by the writer before each group: waits while the indexer is too far
+    /// behind the durable log ([`Nudge::hold_back`]).
+    pub fn hold_back(&self) {
+        let head = *self.head.borrow();
+        let waited = self.nudge.hold_back(head);
+        if !waited.is_zero() {
+            tracing::debug!(
+                ?waited,
+                head,
+                indexed = self.nudge.indexed(),
+                "the writer waited for the indexer"
+            );
+        }
+    }
+
     /// Called by the writer before the COMMIT of a group whose first event is at
     /// `first`: from then on reads hide positions from `first` on until it is synced.
     pub fn committing(&self, first: u64) {

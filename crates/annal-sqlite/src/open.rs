@@ -285,7 +285,7 @@ fn open_index(path: &Path, main: &Connection) -> std::result::Result<Connection,
         let prepared = index::open_writer(path).and_then(|mut idx| {
             let started = std::time::Instant::now();
             let rebuilt = index::prepare(&mut idx, main)?;
-            let reached = index::catch_up(&mut idx, main, || None)?;
+            let reached = index::catch_up(&mut idx, main, || None, |_| ())?;
             let took = started.elapsed();
             if rebuilt || took > Duration::from_secs(1) {
                 tracing::info!(

@@ -14,6 +14,10 @@
 //! an acknowledged job is durable, and the disk's sync time overlaps the next group's
 //! work instead of adding to it. After a failed sync the writer refuses every job.
 //!
+//! Before each group the writer waits while the indexer is too far behind the durable
+//! log ([`crate::index::Nudge::hold_back`]): what filtered reads test one by one stays
+//! bounded.
+//!
 //! The checks themselves (expected versions, stream deletion, replays, checkpoints) are
 //! [`annal_core::commit`]'s, shared with every backend; this file reads what they ask
 //! for (`SqlLookup`) and writes what they buffered.
@@ -116,6 +120,8 @@ fn serve(
     // A job taken while deciding who syncs the last group: the next group's first.
     let mut carried: Option<Job> = None;
     while let Some(first) = carried.take().or_else(|| jobs.recv().ok()) {
+        // Jobs that queue meanwhile join this group.
+        durability.hold_back();
         let mut weight = first.weight();
         let mut group = vec![first];
         let gather_until = Instant::now() + GATHER;

@@ -9,6 +9,12 @@
 //! - it is woken by every synced group of this store ([`Nudge`]) and polls for other
 //!   processes' commits; a failed batch is logged and tried again later, while reads stay
 //!   right by testing the events past the prefix themselves;
+//! - **the writer does not run away from it**: while the indexer is working (its last
+//!   batch succeeded), the writer waits before a group when the log is more than
+//!   [`MOST_LAG`] events past the prefix, for at most [`MOST_HOLD`] per group
+//!   ([`Nudge::hold_back`]). So the events a filtered read tests one by one stay bounded
+//!   under a write load the indexer cannot follow, instead of growing without end; an
+//!   indexer that fails holds nobody back (reads stay right, only slower);
 //! - when the store closes it indexes what is durable and checkpoints its WAL, so the
 //!   index file at rest is whole and current.
 
@@ -17,7 +23,7 @@ use crate::index::INDEXED;
 use rusqlite::types::Value;
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -31,21 +37,95 @@ const POLL: Duration = Duration::from_millis(50);
 const GATHER: Duration = Duration::from_millis(20);
 /// Longest wait after failed batches before the next try.
 const MOST_BACKOFF: Duration = Duration::from_secs(30);
+/// How far past the index's prefix the log may run before the writer waits for it:
+/// a filtered read tests at most about this many events (plus one group) one by one.
+pub const MOST_LAG: u64 = 50_000;
+/// Longest the writer waits for the indexer before one group: a batch that takes longer
+/// (a lock held on the index file by another process) slows appends, never stops them.
+const MOST_HOLD: Duration = Duration::from_secs(1);
 
-/// Wakes the indexer: a group was synced, or the store is closing.
-#[derive(Default)]
+/// Wakes the indexer (a group was synced, or the store is closing), and holds the
+/// writer back while the indexer is too far behind.
 pub struct Nudge {
     /// (nudged since the indexer last looked, closing)
     state: Mutex<(bool, bool)>,
     woken: Condvar,
     /// The index file's prefix as the indexer last left it.
     indexed: AtomicU64,
+    /// Whether an indexer runs and its last batch succeeded: only then is the writer
+    /// held back.
+    working: AtomicBool,
+    /// Signalled each time the indexer moves the prefix (with `state`'s lock).
+    moved: Condvar,
+    /// The lag that holds the writer back ([`MOST_LAG`]; smaller in tests).
+    most_lag: AtomicU64,
+}
+
+impl Default for Nudge {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            woken: Condvar::new(),
+            indexed: AtomicU64::new(0),
+            working: AtomicBool::new(false),
+            moved: Condvar::new(),
+            most_lag: AtomicU64::new(MOST_LAG),
+        }
+    }
 }
 
 impl Nudge {
     /// The last position the index file covers, as this store's indexer last saw it.
     pub fn indexed(&self) -> u64 {
         self.indexed.load(Ordering::Relaxed)
+    }
+
+    /// Records the prefix the indexer reached and wakes a writer held back for it.
+    fn reached(&self, position: i64) {
+        self.indexed
+            .store(u64::try_from(position).unwrap_or(0), Ordering::Relaxed);
+        self.working.store(true, Ordering::Relaxed);
+        // Taking the lock orders this with a writer between its check and its wait.
+        if let Ok(_s) = self.state.lock() {
+            self.moved.notify_all();
+        }
+    }
+
+    /// Records that a batch failed: nobody is held back until one succeeds.
+    fn failed(&self) {
+        self.working.store(false, Ordering::Relaxed);
+        if let Ok(_s) = self.state.lock() {
+            self.moved.notify_all();
+        }
+    }
+
+    /// Called by the writer before a group, with the log's last position: while the
+    /// indexer works and the log is more than [`MOST_LAG`] events past its prefix, waits
+    /// for it to move, at most [`MOST_HOLD`]. Answers how long it waited.
+    pub fn hold_back(&self, head: u64) -> Duration {
+        let most = self.most_lag.load(Ordering::Relaxed);
+        let behind = |s: &(bool, bool)| {
+            !s.1 && self.working.load(Ordering::Relaxed)
+                && head.saturating_sub(self.indexed()) > most
+        };
+        let Ok(guard) = self.state.lock() else {
+            return Duration::ZERO;
+        };
+        if !behind(&guard) {
+            return Duration::ZERO;
+        }
+        let start = std::time::Instant::now();
+        drop(
+            self.moved
+                .wait_timeout_while(guard, MOST_HOLD, |s| behind(s)),
+        );
+        start.elapsed()
+    }
+
+    /// Sets the lag that holds the writer back (tests use a small one).
+    #[cfg(test)]
+    pub(crate) fn set_most_lag(&self, most: u64) {
+        self.most_lag.store(most, Ordering::Relaxed);
     }
 
     /// Tells the indexer that there may be more to index. Only the first nudge since
@@ -129,21 +209,23 @@ impl Drop for Indexer {
 
 fn run(mut idx: Connection, main: &Connection, durability: &Durability, nudge: &Nudge) {
     if let Ok(p) = idx.query_row("SELECT position FROM indexed", [], |r| r.get::<_, i64>(0)) {
-        nudge
-            .indexed
-            .store(u64::try_from(p).unwrap_or(0), Ordering::Relaxed);
+        nudge.reached(p);
     }
     let mut wait = POLL;
     loop {
         let open = nudge.wait(wait);
-        match catch_up(&mut idx, main, || durability.visible_cap()) {
+        match catch_up(
+            &mut idx,
+            main,
+            || durability.visible_cap(),
+            |p| nudge.reached(p),
+        ) {
             Ok(p) => {
-                nudge
-                    .indexed
-                    .store(u64::try_from(p).unwrap_or(0), Ordering::Relaxed);
+                nudge.reached(p);
                 wait = POLL;
             }
             Err(e) => {
+                nudge.failed();
                 tracing::error!(error = %e, "indexing failed; filtered reads test the \
                     events past the index instead until it succeeds");
                 wait = (wait * 2).min(MOST_BACKOFF);
@@ -166,12 +248,13 @@ struct Entry {
 }
 
 /// Indexes every event of `main`'s log past the index file's prefix, at most up to what
-/// `cap` allows (taken after each batch's read snapshot began; `None`: all), in batches.
-/// Returns the prefix reached.
+/// `cap` allows (taken after each batch's read snapshot began; `None`: all), in batches,
+/// telling `moved` each prefix a batch commits. Returns the prefix reached.
 pub fn catch_up(
     idx: &mut Connection,
     main: &Connection,
     cap: impl Fn() -> Option<u64>,
+    mut moved: impl FnMut(i64),
 ) -> rusqlite::Result<i64> {
     loop {
         let from: i64 = idx.query_row("SELECT position FROM indexed", [], |r| r.get(0))?;
@@ -193,6 +276,7 @@ pub fn catch_up(
             rusqlite::params![last_position, last_hash],
         )?;
         tx.commit()?;
+        moved(last_position);
         if !full {
             return Ok(last_position);
         }

@@ -28,11 +28,13 @@
 //! - it is written with `synchronous=NORMAL`: a crash may lose its last batches, which
 //!   are indexed again, never its consistency with itself (SQLite's WAL) or the log.
 
+#[cfg(test)]
+mod hold_back_tests;
 mod indexer;
 #[cfg(test)]
 mod tests;
 
-pub use indexer::{Indexer, Nudge, catch_up};
+pub use indexer::{Indexer, MOST_LAG, Nudge, catch_up};
 
 use rusqlite::{Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
