@@ -32,6 +32,7 @@ use annal_core::failures::WriteHealth;
 use annal_core::import::Tip;
 use annal_core::{Error, Hash, RecordedEvent, Result, StreamRecord, Timestamp, Uuid, stored};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
@@ -51,6 +52,7 @@ const CLOSING_CHECKPOINT_WAIT: Duration = Duration::from_secs(1);
 /// group is answered, then checkpoints the WAL into the store file and empties it
 /// ([`close`]). `path` is the store file `conn` has open.
 pub fn run(
+    path: &Path,
     mut conn: Connection,
     jobs: Receiver<Job>,
     durability: &Arc<Durability>,
@@ -62,7 +64,7 @@ pub fn run(
         .and_then(|()| durability.start().map_err(|e| e.to_string()));
     match started {
         Ok((to_stage, stage)) => {
-            serve(&mut conn, jobs, durability, &to_stage, &health);
+            serve(path, &mut conn, jobs, durability, &to_stage, &health);
             drop(to_stage);
             if stage.join().is_err() {
                 tracing::error!("the durability stage panicked");
@@ -106,6 +108,7 @@ fn close(conn: &Connection) {
 
 /// Commits queued jobs in groups until every sender is gone.
 fn serve(
+    path: &Path,
     conn: &mut Connection,
     jobs: Receiver<Job>,
     durability: &Durability,
@@ -145,7 +148,7 @@ fn serve(
             }
             continue;
         }
-        match commit_group(conn, &group, durability) {
+        match commit_group(path, conn, &group, durability) {
             Ok((outcomes, head)) => {
                 let answers = group.into_iter().zip(outcomes).collect();
                 carried = jobs.try_recv().ok();
@@ -240,6 +243,7 @@ impl commit::Lookup for SqlLookup<'_> {
 /// only failures while writing are the database's, and those fail the whole group (its
 /// transaction is rolled back when dropped).
 fn commit_group(
+    path: &Path,
     conn: &mut Connection,
     jobs: &[Job],
     durability: &Durability,
@@ -260,7 +264,7 @@ fn commit_group(
         }
     }
     let head = group.tip().position;
-    write(&tx, &group.finish()).map_err(db)?;
+    write(path, &tx, &group.finish()).map_err(db)?;
     // Before the COMMIT makes the group visible: reads hide it until it is synced.
     let first = (head > before).then_some(before + 1);
     if let Some(first) = first {
@@ -275,8 +279,10 @@ fn commit_group(
     Ok((outcomes, head))
 }
 
-/// Writes a group's buffers.
-fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
+/// Writes a group's buffers (of the store file at `path`); the snapshots of the
+/// aggregates holding data about a subject it forgot are deleted last, after its events
+/// and snapshots are in.
+fn write(path: &Path, conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO events (position, event_id, event_type, event_version, aggregate_type,
            aggregate_id, aggregate_version, recorded_at, user_id, correlation_id,
@@ -313,7 +319,7 @@ fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
             e.sealed.as_ref().map(crate::privacy::sealed_value),
         ])?;
     }
-    crate::privacy::write(conn, w)?;
+    crate::privacy::write_keys(conn, w)?;
     let mut streams = conn.prepare_cached(
         "INSERT OR REPLACE INTO streams (aggregate_id, aggregate_type, version, tombstoned,
            truncate_before, metadata_version, metadata)
@@ -365,7 +371,7 @@ fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
             s.created_at.to_string()
         ])?;
     }
-    Ok(())
+    crate::privacy::forget_snapshots(conn, path, &w.forgotten)
 }
 
 fn read_tip(conn: &Connection) -> rusqlite::Result<Tip> {
