@@ -407,3 +407,72 @@ fn read_tip(conn: &Connection) -> rusqlite::Result<Tip> {
         recorded_at: Timestamp::parse(&at).map_err(|e| bad("recorded_at", &e))?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use annal_core::testkit::fixtures::{all, ev, req};
+    use annal_core::{ExpectedVersion, RawJson, Snapshot, Store};
+
+    fn snapshot(aggregate_id: &str) -> Snapshot {
+        Snapshot {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate_type: "Family".to_owned(),
+            aggregate_version: 1,
+            tag: "t".to_owned(),
+            state: RawJson::parse(r#"{"children":["Sofía"]}"#).expect("json"),
+            created_at: Timestamp::now(),
+        }
+    }
+
+    /// A group that appends an event about a subject, saves snapshots and forgets the
+    /// subject: the snapshot of the aggregate of that very event, saved in that very
+    /// group, is deleted with the one of an aggregate whose event the index holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forgetting_sees_the_events_and_snapshots_of_its_own_group() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.db");
+        let options = crate::Options {
+            keyring: Some(annal_core::testkit::privacy::kek()),
+            ..crate::Options::default()
+        };
+        let store = crate::SqliteStore::open_with(&path, options).expect("open");
+        let mut e = ev("ChildAdded", "{}");
+        e.personal = Some(RawJson::parse(r#"{"child_name":"Sofía"}"#).expect("json"));
+        e.subjects = vec!["s-x".to_owned()];
+        store
+            .append(req("Family", "fam-1", ExpectedVersion::NoStream, vec![e]))
+            .await
+            .expect("append");
+        store
+            .save_snapshot("fam-1", 1, "t", snapshot("fam-1").state)
+            .await
+            .expect("snapshot");
+        let first = all(&store).await.pop().expect("the event");
+        drop(store);
+
+        let mut conn = crate::open::open_connection(&path, false).expect("connection");
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .expect("begin");
+        let mut same_group = first.clone();
+        same_group.position = 2;
+        same_group.event_id = Uuid::now_v7();
+        same_group.aggregate_id = "fam-2".to_owned();
+        let writes = Writes {
+            events: vec![same_group],
+            snapshots: vec![snapshot("fam-2"), snapshot("fam-3")],
+            forgotten: vec!["s-x".to_owned()],
+            ..Writes::default()
+        };
+        write(&path, &tx, &writes).expect("write");
+        let left: Vec<String> = tx
+            .prepare("SELECT aggregate_id FROM snapshots ORDER BY aggregate_id")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(left, ["fam-3"]);
+    }
+}
