@@ -83,6 +83,71 @@ fn index(conn: &Connection) -> Result<Vec<String>> {
             }
         }
     }
+    found.append(&mut subjects(conn, up_to)?);
+    Ok(found)
+}
+
+/// `by_subject` up to the prefix `up_to` against the subjects each event's sealed part
+/// names ([`crate::privacy::stored_subjects`]; [`crate::index::UNREADABLE`] for one that
+/// cannot be read).
+fn subjects(conn: &Connection, up_to: u64) -> Result<Vec<String>> {
+    use crate::index::{BY_SUBJECT, SCHEMA, UNREADABLE};
+    use rusqlite::types::{Value, ValueRef};
+    let keys_of = |sealed: ValueRef<'_>| match crate::privacy::stored_subjects(sealed) {
+        Ok(subjects) => subjects.into_iter().map(Value::Text).collect(),
+        Err(_) => vec![Value::Blob(UNREADABLE.to_vec())],
+    };
+    let up_to = crate::rows::clamp(up_to);
+    let mut wrong = Vec::new();
+    let mut entries = conn
+        .prepare(&format!(
+            "SELECT ix.key, ix.position, e.sealed FROM {SCHEMA}.{BY_SUBJECT} AS ix \
+             LEFT JOIN events AS e ON e.position = ix.position WHERE ix.position <= ?1"
+        ))
+        .map_err(db)?;
+    let mut rows = entries.query([up_to]).map_err(db)?;
+    while let Some(r) = rows.next().map_err(db)? {
+        let key: Value = r.get(0).map_err(db)?;
+        if !keys_of(r.get_ref(2).map_err(db)?).contains(&key) {
+            wrong.push(r.get::<_, i64>(1).map_err(db)?);
+            if wrong.len() as i64 >= MOST {
+                break;
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    let mut has = conn
+        .prepare(&format!(
+            "SELECT 1 FROM {SCHEMA}.{BY_SUBJECT} WHERE key = ?1 AND position = ?2"
+        ))
+        .map_err(db)?;
+    let mut events = conn
+        .prepare("SELECT position, sealed FROM events WHERE position <= ?1 AND sealed IS NOT NULL")
+        .map_err(db)?;
+    let mut rows = events.query([up_to]).map_err(db)?;
+    while let Some(r) = rows.next().map_err(db)? {
+        let position: i64 = r.get(0).map_err(db)?;
+        for key in keys_of(r.get_ref(1).map_err(db)?) {
+            if !has.exists(rusqlite::params![key, position]).map_err(db)? {
+                missing.push(position);
+                break;
+            }
+        }
+        if missing.len() as i64 >= MOST {
+            break;
+        }
+    }
+    let mut found = Vec::new();
+    for (positions, what) in [
+        (wrong, "an entry that does not match its event"),
+        (missing, "no entry for the event"),
+    ] {
+        for p in positions {
+            found.push(format!(
+                "the index file's {BY_SUBJECT} has {what} at position {p} ({REBUILD})"
+            ));
+        }
+    }
     Ok(found)
 }
 

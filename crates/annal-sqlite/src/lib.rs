@@ -282,8 +282,7 @@ impl Store for SqliteStore {
         let subject = subject.to_owned();
         let keys = self.keys();
         self.read_durable(move |c, cap| {
-            let mut events = privacy::subject_events(c, &subject, after_position, limit)?;
-            events.retain(|e| cap.is_none_or(|cap| e.position <= cap));
+            let events = privacy::subject_events(c, &subject, after_position, limit, cap)?;
             privacy::open(c, keys.as_deref(), rows::checked(c, events)?)
         })
         .await

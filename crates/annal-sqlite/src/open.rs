@@ -246,7 +246,8 @@ impl SqliteStore {
             .spawn({
                 let health = health.clone();
                 let durability = durability.clone();
-                move || writer::run(conn, jobs_rx, &durability, health)
+                let path = path.clone();
+                move || writer::run(&path, conn, jobs_rx, &durability, health)
             })
             .map_err(OpenError::Thread)?;
         let indexer =

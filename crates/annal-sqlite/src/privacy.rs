@@ -1,5 +1,5 @@
-//! The key table (`subject_keys`) and the subject index (`event_subjects`) of the
-//! embedded store: what personal data needs from SQLite (docs/privacy.md).
+//! The key table (`subject_keys`) of the embedded store, and the reads of a subject's
+//! events: what personal data needs from SQLite (docs/privacy.md).
 //!
 //! Invariants:
 //! - rows change only inside a write transaction: the writer's group commit (new keys,
@@ -14,14 +14,28 @@
 //!   ([`annal_core::privacy::packed`]), when it renders back to the very JSON text the
 //!   chain hashes, and as that TEXT otherwise (and in rows written before the packed
 //!   form): [`sealed_value`] and [`sealed_from`]. A BLOB that does not unpack is
-//!   corrupt, never guessed at.
+//!   corrupt, never guessed at;
+//! - the subjects of an event are the ones its sealed part names ([`stored_subjects`]);
+//!   they are indexed in the index file's `by_subject` ([`crate::index`]), behind the
+//!   writer, not in its commit. Every reader of a subject's events gets the same answer
+//!   however far that index lags: the export takes the entries up to the index's prefix
+//!   and tests every event after it, and tests every candidate's sealed part again
+//!   ([`subject_events`]); a forgetting, inside the writer's commit, takes the aggregates
+//!   of the entries up to the prefix and tests every event after it, those of its own
+//!   group included ([`forget_snapshots`]);
+//! - an event whose sealed part cannot be read counts as naming every subject: the
+//!   export meets it and reports it corrupt, and a forgetting deletes its aggregate's
+//!   snapshots (more deleted, never less).
 
+use crate::index;
 use crate::rows::{self, EVENT_COLUMNS, clamp, db, time};
 use annal_core::commit::Writes;
 use annal_core::privacy::{self, Keyring, Keys, SubjectInfo, SubjectKey, packed};
 use annal_core::{RawJson, RecordedEvent, Result, stored};
 use rusqlite::types::{Value, ValueRef};
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 
 const KEY_COLUMNS: &str =
@@ -80,6 +94,33 @@ pub fn sealed_from(v: ValueRef<'_>) -> std::result::Result<Option<RawJson>, Stri
             .map(|t| Some(RawJson::from_stored(t)))
             .map_err(|e| e.to_string()),
         other => Err(format!("a {} value", other.data_type())),
+    }
+}
+
+/// The subjects an event's stored sealed part names (none without one), read without
+/// rendering a packed form; `Err` when it cannot be read.
+pub fn stored_subjects(v: ValueRef<'_>) -> std::result::Result<Vec<String>, String> {
+    match v {
+        ValueRef::Null => Ok(Vec::new()),
+        ValueRef::Blob(b) => packed::subjects(b)
+            .map(|s| s.into_iter().map(str::to_owned).collect())
+            .map_err(|e| e.to_string()),
+        ValueRef::Text(t) => {
+            let text = std::str::from_utf8(t).map_err(|e| e.to_string())?;
+            privacy::Envelope::parse(&RawJson::from_stored(text.to_owned()), 0)
+                .map(|env| env.subjects)
+                .map_err(|e| e.to_string())
+        }
+        other => Err(format!("a {} value", other.data_type())),
+    }
+}
+
+/// Whether an event with this stored sealed part is one of `subject`'s, for a reader:
+/// it names the subject, or it cannot be read (see the module's invariants).
+fn names_or_unreadable(sealed: ValueRef<'_>, subject: &str) -> bool {
+    match sealed {
+        ValueRef::Blob(b) => packed::subjects(b).map_or(true, |s| s.contains(&subject)),
+        other => stored_subjects(other).map_or(true, |s| s.iter().any(|x| x == subject)),
     }
 }
 
@@ -144,44 +185,129 @@ pub fn kek_ids(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     stmt.query_map([], |r| r.get(0))?.collect()
 }
 
-/// Writes a group's key rows, its events' subjects, and deletes the snapshots of the
-/// aggregates that hold data about the subjects it forgot.
-pub fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
-    if !w.keys.is_empty() {
-        let mut put = conn.prepare_cached(
-            "INSERT OR REPLACE INTO subject_keys
-               (subject, key_id, kek_id, wrapped_key, created_at, forgotten_at, forgotten_position)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
-        for k in &w.keys {
-            put.execute(params![
-                k.subject,
-                k.key_id,
-                k.kek_id,
-                k.wrapped,
-                k.created_at.to_string(),
-                k.forgotten_at.map(|t| t.to_string()),
-                k.forgotten_position.map(clamp),
-            ])?;
-        }
+/// Writes a group's key rows.
+pub fn write_keys(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
+    if w.keys.is_empty() {
+        return Ok(());
     }
-    for e in w.events.iter().filter(|e| !e.subjects.is_empty()) {
-        let mut index = conn.prepare_cached(
-            "INSERT OR IGNORE INTO event_subjects (subject, position) VALUES (?1, ?2)",
-        )?;
-        for s in &e.subjects {
-            index.execute(params![s, clamp(e.position)])?;
-        }
-    }
-    for s in &w.forgotten {
-        conn.prepare_cached(
-            "DELETE FROM snapshots WHERE aggregate_id IN (
-               SELECT DISTINCT e.aggregate_id FROM event_subjects s
-               JOIN events e ON e.position = s.position WHERE s.subject = ?1)",
-        )?
-        .execute([s])?;
+    let mut put = conn.prepare_cached(
+        "INSERT OR REPLACE INTO subject_keys
+           (subject, key_id, kek_id, wrapped_key, created_at, forgotten_at, forgotten_position)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for k in &w.keys {
+        put.execute(params![
+            k.subject,
+            k.key_id,
+            k.kek_id,
+            k.wrapped,
+            k.created_at.to_string(),
+            k.forgotten_at.map(|t| t.to_string()),
+            k.forgotten_position.map(clamp),
+        ])?;
     }
     Ok(())
+}
+
+/// Deletes the snapshots of every aggregate with an event about one of the `forgotten`
+/// subjects, on the writer's connection inside its commit (after the group's events and
+/// snapshots are written, so both are seen): the aggregates of the subject's entries in
+/// the index file of the store file at `store`, up to its prefix, and of every event
+/// after that prefix whose sealed part names the subject or cannot be read. When the
+/// index file cannot be read, or its prefix is not this log's, every event is tested.
+pub fn forget_snapshots(
+    conn: &Connection,
+    store: &Path,
+    forgotten: &[String],
+) -> rusqlite::Result<()> {
+    if forgotten.is_empty() {
+        return Ok(());
+    }
+    let (prefix, entries) = match indexed_positions(conn, store, forgotten) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "forgetting: the index file cannot be read, so \
+                every event is tested for the subject's snapshots");
+            (0, Vec::new())
+        }
+    };
+    let mut aggregates: BTreeSet<String> = BTreeSet::new();
+    if !entries.is_empty() {
+        let positions = RawJson::from_value(&entries)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT aggregate_id FROM events
+             WHERE position IN (SELECT value FROM json_each(?1))",
+        )?;
+        let mut rows = stmt.query([positions.get()])?;
+        while let Some(r) = rows.next()? {
+            aggregates.insert(r.get(0)?);
+        }
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT aggregate_id, sealed FROM events WHERE position > ?1 AND sealed IS NOT NULL",
+    )?;
+    let mut rows = stmt.query([clamp(prefix)])?;
+    while let Some(r) = rows.next()? {
+        let sealed = r.get_ref(1)?;
+        if forgotten.iter().any(|s| names_or_unreadable(sealed, s)) {
+            aggregates.insert(r.get(0)?);
+        }
+    }
+    let mut delete = conn.prepare_cached("DELETE FROM snapshots WHERE aggregate_id = ?1")?;
+    for a in &aggregates {
+        delete.execute([a])?;
+    }
+    Ok(())
+}
+
+/// The index file's prefix, if it is a prefix of the log `conn` holds (0 otherwise), and
+/// the positions of its entries up to it for these subjects or [`index::UNREADABLE`],
+/// read in one snapshot of the index file.
+fn indexed_positions(
+    conn: &Connection,
+    store: &Path,
+    subjects: &[String],
+) -> rusqlite::Result<(u64, Vec<i64>)> {
+    let idx = Connection::open_with_flags(
+        index::path_of(store),
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    idx.busy_timeout(crate::open::BUSY_TIMEOUT)?;
+    idx.pragma_update(None, "query_only", true)?;
+    idx.execute_batch("BEGIN")?;
+    let read = (|| -> rusqlite::Result<(u64, Vec<i64>)> {
+        let (position, hash): (i64, Option<Vec<u8>>) =
+            idx.query_row("SELECT position, hash FROM indexed", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let in_log: Option<Option<Vec<u8>>> = conn
+            .query_row(
+                "SELECT CASE WHEN typeof(hash) = 'blob' THEN hash ELSE unhex(hash) END \
+                 FROM events WHERE position = ?1",
+                [position],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if position == 0 || hash.is_none() || in_log.flatten() != hash {
+            return Ok((0, Vec::new()));
+        }
+        let mut stmt = idx.prepare(&format!(
+            "SELECT position FROM {} WHERE (key = ?1 OR key = ?2) AND position <= ?3",
+            index::BY_SUBJECT
+        ))?;
+        let mut positions = Vec::new();
+        for s in subjects {
+            let found = stmt.query_map(params![s, index::UNREADABLE, position], |r| r.get(0))?;
+            for p in found {
+                positions.push(p?);
+            }
+        }
+        Ok((u64::try_from(position).unwrap_or(0), positions))
+    })();
+    let ended = idx.execute_batch("COMMIT");
+    let out = read?;
+    ended.map(|()| out)
 }
 
 /// Subjects after `after` (by id), at most `limit`.
@@ -200,24 +326,85 @@ pub fn subject(conn: &Connection, subject: &str) -> Result<Option<SubjectInfo>> 
     Ok(key_row(conn, subject)?.as_ref().map(SubjectInfo::from))
 }
 
-/// Events about `subject` after `after_position`, at most `limit`, as stored (not yet
-/// checked nor opened).
+/// Events about `subject` after `after_position`, at most `limit`, none above `cap`
+/// ([`crate::durable`]), as stored (not yet checked nor opened), on a read connection
+/// with the index file attached: the subject's entries up to the index's prefix
+/// ([`index::covered`]), then every event after it, each one kept only if its sealed
+/// part names the subject or cannot be read (which its read then reports).
 pub fn subject_events(
     conn: &Connection,
     subject: &str,
     after_position: u64,
     limit: usize,
+    cap: Option<u64>,
 ) -> Result<Vec<RecordedEvent>> {
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE position IN (
-           SELECT position FROM event_subjects WHERE subject = ?1 AND position > ?2
-           ORDER BY position LIMIT ?3) ORDER BY position"
+    let cap = cap.unwrap_or(u64::MAX);
+    let covered = index::covered(conn).map_err(db)?.min(cap);
+    let indexed = format!(
+        "SELECT position, sealed FROM (
+           SELECT ix.position, e.sealed FROM {schema}.{table} AS ix
+             CROSS JOIN events AS e ON e.position = ix.position
+             WHERE ix.key = ?1 AND ix.position > ?2 AND ix.position <= ?3
+           UNION ALL
+           SELECT ix.position, e.sealed FROM {schema}.{table} AS ix
+             CROSS JOIN events AS e ON e.position = ix.position
+             WHERE ix.key = ?4 AND ix.position > ?2 AND ix.position <= ?3)
+         ORDER BY 1 LIMIT ?5",
+        schema = index::SCHEMA,
+        table = index::BY_SUBJECT,
     );
-    rows::query_events(
-        conn,
-        &sql,
-        params![subject, clamp(after_position), clamp(limit)],
-    )
+    let tail = "SELECT position, sealed FROM events WHERE position > ?1 AND position <= ?2
+                AND sealed IS NOT NULL ORDER BY position LIMIT ?3";
+    let mut found: Vec<i64> = Vec::new();
+    let mut after = after_position;
+    // The index's entries up to its prefix, then every event after it, a page at a time.
+    for (from_index, up_to) in [(true, covered), (false, cap)] {
+        while found.len() < limit && after < up_to {
+            let page = (limit - found.len()).clamp(64, 4096);
+            let range = (clamp(after), clamp(up_to), clamp(page));
+            let mut stmt;
+            let mut rows = if from_index {
+                stmt = conn.prepare_cached(&indexed).map_err(db)?;
+                stmt.query(params![
+                    subject,
+                    range.0,
+                    range.1,
+                    index::UNREADABLE,
+                    range.2
+                ])
+            } else {
+                stmt = conn.prepare_cached(tail).map_err(db)?;
+                stmt.query(params![range.0, range.1, range.2])
+            }
+            .map_err(db)?;
+            let mut read = 0;
+            while let Some(r) = rows.next().map_err(db)? {
+                read += 1;
+                let position: i64 = r.get(0).map_err(db)?;
+                after = stored::number("events.position", position)?;
+                if names_or_unreadable(r.get_ref(1).map_err(db)?, subject) {
+                    found.push(position);
+                    if found.len() == limit {
+                        break;
+                    }
+                }
+            }
+            if read < page && found.len() < limit {
+                after = up_to;
+            }
+        }
+        after = after.max(up_to);
+    }
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let positions = RawJson::from_value(&found)
+        .map_err(|e| annal_core::Error::storage(format!("listing positions: {e}")))?;
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE position IN (SELECT value FROM json_each(?1)) ORDER BY position"
+    );
+    rows::query_events(conn, &sql, [positions.get()])
 }
 
 /// Rewraps every live data key from the current KEK of `keys` to `new` in one write

@@ -10,7 +10,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 const V1: &str = r#"
 CREATE TABLE events (
@@ -141,8 +141,9 @@ const V6: &str = "ALTER TABLE checkpoints ADD COLUMN source TEXT;";
 /// Version 7: personal data (docs/privacy.md). `sealed` holds an event's encrypted
 /// personal part (NULL for every event without one, so older events and their hashes
 /// are untouched); `subject_keys` is the key table, the one table annal deletes from
-/// (a forgotten subject's `wrapped_key` becomes NULL); `event_subjects` finds a
-/// subject's events (for export, and for the snapshots a forgetting deletes).
+/// (a forgotten subject's `wrapped_key` becomes NULL); `event_subjects` found a
+/// subject's events (for export, and for the snapshots a forgetting deletes) until
+/// version 10 moved it to the index file.
 const V7: &str = r#"
 ALTER TABLE events ADD COLUMN sealed TEXT;
 CREATE TABLE subject_keys (
@@ -266,6 +267,12 @@ DROP INDEX IF EXISTS events_by_correlation_id;
 DROP INDEX IF EXISTS events_by_causation_id;
 ";
 
+/// Version 10: the subject index (`event_subjects`, written by every commit with
+/// personal data, one row per event and subject on random keys) moves to the index
+/// file as `by_subject`, filled by the indexer from each event's sealed part
+/// ([`crate::index`]); the first open after it builds that table from the log.
+const V10: &str = "DROP TABLE IF EXISTS event_subjects;";
+
 /// What can go wrong bringing a file's schema up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -302,7 +309,7 @@ pub fn migrate(conn: &mut Connection, now: &str) -> Result<(), MigrateError> {
     }
     let v8 = v8();
     for (version, ddl) in (1..)
-        .zip([V1, V2, V3, V4, V5, V6, V7, &v8, V9])
+        .zip([V1, V2, V3, V4, V5, V6, V7, &v8, V9, V10])
         .skip_while(|(v, _)| *v <= found)
     {
         if version == 8 && found > 0 {
@@ -351,7 +358,7 @@ mod tests {
             .expect("query")
             .collect::<rusqlite::Result<_>>()
             .expect("rows");
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
         let leases: i64 = conn
             .query_row("SELECT count(*) FROM leases", [], |r| r.get(0))
             .expect("leases table");

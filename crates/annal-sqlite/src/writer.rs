@@ -36,6 +36,7 @@ use annal_core::failures::WriteHealth;
 use annal_core::import::Tip;
 use annal_core::{Error, Hash, RecordedEvent, Result, StreamRecord, Timestamp, Uuid, stored};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
@@ -55,6 +56,7 @@ const CLOSING_CHECKPOINT_WAIT: Duration = Duration::from_secs(1);
 /// group is answered, then checkpoints the WAL into the store file and empties it
 /// ([`close`]). `path` is the store file `conn` has open.
 pub fn run(
+    path: &Path,
     mut conn: Connection,
     jobs: Receiver<Job>,
     durability: &Arc<Durability>,
@@ -66,7 +68,7 @@ pub fn run(
         .and_then(|()| durability.start().map_err(|e| e.to_string()));
     match started {
         Ok((to_stage, stage)) => {
-            serve(&mut conn, jobs, durability, &to_stage, &health);
+            serve(path, &mut conn, jobs, durability, &to_stage, &health);
             drop(to_stage);
             if stage.join().is_err() {
                 tracing::error!("the durability stage panicked");
@@ -110,6 +112,7 @@ fn close(conn: &Connection) {
 
 /// Commits queued jobs in groups until every sender is gone.
 fn serve(
+    path: &Path,
     conn: &mut Connection,
     jobs: Receiver<Job>,
     durability: &Durability,
@@ -151,7 +154,7 @@ fn serve(
             }
             continue;
         }
-        match commit_group(conn, &group, durability) {
+        match commit_group(path, conn, &group, durability) {
             Ok((outcomes, head)) => {
                 let answers = group.into_iter().zip(outcomes).collect();
                 carried = jobs.try_recv().ok();
@@ -246,6 +249,7 @@ impl commit::Lookup for SqlLookup<'_> {
 /// only failures while writing are the database's, and those fail the whole group (its
 /// transaction is rolled back when dropped).
 fn commit_group(
+    path: &Path,
     conn: &mut Connection,
     jobs: &[Job],
     durability: &Durability,
@@ -266,7 +270,7 @@ fn commit_group(
         }
     }
     let head = group.tip().position;
-    write(&tx, &group.finish()).map_err(db)?;
+    write(path, &tx, &group.finish()).map_err(db)?;
     // Before the COMMIT makes the group visible: reads hide it until it is synced.
     let first = (head > before).then_some(before + 1);
     if let Some(first) = first {
@@ -281,8 +285,10 @@ fn commit_group(
     Ok((outcomes, head))
 }
 
-/// Writes a group's buffers.
-fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
+/// Writes a group's buffers (of the store file at `path`); the snapshots of the
+/// aggregates holding data about a subject it forgot are deleted last, after its events
+/// and snapshots are in.
+fn write(path: &Path, conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO events (position, event_id, event_type, event_version, aggregate_type,
            aggregate_id, aggregate_version, recorded_at, user_id, correlation_id,
@@ -319,7 +325,7 @@ fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
             e.sealed.as_ref().map(crate::privacy::sealed_value),
         ])?;
     }
-    crate::privacy::write(conn, w)?;
+    crate::privacy::write_keys(conn, w)?;
     let mut streams = conn.prepare_cached(
         "INSERT OR REPLACE INTO streams (aggregate_id, aggregate_type, version, tombstoned,
            truncate_before, metadata_version, metadata)
@@ -371,7 +377,7 @@ fn write(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
             s.created_at.to_string()
         ])?;
     }
-    Ok(())
+    crate::privacy::forget_snapshots(conn, path, &w.forgotten)
 }
 
 fn read_tip(conn: &Connection) -> rusqlite::Result<Tip> {
@@ -406,4 +412,73 @@ fn read_tip(conn: &Connection) -> rusqlite::Result<Tip> {
         hash: hash.map_err(|e| bad("hash", &e))?,
         recorded_at: Timestamp::parse(&at).map_err(|e| bad("recorded_at", &e))?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use annal_core::testkit::fixtures::{all, ev, req};
+    use annal_core::{ExpectedVersion, RawJson, Snapshot, Store};
+
+    fn snapshot(aggregate_id: &str) -> Snapshot {
+        Snapshot {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate_type: "Family".to_owned(),
+            aggregate_version: 1,
+            tag: "t".to_owned(),
+            state: RawJson::parse(r#"{"children":["Sofía"]}"#).expect("json"),
+            created_at: Timestamp::now(),
+        }
+    }
+
+    /// A group that appends an event about a subject, saves snapshots and forgets the
+    /// subject: the snapshot of the aggregate of that very event, saved in that very
+    /// group, is deleted with the one of an aggregate whose event the index holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forgetting_sees_the_events_and_snapshots_of_its_own_group() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.db");
+        let options = crate::Options {
+            keyring: Some(annal_core::testkit::privacy::kek()),
+            ..crate::Options::default()
+        };
+        let store = crate::SqliteStore::open_with(&path, options).expect("open");
+        let mut e = ev("ChildAdded", "{}");
+        e.personal = Some(RawJson::parse(r#"{"child_name":"Sofía"}"#).expect("json"));
+        e.subjects = vec!["s-x".to_owned()];
+        store
+            .append(req("Family", "fam-1", ExpectedVersion::NoStream, vec![e]))
+            .await
+            .expect("append");
+        store
+            .save_snapshot("fam-1", 1, "t", snapshot("fam-1").state)
+            .await
+            .expect("snapshot");
+        let first = all(&store).await.pop().expect("the event");
+        drop(store);
+
+        let mut conn = crate::open::open_connection(&path, false).expect("connection");
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .expect("begin");
+        let mut same_group = first.clone();
+        same_group.position = 2;
+        same_group.event_id = Uuid::now_v7();
+        same_group.aggregate_id = "fam-2".to_owned();
+        let writes = Writes {
+            events: vec![same_group],
+            snapshots: vec![snapshot("fam-2"), snapshot("fam-3")],
+            forgotten: vec!["s-x".to_owned()],
+            ..Writes::default()
+        };
+        write(&path, &tx, &writes).expect("write");
+        let left: Vec<String> = tx
+            .prepare("SELECT aggregate_id FROM snapshots ORDER BY aggregate_id")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(left, ["fam-3"]);
+    }
 }

@@ -83,7 +83,7 @@ async fn a_version_2_file_gets_the_stream_records_the_writer_would_have_kept() {
          ALTER TABLE events DROP COLUMN principal;
          ALTER TABLE checkpoints DROP COLUMN source;
          ALTER TABLE events DROP COLUMN sealed;
-         DROP TABLE subject_keys; DROP TABLE event_subjects;
+         DROP TABLE subject_keys; DROP TABLE IF EXISTS event_subjects;
          DELETE FROM schema_version WHERE version > 2;",
     )
     .expect("back to version 2");
@@ -350,7 +350,7 @@ async fn a_version_6_file_with_events_takes_personal_data_once_migrated() {
     back_to_version_7(&conn);
     conn.execute_batch(
         "ALTER TABLE events DROP COLUMN sealed;
-         DROP TABLE subject_keys; DROP TABLE event_subjects;
+         DROP TABLE subject_keys; DROP TABLE IF EXISTS event_subjects;
          DELETE FROM schema_version WHERE version > 6;",
     )
     .expect("back to version 6");
@@ -358,4 +358,109 @@ async fn a_version_6_file_with_events_takes_personal_data_once_migrated() {
     let store = open_with_kek(&path, Some(annal_core::testkit::privacy::kek())).expect("migrate");
     assert_eq!(annal_core::testkit::fixtures::all(&store).await, before);
     annal_core::testkit::privacy::personal_data_round_trips_on(&store).await;
+}
+
+/// A version 9 file (each subject's events in `event_subjects`, written by every commit)
+/// opened by this annal: the table is dropped, the index file (of the layout before
+/// `by_subject`) is built again with each subject's events, and the export and the
+/// snapshot deletion of a forgetting find every event about the subject.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_9_file_loses_event_subjects_and_its_index_file_gets_them() {
+    use annal_core::testkit::privacy::kek;
+    let Sqlite { _dir, path, store } = fresh_with_kek().await;
+    for (family, subject) in [
+        ("family_1", "family_1"),
+        ("family_2", "family_2"),
+        ("family_3", "family_1"),
+    ] {
+        let mut e = ev("ChildAdded", "{}");
+        e.personal = Some(annal_core::RawJson::parse(r#"{"child_name":"Sofía"}"#).expect("json"));
+        e.subjects = vec![subject.to_owned()];
+        store
+            .append(req(
+                "Family",
+                family,
+                ExpectedVersion::Any,
+                vec![e, ev("Noted", "{}")],
+            ))
+            .await
+            .expect("append");
+        let state = annal_core::RawJson::parse(r#"{"children":["Sofía"]}"#).expect("json");
+        store
+            .save_snapshot(family, 2, "t", state)
+            .await
+            .expect("snapshot");
+    }
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("open behind the store's back");
+    conn.execute_batch(
+        "CREATE TABLE event_subjects (
+             subject  TEXT    NOT NULL,
+             position INTEGER NOT NULL,
+             PRIMARY KEY (subject, position)
+         ) WITHOUT ROWID;
+         INSERT INTO event_subjects VALUES ('family_1', 1), ('family_2', 3), ('family_1', 5);
+         DELETE FROM schema_version WHERE version > 9;",
+    )
+    .expect("back to version 9");
+    drop(conn);
+    let index = rusqlite::Connection::open(path.with_extension("db-index")).expect("index file");
+    index
+        .execute_batch("DROP TABLE by_subject; PRAGMA user_version = 1;")
+        .expect("back to the index file's layout 1");
+    drop(index);
+
+    let store = open_with_kek(&path, Some(kek())).expect("migrate");
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let (tables, version): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM sqlite_schema WHERE tbl_name = 'event_subjects'),
+                    (SELECT max(version) FROM schema_version)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("schema");
+    assert_eq!((tables, version), (0, 10));
+    let index = rusqlite::Connection::open(path.with_extension("db-index")).expect("index file");
+    let entries: Vec<(String, i64)> = index
+        .prepare("SELECT key, position FROM by_subject ORDER BY position")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<rusqlite::Result<_>>()
+        .expect("rows");
+    let f = |s: &str, p| (s.to_owned(), p);
+    assert_eq!(
+        entries,
+        [f("family_1", 1), f("family_2", 3), f("family_1", 5)]
+    );
+    let exported: Vec<u64> = store
+        .subject_events("family_1", 0, 10)
+        .await
+        .expect("export")
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(exported, [1, 5]);
+    store
+        .forget_subject(annal_core::privacy::ForgetRequest {
+            subject: "family_1".into(),
+            reason: "erasure request".into(),
+            user_id: None,
+            principal: None,
+        })
+        .await
+        .expect("forget");
+    let mut left = Vec::new();
+    for family in ["family_1", "family_2", "family_3"] {
+        left.push(
+            store
+                .load_snapshot(family, "t", None)
+                .await
+                .expect("load")
+                .is_some(),
+        );
+    }
+    assert_eq!(left, [false, true, false]);
+    assert!(store.verify_deep(None, None).await.expect("verify").ok);
 }

@@ -132,3 +132,51 @@ async fn an_intact_store_passes_the_deep_verify_with_nothing_to_say() {
         r#"{"ok":true,"checked":300}"#
     );
 }
+
+#[tokio::test]
+async fn subject_entries_that_disagree_with_the_sealed_parts_fail_the_deep_verify() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("annal.db");
+    let options = annal_sqlite::Options {
+        keyring: Some(annal_core::testkit::privacy::kek()),
+        ..annal_sqlite::Options::default()
+    };
+    let store = SqliteStore::open_with(&file, options.clone()).expect("open");
+    for i in 0..6 {
+        let mut e = annal_core::testkit::fixtures::ev("ChildAdded", "{}");
+        e.personal = Some(annal_core::RawJson::parse(r#"{"child_name":"Sofía"}"#).expect("json"));
+        e.subjects = vec![format!("family_{}", i % 2), "school_1".to_owned()];
+        store
+            .append(annal_core::testkit::fixtures::req(
+                "Family",
+                &format!("family_{i}"),
+                annal_core::ExpectedVersion::Any,
+                vec![e],
+            ))
+            .await
+            .expect("append");
+    }
+    drop(store);
+    let store = SqliteStore::open_with(&file, options).expect("reopen");
+    let deep = store.verify_deep(None, None).await.expect("deep");
+    assert!(deep.ok && deep.storage.is_empty(), "{deep:?}");
+    let index = rusqlite::Connection::open(dir.path().join("annal.db-index")).expect("index");
+    index
+        .execute_batch(
+            "DELETE FROM by_subject WHERE key = 'school_1' AND position = 2;
+             UPDATE by_subject SET key = 'family_9' WHERE key = 'family_0' AND position = 3;",
+        )
+        .expect("edit the index behind annal's back");
+    drop(index);
+    let deep = store.verify_deep(None, None).await.expect("deep verify");
+    assert!(!deep.ok, "{deep:?}");
+    let said = deep.storage.join("\n");
+    assert!(
+        said.contains("by_subject has no entry for the event at position 2"),
+        "{said}"
+    );
+    assert!(
+        said.contains("by_subject has an entry that does not match its event at position 3"),
+        "{said}"
+    );
+}

@@ -25,7 +25,9 @@
 //!   the round trip before it answers; such a text is stored as text;
 //! - [`unpack`] never guesses: bytes of any other shape (another tag, a count or length
 //!   out of range, too few bytes, a subject that is not UTF-8 or would need escaping in
-//!   JSON) are a [`PackedError`], which a backend reports as corruption.
+//!   JSON) are a [`PackedError`], which a backend reports as corruption;
+//! - [`subjects`] reads the subjects off the front without rendering anything, and
+//!   refuses exactly what [`unpack`] refuses (one check of the bytes serves both).
 
 use super::MAX_SUBJECTS;
 use super::aead::{NONCE_LEN, TAG_LEN};
@@ -100,32 +102,65 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A packed form's parts, checked as [`unpack`] checks them, nothing rendered.
+struct Parts<'a> {
+    subjects: Vec<&'a str>,
+    keys: &'a [u8],
+    nonces: &'a [u8],
+    ciphertext: &'a [u8],
+}
+
+impl<'a> Parts<'a> {
+    fn read(bytes: &'a [u8]) -> Result<Self, PackedError> {
+        let mut r = Reader(bytes);
+        if r.byte("empty")? != TAG {
+            return Err(PackedError("an unknown tag"));
+        }
+        let n = usize::from(r.byte("no subject count")?);
+        if n == 0 || n > MAX_SUBJECTS {
+            return Err(PackedError("a subject count out of range"));
+        }
+        let mut subjects = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = usize::from(r.byte("a subject cut short")?);
+            let text = std::str::from_utf8(r.take(len, "a subject cut short")?)
+                .map_err(|_| PackedError("a subject that is not UTF-8"))?;
+            if text.is_empty() || text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+                return Err(PackedError("a subject that is empty or needs escaping"));
+            }
+            subjects.push(text);
+        }
+        let keys = r.take(n * KEY_LEN, "key ids cut short")?;
+        let nonces = r.take(n * NONCE_LEN, "nonces cut short")?;
+        let ciphertext = r.0;
+        if ciphertext.len() < n * TAG_LEN {
+            return Err(PackedError("a ciphertext shorter than its tags"));
+        }
+        Ok(Self {
+            subjects,
+            keys,
+            nonces,
+            ciphertext,
+        })
+    }
+}
+
+/// The subjects a packed form names, in layer order, read from its first bytes without
+/// rendering the rest: what an index of subjects needs. Refuses exactly the bytes
+/// [`unpack`] refuses.
+pub fn subjects(bytes: &[u8]) -> Result<Vec<&str>, PackedError> {
+    Parts::read(bytes).map(|p| p.subjects)
+}
+
 /// The sealed form's JSON text that `bytes` packs.
 pub fn unpack(bytes: &[u8]) -> Result<String, PackedError> {
-    let mut r = Reader(bytes);
-    if r.byte("empty")? != TAG {
-        return Err(PackedError("an unknown tag"));
-    }
-    let n = usize::from(r.byte("no subject count")?);
-    if n == 0 || n > MAX_SUBJECTS {
-        return Err(PackedError("a subject count out of range"));
-    }
-    let mut subjects = Vec::with_capacity(n);
-    for _ in 0..n {
-        let len = usize::from(r.byte("a subject cut short")?);
-        let text = std::str::from_utf8(r.take(len, "a subject cut short")?)
-            .map_err(|_| PackedError("a subject that is not UTF-8"))?;
-        if text.is_empty() || text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-            return Err(PackedError("a subject that is empty or needs escaping"));
-        }
-        subjects.push(text);
-    }
-    let keys = r.take(n * KEY_LEN, "key ids cut short")?;
-    let nonces = r.take(n * NONCE_LEN, "nonces cut short")?;
-    let ciphertext = r.0;
-    if ciphertext.len() < n * TAG_LEN {
-        return Err(PackedError("a ciphertext shorter than its tags"));
-    }
+    let Parts {
+        subjects,
+        keys,
+        nonces,
+        ciphertext,
+    } = Parts::read(bytes)?;
+    let n = subjects.len();
     let subject_bytes: usize = subjects.iter().map(|s| s.len() + 3).sum();
     let mut out =
         String::with_capacity(96 + subject_bytes + n * 80 + ciphertext.len().div_ceil(3) * 4);
@@ -224,6 +259,17 @@ mod tests {
     }
 
     #[test]
+    fn the_subjects_are_read_off_the_front_as_the_text_names_them() {
+        for subjects_of in [
+            &["family_123"][..],
+            &["family_1", "family_2", "école/ünï"][..],
+        ] {
+            let packed = pack(&sealed(subjects_of)).expect("packs");
+            assert_eq!(subjects(&packed).as_deref(), Ok(subjects_of));
+        }
+    }
+
+    #[test]
     fn bytes_of_any_other_shape_are_refused_not_guessed() {
         let good = pack(&sealed(&["family_1"])).expect("packs");
         let mut other_tag = good.clone();
@@ -248,6 +294,7 @@ mod tests {
             short,
         ] {
             assert!(unpack(&bad).is_err(), "{bad:?}");
+            assert!(subjects(&bad).is_err(), "subjects of {bad:?}");
         }
     }
 }

@@ -1,4 +1,6 @@
-//! The indexer: fills the index file from the durable log, a batch per transaction.
+//! The indexer: fills the index file from the durable log, a batch per transaction:
+//! the filter indexes from their columns, `by_subject` from each event's sealed part
+//! (only its subjects are read, [`annal_core::privacy::packed::subjects`]).
 //!
 //! Invariants:
 //! - it reads the log in one read transaction per batch, through the durability cap
@@ -19,7 +21,7 @@
 //!   index file at rest is whole and current.
 
 use crate::durable::Durability;
-use crate::index::INDEXED;
+use crate::index::{BY_SUBJECT, INDEXED, UNREADABLE};
 use rusqlite::types::Value;
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
@@ -240,11 +242,27 @@ fn run(mut idx: Connection, main: &Connection, durability: &Durability, nudge: &
     }
 }
 
-/// One event's position, hash and indexed keys (in [`INDEXED`]'s order; NULL: none).
+/// One event's position, hash, indexed keys (in [`INDEXED`]'s order; NULL: none) and
+/// `by_subject` keys.
 struct Entry {
     position: i64,
     hash: Value,
     keys: [Value; INDEXED.len()],
+    subjects: Vec<Value>,
+}
+
+/// The `by_subject` keys of an event with this stored sealed part: the subjects it
+/// names, or [`UNREADABLE`] when it cannot be read (logged: a deep verify and the
+/// event's own reads report it).
+fn subject_keys(position: i64, sealed: rusqlite::types::ValueRef<'_>) -> Vec<Value> {
+    match crate::privacy::stored_subjects(sealed) {
+        Ok(subjects) => subjects.into_iter().map(Value::Text).collect(),
+        Err(e) => {
+            tracing::error!(position, error = %e, "indexing: an event's sealed personal part \
+                cannot be read; it is indexed as unreadable");
+            vec![Value::Blob(UNREADABLE.to_vec())]
+        }
+    }
 }
 
 /// Indexes every event of `main`'s log past the index file's prefix, at most up to what
@@ -296,8 +314,8 @@ fn read_batch(
         let up_to = cap().map_or(i64::MAX, crate::rows::clamp);
         let columns: Vec<&str> = INDEXED.iter().map(|ix| ix.column).collect();
         let sql = format!(
-            "SELECT position, hash, {} FROM events WHERE position > ?1 AND position <= ?2 \
-             ORDER BY position LIMIT ?3",
+            "SELECT position, hash, {}, sealed FROM events WHERE position > ?1 \
+             AND position <= ?2 ORDER BY position LIMIT ?3",
             columns.join(", ")
         );
         let mut stmt = main.prepare_cached(&sql)?;
@@ -308,10 +326,12 @@ fn read_batch(
             for (i, key) in keys.iter_mut().enumerate() {
                 *key = r.get(i + 2)?;
             }
+            let position = r.get(0)?;
             out.push(Entry {
-                position: r.get(0)?,
+                position,
                 hash: r.get(1)?,
                 keys,
+                subjects: subject_keys(position, r.get_ref(INDEXED.len() + 2)?),
             });
         }
         Ok(out)
@@ -338,6 +358,19 @@ fn write_batch(tx: &Connection, batch: Vec<Entry>) -> rusqlite::Result<()> {
         for (key, position) in entries {
             insert.execute(rusqlite::params![key, position])?;
         }
+    }
+    let mut entries: Vec<(&Value, i64)> = batch
+        .iter()
+        .flat_map(|e| e.subjects.iter().map(|s| (s, e.position)))
+        .collect();
+    entries.sort_by(|a, b| order(a.0).cmp(&order(b.0)).then(a.1.cmp(&b.1)));
+    // OR IGNORE: a sealed part naming one subject twice (the writer refuses that; an
+    // imported or hand-made one might) still makes one entry.
+    let mut insert = tx.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO {BY_SUBJECT} (key, position) VALUES (?1, ?2)"
+    ))?;
+    for (key, position) in entries {
+        insert.execute(rusqlite::params![key, position])?;
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! The filter indexes: a file of their own beside the store file, written by a thread of
-//! their own (the indexer) behind the writer.
+//! The filter indexes and the subject index: a file of their own beside the store file,
+//! written by a thread of their own (the indexer) behind the writer.
 //!
 //! The store file keeps the indexes every append needs: positions (the table's key), the
 //! event id and the aggregate id with its version (both unique). The five that only
@@ -7,6 +7,15 @@
 //! are tables `(key, position)` in `<store file>-index` ([`path_of`]), filled by the
 //! indexer from the durable log in batches, on the other core. An append then writes three
 //! B-trees instead of eight, and a one-event commit about half as many WAL pages.
+//!
+//! Beside them, `by_subject (key, position)` lists each data subject's events (the
+//! subjects an event's sealed personal part names, read from `events.sealed`;
+//! docs/privacy.md), for the subject access export and for the snapshots a forgetting
+//! deletes (`privacy.rs`): one row per event and subject on random keys, which dirtied
+//! about a hundred pages of the store file per commit of a hundred personal events
+//! while it was written inside the commit (schema version 10 moved it here). An event whose sealed part cannot be read gets one entry under
+//! [`UNREADABLE`] instead, so that every reader of subjects meets it (and reports it, or
+//! errs on the side of privacy) whether or not it is indexed yet.
 //!
 //! Invariants:
 //! - **the index file describes a prefix of the log**: `indexed.position` is the last
@@ -20,7 +29,10 @@
 //!   the entries up to the prefix (never past the log its own snapshot holds) and tests
 //!   every event above it directly ([`crate::filter`]); and each event an entry leads to
 //!   is tested against the whole filter again, so an entry that disagrees with its event
-//!   can make a read slower, never wrong;
+//!   can make a read slower, never wrong. Reads by subject do the same, testing an
+//!   event's sealed part (`privacy::subject_events`); a forgetting takes the
+//!   aggregates of the subject's entries up to the prefix and tests every event above it
+//!   inside the writer's commit (`privacy::forget_snapshots`);
 //! - **the index file holds nothing the log does not**: when it is missing, of another
 //!   version, or does not match the log (its prefix is past the log's end, or names
 //!   another hash: a restored or replaced store file), it is emptied and filled again
@@ -40,7 +52,16 @@ use rusqlite::{Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 
 /// The index file's layout version (`PRAGMA user_version`); another is rebuilt.
-const LAYOUT: i64 = 1;
+/// 1: the five filter indexes; 2: and `by_subject`.
+const LAYOUT: i64 = 2;
+
+/// The table of each subject's events: `(key, position)`, keyed by both; the key is
+/// the subject (text), or [`UNREADABLE`].
+pub const BY_SUBJECT: &str = "by_subject";
+
+/// The `by_subject` key of an event whose sealed part cannot be read: a BLOB, which no
+/// subject (text) equals.
+pub const UNREADABLE: &[u8] = &[0];
 
 /// The schema name the index file is attached under on read connections.
 pub const SCHEMA: &str = "idx";
@@ -137,8 +158,8 @@ pub fn prepare(idx: &mut Connection, main: &Connection) -> rusqlite::Result<bool
             "the index file does not match the store file's log (restored or replaced?): \
              building it again from the log"
         );
-        for ix in INDEXED {
-            tx.execute(&format!("DELETE FROM {}", ix.table), [])?;
+        for table in INDEXED.iter().map(|ix| ix.table).chain([BY_SUBJECT]) {
+            tx.execute(&format!("DELETE FROM {table}"), [])?;
         }
         tx.execute("UPDATE indexed SET position = 0, hash = NULL", [])?;
         emptied = true;
@@ -170,13 +191,12 @@ fn create(tx: &Connection) -> rusqlite::Result<()> {
          );
          INSERT INTO indexed VALUES (1, 0, NULL);",
     )?;
-    for ix in INDEXED {
+    for table in INDEXED.iter().map(|ix| ix.table).chain([BY_SUBJECT]) {
         // The key column is untyped: ids are stored as the log stores them (16 bytes or
         // text, crate::ids), and compared the same way.
         tx.execute_batch(&format!(
-            "CREATE TABLE {} (key NOT NULL, position INTEGER NOT NULL, \
-             PRIMARY KEY (key, position)) WITHOUT ROWID",
-            ix.table
+            "CREATE TABLE {table} (key NOT NULL, position INTEGER NOT NULL, \
+             PRIMARY KEY (key, position)) WITHOUT ROWID"
         ))?;
     }
     tx.pragma_update(None, "user_version", LAYOUT)

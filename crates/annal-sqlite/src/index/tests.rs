@@ -6,8 +6,9 @@ use crate::SqliteStore;
 use crate::filter::{self, PrefixPlan, prefix_plan};
 use crate::index::{self, INDEXED};
 use crate::open::open_reader;
+use annal_core::privacy::ForgetRequest;
 use annal_core::testkit::fixtures::{all, ev, req};
-use annal_core::{ExpectedVersion, Filter, RecordedEvent, Store, Transaction};
+use annal_core::{ExpectedVersion, Filter, NewEvent, RawJson, RecordedEvent, Store, Transaction};
 use rusqlite::Connection;
 use std::path::Path;
 
@@ -68,12 +69,9 @@ fn index_back_to(path: &Path, k: i64) {
         })
         .ok();
     let idx = Connection::open(index::path_of(path)).expect("index file");
-    for ix in INDEXED {
-        idx.execute(
-            &format!("DELETE FROM {} WHERE position > ?1", ix.table),
-            [k],
-        )
-        .expect("delete entries");
+    for table in INDEXED.iter().map(|ix| ix.table).chain([index::BY_SUBJECT]) {
+        idx.execute(&format!("DELETE FROM {table} WHERE position > ?1"), [k])
+            .expect("delete entries");
     }
     idx.execute(
         "UPDATE indexed SET position = ?1, hash = ?2",
@@ -308,4 +306,187 @@ async fn a_read_led_by_an_index_merges_its_values_in_order_without_sorting() {
         "{text}"
     );
     assert!(!text.contains("TEMP B-TREE"), "{text}");
+}
+
+fn with_kek(path: &Path) -> SqliteStore {
+    let options = crate::Options {
+        keyring: Some(annal_core::testkit::privacy::kek()),
+        ..crate::Options::default()
+    };
+    SqliteStore::open_with(path, options).expect("open")
+}
+
+/// An event with a personal part about `subjects`.
+fn personal(event_type: &str, subjects: &[&str]) -> NewEvent {
+    let mut e = ev(event_type, "{}");
+    e.personal = Some(RawJson::parse(r#"{"child_name":"Sofía"}"#).expect("json"));
+    e.subjects = subjects.iter().map(|s| (*s).to_owned()).collect();
+    e
+}
+
+/// 120 events in 10 families: a quarter without personal data, the others about `s-a`,
+/// `s-b` or both, every fifth also about `s-c`; read back opened (with their subjects).
+async fn populated_with_subjects(path: &Path) -> Vec<RecordedEvent> {
+    let store = with_kek(path);
+    for i in 0..120usize {
+        let mut subjects = match i % 3 {
+            0 => vec!["s-a"],
+            1 => vec!["s-b"],
+            _ => vec!["s-a", "s-b"],
+        };
+        if i % 5 == 0 {
+            subjects.push("s-c");
+        }
+        let e = if i % 4 == 3 {
+            ev("Noted", "{}")
+        } else {
+            personal("Noted", &subjects)
+        };
+        store
+            .append(req(
+                "Family",
+                &format!("fam-{}", i % 10),
+                ExpectedVersion::Any,
+                vec![e],
+            ))
+            .await
+            .expect("append");
+    }
+    let events = all(&store).await;
+    assert_eq!(events.len(), 120);
+    events
+}
+
+/// Every subject's export (from several positions, in pages) against a scan of the log.
+fn check_exports(path: &Path, events: &[RecordedEvent], lag: &str) {
+    let conn = open_reader(path).expect("reader");
+    for subject in ["s-a", "s-b", "s-c", "nobody"] {
+        for after in [0u64, 7, 60, 119] {
+            for limit in [1usize, 5, 1000] {
+                let want: Vec<u64> = events
+                    .iter()
+                    .filter(|e| e.position > after && e.subjects.iter().any(|s| s == subject))
+                    .take(limit)
+                    .map(|e| e.position)
+                    .collect();
+                let got: Vec<u64> =
+                    crate::privacy::subject_events(&conn, subject, after, limit, None)
+                        .expect("export")
+                        .iter()
+                        .map(|e| e.position)
+                        .collect();
+                assert_eq!(got, want, "{lag}: {subject} after {after}, limit {limit}");
+            }
+        }
+    }
+    let capped: Vec<u64> = crate::privacy::subject_events(&conn, "s-a", 0, 1000, Some(50))
+        .expect("export")
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert!(capped.last().is_some_and(|p| *p <= 50), "{lag}: {capped:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subjects_export_equals_a_scan_however_far_the_index_has_come() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.db");
+    let events = populated_with_subjects(&path).await;
+    check_exports(&path, &events, "caught up");
+    // An entry for s-c at an event that does not name it, and one for an event with no
+    // personal part: both tested away.
+    let idx = Connection::open(index::path_of(&path)).expect("index file");
+    idx.execute_batch("INSERT INTO by_subject (key, position) VALUES ('s-c', 2), ('s-a', 4);")
+        .expect("wrong entries");
+    drop(idx);
+    check_exports(&path, &events, "with wrong entries");
+    for k in [117, 61, 3, 0] {
+        index_back_to(&path, k);
+        check_exports(&path, &events, &format!("indexed up to {k}"));
+    }
+}
+
+/// Snapshots by aggregate id and tag: whether each is there.
+async fn snapshots(store: &SqliteStore, ids: &[&str]) -> Vec<bool> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(
+            store
+                .load_snapshot(id, "t", None)
+                .await
+                .expect("load")
+                .is_some(),
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_deletes_the_snapshot_of_an_aggregate_whose_event_the_index_has_not_reached() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.db");
+    let store = with_kek(&path);
+    let state = || RawJson::parse(r#"{"children":["Sofía"]}"#).expect("json");
+    let append = |id: &'static str, e: NewEvent| {
+        let store = store.clone();
+        async move {
+            store
+                .append(req("Family", id, ExpectedVersion::Any, vec![e]))
+                .await
+                .expect("append")
+                .first_position
+        }
+    };
+    let indexed = append("fam-1", personal("ChildAdded", &["s-x"])).await;
+    store
+        .save_snapshot("fam-1", 1, "t", state())
+        .await
+        .expect("snapshot");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.indexed_up_to() < Some(indexed) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the indexer never caught up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The indexer is held back: this connection keeps the index file's write lock.
+    let hold = Connection::open(index::path_of(&path)).expect("index file");
+    hold.execute_batch("BEGIN IMMEDIATE")
+        .expect("hold the index file");
+    let past = append("fam-2", personal("ChildAdded", &["s-y", "s-x"])).await;
+    append("fam-3", personal("ChildAdded", &["s-y"])).await;
+    for id in ["fam-2", "fam-3"] {
+        store
+            .save_snapshot(id, 1, "t", state())
+            .await
+            .expect("snapshot");
+    }
+    let prefix: u64 = hold
+        .query_row("SELECT position FROM indexed", [], |r| r.get(0))
+        .expect("prefix");
+    assert!(prefix >= indexed && prefix < past, "prefix {prefix}");
+    let exported: Vec<u64> = store
+        .subject_events("s-x", 0, 10)
+        .await
+        .expect("export")
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(exported, [indexed, past]);
+    store
+        .forget_subject(ForgetRequest {
+            subject: "s-x".into(),
+            reason: "erasure request".into(),
+            user_id: None,
+            principal: None,
+        })
+        .await
+        .expect("forget");
+    assert_eq!(
+        snapshots(&store, &["fam-1", "fam-2", "fam-3"]).await,
+        [false, false, true],
+        "the snapshots of both aggregates with an event about s-x are gone, only those"
+    );
+    hold.execute_batch("ROLLBACK").expect("let the indexer go");
 }
