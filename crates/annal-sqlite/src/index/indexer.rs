@@ -359,10 +359,17 @@ fn write_batch(tx: &Connection, batch: Vec<Entry>) -> rusqlite::Result<()> {
             insert.execute(rusqlite::params![key, position])?;
         }
     }
-    let mut entries: Vec<(&Value, i64)> = batch
-        .iter()
-        .flat_map(|e| e.subjects.iter().map(|s| (s, e.position)))
-        .collect();
+    insert_subjects(
+        tx,
+        batch
+            .iter()
+            .flat_map(|e| e.subjects.iter().map(|s| (s, e.position)))
+            .collect(),
+    )
+}
+
+/// Inserts `by_subject` entries, sorted by key.
+fn insert_subjects(tx: &Connection, mut entries: Vec<(&Value, i64)>) -> rusqlite::Result<()> {
     entries.sort_by(|a, b| order(a.0).cmp(&order(b.0)).then(a.1.cmp(&b.1)));
     // OR IGNORE: a sealed part naming one subject twice (the writer refuses that; an
     // imported or hand-made one might) still makes one entry.
@@ -373,6 +380,41 @@ fn write_batch(tx: &Connection, batch: Vec<Entry>) -> rusqlite::Result<()> {
         insert.execute(rusqlite::params![key, position])?;
     }
     Ok(())
+}
+
+/// Fills `by_subject` for the events of `main`'s log up to `prefix` (an index file of
+/// layout 1, whose other tables already cover them), a chunk of positions at a time;
+/// answers how many events with a sealed part it read.
+pub(crate) fn subjects_up_to(
+    tx: &Connection,
+    main: &Connection,
+    prefix: i64,
+) -> rusqlite::Result<u64> {
+    const CHUNK: i64 = 100_000;
+    let mut stmt = main.prepare(
+        "SELECT position, sealed FROM events
+         WHERE position > ?1 AND position <= ?2 AND sealed IS NOT NULL",
+    )?;
+    let mut read = 0;
+    let mut from = 0;
+    while from < prefix {
+        let to = prefix.min(from.saturating_add(CHUNK));
+        let mut keys: Vec<(Vec<Value>, i64)> = Vec::new();
+        let mut rows = stmt.query(rusqlite::params![from, to])?;
+        while let Some(r) = rows.next()? {
+            let position: i64 = r.get(0)?;
+            keys.push((subject_keys(position, r.get_ref(1)?), position));
+        }
+        read += keys.len() as u64;
+        insert_subjects(
+            tx,
+            keys.iter()
+                .flat_map(|(subjects, p)| subjects.iter().map(|s| (s, *p)))
+                .collect(),
+        )?;
+        from = to;
+    }
+    Ok(read)
 }
 
 /// A key's place in SQLite's order (numbers, then text by bytes, then blobs by bytes).

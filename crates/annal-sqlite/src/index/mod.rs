@@ -51,8 +51,9 @@ pub use indexer::{Indexer, MOST_LAG, Nudge, catch_up};
 use rusqlite::{Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 
-/// The index file's layout version (`PRAGMA user_version`); another is rebuilt.
-/// 1: the five filter indexes; 2: and `by_subject`.
+/// The index file's layout version (`PRAGMA user_version`): 1, the five filter indexes;
+/// 2, and `by_subject` (a file of layout 1 that matches the log gains it, filled from the
+/// events with a sealed part up to its prefix); any other is rebuilt.
 const LAYOUT: i64 = 2;
 
 /// The table of each subject's events: `(key, position)`, keyed by both; the key is
@@ -143,7 +144,22 @@ pub fn prepare(idx: &mut Connection, main: &Connection) -> rusqlite::Result<bool
             })
             .map(|n| n == 0)?;
     let mut emptied = false;
-    if layout != LAYOUT || fresh {
+    if layout == 1 && !fresh && matches_log(&tx, main)? {
+        // Layout 1 lacks only `by_subject`: fill it for the prefix the other tables
+        // cover, from the events with a sealed part, instead of indexing everything
+        // again.
+        let started = std::time::Instant::now();
+        let prefix: i64 = tx.query_row("SELECT position FROM indexed", [], |r| r.get(0))?;
+        create_table(&tx, BY_SUBJECT)?;
+        let personal = indexer::subjects_up_to(&tx, main, prefix)?;
+        tx.pragma_update(None, "user_version", LAYOUT)?;
+        tracing::info!(
+            up_to = prefix,
+            personal,
+            seconds = started.elapsed().as_secs_f64(),
+            "the index file gained its subject index (layout 1 to 2)"
+        );
+    } else if layout != LAYOUT || fresh {
         if !fresh {
             tracing::warn!(
                 found = layout,
@@ -192,14 +208,18 @@ fn create(tx: &Connection) -> rusqlite::Result<()> {
          INSERT INTO indexed VALUES (1, 0, NULL);",
     )?;
     for table in INDEXED.iter().map(|ix| ix.table).chain([BY_SUBJECT]) {
-        // The key column is untyped: ids are stored as the log stores them (16 bytes or
-        // text, crate::ids), and compared the same way.
-        tx.execute_batch(&format!(
-            "CREATE TABLE {table} (key NOT NULL, position INTEGER NOT NULL, \
-             PRIMARY KEY (key, position)) WITHOUT ROWID"
-        ))?;
+        create_table(tx, table)?;
     }
     tx.pragma_update(None, "user_version", LAYOUT)
+}
+
+fn create_table(tx: &Connection, table: &str) -> rusqlite::Result<()> {
+    // The key column is untyped: ids are stored as the log stores them (16 bytes or
+    // text, crate::ids), and compared the same way.
+    tx.execute_batch(&format!(
+        "CREATE TABLE {table} (key NOT NULL, position INTEGER NOT NULL, \
+         PRIMARY KEY (key, position)) WITHOUT ROWID"
+    ))
 }
 
 /// Whether the index file's prefix is a prefix of the log in `main`: its last position

@@ -490,3 +490,53 @@ async fn forgetting_deletes_the_snapshot_of_an_aggregate_whose_event_the_index_h
     );
     hold.execute_batch("ROLLBACK").expect("let the indexer go");
 }
+
+/// An index file's rows of `table`, in key order.
+fn rows_of(idx: &Connection, table: &str) -> Vec<(rusqlite::types::Value, i64)> {
+    idx.prepare(&format!(
+        "SELECT key, position FROM {table} ORDER BY key, position"
+    ))
+    .expect("prepare")
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+    .expect("query")
+    .collect::<rusqlite::Result<_>>()
+    .expect("rows")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_file_of_the_first_layout_gains_its_subject_index_and_keeps_its_other_tables() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.db");
+    let events = populated_with_subjects(&path).await;
+    let idx = Connection::open(index::path_of(&path)).expect("index file");
+    let built = rows_of(&idx, "by_subject");
+    assert!(built.len() > 100, "{}", built.len());
+    // What layout 1 was: no by_subject; and an entry a rebuild would not keep (an event
+    // type no event has), to tell a migration from a rebuild.
+    idx.execute_batch(
+        "DROP TABLE by_subject; PRAGMA user_version = 1;
+         INSERT INTO by_event_type (key, position) VALUES ('NotAType', 5);",
+    )
+    .expect("layout 1");
+    drop(idx);
+    drop(with_kek(&path));
+    let idx = Connection::open(index::path_of(&path)).expect("index file");
+    let layout: i64 = idx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("layout");
+    assert_eq!(layout, 2);
+    assert_eq!(rows_of(&idx, "by_subject"), built);
+    let kept: i64 = idx
+        .query_row(
+            "SELECT count(*) FROM by_event_type WHERE key = 'NotAType'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("entries");
+    assert_eq!(
+        kept, 1,
+        "the filter tables were built again instead of kept"
+    );
+    drop(idx);
+    check_exports(&path, &events, "after the layout 1 to 2 migration");
+}
