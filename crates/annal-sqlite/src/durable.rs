@@ -110,10 +110,15 @@ impl Durability {
         self.nudge.clone()
     }
 
+    /// The last position this store's syncs made durable.
+    pub fn durable_head(&self) -> u64 {
+        *self.head.borrow()
+    }
+
     /// Called by the writer before each group: waits while the indexer is too far
     /// behind the durable log ([`Nudge::hold_back`]).
     pub fn hold_back(&self) {
-        let head = *self.head.borrow();
+        let head = self.durable_head();
         let waited = self.nudge.hold_back(head);
         if !waited.is_zero() {
             tracing::debug!(
