@@ -2,7 +2,7 @@
 //! writers in several stores on one schema, groups commit unflushed and are confirmed
 //! by a synchronous commit of their writer's own; readers never see an event before its
 //! confirmation, positions stay contiguous across the switches between the two paths,
-//! and a version 7 schema migrates to the read cap.
+//! a version 7 schema migrates to the read cap, and a cap past the head is reported.
 
 mod common;
 
@@ -296,4 +296,29 @@ async fn a_version_7_schema_is_read_whole_once_migrated_to_the_read_cap() {
         .expect("version")
         .get(0);
     assert_eq!(version, annal_postgres::schema::SCHEMA_VERSION);
+}
+
+/// A read cap past the head (a `durable` row edited by hand) would show the next
+/// commits before they are durable: the deep verify reports it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_cap_past_the_head_fails_the_deep_verify() {
+    let Some((a, b, schema, _guard)) = two_stores().await else {
+        return;
+    };
+    append_one(&a, "a-1").await;
+    append_one(&b, "b-1").await;
+    let intact = a.verify_deep(None, None).await.expect("deep");
+    assert!(intact.ok && intact.storage.is_empty(), "{intact:?}");
+    let admin = common::admin().await;
+    admin
+        .batch_execute(&format!("UPDATE \"{schema}\".durable SET position = 40"))
+        .await
+        .expect("edit behind the store's back");
+    let deep = a.verify_deep(None, None).await.expect("deep");
+    assert!(!deep.ok, "{deep:?}");
+    let said = deep.storage.join("\n");
+    assert!(
+        said.contains("says position 40, past the head row's 2"),
+        "{said}"
+    );
 }
