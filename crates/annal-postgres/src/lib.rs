@@ -7,8 +7,11 @@
 //!   never misses one. [`writer`] explains why sequences lose events and how this avoids it.
 //! - **Throughput**: group commit. One writer task per store takes every queued job and
 //!   commits them as one transaction: one lock, one WAL flush, pipelined round trips.
-//! - **Durability and atomicity**: a caller is answered after COMMIT returned; each job
-//!   checks everything before it writes, so an error writes nothing.
+//! - **Durability and atomicity**: a caller is answered after its group is flushed
+//!   (COMMIT returned, or under contention from other processes, the writer's own
+//!   synchronous confirmation behind an unflushed COMMIT); readers never see past what
+//!   is flushed ([`writer`], "Durable before visible"); each job checks everything
+//!   before it writes, so an error writes nothing.
 //! - **Live readers**: commits `NOTIFY`; a dedicated connection LISTENs and wakes
 //!   [`Store::wait_for_head`] callers within milliseconds, polling every 50 ms while that
 //!   connection is down ([`notify`]).
@@ -57,6 +60,8 @@ use tokio_postgres::types::ToSql;
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How often a waiter re-reads the head while notifications flow (a safety net only).
 const LISTENING_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a stream's record past the read cap is waited for, with no store timeout.
+const STREAM_WAIT: Duration = Duration::from_secs(30);
 
 /// A PostgreSQL failure, with what annal was doing and what the server said.
 #[derive(Debug, thiserror::Error)]
@@ -591,10 +596,11 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let s = &self.inner.quoted;
+        let cap = schema::read_cap(s);
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE position IN (
                SELECT position FROM {s}.event_subjects WHERE subject = $1 AND position > $2
-               ORDER BY position LIMIT $3) ORDER BY position"
+               AND position <= {cap} ORDER BY position LIMIT $3) ORDER BY position"
         );
         let found = self
             .query(
@@ -632,18 +638,21 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let s = &self.inner.quoted;
+        let cap = schema::read_cap(s);
         let (sql, from) = match direction {
             Direction::Forward => (
                 format!(
                     "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE aggregate_id = $1
-                     AND aggregate_version >= $2 ORDER BY aggregate_version LIMIT $3"
+                     AND aggregate_version >= $2 AND position <= {cap}
+                     ORDER BY aggregate_version LIMIT $3"
                 ),
                 from_version.unwrap_or(1),
             ),
             Direction::Backward => (
                 format!(
                     "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE aggregate_id = $1
-                     AND aggregate_version <= $2 ORDER BY aggregate_version DESC LIMIT $3"
+                     AND aggregate_version <= $2 AND position <= {cap}
+                     ORDER BY aggregate_version DESC LIMIT $3"
                 ),
                 from_version.unwrap_or(u64::MAX),
             ),
@@ -721,8 +730,9 @@ impl Store for PgStore {
 
     async fn event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM {}.events WHERE event_id = $1",
-            self.inner.quoted
+            "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE event_id = $1 AND position <= {}",
+            schema::read_cap(&self.inner.quoted),
+            s = self.inner.quoted
         );
         let rows = self.query("reading an event", &sql, &[&event_id]).await?;
         let events = self.checked(rows::events_from_rows(&rows)?).await?;
@@ -736,32 +746,61 @@ impl Store for PgStore {
             .and_then(StreamRecord::aggregate_info))
     }
 
+    /// The record as a reader may see it: one the writer just wrote whose last event
+    /// (or metadata event) is past the read cap is waited for until the cap covers it
+    /// ([`writer`], "Durable before visible"), within the store's timeout.
     async fn stream(&self, aggregate_id: &str) -> Result<Option<StreamRecord>> {
+        let s = &self.inner.quoted;
         let sql = format!(
-            "SELECT aggregate_type, version, tombstoned, metadata_version, metadata
-             FROM {}.streams WHERE aggregate_id = $1",
-            self.inner.quoted
+            "SELECT st.aggregate_type, st.version, st.tombstoned, st.metadata_version,
+               st.metadata,
+               greatest(
+                 (SELECT position FROM {s}.events
+                  WHERE aggregate_id = st.aggregate_id AND aggregate_version = st.version),
+                 (SELECT position FROM {s}.events
+                  WHERE aggregate_id = '$$' || st.aggregate_id
+                    AND aggregate_version = st.metadata_version)),
+               {}
+             FROM {s}.streams AS st WHERE st.aggregate_id = $1",
+            schema::read_cap(s)
         );
-        let rows = self
-            .query("reading a stream's record", &sql, &[&aggregate_id])
-            .await?;
-        rows.first()
-            .map(|r| {
-                Ok(StreamRecord {
-                    aggregate_type: rows::get(r, 0)?,
-                    version: stored::number(
-                        format_args!("streams.version of {aggregate_id}"),
-                        rows::get::<i64>(r, 1)?,
-                    )?,
-                    tombstoned: rows::get(r, 2)?,
-                    metadata_version: stored::number(
-                        format_args!("streams.metadata_version of {aggregate_id}"),
-                        rows::get::<i64>(r, 3)?,
-                    )?,
-                    metadata: rows::get::<Option<String>>(r, 4)?.map(RawJson::from_stored),
-                })
-            })
-            .transpose()
+        let patience = self.inner.timeout.unwrap_or(STREAM_WAIT);
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let rows = self
+                .query("reading a stream's record", &sql, &[&aggregate_id])
+                .await?;
+            let Some(r) = rows.first() else {
+                return Ok(None);
+            };
+            let last: Option<i64> = rows::get(r, 5)?;
+            let cap: i64 = rows::get(r, 6)?;
+            if let Some(last) = last.filter(|l| *l > cap) {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    return Err(Error::storage(format!(
+                        "stream '{aggregate_id}': its last event, position {last}, was not \
+                         confirmed durable within {patience:?}"
+                    )));
+                }
+                let below = stored::number("events.position", last - 1)?;
+                self.wait_for_head(below, left).await?;
+                continue;
+            }
+            return Ok(Some(StreamRecord {
+                aggregate_type: rows::get(r, 0)?,
+                version: stored::number(
+                    format_args!("streams.version of {aggregate_id}"),
+                    rows::get::<i64>(r, 1)?,
+                )?,
+                tombstoned: rows::get(r, 2)?,
+                metadata_version: stored::number(
+                    format_args!("streams.metadata_version of {aggregate_id}"),
+                    rows::get::<i64>(r, 3)?,
+                )?,
+                metadata: rows::get::<Option<String>>(r, 4)?.map(RawJson::from_stored),
+            }));
+        }
     }
 
     fn write_failure(&self) -> Option<String> {
@@ -775,12 +814,15 @@ impl Store for PgStore {
 
     async fn head(&self, aggregate_types: &[String]) -> Result<u64> {
         let s = &self.inner.quoted;
+        // The head readers may see: durable, every position below it visible.
+        let cap = schema::read_cap(s);
         let rows = if aggregate_types.is_empty() {
-            let sql = format!("SELECT position FROM {s}.head");
+            let sql = format!("SELECT {cap} FROM {s}.head");
             self.query("reading the head", &sql, &[]).await?
         } else {
             let sql = format!(
-                "SELECT coalesce(max(position), 0) FROM {s}.events WHERE aggregate_type = ANY($1)"
+                "SELECT coalesce(max(position), 0) FROM {s}.events WHERE aggregate_type = ANY($1)
+                 AND position <= {cap}"
             );
             self.query("reading the head", &sql, &[&aggregate_types])
                 .await?

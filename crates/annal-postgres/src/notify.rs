@@ -1,12 +1,14 @@
 //! The listening connection: LISTEN/NOTIFY wakes waiting readers within milliseconds of
 //! a commit in any process.
 //!
-//! Every commit sends `NOTIFY "<schema>.head", '<new head position>'` inside its
-//! transaction, so PostgreSQL delivers it only if, and once, the commit is visible. One
+//! Every commit that raises the read cap (a synchronous group, or the confirmation of
+//! unflushed ones: [`crate::writer`], "Durable before visible") sends `NOTIFY
+//! "<schema>.head", '<new head position>'` inside its transaction, so PostgreSQL
+//! delivers it only if, and once, that durable head is visible. One
 //! dedicated connection per store (outside the pool) LISTENs on that channel and raises
 //! the store's head watch; `PgStore::wait_for_head` waits on that watch.
 //!
-//! Invariants: the watch only moves forward and only to committed positions; while this
+//! Invariants: the watch only moves forward and only to durable positions; while this
 //! connection is down (the server restarted, the network failed) the store says so
 //! ([`Listener::is_listening`] is false) and waiters poll every 50 ms instead; after every
 //! (re)connection the head is read once, so commits made while it was down are seen. The
@@ -44,7 +46,7 @@ pub struct Setup {
     pub tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// The channel (`<schema>.head`).
     pub channel: String,
-    /// `SELECT position FROM <schema>.head`.
+    /// The query of the read cap ([`crate::schema::read_cap`]).
     pub head_sql: String,
     /// The store's head watch.
     pub head: Arc<watch::Sender<u64>>,

@@ -162,7 +162,23 @@ impl PgStore {
                 source,
             })?;
         let quoted = schema::quoted(&config.schema);
-        let head_sql = format!("SELECT position FROM {quoted}.head");
+        // The head readers may see ([`schema::read_cap`]), also what the listener
+        // re-reads after a reconnection.
+        let head_sql = format!("SELECT {}", schema::read_cap(&quoted));
+        // Rows of writers gone, which the durable head has passed: the cap stays.
+        timed(
+            timeout,
+            "tidying the durable table",
+            client.execute(
+                &format!(
+                    "DELETE FROM {quoted}.durable
+                     WHERE position <= (SELECT durable_position FROM {quoted}.head)"
+                ),
+                &[],
+            ),
+        )
+        .await
+        .map_err(connect_failed)?;
         let head: i64 = timed(
             timeout,
             "reading the head",
@@ -224,6 +240,8 @@ impl PgStore {
                 timeout,
                 head: head_tx.clone(),
                 health: health.clone(),
+                id: annal_core::Uuid::now_v7(),
+                path: std::sync::Mutex::default(),
             },
             jobs_rx,
         ));

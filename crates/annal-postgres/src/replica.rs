@@ -8,9 +8,11 @@
 //! is written before the next commit can lock the row. A standby replays the WAL in
 //! order and makes each transaction visible when it replays its commit record, so at any
 //! moment it shows the log up to some commit: positions 1 to its own `head`, nothing
-//! above, as the primary showed it then. Reads of the standby are capped at the `head`
-//! they see in the same statement, which is also how a read learns how far the standby
-//! is.
+//! above, as the primary showed it then. Reads of the standby are capped, in the same
+//! statement, at the read cap it shows ([`crate::schema::read_cap`]: the head its
+//! replayed commits confirmed durable, at or below its `head`), as reads of the primary
+//! are; that cap is also how a read learns how far the standby is, and is what
+//! "the standby's head" means below.
 //!
 //! # What a read promises
 //!
@@ -286,9 +288,10 @@ impl Replica {
         params.push(Box::new(clamp(limit)));
         let s = &self.quoted;
         let sql = format!(
-            "SELECT e.*, h.position FROM {s}.head AS h LEFT JOIN LATERAL (
-               SELECT {EVENT_COLUMNS} FROM {s}.events{clause} AND position <= h.position
+            "SELECT e.*, h.cap FROM (SELECT {} AS cap FROM {s}.head) AS h LEFT JOIN LATERAL (
+               SELECT {EVENT_COLUMNS} FROM {s}.events{clause} AND position <= h.cap
                ORDER BY position LIMIT ${}) AS e ON true",
+            crate::schema::read_cap(s),
             params.len()
         );
         let refs: Vec<&(dyn ToSql + Sync)> = params
@@ -317,7 +320,10 @@ impl Replica {
     /// either cannot be asked, `Ok(Err(why))` when the hashes differ.
     async fn check(&self) -> std::result::Result<std::result::Result<(), String>, StorageFailure> {
         let s = &self.quoted;
-        let sql = format!("SELECT position, hash FROM {s}.head");
+        let sql = format!(
+            "SELECT position, hash, {} FROM {s}.head",
+            crate::schema::read_cap(s)
+        );
         let rows = self.query("reading its head", &sql, &[]).await?;
         let Some(row) = rows.first() else {
             return Ok(Err(format!("its table {s}.head has no row")));
@@ -327,6 +333,9 @@ impl Replica {
             .map_err(|e| StorageFailure::new("the read store: reading its head", e))?;
         let hash: String = row
             .try_get(1)
+            .map_err(|e| StorageFailure::new("the read store: reading its head", e))?;
+        let cap: i64 = row
+            .try_get(2)
             .map_err(|e| StorageFailure::new("the read store: reading its head", e))?;
         if position > 0 {
             let sql = format!("SELECT hash FROM {s}.events WHERE position = $1");
@@ -349,7 +358,7 @@ impl Replica {
                 )));
             }
         }
-        if let Ok(head) = u64::try_from(position) {
+        if let Ok(head) = u64::try_from(cap) {
             self.saw_head(head);
         }
         Ok(Ok(()))
@@ -361,7 +370,8 @@ impl Replica {
         primary_head: Option<u64>,
     ) -> annal_core::cluster::ReadStoreStatus {
         let sql = format!(
-            "SELECT position, pg_last_xact_replay_timestamp() FROM {}.head",
+            "SELECT {}, pg_last_xact_replay_timestamp() FROM {}.head",
+            crate::schema::read_cap(&self.quoted),
             self.quoted
         );
         let context = "the read store: reading its head";
@@ -415,7 +425,11 @@ async fn watch_over(replica: Weak<Replica>, mut wanted: watch::Receiver<u64>) {
         }
         let want = *wanted.borrow_and_update();
         if want > *r.head.borrow() && r.waiting.load(Ordering::Acquire) > 0 {
-            let sql = format!("SELECT position FROM {}.head", r.quoted);
+            let sql = format!(
+                "SELECT {} FROM {}.head",
+                crate::schema::read_cap(&r.quoted),
+                r.quoted
+            );
             match r.query("reading its head", &sql, &[]).await {
                 Ok(rows) => {
                     if let Some(p) = rows

@@ -140,7 +140,8 @@ pub fn where_sql(after_position: u64, filter: &Filter) -> (String, Vec<Param>) {
     (sql, params)
 }
 
-/// The SQL and parameters of a filtered read of the global log.
+/// The SQL and parameters of a filtered read of the global log, up to the read cap
+/// ([`crate::schema::read_cap`]).
 pub fn read_all_sql(
     schema: &str,
     after_position: u64,
@@ -150,14 +151,16 @@ pub fn read_all_sql(
     let (clause, mut params) = where_sql(after_position, filter);
     params.push(Box::new(clamp(limit)));
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM {schema}.events{clause} ORDER BY position LIMIT ${}",
+        "SELECT {EVENT_COLUMNS} FROM {schema}.events{clause} AND position <= {}
+         ORDER BY position LIMIT ${}",
+        crate::schema::read_cap(schema),
         params.len()
     );
     (sql, params)
 }
 
 /// The SQL and parameters counting the filter's events after a position and at or
-/// below another, by event type.
+/// below another (and the read cap), by event type.
 pub fn count_sql(
     schema: &str,
     after_position: u64,
@@ -168,8 +171,9 @@ pub fn count_sql(
     params.push(Box::new(clamp(up_to)));
     let sql = format!(
         "SELECT event_type, count(*) FROM {schema}.events{clause} AND position <= ${} \
-         GROUP BY event_type ORDER BY event_type",
-        params.len()
+         AND position <= {} GROUP BY event_type ORDER BY event_type",
+        params.len(),
+        crate::schema::read_cap(schema)
     );
     (sql, params)
 }

@@ -18,7 +18,7 @@ use crate::{StorageFailure, timed};
 use std::time::Duration;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 7;
+pub const SCHEMA_VERSION: i32 = 8;
 
 /// The DDL of version 1; `{s}` stands for the quoted schema name.
 const V1: &str = r#"
@@ -191,6 +191,34 @@ CREATE TABLE {s}.nodes (
 );
 "#;
 
+/// The DDL of version 8: what readers may see (`crate::writer`, "Durable before
+/// visible"). `head.durable_position` is the head a synchronous commit left (its commit
+/// returned only once flushed, so the position it shows is durable); `durable` holds,
+/// per writer, the highest position that writer confirmed durable by a synchronous
+/// commit of its own after a group committed without waiting for the flush. Readers
+/// show events up to `greatest(head.durable_position, max(durable.position))`
+/// ([`read_cap`]). A store migrated from version 7 holds only synchronous commits, so
+/// its head is durable as it is.
+const V8: &str = r#"
+ALTER TABLE {s}.head ADD COLUMN durable_position bigint;
+UPDATE {s}.head SET durable_position = position;
+ALTER TABLE {s}.head ALTER COLUMN durable_position SET NOT NULL;
+CREATE TABLE {s}.durable (
+    writer     uuid        PRIMARY KEY,          -- one store's writer task, new at every open
+    position   bigint      NOT NULL,             -- it confirmed every position up to this durable
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+"#;
+
+/// The highest position readers may see, as an SQL expression over the schema `s`
+/// (quoted): every position up to it is committed, durable, and visible in the same
+/// snapshot. See [`crate::writer`].
+pub fn read_cap(s: &str) -> String {
+    format!(
+        "greatest((SELECT durable_position FROM {s}.head), (SELECT max(position) FROM {s}.durable))"
+    )
+}
+
 /// What can go wrong bringing a schema up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -262,7 +290,7 @@ pub async fn migrate(
         });
     }
     for (version, ddl) in (1..)
-        .zip([V1, V2, V3, V4, V5, V6, V7])
+        .zip([V1, V2, V3, V4, V5, V6, V7, V8])
         .skip_while(|(v, _)| *v <= found)
     {
         timed(timeout, ctx, tx.batch_execute(&ddl.replace("{s}", &s))).await?;

@@ -47,6 +47,63 @@
 //!
 //! `recorded_at` is the committing process's clock, raised to `head.recorded_at` if that
 //! clock is behind, so it never decreases with position, across processes too.
+//!
+//! # Durable before visible: two paths
+//!
+//! A group holds the head lock from its read of the tip to the end of its transaction.
+//! With one writer that costs nothing: its groups follow each other anyway. With
+//! writers in several processes it is the whole cost: a synchronous COMMIT holds the
+//! lock across its WAL flush (and the wait for a synchronous standby), so the groups of
+//! different processes take one flush each, one after another. So a group takes one of
+//! two paths ([`path`] chooses, under the lock, from the head it locked):
+//!
+//! - **Synchronous** (this writer alone: the head is the one its last group left, and
+//!   for [`path::CONTENDED_FOR`] no other writer has committed): one transaction, as
+//!   described above. Its `UPDATE head` also sets `head.durable_position` to the new
+//!   head: a synchronous commit becomes visible only once flushed, so whoever sees that
+//!   column sees a durable position.
+//! - **Unflushed, then confirmed** (another writer committed since this one's last
+//!   group, or lately): the group's transaction runs `SET LOCAL synchronous_commit =
+//!   off`, so COMMIT releases the lock as soon as its commit record is in the WAL
+//!   buffers; its `UPDATE head` leaves `durable_position` alone and sends no NOTIFY.
+//!   Pipelined behind that COMMIT, in the same round trip, one statement in its own
+//!   transaction at the session's `synchronous_commit` raises this writer's row of
+//!   `durable` to the head it sees and sends the NOTIFY. Its COMMIT returns once the WAL
+//!   is flushed (and sent to a synchronous standby) past its own commit record, which
+//!   follows the group's and every commit it can see. Callers are answered only then.
+//!   Several processes' confirmations wait for the flush together, while the next group
+//!   already holds the lock.
+//!
+//! Readers see events up to the read cap, `greatest(head.durable_position,
+//! max(durable.position))` ([`crate::schema::read_cap`]), in the same statement as
+//! their read. Invariants:
+//!
+//! - *Every position at or below the cap is durable*: the cap is a value some
+//!   synchronous commit wrote, and that commit returned only once flushed past the
+//!   commits of all those positions (they were visible to it, so their commit records
+//!   precede its own in the WAL). After a crash, an unflushed group is lost with every
+//!   group numbered after it (their records follow it in the WAL), none of which was
+//!   confirmed: the log stays contiguous, and no caller was answered for them.
+//! - *Every position at or below the cap is visible, in any snapshot that shows the
+//!   cap*: the commits of those positions ended before the commit that wrote the cap.
+//!   So reads capped at it are gap-free prefixes, and the cap only rises (both parts
+//!   only rise; `PgStore::connect` deletes only rows the durable head has passed).
+//! - *An answer never rests on a commit that may be lost*: a group that found another
+//!   writer's head (a replay of its event, a version it refused on) confirms even when
+//!   it wrote nothing, so its callers wait for a flush covering that head.
+//! - *A confirmed group is never written twice*: if the confirmation fails after the
+//!   group committed, the failure is not reported as the server's refusal, so its jobs
+//!   are not retried alone; callers learn the outcome is unknown and retry with the same
+//!   event_ids. Its events become readable when a later confirmation or synchronous
+//!   commit covers them.
+//!
+//! Switching is per group and needs no coordination: each path keeps both invariants on
+//! its own, whatever the other writers do. What is visible before the flush: the
+//! `events` rows above the cap (no read shows them), the `head` and `streams` rows the
+//! group wrote (the writers' checks read them under the lock, which is what the order
+//! of commits needs; `Store::stream` waits until the cap covers a record's last event),
+//! and its `checkpoints` and `snapshots` rows (their readers may see them between the
+//! COMMIT and the confirmation; their writers are answered only after it).
 
 use crate::rows::{self, EVENT_COLUMNS, PgTime, clamp, micros_to_timestamptz};
 use crate::{StorageFailure, pool_failure};
@@ -73,6 +130,7 @@ use annal_core::job::Outcome;
 pub use annal_core::job::{Job, SnapshotJob};
 
 mod columns;
+pub mod path;
 use columns::{CheckpointColumns, EventColumns, SnapshotColumns, StreamColumns};
 
 /// The SQL the writer runs, for one schema.
@@ -87,6 +145,8 @@ pub struct Sql {
     upsert_checkpoints: String,
     upsert_snapshots: String,
     move_head: String,
+    move_head_unflushed: String,
+    confirm: String,
     keys: crate::privacy::KeySql,
     /// The NOTIFY channel: `<schema>.head`.
     pub channel: String,
@@ -164,13 +224,37 @@ impl Sql {
                    state_json = excluded.state_json, created_at = excluded.created_at",
                 micros_to_timestamptz("at")
             ),
+            // A synchronous commit is visible only once flushed: its head is durable.
             move_head: format!(
                 "WITH moved AS (
-                     UPDATE {s}.head SET position = $1, hash = $2, recorded_at = {}
+                     UPDATE {s}.head SET position = $1, hash = $2, recorded_at = {},
+                       durable_position = $1
                      RETURNING position
                  )
                  SELECT pg_notify($4, position::text) FROM moved",
                 micros_to_timestamptz("$3")
+            ),
+            // An unflushed commit: readers do not see it until `confirm` (or a later
+            // synchronous commit) covers it, so it neither raises `durable_position`
+            // nor notifies.
+            move_head_unflushed: format!(
+                "UPDATE {s}.head SET position = $1, hash = $2, recorded_at = {}",
+                micros_to_timestamptz("$3")
+            ),
+            // Its own transaction, at the session's synchronous_commit: it returns once
+            // the WAL is flushed past it, and so past every commit it can see, whose
+            // commit records come before its own. So it raises the writer's row to the
+            // head it sees (the group's, or later), never to a position it assumes.
+            confirm: format!(
+                "WITH confirmed AS (
+                     INSERT INTO {s}.durable AS d (writer, position)
+                     VALUES ($1, (SELECT position FROM {s}.head))
+                     ON CONFLICT (writer) DO UPDATE
+                       SET position = greatest(d.position, excluded.position),
+                           updated_at = now()
+                     RETURNING position
+                 )
+                 SELECT pg_notify($2, position::text) FROM confirmed"
             ),
             keys: crate::privacy::KeySql::new(&s),
             channel: format!("{schema}.head"),
@@ -190,6 +274,10 @@ pub struct Writer {
     pub head: Arc<watch::Sender<u64>>,
     /// Whether its last commit failed.
     pub health: annal_core::failures::WriteHealth,
+    /// Its row in `durable` (new at every open).
+    pub id: Uuid,
+    /// Which path the next group takes ([`path`]).
+    pub path: std::sync::Mutex<path::Adaptive>,
 }
 
 /// Runs the writer until every sender is gone.
@@ -381,8 +469,15 @@ impl Writer {
         if result.is_err() {
             // Its transaction state is unknown: close it (the server rolls back).
             drop(Object::take(client));
+            self.adaptive().failed();
         }
         result
+    }
+
+    fn adaptive(&self) -> std::sync::MutexGuard<'_, path::Adaptive> {
+        self.path
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn commit_on(
@@ -466,6 +561,11 @@ impl Writer {
             .await
             .map_err(prep)?;
         let move_head = client.prepare_cached(&sql.move_head).await.map_err(prep)?;
+        let move_head_unflushed = client
+            .prepare_cached(&sql.move_head_unflushed)
+            .await
+            .map_err(prep)?;
+        let confirm = client.prepare_cached(&sql.confirm).await.map_err(prep)?;
         let key_rows = client
             .prepare_cached(&sql.keys.by_subject)
             .await
@@ -607,6 +707,9 @@ impl Writer {
         }
         let tip = state.tip();
         let writes = state.finish();
+        let path = self
+            .adaptive()
+            .choose(start, tip.position != start, std::time::Instant::now());
 
         // Write phase, pipelined; COMMIT only once every write succeeded.
         let ev = EventColumns::from(&writes.events);
@@ -701,8 +804,18 @@ impl Writer {
         let head_hash = tip.hash.to_hex();
         let head_at = tip.recorded_at.as_micros();
         let head_params: [&(dyn ToSql + Sync); 4] = [&head, &head_hash, &head_at, &sql.channel];
+        let unflushed_params: [&(dyn ToSql + Sync); 3] = [&head, &head_hash, &head_at];
+        let confirm_params: [&(dyn ToSql + Sync); 2] = [&self.id, &sql.channel];
         let writes_events_empty = writes.events.is_empty();
         let mut writes: Vec<Fut<'_>> = Vec::new();
+        if path.unflushed {
+            writes.push(Box::pin(async {
+                client
+                    .batch_execute("SET LOCAL synchronous_commit = off")
+                    .await
+                    .map(|()| 0)
+            }));
+        }
         if !writes_events_empty {
             writes.push(Box::pin(client.execute(&insert_events, &ev_params)));
         }
@@ -725,7 +838,11 @@ impl Writer {
             writes.push(Box::pin(client.execute(st, &fg_params)));
         }
         if tip.position != start {
-            writes.push(Box::pin(client.execute(&move_head, &head_params)));
+            writes.push(if path.unflushed {
+                Box::pin(client.execute(&move_head_unflushed, &unflushed_params))
+            } else {
+                Box::pin(client.execute(&move_head, &head_params))
+            });
         }
         // Send every write (a future sends its request when first polled). A write that
         // fails before it is sent (it could not be encoded) stops the group here, before
@@ -749,6 +866,19 @@ impl Writer {
             Poll::Ready(r) => Some(r),
             Poll::Pending => None,
         };
+        // The confirmation goes out behind COMMIT, still in the same round trip. Should
+        // the group have failed, it raises this writer's row only to a head committed
+        // before it, which its own flush covers.
+        let mut confirmation: Option<Fut<'_>> = path
+            .confirm
+            .then(|| Box::pin(client.execute(&confirm, &confirm_params)) as Fut<'_>);
+        let mut confirmed = match &mut confirmation {
+            Some(c) => match poll_once(c).await {
+                Poll::Ready(r) => Some(r),
+                Poll::Pending => None,
+            },
+            None => None,
+        };
         for (w, answer) in writes.iter_mut().zip(answered) {
             match answer {
                 Some(r) => r.map_err(&write_failed)?,
@@ -760,6 +890,22 @@ impl Writer {
             None => commit.await,
         };
         committed.map_err(fail("committing the group"))?;
+        if let Some(c) = confirmation {
+            let confirmed = match confirmed.take() {
+                Some(r) => r,
+                None => c.await,
+            };
+            // The group did commit: never a server error, so that its jobs are not
+            // retried alone (they would be written twice). Their outcome is unknown to
+            // the callers until the log is read again.
+            confirmed.map_err(|e| {
+                StorageFailure::message(
+                    "confirming the committed group durable",
+                    crate::describe(&e),
+                )
+            })?;
+        }
+        self.adaptive().committed(tip.position);
         Ok((outcomes, tip.position))
     }
 }

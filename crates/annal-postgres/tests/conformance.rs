@@ -139,6 +139,7 @@ async fn a_version_2_schema_gets_the_stream_records_the_writer_would_have_kept()
          ALTER TABLE \"{s}\".events DROP COLUMN sealed;
          DROP TABLE \"{s}\".subject_keys; DROP TABLE \"{s}\".event_subjects;
          DROP TABLE \"{s}\".nodes;
+         DROP TABLE \"{s}\".durable; ALTER TABLE \"{s}\".head DROP COLUMN durable_position;
          DELETE FROM \"{s}\".schema_version WHERE version > 2"
     ))
     .await
@@ -164,6 +165,7 @@ async fn a_version_5_schema_with_events_takes_personal_data_once_migrated() {
         "ALTER TABLE \"{s}\".events DROP COLUMN sealed;
          DROP TABLE \"{s}\".subject_keys; DROP TABLE \"{s}\".event_subjects;
          DROP TABLE \"{s}\".nodes;
+         DROP TABLE \"{s}\".durable; ALTER TABLE \"{s}\".head DROP COLUMN durable_position;
          DELETE FROM \"{s}\".schema_version WHERE version > 5"
     ))
     .await
