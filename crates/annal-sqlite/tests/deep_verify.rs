@@ -69,25 +69,33 @@ async fn index_file_entries_that_disagree_with_the_log_fail_the_deep_verify() {
     let file = closed_store(dir.path()).await;
     let store = SqliteStore::open(&file).expect("reopen");
     assert!(store.verify_deep(None, None).await.expect("deep").ok);
-    let index = rusqlite::Connection::open(dir.path().join("annal.db-index")).expect("index");
+    fails_after_editing_the_index(
+        &store,
+        dir.path(),
+        "DELETE FROM by_user_id WHERE position = 7;
+         UPDATE by_event_type SET key = 'Forged' WHERE position = 9;",
+        &[
+            "by_user_id has no entry for the event at position 7",
+            "by_event_type has an entry that does not match its event at position 9",
+        ],
+    )
+    .await;
+}
+
+/// Runs `sql` on the index file of the store in `dir` behind annal's back, then expects
+/// a deep verify to fail saying each of `said`.
+async fn fails_after_editing_the_index(store: &SqliteStore, dir: &Path, sql: &str, said: &[&str]) {
+    let index = rusqlite::Connection::open(dir.join("annal.db-index")).expect("index");
     index
-        .execute_batch(
-            "DELETE FROM by_user_id WHERE position = 7;
-             UPDATE by_event_type SET key = 'Forged' WHERE position = 9;",
-        )
+        .execute_batch(sql)
         .expect("edit the index behind annal's back");
     drop(index);
     let deep = store.verify_deep(None, None).await.expect("deep verify");
     assert!(!deep.ok, "{deep:?}");
-    let said = deep.storage.join("\n");
-    assert!(
-        said.contains("by_user_id has no entry for the event at position 7"),
-        "{said}"
-    );
-    assert!(
-        said.contains("by_event_type has an entry that does not match its event at position 9"),
-        "{said}"
-    );
+    let report = deep.storage.join("\n");
+    for line in said {
+        assert!(report.contains(line), "{report}");
+    }
 }
 
 #[tokio::test]
@@ -160,23 +168,15 @@ async fn subject_entries_that_disagree_with_the_sealed_parts_fail_the_deep_verif
     let store = SqliteStore::open_with(&file, options).expect("reopen");
     let deep = store.verify_deep(None, None).await.expect("deep");
     assert!(deep.ok && deep.storage.is_empty(), "{deep:?}");
-    let index = rusqlite::Connection::open(dir.path().join("annal.db-index")).expect("index");
-    index
-        .execute_batch(
-            "DELETE FROM by_subject WHERE key = 'school_1' AND position = 2;
-             UPDATE by_subject SET key = 'family_9' WHERE key = 'family_0' AND position = 3;",
-        )
-        .expect("edit the index behind annal's back");
-    drop(index);
-    let deep = store.verify_deep(None, None).await.expect("deep verify");
-    assert!(!deep.ok, "{deep:?}");
-    let said = deep.storage.join("\n");
-    assert!(
-        said.contains("by_subject has no entry for the event at position 2"),
-        "{said}"
-    );
-    assert!(
-        said.contains("by_subject has an entry that does not match its event at position 3"),
-        "{said}"
-    );
+    fails_after_editing_the_index(
+        &store,
+        dir.path(),
+        "DELETE FROM by_subject WHERE key = 'school_1' AND position = 2;
+         UPDATE by_subject SET key = 'family_9' WHERE key = 'family_0' AND position = 3;",
+        &[
+            "by_subject has no entry for the event at position 2",
+            "by_subject has an entry that does not match its event at position 3",
+        ],
+    )
+    .await;
 }
