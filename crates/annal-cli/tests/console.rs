@@ -654,15 +654,27 @@ async fn the_overview_shows_persistent_subscriptions_and_the_servers_rate_histor
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The server samples the head every 2 s from its start: history before any page.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let overview: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/v1/overview"))
-        .await
-        .expect("overview")
-        .json()
-        .await
-        .expect("json");
-    let history = overview["head_history"].as_array().expect("head_history");
-    assert!(history.len() >= 2, "{overview}");
+    // Three samples make two rates, however the head moved between them (the page adds
+    // a sample of its own only when the head moved since the last one).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let overview: serde_json::Value =
+            reqwest::get(format!("http://127.0.0.1:{port}/v1/overview"))
+                .await
+                .expect("overview")
+                .json()
+                .await
+                .expect("json");
+        let history = overview["head_history"].as_array().expect("head_history");
+        if history.len() >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no history of three samples: {overview}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let driver = browser::driver();
     let page = Page::new(browser::browser(&driver, 1280, 900).await);
