@@ -70,6 +70,8 @@ pub struct Nudge {
     moved: Condvar,
     /// The lag that holds the writer back ([`MOST_LAG`]; smaller in tests).
     most_lag: AtomicU64,
+    /// The longest hold, in milliseconds ([`MOST_HOLD`]; longer in tests).
+    most_hold_ms: AtomicU64,
 }
 
 impl Default for Nudge {
@@ -81,6 +83,9 @@ impl Default for Nudge {
             working: AtomicBool::new(false),
             moved: Condvar::new(),
             most_lag: AtomicU64::new(MOST_LAG),
+            most_hold_ms: AtomicU64::new(
+                MOST_HOLD.as_secs() * 1_000 + u64::from(MOST_HOLD.subsec_millis()),
+            ),
         }
     }
 }
@@ -125,11 +130,9 @@ impl Nudge {
         if !behind(&guard) {
             return Duration::ZERO;
         }
+        let hold = Duration::from_millis(self.most_hold_ms.load(Ordering::Relaxed));
         let start = std::time::Instant::now();
-        drop(
-            self.moved
-                .wait_timeout_while(guard, MOST_HOLD, |s| behind(s)),
-        );
+        drop(self.moved.wait_timeout_while(guard, hold, |s| behind(s)));
         start.elapsed()
     }
 
@@ -137,6 +140,16 @@ impl Nudge {
     #[cfg(test)]
     pub(crate) fn set_most_lag(&self, most: u64) {
         self.most_lag.store(most, Ordering::Relaxed);
+    }
+
+    /// Sets the longest hold (a test that must tell a wake-up from a hold waited out
+    /// uses a long one).
+    #[cfg(test)]
+    pub(crate) fn set_most_hold(&self, most: Duration) {
+        self.most_hold_ms.store(
+            u64::try_from(most.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Tells the indexer that there may be more to index. Only the first nudge since
