@@ -91,12 +91,9 @@ fn index(conn: &Connection) -> Result<Vec<String>> {
 /// names ([`crate::privacy::stored_subjects`]; [`crate::index::UNREADABLE`] for one that
 /// cannot be read).
 fn subjects(conn: &Connection, up_to: u64) -> Result<Vec<String>> {
-    use crate::index::{BY_SUBJECT, SCHEMA, UNREADABLE};
+    use crate::index::{BY_SUBJECT, SCHEMA};
     use rusqlite::types::{Value, ValueRef};
-    let keys_of = |sealed: ValueRef<'_>| match crate::privacy::stored_subjects(sealed) {
-        Ok(subjects) => subjects.into_iter().map(Value::Text).collect(),
-        Err(_) => vec![Value::Blob(UNREADABLE.to_vec())],
-    };
+    let keys_of = |sealed: ValueRef<'_>| crate::index::subject_keys(sealed, |_| ());
     let up_to = crate::rows::clamp(up_to);
     let mut wrong = Vec::new();
     let mut entries = conn

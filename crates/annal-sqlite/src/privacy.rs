@@ -33,7 +33,7 @@ use annal_core::commit::Writes;
 use annal_core::privacy::{self, Keyring, Keys, SubjectInfo, SubjectKey, packed};
 use annal_core::{RawJson, RecordedEvent, Result, stored};
 use rusqlite::types::{Value, ValueRef};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, Row, params};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -277,21 +277,9 @@ fn indexed_positions(
     idx.pragma_update(None, "query_only", true)?;
     idx.execute_batch("BEGIN")?;
     let read = (|| -> rusqlite::Result<(u64, Vec<i64>)> {
-        let (position, hash): (i64, Option<Vec<u8>>) =
-            idx.query_row("SELECT position, hash FROM indexed", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        let in_log: Option<Option<Vec<u8>>> = conn
-            .query_row(
-                "SELECT CASE WHEN typeof(hash) = 'blob' THEN hash ELSE unhex(hash) END \
-                 FROM events WHERE position = ?1",
-                [position],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if position == 0 || hash.is_none() || in_log.flatten() != hash {
+        let Some(position) = index::matched_prefix(&idx, conn)?.filter(|p| *p > 0) else {
             return Ok((0, Vec::new()));
-        }
+        };
         let mut stmt = idx.prepare(&format!(
             "SELECT position FROM {} WHERE (key = ?1 OR key = ?2) AND position <= ?3",
             index::BY_SUBJECT

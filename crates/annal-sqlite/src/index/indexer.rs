@@ -284,17 +284,27 @@ struct Entry {
 }
 
 /// The `by_subject` keys of an event with this stored sealed part: the subjects it
-/// names, or [`UNREADABLE`] when it cannot be read (logged: a deep verify and the
-/// event's own reads report it).
-fn subject_keys(position: i64, sealed: rusqlite::types::ValueRef<'_>) -> Vec<Value> {
+/// names, or [`UNREADABLE`] when it cannot be read (told to `unreadable` with why).
+pub(crate) fn subject_keys(
+    sealed: rusqlite::types::ValueRef<'_>,
+    unreadable: impl FnOnce(&str),
+) -> Vec<Value> {
     match crate::privacy::stored_subjects(sealed) {
         Ok(subjects) => subjects.into_iter().map(Value::Text).collect(),
         Err(e) => {
-            tracing::error!(position, error = %e, "indexing: an event's sealed personal part \
-                cannot be read; it is indexed as unreadable");
+            unreadable(&e);
             vec![Value::Blob(UNREADABLE.to_vec())]
         }
     }
+}
+
+/// [`subject_keys`] for the indexer: an unreadable sealed part is logged (a deep verify
+/// and the event's own reads report it).
+fn logged_subject_keys(position: i64, sealed: rusqlite::types::ValueRef<'_>) -> Vec<Value> {
+    subject_keys(sealed, |e| {
+        tracing::error!(position, error = %e, "indexing: an event's sealed personal part \
+            cannot be read; it is indexed as unreadable");
+    })
 }
 
 /// Indexes every event of `main`'s log past the index file's prefix, at most up to what
@@ -363,7 +373,7 @@ fn read_batch(
                 position,
                 hash: r.get(1)?,
                 keys,
-                subjects: subject_keys(position, r.get_ref(INDEXED.len() + 2)?),
+                subjects: logged_subject_keys(position, r.get_ref(INDEXED.len() + 2)?),
             });
         }
         Ok(out)
@@ -435,7 +445,7 @@ pub(crate) fn subjects_up_to(
         let mut rows = stmt.query(rusqlite::params![from, to])?;
         while let Some(r) = rows.next()? {
             let position: i64 = r.get(0)?;
-            keys.push((subject_keys(position, r.get_ref(1)?), position));
+            keys.push((logged_subject_keys(position, r.get_ref(1)?), position));
         }
         read += keys.len() as u64;
         insert_subjects(

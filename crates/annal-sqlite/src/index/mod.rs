@@ -46,6 +46,7 @@ mod indexer;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use indexer::subject_keys;
 pub use indexer::{Indexer, MOST_LAG, Nudge, catch_up};
 
 use rusqlite::{Connection, OptionalExtension};
@@ -151,12 +152,17 @@ pub fn prepare(idx: &mut Connection, main: &Connection) -> rusqlite::Result<bool
             })
             .map(|n| n == 0)?;
     let mut emptied = false;
-    if layout == 1 && !fresh && matches_log(&tx, main)? {
+    // Only layouts with an `indexed` table are compared with the log.
+    let matched = if !fresh && (layout == 1 || layout == LAYOUT) {
+        matched_prefix(&tx, main)?
+    } else {
+        None
+    };
+    if let (1, Some(prefix)) = (layout, matched) {
         // Layout 1 lacks only `by_subject`: fill it for the prefix the other tables
         // cover, from the events with a sealed part, instead of indexing everything
         // again.
         let started = std::time::Instant::now();
-        let prefix: i64 = tx.query_row("SELECT position FROM indexed", [], |r| r.get(0))?;
         create_table(&tx, BY_SUBJECT)?;
         let personal = indexer::subjects_up_to(&tx, main, prefix)?;
         tx.pragma_update(None, "user_version", LAYOUT)?;
@@ -176,7 +182,7 @@ pub fn prepare(idx: &mut Connection, main: &Connection) -> rusqlite::Result<bool
         }
         drop_all(&tx)?;
         create(&tx)?;
-    } else if !matches_log(&tx, main)? {
+    } else if matched.is_none() {
         tracing::warn!(
             "the index file does not match the store file's log (restored or replaced?): \
              building it again from the log"
@@ -229,15 +235,15 @@ fn create_table(tx: &Connection, table: &str) -> rusqlite::Result<()> {
     ))
 }
 
-/// Whether the index file's prefix is a prefix of the log in `main`: its last position
-/// is in the log with the same hash.
-fn matches_log(idx: &Connection, main: &Connection) -> rusqlite::Result<bool> {
+/// The index file's prefix on `idx`, if it is a prefix of the log in `main` (its last
+/// position is in the log with the same hash, or it is empty); `None` when it is not.
+pub(crate) fn matched_prefix(idx: &Connection, main: &Connection) -> rusqlite::Result<Option<i64>> {
     let (position, hash): (i64, Option<Vec<u8>>) =
         idx.query_row("SELECT position, hash FROM indexed", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
     if position == 0 {
-        return Ok(true);
+        return Ok(Some(0));
     }
     let in_log: Option<Vec<u8>> = main
         .query_row(
@@ -248,7 +254,7 @@ fn matches_log(idx: &Connection, main: &Connection) -> rusqlite::Result<bool> {
         )
         .optional()?
         .flatten();
-    Ok(in_log.is_some() && in_log == hash)
+    Ok((in_log.is_some() && in_log == hash).then_some(position))
 }
 
 /// The last position a filtered read may take from the index file on `conn` (a read
