@@ -38,6 +38,9 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
 
+mod key_cache;
+pub use key_cache::KeyCache;
+
 /// Why a job failed: on its own (nothing of it is written; the group goes on) or with
 /// the whole group (the database failed; nothing of the group is written).
 #[derive(Debug)]
@@ -124,6 +127,12 @@ pub struct Writes {
     /// Rows of the key table to store (insert or replace, by subject): new data keys,
     /// and the rows of subjects forgotten, whose wrapped key is gone.
     pub keys: Vec<SubjectKey>,
+    /// The packed form of every sealed part this group sealed that has one, by the
+    /// position of its event, in position order ([`privacy::SealedPart`]): a backend
+    /// that stores sealed parts as bytes stores these rather than packing the text
+    /// again. Events without an entry here (imported ones, parts without a packed form)
+    /// have only their text.
+    pub packed: Vec<(u64, Vec<u8>)>,
     /// Subjects forgotten by this group: the backend deletes the snapshots of every
     /// aggregate with an event about them.
     pub forgotten: Vec<String>,
@@ -142,12 +151,13 @@ pub struct Group {
     /// Checkpoint positions read or written so far.
     checkpoints: HashMap<String, Option<u64>>,
     events: Vec<RecordedEvent>,
+    /// The packed sealed parts of `events`, by position.
+    packed: Vec<(u64, Vec<u8>)>,
     checkpoint_writes: HashMap<String, Checkpoint>,
     snapshot_writes: HashMap<(String, String, u64), Snapshot>,
-    /// Key-table rows read or written so far, by subject (`None`: no row).
-    keys: HashMap<String, Option<SubjectKey>>,
-    /// Data keys unwrapped so far, by subject.
-    data_keys: HashMap<String, DataKey>,
+    /// Key-table rows read or written so far and data keys unwrapped so far, by
+    /// subject (by earlier groups too, when the backend hands them on).
+    keys: KeyCache,
     /// Subjects whose rows this group changed.
     changed_keys: BTreeSet<String>,
     forgotten: Vec<String>,
@@ -157,6 +167,8 @@ pub struct Group {
 struct Staged {
     tip: Tip,
     events: Vec<RecordedEvent>,
+    /// The packed sealed parts of `events`, by position.
+    packed: Vec<(u64, Vec<u8>)>,
     streams: HashMap<String, StreamRecord>,
     /// Data keys made for this transaction's subjects.
     keys: HashMap<String, (SubjectKey, DataKey)>,
@@ -167,6 +179,7 @@ impl Staged {
         Self {
             tip,
             events: Vec::new(),
+            packed: Vec::new(),
             streams: HashMap::new(),
             keys: HashMap::new(),
         }
@@ -190,6 +203,13 @@ impl Group {
     /// A group continuing the log at `tip`; its events are recorded now (or at the
     /// tip's time, if the clock went back).
     pub fn new(tip: Tip) -> Self {
+        Self::with_cache(tip, KeyCache::default())
+    }
+
+    /// A group continuing the log at `tip` that starts from the key-table rows and data
+    /// keys of the groups before it ([`KeyCache`]: the backend vouches that nobody else
+    /// changed the key table since they committed).
+    pub fn with_cache(tip: Tip, keys: KeyCache) -> Self {
         Self {
             now: Timestamp::now().max(tip.recorded_at),
             tip,
@@ -198,10 +218,10 @@ impl Group {
             written: HashMap::new(),
             checkpoints: HashMap::new(),
             events: Vec::new(),
+            packed: Vec::new(),
             checkpoint_writes: HashMap::new(),
             snapshot_writes: HashMap::new(),
-            keys: HashMap::new(),
-            data_keys: HashMap::new(),
+            keys,
             changed_keys: BTreeSet::new(),
             forgotten: Vec::new(),
         }
@@ -223,7 +243,14 @@ impl Group {
     }
 
     /// The group's writes.
-    pub fn finish(mut self) -> Writes {
+    pub fn finish(self) -> Writes {
+        self.finish_with_cache().0
+    }
+
+    /// The group's writes, and the key-table rows and data keys it read or wrote: what
+    /// the next group may start from once these writes are committed
+    /// ([`Group::with_cache`]).
+    pub fn finish_with_cache(mut self) -> (Writes, KeyCache) {
         let streams = self
             .changed
             .iter()
@@ -245,16 +272,18 @@ impl Group {
         let keys = self
             .changed_keys
             .iter()
-            .filter_map(|s| self.keys.get(s).cloned().flatten())
+            .filter_map(|s| self.keys.rows.get(s).cloned().flatten())
             .collect();
-        Writes {
+        let writes = Writes {
             events: self.events,
             streams,
             checkpoints,
             snapshots,
             keys,
+            packed: self.packed,
             forgotten: self.forgotten,
-        }
+        };
+        (writes, self.keys)
     }
 
     /// A stream's record as this group sees it.
@@ -322,10 +351,11 @@ impl Group {
             self.written.insert(e.event_id, self.events.len());
             self.events.push(e);
         }
+        self.packed.extend(staged.packed);
         for (subject, (row, key)) in staged.keys {
             self.changed_keys.insert(subject.clone());
-            self.keys.insert(subject.clone(), Some(row));
-            self.data_keys.insert(subject, key);
+            self.keys.rows.insert(subject.clone(), Some(row));
+            self.keys.data_keys.insert(subject, key);
         }
     }
 
@@ -335,11 +365,11 @@ impl Group {
         lookup: &mut impl Lookup,
         subject: &str,
     ) -> Result<Option<SubjectKey>, Fail> {
-        if let Some(row) = self.keys.get(subject) {
+        if let Some(row) = self.keys.rows.get(subject) {
             return Ok(row.clone());
         }
         let row = lookup.subject_key(subject)?;
-        self.keys.insert(subject.to_owned(), row.clone());
+        self.keys.rows.insert(subject.to_owned(), row.clone());
         Ok(row)
     }
 
@@ -356,14 +386,14 @@ impl Group {
         if let Some((_, key)) = staged.keys.get(subject) {
             return Ok(key.clone());
         }
-        if let Some(key) = self.data_keys.get(subject) {
+        if let Some(key) = self.keys.data_keys.get(subject) {
             return Ok(key.clone());
         }
         match self.key_row(lookup, subject)? {
             // The row read in this commit: a cached key is used only while it holds it.
             Some(row) => match keys.data_key(&row)? {
                 Some(key) => {
-                    self.data_keys.insert(subject.to_owned(), key.clone());
+                    self.keys.data_keys.insert(subject.to_owned(), key.clone());
                     Ok(key)
                 }
                 None => Err(Error::SubjectForgotten {
@@ -407,7 +437,11 @@ impl Group {
                     let key = self.data_key(lookup, staged, &store_keys, subject)?;
                     keys.push((subject.clone(), key));
                 }
-                Some(privacy::seal(e.event_id, &p.plain, &keys)?)
+                let part = privacy::seal_part(e.event_id, &p.plain, &keys)?;
+                if let Some(bytes) = part.packed {
+                    staged.packed.push((staged.tip.position + 1, bytes));
+                }
+                Some(part.text)
             }
         };
         let prev = staged.tip.hash;
@@ -490,9 +524,11 @@ impl Group {
             forgotten_position: Some(position),
             ..row
         };
-        self.data_keys.remove(&f.subject);
+        self.keys.data_keys.remove(&f.subject);
         self.changed_keys.insert(f.subject.clone());
-        self.keys.insert(f.subject.clone(), Some(forgotten.clone()));
+        self.keys
+            .rows
+            .insert(f.subject.clone(), Some(forgotten.clone()));
         self.forgotten.push(f.subject.clone());
         Ok(Forgotten {
             subject: forgotten.subject,
@@ -512,7 +548,7 @@ impl Group {
             .flat_map(|a| &a.events)
             .filter_map(|e| e.personal.as_ref())
             .flat_map(|p| &p.subjects)
-            .filter(|s| !self.keys.contains_key(s.as_str()))
+            .filter(|s| !self.keys.rows.contains_key(s.as_str()))
             .cloned()
             .collect();
         if wanted.len() < 2 {
@@ -527,7 +563,7 @@ impl Group {
             .collect();
         for s in wanted {
             let row = rows.remove(&s);
-            self.keys.insert(s, row);
+            self.keys.rows.insert(s, row);
         }
         Ok(())
     }

@@ -7,7 +7,8 @@
 //! `cargo bench -p annal-sqlite --bench privacy`; sizes as for `--bench workloads`:
 //! `ANNAL_BENCH_W1_APPENDS` (8,000), `ANNAL_BENCH_W2_EACH` (4,000 for each of 16
 //! writers), `ANNAL_BENCH_W3_APPENDS` (10,000 appends of 100 events; W4 and W5 read
-//! that store), `ANNAL_BENCH_DIR`.
+//! that store), `ANNAL_BENCH_DIR`; `ANNAL_BENCH_SHAPE=plain` or `personal` runs that shape
+//! alone (for a profile of one shape).
 
 use annal_core::NewEvent;
 use annal_core::privacy::Keyring;
@@ -71,7 +72,11 @@ async fn main() {
         } else {
             [("personal", payment_personal), ("plain", payment)]
         };
+        let only = std::env::var("ANNAL_BENCH_SHAPE").ok();
         for (shape, event) in order {
+            if only.as_deref().is_some_and(|o| o != shape) {
+                continue;
+            }
             let rates = run_all(dir.path(), &mut n, event, sizes).await;
             for (i, r) in rates.iter().enumerate() {
                 println!("run {run} {shape:<8} {}: {r:>10.0} events/s", NAMES[i]);
@@ -81,6 +86,9 @@ async fn main() {
                 }
             }
         }
+    }
+    if plain[0].is_empty() || personal[0].is_empty() {
+        return;
     }
     println!("median of {runs} runs (fdatasync {fsync:.0}/s): plain, personal, personal/plain");
     for i in 0..5 {

@@ -13,7 +13,9 @@
 //! - `events.sealed` holds an event's sealed form as a BLOB, packed
 //!   ([`annal_core::privacy::packed`]), when it renders back to the very JSON text the
 //!   chain hashes, and as that TEXT otherwise (and in rows written before the packed
-//!   form): [`sealed_value`] and [`sealed_from`]. A BLOB that does not unpack is
+//!   form): [`sealed_value`] and [`sealed_from`]. The writer stores the packed forms
+//!   its group sealed ([`annal_core::commit::Writes::packed`], rendered to the text
+//!   the chain hashed), and packs only the other texts. A BLOB that does not unpack is
 //!   corrupt, never guessed at;
 //! - the subjects of an event are the ones its sealed part names ([`stored_subjects`]);
 //!   they are indexed in the index file's `by_subject` ([`crate::index`]), behind the

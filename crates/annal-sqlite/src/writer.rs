@@ -14,6 +14,11 @@
 //! an acknowledged job is durable, and the disk's sync time overlaps the next group's
 //! work instead of adding to it. After a failed sync the writer refuses every job.
 //!
+//! Key-table rows and data keys read by one group serve the next ([`KeyCache`]) while
+//! this connection's `data_version` is unchanged: SQLite changes it when any other
+//! connection, of this process or another, commits to the store file, and only this
+//! writer commits through this connection. A group that fails drops them.
+//!
 //! Before each group the writer waits while the indexer is too far behind the durable
 //! log ([`crate::index::Nudge::hold_back`]): what filtered reads test one by one stays
 //! bounded.
@@ -31,10 +36,11 @@
 use crate::durable::{Committed, Durability};
 use crate::ids;
 use crate::rows::{self, EVENT_COLUMNS, clamp, db};
-use annal_core::commit::{self, Fail, Group, Writes};
+use annal_core::commit::{self, Fail, Group, KeyCache, Writes};
 use annal_core::failures::WriteHealth;
 use annal_core::import::Tip;
 use annal_core::{Error, Hash, RecordedEvent, Result, StreamRecord, Timestamp, Uuid, stored};
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Arc;
@@ -120,6 +126,7 @@ fn serve(
     health: &WriteHealth,
 ) {
     let mut last_group = 1usize;
+    let mut keys = KeyRows::default();
     // A job taken while deciding who syncs the last group: the next group's first.
     let mut carried: Option<Job> = None;
     while let Some(first) = carried.take().or_else(|| jobs.recv().ok()) {
@@ -154,7 +161,7 @@ fn serve(
             }
             continue;
         }
-        match commit_group(path, conn, &group, durability) {
+        match commit_group(path, conn, &group, durability, &mut keys) {
             Ok((outcomes, head)) => {
                 let answers = group.into_iter().zip(outcomes).collect();
                 carried = jobs.try_recv().ok();
@@ -167,6 +174,28 @@ fn serve(
                     job.answer(Err(Error::Storage(msg.clone().into())));
                 }
             }
+        }
+    }
+}
+
+/// The key-table rows and data keys of the last group, and the connection's
+/// `data_version` when it committed (see the module's docs).
+#[derive(Default)]
+struct KeyRows {
+    data_version: Option<i64>,
+    cache: KeyCache,
+}
+
+impl KeyRows {
+    /// The cache for a group whose transaction sees `data_version`: the last group's
+    /// when nothing else committed since, else an empty one.
+    fn take(&mut self, data_version: i64) -> KeyCache {
+        let cache = std::mem::take(&mut self.cache);
+        let kept = self.data_version.take() == Some(data_version);
+        if kept {
+            cache.bounded()
+        } else {
+            KeyCache::default()
         }
     }
 }
@@ -253,13 +282,17 @@ fn commit_group(
     conn: &mut Connection,
     jobs: &[Job],
     durability: &Durability,
+    keys: &mut KeyRows,
 ) -> Result<(Vec<Result<Outcome>>, u64)> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(db)?;
     let tip = read_tip(&tx).map_err(db)?;
+    let data_version: i64 = tx
+        .query_row("PRAGMA data_version", [], |r| r.get(0))
+        .map_err(db)?;
     let before = tip.position;
-    let mut group = Group::new(tip);
+    let mut group = Group::with_cache(tip, keys.take(data_version));
     let mut lookup = SqlLookup { conn: &tx };
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -270,7 +303,8 @@ fn commit_group(
         }
     }
     let head = group.tip().position;
-    write(path, &tx, &group.finish()).map_err(db)?;
+    let (writes, cache) = group.finish_with_cache();
+    write(path, &tx, &writes).map_err(db)?;
     // Before the COMMIT makes the group visible: reads hide it until it is synced.
     let first = (head > before).then_some(before + 1);
     if let Some(first) = first {
@@ -282,6 +316,11 @@ fn commit_group(
         }
         return Err(db(e));
     }
+    // Committed: what the group read and wrote is the key table now.
+    *keys = KeyRows {
+        data_version: Some(data_version),
+        cache,
+    };
     Ok((outcomes, head))
 }
 
@@ -297,7 +336,14 @@ fn write(path: &Path, conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
     )?;
     // A group's appended events share one time: format it once.
     let mut at: Option<(Timestamp, String)> = None;
+    // The packed forms the group made as it sealed (by position, in order).
+    let mut packed = w.packed.iter().peekable();
     for e in &w.events {
+        let sealed = match (&e.sealed, packed.next_if(|(p, _)| *p == e.position)) {
+            (None, _) => None,
+            (Some(_), Some((_, bytes))) => Some(ToSqlOutput::Borrowed(ValueRef::Blob(bytes))),
+            (Some(text), None) => Some(ToSqlOutput::Owned(crate::privacy::sealed_value(text))),
+        };
         let text = match &at {
             Some((t, text)) if *t == e.recorded_at => text.clone(),
             _ => {
@@ -322,7 +368,7 @@ fn write(path: &Path, conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
             e.metadata.get(),
             &e.hash.0[..],
             e.principal,
-            e.sealed.as_ref().map(crate::privacy::sealed_value),
+            sealed,
         ])?;
     }
     crate::privacy::write_keys(conn, w)?;

@@ -29,7 +29,7 @@ mod seal;
 
 pub use kek::{DataKey, KEK_ENV, KEK_FILE_ENV, KekError, Keyring, SubjectKey};
 pub use keys::{CACHE_CAPACITY, Keys};
-pub use seal::{Envelope, key_ids, open_events, seal};
+pub use seal::{Envelope, SealedPart, key_ids, open_events, seal, seal_part};
 
 use crate::append::check_name;
 use crate::error::{Error, Result};

@@ -57,31 +57,68 @@ impl std::error::Error for PackedError {}
 /// back to exactly `text` (it is then stored as text).
 pub fn pack(text: &str) -> Option<Vec<u8>> {
     let s = Stored::canonical(text)?;
-    let n = s.subjects.len();
-    if s.alg != ALG || n == 0 || n > MAX_SUBJECTS || s.keys.len() != n || s.nonces.len() != n {
+    if s.alg != ALG || s.keys.len() != s.subjects.len() || s.nonces.len() != s.subjects.len() {
         return None;
     }
     let ciphertext = B64.decode(s.ciphertext.as_bytes()).ok()?;
-    let mut out = Vec::with_capacity(2 + n * (1 + KEY_LEN + NONCE_LEN) + ciphertext.len() + 64);
-    out.push(TAG);
-    out.push(u8::try_from(n).ok()?);
-    for subject in &s.subjects {
-        out.push(u8::try_from(subject.len()).ok().filter(|l| *l > 0)?);
-        out.extend_from_slice(subject.as_bytes());
-    }
-    for key in &s.keys {
-        out.extend_from_slice(Uuid::try_parse(key).ok()?.as_bytes());
-    }
+    let mut nonces = Vec::with_capacity(s.nonces.len());
     for nonce in &s.nonces {
         let mut bytes = [0u8; NONCE_LEN];
         match B64.decode_slice(nonce.as_bytes(), &mut bytes) {
-            Ok(NONCE_LEN) => out.extend_from_slice(&bytes),
+            Ok(NONCE_LEN) => nonces.push(bytes),
             _ => return None,
         }
     }
-    out.extend_from_slice(&ciphertext);
-    // Whatever this function missed (upper-case key ids, say) shows here.
+    let subjects: Vec<&str> = s.subjects.iter().map(AsRef::as_ref).collect();
+    let keys: Vec<&str> = s.keys.iter().map(AsRef::as_ref).collect();
+    let out = from_parts(&subjects, &keys, &nonces, &ciphertext)?;
+    // Whatever this function missed (non-canonical base64, say) shows here.
     unpack(&out).ok().filter(|back| back == text).map(|_| out)
+}
+
+/// The packed form of a sealed part's parts (each subject, its data key's id and its
+/// layer's nonce, in layer order, and the ciphertext), or `None` when the parts have
+/// none: no subject or too many, a subject of more than 255 bytes or one that JSON
+/// would escape, a key id that is not a UUID written in lowercase hyphenated form.
+/// What it answers renders ([`unpack`]) as the writer's layout renders those parts.
+pub fn from_parts(
+    subjects: &[&str],
+    keys: &[&str],
+    nonces: &[[u8; NONCE_LEN]],
+    ciphertext: &[u8],
+) -> Option<Vec<u8>> {
+    let n = subjects.len();
+    if n == 0 || n > MAX_SUBJECTS || keys.len() != n || nonces.len() != n {
+        return None;
+    }
+    if ciphertext.len() < n * TAG_LEN {
+        return None;
+    }
+    let subject_bytes: usize = subjects.iter().map(|s| s.len() + 1).sum();
+    let mut out =
+        Vec::with_capacity(2 + subject_bytes + n * (KEY_LEN + NONCE_LEN) + ciphertext.len());
+    out.push(TAG);
+    out.push(u8::try_from(n).ok()?);
+    for subject in subjects {
+        if subject.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            return None;
+        }
+        out.push(u8::try_from(subject.len()).ok().filter(|l| *l > 0)?);
+        out.extend_from_slice(subject.as_bytes());
+    }
+    let mut id = Uuid::encode_buffer();
+    for key in keys {
+        let uuid = Uuid::try_parse(key).ok()?;
+        if uuid.hyphenated().encode_lower(&mut id) != *key {
+            return None;
+        }
+        out.extend_from_slice(uuid.as_bytes());
+    }
+    for nonce in nonces {
+        out.extend_from_slice(nonce);
+    }
+    out.extend_from_slice(ciphertext);
+    Some(out)
 }
 
 /// Reads bytes off the front of a packed form.
@@ -237,6 +274,45 @@ mod tests {
             assert_eq!(packed[0], TAG);
             assert!(packed.len() + 100 < text.len(), "{}", packed.len());
             assert_eq!(unpack(&packed).as_deref(), Ok(text.as_str()));
+        }
+    }
+
+    #[test]
+    fn the_writers_packed_form_is_the_packing_of_its_text() {
+        let plain = RawJson::parse(r#"{"child_name":"Sofía","grade":"A"}"#).expect("json");
+        for subjects in [
+            &["family_123"][..],
+            &["family_1", "family_2", "école/ünï"][..],
+        ] {
+            let keys: Vec<(String, DataKey)> = subjects
+                .iter()
+                .map(|s| ((*s).to_owned(), key(&Uuid::now_v7().to_string())))
+                .collect();
+            let part = crate::privacy::seal_part(Uuid::now_v7(), &plain, &keys).expect("seal");
+            let bytes = part.packed.expect("a packed form");
+            assert_eq!(unpack(&bytes).as_deref(), Ok(part.text.get()));
+            assert_eq!(pack(part.text.get()), Some(bytes));
+        }
+    }
+
+    #[test]
+    fn parts_without_a_packed_form_are_sealed_as_text_alone() {
+        let plain = RawJson::parse(r#"{"child_name":"Sofía"}"#).expect("json");
+        let uuid = Uuid::now_v7().to_string();
+        for (subject, key_id) in [
+            ("family \"1\"", uuid.clone()),
+            ("family_1", "k-1".to_owned()),
+            ("family_1", uuid.to_uppercase()),
+            (&"x".repeat(256)[..], uuid.clone()),
+        ] {
+            let keys = vec![(subject.to_owned(), key(&key_id))];
+            let part = crate::privacy::seal_part(Uuid::now_v7(), &plain, &keys).expect("seal");
+            assert_eq!(part.packed, None, "{subject} {key_id}");
+            let env = crate::privacy::Envelope::parse(&part.text, 1).expect("its text");
+            assert_eq!(
+                (env.subjects, env.keys),
+                (vec![subject.to_owned()], vec![key_id])
+            );
         }
     }
 

@@ -234,9 +234,31 @@ fn aad(event_id: Uuid) -> [u8; AAD_PREFIX.len() + 36] {
     aad
 }
 
+/// A personal part sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedPart {
+    /// The sealed form's JSON text: what the chain hashes and reads show.
+    pub text: RawJson,
+    /// Its packed form ([`super::packed`]), when it has one: [`super::packed::unpack`]
+    /// of these bytes is `text`, byte for byte.
+    pub packed: Option<Vec<u8>>,
+}
+
 /// Seals `plain` for `keys` (one per subject, in order) as the sealed form of event
 /// `event_id`.
 pub fn seal(event_id: Uuid, plain: &RawJson, keys: &[(String, DataKey)]) -> Result<RawJson> {
+    seal_part(event_id, plain, keys).map(|s| s.text)
+}
+
+/// Seals `plain` for `keys` (one per subject, in order) as the sealed form of event
+/// `event_id`, with its packed form: the packed bytes are made first and the text is
+/// rendered from them, so the two agree by construction; parts that have no packed form
+/// (see [`super::packed::from_parts`]) are written as JSON text only.
+pub fn seal_part(
+    event_id: Uuid,
+    plain: &RawJson,
+    keys: &[(String, DataKey)],
+) -> Result<SealedPart> {
     let failed = || Error::Corrupt("a personal part could not be encrypted".into());
     let aad = aad(event_id);
     let mut text = plain.get().as_bytes().to_vec();
@@ -244,16 +266,27 @@ pub fn seal(event_id: Uuid, plain: &RawJson, keys: &[(String, DataKey)]) -> Resu
     for (_, key) in keys {
         let nonce = aead::nonce().map_err(|_| failed())?;
         text = aead::seal(&key.key, &nonce, &aad, &text).map_err(|_| failed())?;
-        nonces.push(B64.encode(nonce));
+        nonces.push(nonce);
+    }
+    let subjects: Vec<&str> = keys.iter().map(|(s, _)| s.as_str()).collect();
+    let key_ids: Vec<&str> = keys.iter().map(|(_, k)| k.key_id.as_str()).collect();
+    if let Some(packed) = super::packed::from_parts(&subjects, &key_ids, &nonces, &text)
+        && let Ok(rendered) = super::packed::unpack(&packed)
+    {
+        return Ok(SealedPart {
+            text: RawJson::from_stored(rendered),
+            packed: Some(packed),
+        });
     }
     let env = Envelope {
         alg: ALG.to_owned(),
-        subjects: keys.iter().map(|(s, _)| s.clone()).collect(),
-        keys: keys.iter().map(|(_, k)| k.key_id.clone()).collect(),
-        nonces,
+        subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+        keys: key_ids.iter().map(|k| (*k).to_owned()).collect(),
+        nonces: nonces.iter().map(|n| B64.encode(n)).collect(),
         ciphertext: B64.encode(text),
     };
-    RawJson::from_value(&env).map_err(|e| Error::Corrupt(format!("sealing: {e}")))
+    let text = RawJson::from_value(&env).map_err(|e| Error::Corrupt(format!("sealing: {e}")))?;
+    Ok(SealedPart { text, packed: None })
 }
 
 /// The data key ids the sealed parts of `events` name (sorted, distinct): what a

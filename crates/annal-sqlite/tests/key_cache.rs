@@ -1,0 +1,110 @@
+//! The writer keeps the key-table rows and data keys of its last group for the next
+//! (crates/annal-sqlite/src/writer.rs): only while no other connection committed to the
+//! store file. These tests change the key table through a second store on the same file,
+//! as another process would, between two appends of the first.
+
+use annal_core::privacy::ForgetRequest;
+use annal_core::testkit::fixtures::{ev, req};
+use annal_core::{Error, ExpectedVersion, Filter, RawJson, Store};
+use annal_sqlite::{Options, SqliteStore};
+
+fn open(path: &std::path::Path) -> SqliteStore {
+    let options = Options {
+        keyring: Some(annal_core::testkit::privacy::kek()),
+        ..Options::default()
+    };
+    SqliteStore::open_with(path, options).expect("open")
+}
+
+fn about(family: &str, child: &str) -> annal_core::NewEvent {
+    let mut e = ev("ChildAdded", "{}");
+    e.personal = Some(RawJson::parse(format!(r#"{{"child_name":"{child}"}}"#)).expect("json"));
+    e.subjects = vec![family.to_owned()];
+    e
+}
+
+async fn append(store: &SqliteStore, family: &str, child: &str) -> annal_core::Result<()> {
+    store
+        .append(req(
+            "Family",
+            family,
+            ExpectedVersion::Any,
+            vec![about(family, child), about(family, child)],
+        ))
+        .await
+        .map(|_| ())
+}
+
+fn forget(family: &str) -> ForgetRequest {
+    ForgetRequest {
+        subject: family.to_owned(),
+        reason: "asked to be forgotten".into(),
+        user_id: None,
+        principal: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_refuses_a_subject_another_process_forgot_after_it_used_its_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("annal.db");
+    let first = open(&path);
+    append(&first, "family_1", "Sofía").await.expect("append");
+    // The first store's writer now holds family_1's row and data key.
+    let second = open(&path);
+    second
+        .forget_subject(forget("family_1"))
+        .await
+        .expect("forget");
+    match append(&first, "family_1", "Mateo").await {
+        Err(Error::SubjectForgotten { subject }) => assert_eq!(subject, "family_1"),
+        other => panic!("an append for a forgotten subject must be refused: {other:?}"),
+    }
+    let events = first
+        .read_all(0, 100, &Filter::default())
+        .await
+        .expect("read");
+    for e in events.iter().filter(|e| e.aggregate_id == "family_1") {
+        assert_eq!(
+            e.personal.as_ref().map(RawJson::get),
+            Some(annal_core::privacy::ERASED),
+            "{e:?}"
+        );
+    }
+    assert!(first.verify(None, None).await.expect("verify").ok);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_goes_on_with_its_keys_when_only_it_commits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("annal.db");
+    let store = open(&path);
+    for round in 0..3 {
+        for family in ["family_1", "family_2"] {
+            append(&store, family, &format!("child {round}"))
+                .await
+                .expect("append");
+        }
+    }
+    store
+        .forget_subject(forget("family_2"))
+        .await
+        .expect("forget");
+    append(&store, "family_1", "after").await.expect("append");
+    assert!(matches!(
+        append(&store, "family_2", "after").await,
+        Err(Error::SubjectForgotten { .. })
+    ));
+    let events = store
+        .read_all(0, 100, &Filter::default())
+        .await
+        .expect("read");
+    let opened = |family: &str| {
+        events
+            .iter()
+            .filter(|e| e.aggregate_id == family)
+            .filter(|e| e.personal.as_ref().map(RawJson::get) != Some(annal_core::privacy::ERASED))
+            .count()
+    };
+    assert_eq!((opened("family_1"), opened("family_2")), (8, 0));
+}
