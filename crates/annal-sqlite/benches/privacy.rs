@@ -13,8 +13,8 @@
 use annal_core::NewEvent;
 use annal_core::privacy::Keyring;
 use annal_core::testkit::workloads::{
-    batches_on, bench_dir, concurrent_writers_on, env_u64, median, one_writer_on, payment,
-    payment_personal, print_fdatasync_rate, rate, read_everything, read_one_aggregate_on,
+    batches_on, bench_dir, concurrent_writers_on, env_u64, index_caught_up, median, one_writer_on,
+    payment, payment_personal, print_fdatasync_rate, rate, read_everything, read_one_aggregate_on,
 };
 use annal_sqlite::{Options, SqliteStore};
 
@@ -47,6 +47,11 @@ async fn run_all(
     let r2 = rate(concurrent_writers_on(&next(), W2_WRITERS, w2, event).await);
     let s = next();
     let r3 = rate(batches_on(&s, w3, "family", event).await);
+    let behind = index_caught_up(&s).await;
+    println!(
+        "  the index caught up {:.0} ms after W3",
+        behind.as_secs_f64() * 1000.0
+    );
     let r4 = rate(read_everything(&s, 4096).await);
     let r5 = rate(read_one_aggregate_on(&s, "family_big", event).await);
     [r1, r2, r3, r4, r5]
