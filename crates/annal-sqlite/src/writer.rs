@@ -187,17 +187,24 @@ struct KeyRows {
 }
 
 impl KeyRows {
-    /// The cache for a group whose transaction sees `data_version`: the last group's
-    /// when nothing else committed since, else an empty one.
-    fn take(&mut self, data_version: i64) -> KeyCache {
+    /// The cache for a group whose transaction sees `data_version` (`None`: not read,
+    /// as the last group left nothing): the last group's when nothing else committed
+    /// since, else an empty one.
+    fn take(&mut self, data_version: Option<i64>) -> KeyCache {
         let cache = std::mem::take(&mut self.cache);
-        let kept = self.data_version.take() == Some(data_version);
+        let kept = data_version.is_some() && self.data_version.take() == data_version;
         if kept {
             cache.bounded()
         } else {
             KeyCache::default()
         }
     }
+}
+
+/// The connection's `data_version`: changed by every commit of another connection to
+/// the store file since the last reading, never by this connection's own.
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
 }
 
 /// Reads what the shared checks ask for, inside the group's transaction.
@@ -288,11 +295,13 @@ fn commit_group(
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(db)?;
     let tip = read_tip(&tx).map_err(db)?;
-    let data_version: i64 = tx
-        .query_row("PRAGMA data_version", [], |r| r.get(0))
-        .map_err(db)?;
+    // Read only when there is a cache to check (plain groups never read it).
+    let mut seen = match keys.cache.is_empty() {
+        true => None,
+        false => Some(data_version(&tx).map_err(db)?),
+    };
     let before = tip.position;
-    let mut group = Group::with_cache(tip, keys.take(data_version));
+    let mut group = Group::with_cache(tip, keys.take(seen));
     let mut lookup = SqlLookup { conn: &tx };
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -304,6 +313,10 @@ fn commit_group(
     }
     let head = group.tip().position;
     let (writes, cache) = group.finish_with_cache();
+    if seen.is_none() && !cache.is_empty() {
+        // The same as at the group's start: this transaction holds the write lock.
+        seen = Some(data_version(&tx).map_err(db)?);
+    }
     write(path, &tx, &writes).map_err(db)?;
     // Before the COMMIT makes the group visible: reads hide it until it is synced.
     let first = (head > before).then_some(before + 1);
@@ -318,7 +331,7 @@ fn commit_group(
     }
     // Committed: what the group read and wrote is the key table now.
     *keys = KeyRows {
-        data_version: Some(data_version),
+        data_version: seen,
         cache,
     };
     Ok((outcomes, head))
