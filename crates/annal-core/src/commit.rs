@@ -390,7 +390,9 @@ impl Group {
             return Ok(key.clone());
         }
         match self.key_row(lookup, subject)? {
-            // The row read in this commit: a cached key is used only while it holds it.
+            // The row as the key table holds it now (read in this commit, or kept from an
+            // earlier group the backend vouches for): a cached key is used only while it
+            // holds it.
             Some(row) => match keys.data_key(&row)? {
                 Some(key) => {
                     self.keys.data_keys.insert(subject.to_owned(), key.clone());

@@ -78,6 +78,12 @@ async fn main() {
             [("personal", payment_personal), ("plain", payment)]
         };
         let only = std::env::var("ANNAL_BENCH_SHAPE").ok();
+        if let Some(o) = &only {
+            assert!(
+                o == "plain" || o == "personal",
+                "ANNAL_BENCH_SHAPE is plain or personal, not {o:?}"
+            );
+        }
         for (shape, event) in order {
             if only.as_deref().is_some_and(|o| o != shape) {
                 continue;
@@ -93,6 +99,15 @@ async fn main() {
         }
     }
     if plain[0].is_empty() || personal[0].is_empty() {
+        let (shape, rates) = if plain[0].is_empty() {
+            ("personal", &personal)
+        } else {
+            ("plain", &plain)
+        };
+        println!("median of {runs} runs (fdatasync {fsync:.0}/s), {shape} alone:");
+        for (i, r) in rates.iter().enumerate() {
+            println!("{}: {:>10.0} events/s", NAMES[i], median(r.clone()));
+        }
         return;
     }
     println!("median of {runs} runs (fdatasync {fsync:.0}/s): plain, personal, personal/plain");

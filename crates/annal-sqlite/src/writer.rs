@@ -16,8 +16,11 @@
 //!
 //! Key-table rows and data keys read by one group serve the next ([`KeyCache`]) while
 //! this connection's `data_version` is unchanged: SQLite changes it when any other
-//! connection, of this process or another, commits to the store file, and only this
-//! writer commits through this connection. A group that fails drops them.
+//! connection, of this process (a rotation, a lease write) or another, commits to the
+//! store file, and only this writer commits through this connection. A group takes
+//! them once its transaction holds the write lock, and they come back only with its
+//! successful commit: a group that fails after that drops them (one that fails before,
+//! at `BEGIN`, committed nothing and leaves them).
 //!
 //! Before each group the writer waits while the indexer is too far behind the durable
 //! log ([`crate::index::Nudge::hold_back`]): what filtered reads test one by one stays
@@ -204,7 +207,8 @@ impl KeyRows {
 /// The connection's `data_version`: changed by every commit of another connection to
 /// the store file since the last reading, never by this connection's own.
 fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+    conn.prepare_cached("PRAGMA data_version")?
+        .query_row([], |r| r.get(0))
 }
 
 /// Reads what the shared checks ask for, inside the group's transaction.
@@ -296,10 +300,10 @@ fn commit_group(
         .map_err(db)?;
     let tip = read_tip(&tx).map_err(db)?;
     // Read only when there is a cache to check (plain groups never read it).
-    let mut seen = match keys.cache.is_empty() {
-        true => None,
-        false => Some(data_version(&tx).map_err(db)?),
-    };
+    let mut seen = (!keys.cache.is_empty())
+        .then(|| data_version(&tx))
+        .transpose()
+        .map_err(db)?;
     let before = tip.position;
     let mut group = Group::with_cache(tip, keys.take(seen));
     let mut lookup = SqlLookup { conn: &tx };

@@ -75,7 +75,41 @@ async fn a_writer_refuses_a_subject_another_process_forgot_after_it_used_its_key
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_writer_goes_on_with_its_keys_when_only_it_commits() {
+async fn a_forgetting_after_a_rotation_writes_the_new_keks_id_though_the_writer_held_the_old_row() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("annal.db");
+    let store = open(&path);
+    append(&store, "family_1", "Sofía").await.expect("append");
+    // The rotation commits through a connection of its own: the writer's rows (naming
+    // the old KEK) must not outlive it.
+    let new = annal_core::testkit::privacy::other_kek();
+    let new_id = new.id().to_owned();
+    assert_eq!(store.rotate_kek(new).await.expect("rotate"), 1);
+    store
+        .forget_subject(forget("family_1"))
+        .await
+        .expect("forget");
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("open behind the store's back");
+    let keks: Vec<String> = conn
+        .prepare("SELECT kek_id FROM subject_keys")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(keks, vec![new_id]);
+    let options = Options {
+        keyring: Some(annal_core::testkit::privacy::other_kek()),
+        ..Options::default()
+    };
+    SqliteStore::open_with(&path, options).expect("opens with the new KEK alone");
+}
+
+/// What the writer keeps must follow its own forgetting: the subject forgotten in this
+/// process is refused at once, the other goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_that_keeps_its_keys_honours_its_own_forgetting() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("annal.db");
     let store = open(&path);

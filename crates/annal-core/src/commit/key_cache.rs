@@ -4,7 +4,7 @@
 //! A group reads the key-table row of every subject its personal parts name, and unwraps
 //! each subject's data key. Under a steady load the same subjects come back group after
 //! group, and reading their rows again (one query per transaction) and looking their
-//! keys up again were about a quarter of the writer's own work on personal events. A
+//! keys up again were about 14% of the writer's own work on personal events. A
 //! backend whose writer knows that nobody else changed the key table since its last
 //! group (SQLite: the connection's `data_version` is unchanged, and only its own writer
 //! commits through that connection) hands the cache of the last group to the next one

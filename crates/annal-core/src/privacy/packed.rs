@@ -31,7 +31,7 @@
 
 use super::MAX_SUBJECTS;
 use super::aead::{NONCE_LEN, TAG_LEN};
-use super::seal::{ALG, Stored};
+use super::seal::{ALG, Stored, needs_escape};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::fmt;
@@ -100,7 +100,7 @@ pub fn from_parts(
     out.push(TAG);
     out.push(u8::try_from(n).ok()?);
     for subject in subjects {
-        if subject.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        if subject.bytes().any(needs_escape) {
             return None;
         }
         out.push(u8::try_from(subject.len()).ok().filter(|l| *l > 0)?);
@@ -162,7 +162,7 @@ impl<'a> Parts<'a> {
             let len = usize::from(r.byte("a subject cut short")?);
             let text = std::str::from_utf8(r.take(len, "a subject cut short")?)
                 .map_err(|_| PackedError("a subject that is not UTF-8"))?;
-            if text.is_empty() || text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            if text.is_empty() || text.bytes().any(needs_escape) {
                 return Err(PackedError("a subject that is empty or needs escaping"));
             }
             subjects.push(text);
@@ -280,9 +280,11 @@ mod tests {
     #[test]
     fn the_writers_packed_form_is_the_packing_of_its_text() {
         let plain = RawJson::parse(r#"{"child_name":"Sofía","grade":"A"}"#).expect("json");
+        let longest = "x".repeat(255);
         for subjects in [
             &["family_123"][..],
             &["family_1", "family_2", "école/ünï"][..],
+            &["del\u{7f}", &longest][..],
         ] {
             let keys: Vec<(String, DataKey)> = subjects
                 .iter()
@@ -301,6 +303,9 @@ mod tests {
         let uuid = Uuid::now_v7().to_string();
         for (subject, key_id) in [
             ("family \"1\"", uuid.clone()),
+            ("family\\1", uuid.clone()),
+            ("family\t1", uuid.clone()),
+            ("", uuid.clone()),
             ("family_1", "k-1".to_owned()),
             ("family_1", uuid.to_uppercase()),
             (&"x".repeat(256)[..], uuid.clone()),

@@ -122,12 +122,17 @@ impl<'a> Stored<'a> {
     }
 }
 
+/// Whether JSON writes this byte of a string escaped (or ends the string with it):
+/// a quote, a backslash or a control character. serde_json escapes exactly these and
+/// leaves every other byte (non-ASCII UTF-8, DEL, `/`) as it is.
+pub(super) fn needs_escape(b: u8) -> bool {
+    b == b'"' || b == b'\\' || b < 0x20
+}
+
 /// The text of a JSON string up to its closing quote (`s` starts after the opening
 /// one) and what follows it; `None` if it has an escape or a control character.
 fn plain_str(s: &str) -> Option<(&str, &str)> {
-    let end = s
-        .bytes()
-        .position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
+    let end = s.bytes().position(needs_escape)?;
     (s.as_bytes().get(end) == Some(&b'"')).then(|| (&s[..end], &s[end + 1..]))
 }
 

@@ -318,10 +318,15 @@ pub async fn batches_on<S: Store + ?Sized>(
 /// Waits until a store that indexes behind its writer has indexed its whole log (at
 /// once for one that indexes in each commit); answers how long that took. The benches
 /// wait before W4, so that the indexer's catching up with W3 is not timed as reads.
+/// Panics after a minute: an index that stalls must not hang a bench.
 pub async fn index_caught_up<S: Store + ?Sized>(s: &S) -> std::time::Duration {
     let t = Instant::now();
     let head = s.head(&[]).await.expect("head");
-    while s.indexed_up_to().is_some_and(|at| at < head) {
+    while let Some(at) = s.indexed_up_to().filter(|at| *at < head) {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "the index is still at {at} of {head} after a minute"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     t.elapsed()
