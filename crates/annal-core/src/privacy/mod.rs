@@ -34,9 +34,9 @@ pub use seal::{Envelope, SealedPart, key_ids, open_events, seal, seal_part};
 use crate::append::check_name;
 use crate::error::{Error, Result};
 use crate::event::{RawJson, Timestamp};
-use serde::de::IgnoredAny;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// What a personal part reads as once a subject's key is gone.
@@ -93,9 +93,59 @@ pub fn attach(
     Ok(())
 }
 
-fn top_level_keys(json: &RawJson) -> std::result::Result<Vec<String>, serde_json::Error> {
-    let map: BTreeMap<String, IgnoredAny> = json.to_value()?;
-    Ok(map.into_keys().collect())
+/// A member name of a JSON object, borrowed from its text unless it had escapes.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+/// The member names of a JSON object, sorted and distinct.
+struct Names<'a>(Vec<Cow<'a, str>>);
+
+impl<'de> Deserialize<'de> for Names<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Names<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut names = Vec::new();
+                while let Some(Name(name)) = m.next_key()? {
+                    m.next_value::<IgnoredAny>()?;
+                    names.push(name);
+                }
+                names.sort_unstable();
+                names.dedup();
+                Ok(Names(names))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+fn top_level_keys(json: &RawJson) -> std::result::Result<Vec<Cow<'_, str>>, serde_json::Error> {
+    serde_json::from_str::<Names<'_>>(json.get()).map(|n| n.0)
 }
 
 /// Checks an event's personal part against its data (`field` prefixes error paths,
@@ -297,6 +347,10 @@ mod tests {
         assert!(check_personal("", &raw("{}"), &raw(r#"{"$erased":1}"#), &s).is_err());
         assert!(check_personal("", &raw("[1]"), &raw(r#"{"b":2}"#), &s).is_err());
         assert!(check_personal("", &raw("{}"), &raw(r#"{"b":2}"#), &[]).is_err());
+        // Names are compared as JSON reads them, escapes and all.
+        assert!(check_personal("", &raw(r#"{"ab":1}"#), &raw(r#"{"a\u0062":2}"#), &s).is_err());
+        assert!(check_personal("", &raw("{}"), &raw(r#"{"\u0024erased":1}"#), &s).is_err());
+        assert!(check_personal("", &raw(r#"{"a":1,"a":2}"#), &raw(r#"{"b":1,"b":2}"#), &s).is_ok());
         let twice = vec!["x".to_owned(), "x".to_owned()];
         assert!(check_personal("", &raw("{}"), &raw(r#"{"b":2}"#), &twice).is_err());
     }
