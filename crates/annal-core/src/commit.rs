@@ -429,14 +429,14 @@ impl Group {
             Some(p) => {
                 // Stores attach their KEK before queueing (`privacy::attach`), refusing
                 // personal data when they have none; this is a store that did not.
-                let store_keys = p.keys.clone().ok_or_else(|| {
+                let store_keys = p.keys.as_deref().ok_or_else(|| {
                     Fail::Job(Error::Unsupported {
                         what: "store personal data without a key-encryption key".into(),
                     })
                 })?;
                 let mut keys = Vec::with_capacity(p.subjects.len());
                 for subject in &p.subjects {
-                    let key = self.data_key(lookup, staged, &store_keys, subject)?;
+                    let key = self.data_key(lookup, staged, store_keys, subject)?;
                     keys.push((subject.clone(), key));
                 }
                 let part = privacy::seal_part(e.event_id, &p.plain, &keys)?;
