@@ -7,9 +7,12 @@
 //!   holding SQLite's write lock;
 //! - forgetting sets `wrapped_key` to NULL; with `secure_delete` on, SQLite overwrites
 //!   the old bytes in the page it rewrites;
-//! - a read opens personal parts with the rows as they are at that read (one query per
-//!   page for every key the page names), read after its events: a key destroyed before
-//!   reads as erased, whether or not its unwrapped form is cached ([`Keys`]);
+//! - a read opens personal parts with the rows as they are at that read, read after its
+//!   events: a key destroyed before reads as erased, whether or not its unwrapped form
+//!   is cached ([`Keys`]). The rows of keys kept from earlier reads are not read again
+//!   while `key_changes.n`, which triggers raise in every transaction that updates,
+//!   deletes or replaces a key row, is the same when read after the page's events
+//!   ([`open`], `Keys::keys_for_read`);
 //! - `events.sealed` holds an event's sealed form as a BLOB, packed
 //!   ([`annal_core::privacy::packed`]), when it renders back to the very JSON text the
 //!   chain hashes, and as that TEXT otherwise (and in rows written before the packed
@@ -170,14 +173,34 @@ fn rows_by_id(conn: &Connection, ids: &[String]) -> Result<Vec<SubjectKey>> {
     Ok(out)
 }
 
-/// Opens the personal parts of events read (after their hashes were checked).
+/// Opens the personal parts of events read (after their hashes were checked). With a
+/// KEK, the data keys come from those kept for reads while the key table's change
+/// counter, read here after the events, is unchanged; only the others' rows are read
+/// ([`Keys::keys_for_read`]).
 pub fn open(
     conn: &Connection,
     keys: Option<&Keys>,
     mut events: Vec<RecordedEvent>,
 ) -> Result<Vec<RecordedEvent>> {
-    privacy::open_events(&mut events, keys, |ids| rows_by_id(conn, ids))?;
+    if !events.iter().any(|e| e.sealed.is_some()) {
+        return Ok(events);
+    }
+    match keys {
+        Some(keys) => privacy::open_events_with(&mut events, |ids| {
+            let counter = key_changes(conn)?;
+            keys.keys_for_read(counter, ids, |missing| rows_by_id(conn, missing))
+        })?,
+        None => privacy::open_events(&mut events, None, |ids| rows_by_id(conn, ids))?,
+    }
     Ok(events)
+}
+
+/// The key table's change counter (schema version 11): raised by triggers in every
+/// transaction that updates, deletes or replaces a key row.
+fn key_changes(conn: &Connection) -> Result<i64> {
+    conn.prepare_cached("SELECT n FROM key_changes")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(db)
 }
 
 /// The ids of the KEKs the key table names (forgotten rows too: they keep naming the

@@ -10,7 +10,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 const V1: &str = r#"
 CREATE TABLE events (
@@ -273,6 +273,28 @@ DROP INDEX IF EXISTS events_by_causation_id;
 /// ([`crate::index`]); the first open after it builds that table from the log.
 const V10: &str = "DROP TABLE IF EXISTS event_subjects;";
 
+/// Version 11: a counter of changes to the key table that can make a data key read
+/// before useless (an update, a deletion, an insert that replaces a row: a forgetting, a
+/// rotation, an edit by hand). Triggers raise it in the transaction of the change,
+/// whoever makes it (any process, any version of annal, the `sqlite3` shell), so a
+/// reader that kept data keys from earlier pages uses them only while the counter it
+/// reads after its events is the one they were read under ([`crate::privacy`]).
+/// Inserting a new subject's row does not raise it: no reader holds a key it replaces.
+const V11: &str = "
+CREATE TABLE key_changes (n INTEGER NOT NULL);
+INSERT INTO key_changes (n) VALUES (0);
+CREATE TRIGGER key_rows_updated AFTER UPDATE ON subject_keys
+BEGIN UPDATE key_changes SET n = n + 1; END;
+CREATE TRIGGER key_rows_deleted AFTER DELETE ON subject_keys
+BEGIN UPDATE key_changes SET n = n + 1; END;
+CREATE TRIGGER key_rows_replaced BEFORE INSERT ON subject_keys
+WHEN EXISTS (SELECT 1 FROM subject_keys WHERE subject = NEW.subject OR key_id = NEW.key_id)
+BEGIN UPDATE key_changes SET n = n + 1; END;
+CREATE TRIGGER key_rows_inserted_forgotten AFTER INSERT ON subject_keys
+WHEN NEW.wrapped_key IS NULL
+BEGIN UPDATE key_changes SET n = n + 1; END;
+";
+
 /// What can go wrong bringing a file's schema up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -309,7 +331,7 @@ pub fn migrate(conn: &mut Connection, now: &str) -> Result<(), MigrateError> {
     }
     let v8 = v8();
     for (version, ddl) in (1..)
-        .zip([V1, V2, V3, V4, V5, V6, V7, &v8, V9, V10])
+        .zip([V1, V2, V3, V4, V5, V6, V7, &v8, V9, V10, V11])
         .skip_while(|(v, _)| *v <= found)
     {
         if version == 8 && found > 0 {
@@ -358,7 +380,7 @@ mod tests {
             .expect("query")
             .collect::<rusqlite::Result<_>>()
             .expect("rows");
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
         let leases: i64 = conn
             .query_row("SELECT count(*) FROM leases", [], |r| r.get(0))
             .expect("leases table");

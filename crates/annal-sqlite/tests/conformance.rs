@@ -98,7 +98,10 @@ async fn a_version_2_file_gets_the_stream_records_the_writer_would_have_kept() {
 /// its uniqueness constraints), its version 4 indexes, and no view.
 fn back_to_version_7(conn: &rusqlite::Connection) {
     conn.execute_batch(
-        "CREATE TABLE events_v7 (
+        "DROP TRIGGER key_rows_updated; DROP TRIGGER key_rows_deleted;
+         DROP TRIGGER key_rows_replaced; DROP TRIGGER key_rows_inserted_forgotten;
+         DROP TABLE key_changes;
+         CREATE TABLE events_v7 (
              position          INTEGER PRIMARY KEY,
              event_id          TEXT    NOT NULL UNIQUE,
              event_type        TEXT    NOT NULL,
@@ -400,6 +403,9 @@ async fn a_version_9_file_loses_event_subjects_and_its_index_file_gets_them() {
              PRIMARY KEY (subject, position)
          ) WITHOUT ROWID;
          INSERT INTO event_subjects VALUES ('family_1', 1), ('family_2', 3), ('family_1', 5);
+         DROP TRIGGER key_rows_updated; DROP TRIGGER key_rows_deleted;
+         DROP TRIGGER key_rows_replaced; DROP TRIGGER key_rows_inserted_forgotten;
+         DROP TABLE key_changes;
          DELETE FROM schema_version WHERE version > 9;",
     )
     .expect("back to version 9");
@@ -420,7 +426,17 @@ async fn a_version_9_file_loses_event_subjects_and_its_index_file_gets_them() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .expect("schema");
-    assert_eq!((tables, version), (0, 10));
+    assert_eq!((tables, version), (0, 11));
+    // Version 11: the key table's change counter and its four triggers.
+    let counted: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema
+             WHERE (type = 'trigger' AND name LIKE 'key_rows_%') OR name = 'key_changes'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("schema");
+    assert_eq!(counted, 5);
     let index = rusqlite::Connection::open(path.with_extension("db-index")).expect("index file");
     let entries: Vec<(String, i64)> = index
         .prepare("SELECT key, position FROM by_subject ORDER BY position")

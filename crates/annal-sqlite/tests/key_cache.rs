@@ -1,7 +1,9 @@
 //! The writer keeps the key-table rows and data keys of its last group for the next
 //! (crates/annal-sqlite/src/writer.rs): only while no other connection committed to the
-//! store file. These tests change the key table through a second store on the same file,
-//! as another process would, between two appends of the first.
+//! store file. Reads keep data keys from page to page (crates/annal-sqlite/src/privacy.rs):
+//! only while the key table's change counter is the same. These tests change the key
+//! table through a second store on the same file, as another process would, or by hand,
+//! between two appends or two reads of the first.
 
 use annal_core::privacy::ForgetRequest;
 use annal_core::testkit::fixtures::{ev, req};
@@ -141,4 +143,58 @@ async fn a_writer_that_keeps_its_keys_honours_its_own_forgetting() {
             .count()
     };
     assert_eq!((opened("family_1"), opened("family_2")), (8, 0));
+}
+
+/// The personal parts of `family`'s events as `store` reads them now.
+async fn parts_of(store: &SqliteStore, family: &str) -> Vec<String> {
+    store
+        .read_all(0, 100, &Filter::default())
+        .await
+        .expect("read")
+        .into_iter()
+        .filter(|e| e.aggregate_id == family)
+        .map(|e| e.personal.map(|p| p.get().to_owned()).unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_that_kept_a_key_reads_erased_once_another_process_forgot_the_subject() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("annal.db");
+    let first = open(&path);
+    append(&first, "family_1", "Sofía").await.expect("append");
+    let before = parts_of(&first, "family_1").await;
+    assert!(before.iter().all(|p| p.contains("Sofía")), "{before:?}");
+    // The first store's readers now keep family_1's data key.
+    open(&path)
+        .forget_subject(forget("family_1"))
+        .await
+        .expect("forget");
+    let after = parts_of(&first, "family_1").await;
+    assert_eq!(after, vec![annal_core::privacy::ERASED.to_owned(); 2]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_row_emptied_or_replaced_by_hand_is_seen_by_the_next_read() {
+    for edit in [
+        "UPDATE subject_keys SET wrapped_key = NULL WHERE subject = 'family_1'",
+        "INSERT OR REPLACE INTO subject_keys
+           (subject, key_id, kek_id, wrapped_key, created_at)
+         SELECT subject, key_id, kek_id, NULL, created_at FROM subject_keys
+         WHERE subject = 'family_1'",
+        "DELETE FROM subject_keys WHERE subject = 'family_1'",
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("annal.db");
+        let store = open(&path);
+        append(&store, "family_1", "Sofía").await.expect("append");
+        assert!(parts_of(&store, "family_1").await[0].contains("Sofía"));
+        let conn = rusqlite::Connection::open(&path).expect("open behind the store's back");
+        assert_eq!(conn.execute(edit, []).expect("edit"), 1, "{edit}");
+        assert_eq!(
+            parts_of(&store, "family_1").await,
+            vec![annal_core::privacy::ERASED.to_owned(); 2],
+            "{edit}"
+        );
+    }
 }

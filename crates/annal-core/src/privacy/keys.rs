@@ -42,6 +42,8 @@ struct Keks {
 pub struct Keys {
     keks: RwLock<Keks>,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Data keys kept for reads while the key table is unchanged ([`super::read_cache`]).
+    pub(super) reads: Mutex<super::read_cache::ReadCache>,
 }
 
 impl fmt::Debug for Keys {
@@ -68,6 +70,7 @@ impl Keys {
                 retired: Vec::new(),
             }),
             cache: Mutex::new(HashMap::new()),
+            reads: Mutex::default(),
         }
     }
 
@@ -167,6 +170,7 @@ impl Keys {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(key_id);
+        self.forget_for_reads(key_id);
     }
 
     /// Makes `new` the KEK new data keys are wrapped with, keeping the old one to unwrap
@@ -184,6 +188,7 @@ impl Keys {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        self.clear_reads();
         old
     }
 
@@ -198,6 +203,7 @@ impl Keys {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        self.clear_reads();
     }
 }
 

@@ -354,6 +354,34 @@ pub fn open_events(
     keys: Option<&Keys>,
     fetch: impl FnOnce(&[String]) -> Result<Vec<SubjectKey>>,
 ) -> Result<()> {
+    open_events_with(events, |ids| {
+        let rows = fetch(ids)?;
+        match keys {
+            Some(k) => k.data_keys(&rows),
+            None => {
+                let mut found = HashMap::with_capacity(rows.len());
+                for row in rows {
+                    if row.wrapped.is_some() {
+                        return Err(Error::Corrupt(format!(
+                            "the data key of subject '{}' is wrapped by key-encryption key {}, and the store was opened without one",
+                            row.subject, row.kek_id
+                        )));
+                    }
+                    found.insert(row.key_id, None);
+                }
+                Ok(found)
+            }
+        }
+    })
+}
+
+/// [`open_events`] with the data keys found by `resolve`: for the key ids asked, each
+/// id's data key, `None` for a key that is gone, no entry for one this store never had
+/// (a backend that keeps keys for reads: [`Keys::keys_for_read`]).
+pub fn open_events_with(
+    events: &mut [RecordedEvent],
+    resolve: impl FnOnce(&[String]) -> Result<HashMap<String, Option<DataKey>>>,
+) -> Result<()> {
     let at: Vec<usize> = (0..events.len())
         .filter(|&i| events[i].sealed.is_some())
         .collect();
@@ -374,23 +402,7 @@ pub fn open_events(
     ids.sort_unstable();
     ids.dedup();
     let ids: Vec<String> = ids.into_iter().map(str::to_owned).collect();
-    let rows = fetch(&ids)?;
-    let found = match keys {
-        Some(k) => k.data_keys(&rows)?,
-        None => {
-            let mut found = HashMap::with_capacity(rows.len());
-            for row in rows {
-                if row.wrapped.is_some() {
-                    return Err(Error::Corrupt(format!(
-                        "the data key of subject '{}' is wrapped by key-encryption key {}, and the store was opened without one",
-                        row.subject, row.kek_id
-                    )));
-                }
-                found.insert(row.key_id, None);
-            }
-            found
-        }
-    };
+    let found = resolve(&ids)?;
     let jobs: Vec<(usize, Sealed)> = at.into_iter().zip(sealed).collect();
     let events_read: &[RecordedEvent] = events;
     let opened = map_split(jobs, |(i, s)| {
