@@ -10,9 +10,9 @@
 //! - a read opens personal parts with the rows as they are at that read, read after its
 //!   events: a key destroyed before reads as erased, whether or not its unwrapped form
 //!   is cached ([`Keys`]). The rows of keys kept from earlier reads are not read again
-//!   while `key_changes.n`, which triggers raise in every transaction that updates,
-//!   deletes or replaces a key row, is the same when read after the page's events
-//!   ([`open`], `Keys::keys_for_read`);
+//!   while `key_changes.n`, which triggers set to a new random value in every
+//!   transaction that updates, deletes or replaces a key row, is the same in the page's
+//!   snapshot ([`open`], `Keys::keys_for_read`);
 //! - `events.sealed` holds an event's sealed form as a BLOB, packed
 //!   ([`annal_core::privacy::packed`]), when it renders back to the very JSON text the
 //!   chain hashes, and as that TEXT otherwise (and in rows written before the packed
@@ -173,18 +173,15 @@ fn rows_by_id(conn: &Connection, ids: &[String]) -> Result<Vec<SubjectKey>> {
     Ok(out)
 }
 
-/// Opens the personal parts of events read (after their hashes were checked). With a
-/// KEK, the data keys come from those kept for reads while the key table's change
-/// counter, read here after the events, is unchanged; only the others' rows are read
+/// Opens the personal parts of events read (after their hashes were checked), in the
+/// read's snapshot. With a KEK, the data keys come from those kept for reads while the
+/// key table's change mark is unchanged; only the others' rows are read
 /// ([`Keys::keys_for_read`]).
 pub fn open(
     conn: &Connection,
     keys: Option<&Keys>,
     mut events: Vec<RecordedEvent>,
 ) -> Result<Vec<RecordedEvent>> {
-    if !events.iter().any(|e| e.sealed.is_some()) {
-        return Ok(events);
-    }
     match keys {
         Some(keys) => privacy::open_events_with(&mut events, |ids| {
             let counter = key_changes(conn)?;
@@ -195,8 +192,8 @@ pub fn open(
     Ok(events)
 }
 
-/// The key table's change counter (schema version 11): raised by triggers in every
-/// transaction that updates, deletes or replaces a key row.
+/// The key table's change mark (schema version 11): set to a new random value by
+/// triggers in every transaction that updates, deletes or replaces a key row.
 fn key_changes(conn: &Connection) -> Result<i64> {
     conn.prepare_cached("SELECT n FROM key_changes")
         .and_then(|mut s| s.query_row([], |r| r.get(0)))

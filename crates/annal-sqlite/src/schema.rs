@@ -273,26 +273,26 @@ DROP INDEX IF EXISTS events_by_causation_id;
 /// ([`crate::index`]); the first open after it builds that table from the log.
 const V10: &str = "DROP TABLE IF EXISTS event_subjects;";
 
-/// Version 11: a counter of changes to the key table that can make a data key read
-/// before useless (an update, a deletion, an insert that replaces a row: a forgetting, a
-/// rotation, an edit by hand). Triggers raise it in the transaction of the change,
-/// whoever makes it (any process, any version of annal, the `sqlite3` shell), so a
-/// reader that kept data keys from earlier pages uses them only while the counter it
-/// reads after its events is the one they were read under ([`crate::privacy`]).
-/// Inserting a new subject's row does not raise it: no reader holds a key it replaces.
+/// Version 11: a mark of changes to the key table that can make a data key read before
+/// useless (an update, a deletion, an insert that replaces a row: a forgetting, a
+/// rotation, an edit by hand). Triggers set it to a new random value in the transaction
+/// of the change, whoever makes it (any process, any version of annal, the `sqlite3`
+/// shell), so a reader that kept data keys from earlier pages uses them only while the
+/// mark it reads with its events is the one they were read under ([`crate::privacy`]).
+/// Random rather than counted, so that a file restored from an older copy never shows a
+/// mark it showed before with other rows. Inserting a new subject's row does not change
+/// it: no reader holds a key it replaces (readers never keep a key id without a row).
+/// A migration that rebuilds `subject_keys` must create these triggers again.
 const V11: &str = "
 CREATE TABLE key_changes (n INTEGER NOT NULL);
-INSERT INTO key_changes (n) VALUES (0);
+INSERT INTO key_changes (n) VALUES (random());
 CREATE TRIGGER key_rows_updated AFTER UPDATE ON subject_keys
-BEGIN UPDATE key_changes SET n = n + 1; END;
+BEGIN UPDATE key_changes SET n = random(); END;
 CREATE TRIGGER key_rows_deleted AFTER DELETE ON subject_keys
-BEGIN UPDATE key_changes SET n = n + 1; END;
+BEGIN UPDATE key_changes SET n = random(); END;
 CREATE TRIGGER key_rows_replaced BEFORE INSERT ON subject_keys
 WHEN EXISTS (SELECT 1 FROM subject_keys WHERE subject = NEW.subject OR key_id = NEW.key_id)
-BEGIN UPDATE key_changes SET n = n + 1; END;
-CREATE TRIGGER key_rows_inserted_forgotten AFTER INSERT ON subject_keys
-WHEN NEW.wrapped_key IS NULL
-BEGIN UPDATE key_changes SET n = n + 1; END;
+BEGIN UPDATE key_changes SET n = random(); END;
 ";
 
 /// What can go wrong bringing a file's schema up to date.

@@ -99,7 +99,7 @@ async fn a_version_2_file_gets_the_stream_records_the_writer_would_have_kept() {
 fn back_to_version_7(conn: &rusqlite::Connection) {
     conn.execute_batch(
         "DROP TRIGGER key_rows_updated; DROP TRIGGER key_rows_deleted;
-         DROP TRIGGER key_rows_replaced; DROP TRIGGER key_rows_inserted_forgotten;
+         DROP TRIGGER key_rows_replaced;
          DROP TABLE key_changes;
          CREATE TABLE events_v7 (
              position          INTEGER PRIMARY KEY,
@@ -404,7 +404,7 @@ async fn a_version_9_file_loses_event_subjects_and_its_index_file_gets_them() {
          ) WITHOUT ROWID;
          INSERT INTO event_subjects VALUES ('family_1', 1), ('family_2', 3), ('family_1', 5);
          DROP TRIGGER key_rows_updated; DROP TRIGGER key_rows_deleted;
-         DROP TRIGGER key_rows_replaced; DROP TRIGGER key_rows_inserted_forgotten;
+         DROP TRIGGER key_rows_replaced;
          DROP TABLE key_changes;
          DELETE FROM schema_version WHERE version > 9;",
     )
@@ -427,7 +427,7 @@ async fn a_version_9_file_loses_event_subjects_and_its_index_file_gets_them() {
         )
         .expect("schema");
     assert_eq!((tables, version), (0, 11));
-    // Version 11: the key table's change counter and its four triggers.
+    // Version 11: the key table's change mark and its three triggers.
     let counted: i64 = conn
         .query_row(
             "SELECT count(*) FROM sqlite_schema
@@ -436,7 +436,7 @@ async fn a_version_9_file_loses_event_subjects_and_its_index_file_gets_them() {
             |r| r.get(0),
         )
         .expect("schema");
-    assert_eq!(counted, 5);
+    assert_eq!(counted, 4);
     let index = rusqlite::Connection::open(path.with_extension("db-index")).expect("index file");
     let entries: Vec<(String, i64)> = index
         .prepare("SELECT key, position FROM by_subject ORDER BY position")

@@ -175,8 +175,13 @@ async fn a_reader_that_kept_a_key_reads_erased_once_another_process_forgot_the_s
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_key_row_emptied_or_replaced_by_hand_is_seen_by_the_next_read() {
+async fn a_key_row_emptied_replaced_or_deleted_by_hand_is_seen_by_the_next_read() {
     for edit in [
+        // The row replaced by one under another key id: the events' key is gone.
+        "INSERT OR REPLACE INTO subject_keys
+           (subject, key_id, kek_id, wrapped_key, created_at)
+         SELECT subject, 'k-other', kek_id, wrapped_key, created_at FROM subject_keys
+         WHERE subject = 'family_1'",
         "UPDATE subject_keys SET wrapped_key = NULL WHERE subject = 'family_1'",
         "INSERT OR REPLACE INTO subject_keys
            (subject, key_id, kek_id, wrapped_key, created_at)

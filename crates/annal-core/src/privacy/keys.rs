@@ -6,16 +6,20 @@
 //!   caller, in the read or the commit that needs it: the row must still hold the very
 //!   wrapped key the cached one was unwrapped from. A row whose wrapped key is gone (the
 //!   subject was forgotten, by this process or any other) evicts the cached key and
-//!   opens nothing. The cache saves the unwrapping, never the reading of the row;
+//!   opens nothing. This cache saves the unwrapping, never the reading of the row. (Two
+//!   other caches do save that reading, each with a check of its own that the key
+//!   table did not change: the keys a writer keeps from group to group,
+//!   [`crate::commit::KeyCache`], and the keys readers keep from page to page,
+//!   [`super::read_cache`].);
 //! - new data keys are wrapped by [`Keys::current`], which the writer reads inside its
 //!   commit; a KEK rotation swaps it while it holds the store's write lock, before its
 //!   own commit ([`Keys::install`], undone by [`Keys::restore`] if that commit fails), so
 //!   every commit of this process wraps with the KEK its key table names;
 //! - a KEK replaced by a rotation in this process is kept, to unwrap only, for reads
 //!   whose snapshot of the key table predates the rotation; it never wraps again;
-//! - at most [`CACHE_CAPACITY`] data keys are cached; forgetting in this process and
-//!   rotating evict at once (the row check above is what makes the cache safe; the
-//!   eviction keeps a forgotten key out of memory).
+//! - at most [`CACHE_CAPACITY`] data keys are cached here, and as many again for reads;
+//!   forgetting in this process and rotating evict from both at once (the checks above
+//!   are what make them safe; the eviction keeps a forgotten key out of memory).
 
 use super::kek::{DataKey, Keyring, SubjectKey};
 use crate::error::Result;
@@ -23,7 +27,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-/// The most unwrapped data keys a store keeps in memory.
+/// The most unwrapped data keys each of a store's caches keeps in memory.
 pub const CACHE_CAPACITY: usize = 16_384;
 
 struct Cached {

@@ -3,10 +3,12 @@
 //! A read opens a page's personal parts with the data keys that the key-table rows of
 //! the page's key ids hold, read after the page's events. Reading those rows again for
 //! every page (one query naming every key the page uses) was about 7% of a personal
-//! read. A backend that counts the changes to its key table (SQLite: `key_changes`,
-//! raised by triggers on every update, deletion and replacement of a row, in the
-//! transaction that makes it) reads that counter after the page's events and asks
-//! [`Keys::keys_for_read`], which reads rows only for the key ids it does not hold.
+//! read. A backend that marks the changes to its key table (SQLite: `key_changes`, set
+//! to a new random value by triggers on every update, deletion and replacement of a
+//! row, in the transaction that makes it) reads that mark, the "counter" here, with the
+//! page's events (in the same snapshot, or after it) and asks [`Keys::keys_for_read`],
+//! which reads rows only for the key ids it does not hold. A counter value must never
+//! come back with other rows behind it.
 //!
 //! Invariants:
 //! - an entry is served only to a read whose counter, read after its events, is the one
@@ -15,8 +17,10 @@
 //! - an entry is kept only from rows read after the counter they are kept under (never
 //!   older than it), and only while no read has moved the cache to another counter;
 //! - a key id whose row was not found is never kept (it is read again every time);
-//! - forgetting and rotating in this process drop entries at once too, and at most
-//!   [`super::CACHE_CAPACITY`] entries are kept (past that it starts again empty).
+//! - forgetting and rotating in this process drop entries too (a read already under way
+//!   on an older snapshot may keep one again, which the next change of the counter
+//!   drops), and at most [`super::CACHE_CAPACITY`] entries are kept (past that it
+//!   starts again empty).
 
 use super::kek::{DataKey, SubjectKey};
 use super::keys::Keys;
@@ -70,7 +74,7 @@ impl Keys {
                 if cache.keys.len() + fetched.len() > super::CACHE_CAPACITY {
                     cache.keys.clear();
                 }
-                for (id, key) in &fetched {
+                for (id, key) in fetched.iter().take(super::CACHE_CAPACITY) {
                     cache.keys.insert(id.clone(), key.clone());
                 }
             }
