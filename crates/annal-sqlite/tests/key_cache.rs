@@ -203,3 +203,45 @@ async fn a_key_row_emptied_replaced_or_deleted_by_hand_is_seen_by_the_next_read(
         );
     }
 }
+
+/// Readers racing a forgetting by another process: every read that starts after the
+/// forgetting returned shows the parts erased, whatever the other readers kept meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_read_started_after_a_forgetting_shows_the_part_while_readers_race_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("annal.db");
+    let store = Arc::new(open(&path));
+    for family in ["family_1", "family_2"] {
+        append(&store, family, "Sofía").await.expect("append");
+    }
+    let forgotten = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, forgotten) = (store.clone(), forgotten.clone());
+            tokio::spawn(async move {
+                let mut after = 0;
+                while after < 20 {
+                    let started_after = forgotten.load(Ordering::SeqCst);
+                    let parts = parts_of(&store, "family_1").await;
+                    if started_after {
+                        assert_eq!(parts, vec![annal_core::privacy::ERASED.to_owned(); 2]);
+                        after += 1;
+                    }
+                    // The other subject's key stays readable throughout.
+                    assert!(parts_of(&store, "family_2").await[0].contains("Sofía"));
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    open(&path)
+        .forget_subject(forget("family_1"))
+        .await
+        .expect("forget");
+    forgotten.store(true, Ordering::SeqCst);
+    for r in readers {
+        r.await.expect("a reader failed");
+    }
+}
