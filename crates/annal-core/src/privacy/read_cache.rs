@@ -13,7 +13,7 @@
 //! Invariants:
 //! - an entry is served only to a read whose counter, read after its events, is the one
 //!   the entry was kept under: a forgetting or rotation committed before those events
-//!   were read raised the counter, so no key kept from before it is served;
+//!   were read changed the counter, so no key kept from before it is served;
 //! - an entry is kept only from rows read after the counter they are kept under (never
 //!   older than it), and only while no read has moved the cache to another counter;
 //! - a key id whose row was not found is never kept (it is read again every time);
