@@ -34,11 +34,6 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
-    /// How many subjects' rows it holds.
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()

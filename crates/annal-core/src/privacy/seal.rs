@@ -250,12 +250,6 @@ pub struct SealedPart {
 }
 
 /// Seals `plain` for `keys` (one per subject, in order) as the sealed form of event
-/// `event_id`.
-pub fn seal(event_id: Uuid, plain: &RawJson, keys: &[(String, DataKey)]) -> Result<RawJson> {
-    seal_part(event_id, plain, keys).map(|s| s.text)
-}
-
-/// Seals `plain` for `keys` (one per subject, in order) as the sealed form of event
 /// `event_id`, with its packed form: the packed bytes are made first and the text is
 /// rendered from them, so the two agree by construction; parts that have no packed form
 /// (see [`super::packed::from_parts`]) are written as JSON text only.
@@ -456,7 +450,7 @@ mod tests {
                 .iter()
                 .map(|s| ((*s).to_owned(), key.clone()))
                 .collect();
-            let sealed = seal(Uuid::now_v7(), &plain, &keys).expect("seal");
+            let sealed = seal_part(Uuid::now_v7(), &plain, &keys).expect("seal").text;
             let text = sealed.get();
             assert!(parsed(text).is_some(), "{text}");
             match fast(text) {
