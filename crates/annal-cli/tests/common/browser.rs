@@ -123,6 +123,18 @@ impl Page {
         panic!("{css} never showed '{needle}'; it showed:\n{last}");
     }
 
+    /// Submits the filters form and answers the text of the results table once it shows
+    /// `needle`: a table the page rendered after the submit, never the one shown before
+    /// it (the console renders the new results asynchronously, so the old table can
+    /// still be on the page, showing `needle` too).
+    pub async fn search(&mut self, needle: &str) -> String {
+        self.eval("document.querySelectorAll('table.events').forEach(t => t.dataset.stale = '1')")
+            .await;
+        self.click("form.filters button[type=submit]").await;
+        self.wait_text("table.events:not([data-stale])", needle)
+            .await
+    }
+
     /// The text of the element `css` (waiting up to 15 s for it to exist).
     pub async fn text(&self, css: &str) -> String {
         self.wait_text(css, "").await
