@@ -226,7 +226,7 @@ fn span(conn: &Connection, after_position: u64, filter: &Filter) -> Result<(u64,
 }
 
 /// Up to `limit` events after `after_position` that pass `filter`, in global order,
-/// none above `cap` ([`crate::durable`]).
+/// none above `cap` ([`crate::durable`]), as stored (unchecked, unopened).
 pub fn read_all(
     conn: &Connection,
     after_position: u64,
@@ -234,6 +234,18 @@ pub fn read_all(
     filter: &Filter,
     cap: Option<u64>,
 ) -> Result<Vec<RecordedEvent>> {
+    let (sql, params) = read_all_query(conn, after_position, limit, filter, cap)?;
+    query_events(conn, &sql, rusqlite::params_from_iter(params))
+}
+
+/// The query of [`read_all`] and its parameters.
+pub fn read_all_query(
+    conn: &Connection,
+    after_position: u64,
+    limit: usize,
+    filter: &Filter,
+    cap: Option<u64>,
+) -> Result<(String, Vec<Value>)> {
     let (after, until) = span(conn, after_position, filter)?;
     let before = [until, cap.map(|c| c.saturating_add(1))]
         .into_iter()
@@ -243,7 +255,7 @@ pub fn read_all(
     let (sql, mut params) = selection(conn, after, before, filter, plan, &event_columns(), true)?;
     let sql = format!("{sql} ORDER BY 1 LIMIT ?");
     params.push(Value::Integer(clamp(limit)));
-    query_events(conn, &sql, rusqlite::params_from_iter(params))
+    Ok((sql, params))
 }
 
 /// How many events after `after_position` and at or below `up_to` pass `filter`, per

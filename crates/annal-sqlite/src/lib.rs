@@ -30,6 +30,7 @@ pub mod filter;
 mod ids;
 pub mod index;
 mod open;
+mod page;
 mod privacy;
 pub mod rows;
 pub mod schema;
@@ -340,12 +341,12 @@ impl Store for SqliteStore {
                 ),
             };
             let until = clamp(cap.unwrap_or(u64::MAX));
-            let events = rows::query_events(
+            page::read(
                 c,
+                keys.as_deref(),
                 &sql,
                 rusqlite::params![id, clamp(from), clamp(limit), until],
-            )?;
-            privacy::open(c, keys.as_deref(), rows::checked(c, events)?)
+            )
         })
         .await
     }
@@ -359,8 +360,9 @@ impl Store for SqliteStore {
         let filter = filter.clone();
         let keys = self.keys();
         self.read_durable(move |c, cap| {
-            let events = crate::filter::read_all(c, after_position, limit, &filter, cap)?;
-            privacy::open(c, keys.as_deref(), rows::checked(c, events)?)
+            let (sql, params) =
+                crate::filter::read_all_query(c, after_position, limit, &filter, cap)?;
+            page::read(c, keys.as_deref(), &sql, rusqlite::params_from_iter(params))
         })
         .await
     }

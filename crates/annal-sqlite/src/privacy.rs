@@ -182,19 +182,24 @@ pub fn open(
     keys: Option<&Keys>,
     mut events: Vec<RecordedEvent>,
 ) -> Result<Vec<RecordedEvent>> {
+    open_in(conn, keys, &mut events)?;
+    Ok(events)
+}
+
+/// [`open`] in place.
+pub fn open_in(conn: &Connection, keys: Option<&Keys>, events: &mut [RecordedEvent]) -> Result<()> {
     match keys {
-        Some(keys) => privacy::open_events_with(&mut events, |ids| {
+        Some(keys) => privacy::open_events_with(events, |ids| {
             let counter = key_changes(conn)?;
             keys.keys_for_read(counter, ids, |missing| rows_by_id(conn, missing))
-        })?,
-        None => privacy::open_events(&mut events, None, |ids| rows_by_id(conn, ids))?,
+        }),
+        None => privacy::open_events(events, None, |ids| rows_by_id(conn, ids)),
     }
-    Ok(events)
 }
 
 /// The key table's change mark (schema version 11): set to a new random value by
 /// triggers in every transaction that updates, deletes or replaces a key row.
-fn key_changes(conn: &Connection) -> Result<i64> {
+pub(crate) fn key_changes(conn: &Connection) -> Result<i64> {
     conn.prepare_cached("SELECT n FROM key_changes")
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(db)

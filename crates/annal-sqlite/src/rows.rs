@@ -2,6 +2,7 @@
 //! [`StreamRecord`]; the filtered reads' SQL is in [`crate::filter`].
 
 use crate::ids;
+use annal_core::chain::Hash;
 use annal_core::{Error, RawJson, RecordedEvent, Result, StreamRecord, Timestamp, stored};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row};
@@ -125,24 +126,39 @@ pub(crate) fn any_of_values(
 /// `events`, read on `conn`, once each is checked against its stored hash
 /// ([`annal_core::chain::check_served`]); predecessors' hashes come from `conn`.
 pub fn checked(conn: &Connection, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
-    let needed = annal_core::chain::predecessors_needed(&events);
-    let mut found = Vec::with_capacity(needed.len());
-    if !needed.is_empty() {
-        let mut stmt = conn
-            .prepare_cached("SELECT hash FROM events WHERE position = ?1")
-            .map_err(db)?;
-        for p in needed {
-            let hash = stmt
-                .query_row([clamp(p)], |r| Ok(ids::hash_from(r.get_ref(0)?)))
-                .optional()
-                .map_err(db)?;
-            if let Some(hash) = hash {
-                found.push((p, hash.map_err(|e| corrupt(clamp(p), "hash", e))?));
-            }
-        }
-    }
+    let found = stored_hashes(conn, annal_core::chain::predecessors_needed(&events))?;
     annal_core::chain::check_served(&events, &found)?;
     Ok(events)
+}
+
+/// Checks the events at `indices` of `events`, read on `conn`, against their stored
+/// hashes ([`annal_core::chain::check_served_at`]); predecessors' hashes come from the
+/// page or from `conn`.
+pub fn check_at(conn: &Connection, events: &[RecordedEvent], indices: &[usize]) -> Result<()> {
+    let needed = annal_core::chain::predecessors_needed_at(events, indices.iter().copied());
+    let found = stored_hashes(conn, needed)?;
+    annal_core::chain::check_served_at(events, &found, indices)
+}
+
+/// The stored hashes of these positions (those that exist).
+fn stored_hashes(conn: &Connection, positions: Vec<u64>) -> Result<Vec<(u64, Hash)>> {
+    let mut found = Vec::with_capacity(positions.len());
+    if positions.is_empty() {
+        return Ok(found);
+    }
+    let mut stmt = conn
+        .prepare_cached("SELECT hash FROM events WHERE position = ?1")
+        .map_err(db)?;
+    for p in positions {
+        let hash = stmt
+            .query_row([clamp(p)], |r| Ok(ids::hash_from(r.get_ref(0)?)))
+            .optional()
+            .map_err(db)?;
+        if let Some(hash) = hash {
+            found.push((p, hash.map_err(|e| corrupt(clamp(p), "hash", e))?));
+        }
+    }
+    Ok(found)
 }
 
 /// The first position whose event was recorded at or after `at` (the head + 1 if none).

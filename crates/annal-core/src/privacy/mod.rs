@@ -30,7 +30,9 @@ mod seal;
 
 pub use kek::{DataKey, KEK_ENV, KEK_FILE_ENV, KekError, Keyring, SubjectKey};
 pub use keys::{CACHE_CAPACITY, Keys};
-pub use seal::{Envelope, SealedPart, key_ids, open_events, open_events_with, seal_part};
+pub use seal::{
+    Envelope, SealedPart, key_ids, open_events, open_events_with, open_kept, seal_part,
+};
 
 use crate::append::check_name;
 use crate::error::{Error, Result};

@@ -83,6 +83,23 @@ impl Keys {
         Ok(found)
     }
 
+    /// The data keys of `ids` kept for reads under `counter`, or `None` when one of them
+    /// is not kept (or the cache was kept under another counter): a reader without its
+    /// connection at hand then falls back to [`Keys::keys_for_read`].
+    pub fn kept_for_read(
+        &self,
+        counter: i64,
+        ids: &[String],
+    ) -> Option<HashMap<String, Option<DataKey>>> {
+        let cache = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.counter != Some(counter) {
+            return None;
+        }
+        ids.iter()
+            .map(|id| cache.keys.get(id).map(|key| (id.clone(), key.clone())))
+            .collect()
+    }
+
     /// Drops every data key kept for reads (a rotation or restore in this process).
     pub(super) fn clear_reads(&self) {
         let mut cache = self.reads.lock().unwrap_or_else(PoisonError::into_inner);

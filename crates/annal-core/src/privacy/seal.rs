@@ -132,8 +132,13 @@ pub(super) fn needs_escape(b: u8) -> bool {
 /// The text of a JSON string up to its closing quote (`s` starts after the opening
 /// one) and what follows it; `None` if it has an escape or a control character.
 fn plain_str(s: &str) -> Option<(&str, &str)> {
-    let end = s.bytes().position(needs_escape)?;
-    (s.as_bytes().get(end) == Some(&b'"')).then(|| (&s[..end], &s[end + 1..]))
+    // The first quote or backslash, then no control character before it (a fold the
+    // compiler vectorises): the same answer as a scan for `needs_escape`, for long
+    // base64 strings in a fraction of its time.
+    let end = memchr::memchr2(b'"', b'\\', s.as_bytes())?;
+    let text = s.as_bytes().get(..end)?;
+    let control = text.iter().fold(false, |any, &b| any | (b < 0x20));
+    (s.as_bytes().get(end) == Some(&b'"') && !control).then(|| (&s[..end], &s[end + 1..]))
 }
 
 /// A JSON array of plain strings ([`plain_str`]) and what follows it.
@@ -153,16 +158,17 @@ fn str_array(s: &str) -> Option<(Vec<Cow<'_, str>>, &str)> {
     }
 }
 
-/// A sealed form parsed and decoded, ready to open.
-struct Sealed {
-    subjects: Vec<String>,
-    keys: Vec<String>,
+/// A sealed form parsed and decoded, ready to open; subjects and key ids borrowed from
+/// its text.
+struct Sealed<'a> {
+    subjects: Vec<Cow<'a, str>>,
+    keys: Vec<Cow<'a, str>>,
     nonces: Vec<[u8; NONCE_LEN]>,
     ciphertext: Vec<u8>,
 }
 
-impl Sealed {
-    fn read(sealed: &RawJson, position: u64) -> Result<Self> {
+impl<'a> Sealed<'a> {
+    fn read(sealed: &'a RawJson, position: u64) -> Result<Self> {
         let bad = |why: &str| {
             Error::Corrupt(format!(
                 "event at position {position}: its personal part {why}"
@@ -188,8 +194,8 @@ impl Sealed {
             .decode(s.ciphertext.as_bytes())
             .map_err(|_| bad("is not base64"))?;
         Ok(Self {
-            subjects: s.subjects.into_iter().map(Cow::into_owned).collect(),
-            keys: s.keys.into_iter().map(Cow::into_owned).collect(),
+            subjects: s.subjects,
+            keys: s.keys,
             nonces,
             ciphertext,
         })
@@ -208,12 +214,18 @@ impl Sealed {
                 "event at position {position}: its personal part {why}"
             ))
         };
+        let subjects = || {
+            self.subjects
+                .iter()
+                .map(|s| String::from(s.as_ref()))
+                .collect()
+        };
         let mut layers = Vec::with_capacity(self.keys.len());
         for id in &self.keys {
-            match keys.get(id) {
+            match keys.get(id.as_ref()) {
                 Some(Some(k)) => layers.push(k),
                 // A key destroyed, or never in this store (a log copied without its keys).
-                _ => return Ok((self.subjects, RawJson::from_stored(ERASED.to_owned()))),
+                _ => return Ok((subjects(), RawJson::from_stored(ERASED.to_owned()))),
             }
         }
         let aad = aad(event_id);
@@ -224,7 +236,7 @@ impl Sealed {
             text.truncate(len);
         }
         let text = String::from_utf8(text).map_err(|_| bad("is not UTF-8"))?;
-        Ok((self.subjects, RawJson::from_stored(text)))
+        Ok((subjects(), RawJson::from_stored(text)))
     }
 }
 
@@ -371,10 +383,37 @@ pub fn open_events(
 
 /// [`open_events`] with the data keys found by `resolve`: for the key ids asked, each
 /// id's data key, `None` for a key that is gone, no entry for one this store never had
-/// (a backend that keeps keys for reads: [`Keys::keys_for_read`]).
+/// (a backend that keeps keys for reads: [`Keys::keys_for_read`]). Long pages are
+/// opened on two threads.
 pub fn open_events_with(
     events: &mut [RecordedEvent],
     resolve: impl FnOnce(&[String]) -> Result<HashMap<String, Option<DataKey>>>,
+) -> Result<()> {
+    open_parts(events, resolve, true)
+}
+
+/// Opens the sealed parts of `events` on this thread with the data keys kept for reads
+/// under the key table's change counter `counter` alone ([`Keys::kept_for_read`]), for a
+/// reader that opens a page in parts while it reads the rest (annal-sqlite). `false`,
+/// with `events` unchanged, when a key id is not kept or a part does not open: the
+/// reader then opens them with [`open_events_with`], which reads the missing rows and
+/// reports what is wrong.
+pub fn open_kept(events: &mut [RecordedEvent], keys: &Keys, counter: i64) -> bool {
+    open_parts(
+        events,
+        |ids| {
+            keys.kept_for_read(counter, ids)
+                .ok_or_else(|| Error::storage("a data key is not kept for reads"))
+        },
+        false,
+    )
+    .is_ok()
+}
+
+fn open_parts(
+    events: &mut [RecordedEvent],
+    resolve: impl FnOnce(&[String]) -> Result<HashMap<String, Option<DataKey>>>,
+    split: bool,
 ) -> Result<()> {
     let at: Vec<usize> = (0..events.len())
         .filter(|&i| events[i].sealed.is_some())
@@ -382,8 +421,9 @@ pub fn open_events_with(
     if at.is_empty() {
         return Ok(());
     }
-    let sealed = map_split(at.clone(), |i| {
-        let e = &events[i];
+    let events_read: &[RecordedEvent] = events;
+    let sealed = map_split_or_not(split, at.clone(), |i| {
+        let e = &events_read[i];
         match &e.sealed {
             Some(s) => Sealed::read(s, e.position),
             None => Err(malformed(e.position)),
@@ -391,15 +431,14 @@ pub fn open_events_with(
     })?;
     let mut ids: Vec<&str> = sealed
         .iter()
-        .flat_map(|s| s.keys.iter().map(String::as_str))
+        .flat_map(|s| s.keys.iter().map(AsRef::as_ref))
         .collect();
     ids.sort_unstable();
     ids.dedup();
     let ids: Vec<String> = ids.into_iter().map(str::to_owned).collect();
     let found = resolve(&ids)?;
-    let jobs: Vec<(usize, Sealed)> = at.into_iter().zip(sealed).collect();
-    let events_read: &[RecordedEvent] = events;
-    let opened = map_split(jobs, |(i, s)| {
+    let jobs: Vec<(usize, Sealed<'_>)> = at.into_iter().zip(sealed).collect();
+    let opened = map_split_or_not(split, jobs, |(i, s)| {
         let e = &events_read[i];
         s.open(e.event_id, e.position, &found).map(|o| (i, o))
     })?;
@@ -410,6 +449,19 @@ pub fn open_events_with(
         }
     }
     Ok(())
+}
+
+/// [`map_split`] when `split`, else `f` over `items` on this thread.
+fn map_split_or_not<T: Send, R: Send>(
+    split: bool,
+    items: Vec<T>,
+    f: impl Fn(T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    if split {
+        map_split(items, f)
+    } else {
+        items.into_iter().map(f).collect()
+    }
 }
 
 #[cfg(test)]
