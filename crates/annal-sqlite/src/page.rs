@@ -1,20 +1,24 @@
 //! A page of events read on two threads: the reading thread steps the query's rows
-//! while a second thread checks each chunk of them against their stored hashes and
-//! opens their personal parts, so that a long read keeps both cores busy instead of
-//! checking and opening only after the last row.
+//! while a second thread renders each chunk's packed sealed parts to their text,
+//! checks the chunk against its stored hashes and opens its personal parts, so that a long read keeps both cores busy instead of
+//! checking and opening only after the last row. When chunks queue up for the second
+//! thread, the reading thread checks and opens the one it has just read itself, and it
+//! does the last one, so neither thread waits long for the other.
 //!
 //! Invariants:
 //! - a page is served only after every event on it was checked as [`rows::checked`]
-//!   checks it: the second thread checks each event whose predecessor is in its chunk
-//!   ([`chain::check_linked`]); the reading thread checks the rest once it has the whole
-//!   page, with predecessors from the page or from the store ([`rows::check_at`]);
-//! - the second thread opens a chunk's personal parts only with data keys kept for
+//!   checks it: a chunk's events whose predecessor is in the chunk are checked with
+//!   the chunk ([`chain::check_linked`]); the reading thread checks the rest once it
+//!   has the whole page, with predecessors from the page or from the store
+//!   ([`rows::check_at`]);
+//! - a chunk's personal parts are opened with the chunk only with data keys kept for
 //!   reads under the key table's change mark read in the page's snapshot before its
-//!   rows ([`privacy::open_kept`], the invariants of
-//!   `annal_core::privacy::read_cache`). A chunk it cannot open whole (a key not kept,
-//!   no key-encryption key, a part that does not open) is opened by the reading thread
-//!   after every check, as a one-thread read opens it ([`privacy::open_in`]), so errors
-//!   read the same either way;
+//!   rows ([`annal_core::privacy::open_kept`], and the invariants of
+//!   `annal_core::privacy::read_cache`). A chunk that cannot be opened whole that way (a
+//!   key not kept, no key-encryption key, a part that does not open) is opened by the
+//!   reading thread after every check, as a one-thread read opens it
+//!   ([`privacy::open_in`]), so errors read the same either way;
+//! - the page keeps the query's order: chunks carry their place and are put back in it;
 //! - a page of fewer rows than a chunk, or any page on one core, is read on one thread:
 //!   [`rows::checked`], then [`privacy::open`].
 
@@ -24,14 +28,60 @@ use annal_core::privacy::Keys;
 use annal_core::{Error, RecordedEvent, Result, chain};
 use rusqlite::Connection;
 use std::ops::Range;
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
 
 /// Rows handed to the second thread at a time.
-const CHUNK: usize = 256;
+const CHUNK: usize = 128;
+/// Chunks waiting for the second thread at most; past that the reading thread checks
+/// and opens the chunk it has just read itself, so that neither thread waits long for
+/// the other.
+const QUEUED: usize = 2;
 
-/// A chunk as the second thread left it.
+/// Rows read: their events, with the sealed parts stored packed not yet rendered
+/// (their index in `events` and their bytes).
+#[derive(Default)]
+struct Rows {
+    events: Vec<RecordedEvent>,
+    packed: Vec<(usize, Vec<u8>)>,
+}
+
+impl Rows {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            events: Vec::with_capacity(n),
+            packed: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, row: &rusqlite::Row<'_>) -> Result<()> {
+        let (event, packed) = rows::event_and_packed(row)?;
+        if let Some(bytes) = packed {
+            self.packed.push((self.events.len(), bytes));
+        }
+        self.events.push(event);
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// The events, each sealed part rendered to its text.
+    fn rendered(mut self) -> Result<Vec<RecordedEvent>> {
+        for (i, bytes) in &self.packed {
+            if let Some(e) = self.events.get_mut(*i) {
+                rows::render_sealed(e, bytes)?;
+            }
+        }
+        Ok(self.events)
+    }
+}
+
+/// A chunk checked and opened as far as one thread could: its place in the page and
+/// what is left for the reading thread.
 struct Done {
+    seq: usize,
     events: Vec<RecordedEvent>,
     /// Indices (in the chunk) of events whose predecessor was not in the chunk.
     unchecked: Vec<usize>,
@@ -40,9 +90,13 @@ struct Done {
 }
 
 type Worker<'scope> = (
-    SyncSender<Vec<RecordedEvent>>,
+    SyncSender<(usize, Rows)>,
     ScopedJoinHandle<'scope, Result<Vec<Done>>>,
 );
+
+/// The data keys a chunk may be opened with: the store's keys and the key table's
+/// change mark read in the page's snapshot.
+type Mark<'a> = Option<(&'a Keys, i64)>;
 
 /// The events `sql` selects (with [`rows::EVENT_COLUMNS`]), checked against their hashes
 /// and with their personal parts opened, as `rows::checked` and `privacy::open` would
@@ -62,17 +116,24 @@ pub fn read(
     let mut found = stmt.query(params).map_err(db)?;
     let (tail, done) = std::thread::scope(|scope| -> Result<_> {
         let mut worker: Option<Worker<'_>> = None;
-        let mut chunk = Vec::with_capacity(CHUNK);
+        let mut done = Vec::new();
+        let mut chunk = Rows::with_capacity(CHUNK);
         let mut handed = true;
         while let Some(row) = found.next().map_err(db)? {
-            chunk.push(rows::event_from_row(row)?);
+            chunk.push(row)?;
             if chunk.len() == CHUNK && two_cores {
                 let (tx, _) = worker.get_or_insert_with(|| start(scope, mark));
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                if tx.send(full).is_err() {
-                    // The second thread stopped: its answer says why.
-                    handed = false;
-                    break;
+                let full = std::mem::replace(&mut chunk, Rows::with_capacity(CHUNK));
+                match tx.try_send((done.len(), full)) {
+                    Ok(()) => done.push(None),
+                    Err(TrySendError::Full((seq, full))) => {
+                        done.push(Some(check_and_open(seq, full, mark)?));
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        // The second thread stopped: its answer says why.
+                        handed = false;
+                        break;
+                    }
                 }
             }
         }
@@ -80,55 +141,61 @@ pub fn read(
             return Ok((chunk, None));
         };
         drop(tx);
-        let done = handle
+        let seq = done.len();
+        let mut done: Vec<Done> = done.into_iter().flatten().collect();
+        if !chunk.events.is_empty() {
+            done.push(check_and_open(seq, chunk, mark)?);
+        }
+        let theirs = handle
             .join()
             .unwrap_or_else(|_| Err(Error::storage("a page-reading thread panicked")))?;
         if !handed {
             return Err(Error::storage("a page-reading thread stopped early"));
         }
-        Ok((chunk, Some(done)))
+        done.extend(theirs);
+        done.sort_unstable_by_key(|d| d.seq);
+        Ok((Rows::default(), Some(done)))
     })?;
     drop(found);
     match done {
-        None => privacy::open(conn, keys, rows::checked(conn, tail)?),
-        Some(done) => finish(conn, keys, done, tail),
+        None => privacy::open(conn, keys, rows::checked(conn, tail.rendered()?)?),
+        Some(done) => finish(conn, keys, done),
     }
 }
 
+/// Renders a chunk's packed sealed parts, checks its events whose predecessor is in it,
+/// and opens its personal parts if every data key they need is kept (see the module's
+/// invariants).
+fn check_and_open(seq: usize, chunk: Rows, mark: Mark<'_>) -> Result<Done> {
+    let mut events = chunk.rendered()?;
+    let unchecked = chain::check_linked(&events)?;
+    let opened = match mark {
+        Some((keys, counter)) => annal_core::privacy::open_kept(&mut events, keys, counter),
+        None => events.iter().all(|e| e.sealed.is_none()),
+    };
+    Ok(Done {
+        seq,
+        events,
+        unchecked,
+        opened,
+    })
+}
+
 /// Starts the second thread: it checks and opens each chunk it is handed.
-fn start<'scope>(
-    scope: &'scope Scope<'scope, '_>,
-    mark: Option<(&'scope Keys, i64)>,
-) -> Worker<'scope> {
-    let (tx, rx) = sync_channel::<Vec<RecordedEvent>>(2);
+fn start<'scope>(scope: &'scope Scope<'scope, '_>, mark: Mark<'scope>) -> Worker<'scope> {
+    let (tx, rx) = sync_channel::<(usize, Rows)>(QUEUED);
     let handle = scope.spawn(move || {
-        let mut done = Vec::new();
-        for mut events in rx {
-            let unchecked = chain::check_linked(&events)?;
-            let opened = match mark {
-                Some((keys, counter)) => annal_core::privacy::open_kept(&mut events, keys, counter),
-                None => events.iter().all(|e| e.sealed.is_none()),
-            };
-            done.push(Done {
-                events,
-                unchecked,
-                opened,
-            });
-        }
-        Ok(done)
+        rx.into_iter()
+            .map(|(seq, events)| check_and_open(seq, events, mark))
+            .collect()
     });
     (tx, handle)
 }
 
-/// The page from the second thread's chunks and the rows read after its last one:
-/// the events it left unchecked are checked, then the parts it left closed are opened.
-fn finish(
-    conn: &Connection,
-    keys: Option<&Keys>,
-    done: Vec<Done>,
-    tail: Vec<RecordedEvent>,
-) -> Result<Vec<RecordedEvent>> {
-    let mut events = Vec::with_capacity(done.len() * CHUNK + tail.len());
+/// The page from its chunks, in order: the events left unchecked are checked, then
+/// the parts left closed are opened.
+fn finish(conn: &Connection, keys: Option<&Keys>, done: Vec<Done>) -> Result<Vec<RecordedEvent>> {
+    let mut events = Vec::with_capacity(done.iter().map(|d| d.events.len()).sum());
     let mut unchecked = Vec::new();
     let mut closed: Vec<Range<usize>> = Vec::new();
     for d in done {
@@ -139,12 +206,8 @@ fn finish(
         }
         events.extend(d.events);
     }
-    let base = events.len();
-    unchecked.extend(base..base + tail.len());
-    closed.push(base..base + tail.len());
-    events.extend(tail);
     rows::check_at(conn, &events, &unchecked)?;
-    for range in closed.into_iter().filter(|r| !r.is_empty()) {
+    for range in closed {
         if let Some(part) = events.get_mut(range) {
             privacy::open_in(conn, keys, part)?;
         }

@@ -4,7 +4,7 @@
 use crate::ids;
 use annal_core::chain::Hash;
 use annal_core::{Error, RawJson, RecordedEvent, Result, StreamRecord, Timestamp, stored};
-use rusqlite::types::Value;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row};
 
 /// The columns every event read selects, in [`event_from_row`]'s order.
@@ -35,6 +35,26 @@ pub fn time(column: &str, text: &str) -> Result<Timestamp> {
 
 /// Reads one event row selected with [`EVENT_COLUMNS`].
 pub fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent> {
+    let (mut event, packed) = event_and_packed(row)?;
+    if let Some(bytes) = packed {
+        render_sealed(&mut event, &bytes)?;
+    }
+    Ok(event)
+}
+
+/// Gives `event` the sealed part whose packed form ([`annal_core::privacy::packed`]) is
+/// `bytes`, as its JSON text; bytes that do not unpack are [`Error::Corrupt`].
+pub fn render_sealed(event: &mut RecordedEvent, bytes: &[u8]) -> Result<()> {
+    let text = annal_core::privacy::packed::unpack(bytes)
+        .map_err(|e| corrupt(clamp(event.position), "sealed", e))?;
+    event.sealed = Some(RawJson::from_stored(text));
+    Ok(())
+}
+
+/// [`event_from_row`] with a sealed part stored packed left out (`sealed` is `None`)
+/// and answered as its bytes, for [`render_sealed`] to render, on another thread if
+/// need be; one stored as text is read into the event.
+pub fn event_and_packed(row: &Row<'_>) -> Result<(RecordedEvent, Option<Vec<u8>>)> {
     let position: i64 = row.get(0).map_err(db)?;
     let value = |i| row.get_ref(i).map_err(db);
     let event_id = ids::event_id_from(value(1)?).map_err(|e| corrupt(position, "event_id", e))?;
@@ -46,8 +66,13 @@ pub fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent> {
     let causation_id =
         ids::id_from(value(10)?).map_err(|e| corrupt(position, "causation_id", e))?;
     let event_version: i64 = row.get(3).map_err(db)?;
+    let sealed = value(15)?;
+    let packed = match sealed {
+        ValueRef::Blob(b) => Some(b.to_vec()),
+        _ => None,
+    };
     let aggregate_version: i64 = row.get(6).map_err(db)?;
-    Ok(RecordedEvent {
+    let event = RecordedEvent {
         position: u64::try_from(position).map_err(|e| corrupt(position, "position", e))?,
         event_id,
         event_type: row.get(2).map_err(db)?,
@@ -64,12 +89,17 @@ pub fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent> {
         principal: row.get(14).map_err(db)?,
         data: RawJson::from_stored(row.get(11).map_err(db)?),
         metadata: RawJson::from_stored(row.get(12).map_err(db)?),
-        sealed: crate::privacy::sealed_from(value(15)?)
-            .map_err(|e| corrupt(position, "sealed", e))?,
+        sealed: match sealed {
+            ValueRef::Blob(_) => None,
+            other => {
+                crate::privacy::sealed_from(other).map_err(|e| corrupt(position, "sealed", e))?
+            }
+        },
         subjects: Vec::new(),
         personal: None,
         hash,
-    })
+    };
+    Ok((event, packed))
 }
 
 /// Runs a prepared event query and collects its rows.

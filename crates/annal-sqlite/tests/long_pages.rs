@@ -1,5 +1,5 @@
 //! Long pages are read on two threads (crates/annal-sqlite/src/page.rs): the reading
-//! thread steps the rows while a second thread checks chunks of 256 against their
+//! thread steps the rows while a second thread checks chunks of 128 against their
 //! hashes and opens their personal parts with kept data keys. These tests read pages of
 //! several chunks and a tail, and check that an edit anywhere on them is caught (inside a
 //! chunk, on a chunk's first event, in the tail), and that a forgetting by another store
@@ -10,7 +10,7 @@ use annal_core::testkit::fixtures::{ev, req};
 use annal_core::{Direction, Error, ExpectedVersion, Filter, RawJson, RecordedEvent, Store};
 use annal_sqlite::{Options, SqliteStore};
 
-/// Events in the test log: three chunks of 256 and a tail of 232.
+/// Events in the test log: seven chunks of 128 and a tail of 104.
 const EVENTS: u64 = 1000;
 
 fn open(path: &std::path::Path) -> SqliteStore {
@@ -71,7 +71,7 @@ async fn an_edit_anywhere_on_a_long_page_is_reported_and_nothing_is_served() {
     assert_eq!(whole_log(&store).await.expect("read").len(), 1000);
     // The first event, the last of a chunk, the first of the next (its predecessor is in
     // another chunk), one inside a chunk, one in the tail; plain and personal ones.
-    for position in [1u64, 256, 257, 300, 513, 999] {
+    for position in [1u64, 128, 129, 300, 700, 999] {
         behind_the_back(
             &path,
             &format!("UPDATE events SET data = '{{\"n\":-1}}' WHERE position = {position}"),

@@ -83,20 +83,20 @@ impl Keys {
         Ok(found)
     }
 
-    /// The data keys of `ids` kept for reads under `counter`, or `None` when one of them
-    /// is not kept (or the cache was kept under another counter): a reader without its
-    /// connection at hand then falls back to [`Keys::keys_for_read`].
-    pub fn kept_for_read(
+    /// The data keys of `ids`, in order, kept for reads under `counter` (`None` for a
+    /// forgotten one), or `None` when one of them is not kept (or the cache was kept
+    /// under another counter): a reader without its connection at hand then falls back
+    /// to [`Keys::keys_for_read`]. One lock, nothing allocated but the answer.
+    pub(super) fn kept_keys<'a>(
         &self,
         counter: i64,
-        ids: &[String],
-    ) -> Option<HashMap<String, Option<DataKey>>> {
+        ids: impl Iterator<Item = &'a str>,
+    ) -> Option<Vec<Option<[u8; 32]>>> {
         let cache = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.counter != Some(counter) {
             return None;
         }
-        ids.iter()
-            .map(|id| cache.keys.get(id).map(|key| (id.clone(), key.clone())))
+        ids.map(|id| cache.keys.get(id).map(|key| key.as_ref().map(|k| k.key)))
             .collect()
     }
 

@@ -209,34 +209,55 @@ impl<'a> Sealed<'a> {
         position: u64,
         keys: &HashMap<String, Option<DataKey>>,
     ) -> Result<(Vec<String>, RawJson)> {
+        let layers: Vec<Option<[u8; 32]>> = self
+            .keys
+            .iter()
+            .map(|id| {
+                keys.get(id.as_ref())
+                    .and_then(|k| k.as_ref().map(|k| k.key))
+            })
+            .collect();
+        self.open_layers(event_id, position, &layers)
+    }
+
+    /// [`Self::open`] with each layer's data key given in order (`None`: gone, or never
+    /// in this store).
+    fn open_layers(
+        self,
+        event_id: Uuid,
+        position: u64,
+        layers: &[Option<[u8; 32]>],
+    ) -> Result<(Vec<String>, RawJson)> {
         let bad = |why: &str| {
             Error::Corrupt(format!(
                 "event at position {position}: its personal part {why}"
             ))
         };
-        let subjects = || {
-            self.subjects
-                .iter()
-                .map(|s| String::from(s.as_ref()))
-                .collect()
-        };
-        let mut layers = Vec::with_capacity(self.keys.len());
-        for id in &self.keys {
-            match keys.get(id.as_ref()) {
-                Some(Some(k)) => layers.push(k),
+        let subjects = self
+            .subjects
+            .iter()
+            .map(|s| String::from(s.as_ref()))
+            .collect();
+        let mut found = Vec::with_capacity(layers.len());
+        for key in layers {
+            match key {
+                Some(k) => found.push(k),
                 // A key destroyed, or never in this store (a log copied without its keys).
-                _ => return Ok((subjects(), RawJson::from_stored(ERASED.to_owned()))),
+                None => return Ok((subjects, RawJson::from_stored(ERASED.to_owned()))),
             }
+        }
+        if found.len() != self.nonces.len() {
+            return Err(malformed(position));
         }
         let aad = aad(event_id);
         let mut text = self.ciphertext;
-        for (key, nonce) in layers.iter().zip(&self.nonces).rev() {
-            let len = aead::open_in_place(&key.key, nonce, &aad, &mut text)
+        for (key, nonce) in found.iter().zip(&self.nonces).rev() {
+            let len = aead::open_in_place(key, nonce, &aad, &mut text)
                 .map_err(|_| bad("does not decrypt with its subject's key"))?;
             text.truncate(len);
         }
         let text = String::from_utf8(text).map_err(|_| bad("is not UTF-8"))?;
-        Ok((subjects(), RawJson::from_stored(text)))
+        Ok((subjects, RawJson::from_stored(text)))
     }
 }
 
@@ -393,21 +414,51 @@ pub fn open_events_with(
 }
 
 /// Opens the sealed parts of `events` on this thread with the data keys kept for reads
-/// under the key table's change counter `counter` alone ([`Keys::kept_for_read`]), for a
+/// under the key table's change counter `counter` alone (`Keys::kept_keys`), for a
 /// reader that opens a page in parts while it reads the rest (annal-sqlite). `false`,
 /// with `events` unchanged, when a key id is not kept or a part does not open: the
 /// reader then opens them with [`open_events_with`], which reads the missing rows and
 /// reports what is wrong.
 pub fn open_kept(events: &mut [RecordedEvent], keys: &Keys, counter: i64) -> bool {
-    open_parts(
-        events,
-        |ids| {
-            keys.kept_for_read(counter, ids)
-                .ok_or_else(|| Error::storage("a data key is not kept for reads"))
-        },
-        false,
-    )
-    .is_ok()
+    let events_read: &[RecordedEvent] = events;
+    let mut sealed = Vec::new();
+    for (i, e) in events_read.iter().enumerate() {
+        if let Some(text) = &e.sealed {
+            match Sealed::read(text, e.position) {
+                Ok(s) => sealed.push((i, s)),
+                Err(_) => return false,
+            }
+        }
+    }
+    if sealed.is_empty() {
+        return true;
+    }
+    let ids = sealed
+        .iter()
+        .flat_map(|(_, s)| s.keys.iter().map(AsRef::as_ref));
+    let Some(layers) = keys.kept_keys(counter, ids) else {
+        return false;
+    };
+    let mut opened = Vec::with_capacity(sealed.len());
+    let mut next = 0;
+    for (i, s) in sealed {
+        let n = s.keys.len();
+        let (Some(e), Some(these)) = (events_read.get(i), layers.get(next..next + n)) else {
+            return false;
+        };
+        next += n;
+        match s.open_layers(e.event_id, e.position, these) {
+            Ok(o) => opened.push((i, o)),
+            Err(_) => return false,
+        }
+    }
+    for (i, (subjects, personal)) in opened {
+        if let Some(e) = events.get_mut(i) {
+            e.subjects = subjects;
+            e.personal = Some(personal);
+        }
+    }
+    true
 }
 
 fn open_parts(
