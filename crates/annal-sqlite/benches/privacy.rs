@@ -7,8 +7,9 @@
 //! `cargo bench -p annal-sqlite --bench privacy`; sizes as for `--bench workloads`:
 //! `ANNAL_BENCH_W1_APPENDS` (8,000), `ANNAL_BENCH_W2_EACH` (4,000 for each of 16
 //! writers), `ANNAL_BENCH_W3_APPENDS` (10,000 appends of 100 events; W4 and W5 read
-//! that store; `ANNAL_BENCH_W4_READS` reads it whole that many times, 1 by default, and
-//! W4 is their median), `ANNAL_BENCH_DIR`; `ANNAL_BENCH_SHAPE=plain` or `personal` runs that shape
+//! that store; `ANNAL_BENCH_W4_READS` reads each shape's store whole that many times, in
+//! turn with the other shape's, 1 by default, and W4 is their median),
+//! `ANNAL_BENCH_DIR`; `ANNAL_BENCH_SHAPE=plain` or `personal` runs that shape
 //! alone (for a profile of one shape).
 
 use annal_core::NewEvent;
@@ -33,13 +34,14 @@ fn open(dir: &std::path::Path, n: usize) -> SqliteStore {
     SqliteStore::open_with(dir.join(format!("bench-{n}.db")), options).expect("open")
 }
 
-/// W1–W5 with `event` as the events' shape; events/s of each.
-async fn run_all(
+/// W1–W3 with `event` as the events' shape: events/s of each, and W3's store once its
+/// index has caught up (W4 and W5 read it).
+async fn writes(
     dir: &std::path::Path,
     n: &mut usize,
     event: fn(u64) -> NewEvent,
     (w1, w2, w3): (u64, u64, u64),
-) -> [f64; 5] {
+) -> ([f64; 3], SqliteStore) {
     let mut next = || {
         *n += 1;
         open(dir, *n)
@@ -53,18 +55,13 @@ async fn run_all(
         "  the index caught up {:.0} ms after W3",
         behind.as_secs_f64() * 1000.0
     );
-    let mut r4 = Vec::new();
-    for _ in 0..env_u64("ANNAL_BENCH_W4_READS", 1).max(1) {
-        r4.push(rate(read_everything(&s, 4096).await));
-    }
-    let r4 = median(r4);
-    let r5 = rate(read_one_aggregate_on(&s, "family_big", event).await);
-    [r1, r2, r3, r4, r5]
+    ([r1, r2, r3], s)
 }
 
 #[tokio::main]
 async fn main() {
     let runs = env_u64("ANNAL_BENCH_RUNS", 3);
+    let reads = env_u64("ANNAL_BENCH_W4_READS", 1).max(1);
     let sizes = (
         env_u64("ANNAL_BENCH_W1_APPENDS", 8_000),
         env_u64("ANNAL_BENCH_W2_EACH", 4_000),
@@ -73,6 +70,13 @@ async fn main() {
     let fsync = print_fdatasync_rate();
     let mut plain: Vec<Vec<f64>> = vec![Vec::new(); 5];
     let mut personal: Vec<Vec<f64>> = vec![Vec::new(); 5];
+    let only = std::env::var("ANNAL_BENCH_SHAPE").ok();
+    if let Some(o) = &only {
+        assert!(
+            o == "plain" || o == "personal",
+            "ANNAL_BENCH_SHAPE is plain or personal, not {o:?}"
+        );
+    }
     for run in 1..=runs {
         let dir = bench_dir();
         let mut n = 0;
@@ -82,18 +86,29 @@ async fn main() {
         } else {
             [("personal", payment_personal), ("plain", payment)]
         };
-        let only = std::env::var("ANNAL_BENCH_SHAPE").ok();
-        if let Some(o) = &only {
-            assert!(
-                o == "plain" || o == "personal",
-                "ANNAL_BENCH_SHAPE is plain or personal, not {o:?}"
-            );
-        }
+        let mut done = Vec::new();
         for (shape, event) in order {
             if only.as_deref().is_some_and(|o| o != shape) {
                 continue;
             }
-            let rates = run_all(dir.path(), &mut n, event, sizes).await;
+            let (rates, store) = writes(dir.path(), &mut n, event, sizes).await;
+            done.push((shape, event, rates.to_vec(), store, Vec::new()));
+        }
+        // W4 reads each shape's store in turn, `reads` times, so that both shapes meet
+        // the machine in the same state; W4 is each one's median.
+        for k in 0..reads {
+            for i in 0..done.len() {
+                let j = if k % 2 == 0 { i } else { done.len() - 1 - i };
+                if let Some((_, _, _, store, r4)) = done.get_mut(j) {
+                    r4.push(rate(read_everything(store, 4096).await));
+                }
+            }
+        }
+        for (shape, event, mut rates, store, r4) in done {
+            rates.push(median(r4));
+            rates.push(rate(
+                read_one_aggregate_on(&store, "family_big", event).await,
+            ));
             for (i, r) in rates.iter().enumerate() {
                 println!("run {run} {shape:<8} {}: {r:>10.0} events/s", NAMES[i]);
                 match shape {

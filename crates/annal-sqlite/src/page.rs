@@ -67,13 +67,19 @@ impl Rows {
         self.events.len()
     }
 
-    /// The events, each sealed part rendered to its text.
-    fn rendered(mut self) -> Result<Vec<RecordedEvent>> {
+    /// Renders each packed sealed part to its text (the bytes are kept).
+    fn render(&mut self) -> Result<()> {
         for (i, bytes) in &self.packed {
             if let Some(e) = self.events.get_mut(*i) {
                 rows::render_sealed(e, bytes)?;
             }
         }
+        Ok(())
+    }
+
+    /// The events, each sealed part rendered to its text.
+    fn rendered(mut self) -> Result<Vec<RecordedEvent>> {
+        self.render()?;
         Ok(self.events)
     }
 }
@@ -166,11 +172,14 @@ pub fn read(
 /// Renders a chunk's packed sealed parts, checks its events whose predecessor is in it,
 /// and opens its personal parts if every data key they need is kept (see the module's
 /// invariants).
-fn check_and_open(seq: usize, chunk: Rows, mark: Mark<'_>) -> Result<Done> {
-    let mut events = chunk.rendered()?;
-    let unchecked = chain::check_linked(&events)?;
+fn check_and_open(seq: usize, mut chunk: Rows, mark: Mark<'_>) -> Result<Done> {
+    chunk.render()?;
+    let unchecked = chain::check_linked(&chunk.events)?;
+    let Rows { mut events, packed } = chunk;
     let opened = match mark {
-        Some((keys, counter)) => annal_core::privacy::open_kept(&mut events, keys, counter),
+        Some((keys, counter)) => {
+            annal_core::privacy::open_kept(&mut events, &packed, keys, counter)
+        }
         None => events.iter().all(|e| e.sealed.is_none()),
     };
     Ok(Done {
