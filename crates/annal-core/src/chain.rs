@@ -224,7 +224,10 @@ fn adjacent_predecessor(events: &[RecordedEvent], i: usize) -> Option<Hash> {
 /// The positions whose stored hashes [`check_served`] needs beside `events` (in
 /// position order, ascending or descending): predecessors that are not among them.
 pub fn predecessors_needed(events: &[RecordedEvent]) -> Vec<u64> {
-    predecessors_needed_at(events, 0..events.len())
+    (0..events.len())
+        .filter(|&i| events[i].position > 1 && adjacent_predecessor(events, i).is_none())
+        .map(|i| events[i].position - 1)
+        .collect()
 }
 
 /// Checks events before they are served: each one's stored hash must be the one the
@@ -238,7 +241,7 @@ pub fn predecessors_needed(events: &[RecordedEvent]) -> Vec<u64> {
 pub fn check_served(events: &[RecordedEvent], predecessors: &[(u64, Hash)]) -> Result<()> {
     let mut predecessors = predecessors.to_vec();
     predecessors.sort_unstable_by_key(|(p, _)| *p);
-    let check = |range: std::ops::Range<usize>| check_indices(events, &predecessors, range);
+    let check = |range: std::ops::Range<usize>| check_range(events, &predecessors, range);
     // A long page is hashed on two threads (SHA-256 is most of the check's cost, and a
     // reader's page otherwise keeps one core busy while the other idles).
     if events.len() >= PARALLEL_CHECK_FROM
@@ -260,96 +263,39 @@ pub fn check_served(events: &[RecordedEvent], predecessors: &[(u64, Hash)]) -> R
 /// Pages at least this long are checked on two threads.
 const PARALLEL_CHECK_FROM: usize = 256;
 
-/// [`check_served`] for the events at `indices` (predecessors sorted by position).
-fn check_indices(
+/// [`check_served`] for `events[range]` (predecessors sorted by position).
+fn check_range(
     events: &[RecordedEvent],
     predecessors: &[(u64, Hash)],
-    indices: impl IntoIterator<Item = usize>,
+    range: std::ops::Range<usize>,
 ) -> Result<()> {
-    for i in indices {
-        if !check_one(events, predecessors, i)? {
-            return Err(missing_predecessor(events, i));
+    for i in range {
+        let Some(e) = events.get(i) else { break };
+        let prev = if e.position <= 1 {
+            Hash::ZERO
+        } else if let Some(h) = adjacent_predecessor(events, i).or_else(|| {
+            predecessors
+                .binary_search_by_key(&(e.position - 1), |(p, _)| *p)
+                .ok()
+                .map(|k| predecessors[k].1)
+        }) {
+            h
+        } else {
+            return Err(Error::Corrupt(format!(
+                "the event before position {} is missing, so the event there cannot be \
+                 checked against its hash (run annal verify)",
+                e.position
+            )));
+        };
+        if event_hash(&prev, e) != e.hash {
+            return Err(Error::Corrupt(format!(
+                "the event at position {} does not match its stored hash: it was altered \
+                 after it was written, and is not served (run annal verify)",
+                e.position
+            )));
         }
     }
     Ok(())
-}
-
-fn missing_predecessor(events: &[RecordedEvent], i: usize) -> Error {
-    Error::Corrupt(format!(
-        "the event before position {} is missing, so the event there cannot be \
-         checked against its hash (run annal verify)",
-        events.get(i).map_or(0, |e| e.position)
-    ))
-}
-
-/// Checks `events[i]` against its stored hash, with its predecessor's stored hash taken
-/// from the event next to it in the slice or from `predecessors` (sorted by position):
-/// `Ok(false)` when neither has it, [`Error::Corrupt`] on a mismatch.
-fn check_one(events: &[RecordedEvent], predecessors: &[(u64, Hash)], i: usize) -> Result<bool> {
-    let Some(e) = events.get(i) else {
-        return Ok(true);
-    };
-    let prev = if e.position <= 1 {
-        Hash::ZERO
-    } else if let Some(h) = adjacent_predecessor(events, i).or_else(|| {
-        predecessors
-            .binary_search_by_key(&(e.position - 1), |(p, _)| *p)
-            .ok()
-            .map(|k| predecessors[k].1)
-    }) {
-        h
-    } else {
-        return Ok(false);
-    };
-    if event_hash(&prev, e) != e.hash {
-        return Err(Error::Corrupt(format!(
-            "the event at position {} does not match its stored hash: it was altered \
-             after it was written, and is not served (run annal verify)",
-            e.position
-        )));
-    }
-    Ok(true)
-}
-
-/// Checks, on this thread, every event of `events` whose predecessor's stored hash is in
-/// the slice (next to it) or that is at position 1, as [`check_served`] does, and
-/// answers the indices of the others, unchecked: a reader that checks a page in parts
-/// as it reads them checks those ([`check_served_at`]) once it has the whole page.
-pub fn check_linked(events: &[RecordedEvent]) -> Result<Vec<usize>> {
-    let mut unchecked = Vec::new();
-    for i in 0..events.len() {
-        if !check_one(events, &[], i)? {
-            unchecked.push(i);
-        }
-    }
-    Ok(unchecked)
-}
-
-/// The positions whose stored hashes [`check_served_at`] needs for `events[indices]`:
-/// predecessors that are not among `events`.
-pub fn predecessors_needed_at(
-    events: &[RecordedEvent],
-    indices: impl IntoIterator<Item = usize>,
-) -> Vec<u64> {
-    indices
-        .into_iter()
-        .filter_map(|i| events.get(i).map(|e| (i, e)))
-        .filter(|(i, e)| e.position > 1 && adjacent_predecessor(events, *i).is_none())
-        .map(|(_, e)| e.position - 1)
-        .collect()
-}
-
-/// [`check_served`] for the events at `indices` only (the others were checked already,
-/// by [`check_linked`]); `predecessors` holds the stored hashes of
-/// [`predecessors_needed_at`].
-pub fn check_served_at(
-    events: &[RecordedEvent],
-    predecessors: &[(u64, Hash)],
-    indices: &[usize],
-) -> Result<()> {
-    let mut predecessors = predecessors.to_vec();
-    predecessors.sort_unstable_by_key(|(p, _)| *p);
-    check_indices(events, &predecessors, indices.iter().copied())
 }
 
 /// The outcome of a chain check.
@@ -568,37 +514,6 @@ mod tests {
                 "{e}"
             );
         }
-    }
-
-    #[test]
-    fn a_page_checked_in_parts_leaves_only_events_without_a_neighbouring_predecessor() {
-        let events = log(30);
-        // A chunk from the middle of the log: its first event's predecessor is elsewhere.
-        let chunk = &events[10..20];
-        assert_eq!(check_linked(chunk).expect("linked"), [0]);
-        assert_eq!(
-            check_linked(&events[..5]).expect("from 1"),
-            Vec::<usize>::new()
-        );
-        let mut edited = chunk.to_vec();
-        edited[4].data = crate::event::RawJson::parse(r#"{"n":0}"#).expect("json");
-        let e = check_linked(&edited).expect_err("an edit inside the chunk is caught");
-        assert!(e.to_string().contains("position 15 "), "{e}");
-        // The first one, left unchecked, is checked with its predecessor's stored hash.
-        let mut first_edited = chunk.to_vec();
-        first_edited[0].data = crate::event::RawJson::parse(r#"{"n":0}"#).expect("json");
-        assert_eq!(check_linked(&first_edited).expect("linked"), [0]);
-        let needed = predecessors_needed_at(&first_edited, [0]);
-        assert_eq!(needed, [10]);
-        let found = [(10, events[9].hash)];
-        let e = check_served_at(&first_edited, &found, &[0]).expect_err("caught");
-        assert!(e.to_string().contains("position 11 "), "{e}");
-        assert!(check_served_at(chunk, &found, &[0]).is_ok());
-        let missing = check_served_at(chunk, &[], &[0]).expect_err("no predecessor");
-        assert!(
-            missing.to_string().contains("before position 11"),
-            "{missing}"
-        );
     }
 
     #[test]

@@ -341,12 +341,13 @@ impl Store for SqliteStore {
                 ),
             };
             let until = clamp(cap.unwrap_or(u64::MAX));
-            page::read(
-                c,
-                keys.as_deref(),
-                &sql,
-                rusqlite::params![id, clamp(from), clamp(limit), until],
-            )
+            let params = vec![
+                rusqlite::types::Value::Text(id),
+                rusqlite::types::Value::Integer(clamp(from)),
+                rusqlite::types::Value::Integer(clamp(limit)),
+                rusqlite::types::Value::Integer(until),
+            ];
+            page::read(c, keys.as_deref(), &sql, params)
         })
         .await
     }
@@ -362,7 +363,7 @@ impl Store for SqliteStore {
         self.read_durable(move |c, cap| {
             let (sql, params) =
                 crate::filter::read_all_query(c, after_position, limit, &filter, cap)?;
-            page::read(c, keys.as_deref(), &sql, rusqlite::params_from_iter(params))
+            page::read(c, keys.as_deref(), &sql, params)
         })
         .await
     }

@@ -1,56 +1,64 @@
 //! A page of events read on two threads: the reading thread steps the query's rows
-//! while a second thread renders each chunk's packed sealed parts to their text,
-//! checks the chunk against its stored hashes and opens its personal parts, so that a long read keeps both cores busy instead of
-//! checking and opening only after the last row. When chunks queue up for the second
-//! thread, the reading thread checks and opens the one it has just read itself, and it
-//! does the last one, so neither thread waits long for the other.
+//! while a second thread takes them in chunks, renders their packed sealed parts to
+//! their text, checks them against their stored hashes and opens their personal parts,
+//! so that a long read keeps both cores busy instead of doing all that after the last
+//! row. When chunks queue up for the second thread, the reading thread does the one it
+//! has just read itself, and it does the last one.
 //!
 //! Invariants:
 //! - a page is served only after every event on it was checked as [`rows::checked`]
-//!   checks it: a chunk's events whose predecessor is in the chunk are checked with
-//!   the chunk ([`chain::check_linked`]); the reading thread checks the rest once it
-//!   has the whole page, with predecessors from the page or from the store
-//!   ([`rows::check_at`]);
+//!   checks it: each chunk is checked whole ([`chain::check_served`]), with the stored
+//!   hashes of the predecessors that are not in the chunk read by the reading thread
+//!   before it hands the chunk over (in the same snapshot, so a predecessor on the page
+//!   has the hash the page shows);
 //! - a chunk's personal parts are opened with the chunk only with data keys kept for
-//!   reads under the key table's change mark read in the page's snapshot before its
-//!   rows ([`annal_core::privacy::open_kept`], and the invariants of
-//!   `annal_core::privacy::read_cache`). A chunk that cannot be opened whole that way (a
-//!   key not kept, no key-encryption key, a part that does not open) is opened by the
-//!   reading thread after every check, as a one-thread read opens it
-//!   ([`privacy::open_in`]), so errors read the same either way;
+//!   reads under the key table's change mark read in the page's read transaction
+//!   ([`annal_core::privacy::open_kept`], and the invariants of
+//!   `annal_core::privacy::read_cache`); the page is refused outside a transaction. A
+//!   chunk that cannot be opened whole that way (a key not kept, no key-encryption key,
+//!   a part that does not open) is opened by the reading thread, after every chunk was
+//!   checked, as a one-thread read opens a page ([`privacy::open_in`]);
 //! - the page keeps the query's order: chunks carry their place and are put back in it;
-//! - a page of fewer rows than a chunk, or any page on one core, is read on one thread:
-//!   [`rows::checked`], then [`privacy::open`].
+//! - errors read as on one thread: when anything fails, the page is read again on one
+//!   thread ([`rows::query_events`], [`rows::checked`], [`privacy::open`]) in the same
+//!   snapshot, and that read's answer is the page's, so the error names the first bad
+//!   event in the page's order whichever thread met a bad event first;
+//! - a page of fewer rows than a chunk, or any page on one core (or when no thread can
+//!   be started), is read on one thread.
 
 use crate::privacy;
 use crate::rows::{self, db};
+use annal_core::chain::{self, Hash};
 use annal_core::privacy::Keys;
-use annal_core::{Error, RecordedEvent, Result, chain};
+use annal_core::{Error, RecordedEvent, Result};
 use rusqlite::Connection;
+use rusqlite::types::Value;
 use std::ops::Range;
+use std::sync::OnceLock;
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
 
 /// Rows handed to the second thread at a time.
 const CHUNK: usize = 128;
-/// Chunks waiting for the second thread at most; past that the reading thread checks
-/// and opens the chunk it has just read itself, so that neither thread waits long for
-/// the other.
+/// Chunks waiting for the second thread at most; past that the reading thread does the
+/// chunk it has just read itself, so that neither thread waits long for the other.
 const QUEUED: usize = 2;
 
 /// Rows read: their events, with the sealed parts stored packed not yet rendered
-/// (their index in `events` and their bytes).
+/// (their index in `events` and their bytes), and the stored hashes of the
+/// predecessors of those events that are not among them.
 #[derive(Default)]
 struct Rows {
     events: Vec<RecordedEvent>,
     packed: Vec<(usize, Vec<u8>)>,
+    predecessors: Vec<(u64, Hash)>,
 }
 
 impl Rows {
     fn with_capacity(n: usize) -> Self {
         Self {
             events: Vec::with_capacity(n),
-            packed: Vec::new(),
+            ..Self::default()
         }
     }
 
@@ -63,34 +71,17 @@ impl Rows {
         Ok(())
     }
 
-    fn len(&self) -> usize {
-        self.events.len()
-    }
-
-    /// Renders each packed sealed part to its text (the bytes are kept).
-    fn render(&mut self) -> Result<()> {
-        for (i, bytes) in &self.packed {
-            if let Some(e) = self.events.get_mut(*i) {
-                rows::render_sealed(e, bytes)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The events, each sealed part rendered to its text.
-    fn rendered(mut self) -> Result<Vec<RecordedEvent>> {
-        self.render()?;
-        Ok(self.events)
+    /// Reads the stored hashes of the predecessors the chunk's check needs.
+    fn with_predecessors(mut self, conn: &Connection) -> Result<Self> {
+        self.predecessors = rows::stored_hashes(conn, chain::predecessors_needed(&self.events))?;
+        Ok(self)
     }
 }
 
-/// A chunk checked and opened as far as one thread could: its place in the page and
-/// what is left for the reading thread.
+/// A chunk rendered, checked, and opened if it could be: its place in the page.
 struct Done {
     seq: usize,
     events: Vec<RecordedEvent>,
-    /// Indices (in the chunk) of events whose predecessor was not in the chunk.
-    unchecked: Vec<usize>,
     /// Whether every personal part in the chunk was opened.
     opened: bool,
 }
@@ -101,45 +92,86 @@ type Worker<'scope> = (
 );
 
 /// The data keys a chunk may be opened with: the store's keys and the key table's
-/// change mark read in the page's snapshot.
+/// change mark read in the page's read transaction.
 type Mark<'a> = Option<(&'a Keys, i64)>;
 
 /// The events `sql` selects (with [`rows::EVENT_COLUMNS`]), checked against their hashes
-/// and with their personal parts opened, as `rows::checked` and `privacy::open` would
-/// give them, read inside the caller's read transaction.
+/// and with their personal parts opened, as `rows::checked` and `privacy::open` give
+/// them, read inside the caller's read transaction.
 pub fn read(
     conn: &Connection,
     keys: Option<&Keys>,
     sql: &str,
-    params: impl rusqlite::Params,
+    params: Vec<Value>,
+) -> Result<Vec<RecordedEvent>> {
+    if conn.is_autocommit() {
+        return Err(Error::storage(
+            "a page of events is read inside a read transaction (the key table's mark and the rows must share its snapshot)",
+        ));
+    }
+    match two_threads(conn, keys, sql, &params) {
+        Ok(events) => Ok(events),
+        Err(_) => {
+            let events = rows::query_events(conn, sql, rusqlite::params_from_iter(params))?;
+            privacy::open(conn, keys, rows::checked(conn, events)?)
+        }
+    }
+}
+
+/// Whether this machine has a second core to read on (asked once).
+fn two_cores() -> bool {
+    static TWO: OnceLock<bool> = OnceLock::new();
+    *TWO.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
+
+fn two_threads(
+    conn: &Connection,
+    keys: Option<&Keys>,
+    sql: &str,
+    params: &[Value],
 ) -> Result<Vec<RecordedEvent>> {
     let mark = match keys {
         Some(k) => Some((k, privacy::key_changes(conn)?)),
         None => None,
     };
-    let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
     let mut stmt = conn.prepare_cached(sql).map_err(db)?;
-    let mut found = stmt.query(params).map_err(db)?;
+    let mut found = stmt.query(rusqlite::params_from_iter(params)).map_err(db)?;
+    let mut two = two_cores();
     let (tail, done) = std::thread::scope(|scope| -> Result<_> {
         let mut worker: Option<Worker<'_>> = None;
         let mut done = Vec::new();
         let mut chunk = Rows::with_capacity(CHUNK);
-        let mut handed = true;
         while let Some(row) = found.next().map_err(db)? {
             chunk.push(row)?;
-            if chunk.len() == CHUNK && two_cores {
-                let (tx, _) = worker.get_or_insert_with(|| start(scope, mark));
-                let full = std::mem::replace(&mut chunk, Rows::with_capacity(CHUNK));
-                match tx.try_send((done.len(), full)) {
-                    Ok(()) => done.push(None),
-                    Err(TrySendError::Full((seq, full))) => {
-                        done.push(Some(check_and_open(seq, full, mark)?));
+            if chunk.events.len() < CHUNK || !two {
+                continue;
+            }
+            let full = std::mem::replace(&mut chunk, Rows::with_capacity(CHUNK))
+                .with_predecessors(conn)?;
+            if worker.is_none() {
+                worker = start(scope, mark);
+            }
+            let Some((tx, _)) = &worker else {
+                // No thread could be started: read on one thread from here.
+                two = false;
+                chunk = merge(done, full)?;
+                done = Vec::new();
+                continue;
+            };
+            match tx.try_send((done.len(), full)) {
+                Ok(()) => done.push(None),
+                Err(TrySendError::Full((seq, full))) => {
+                    done.push(Some(check_and_open(seq, full, mark)?));
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    // The second thread stopped on an error: that is the page's.
+                    if let Some((tx, handle)) = worker.take() {
+                        drop(tx);
+                        handle.join().unwrap_or_else(|_| {
+                            Err(Error::storage("a page-reading thread panicked"))
+                        })?;
                     }
-                    Err(TrySendError::Disconnected(_)) => {
-                        // The second thread stopped: its answer says why.
-                        handed = false;
-                        break;
-                    }
+                    return Err(Error::storage("a page-reading thread stopped early"));
                 }
             }
         }
@@ -150,72 +182,97 @@ pub fn read(
         let seq = done.len();
         let mut done: Vec<Done> = done.into_iter().flatten().collect();
         if !chunk.events.is_empty() {
-            done.push(check_and_open(seq, chunk, mark)?);
+            done.push(check_and_open(seq, chunk.with_predecessors(conn)?, mark)?);
         }
         let theirs = handle
             .join()
             .unwrap_or_else(|_| Err(Error::storage("a page-reading thread panicked")))?;
-        if !handed {
-            return Err(Error::storage("a page-reading thread stopped early"));
-        }
         done.extend(theirs);
         done.sort_unstable_by_key(|d| d.seq);
+        if done.iter().enumerate().any(|(i, d)| d.seq != i) {
+            return Err(Error::storage("a page-reading thread lost a chunk"));
+        }
         Ok((Rows::default(), Some(done)))
     })?;
     drop(found);
     match done {
-        None => privacy::open(conn, keys, rows::checked(conn, tail.rendered()?)?),
+        None => {
+            let events = rendered(tail)?;
+            privacy::open(conn, keys, rows::checked(conn, events)?)
+        }
         Some(done) => finish(conn, keys, done),
     }
 }
 
-/// Renders a chunk's packed sealed parts, checks its events whose predecessor is in it,
-/// and opens its personal parts if every data key they need is kept (see the module's
+/// The rows read before a second thread failed to start, and the chunk in hand: all
+/// of them, in order, to be read on one thread (only the reading thread's chunks exist
+/// then, none was handed over).
+fn merge(done: Vec<Option<Done>>, chunk: Rows) -> Result<Rows> {
+    let mut rows = Rows::default();
+    for d in done {
+        let d = d.ok_or_else(|| Error::storage("a chunk was handed to no thread"))?;
+        rows.events.extend(d.events);
+    }
+    let base = rows.events.len();
+    rows.packed
+        .extend(chunk.packed.into_iter().map(|(i, b)| (base + i, b)));
+    rows.events.extend(chunk.events);
+    Ok(rows)
+}
+
+/// The events of `rows`, each packed sealed part rendered to its text.
+fn rendered(mut rows: Rows) -> Result<Vec<RecordedEvent>> {
+    for (i, bytes) in &rows.packed {
+        if let Some(e) = rows.events.get_mut(*i) {
+            rows::render_sealed(e, bytes)?;
+        }
+    }
+    Ok(rows.events)
+}
+
+/// Renders a chunk's packed sealed parts, checks its events against their hashes, and
+/// opens its personal parts if every data key they need is kept (see the module's
 /// invariants).
 fn check_and_open(seq: usize, mut chunk: Rows, mark: Mark<'_>) -> Result<Done> {
-    chunk.render()?;
-    let unchecked = chain::check_linked(&chunk.events)?;
-    let Rows { mut events, packed } = chunk;
+    let predecessors = std::mem::take(&mut chunk.predecessors);
+    let mut events = rendered(chunk)?;
+    chain::check_served(&events, &predecessors)?;
     let opened = match mark {
-        Some((keys, counter)) => {
-            annal_core::privacy::open_kept(&mut events, &packed, keys, counter)
-        }
+        Some((keys, counter)) => annal_core::privacy::open_kept(&mut events, keys, counter),
         None => events.iter().all(|e| e.sealed.is_none()),
     };
     Ok(Done {
         seq,
         events,
-        unchecked,
         opened,
     })
 }
 
-/// Starts the second thread: it checks and opens each chunk it is handed.
-fn start<'scope>(scope: &'scope Scope<'scope, '_>, mark: Mark<'scope>) -> Worker<'scope> {
+/// Starts the second thread, which renders, checks and opens each chunk it is handed;
+/// `None` when no thread can be started.
+fn start<'scope>(scope: &'scope Scope<'scope, '_>, mark: Mark<'scope>) -> Option<Worker<'scope>> {
     let (tx, rx) = sync_channel::<(usize, Rows)>(QUEUED);
-    let handle = scope.spawn(move || {
-        rx.into_iter()
-            .map(|(seq, events)| check_and_open(seq, events, mark))
-            .collect()
-    });
-    (tx, handle)
+    let handle = std::thread::Builder::new()
+        .spawn_scoped(scope, move || {
+            rx.into_iter()
+                .map(|(seq, rows)| check_and_open(seq, rows, mark))
+                .collect()
+        })
+        .ok()?;
+    Some((tx, handle))
 }
 
-/// The page from its chunks, in order: the events left unchecked are checked, then
-/// the parts left closed are opened.
+/// The page from its chunks, in order, each checked; the parts left closed are opened.
 fn finish(conn: &Connection, keys: Option<&Keys>, done: Vec<Done>) -> Result<Vec<RecordedEvent>> {
     let mut events = Vec::with_capacity(done.iter().map(|d| d.events.len()).sum());
-    let mut unchecked = Vec::new();
     let mut closed: Vec<Range<usize>> = Vec::new();
     for d in done {
         let base = events.len();
-        unchecked.extend(d.unchecked.into_iter().map(|i| base + i));
         if !d.opened {
             closed.push(base..base + d.events.len());
         }
         events.extend(d.events);
     }
-    rows::check_at(conn, &events, &unchecked)?;
     for range in closed {
         if let Some(part) = events.get_mut(range) {
             privacy::open_in(conn, keys, part)?;

@@ -161,17 +161,8 @@ pub fn checked(conn: &Connection, events: Vec<RecordedEvent>) -> Result<Vec<Reco
     Ok(events)
 }
 
-/// Checks the events at `indices` of `events`, read on `conn`, against their stored
-/// hashes ([`annal_core::chain::check_served_at`]); predecessors' hashes come from the
-/// page or from `conn`.
-pub fn check_at(conn: &Connection, events: &[RecordedEvent], indices: &[usize]) -> Result<()> {
-    let needed = annal_core::chain::predecessors_needed_at(events, indices.iter().copied());
-    let found = stored_hashes(conn, needed)?;
-    annal_core::chain::check_served_at(events, &found, indices)
-}
-
 /// The stored hashes of these positions (those that exist).
-fn stored_hashes(conn: &Connection, positions: Vec<u64>) -> Result<Vec<(u64, Hash)>> {
+pub fn stored_hashes(conn: &Connection, positions: Vec<u64>) -> Result<Vec<(u64, Hash)>> {
     let mut found = Vec::with_capacity(positions.len());
     if positions.is_empty() {
         return Ok(found);

@@ -158,3 +158,73 @@ async fn a_long_page_read_after_another_store_forgot_a_subject_shows_it_erased_i
         assert_eq!(readable, 100);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn of_two_edits_on_a_long_page_the_first_in_the_pages_order_is_reported() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("annal.db");
+    let store = filled(&path).await;
+    for position in [129, 700] {
+        behind_the_back(
+            &path,
+            &format!("UPDATE events SET data = '{{\"n\":-1}}' WHERE position = {position}"),
+        );
+    }
+    // Whichever thread meets its edit first, the error names 129 reading forwards and
+    // 700 reading the stream backwards, as a read on one thread does.
+    for _ in 0..5 {
+        for (read, first) in [
+            (whole_log(&store).await, 129),
+            (whole_aggregate(&store).await, 129),
+            (
+                store
+                    .read_aggregate("family_all", Direction::Backward, None, 5000)
+                    .await,
+                700,
+            ),
+        ] {
+            match read {
+                Err(Error::Corrupt(why)) => {
+                    assert!(why.contains(&format!("position {first} ")), "{why}")
+                }
+                other => panic!("edits were served: {:?}", other.map(|e| e.len())),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_read_among_others_is_checked_both_ways() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("annal.db");
+    let store = open(&path);
+    // Two streams interleaved: no event's predecessor is in its own stream's page.
+    for i in 0..600u64 {
+        let family = if i % 2 == 0 { "family_a" } else { "family_b" };
+        store
+            .append(req("Family", family, ExpectedVersion::Any, vec![event(i)]))
+            .await
+            .expect("append");
+    }
+    for direction in [Direction::Forward, Direction::Backward] {
+        let events = store
+            .read_aggregate("family_a", direction, None, 1000)
+            .await
+            .expect("read");
+        assert_eq!(events.len(), 300);
+        assert!(events.iter().all(|e| e.personal.is_some()));
+    }
+    behind_the_back(
+        &path,
+        "UPDATE events SET data = '{\"n\":-1}' WHERE position = 301",
+    );
+    for direction in [Direction::Forward, Direction::Backward] {
+        match store
+            .read_aggregate("family_a", direction, None, 1000)
+            .await
+        {
+            Err(Error::Corrupt(why)) => assert!(why.contains("position 301 "), "{why}"),
+            other => panic!("an edit was served: {:?}", other.map(|e| e.len())),
+        }
+    }
+}

@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 /// The first byte of packed form 1.
 pub const TAG: u8 = 1;
-pub(super) const KEY_LEN: usize = 16;
+const KEY_LEN: usize = 16;
 
 /// Why bytes are not a packed sealed form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,17 +140,15 @@ impl<'a> Reader<'a> {
 }
 
 /// A packed form's parts, checked as [`unpack`] checks them, nothing rendered.
-pub(super) struct Parts<'a> {
-    pub(super) subjects: Vec<&'a str>,
-    /// The key ids, 16 bytes each.
-    pub(super) keys: &'a [u8],
-    /// The nonces, [`NONCE_LEN`] bytes each.
-    pub(super) nonces: &'a [u8],
-    pub(super) ciphertext: &'a [u8],
+struct Parts<'a> {
+    subjects: Vec<&'a str>,
+    keys: &'a [u8],
+    nonces: &'a [u8],
+    ciphertext: &'a [u8],
 }
 
 impl<'a> Parts<'a> {
-    pub(super) fn read(bytes: &'a [u8]) -> Result<Self, PackedError> {
+    fn read(bytes: &'a [u8]) -> Result<Self, PackedError> {
         let mut r = Reader(bytes);
         if r.byte("empty")? != TAG {
             return Err(PackedError("an unknown tag"));

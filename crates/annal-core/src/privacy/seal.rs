@@ -201,30 +201,6 @@ impl<'a> Sealed<'a> {
         })
     }
 
-    /// The parts of a packed sealed form ([`super::packed`]) read directly, without
-    /// rendering its text and parsing it back: for a reader that has the bytes the text
-    /// was rendered from (and checked against the chain), so the two agree. `None` for
-    /// bytes [`super::packed::unpack`] refuses.
-    fn from_packed(bytes: &'a [u8]) -> Option<Self> {
-        let parts = super::packed::Parts::read(bytes).ok()?;
-        let mut keys = Vec::with_capacity(parts.subjects.len());
-        for id in parts.keys.chunks_exact(super::packed::KEY_LEN) {
-            let id = Uuid::from_slice(id).ok()?;
-            keys.push(Cow::Owned(id.hyphenated().to_string()));
-        }
-        let nonces = parts
-            .nonces
-            .chunks_exact(NONCE_LEN)
-            .map(|n| n.try_into().ok())
-            .collect::<Option<Vec<[u8; NONCE_LEN]>>>()?;
-        Some(Self {
-            subjects: parts.subjects.into_iter().map(Cow::Borrowed).collect(),
-            keys,
-            nonces,
-            ciphertext: parts.ciphertext.to_vec(),
-        })
-    }
-
     /// The subjects and the plaintext with the data keys found (`None`: forgotten), or
     /// [`ERASED`].
     fn open(
@@ -439,32 +415,19 @@ pub fn open_events_with(
 
 /// Opens the sealed parts of `events` on this thread with the data keys kept for reads
 /// under the key table's change counter `counter` alone (`Keys::kept_keys`), for a
-/// reader that opens a page in parts while it reads the rest (annal-sqlite). `packed`
-/// holds, by index in `events` (ascending), the packed bytes some sealed texts were
-/// rendered from ([`super::packed::unpack`]): those parts are read from the bytes, the
-/// others parsed from their text. `false`, with `events` unchanged, when a key id is not
-/// kept or a part does not open: the reader then opens them with [`open_events_with`],
-/// which reads the missing rows and reports what is wrong.
-pub fn open_kept(
-    events: &mut [RecordedEvent],
-    packed: &[(usize, Vec<u8>)],
-    keys: &Keys,
-    counter: i64,
-) -> bool {
+/// reader that opens a page in parts while it reads the rest (annal-sqlite). `false`,
+/// with `events` unchanged, when a key id is not kept or a part does not open: the
+/// reader then opens them with [`open_events_with`], which reads the missing rows and
+/// reports what is wrong.
+pub fn open_kept(events: &mut [RecordedEvent], keys: &Keys, counter: i64) -> bool {
     let events_read: &[RecordedEvent] = events;
-    let mut packed = packed.iter().peekable();
     let mut sealed = Vec::new();
     for (i, e) in events_read.iter().enumerate() {
-        let Some(text) = &e.sealed else {
-            continue;
-        };
-        let read = match packed.next_if(|(at, _)| *at == i) {
-            Some((_, bytes)) => Sealed::from_packed(bytes),
-            None => Sealed::read(text, e.position).ok(),
-        };
-        match read {
-            Some(s) => sealed.push((i, s)),
-            None => return false,
+        if let Some(text) = &e.sealed {
+            match Sealed::read(text, e.position) {
+                Ok(s) => sealed.push((i, s)),
+                Err(_) => return false,
+            }
         }
     }
     if sealed.is_empty() {
@@ -598,7 +561,7 @@ mod tests {
     }
 
     #[test]
-    fn a_part_opened_from_its_packed_bytes_reads_as_one_opened_from_its_text() {
+    fn kept_keys_open_a_part_only_under_the_counter_they_were_kept_under() {
         let keys = Keys::new(super::super::Keyring::from_bytes([3; 32]));
         let (data_key, row) = keys
             .current()
@@ -607,25 +570,21 @@ mod tests {
         let plain = RawJson::parse(r#"{"child_name":"Sofía"}"#).expect("json");
         let id = Uuid::now_v7();
         let part = seal_part(id, &plain, &[("family_1".into(), data_key)]).expect("seal");
-        let bytes = part.packed.clone().expect("a packed form");
         // Nothing kept yet: the reader must fall back, and nothing changes.
         let mut events = vec![recorded(id, part.text.clone())];
-        assert!(!open_kept(&mut events, &[(0, bytes.clone())], &keys, 7));
+        assert!(!open_kept(&mut events, &keys, 7));
         assert_eq!(events[0].personal, None);
         keys.keys_for_read(7, std::slice::from_ref(&row.key_id), |_| {
             Ok(vec![row.clone()])
         })
         .expect("kept");
-        // From the bytes and from the text alike.
-        for packed in [vec![(0, bytes.clone())], Vec::new()] {
-            let mut events = vec![recorded(id, part.text.clone())];
-            assert!(open_kept(&mut events, &packed, &keys, 7));
-            assert_eq!(events[0].personal.as_ref(), Some(&plain));
-            assert_eq!(events[0].subjects, ["family_1"]);
-        }
-        // Under another counter the kept key is not served.
         let mut events = vec![recorded(id, part.text.clone())];
-        assert!(!open_kept(&mut events, &[(0, bytes)], &keys, 8));
+        assert!(open_kept(&mut events, &keys, 7));
+        assert_eq!(events[0].personal.as_ref(), Some(&plain));
+        assert_eq!(events[0].subjects, ["family_1"]);
+        // Under another counter the kept key is not served.
+        let mut events = vec![recorded(id, part.text)];
+        assert!(!open_kept(&mut events, &keys, 8));
         assert_eq!(events[0].personal, None);
     }
 
