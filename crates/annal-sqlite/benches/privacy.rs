@@ -11,6 +11,12 @@
 //! turn with the other shape's, 1 by default, and W4 is their median),
 //! `ANNAL_BENCH_DIR`; `ANNAL_BENCH_SHAPE=plain` or `personal` runs that shape
 //! alone (for a profile of one shape).
+//!
+//! Each run does W1 and W2 of both shapes (each store closed after its workload), then
+//! W3 of each (the first shape's W3 store stays open, idle, during the second's W3),
+//! then W4 reading the two W3 stores in turn and W5 on each. A personal store's first
+//! W4 read finds no data keys kept for reads yet and reads their rows, as any first
+//! read does; later reads use the kept keys.
 
 use annal_core::NewEvent;
 use annal_core::privacy::Keyring;
@@ -34,28 +40,40 @@ fn open(dir: &std::path::Path, n: usize) -> SqliteStore {
     SqliteStore::open_with(dir.join(format!("bench-{n}.db")), options).expect("open")
 }
 
-/// W1–W3 with `event` as the events' shape: events/s of each, and W3's store once its
-/// index has caught up (W4 and W5 read it).
-async fn writes(
+/// W1 and W2 with `event` as the events' shape: events/s of each (their stores are
+/// closed before this returns).
+async fn small_writes(
     dir: &std::path::Path,
     n: &mut usize,
     event: fn(u64) -> NewEvent,
-    (w1, w2, w3): (u64, u64, u64),
-) -> ([f64; 3], SqliteStore) {
+    (w1, w2): (u64, u64),
+) -> Vec<f64> {
     let mut next = || {
         *n += 1;
         open(dir, *n)
     };
     let r1 = rate(one_writer_on(&next(), w1, "family", event).await);
     let r2 = rate(concurrent_writers_on(&next(), W2_WRITERS, w2, event).await);
-    let s = next();
+    vec![r1, r2]
+}
+
+/// W3 with `event` as the events' shape: events/s, and its store once its index has
+/// caught up (W4 and W5 read it).
+async fn batch_writes(
+    dir: &std::path::Path,
+    n: &mut usize,
+    event: fn(u64) -> NewEvent,
+    w3: u64,
+) -> (f64, SqliteStore) {
+    *n += 1;
+    let s = open(dir, *n);
     let r3 = rate(batches_on(&s, w3, "family", event).await);
     let behind = index_caught_up(&s).await;
     println!(
         "  the index caught up {:.0} ms after W3",
         behind.as_secs_f64() * 1000.0
     );
-    ([r1, r2, r3], s)
+    (r3, s)
 }
 
 #[tokio::main]
@@ -86,13 +104,20 @@ async fn main() {
         } else {
             [("personal", payment_personal), ("plain", payment)]
         };
+        let order: Vec<Shape> = order
+            .into_iter()
+            .filter(|(shape, _)| only.as_deref().is_none_or(|o| o == *shape))
+            .collect();
+        // W1 and W2 of both shapes before either W3 store exists; then W3 of each.
+        let mut small = Vec::new();
+        for (_, event) in &order {
+            small.push(small_writes(dir.path(), &mut n, *event, (sizes.0, sizes.1)).await);
+        }
         let mut done = Vec::new();
-        for (shape, event) in order {
-            if only.as_deref().is_some_and(|o| o != shape) {
-                continue;
-            }
-            let (rates, store) = writes(dir.path(), &mut n, event, sizes).await;
-            done.push((shape, event, rates.to_vec(), store, Vec::new()));
+        for ((shape, event), mut rates) in order.into_iter().zip(small) {
+            let (r3, store) = batch_writes(dir.path(), &mut n, event, sizes.2).await;
+            rates.push(r3);
+            done.push((shape, event, rates, store, Vec::new()));
         }
         // W4 reads each shape's store in turn, `reads` times, so that both shapes meet
         // the machine in the same state; W4 is each one's median.
