@@ -221,13 +221,13 @@ fn merge(done: Vec<Option<Done>>, chunk: Rows) -> Result<Rows> {
 }
 
 /// The events of `rows`, each packed sealed part rendered to its text.
-fn rendered(mut rows: Rows) -> Result<Vec<RecordedEvent>> {
-    for (i, bytes) in &rows.packed {
-        if let Some(e) = rows.events.get_mut(*i) {
+fn rendered(mut read: Rows) -> Result<Vec<RecordedEvent>> {
+    for (i, bytes) in &read.packed {
+        if let Some(e) = read.events.get_mut(*i) {
             rows::render_sealed(e, bytes)?;
         }
     }
-    Ok(rows.events)
+    Ok(read.events)
 }
 
 /// Renders a chunk's packed sealed parts, checks its events against their hashes, and

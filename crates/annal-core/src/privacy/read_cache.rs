@@ -11,8 +11,9 @@
 //! come back with other rows behind it.
 //!
 //! Invariants:
-//! - an entry is served only to a read whose counter, read after its events, is the one
-//!   the entry was kept under: a forgetting or rotation committed before those events
+//! - an entry is served only to a read whose counter, read in the same snapshot as its
+//!   events (or after them), is the one the entry was kept under ([`Keys::keys_for_read`],
+//!   and `Keys::kept_keys` for a reader opening a page in parts on another thread): a forgetting or rotation committed before those events
 //!   were read changed the counter, so no key kept from before it is served;
 //! - an entry is kept only from rows read after the counter they are kept under (never
 //!   older than it), and only while no read has moved the cache to another counter;
