@@ -152,10 +152,10 @@ fn two_threads(
                 worker = start(scope, mark);
             }
             let Some((tx, _)) = &worker else {
-                // No thread could be started: read on one thread from here.
+                // No thread could be started (at the first full chunk, so none was
+                // handed over or done yet): read on one thread from here.
                 two = false;
-                chunk = merge(done, full)?;
-                done = Vec::new();
+                chunk = full;
                 continue;
             };
             match tx.try_send((done.len(), full)) {
@@ -204,23 +204,7 @@ fn two_threads(
     }
 }
 
-/// The rows read before a second thread failed to start, and the chunk in hand: all
-/// of them, in order, to be read on one thread (only the reading thread's chunks exist
-/// then, none was handed over).
-fn merge(done: Vec<Option<Done>>, chunk: Rows) -> Result<Rows> {
-    let mut rows = Rows::default();
-    for d in done {
-        let d = d.ok_or_else(|| Error::storage("a chunk was handed to no thread"))?;
-        rows.events.extend(d.events);
-    }
-    let base = rows.events.len();
-    rows.packed
-        .extend(chunk.packed.into_iter().map(|(i, b)| (base + i, b)));
-    rows.events.extend(chunk.events);
-    Ok(rows)
-}
-
-/// The events of `rows`, each packed sealed part rendered to its text.
+/// The events read, each packed sealed part rendered to its text.
 fn rendered(mut read: Rows) -> Result<Vec<RecordedEvent>> {
     for (i, bytes) in &read.packed {
         if let Some(e) = read.events.get_mut(*i) {

@@ -8,8 +8,8 @@
 //! - forgetting sets `wrapped_key` to NULL; with `secure_delete` on, SQLite overwrites
 //!   the old bytes in the page it rewrites;
 //! - a read opens personal parts with the rows as they are at that read, read in the
-//!   snapshot of its events (the same read transaction) or after them: a key destroyed before reads as erased, whether or not its unwrapped form
-//!   is cached ([`Keys`]). The rows of keys kept from earlier reads are not read again
+//!   snapshot of its events (the same read transaction) or after them: a key destroyed
+//!   before reads as erased, whether or not its unwrapped form is cached ([`Keys`]). The rows of keys kept from earlier reads are not read again
 //!   while `key_changes.n`, which triggers set to a new random value in every
 //!   transaction that updates, deletes or replaces a key row, is the same in the page's
 //!   snapshot ([`open`], `Keys::keys_for_read`);

@@ -35,11 +35,7 @@ pub fn time(column: &str, text: &str) -> Result<Timestamp> {
 
 /// Reads one event row selected with [`EVENT_COLUMNS`].
 pub fn event_from_row(row: &Row<'_>) -> Result<RecordedEvent> {
-    let (mut event, packed) = event_and_packed(row)?;
-    if let Some(bytes) = packed {
-        render_sealed(&mut event, &bytes)?;
-    }
-    Ok(event)
+    read_event(row, false).map(|(event, _)| event)
 }
 
 /// Gives `event` the sealed part whose packed form ([`annal_core::privacy::packed`]) is
@@ -55,6 +51,12 @@ pub fn render_sealed(event: &mut RecordedEvent, bytes: &[u8]) -> Result<()> {
 /// and answered as its bytes, for [`render_sealed`] to render, on another thread if
 /// need be; one stored as text is read into the event.
 pub fn event_and_packed(row: &Row<'_>) -> Result<(RecordedEvent, Option<Vec<u8>>)> {
+    read_event(row, true)
+}
+
+/// An event row, its packed sealed part rendered to text or, with `keep_packed`, left
+/// out and answered as its bytes.
+fn read_event(row: &Row<'_>, keep_packed: bool) -> Result<(RecordedEvent, Option<Vec<u8>>)> {
     let position: i64 = row.get(0).map_err(db)?;
     let value = |i| row.get_ref(i).map_err(db);
     let event_id = ids::event_id_from(value(1)?).map_err(|e| corrupt(position, "event_id", e))?;
@@ -66,10 +68,12 @@ pub fn event_and_packed(row: &Row<'_>) -> Result<(RecordedEvent, Option<Vec<u8>>
     let causation_id =
         ids::id_from(value(10)?).map_err(|e| corrupt(position, "causation_id", e))?;
     let event_version: i64 = row.get(3).map_err(db)?;
-    let sealed = value(15)?;
-    let packed = match sealed {
-        ValueRef::Blob(b) => Some(b.to_vec()),
-        _ => None,
+    let (sealed, packed) = match value(15)? {
+        ValueRef::Blob(b) if keep_packed => (None, Some(b.to_vec())),
+        stored => (
+            crate::privacy::sealed_from(stored).map_err(|e| corrupt(position, "sealed", e))?,
+            None,
+        ),
     };
     let aggregate_version: i64 = row.get(6).map_err(db)?;
     let event = RecordedEvent {
@@ -89,12 +93,7 @@ pub fn event_and_packed(row: &Row<'_>) -> Result<(RecordedEvent, Option<Vec<u8>>
         principal: row.get(14).map_err(db)?,
         data: RawJson::from_stored(row.get(11).map_err(db)?),
         metadata: RawJson::from_stored(row.get(12).map_err(db)?),
-        sealed: match sealed {
-            ValueRef::Blob(_) => None,
-            other => {
-                crate::privacy::sealed_from(other).map_err(|e| corrupt(position, "sealed", e))?
-            }
-        },
+        sealed,
         subjects: Vec::new(),
         personal: None,
         hash,

@@ -93,14 +93,17 @@ async fn a_version_2_file_gets_the_stream_records_the_writer_would_have_kept() {
     streams::check_migrated(&store, &names, kept).await;
 }
 
+/// Takes away what version 11 added: the key table's change mark and its triggers.
+const UNDO_V11: &str = "DROP TRIGGER key_rows_updated; DROP TRIGGER key_rows_deleted;
+         DROP TRIGGER key_rows_replaced;
+         DROP TABLE key_changes;";
+
 /// Turns a file back into version 7's layout: `events` as versions 1 to 7 declared it
 /// (ids and hashes as text, read from the `events_readable` view version 8 adds, and
 /// its uniqueness constraints), its version 4 indexes, and no view.
 fn back_to_version_7(conn: &rusqlite::Connection) {
-    conn.execute_batch(
-        "DROP TRIGGER key_rows_updated; DROP TRIGGER key_rows_deleted;
-         DROP TRIGGER key_rows_replaced;
-         DROP TABLE key_changes;
+    conn.execute_batch(&format!(
+        "{UNDO_V11}
          CREATE TABLE events_v7 (
              position          INTEGER PRIMARY KEY,
              event_id          TEXT    NOT NULL UNIQUE,
@@ -137,8 +140,8 @@ fn back_to_version_7(conn: &rusqlite::Connection) {
          BEGIN SELECT RAISE(ABORT, 'events are immutable'); END;
          CREATE TRIGGER events_are_never_deleted BEFORE DELETE ON events
          BEGIN SELECT RAISE(ABORT, 'events are never deleted'); END;
-         DELETE FROM schema_version WHERE version > 7;",
-    )
+         DELETE FROM schema_version WHERE version > 7;"
+    ))
     .expect("back to version 7");
     let text: i64 = conn
         .query_row(
@@ -396,18 +399,16 @@ async fn a_version_9_file_loses_event_subjects_and_its_index_file_gets_them() {
     }
     drop(store);
     let conn = rusqlite::Connection::open(&path).expect("open behind the store's back");
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "CREATE TABLE event_subjects (
              subject  TEXT    NOT NULL,
              position INTEGER NOT NULL,
              PRIMARY KEY (subject, position)
          ) WITHOUT ROWID;
          INSERT INTO event_subjects VALUES ('family_1', 1), ('family_2', 3), ('family_1', 5);
-         DROP TRIGGER key_rows_updated; DROP TRIGGER key_rows_deleted;
-         DROP TRIGGER key_rows_replaced;
-         DROP TABLE key_changes;
-         DELETE FROM schema_version WHERE version > 9;",
-    )
+         {UNDO_V11}
+         DELETE FROM schema_version WHERE version > 9;"
+    ))
     .expect("back to version 9");
     drop(conn);
     let index = rusqlite::Connection::open(path.with_extension("db-index")).expect("index file");

@@ -12,8 +12,9 @@
 //!
 //! Invariants:
 //! - an entry is served only to a read whose counter, read in the same snapshot as its
-//!   events (or after them), is the one the entry was kept under ([`Keys::keys_for_read`],
-//!   and `Keys::kept_keys` for a reader opening a page in parts on another thread): a forgetting or rotation committed before those events
+//!   events (or after them), is the one the entry was kept under
+//!   ([`Keys::keys_for_read`], and `Keys::kept_keys` for a reader opening a page in
+//!   parts on another thread): a forgetting or rotation committed before those events
 //!   were read changed the counter, so no key kept from before it is served;
 //! - an entry is kept only from rows read after the counter they are kept under (never
 //!   older than it), and only while no read has moved the cache to another counter;
@@ -38,7 +39,7 @@ pub(super) struct ReadCache {
 
 impl Keys {
     /// The data keys of `ids` for a read that read the key table's change counter
-    /// `counter` after its events: the ones kept under that counter, and for the others
+    /// `counter` in its events' snapshot: the ones kept under that counter, and for the others
     /// what `fetch` reads of their rows (unwrapped as [`Keys::data_keys`] does; `None`
     /// for a forgotten key; ids without a row are left out), kept for later reads under
     /// `counter`.

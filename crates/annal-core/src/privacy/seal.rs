@@ -402,17 +402,6 @@ pub fn open_events(
     })
 }
 
-/// [`open_events`] with the data keys found by `resolve`: for the key ids asked, each
-/// id's data key, `None` for a key that is gone, no entry for one this store never had
-/// (a backend that keeps keys for reads: [`Keys::keys_for_read`]). Long pages are
-/// opened on two threads.
-pub fn open_events_with(
-    events: &mut [RecordedEvent],
-    resolve: impl FnOnce(&[String]) -> Result<HashMap<String, Option<DataKey>>>,
-) -> Result<()> {
-    open_parts(events, resolve, true)
-}
-
 /// Opens the sealed parts of `events` on this thread with the data keys kept for reads
 /// under the key table's change counter `counter` alone (`Keys::kept_keys`), for a
 /// reader that opens a page in parts while it reads the rest (annal-sqlite). `false`,
@@ -461,10 +450,13 @@ pub fn open_kept(events: &mut [RecordedEvent], keys: &Keys, counter: i64) -> boo
     true
 }
 
-fn open_parts(
+/// [`open_events`] with the data keys found by `resolve`: for the key ids asked, each
+/// id's data key, `None` for a key that is gone, no entry for one this store never had
+/// (a backend that keeps keys for reads: [`Keys::keys_for_read`]). Long pages are
+/// opened on two threads.
+pub fn open_events_with(
     events: &mut [RecordedEvent],
     resolve: impl FnOnce(&[String]) -> Result<HashMap<String, Option<DataKey>>>,
-    split: bool,
 ) -> Result<()> {
     let at: Vec<usize> = (0..events.len())
         .filter(|&i| events[i].sealed.is_some())
@@ -473,7 +465,7 @@ fn open_parts(
         return Ok(());
     }
     let events_read: &[RecordedEvent] = events;
-    let sealed = map_split_or_not(split, at.clone(), |i| {
+    let sealed = map_split(at.clone(), |i| {
         let e = &events_read[i];
         match &e.sealed {
             Some(s) => Sealed::read(s, e.position),
@@ -489,7 +481,7 @@ fn open_parts(
     let ids: Vec<String> = ids.into_iter().map(str::to_owned).collect();
     let found = resolve(&ids)?;
     let jobs: Vec<(usize, Sealed<'_>)> = at.into_iter().zip(sealed).collect();
-    let opened = map_split_or_not(split, jobs, |(i, s)| {
+    let opened = map_split(jobs, |(i, s)| {
         let e = &events_read[i];
         s.open(e.event_id, e.position, &found).map(|o| (i, o))
     })?;
@@ -500,19 +492,6 @@ fn open_parts(
         }
     }
     Ok(())
-}
-
-/// [`map_split`] when `split`, else `f` over `items` on this thread.
-fn map_split_or_not<T: Send, R: Send>(
-    split: bool,
-    items: Vec<T>,
-    f: impl Fn(T) -> Result<R> + Sync,
-) -> Result<Vec<R>> {
-    if split {
-        map_split(items, f)
-    } else {
-        items.into_iter().map(f).collect()
-    }
 }
 
 #[cfg(test)]
