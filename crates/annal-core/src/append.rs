@@ -399,14 +399,14 @@ impl AppendRequest {
         let mut events = Vec::with_capacity(self.events.len());
         for (i, e) in self.events.into_iter().enumerate() {
             let field = |f: &str| format!("{at}events[{i}].{f}");
-            check_name(&field("event_type"), &e.event_type)?;
+            check_name_at(&e.event_type, || field("event_type"))?;
             for (name, value) in [
                 ("user_id", &e.user_id),
                 ("correlation_id", &e.correlation_id),
                 ("causation_id", &e.causation_id),
             ] {
                 if let Some(v) = value {
-                    check_name(&field(name), v)?;
+                    check_name_at(v, || field(name))?;
                 }
             }
             let event_version = e.event_version.unwrap_or(1);
@@ -420,7 +420,7 @@ impl AppendRequest {
             let personal = match e.personal {
                 Some(plain) => {
                     crate::privacy::check_personal(
-                        &format!("{at}events[{i}]."),
+                        || format!("{at}events[{i}]."),
                         &e.data,
                         &plain,
                         &e.subjects,
@@ -498,12 +498,18 @@ fn check_batch(field: &str, n: usize, limits: &Limits) -> Result<()> {
 
 /// Checks a name-like field: 1 to 255 bytes, no control characters.
 pub fn check_name(field: &str, value: &str) -> Result<()> {
+    check_name_at(value, || field.to_owned())
+}
+
+/// [`check_name`] with the field's name made only when `value` is refused: what the
+/// checks that run once per event use, so that an accepted event formats no names.
+pub fn check_name_at(value: &str, field: impl FnOnce() -> String) -> Result<()> {
     if value.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
+        return Err(Error::invalid(field(), "must not be empty"));
     }
     if value.len() > MAX_NAME_BYTES {
         return Err(Error::invalid(
-            field,
+            field(),
             format!(
                 "is {} bytes long; the limit is {MAX_NAME_BYTES}",
                 value.len()
@@ -511,7 +517,10 @@ pub fn check_name(field: &str, value: &str) -> Result<()> {
         ));
     }
     if value.chars().any(char::is_control) {
-        return Err(Error::invalid(field, "must not contain control characters"));
+        return Err(Error::invalid(
+            field(),
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }

@@ -18,7 +18,9 @@
 //!   version and, when written again, gets a `$metadata` event whose `$tb` hides the
 //!   events from before;
 //! - each stream's [`StreamRecord`] changes in the buffers together with its events, so
-//!   the backend stores both in one commit.
+//!   the backend stores both in one commit;
+//! - each event is made once: the backend stores it from the buffers and, once the
+//!   commit succeeded, moves it into its append's answer ([`answer`]).
 
 use crate::append::{
     AppendResult, ExpectedVersion, ProposedAppend, ProposedEvent, ProposedTransaction,
@@ -136,6 +138,33 @@ pub struct Writes {
     /// Subjects forgotten by this group: the backend deletes the snapshots of every
     /// aggregate with an event about them.
     pub forgotten: Vec<String>,
+}
+
+/// Moves a committed group's events ([`Writes::events`]) into the answers of the
+/// appends that wrote them: a written append's [`AppendResult`] leaves [`Group::apply`]
+/// with its positions and no events (an append always has at least one), so that each
+/// event is made once, stored from the buffer and then handed to its writer, never
+/// copied. A backend calls this once the group's commit succeeded. Answers that already
+/// hold events (retries answered from the log) and events no answer asked for (a
+/// revived stream's `$metadata`, forgettings, imports) are left as they are.
+pub fn answer(outcomes: &mut [crate::error::Result<Outcome>], events: Vec<RecordedEvent>) {
+    let mut events = events.into_iter();
+    let written = outcomes
+        .iter_mut()
+        .filter_map(|o| match o {
+            Ok(Outcome::Transact(t)) => Some(t),
+            _ => None,
+        })
+        .flat_map(|t| t.results.iter_mut())
+        .filter(|r| r.events.is_empty());
+    for r in written {
+        let n = r.last_position.saturating_sub(r.first_position) + 1;
+        r.events = events
+            .by_ref()
+            .skip_while(|e| e.position < r.first_position)
+            .take(usize::try_from(n).unwrap_or(usize::MAX))
+            .collect();
+    }
 }
 
 /// One group commit's checks and buffers.
@@ -437,7 +466,7 @@ impl Group {
                 let mut keys = Vec::with_capacity(p.subjects.len());
                 for subject in &p.subjects {
                     let key = self.data_key(lookup, staged, store_keys, subject)?;
-                    keys.push((subject.clone(), key));
+                    keys.push((subject.as_str(), key));
                 }
                 let part = privacy::seal_part(e.event_id, &p.plain, &keys)?;
                 if let Some(bytes) = part.packed {
@@ -588,7 +617,7 @@ impl Group {
                     version,
                     revive,
                 } => {
-                    let mut events = Vec::with_capacity(a.events.len());
+                    let first_position = staged.tip.position + 1;
                     for (i, e) in a.events.iter().enumerate() {
                         let recorded = self.record(
                             lookup,
@@ -598,13 +627,19 @@ impl Group {
                             &a.aggregate_id,
                             version + 1 + i as u64,
                         )?;
-                        events.push(recorded.clone());
                         self.stage_event(lookup, &mut staged, recorded)?;
                     }
+                    let written = AppendResult {
+                        aggregate_version: version + a.events.len() as u64,
+                        first_position,
+                        last_position: staged.tip.position,
+                        // Filled with the events once they are committed ([`answer`]).
+                        events: Vec::new(),
+                    };
                     if let Some(meta) = revive {
                         self.stage_revival(lookup, &mut staged, a, meta)?;
                     }
-                    AppendResult::from_events(events)
+                    written
                 }
             };
             results.push(result);
@@ -842,5 +877,79 @@ impl Group {
         }
         self.join(staged);
         Ok(events.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::append::{AppendRequest, Limits, NewEvent, TransactionResult};
+    use crate::chain::Hash;
+
+    /// Events of `stream` at `positions`, as a group records them.
+    fn recorded(stream: &str, positions: std::ops::RangeInclusive<u64>) -> Vec<RecordedEvent> {
+        let proposed = AppendRequest::new("Family", stream, ExpectedVersion::Any)
+            .event(NewEvent::new("Noted", &serde_json::json!({"n": 1})).expect("event"))
+            .prepare(&Limits::default())
+            .expect("prepare");
+        positions
+            .map(|p| {
+                proposed.events[0].record(p, "Family", stream, p, Timestamp::now(), &Hash::ZERO)
+            })
+            .collect()
+    }
+
+    fn written(first_position: u64, last_position: u64) -> AppendResult {
+        AppendResult {
+            aggregate_version: last_position,
+            first_position,
+            last_position,
+            events: Vec::new(),
+        }
+    }
+
+    fn transact(results: Vec<AppendResult>) -> crate::error::Result<Outcome> {
+        Ok(Outcome::Transact(TransactionResult {
+            results,
+            checkpoint: None,
+        }))
+    }
+
+    fn positions(outcome: &crate::error::Result<Outcome>) -> Vec<Vec<u64>> {
+        match outcome {
+            Ok(Outcome::Transact(t)) => t
+                .results
+                .iter()
+                .map(|r| r.events.iter().map(|e| e.position).collect())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn committed_events_go_to_the_appends_that_wrote_them_and_nowhere_else() {
+        // A group at 11 to 18: an append of 11-12, a revived stream's `$metadata` at
+        // 13 that no append asked for, a refused job, a retry answered from the log
+        // (3-4) beside an append of 14-16, then an import of 17-18.
+        let replayed = AppendResult::from_events(recorded("b", 3..=4));
+        let mut outcomes = vec![
+            transact(vec![written(11, 12)]),
+            Err(Error::invalid("events", "refused")),
+            transact(vec![replayed.clone(), written(14, 16)]),
+            Ok(Outcome::Import(2)),
+        ];
+        let mut log = recorded("a", 11..=12);
+        log.extend(recorded("$$a", 13..=13));
+        log.extend(recorded("c", 14..=16));
+        log.extend(recorded("i", 17..=18));
+        answer(&mut outcomes, log.clone());
+        assert_eq!(positions(&outcomes[0]), [vec![11, 12]]);
+        assert_eq!(positions(&outcomes[2]), [vec![3, 4], vec![14, 15, 16]]);
+        let Some(Ok(Outcome::Transact(t))) = outcomes.get(2) else {
+            panic!("a transaction's outcome");
+        };
+        assert_eq!(t.results[0], replayed);
+        assert_eq!(t.results[1].events[..], log[3..6]);
+        assert!(matches!(outcomes[3], Ok(Outcome::Import(2))));
     }
 }

@@ -806,39 +806,38 @@ impl Writer {
         let head_params: [&(dyn ToSql + Sync); 4] = [&head, &head_hash, &head_at, &sql.channel];
         let unflushed_params: [&(dyn ToSql + Sync); 3] = [&head, &head_hash, &head_at];
         let confirm_params: [&(dyn ToSql + Sync); 2] = [&self.id, &sql.channel];
-        let writes_events_empty = writes.events.is_empty();
-        let mut writes: Vec<Fut<'_>> = Vec::new();
+        let mut requests: Vec<Fut<'_>> = Vec::new();
         if path.unflushed {
-            writes.push(Box::pin(async {
+            requests.push(Box::pin(async {
                 client
                     .batch_execute("SET LOCAL synchronous_commit = off")
                     .await
                     .map(|()| 0)
             }));
         }
-        if !writes_events_empty {
-            writes.push(Box::pin(client.execute(&insert_events, &ev_params)));
+        if !writes.events.is_empty() {
+            requests.push(Box::pin(client.execute(&insert_events, &ev_params)));
         }
         if !st.aggregate_id.is_empty() {
-            writes.push(Box::pin(client.execute(&upsert_streams, &st_params)));
+            requests.push(Box::pin(client.execute(&upsert_streams, &st_params)));
         }
         if !cp.name.is_empty() {
-            writes.push(Box::pin(client.execute(&upsert_checkpoints, &cp_params)));
+            requests.push(Box::pin(client.execute(&upsert_checkpoints, &cp_params)));
         }
         if !sn.aggregate_id.is_empty() {
-            writes.push(Box::pin(client.execute(&upsert_snapshots, &sn_params)));
+            requests.push(Box::pin(client.execute(&upsert_snapshots, &sn_params)));
         }
         if let Some(st) = &upsert_keys {
-            writes.push(Box::pin(client.execute(st, &kc_params)));
+            requests.push(Box::pin(client.execute(st, &kc_params)));
         }
         if let Some(st) = &index_subjects {
-            writes.push(Box::pin(client.execute(st, &ix_params)));
+            requests.push(Box::pin(client.execute(st, &ix_params)));
         }
         if let Some(st) = &drop_snapshots {
-            writes.push(Box::pin(client.execute(st, &fg_params)));
+            requests.push(Box::pin(client.execute(st, &fg_params)));
         }
         if tip.position != start {
-            writes.push(if path.unflushed {
+            requests.push(if path.unflushed {
                 Box::pin(client.execute(&move_head_unflushed, &unflushed_params))
             } else {
                 Box::pin(client.execute(&move_head, &head_params))
@@ -849,8 +848,8 @@ impl Writer {
         // COMMIT is sent: the connection is then closed and the server rolls back.
         let write_failed = fail("writing the group");
         let mut answered: Vec<Option<std::result::Result<u64, tokio_postgres::Error>>> =
-            Vec::with_capacity(writes.len());
-        for w in &mut writes {
+            Vec::with_capacity(requests.len());
+        for w in &mut requests {
             match poll_once(w).await {
                 Poll::Ready(Err(e)) => return Err(write_failed(e)),
                 Poll::Ready(Ok(n)) => answered.push(Some(Ok(n))),
@@ -879,7 +878,7 @@ impl Writer {
             },
             None => None,
         };
-        for (w, answer) in writes.iter_mut().zip(answered) {
+        for (w, answer) in requests.iter_mut().zip(answered) {
             match answer {
                 Some(r) => r.map_err(&write_failed)?,
                 None => w.await.map_err(&write_failed)?,
@@ -906,6 +905,8 @@ impl Writer {
             })?;
         }
         self.adaptive().committed(tip.position);
+        drop(requests);
+        commit::answer(&mut outcomes, writes.events);
         Ok((outcomes, tip.position))
     }
 }

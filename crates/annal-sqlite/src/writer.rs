@@ -338,6 +338,7 @@ fn commit_group(
         data_version: seen,
         cache,
     };
+    commit::answer(&mut outcomes, writes.events);
     Ok((outcomes, head))
 }
 

@@ -44,19 +44,17 @@ fn subkey(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> Result<(LessSafeKey, Nonce
     Ok((LessSafeKey::new(key), Nonce::assume_unique_for_key(n)))
 }
 
-/// `msg` sealed under `key` and `nonce`: ciphertext followed by the 16-byte tag.
-pub fn seal(
+/// Seals `msg` in place under `key` and `nonce`: its bytes become the ciphertext and
+/// the 16-byte tag is appended.
+pub fn seal_in_place(
     key: &[u8; 32],
     nonce: &[u8; NONCE_LEN],
     aad: &[u8],
-    msg: &[u8],
-) -> Result<Vec<u8>, AeadError> {
+    msg: &mut Vec<u8>,
+) -> Result<(), AeadError> {
     let (key, nonce) = subkey(key, nonce)?;
-    let mut out = Vec::with_capacity(msg.len() + TAG_LEN);
-    out.extend_from_slice(msg);
-    key.seal_in_place_append_tag(nonce, Aad::from(aad), &mut out)
-        .map_err(|_| AeadError)?;
-    Ok(out)
+    key.seal_in_place_append_tag(nonce, Aad::from(aad), msg)
+        .map_err(|_| AeadError)
 }
 
 /// Opens `sealed` (ciphertext and tag) in place; answers the plaintext's length (the
@@ -112,7 +110,8 @@ mod tests {
                 .collect();
             let n = nonce().expect("nonce");
             let aad = b"annal-personal-v1\0event";
-            let ours = seal(&key, &n, aad, &msg).expect("seal");
+            let mut ours = msg.clone();
+            seal_in_place(&key, &n, aad, &mut ours).expect("seal");
             let expected = theirs
                 .encrypt(XNonce::from_slice(&n), Payload { msg: &msg, aad })
                 .expect("encrypt");

@@ -172,7 +172,7 @@ impl Keyring {
         let key_id = uuid::Uuid::now_v7().hyphenated().to_string();
         let wrapped = self.wrap(subject, &key_id, &key)?;
         let data = DataKey {
-            key_id: key_id.clone(),
+            key_id: key_id.as_str().into(),
             key: key.into(),
         };
         let row = SubjectKey {
@@ -247,7 +247,7 @@ impl Keyring {
     /// not open with this KEK is [`Error::Corrupt`].
     pub fn unwrap(&self, row: &SubjectKey) -> Result<Option<DataKey>> {
         Ok(self.unwrap_raw(row)?.map(|key| DataKey {
-            key_id: row.key_id.clone(),
+            key_id: row.key_id.as_str().into(),
             key: key.into(),
         }))
     }
@@ -278,11 +278,12 @@ fn wrap_aad(subject: &str, key_id: &str) -> Vec<u8> {
     aad
 }
 
-/// A subject's data key, unwrapped.
+/// A subject's data key, unwrapped. Cloning it copies the key and shares its id (the
+/// writer hands a key to every event it seals).
 #[derive(Clone)]
 pub struct DataKey {
     /// Its id, stored with every ciphertext it made.
-    pub key_id: String,
+    pub key_id: std::sync::Arc<str>,
     /// The key itself (sealing and opening: [`super::aead`]).
     pub(crate) key: [u8; 32],
 }

@@ -213,12 +213,12 @@ impl Keys {
 
 fn remember(cache: &mut HashMap<String, Cached>, c: Cached) {
     if cache.len() >= CACHE_CAPACITY
-        && !cache.contains_key(&c.key.key_id)
+        && !cache.contains_key(&*c.key.key_id)
         && let Some(evicted) = cache.keys().next().cloned()
     {
         cache.remove(&evicted);
     }
-    cache.insert(c.key.key_id.clone(), c);
+    cache.insert(c.key.key_id.to_string(), c);
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ pub use seal::{
     Envelope, SealedPart, key_ids, open_events, open_events_with, open_kept, seal_part,
 };
 
-use crate::append::check_name;
+use crate::append::{check_name, check_name_at};
 use crate::error::{Error, Result};
 use crate::event::{RawJson, Timestamp};
 use serde::de::{IgnoredAny, MapAccess, Visitor};
@@ -155,12 +155,12 @@ fn top_level_keys(json: &RawJson) -> std::result::Result<Vec<Cow<'_, str>>, serd
 /// e.g. `events[2].`): both are JSON objects, they share no member, neither has a
 /// `$erased` member, and there are 1 to [`MAX_SUBJECTS`] distinct, well-formed subjects.
 pub fn check_personal(
-    field: &str,
+    field: impl Fn() -> String,
     data: &RawJson,
     personal: &RawJson,
     subjects: &[String],
 ) -> Result<()> {
-    let path = |f: &str| format!("{field}{f}");
+    let path = |f: &str| format!("{}{f}", field());
     if !personal.is_object() {
         return Err(Error::invalid(path("personal"), "must be a JSON object"));
     }
@@ -183,7 +183,7 @@ pub fn check_personal(
         ));
     }
     for (i, s) in subjects.iter().enumerate() {
-        check_name(&path(&format!("subjects[{i}]")), s)?;
+        check_name_at(s, || path(&format!("subjects[{i}]")))?;
         if subjects[..i].contains(s) {
             return Err(Error::invalid(
                 path(&format!("subjects[{i}]")),
@@ -345,16 +345,34 @@ mod tests {
     #[test]
     fn a_personal_part_must_not_overlap_its_data_nor_name_the_marker() {
         let s = vec!["family_1".to_owned()];
-        assert!(check_personal("", &raw(r#"{"a":1}"#), &raw(r#"{"b":2}"#), &s).is_ok());
-        assert!(check_personal("", &raw(r#"{"a":1}"#), &raw(r#"{"a":2}"#), &s).is_err());
-        assert!(check_personal("", &raw("{}"), &raw(r#"{"$erased":1}"#), &s).is_err());
-        assert!(check_personal("", &raw("[1]"), &raw(r#"{"b":2}"#), &s).is_err());
-        assert!(check_personal("", &raw("{}"), &raw(r#"{"b":2}"#), &[]).is_err());
+        assert!(check_personal(String::new, &raw(r#"{"a":1}"#), &raw(r#"{"b":2}"#), &s).is_ok());
+        assert!(check_personal(String::new, &raw(r#"{"a":1}"#), &raw(r#"{"a":2}"#), &s).is_err());
+        assert!(check_personal(String::new, &raw("{}"), &raw(r#"{"$erased":1}"#), &s).is_err());
+        assert!(check_personal(String::new, &raw("[1]"), &raw(r#"{"b":2}"#), &s).is_err());
+        assert!(check_personal(String::new, &raw("{}"), &raw(r#"{"b":2}"#), &[]).is_err());
         // Names are compared as JSON reads them, escapes and all.
-        assert!(check_personal("", &raw(r#"{"ab":1}"#), &raw(r#"{"a\u0062":2}"#), &s).is_err());
-        assert!(check_personal("", &raw("{}"), &raw(r#"{"\u0024erased":1}"#), &s).is_err());
-        assert!(check_personal("", &raw(r#"{"a":1,"a":2}"#), &raw(r#"{"b":1,"b":2}"#), &s).is_ok());
+        assert!(
+            check_personal(
+                String::new,
+                &raw(r#"{"ab":1}"#),
+                &raw(r#"{"a\u0062":2}"#),
+                &s
+            )
+            .is_err()
+        );
+        assert!(
+            check_personal(String::new, &raw("{}"), &raw(r#"{"\u0024erased":1}"#), &s).is_err()
+        );
+        assert!(
+            check_personal(
+                String::new,
+                &raw(r#"{"a":1,"a":2}"#),
+                &raw(r#"{"b":1,"b":2}"#),
+                &s
+            )
+            .is_ok()
+        );
         let twice = vec!["x".to_owned(), "x".to_owned()];
-        assert!(check_personal("", &raw("{}"), &raw(r#"{"b":2}"#), &twice).is_err());
+        assert!(check_personal(String::new, &raw("{}"), &raw(r#"{"b":2}"#), &twice).is_err());
     }
 }

@@ -69,37 +69,42 @@ pub fn pack(text: &str) -> Option<Vec<u8>> {
             _ => return None,
         }
     }
-    let subjects: Vec<&str> = s.subjects.iter().map(AsRef::as_ref).collect();
-    let keys: Vec<&str> = s.keys.iter().map(AsRef::as_ref).collect();
-    let out = from_parts(&subjects, &keys, &nonces, &ciphertext)?;
+    if s.subjects.len() != s.keys.len() {
+        return None;
+    }
+    let layers = s
+        .subjects
+        .iter()
+        .zip(&s.keys)
+        .map(|(s, k)| (s.as_ref(), k.as_ref()));
+    let out = from_parts(layers, &nonces, &ciphertext)?;
     // Whatever this function missed (non-canonical base64, say) shows here.
     unpack(&out).ok().filter(|back| back == text).map(|_| out)
 }
 
-/// The packed form of a sealed part's parts (each subject, its data key's id and its
-/// layer's nonce, in layer order, and the ciphertext), or `None` when the parts have
-/// none: no subject or too many, a subject of more than 255 bytes or one that JSON
-/// would escape, a key id that is not a UUID written in lowercase hyphenated form.
+/// The packed form of a sealed part's parts (each layer's subject and data key id, and
+/// its nonce, in layer order, and the ciphertext), or `None` when the parts have none:
+/// no subject or too many, a subject of more than 255 bytes or one that JSON would
+/// escape, a key id that is not a UUID written in lowercase hyphenated form.
 /// What it answers renders ([`unpack`]) as the writer's layout renders those parts.
-pub fn from_parts(
-    subjects: &[&str],
-    keys: &[&str],
+pub fn from_parts<'a>(
+    layers: impl Iterator<Item = (&'a str, &'a str)> + Clone,
     nonces: &[[u8; NONCE_LEN]],
     ciphertext: &[u8],
 ) -> Option<Vec<u8>> {
-    let n = subjects.len();
-    if n == 0 || n > MAX_SUBJECTS || keys.len() != n || nonces.len() != n {
+    let n = nonces.len();
+    if n == 0 || n > MAX_SUBJECTS || layers.clone().count() != n {
         return None;
     }
     if ciphertext.len() < n * TAG_LEN {
         return None;
     }
-    let subject_bytes: usize = subjects.iter().map(|s| s.len() + 1).sum();
+    let subject_bytes: usize = layers.clone().map(|(s, _)| s.len() + 1).sum();
     let mut out =
         Vec::with_capacity(2 + subject_bytes + n * (KEY_LEN + NONCE_LEN) + ciphertext.len());
     out.push(TAG);
     out.push(u8::try_from(n).ok()?);
-    for subject in subjects {
+    for (subject, _) in layers.clone() {
         if subject.bytes().any(needs_escape) {
             return None;
         }
@@ -107,9 +112,9 @@ pub fn from_parts(
         out.extend_from_slice(subject.as_bytes());
     }
     let mut id = Uuid::encode_buffer();
-    for key in keys {
+    for (_, key) in layers {
         let uuid = Uuid::try_parse(key).ok()?;
-        if uuid.hyphenated().encode_lower(&mut id) != *key {
+        if *uuid.hyphenated().encode_lower(&mut id) != *key {
             return None;
         }
         out.extend_from_slice(uuid.as_bytes());
@@ -252,9 +257,9 @@ mod tests {
     }
 
     fn sealed(subjects: &[&str]) -> String {
-        let keys: Vec<(String, DataKey)> = subjects
+        let keys: Vec<(&str, DataKey)> = subjects
             .iter()
-            .map(|s| ((*s).to_owned(), key(&Uuid::now_v7().to_string())))
+            .map(|s| (*s, key(&Uuid::now_v7().to_string())))
             .collect();
         let plain = RawJson::parse(r#"{"child_name":"Sofía","grade":"A"}"#).expect("json");
         seal_part(Uuid::now_v7(), &plain, &keys)
@@ -287,9 +292,9 @@ mod tests {
             &["family_1", "family_2", "école/ünï"][..],
             &["del\u{7f}", &longest][..],
         ] {
-            let keys: Vec<(String, DataKey)> = subjects
+            let keys: Vec<(&str, DataKey)> = subjects
                 .iter()
-                .map(|s| ((*s).to_owned(), key(&Uuid::now_v7().to_string())))
+                .map(|s| (*s, key(&Uuid::now_v7().to_string())))
                 .collect();
             let part = seal_part(Uuid::now_v7(), &plain, &keys).expect("seal");
             let bytes = part.packed.expect("a packed form");
@@ -311,7 +316,7 @@ mod tests {
             ("family_1", uuid.to_uppercase()),
             (&"x".repeat(256)[..], uuid.clone()),
         ] {
-            let keys = vec![(subject.to_owned(), key(&key_id))];
+            let keys = vec![(subject, key(&key_id))];
             let part = seal_part(Uuid::now_v7(), &plain, &keys).expect("seal");
             assert_eq!(part.packed, None, "{subject} {key_id}");
             let env = crate::privacy::Envelope::parse(&part.text, 1).expect("its text");

@@ -286,23 +286,20 @@ pub struct SealedPart {
 /// `event_id`, with its packed form: the packed bytes are made first and the text is
 /// rendered from them, so the two agree by construction; parts that have no packed form
 /// (see [`super::packed::from_parts`]) are written as JSON text only.
-pub fn seal_part(
-    event_id: Uuid,
-    plain: &RawJson,
-    keys: &[(String, DataKey)],
-) -> Result<SealedPart> {
+pub fn seal_part(event_id: Uuid, plain: &RawJson, keys: &[(&str, DataKey)]) -> Result<SealedPart> {
     let failed = || Error::Corrupt("a personal part could not be encrypted".into());
     let aad = aad(event_id);
-    let mut text = plain.get().as_bytes().to_vec();
+    // Each layer seals the one before in place, its tag appended.
+    let mut text = Vec::with_capacity(plain.get().len() + keys.len() * aead::TAG_LEN);
+    text.extend_from_slice(plain.get().as_bytes());
     let mut nonces = Vec::with_capacity(keys.len());
     for (_, key) in keys {
         let nonce = aead::nonce().map_err(|_| failed())?;
-        text = aead::seal(&key.key, &nonce, &aad, &text).map_err(|_| failed())?;
+        aead::seal_in_place(&key.key, &nonce, &aad, &mut text).map_err(|_| failed())?;
         nonces.push(nonce);
     }
-    let subjects: Vec<&str> = keys.iter().map(|(s, _)| s.as_str()).collect();
-    let key_ids: Vec<&str> = keys.iter().map(|(_, k)| k.key_id.as_str()).collect();
-    if let Some(packed) = super::packed::from_parts(&subjects, &key_ids, &nonces, &text)
+    let layers = keys.iter().map(|(s, k)| (*s, &*k.key_id));
+    if let Some(packed) = super::packed::from_parts(layers, &nonces, &text)
         && let Ok(rendered) = super::packed::unpack(&packed)
     {
         return Ok(SealedPart {
@@ -312,8 +309,8 @@ pub fn seal_part(
     }
     let env = Envelope {
         alg: ALG.to_owned(),
-        subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
-        keys: key_ids.iter().map(|k| (*k).to_owned()).collect(),
+        subjects: keys.iter().map(|(s, _)| (*s).to_owned()).collect(),
+        keys: keys.iter().map(|(_, k)| k.key_id.to_string()).collect(),
         nonces: nonces.iter().map(|n| B64.encode(n)).collect(),
         ciphertext: B64.encode(text),
     };
@@ -548,7 +545,7 @@ mod tests {
             .expect("key");
         let plain = RawJson::parse(r#"{"child_name":"Sofía"}"#).expect("json");
         let id = Uuid::now_v7();
-        let part = seal_part(id, &plain, &[("family_1".into(), data_key)]).expect("seal");
+        let part = seal_part(id, &plain, &[("family_1", data_key)]).expect("seal");
         // Nothing kept yet: the reader must fall back, and nothing changes.
         let mut events = vec![recorded(id, part.text.clone())];
         assert!(!open_kept(&mut events, &keys, 7));
@@ -575,10 +572,7 @@ mod tests {
         };
         let plain = RawJson::parse(r#"{"child_name":"Sofía"}"#).expect("json");
         for subjects in [vec!["family_1"], vec!["family_1", "fam ily \"2\""]] {
-            let keys: Vec<(String, DataKey)> = subjects
-                .iter()
-                .map(|s| ((*s).to_owned(), key.clone()))
-                .collect();
+            let keys: Vec<(&str, DataKey)> = subjects.iter().map(|s| (*s, key.clone())).collect();
             let sealed = seal_part(Uuid::now_v7(), &plain, &keys).expect("seal").text;
             let text = sealed.get();
             assert!(parsed(text).is_some(), "{text}");
