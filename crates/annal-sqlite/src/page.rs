@@ -14,7 +14,9 @@
 //! - a chunk's personal parts are opened with the chunk only with data keys kept for
 //!   reads under the key table's change mark read in the page's read transaction
 //!   ([`annal_core::privacy::open_kept`], and the invariants of
-//!   `annal_core::privacy::read_cache`); the page is refused outside a transaction. A
+//!   `annal_core::privacy::read_cache`), and from the packed bytes that the checked
+//!   texts were rendered from, so what is opened is what was checked (the AEAD binds
+//!   each part to its event's id besides); the page is refused outside a transaction. A
 //!   chunk that cannot be opened whole that way (a key not kept, no key-encryption key,
 //!   a part that does not open) is opened by the reading thread, after every chunk was
 //!   checked, as a one-thread read opens a page ([`privacy::open_in`]);
@@ -206,23 +208,35 @@ fn two_threads(
 
 /// The events read, each packed sealed part rendered to its text.
 fn rendered(mut read: Rows) -> Result<Vec<RecordedEvent>> {
-    for (i, bytes) in &read.packed {
-        if let Some(e) = read.events.get_mut(*i) {
-            rows::render_sealed(e, bytes)?;
-        }
-    }
+    render(&mut read.events, &read.packed)?;
     Ok(read.events)
 }
 
+/// Renders each packed sealed part (by index in `events`) to its text.
+fn render(events: &mut [RecordedEvent], packed: &[(usize, Vec<u8>)]) -> Result<()> {
+    for (i, bytes) in packed {
+        if let Some(e) = events.get_mut(*i) {
+            rows::render_sealed(e, bytes)?;
+        }
+    }
+    Ok(())
+}
+
 /// Renders a chunk's packed sealed parts, checks its events against their hashes, and
-/// opens its personal parts if every data key they need is kept (see the module's
-/// invariants).
-fn check_and_open(seq: usize, mut chunk: Rows, mark: Mark<'_>) -> Result<Done> {
-    let predecessors = std::mem::take(&mut chunk.predecessors);
-    let mut events = rendered(chunk)?;
+/// opens its personal parts if every data key they need is kept, from the bytes the
+/// checked texts were rendered from (see the module's invariants).
+fn check_and_open(seq: usize, chunk: Rows, mark: Mark<'_>) -> Result<Done> {
+    let Rows {
+        mut events,
+        packed,
+        predecessors,
+    } = chunk;
+    render(&mut events, &packed)?;
     chain::check_served(&events, &predecessors)?;
     let opened = match mark {
-        Some((keys, counter)) => annal_core::privacy::open_kept(&mut events, keys, counter),
+        Some((keys, counter)) => {
+            annal_core::privacy::open_kept(&mut events, &packed, keys, counter)
+        }
         None => events.iter().all(|e| e.sealed.is_none()),
     };
     Ok(Done {

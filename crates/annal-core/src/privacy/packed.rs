@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 /// The first byte of packed form 1.
 pub const TAG: u8 = 1;
-const KEY_LEN: usize = 16;
+pub(crate) const KEY_LEN: usize = 16;
 
 /// Why bytes are not a packed sealed form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,15 +145,20 @@ impl<'a> Reader<'a> {
 }
 
 /// A packed form's parts, checked as [`unpack`] checks them, nothing rendered.
-struct Parts<'a> {
-    subjects: Vec<&'a str>,
-    keys: &'a [u8],
-    nonces: &'a [u8],
-    ciphertext: &'a [u8],
+pub(crate) struct Parts<'a> {
+    /// The subjects, in layer order.
+    pub(crate) subjects: Vec<&'a str>,
+    /// Each layer's data key id, 16 bytes each.
+    pub(crate) keys: &'a [u8],
+    /// Each layer's nonce, [`NONCE_LEN`] bytes each.
+    pub(crate) nonces: &'a [u8],
+    /// The ciphertext with every layer's tag.
+    pub(crate) ciphertext: &'a [u8],
 }
 
 impl<'a> Parts<'a> {
-    fn read(bytes: &'a [u8]) -> Result<Self, PackedError> {
+    /// Reads `bytes`, refusing exactly what [`unpack`] refuses.
+    pub(crate) fn read(bytes: &'a [u8]) -> Result<Self, PackedError> {
         let mut r = Reader(bytes);
         if r.byte("empty")? != TAG {
             return Err(PackedError("an unknown tag"));

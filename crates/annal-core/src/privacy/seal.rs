@@ -228,30 +228,56 @@ impl<'a> Sealed<'a> {
         position: u64,
         layers: &[Option<[u8; 32]>],
     ) -> Result<(Vec<String>, RawJson)> {
-        let bad = |why: &str| {
-            Error::Corrupt(format!(
-                "event at position {position}: its personal part {why}"
-            ))
-        };
         let subjects = self
             .subjects
             .iter()
             .map(|s| String::from(s.as_ref()))
             .collect();
-        let mut found = Vec::with_capacity(layers.len());
-        for key in layers {
-            match key {
-                Some(k) => found.push(k),
-                // A key destroyed, or never in this store (a log copied without its keys).
-                None => return Ok((subjects, RawJson::from_stored(ERASED.to_owned()))),
-            }
+        let at = Part { event_id, position };
+        at.open(
+            subjects,
+            self.nonces.as_flattened(),
+            self.ciphertext,
+            layers,
+        )
+    }
+}
+
+/// The event a sealed part belongs to.
+struct Part {
+    event_id: Uuid,
+    position: u64,
+}
+
+impl Part {
+    /// Opens the part's `ciphertext` (sealed by one layer per nonce, [`NONCE_LEN`]
+    /// bytes each in `nonces`, the first layer innermost) with each layer's data key
+    /// given in order (`None`: gone, or never in this store): its subjects and
+    /// plaintext, or [`ERASED`] when a key is missing.
+    fn open(
+        &self,
+        subjects: Vec<String>,
+        nonces: &[u8],
+        mut text: Vec<u8>,
+        layers: &[Option<[u8; 32]>],
+    ) -> Result<(Vec<String>, RawJson)> {
+        let position = self.position;
+        let bad = |why: &str| {
+            Error::Corrupt(format!(
+                "event at position {position}: its personal part {why}"
+            ))
+        };
+        // A key destroyed, or never in this store (a log copied without its keys).
+        if layers.iter().any(Option::is_none) {
+            return Ok((subjects, RawJson::from_stored(ERASED.to_owned())));
         }
-        if found.len() != self.nonces.len() {
+        if layers.len() * NONCE_LEN != nonces.len() {
             return Err(malformed(position));
         }
-        let aad = aad(event_id);
-        let mut text = self.ciphertext;
-        for (key, nonce) in found.iter().zip(&self.nonces).rev() {
+        let aad = aad(self.event_id);
+        let keyed = layers.iter().zip(nonces.chunks_exact(NONCE_LEN)).rev();
+        for (key, nonce) in keyed.filter_map(|(k, n)| k.as_ref().map(|k| (k, n))) {
+            let nonce = <&[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| malformed(position))?;
             let len = aead::open_in_place(key, nonce, &aad, &mut text)
                 .map_err(|_| bad("does not decrypt with its subject's key"))?;
             text.truncate(len);
@@ -401,11 +427,91 @@ pub fn open_events(
 
 /// Opens the sealed parts of `events` on this thread with the data keys kept for reads
 /// under the key table's change counter `counter` alone (`Keys::kept_keys`), for a
-/// reader that opens a page in parts while it reads the rest (annal-sqlite). `false`,
-/// with `events` unchanged, when a key id is not kept or a part does not open: the
-/// reader then opens them with [`open_events_with`], which reads the missing rows and
-/// reports what is wrong.
-pub fn open_kept(events: &mut [RecordedEvent], keys: &Keys, counter: i64) -> bool {
+/// reader that opens a page in parts while it reads the rest (annal-sqlite). `packed`
+/// holds, by index in `events`, the packed bytes ([`super::packed`]) that sealed texts
+/// were rendered from, and so agree with: when it covers every sealed part, the parts
+/// are read from the bytes, with no JSON parsed or base64 decoded; otherwise from their
+/// text. `false`, with `events` unchanged, when a key id is not kept or a part does not
+/// open: the reader then opens them with [`open_events_with`], which reads the missing
+/// rows and reports what is wrong.
+pub fn open_kept(
+    events: &mut [RecordedEvent],
+    packed: &[(usize, Vec<u8>)],
+    keys: &Keys,
+    counter: i64,
+) -> bool {
+    let sealed = events.iter().filter(|e| e.sealed.is_some()).count();
+    if sealed == 0 {
+        true
+    } else if packed.len() == sealed {
+        open_kept_packed(events, packed, keys, counter)
+    } else {
+        open_kept_text(events, keys, counter)
+    }
+}
+
+/// [`open_kept`] from the packed bytes of every sealed part (by strictly ascending index
+/// in `events`, each of a sealed event).
+fn open_kept_packed(
+    events: &mut [RecordedEvent],
+    packed: &[(usize, Vec<u8>)],
+    keys: &Keys,
+    counter: i64,
+) -> bool {
+    const ID_LEN: usize = 36;
+    let mut parts = Vec::with_capacity(packed.len());
+    let mut after = None;
+    for (i, bytes) in packed {
+        let sealed = events.get(*i).is_some_and(|e| e.sealed.is_some());
+        if !sealed || after.is_some_and(|a| a >= *i) {
+            return false;
+        }
+        after = Some(*i);
+        match super::packed::Parts::read(bytes) {
+            Ok(p) => parts.push((*i, p)),
+            Err(_) => return false,
+        }
+    }
+    // The keys are kept by their ids' text: one buffer holds the chunk's.
+    let count: usize = parts.iter().map(|(_, p)| p.subjects.len()).sum();
+    let mut ids = String::with_capacity(count * ID_LEN);
+    let mut buf = Uuid::encode_buffer();
+    for (_, p) in &parts {
+        for id in p.keys.chunks_exact(super::packed::KEY_LEN) {
+            let Ok(id) = Uuid::from_slice(id) else {
+                return false;
+            };
+            ids.push_str(id.hyphenated().encode_lower(&mut buf));
+        }
+    }
+    let texts = (0..count).filter_map(|j| ids.get(j * ID_LEN..(j + 1) * ID_LEN));
+    let Some(layers) = keys.kept_keys(counter, texts) else {
+        return false;
+    };
+    let mut opened = Vec::with_capacity(parts.len());
+    let mut next = 0;
+    for (i, p) in parts {
+        let n = p.subjects.len();
+        let (Some(e), Some(these)) = (events.get(i), layers.get(next..next + n)) else {
+            return false;
+        };
+        next += n;
+        let at = Part {
+            event_id: e.event_id,
+            position: e.position,
+        };
+        let subjects = p.subjects.iter().map(|s| (*s).to_owned()).collect();
+        match at.open(subjects, p.nonces, p.ciphertext.to_vec(), these) {
+            Ok(o) => opened.push((i, o)),
+            Err(_) => return false,
+        }
+    }
+    set_opened(events, opened);
+    true
+}
+
+/// [`open_kept`] from the sealed parts' text.
+fn open_kept_text(events: &mut [RecordedEvent], keys: &Keys, counter: i64) -> bool {
     let events_read: &[RecordedEvent] = events;
     let mut sealed = Vec::new();
     for (i, e) in events_read.iter().enumerate() {
@@ -415,9 +521,6 @@ pub fn open_kept(events: &mut [RecordedEvent], keys: &Keys, counter: i64) -> boo
                 Err(_) => return false,
             }
         }
-    }
-    if sealed.is_empty() {
-        return true;
     }
     let ids = sealed
         .iter()
@@ -438,13 +541,18 @@ pub fn open_kept(events: &mut [RecordedEvent], keys: &Keys, counter: i64) -> boo
             Err(_) => return false,
         }
     }
+    set_opened(events, opened);
+    true
+}
+
+/// Gives each event of `opened` (by index) its subjects and opened personal part.
+fn set_opened(events: &mut [RecordedEvent], opened: Vec<(usize, (Vec<String>, RawJson))>) {
     for (i, (subjects, personal)) in opened {
         if let Some(e) = events.get_mut(i) {
             e.subjects = subjects;
             e.personal = Some(personal);
         }
     }
-    true
 }
 
 /// [`open_events`] with the data keys found by `resolve`: for the key ids asked, each
@@ -482,12 +590,7 @@ pub fn open_events_with(
         let e = &events_read[i];
         s.open(e.event_id, e.position, &found).map(|o| (i, o))
     })?;
-    for (i, (subjects, personal)) in opened {
-        if let Some(e) = events.get_mut(i) {
-            e.subjects = subjects;
-            e.personal = Some(personal);
-        }
-    }
+    set_opened(events, opened);
     Ok(())
 }
 
@@ -546,22 +649,78 @@ mod tests {
         let plain = RawJson::parse(r#"{"child_name":"Sofía"}"#).expect("json");
         let id = Uuid::now_v7();
         let part = seal_part(id, &plain, &[("family_1", data_key)]).expect("seal");
-        // Nothing kept yet: the reader must fall back, and nothing changes.
-        let mut events = vec![recorded(id, part.text.clone())];
-        assert!(!open_kept(&mut events, &keys, 7));
-        assert_eq!(events[0].personal, None);
-        keys.keys_for_read(7, std::slice::from_ref(&row.key_id), |_| {
-            Ok(vec![row.clone()])
-        })
-        .expect("kept");
-        let mut events = vec![recorded(id, part.text.clone())];
-        assert!(open_kept(&mut events, &keys, 7));
-        assert_eq!(events[0].personal.as_ref(), Some(&plain));
-        assert_eq!(events[0].subjects, ["family_1"]);
-        // Under another counter the kept key is not served.
-        let mut events = vec![recorded(id, part.text)];
-        assert!(!open_kept(&mut events, &keys, 8));
-        assert_eq!(events[0].personal, None);
+        let bytes = part.packed.clone().expect("a packed form");
+        // From the text alone, and from the bytes the text was rendered from.
+        for packed in [Vec::new(), vec![(0, bytes)]] {
+            let keys = Keys::new(super::super::Keyring::from_bytes([3; 32]));
+            // Nothing kept yet: the reader must fall back, and nothing changes.
+            let mut events = vec![recorded(id, part.text.clone())];
+            assert!(!open_kept(&mut events, &packed, &keys, 7));
+            assert_eq!(events[0].personal, None);
+            keys.keys_for_read(7, std::slice::from_ref(&row.key_id), |_| {
+                Ok(vec![row.clone()])
+            })
+            .expect("kept");
+            let mut events = vec![recorded(id, part.text.clone())];
+            assert!(open_kept(&mut events, &packed, &keys, 7));
+            assert_eq!(events[0].personal.as_ref(), Some(&plain));
+            assert_eq!(events[0].subjects, ["family_1"]);
+            // Under another counter the kept key is not served.
+            let mut events = vec![recorded(id, part.text.clone())];
+            assert!(!open_kept(&mut events, &packed, &keys, 8));
+            assert_eq!(events[0].personal, None);
+        }
+    }
+
+    #[test]
+    fn parts_opened_from_their_packed_bytes_read_as_from_their_text() {
+        let keys = Keys::new(super::super::Keyring::from_bytes([3; 32]));
+        let now = crate::event::Timestamp::now();
+        let (k1, r1) = keys.current().new_key("family_1", now).expect("key");
+        let (k2, r2) = keys.current().new_key("family_2", now).expect("key");
+        let (k3, mut r3) = keys.current().new_key("family_3", now).expect("key");
+        r3.wrapped = None;
+        let plain = RawJson::parse(r#"{"child_name":"Sofía","grade":"A"}"#).expect("json");
+        let layers: [&[(&str, DataKey)]; 3] = [
+            &[("family_1", k1.clone())],
+            &[("family_1", k1), ("family_2", k2.clone())],
+            &[("family_2", k2), ("family_3", k3)],
+        ];
+        // A plain event between sealed ones, so indexes in the page matter.
+        let mut events = Vec::new();
+        let mut packed = Vec::new();
+        for l in layers {
+            let id = Uuid::now_v7();
+            let part = seal_part(id, &plain, l).expect("seal");
+            packed.push((events.len(), part.packed.expect("a packed form")));
+            events.push(recorded(id, part.text));
+            let mut between = recorded(Uuid::now_v7(), RawJson::empty_object());
+            between.sealed = None;
+            events.push(between);
+        }
+        let rows = [r1, r2, r3];
+        let ids: Vec<String> = rows.iter().map(|r| r.key_id.clone()).collect();
+        keys.keys_for_read(7, &ids, |_| Ok(rows.to_vec()))
+            .expect("kept");
+        let mut from_text = events.clone();
+        assert!(open_kept(&mut from_text, &[], &keys, 7));
+        let mut from_bytes = events.clone();
+        assert!(open_kept(&mut from_bytes, &packed, &keys, 7));
+        assert_eq!(from_bytes, from_text);
+        assert_eq!(from_bytes[0].personal.as_ref(), Some(&plain));
+        assert_eq!(from_bytes[2].subjects, ["family_1", "family_2"]);
+        assert_eq!(from_bytes[2].personal.as_ref(), Some(&plain));
+        assert_eq!(
+            from_bytes[4].personal.as_ref().map(RawJson::get),
+            Some(ERASED)
+        );
+        assert_eq!(from_bytes[1].personal, None);
+        // Bytes that do not line up with the sealed events are not trusted.
+        let mut shifted = packed.clone();
+        shifted[1].0 = 3;
+        let mut events_left = events.clone();
+        assert!(!open_kept(&mut events_left, &shifted, &keys, 7));
+        assert_eq!(events_left, events);
     }
 
     #[test]
