@@ -208,12 +208,20 @@ pub fn unpack(bytes: &[u8]) -> Result<String, PackedError> {
         ciphertext,
     } = Parts::read(bytes)?;
     let n = subjects.len();
-    let subject_bytes: usize = subjects.iter().map(|s| s.len() + 3).sum();
-    let mut out =
-        String::with_capacity(96 + subject_bytes + n * 80 + ciphertext.len().div_ceil(3) * 4);
-    out.push_str(r#"{"alg":""#);
+    // The text's exact length, so that it is made in one allocation that is never
+    // resized (the event keeps it as it is).
+    let b64 = |len: usize| len.div_ceil(3) * 4;
+    let len = FRAME.iter().map(|f| f.len()).sum::<usize>()
+        + ALG.len()
+        + subjects.iter().map(|s| s.len() + 2).sum::<usize>()
+        + n * (36 + 2)
+        + n * (b64(NONCE_LEN) + 2)
+        + 3 * n.saturating_sub(1)
+        + b64(ciphertext.len());
+    let mut out = String::with_capacity(len);
+    out.push_str(FRAME[0]);
     out.push_str(ALG);
-    out.push_str(r#"","subjects":["#);
+    out.push_str(FRAME[1]);
     for (i, s) in subjects.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -222,7 +230,7 @@ pub fn unpack(bytes: &[u8]) -> Result<String, PackedError> {
         out.push_str(s);
         out.push('"');
     }
-    out.push_str(r#"],"keys":["#);
+    out.push_str(FRAME[2]);
     let mut id = Uuid::encode_buffer();
     for (i, key) in keys.chunks_exact(KEY_LEN).enumerate() {
         if i > 0 {
@@ -233,7 +241,7 @@ pub fn unpack(bytes: &[u8]) -> Result<String, PackedError> {
         out.push_str(key.hyphenated().encode_lower(&mut id));
         out.push('"');
     }
-    out.push_str(r#"],"nonces":["#);
+    out.push_str(FRAME[3]);
     for (i, nonce) in nonces.chunks_exact(NONCE_LEN).enumerate() {
         if i > 0 {
             out.push(',');
@@ -242,11 +250,22 @@ pub fn unpack(bytes: &[u8]) -> Result<String, PackedError> {
         B64.encode_string(nonce, &mut out);
         out.push('"');
     }
-    out.push_str(r#"],"ciphertext":""#);
+    out.push_str(FRAME[4]);
     B64.encode_string(ciphertext, &mut out);
-    out.push_str(r#""}"#);
+    out.push_str(FRAME[5]);
+    debug_assert_eq!(out.len(), len, "the sealed text's length was foreseen");
     Ok(out)
 }
+
+/// The fixed pieces of a sealed form's text, as [`unpack`] writes them around its parts.
+const FRAME: [&str; 6] = [
+    r#"{"alg":""#,
+    r#"","subjects":["#,
+    r#"],"keys":["#,
+    r#"],"nonces":["#,
+    r#"],"ciphertext":""#,
+    r#""}"#,
+];
 
 #[cfg(test)]
 mod tests {
@@ -285,6 +304,9 @@ mod tests {
             assert_eq!(packed[0], TAG);
             assert!(packed.len() + 100 < text.len(), "{}", packed.len());
             assert_eq!(unpack(&packed).as_deref(), Ok(text.as_str()));
+            // Rendered at its exact length: the event keeps the text without resizing it.
+            let rendered = unpack(&packed).expect("unpacks");
+            assert_eq!(rendered.capacity(), rendered.len());
         }
     }
 
