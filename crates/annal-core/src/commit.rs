@@ -148,7 +148,7 @@ pub struct Writes {
 /// hold events (retries answered from the log) and events no answer asked for (a
 /// revived stream's `$metadata`, forgettings, imports) are left as they are.
 pub fn answer(outcomes: &mut [crate::error::Result<Outcome>], events: Vec<RecordedEvent>) {
-    let mut events = events.into_iter();
+    let mut events = events.into_iter().peekable();
     let written = outcomes
         .iter_mut()
         .filter_map(|o| match o {
@@ -157,13 +157,13 @@ pub fn answer(outcomes: &mut [crate::error::Result<Outcome>], events: Vec<Record
         })
         .flat_map(|t| t.results.iter_mut())
         .filter(|r| r.events.is_empty());
+    // By position, not by count: an answer of no events (an append of none, possible
+    // only through `Store::commit`, answers positions 0 to 0) takes nothing.
     for r in written {
-        let n = r.last_position.saturating_sub(r.first_position) + 1;
-        r.events = events
-            .by_ref()
-            .skip_while(|e| e.position < r.first_position)
-            .take(usize::try_from(n).unwrap_or(usize::MAX))
-            .collect();
+        while events.next_if(|e| e.position < r.first_position).is_some() {}
+        while let Some(e) = events.next_if(|e| e.position <= r.last_position) {
+            r.events.push(e);
+        }
     }
 }
 
@@ -261,7 +261,9 @@ impl Group {
         self.tip
     }
 
-    /// Checks a job and buffers its writes, or refuses it.
+    /// Checks a job and buffers its writes, or refuses it. A written append's answer
+    /// holds its positions and no events until the backend, once the group committed,
+    /// hands it the group's events ([`answer`]).
     pub fn apply(&mut self, lookup: &mut impl Lookup, job: &Job) -> Result<Outcome, Fail> {
         match job {
             Job::Transact(t, _) => self.transact(lookup, t).map(Outcome::Transact),
@@ -629,12 +631,16 @@ impl Group {
                         )?;
                         self.stage_event(lookup, &mut staged, recorded)?;
                     }
-                    let written = AppendResult {
-                        aggregate_version: version + a.events.len() as u64,
-                        first_position,
-                        last_position: staged.tip.position,
-                        // Filled with the events once they are committed ([`answer`]).
-                        events: Vec::new(),
+                    let written = if a.events.is_empty() {
+                        AppendResult::from_events(Vec::new())
+                    } else {
+                        AppendResult {
+                            aggregate_version: version + a.events.len() as u64,
+                            first_position,
+                            last_position: staged.tip.position,
+                            // Filled with the events once they are committed ([`answer`]).
+                            events: Vec::new(),
+                        }
                     };
                     if let Some(meta) = revive {
                         self.stage_revival(lookup, &mut staged, a, meta)?;
@@ -928,11 +934,13 @@ mod tests {
 
     #[test]
     fn committed_events_go_to_the_appends_that_wrote_them_and_nowhere_else() {
-        // A group at 11 to 18: an append of 11-12, a revived stream's `$metadata` at
-        // 13 that no append asked for, a refused job, a retry answered from the log
+        // A group at 11 to 18: an append of no events, one of 11-12, a revived
+        // stream's `$metadata` at 13 that no append asked for, a refused job, a retry answered from the log
         // (3-4) beside an append of 14-16, then an import of 17-18.
         let replayed = AppendResult::from_events(recorded("b", 3..=4));
         let mut outcomes = vec![
+            // An append of no events (only `Store::commit` lets one through).
+            transact(vec![AppendResult::from_events(Vec::new())]),
             transact(vec![written(11, 12)]),
             Err(Error::invalid("events", "refused")),
             transact(vec![replayed.clone(), written(14, 16)]),
@@ -943,13 +951,14 @@ mod tests {
         log.extend(recorded("c", 14..=16));
         log.extend(recorded("i", 17..=18));
         answer(&mut outcomes, log.clone());
-        assert_eq!(positions(&outcomes[0]), [vec![11, 12]]);
-        assert_eq!(positions(&outcomes[2]), [vec![3, 4], vec![14, 15, 16]]);
-        let Some(Ok(Outcome::Transact(t))) = outcomes.get(2) else {
+        assert_eq!(positions(&outcomes[0]), [Vec::<u64>::new()]);
+        assert_eq!(positions(&outcomes[1]), [vec![11, 12]]);
+        assert_eq!(positions(&outcomes[3]), [vec![3, 4], vec![14, 15, 16]]);
+        let Some(Ok(Outcome::Transact(t))) = outcomes.get(3) else {
             panic!("a transaction's outcome");
         };
         assert_eq!(t.results[0], replayed);
         assert_eq!(t.results[1].events[..], log[3..6]);
-        assert!(matches!(outcomes[3], Ok(Outcome::Import(2))));
+        assert!(matches!(outcomes[4], Ok(Outcome::Import(2))));
     }
 }

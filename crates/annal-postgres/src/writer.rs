@@ -905,6 +905,7 @@ impl Writer {
             })?;
         }
         self.adaptive().committed(tip.position);
+        // The requests borrow the group's events (through `ev`); the answers take them.
         drop(requests);
         commit::answer(&mut outcomes, writes.events);
         Ok((outcomes, tip.position))

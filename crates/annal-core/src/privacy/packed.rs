@@ -214,7 +214,7 @@ pub fn unpack(bytes: &[u8]) -> Result<String, PackedError> {
     let len = FRAME.iter().map(|f| f.len()).sum::<usize>()
         + ALG.len()
         + subjects.iter().map(|s| s.len() + 2).sum::<usize>()
-        + n * (36 + 2)
+        + n * (uuid::fmt::Hyphenated::LENGTH + 2)
         + n * (b64(NONCE_LEN) + 2)
         + 3 * n.saturating_sub(1)
         + b64(ciphertext.len());

@@ -16,7 +16,10 @@
 //!   another event does not open;
 //! - opening never fails because a key is gone: the part reads as [`super::ERASED`].
 //!   A sealed form that cannot be parsed, or a layer that fails to decrypt with a key
-//!   that exists, is [`Error::Corrupt`] (the chain check catches edits first).
+//!   that exists, is [`Error::Corrupt`] (the chain check catches edits first);
+//! - [`open_kept`] opens from packed bytes only on its caller's word that each event's
+//!   sealed text, as checked against the chain, was rendered from those very bytes (the
+//!   page reader renders them, checks the text, then opens): it does not compare them.
 
 use super::ERASED;
 use super::aead::{self, NONCE_LEN};
@@ -458,7 +461,7 @@ fn open_kept_packed(
     keys: &Keys,
     counter: i64,
 ) -> bool {
-    const ID_LEN: usize = 36;
+    const ID_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
     let mut parts = Vec::with_capacity(packed.len());
     let mut after = None;
     for (i, bytes) in packed {

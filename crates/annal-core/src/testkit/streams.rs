@@ -214,6 +214,19 @@ pub async fn a_soft_deleted_stream_written_again_shows_only_its_new_events<H: Ha
         .await
         .expect("written again");
     assert_eq!(r.aggregate_version, 5);
+    // The answer holds the append's own events, not the `$metadata` written with them.
+    let answered: Vec<(&str, u64, u64)> = r
+        .events
+        .iter()
+        .map(|e| (e.aggregate_id.as_str(), e.aggregate_version, e.position))
+        .collect();
+    assert_eq!(
+        answered,
+        [
+            ("order-2", 4, r.first_position),
+            ("order-2", 5, r.last_position)
+        ]
+    );
     let StreamRead::Events(events) = streams::read(s, "order-2", Direction::Forward, None, 100)
         .await
         .expect("read")
