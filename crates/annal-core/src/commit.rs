@@ -142,11 +142,11 @@ pub struct Writes {
 
 /// Moves a committed group's events ([`Writes::events`]) into the answers of the
 /// appends that wrote them: a written append's [`AppendResult`] leaves [`Group::apply`]
-/// with its positions and no events (an append always has at least one), so that each
-/// event is made once, stored from the buffer and then handed to its writer, never
-/// copied. A backend calls this once the group's commit succeeded. Answers that already
-/// hold events (retries answered from the log) and events no answer asked for (a
-/// revived stream's `$metadata`, forgettings, imports) are left as they are.
+/// with its positions and no events, so that each event is made once, stored from the
+/// buffer and then handed to its writer, never copied. A backend calls this once the
+/// group's commit succeeded. Answers that already hold events (retries answered from
+/// the log) and events no answer asked for (a revived stream's `$metadata`,
+/// forgettings, imports) are left as they are.
 pub fn answer(outcomes: &mut [crate::error::Result<Outcome>], events: Vec<RecordedEvent>) {
     let mut events = events.into_iter().peekable();
     let written = outcomes
