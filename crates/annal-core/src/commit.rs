@@ -935,8 +935,9 @@ mod tests {
     #[test]
     fn committed_events_go_to_the_appends_that_wrote_them_and_nowhere_else() {
         // A group at 11 to 18: an append of no events, one of 11-12, a revived
-        // stream's `$metadata` at 13 that no append asked for, a refused job, a retry answered from the log
-        // (3-4) beside an append of 14-16, then an import of 17-18.
+        // stream's `$metadata` at 13 that no append asked for, a refused job, a retry
+        // answered from the log (3-4) beside an append of 14-16, then an import of
+        // 17-18.
         let replayed = AppendResult::from_events(recorded("b", 3..=4));
         let mut outcomes = vec![
             // An append of no events (only `Store::commit` lets one through).

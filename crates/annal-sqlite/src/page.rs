@@ -169,9 +169,7 @@ fn two_threads(
                     // The second thread stopped on an error: that is the page's.
                     if let Some((tx, handle)) = worker.take() {
                         drop(tx);
-                        handle.join().unwrap_or_else(|_| {
-                            Err(Error::storage("a page-reading thread panicked"))
-                        })?;
+                        joined(handle)?;
                     }
                     return Err(Error::storage("a page-reading thread stopped early"));
                 }
@@ -186,9 +184,7 @@ fn two_threads(
         if !chunk.events.is_empty() {
             done.push(check_and_open(seq, chunk.with_predecessors(conn)?, mark)?);
         }
-        let theirs = handle
-            .join()
-            .unwrap_or_else(|_| Err(Error::storage("a page-reading thread panicked")))?;
+        let theirs = joined(handle)?;
         done.extend(theirs);
         done.sort_unstable_by_key(|d| d.seq);
         if done.iter().enumerate().any(|(i, d)| d.seq != i) {
@@ -258,6 +254,13 @@ fn start<'scope>(scope: &'scope Scope<'scope, '_>, mark: Mark<'scope>) -> Option
         })
         .ok()?;
     Some((tx, handle))
+}
+
+/// The second thread's chunks, or the error it stopped on (a panic is a storage error).
+fn joined(handle: ScopedJoinHandle<'_, Result<Vec<Done>>>) -> Result<Vec<Done>> {
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(Error::storage("a page-reading thread panicked")))
 }
 
 /// The page from its chunks, in order, each checked; the parts left closed are opened.

@@ -9,10 +9,11 @@
 //!   the old bytes in the page it rewrites;
 //! - a read opens personal parts with the rows as they are at that read, read in the
 //!   snapshot of its events (the same read transaction) or after them: a key destroyed
-//!   before reads as erased, whether or not its unwrapped form is cached ([`Keys`]). The rows of keys kept from earlier reads are not read again
-//!   while `key_changes.n`, which triggers set to a new random value in every
-//!   transaction that updates, deletes or replaces a key row, is the same in the page's
-//!   snapshot ([`open`], `Keys::keys_for_read`);
+//!   before reads as erased, whether or not its unwrapped form is cached ([`Keys`]).
+//!   The rows of keys kept from earlier reads are not read again while
+//!   `key_changes.n`, which triggers set to a new random value in every transaction
+//!   that updates, deletes or replaces a key row, is the same in the page's snapshot
+//!   ([`open`], `Keys::keys_for_read`);
 //! - `events.sealed` holds an event's sealed form as a BLOB, packed
 //!   ([`annal_core::privacy::packed`]), when it renders back to the very JSON text the
 //!   chain hashes, and as that TEXT otherwise (and in rows written before the packed

@@ -39,10 +39,10 @@ pub(super) struct ReadCache {
 
 impl Keys {
     /// The data keys of `ids` for a read that read the key table's change counter
-    /// `counter` in its events' snapshot: the ones kept under that counter, and for the others
-    /// what `fetch` reads of their rows (unwrapped as [`Keys::data_keys`] does; `None`
-    /// for a forgotten key; ids without a row are left out), kept for later reads under
-    /// `counter`.
+    /// `counter` in its events' snapshot: the ones kept under that counter, and for the
+    /// others what `fetch` reads of their rows (unwrapped as [`Keys::data_keys`] does;
+    /// `None` for a forgotten key; ids without a row are left out), kept for later reads
+    /// under `counter`.
     pub fn keys_for_read(
         &self,
         counter: i64,

@@ -211,7 +211,7 @@ impl<'a> Sealed<'a> {
         event_id: Uuid,
         position: u64,
         keys: &HashMap<String, Option<DataKey>>,
-    ) -> Result<(Vec<String>, RawJson)> {
+    ) -> Result<Opened> {
         let layers: Vec<Option<[u8; 32]>> = self
             .keys
             .iter()
@@ -230,7 +230,7 @@ impl<'a> Sealed<'a> {
         event_id: Uuid,
         position: u64,
         layers: &[Option<[u8; 32]>],
-    ) -> Result<(Vec<String>, RawJson)> {
+    ) -> Result<Opened> {
         let subjects = self
             .subjects
             .iter()
@@ -245,6 +245,9 @@ impl<'a> Sealed<'a> {
         )
     }
 }
+
+/// An opened part: its subjects and its plaintext (or [`ERASED`]).
+type Opened = (Vec<String>, RawJson);
 
 /// The event a sealed part belongs to.
 struct Part {
@@ -263,7 +266,7 @@ impl Part {
         nonces: &[u8],
         mut text: Vec<u8>,
         layers: &[Option<[u8; 32]>],
-    ) -> Result<(Vec<String>, RawJson)> {
+    ) -> Result<Opened> {
         let position = self.position;
         let bad = |why: &str| {
             Error::Corrupt(format!(
@@ -491,24 +494,18 @@ fn open_kept_packed(
     let Some(layers) = keys.kept_keys(counter, texts) else {
         return false;
     };
-    let mut opened = Vec::with_capacity(parts.len());
-    let mut next = 0;
-    for (i, p) in parts {
-        let n = p.subjects.len();
-        let (Some(e), Some(these)) = (events.get(i), layers.get(next..next + n)) else {
-            return false;
-        };
-        next += n;
-        let at = Part {
-            event_id: e.event_id,
-            position: e.position,
-        };
-        let subjects = p.subjects.iter().map(|s| (*s).to_owned()).collect();
-        match at.open(subjects, p.nonces, p.ciphertext.to_vec(), these) {
-            Ok(o) => opened.push((i, o)),
-            Err(_) => return false,
-        }
-    }
+    let Some(opened) = open_each(
+        events,
+        parts,
+        &layers,
+        |p| p.subjects.len(),
+        |p, at, these| {
+            let subjects = p.subjects.iter().map(|s| (*s).to_owned()).collect();
+            at.open(subjects, p.nonces, p.ciphertext.to_vec(), these)
+        },
+    ) else {
+        return false;
+    };
     set_opened(events, opened);
     true
 }
@@ -531,25 +528,47 @@ fn open_kept_text(events: &mut [RecordedEvent], keys: &Keys, counter: i64) -> bo
     let Some(layers) = keys.kept_keys(counter, ids) else {
         return false;
     };
-    let mut opened = Vec::with_capacity(sealed.len());
-    let mut next = 0;
-    for (i, s) in sealed {
-        let n = s.keys.len();
-        let (Some(e), Some(these)) = (events_read.get(i), layers.get(next..next + n)) else {
-            return false;
-        };
-        next += n;
-        match s.open_layers(e.event_id, e.position, these) {
-            Ok(o) => opened.push((i, o)),
-            Err(_) => return false,
-        }
-    }
+    let Some(opened) = open_each(
+        events_read,
+        sealed,
+        &layers,
+        |s| s.keys.len(),
+        |s, at, these| s.open_layers(at.event_id, at.position, these),
+    ) else {
+        return false;
+    };
     set_opened(events, opened);
     true
 }
 
+/// The parts opened, each (by index in `events`) with its own run of `layers`, the
+/// parts' layers in order (`count` says how many a part has); `None` when one does not
+/// open or the layers do not line up.
+fn open_each<T>(
+    events: &[RecordedEvent],
+    parts: Vec<(usize, T)>,
+    layers: &[Option<[u8; 32]>],
+    count: impl Fn(&T) -> usize,
+    open: impl Fn(T, Part, &[Option<[u8; 32]>]) -> Result<Opened>,
+) -> Option<Vec<(usize, Opened)>> {
+    let mut opened = Vec::with_capacity(parts.len());
+    let mut next = 0;
+    for (i, p) in parts {
+        let n = count(&p);
+        let e = events.get(i)?;
+        let these = layers.get(next..next + n)?;
+        next += n;
+        let at = Part {
+            event_id: e.event_id,
+            position: e.position,
+        };
+        opened.push((i, open(p, at, these).ok()?));
+    }
+    Some(opened)
+}
+
 /// Gives each event of `opened` (by index) its subjects and opened personal part.
-fn set_opened(events: &mut [RecordedEvent], opened: Vec<(usize, (Vec<String>, RawJson))>) {
+fn set_opened(events: &mut [RecordedEvent], opened: Vec<(usize, Opened)>) {
     for (i, (subjects, personal)) in opened {
         if let Some(e) = events.get_mut(i) {
             e.subjects = subjects;
