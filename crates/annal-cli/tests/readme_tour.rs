@@ -116,6 +116,12 @@ fn the_readme_tour_then_the_http_docs_run_as_written_and_tell_one_story() {
         said.contains("2024-10-15"),
         "the October payment is in the state:\n{said}"
     );
+    // How the family paid is personal: sealed, never in the clear data.
+    assert!(
+        said.contains(r#""personal":{"method":"credit_card"}"#)
+            && !said.contains(r#""date":"2024-10-15","method""#),
+        "the October payment's method is its personal part:\n{said}"
+    );
     assert!(
         dir.path().join("annal-backup.db").exists(),
         "the backup was written"

@@ -115,7 +115,7 @@ impl<'de> Deserialize<'de> for ExpectedVersion {
 /// Size limits a store enforces on every append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest event (data plus metadata), in bytes. Default 1 MiB.
+    /// Largest event (data, metadata and personal part), in bytes. Default 1 MiB.
     pub max_event_bytes: usize,
     /// Most events in one append or transaction. Default 10,000.
     pub max_batch_events: usize,

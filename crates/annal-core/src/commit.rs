@@ -90,6 +90,15 @@ pub trait Lookup {
         }
         Ok(rows)
     }
+    /// The id of the key-encryption key that wraps the key table's rows, as any one
+    /// row names it (a rotation rewraps every row in one transaction, so they all name
+    /// the same); `None` for an empty table. Provided: a store without a key table,
+    /// which refuses personal data.
+    fn kek_in_use(&mut self) -> Result<Option<String>, Fail> {
+        Err(Fail::Job(Error::Unsupported {
+            what: "store personal data".into(),
+        }))
+    }
 }
 
 /// The streams whose records a job may read: each stream it writes and that stream's
@@ -189,6 +198,9 @@ pub struct Group {
     keys: KeyCache,
     /// Subjects whose rows this group changed.
     changed_keys: BTreeSet<String>,
+    /// Whether the key table was seen wrapped by this process's key-encryption key
+    /// ([`Group::check_kek`]).
+    kek_checked: bool,
     forgotten: Vec<String>,
 }
 
@@ -252,6 +264,7 @@ impl Group {
             snapshot_writes: HashMap::new(),
             keys,
             changed_keys: BTreeSet::new(),
+            kek_checked: false,
             forgotten: Vec::new(),
         }
     }
@@ -435,11 +448,31 @@ impl Group {
                 .into()),
             },
             None => {
-                let (key, row) = keys.current().new_key(subject, self.now)?;
+                let current = keys.current();
+                self.check_kek(lookup, current.id())?;
+                let (key, row) = current.new_key(subject, self.now)?;
                 // Served later only against this very row, so harmless if the commit fails.
                 keys.remember(&row, &key);
                 staged.keys.insert(subject.to_owned(), (row, key.clone()));
                 Ok(key)
+            }
+        }
+    }
+
+    /// Refuses to make a data key under `kek` while the key table's rows are wrapped by
+    /// another key-encryption key: another process rotated it since this one opened
+    /// the store, and a row wrapped by the old one beside them would leave a store that
+    /// opens with neither. Asked once per group (no other process can rotate while the
+    /// group's transaction holds the write lock).
+    fn check_kek(&mut self, lookup: &mut impl Lookup, kek: &str) -> Result<(), Fail> {
+        if self.kek_checked {
+            return Ok(());
+        }
+        match lookup.kek_in_use()? {
+            Some(stored) if stored != kek => Err(Fail::Job(privacy::kek_rotated(&stored, kek))),
+            _ => {
+                self.kek_checked = true;
+                Ok(())
             }
         }
     }
@@ -761,6 +794,22 @@ impl Group {
                     e.personal.as_ref().and_then(|p| p.keys.clone()),
                 ) {
                     self.open_stored(lookup, &keys, s)?;
+                }
+                if let (Some(s), Some(p)) = (&found, &e.personal)
+                    && s.is_erased()
+                {
+                    // Its stored part cannot be compared any more: a retry naming a
+                    // forgotten subject is refused as any personal data about one is.
+                    for subject in &p.subjects {
+                        if let Some(row) = self.key_row(lookup, subject)?
+                            && row.wrapped.is_none()
+                        {
+                            return Err(Error::SubjectForgotten {
+                                subject: subject.clone(),
+                            }
+                            .into());
+                        }
+                    }
                 }
                 stored.push(found);
             }

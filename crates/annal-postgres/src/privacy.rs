@@ -40,6 +40,8 @@ pub fn key_from_row(r: &Row) -> Result<SubjectKey> {
 pub struct KeySql {
     /// Rows of the subjects `$1`.
     pub by_subject: String,
+    /// The KEK id one row names (all name the same: a rotation rewraps every row).
+    pub kek_in_use: String,
     /// Insert or replace rows.
     pub upsert: String,
     /// Index events by subject.
@@ -55,6 +57,7 @@ impl KeySql {
             by_subject: format!(
                 "SELECT {KEY_COLUMNS} FROM {s}.subject_keys WHERE subject = ANY($1::text[])"
             ),
+            kek_in_use: format!("SELECT kek_id FROM {s}.subject_keys LIMIT 1"),
             upsert: format!(
                 "INSERT INTO {s}.subject_keys (subject, key_id, kek_id, wrapped_key, created_at,
                    forgotten_at, forgotten_position)

@@ -374,6 +374,8 @@ struct ReadAhead {
     /// the jobs that need it).
     subjects: HashSet<String>,
     keys: HashMap<String, std::result::Result<SubjectKey, String>>,
+    /// The KEK id a row of the key table names, read when the group names subjects.
+    kek_in_use: Option<String>,
 }
 
 impl commit::Lookup for ReadAhead {
@@ -418,6 +420,10 @@ impl commit::Lookup for ReadAhead {
             Some(Ok(k)) => Ok(Some(k.clone())),
             Some(Err(e)) => Err(Fail::Job(Error::Corrupt(e.clone()))),
         }
+    }
+
+    fn kek_in_use(&mut self) -> Result<Option<String>, Fail> {
+        Ok(self.kek_in_use.clone())
     }
 }
 
@@ -570,6 +576,10 @@ impl Writer {
             .prepare_cached(&sql.keys.by_subject)
             .await
             .map_err(prep)?;
+        let kek_in_use = client
+            .prepare_cached(&sql.keys.kek_in_use)
+            .await
+            .map_err(prep)?;
 
         // Read phase, pipelined: the server runs these in order, so every read happens
         // after the head lock is granted and sees every commit before this one.
@@ -580,7 +590,7 @@ impl Writer {
         let no_fences = fences.is_empty();
         let subjects_param: [&(dyn ToSql + Sync); 1] = [&subjects];
         let no_subjects = subjects.is_empty();
-        let (begin, tip, found, stored, cps, held, keyed) = tokio::join!(
+        let (begin, tip, found, stored, cps, held, keyed, kek) = tokio::join!(
             client.batch_execute("BEGIN"),
             client.query_one(&lock_head, &[]),
             client.query(&streams, &aggregates_param),
@@ -600,6 +610,13 @@ impl Writer {
                     client.query(&key_rows, &subjects_param).await
                 }
             },
+            async {
+                if no_subjects {
+                    Ok(None)
+                } else {
+                    client.query_opt(&kek_in_use, &[]).await
+                }
+            },
         );
         let read = fail("reading the log's tip under the commit lock");
         begin.map_err(read)?;
@@ -609,6 +626,7 @@ impl Writer {
         let cps = cps.map_err(read)?;
         let held = held.map_err(read)?;
         let keyed = keyed.map_err(read)?;
+        let kek = kek.map_err(read)?;
         let bad = |e: Error| StorageFailure::message("reading the log's tip", e.to_string());
         let position: i64 = rows::get(&tip, 0).map_err(bad)?;
         let hash: Hash = rows::get::<&str>(&tip, 1)
@@ -631,6 +649,10 @@ impl Writer {
             leases: HashMap::with_capacity(held.len()),
             subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
             keys: HashMap::with_capacity(keyed.len()),
+            kek_in_use: match &kek {
+                Some(r) => Some(rows::get(r, 0).map_err(bad)?),
+                None => None,
+            },
         };
         for r in &keyed {
             let subject: String = rows::get(r, 0).map_err(bad)?;

@@ -236,6 +236,15 @@ impl annal_core::testkit::privacy::PrivacyHarness for Pg {
             Err(e) => Err(e.to_string()),
         }
     }
+
+    async fn another_process(
+        &self,
+        keyring: annal_core::privacy::Keyring,
+    ) -> Result<PgStore, String> {
+        connect_reading(&self.url, Some(keyring), self.read_store)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 mod personal_data {

@@ -39,7 +39,7 @@ use annal_core::commit::Writes;
 use annal_core::privacy::{self, Keyring, Keys, SubjectInfo, SubjectKey, packed};
 use annal_core::{RawJson, RecordedEvent, Result, stored};
 use rusqlite::types::{Value, ValueRef};
-use rusqlite::{Connection, OpenFlags, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -203,6 +203,15 @@ pub fn open_in(conn: &Connection, keys: Option<&Keys>, events: &mut [RecordedEve
 pub(crate) fn key_changes(conn: &Connection) -> Result<i64> {
     conn.prepare_cached("SELECT n FROM key_changes")
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(db)
+}
+
+/// The id of the KEK that one row of the key table names (a rotation rewraps every
+/// row in one transaction, so any one tells which KEK wraps them all); `None` for an
+/// empty table.
+pub fn kek_in_use(conn: &Connection) -> Result<Option<String>> {
+    conn.prepare_cached("SELECT kek_id FROM subject_keys LIMIT 1")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
         .map_err(db)
 }
 

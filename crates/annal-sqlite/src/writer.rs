@@ -280,6 +280,10 @@ impl commit::Lookup for SqlLookup<'_> {
     ) -> Result<Vec<annal_core::privacy::SubjectKey>, Fail> {
         crate::privacy::key_rows(self.conn, subjects).map_err(fail)
     }
+
+    fn kek_in_use(&mut self) -> Result<Option<String>, Fail> {
+        crate::privacy::kek_in_use(self.conn).map_err(fail)
+    }
 }
 
 /// Applies a group in one transaction; answers each job's outcome and the new head.

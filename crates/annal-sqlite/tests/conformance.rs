@@ -339,6 +339,13 @@ impl annal_core::testkit::privacy::PrivacyHarness for Sqlite {
             Err(e) => Err(e.to_string()),
         }
     }
+
+    async fn another_process(
+        &self,
+        keyring: annal_core::privacy::Keyring,
+    ) -> Result<SqliteStore, String> {
+        open_with_kek(&self.path, Some(keyring)).map_err(|e| e.to_string())
+    }
 }
 
 annal_core::privacy_suite!(fresh_with_kek);

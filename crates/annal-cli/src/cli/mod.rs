@@ -125,7 +125,7 @@ impl StoreUrlArg {
 /// The size limits on appends, for the commands that write.
 #[derive(Debug, Args)]
 pub struct LimitArgs {
-    /// Largest event accepted (data plus metadata), in bytes.
+    /// Largest event accepted (data, metadata and personal part), in bytes.
     #[arg(long, env = "ANNAL_MAX_EVENT_BYTES", default_value_t = Limits::default().max_event_bytes)]
     max_event_bytes: usize,
     /// Most events accepted in one append or transaction.

@@ -1,11 +1,11 @@
 //! `annal forget` and `annal subjects`: personal data's subjects (docs/privacy.md).
 //! Forgetting destroys a subject's key, durably, before it answers; listing shows each
-//! subject's key status; exporting prints everything held about one subject, decrypted,
-//! as NDJSON (a subject access request); `rotate-kek` rewraps every data key with a new
+//! subject's key status; exporting prints every event whose personal part names one
+//! subject, decrypted, as NDJSON (for a subject access request); `rotate-kek` rewraps every data key with a new
 //! key-encryption key. The store's current KEK comes from `ANNAL_KEK_FILE` or
 //! `ANNAL_KEK`, as for every command.
 
-use super::{CliError, StoreArgs};
+use super::{CliError, StoreArgs, StoreUrlArg};
 use annal::privacy::{ForgetRequest, Keyring};
 use clap::{Args, Subcommand};
 use std::io::Write as _;
@@ -24,12 +24,19 @@ pub struct ForgetArgs {
     /// Why (kept in the audit trail, in the `$subjectForgotten` event: no personal data).
     #[arg(long)]
     reason: String,
-    /// Who asks (default `system`; over --server, the token's name).
+    /// Who asks (default `system`); not with --server, which records the token's name.
     #[arg(long)]
     user_id: Option<String>,
 }
 
 pub async fn forget(args: ForgetArgs) -> Result<ExitCode, CliError> {
+    if args.user_id.is_some() && args.store.server.is_some() {
+        return Err(CliError::Usage(
+            "--user-id is for --store: over --server, the server records who forgot as the \
+             token's name (and the token as the principal)"
+                .into(),
+        ));
+    }
     let store = args.store.open_existing().await?;
     let done = store
         .forget_subject(ForgetRequest {
@@ -65,7 +72,8 @@ enum SubjectsCommand {
         /// The subject.
         subject: String,
     },
-    /// Everything held about one subject, decrypted, as NDJSON events (GDPR Art. 15).
+    /// Every event whose personal part names one subject, decrypted, as NDJSON (for a
+    /// subject access request, GDPR Art. 15).
     Export {
         #[command(flatten)]
         store: StoreArgs,
@@ -75,8 +83,10 @@ enum SubjectsCommand {
     /// Rewrap every data key with a new key-encryption key (no event is rewritten);
     /// the store must be opened with the current one. Afterwards give the new one.
     RotateKek {
+        /// The store itself: a running `annal serve` cannot rotate its own key (stop
+        /// it, rotate, start it with the new key).
         #[command(flatten)]
-        store: StoreArgs,
+        store: StoreUrlArg,
         /// A file holding the new KEK: 64 hex digits (`openssl rand -hex 32`).
         #[arg(long)]
         new_kek_file: PathBuf,
@@ -138,7 +148,14 @@ pub async fn run(args: SubjectsArgs) -> Result<ExitCode, CliError> {
             let new =
                 Keyring::from_file(&new_kek_file).map_err(|e| CliError::Usage(e.to_string()))?;
             let id = new.id().to_owned();
-            let store = store.open_existing().await?;
+            let store = StoreArgs {
+                url: store,
+                server: None,
+                token: None,
+                ca_cert: None,
+            }
+            .open_existing()
+            .await?;
             let rewrapped = store.rotate_kek(new).await?;
             line(&serde_json::json!({"rewrapped": rewrapped, "kek_id": id}))?;
         }

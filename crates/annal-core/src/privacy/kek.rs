@@ -216,10 +216,7 @@ impl Keyring {
             ))
         };
         if row.kek_id != self.id {
-            return Err(bad(&format!(
-                "is wrapped by the key-encryption key {}, not by the one given ({})",
-                row.kek_id, self.id
-            )));
+            return Err(kek_rotated(&row.kek_id, &self.id));
         }
         let bytes = B64.decode(wrapped).map_err(|_| bad("is not base64"))?;
         if bytes.len() < 24 {
@@ -243,8 +240,9 @@ impl Keyring {
         Ok(Some(*Key::from_slice(&key)))
     }
 
-    /// The data key a row wraps; `None` once the subject was forgotten. A row that does
-    /// not open with this KEK is [`Error::Corrupt`].
+    /// The data key a row wraps; `None` once the subject was forgotten. A row wrapped
+    /// by another KEK is [`kek_rotated`]'s error; one that does not open with this KEK
+    /// is [`Error::Corrupt`].
     pub fn unwrap(&self, row: &SubjectKey) -> Result<Option<DataKey>> {
         Ok(self.unwrap_raw(row)?.map(|key| DataKey {
             key_id: row.key_id.as_str().into(),
@@ -268,6 +266,17 @@ impl Keyring {
             ..row.clone()
         })
     }
+}
+
+/// The error of a process whose key-encryption key no longer wraps the key table
+/// (`stored` does; this process holds `given`): another process rotated it since this
+/// one opened the store. Not corruption: restarting with the new key serves again.
+pub fn kek_rotated(stored: &str, given: &str) -> Error {
+    Error::Closed(format!(
+        "the key table is wrapped by the key-encryption key with id {stored}, not by this \
+         process's ({given}): it was rotated since this process opened the store; restart \
+         it with the new key"
+    ))
 }
 
 fn wrap_aad(subject: &str, key_id: &str) -> Vec<u8> {

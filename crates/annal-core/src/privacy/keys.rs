@@ -22,7 +22,7 @@
 //!   are what make them safe; the eviction keeps a forgotten key out of memory).
 
 use super::kek::{DataKey, Keyring, SubjectKey};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -85,6 +85,22 @@ impl Keys {
             .unwrap_or_else(PoisonError::into_inner)
             .current
             .clone()
+    }
+
+    /// Refuses a rotation to the KEK already in use: it would rewrap every key and
+    /// change nothing, while whoever asked believes the old key retired.
+    pub fn check_rotation(&self, new: &Keyring) -> Result<()> {
+        if self.current().id() == new.id() {
+            return Err(Error::invalid(
+                "new_kek",
+                format!(
+                    "the new key-encryption key is the one the store uses already (id {}): \
+                     nothing to rotate; give a new key (`openssl rand -hex 32`)",
+                    new.id()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The KEK that wrapped `row`: the current one, or one this process rotated away

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::event::{RawJson, RecordedEvent};
 use crate::privacy::{ERASED, FORGOTTEN_EVENT_TYPE, ForgetRequest, Keyring, SUBJECTS_STREAM};
 use crate::projection::{self, Handler, HandlerError, ProjectionOptions};
-use crate::read::Direction;
+use crate::read::{Direction, Filter};
 use crate::store::Store;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -37,6 +37,9 @@ pub trait PrivacyHarness: Harness {
     /// as its message, if it refused. After a refusal the harness keeps a store opened
     /// with the KEK that last worked.
     async fn reopen_with(&mut self, keyring: Option<Keyring>) -> Result<(), String>;
+    /// A second store on the same data opened with `keyring`, as another process
+    /// would open it; the open's error, as its message, if it refused.
+    async fn another_process(&self, keyring: Keyring) -> Result<Self::Store, String>;
 }
 
 /// An event whose personal part, as written, is `personal` about `subject`.
@@ -422,7 +425,7 @@ pub async fn a_store_without_a_kek_refuses_personal_data<H: PrivacyHarness>(mut 
 
 /// Rotating the KEK rewraps the data keys (a forgotten subject's row, without one, only
 /// names the new KEK): events read as before, the old KEK no longer opens the store and
-/// the new one does.
+/// the new one does. A rotation to the KEK in use is refused.
 pub async fn rotating_the_kek_rewraps_keys_without_rewriting_events<H: PrivacyHarness>(mut h: H) {
     let out = h.store().append(sofia_added()).await.expect("append");
     // A forgotten subject's row has no key left: the rotation only renames its KEK.
@@ -440,6 +443,10 @@ pub async fn rotating_the_kek_rewraps_keys_without_rewriting_events<H: PrivacyHa
         .await
         .expect("forget");
     let before = all(h.store()).await;
+    match h.store().rotate_kek(kek()).await {
+        Err(Error::InvalidRequest { field, .. }) => assert_eq!(field, "new_kek"),
+        other => panic!("a rotation to the KEK in use must be refused: {other:?}"),
+    }
     assert_eq!(h.store().rotate_kek(other_kek()).await.expect("rotate"), 1);
     let after = all(h.store()).await;
     assert_eq!(before, after, "events untouched, still readable");
@@ -467,6 +474,49 @@ pub async fn rotating_the_kek_rewraps_keys_without_rewriting_events<H: PrivacyHa
         4,
         "three appends and a $subjectForgotten"
     );
+}
+
+/// A process whose KEK another process rotated away makes no data key under it: a row
+/// wrapped by the old KEK beside the rewrapped ones would leave a store that opens with
+/// neither. Its appends that need a key and its reads of personal parts are refused as
+/// [`Error::Closed`] (restart with the new key), not as corruption; plain events still
+/// go in; the store opens with the new KEK, and verifies.
+pub async fn a_process_whose_kek_was_rotated_away_makes_no_key_under_the_old_one<
+    H: PrivacyHarness,
+>(
+    mut h: H,
+) {
+    h.store().append(sofia_added()).await.expect("append");
+    let second = h.another_process(kek()).await.expect("second process");
+    assert_eq!(second.rotate_kek(other_kek()).await.expect("rotate"), 1);
+    drop(second);
+    for family in ["family_1", "family_2"] {
+        let e = personal_ev("ChildAdded", "{}", family, SOFIA);
+        match h.store().append(req("Family", family, Any, vec![e])).await {
+            Err(Error::Closed(why)) => assert!(why.contains("restart"), "{why}"),
+            other => panic!("an append under a rotated-away KEK must be refused: {other:?}"),
+        }
+    }
+    match h.store().read_all(0, 10, &Filter::default()).await {
+        Err(Error::Closed(why)) => assert!(why.contains(other_kek().id()), "{why}"),
+        other => panic!("a read under a rotated-away KEK must say so: {other:?}"),
+    }
+    h.store()
+        .append(req("Family", "family_3", Any, vec![ev("Noted", "{}")]))
+        .await
+        .expect("plain events still go in");
+    h.reopen_with(Some(other_kek()))
+        .await
+        .expect("every key is wrapped by the new KEK");
+    let e = personal_ev("ChildAdded", "{}", "family_2", SOFIA);
+    h.store()
+        .append(req("Family", "family_2", Any, vec![e]))
+        .await
+        .expect("new keys under the new KEK");
+    let events = all(h.store()).await;
+    assert_eq!(events.len(), 3, "Sofia, the plain event, family_2's");
+    assert_eq!(events[0].personal.as_ref().map(RawJson::get), Some(SOFIA));
+    assert!(h.store().verify(None, None).await.expect("verify").ok);
 }
 
 /// KEK rotations racing appends (some for subjects with keys, some making new keys):
@@ -679,7 +729,8 @@ pub async fn a_subjects_events_export_decrypted_in_order<H: PrivacyHarness>(h: H
 }
 
 /// A retried append with personal data and the same event ids writes nothing again;
-/// the same ids with another personal part are a duplicate.
+/// the same ids with another personal part are a duplicate; once its subject is
+/// forgotten, a retry is refused as `SubjectForgotten`.
 pub async fn a_retried_personal_append_writes_nothing_again<H: PrivacyHarness>(h: H) {
     let s = h.store();
     let id = uuid::Uuid::now_v7();
@@ -701,6 +752,23 @@ pub async fn a_retried_personal_append_writes_nothing_again<H: PrivacyHarness>(h
         .await
         .expect_err("other content");
     assert!(matches!(e, Error::DuplicateEventId { .. }), "{e:?}");
+    // Once the subject is forgotten the stored part reads as erased and cannot be
+    // compared: the retry names a forgotten subject, and is refused as such.
+    s.forget_subject(forget("family_1")).await.expect("forget");
+    let retry = personal_ev("ChildAdded", "{}", "family_1", SOFIA).with_id(id);
+    let e = s
+        .append(req("Family", "family_1", Any, vec![retry]))
+        .await
+        .expect_err("retry after forgetting");
+    assert!(
+        matches!(&e, Error::SubjectForgotten { subject } if subject == "family_1"),
+        "{e:?}"
+    );
+    assert_eq!(
+        s.head(&[]).await.expect("head"),
+        2,
+        "the event and the forgetting"
+    );
 }
 
 /// Personal parts that break the rules are refused with the field named; nothing is
