@@ -9,7 +9,7 @@
 //! and grades, how a family paid) is declared in [`FamilyEvent`]'s `personal_fields`:
 //! annal seals it with the family's own key, so `coop forget` can erase it for good
 //! while the log and its hash chain stay whole (docs/privacy.md). Those fields are
-//! `#[serde(default)]`: once a family is forgotten they read as absent.
+//! `Option`s: once a family is forgotten they read as absent, and its state shows `null`.
 
 pub mod demo;
 pub mod forget;
@@ -89,15 +89,16 @@ pub enum PortalAccess {
     Locked,
 }
 
-/// A child, as ChildAdded records it.
+/// A child, as ChildAdded records it. Its fields are personal: `None` once the family
+/// was forgotten (the child is still counted).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Child {
     /// Name.
-    pub child_name: String,
+    pub child_name: Option<String>,
     /// Age in years.
-    pub age: u32,
+    pub age: Option<u32>,
     /// School grade.
-    pub grade: u32,
+    pub grade: Option<u32>,
 }
 
 /// A payment, as the state keeps it.
@@ -107,8 +108,9 @@ pub struct Payment {
     pub amount: u64,
     /// Date paid.
     pub date: String,
-    /// How it was paid (`unknown` for payments recorded before methods were).
-    pub method: String,
+    /// How it was paid (`unknown` for payments recorded before methods were; `None`
+    /// once the family was forgotten: it is personal).
+    pub method: Option<String>,
 }
 
 /// What happens to a family. Variant names are the stored event types.
@@ -118,20 +120,20 @@ pub struct Payment {
 pub enum FamilyEvent {
     FamilyEnrolled {
         family_id: String,
-        #[serde(default)]
-        family_name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        family_name: Option<String>,
         enrollment_date: String,
-        #[serde(default)]
-        parent_name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent_name: Option<String>,
         children_count: u32,
     },
     ChildAdded {
-        #[serde(default)]
-        child_name: String,
-        #[serde(default)]
-        age: u32,
-        #[serde(default)]
-        grade: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        child_name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        age: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grade: Option<u32>,
     },
     PaymentDue {
         amount: u64,
@@ -145,8 +147,8 @@ pub enum FamilyEvent {
     PaymentReceived {
         amount: u64,
         date: String,
-        #[serde(default)]
-        method: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        method: Option<String>,
     },
     PortalAccessLocked {
         reason: String,
@@ -198,7 +200,11 @@ pub enum FamilyCommand {
         parent_name: String,
         children_count: u32,
     },
-    AddChild(Child),
+    AddChild {
+        child_name: String,
+        age: u32,
+        grade: u32,
+    },
     MarkPaymentDue {
         amount: u64,
         due_date: String,
@@ -260,8 +266,8 @@ impl Aggregate for Family {
                 ..
             } => {
                 self.family_id = Some(family_id.clone());
-                // Empty once the family was forgotten.
-                self.family_name = Some(family_name.clone()).filter(|n| !n.is_empty());
+                // None once the family was forgotten.
+                self.family_name.clone_from(family_name);
                 self.enrollment_date = Some(enrollment_date.clone());
                 self.status = Status::Enrolled;
             }
@@ -324,9 +330,9 @@ impl Aggregate for Family {
                 },
             ) => Ok(vec![FamilyEvent::FamilyEnrolled {
                 family_id,
-                family_name,
+                family_name: Some(family_name),
                 enrollment_date,
-                parent_name,
+                parent_name: Some(parent_name),
                 children_count,
             }]),
             (_, Enroll { .. }) => Err(FamilyError::AlreadyEnrolled),
@@ -342,10 +348,14 @@ impl Family {
         use FamilyCommand::*;
         Ok(match command {
             Enroll { .. } => return Err(FamilyError::AlreadyEnrolled),
-            AddChild(c) => vec![FamilyEvent::ChildAdded {
-                child_name: c.child_name,
-                age: c.age,
-                grade: c.grade,
+            AddChild {
+                child_name,
+                age,
+                grade,
+            } => vec![FamilyEvent::ChildAdded {
+                child_name: Some(child_name),
+                age: Some(age),
+                grade: Some(grade),
             }],
             MarkPaymentDue { amount: 0, .. } | RecordPayment { amount: 0, .. } => {
                 return Err(FamilyError::ZeroAmount);
@@ -367,7 +377,7 @@ impl Family {
             } => vec![FamilyEvent::PaymentReceived {
                 amount,
                 date,
-                method,
+                method: Some(method),
             }],
             LockPortal { reason } if self.portal_access == PortalAccess::Active => {
                 vec![FamilyEvent::PortalAccessLocked { reason }]

@@ -5,7 +5,7 @@
 //! (the seed's "why was the Chen family locked out?", answered from the audit trail). `coop demo` prints it; the tests assert it.
 
 use crate::triggers::{PORTAL_ACCESS, PortalAccessTrigger};
-use crate::{Child, Family, FamilyCommand, FamilyEvent, upcasters};
+use crate::{Family, FamilyCommand, FamilyEvent, upcasters};
 use annal::audit::{self, AuditEntry};
 use annal::projection::{self, ProjectionError, ProjectionHandle, ProjectionOptions};
 use annal::{
@@ -115,11 +115,11 @@ pub async fn tell(store: Arc<dyn Store>, out: &mut impl Write) -> Result<Outcome
     families
         .execute(
             "family_123",
-            FamilyCommand::AddChild(Child {
+            FamilyCommand::AddChild {
                 child_name: "Sofia Martinez".into(),
                 age: 8,
                 grade: 3,
-            }),
+            },
             &enrol.occurred(day("2024-09-01")),
         )
         .await?;
