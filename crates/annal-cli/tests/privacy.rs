@@ -70,6 +70,9 @@ fn a_family_is_forgotten_from_the_command_line_and_the_chain_still_verifies() {
         "{read}"
     );
     assert_eq!(python_verifies(&read), "ok: 2 events");
+    // The audit trail shows what every read shows: the personal part with the data.
+    let audit = text(&annal(&["audit", "family_123", "--store", s], "", Some(&kek_a)).stdout);
+    assert!(audit.contains("Sofia Martinez"), "{audit}");
     let export = text(
         &annal(
             &["subjects", "export", "family_123", "--store", s],
@@ -116,6 +119,11 @@ fn a_family_is_forgotten_from_the_command_line_and_the_chain_still_verifies() {
     let read = text(&annal(&["read", "--store", s], "", Some(&kek_a)).stdout);
     assert!(read.contains(r#""personal":{"$erased":true}"#), "{read}");
     assert!(!read.contains("Sofia"), "{read}");
+    let audit = text(&annal(&["audit", "family_123", "--store", s], "", Some(&kek_a)).stdout);
+    assert!(
+        audit.contains(r#""$erased":true"#) && !audit.contains("Sofia"),
+        "{audit}"
+    );
     assert!(
         read.contains(r#""event_type":"$subjectForgotten""#),
         "{read}"

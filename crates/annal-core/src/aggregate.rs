@@ -131,7 +131,10 @@ pub fn encode<E: DomainEvent>(event: &E) -> Result<(String, u32, RawJson), Codec
 }
 
 /// Moves the members `fields` of an encoded event's data into its personal part:
-/// `(data, None)` when the data has none of them (or is not an object).
+/// `(data, None)` when the data has none of them (or is not an object). Each member
+/// keeps its value's text exactly as written, and both parts keep the data's order of
+/// members (numbers are not re-read: `1.50` stays `1.50`, a 30-digit integer stays
+/// whole); the members are joined without whitespace between them.
 pub fn split_personal(
     data: RawJson,
     fields: &[&str],
@@ -139,23 +142,61 @@ pub fn split_personal(
     if fields.is_empty() {
         return Ok((data, None));
     }
-    let Ok(mut map) = data.to_value::<serde_json::Map<String, Value>>() else {
+    let Ok(Members(members)) = serde_json::from_str::<Members<'_>>(data.get()) else {
         return Ok((data, None));
     };
-    let mut personal = serde_json::Map::new();
-    for f in fields {
-        if let Some(v) = map.remove(*f) {
-            personal.insert((*f).to_owned(), v);
-        }
-    }
+    let (personal, rest): (Vec<_>, Vec<_>) = members
+        .into_iter()
+        .partition(|(name, _)| fields.contains(&name.as_str()));
     if personal.is_empty() {
         return Ok((data, None));
     }
     let shape = |e: serde_json::Error| CodecError::Shape(e.to_string());
     Ok((
-        RawJson::from_value(&map).map_err(shape)?,
-        Some(RawJson::from_value(&personal).map_err(shape)?),
+        RawJson::parse(object(&rest).map_err(shape)?).map_err(shape)?,
+        Some(RawJson::parse(object(&personal).map_err(shape)?).map_err(shape)?),
     ))
+}
+
+/// A JSON object's members in their order, each value as its text.
+struct Members<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = m.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// The JSON object of `members`, their values' text as it is.
+fn object(members: &[(String, &serde_json::value::RawValue)]) -> Result<String, serde_json::Error> {
+    let mut out = String::from("{");
+    for (i, (name, value)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(name)?);
+        out.push(':');
+        out.push_str(value.get());
+    }
+    out.push('}');
+    Ok(out)
 }
 
 /// Rebuilds an event from its stored type and data.
@@ -262,5 +303,20 @@ mod tests {
         );
         let (same, none) = split_personal(data.clone(), &["absent"]).expect("split");
         assert_eq!((same, none), (data, None));
+    }
+
+    #[test]
+    fn a_split_keeps_each_value_as_written_and_the_members_order() {
+        let data = RawJson::parse(
+            r#"{ "z": 1.50, "big": 123456789012345678901234567890, "who": {"n": 1e3 },
+                "a": [1, 2] }"#,
+        )
+        .expect("json");
+        let (rest, personal) = split_personal(data, &["who", "big"]).expect("split");
+        assert_eq!(rest.get(), r#"{"z":1.50,"a":[1, 2]}"#);
+        assert_eq!(
+            personal.as_ref().map(RawJson::get),
+            Some(r#"{"big":123456789012345678901234567890,"who":{"n": 1e3 }}"#)
+        );
     }
 }

@@ -185,14 +185,16 @@ pub fn new_event(
         None
     };
     let custom_json = exact_json(custom_metadata);
-    let custom_object = custom_json.as_ref().and_then(|c| {
-        c.to_value::<serde_json::Map<String, serde_json::Value>>()
-            .ok()
-    });
+    // What the metadata conventions ($correlationId, $personal) read: any JSON object,
+    // whitespace around it too (a trailing newline must not leave personal data in the
+    // clear); it is kept as annal's metadata only when it is exact JSON.
+    let custom_object =
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(custom_metadata).ok();
     let plain_custom = custom_metadata.is_empty()
-        || custom_object.as_ref().is_some_and(|o| {
-            !o.is_empty() && !o.contains_key(ENVELOPE_KEY) && !o.contains_key(CLIENT_ID_KEY)
-        });
+        || (custom_json.is_some()
+            && custom_object.as_ref().is_some_and(|o| {
+                !o.is_empty() && !o.contains_key(ENVELOPE_KEY) && !o.contains_key(CLIENT_ID_KEY)
+            }));
     let (data, annal_metadata) = match (json_data, plain_custom) {
         (Some(d), true) => (d, custom_json.unwrap_or_else(RawJson::empty_object)),
         (d, _) => {
@@ -269,6 +271,26 @@ fn mark_personal(
     let names: Vec<&str> = fields.iter().map(String::as_str).collect();
     let (data, personal) = annal_core::aggregate::split_personal(event.data.clone(), &names)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if personal.is_none() && !(fields.is_empty() && subjects.is_empty()) {
+        let object = event
+            .data
+            .to_value::<serde_json::Map<String, serde_json::Value>>()
+            .is_ok();
+        return Err(Status::invalid_argument(if !object {
+            "custom metadata $personal names members of the event's data, which must then \
+             be a JSON object (content type application/json, nothing around it)"
+                .to_owned()
+        } else if fields.is_empty() {
+            "custom metadata $personal is empty: name the data's personal members, or send \
+             neither $personal nor $subjects (docs/privacy.md)"
+                .to_owned()
+        } else {
+            format!(
+                "custom metadata $personal names no member of the event's data ({})",
+                fields.join(", ")
+            )
+        }));
+    }
     event.data = data;
     event.personal = personal;
     event.subjects = subjects;
@@ -649,5 +671,42 @@ mod tests {
         assert_eq!(erased.data, br#"{"age":8,"$erased":true}"#);
         let half = br#"{"$personal":["child_name"]}"#;
         assert!(new_event("family_123", None, &meta(JSON), half, data).is_err());
+    }
+
+    #[test]
+    fn personal_fields_are_sealed_whatever_whitespace_surrounds_the_custom_metadata() {
+        let custom = b"{\"$personal\":[\"child_name\"],\"$subjects\":[\"family_123\"]}\n";
+        let data =
+            br#"{"age":8,"child_name":"Sofia","fee":1.50,"id":123456789012345678901234567890}"#;
+        let new = new_event("family_123", None, &meta(JSON), custom, data).expect("valid");
+        assert_eq!(
+            new.personal.as_ref().map(RawJson::get),
+            Some(r#"{"child_name":"Sofia"}"#)
+        );
+        assert_eq!(new.subjects, ["family_123"]);
+        // The other members keep their text and order; the metadata its bytes.
+        assert_eq!(
+            new.data.get(),
+            r#"{"age":8,"fee":1.50,"id":123456789012345678901234567890}"#
+        );
+        let mut stored = recorded(new.clone());
+        stored.personal = new.personal.clone();
+        let ev = read_event(&stored, false).event.expect("event");
+        assert_eq!(ev.custom_metadata, custom);
+    }
+
+    #[test]
+    fn a_personal_convention_that_seals_nothing_says_why() {
+        let custom = br#"{"$personal":["child_nme"],"$subjects":["family_123"]}"#;
+        let data = br#"{"child_name":"Sofia"}"#;
+        let why = new_event("f", None, &meta(JSON), custom, data).expect_err("typo");
+        assert_eq!(why.code(), tonic::Code::InvalidArgument);
+        assert!(why.message().contains("child_nme"), "{}", why.message());
+        let why = new_event("f", None, &meta("application/octet-stream"), custom, data)
+            .expect_err("not JSON");
+        assert!(why.message().contains("JSON object"), "{}", why.message());
+        let empty = br#"{"$personal":[],"$subjects":["family_123"]}"#;
+        let why = new_event("f", None, &meta(JSON), empty, data).expect_err("empty");
+        assert!(why.message().contains("is empty"), "{}", why.message());
     }
 }

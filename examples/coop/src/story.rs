@@ -175,7 +175,7 @@ pub async fn tell(store: Arc<dyn Store>, out: &mut impl Write) -> Result<Outcome
     )?;
     let correlated = audit::correlated(&*store, "enrollment_abc123").await?;
     for e in &correlated {
-        writeln!(out, "{}: {}", e.event_type, e.data)?;
+        writeln!(out, "{}: {}", e.event_type, e.payload())?;
     }
 
     writeln!(

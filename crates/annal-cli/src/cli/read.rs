@@ -171,7 +171,7 @@ impl<W: Write> Output<W> {
             e.recorded_at,
             clip(&e.event_type, 24),
             clip(&e.user_id, 10),
-            clip(e.data.get(), 100),
+            clip(e.payload().get(), 100),
         )
     }
 }
