@@ -575,6 +575,25 @@ async fn travel_with_state(page: &mut Page, port: u16) {
     slider.send_keys("\u{E014}").await.expect("arrow right");
     let back = page.wait_text("#state-table", "\"enrolled\"").await;
     assert!(back.contains("was \"withdrawn\""), "{back}");
+    // The CSV export keeps an event's personal part and subjects, as their JSON text.
+    let csv = page
+        .eval(
+            r#"return import('/console/browse.js').then((m) => m.csv([{
+                 position: 7, event_type: 'ChildAdded',
+                 raw: '{"position":7,"data":{"age_band":"7-9"},"metadata":{},"subjects":["family_123"],"personal":{"child_name": "Sofía"}}'
+               }]));"#,
+        )
+        .await;
+    let csv = csv.as_str().expect("text");
+    let mut lines = csv.lines();
+    let header = lines.next().expect("header");
+    assert!(header.ends_with(",hash,subjects,personal"), "{header}");
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.ends_with(r#","[""family_123""]","{""child_name"": ""Sofía""}""#)),
+        "{csv}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

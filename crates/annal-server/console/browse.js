@@ -128,10 +128,15 @@ async function exportAll(filters, kind, box, signal) {
   }
 }
 
+// The CSV export's columns.
 const COLUMNS = ['position', 'event_id', 'event_type', 'event_version', 'aggregate_type', 'aggregate_id',
-  'aggregate_version', 'recorded_at', 'user_id', 'correlation_id', 'causation_id', 'data', 'metadata', 'hash'];
+  'aggregate_version', 'recorded_at', 'user_id', 'correlation_id', 'causation_id', 'data', 'metadata', 'hash',
+  'subjects', 'personal'];
+// Members kept as their JSON text (a personal part byte for byte, or its erased marker).
+const AS_TEXT = new Set(['data', 'metadata', 'subjects', 'personal']);
 
-function csv(events) {
+// The events as CSV (exported for the console's browser tests).
+export function csv(events) {
   const cell = (v) => {
     const t = v == null ? '' : String(v);
     return /[",\n\r]/.test(t) ? `"${t.replace(/"/g, '""')}"` : t;
@@ -139,7 +144,7 @@ function csv(events) {
   const lines = [COLUMNS.join(',')];
   for (const e of events) {
     const raw = rawMembers(e.raw);
-    lines.push(COLUMNS.map((c) => cell(c === 'data' || c === 'metadata' ? raw[c] : e[c])).join(','));
+    lines.push(COLUMNS.map((c) => cell(AS_TEXT.has(c) ? raw[c] : e[c])).join(','));
   }
   return lines.join('\r\n') + '\r\n';
 }
