@@ -134,6 +134,47 @@ fn a_family_is_forgotten_from_the_command_line_and_the_chain_still_verifies() {
     let listed = text(&annal(&["subjects", "list", "--store", s], "", Some(&kek_a)).stdout);
     assert!(listed.contains(r#""status":"forgotten""#), "{listed}");
 
+    // Over a server: forgetting records the token's name, so --user-id is refused, and
+    // a server cannot rotate its own key.
+    let refused = annal(
+        &[
+            "forget",
+            "family_9",
+            "--reason",
+            "r",
+            "--user-id",
+            "dpo",
+            "--server",
+            "http://127.0.0.1:9",
+        ],
+        "",
+        Some(&kek_a),
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("--user-id"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let refused = annal(
+        &[
+            "subjects",
+            "rotate-kek",
+            "--new-kek-file",
+            kek_b.to_str().expect("path"),
+            "--server",
+            "http://127.0.0.1:9",
+        ],
+        "",
+        Some(&kek_a),
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("--server"),
+        "{}",
+        text(&refused.stderr)
+    );
+
     let rotated = annal(
         &[
             "subjects",

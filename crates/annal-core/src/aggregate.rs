@@ -134,7 +134,8 @@ pub fn encode<E: DomainEvent>(event: &E) -> Result<(String, u32, RawJson), Codec
 /// `(data, None)` when the data has none of them (or is not an object). Each member
 /// keeps its value's text exactly as written, and both parts keep the data's order of
 /// members (numbers are not re-read: `1.50` stays `1.50`, a 30-digit integer stays
-/// whole); the members are joined without whitespace between them.
+/// whole); the members are joined without whitespace between them, their names written
+/// as plain JSON strings.
 pub fn split_personal(
     data: RawJson,
     fields: &[&str],

@@ -190,6 +190,14 @@ pub fn new_event(
     // clear); it is kept as annal's metadata only when it is exact JSON.
     let custom_object =
         serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(custom_metadata).ok();
+    let mentions = |key: &[u8]| custom_metadata.windows(key.len()).any(|w| w == key);
+    if custom_object.is_none() && (mentions(b"\"$personal\"") || mentions(b"\"$subjects\"")) {
+        // Read as opaque bytes, the named members would be stored in the clear.
+        return Err(Status::invalid_argument(
+            "custom metadata names $personal or $subjects but is not one JSON object: send \
+             it as a JSON object (docs/privacy.md)",
+        ));
+    }
     let plain_custom = custom_metadata.is_empty()
         || (custom_json.is_some()
             && custom_object.as_ref().is_some_and(|o| {
@@ -705,6 +713,13 @@ mod tests {
         let why = new_event("f", None, &meta("application/octet-stream"), custom, data)
             .expect_err("not JSON");
         assert!(why.message().contains("JSON object"), "{}", why.message());
+        let bom = b"\xEF\xBB\xBF{\"$personal\":[\"child_name\"],\"$subjects\":[\"f\"]}";
+        let why = new_event("f", None, &meta(JSON), bom, data).expect_err("not one object");
+        assert!(
+            why.message().contains("not one JSON object"),
+            "{}",
+            why.message()
+        );
         let empty = br#"{"$personal":[],"$subjects":["family_123"]}"#;
         let why = new_event("f", None, &meta(JSON), empty, data).expect_err("empty");
         assert!(why.message().contains("is empty"), "{}", why.message());

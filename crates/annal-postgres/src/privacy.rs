@@ -178,6 +178,7 @@ impl crate::PgStore {
             .query(&format!("SELECT {KEY_COLUMNS} FROM {q}.subject_keys"), &[])
             .await
             .map_err(fail)?;
+        keys.check_rotation(&new, live.len())?;
         // Rows go back in batches (one statement per batch, not per key): appends wait
         // for the head lock this transaction holds, so its round trips are their wait.
         let update = format!(

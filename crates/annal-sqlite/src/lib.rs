@@ -296,7 +296,6 @@ impl Store for SqliteStore {
                 "the store was opened without a key-encryption key: open it with the current one to rotate",
             )
         })?;
-        keys.check_rotation(&new)?;
         let path = self.inner.path.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = open_connection(&path, false).map_err(db)?;

@@ -446,6 +446,7 @@ pub fn rotate(conn: &mut Connection, keys: &Keys, new: Keyring) -> Result<u64> {
     let old = keys.current();
     let sql = format!("SELECT {KEY_COLUMNS} FROM subject_keys");
     let rows = query_keys(&tx, &sql, [])?;
+    keys.check_rotation(&new, rows.len())?;
     for row in &rows {
         let moved = old.rewrap(row, &new)?;
         tx.execute(

@@ -166,7 +166,8 @@ fn timeline(events: &[RecordedEvent], entries: &[AuditEntry], with_aggregate: bo
 }
 
 /// The date an event speaks of, when it names one: its metadata's `occurred_at`, else
-/// the first top-level field of its data (with its personal part) called `date` or ending in `_date`, `_on` or
+/// the first top-level field of its data (not its personal part: a birth date is not
+/// what the event speaks of) called `date` or ending in `_date`, `_on` or
 /// `_at`, whose value starts YYYY-MM-DD.
 fn domain_date(e: &RecordedEvent) -> Option<String> {
     let day_of = |value: &serde_json::Value| -> Option<String> {
@@ -184,7 +185,7 @@ fn domain_date(e: &RecordedEvent) -> Option<String> {
     if let Some(day) = metadata.get("occurred_at").and_then(day_of) {
         return Some(day);
     }
-    let data: serde_json::Map<String, serde_json::Value> = e.payload().to_value().ok()?;
+    let data: serde_json::Map<String, serde_json::Value> = e.data.to_value().ok()?;
     data.iter().find_map(|(key, value)| {
         let named = key == "date" || ["_date", "_on", "_at"].iter().any(|s| key.ends_with(s));
         if named { day_of(value) } else { None }

@@ -113,6 +113,21 @@ impl StoreUrlArg {
             .map_or_else(|_| "the store".to_owned(), |u| u.to_string())
     }
 
+    /// Opens the store for reading: an embedded store that does not exist yet is
+    /// [`CliError::NotFound`], and nothing is created (no file, no folder).
+    pub(crate) async fn open_existing(&self) -> Result<Arc<dyn annal::Store>, CliError> {
+        if let Ok(StoreUrl::Sqlite(path)) = self.store.parse::<StoreUrl>()
+            && !path.exists()
+        {
+            return Err(CliError::NotFound(format!(
+                "no store at {}: nothing has been written there yet (`annal append` or \
+                 `annal serve` creates it; --store or ANNAL_STORE names another)",
+                path.display()
+            )));
+        }
+        self.open(Limits::default()).await
+    }
+
     /// Opens (or creates) the store, enforcing `limits` on appends.
     pub(crate) async fn open(&self, limits: Limits) -> Result<Arc<dyn annal::Store>, CliError> {
         let url: StoreUrl = self.store.parse().map_err(CliError::Open)?;
@@ -155,17 +170,10 @@ impl StoreArgs {
     /// Opens the store for reading: an embedded store that does not exist yet is
     /// [`CliError::NotFound`], and nothing is created (no file, no folder).
     async fn open_existing(&self) -> Result<Arc<dyn annal::Store>, CliError> {
-        if self.server.is_none()
-            && let Ok(StoreUrl::Sqlite(path)) = self.url.store.parse::<StoreUrl>()
-            && !path.exists()
-        {
-            return Err(CliError::NotFound(format!(
-                "no store at {}: nothing has been written there yet (`annal append` or \
-                 `annal serve` creates it; --store or ANNAL_STORE names another)",
-                path.display()
-            )));
+        match self.server {
+            None => self.url.open_existing().await,
+            Some(_) => self.open(Limits::default()).await,
         }
-        self.open(Limits::default()).await
     }
 
     /// Opens (or creates) the store, enforcing `limits` on appends.

@@ -148,14 +148,7 @@ pub async fn run(args: SubjectsArgs) -> Result<ExitCode, CliError> {
             let new =
                 Keyring::from_file(&new_kek_file).map_err(|e| CliError::Usage(e.to_string()))?;
             let id = new.id().to_owned();
-            let store = StoreArgs {
-                url: store,
-                server: None,
-                token: None,
-                ca_cert: None,
-            }
-            .open_existing()
-            .await?;
+            let store = store.open_existing().await?;
             let rewrapped = store.rotate_kek(new).await?;
             line(&serde_json::json!({"rewrapped": rewrapped, "kek_id": id}))?;
         }

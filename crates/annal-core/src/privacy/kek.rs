@@ -268,14 +268,16 @@ impl Keyring {
     }
 }
 
-/// The error of a process whose key-encryption key no longer wraps the key table
+/// The error of a process whose key-encryption key does not wrap the key table
 /// (`stored` does; this process holds `given`): another process rotated it since this
-/// one opened the store. Not corruption: restarting with the new key serves again.
+/// one opened the store, or opened an empty store with another key and made its first
+/// data key. Not corruption: restarting with the key that wraps the table serves again.
 pub fn kek_rotated(stored: &str, given: &str) -> Error {
     Error::Closed(format!(
         "the key table is wrapped by the key-encryption key with id {stored}, not by this \
-         process's ({given}): it was rotated since this process opened the store; restart \
-         it with the new key"
+         process's ({given}): it was rotated since this process opened the store, or \
+         another process uses another key; restart this process with the key with id \
+         {stored}"
     ))
 }
 

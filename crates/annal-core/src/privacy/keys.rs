@@ -87,9 +87,13 @@ impl Keys {
             .clone()
     }
 
-    /// Refuses a rotation to the KEK already in use: it would rewrap every key and
-    /// change nothing, while whoever asked believes the old key retired.
-    pub fn check_rotation(&self, new: &Keyring) -> Result<()> {
+    /// Refuses a rotation that would change nothing, asked under the lock the rotation
+    /// holds, with the `rows` of the key table it read there: to the KEK already in use
+    /// (it would rewrap every key while whoever asked believes the old one retired), or
+    /// of an empty key table (no row would name the new KEK, so a process still holding
+    /// the old one would make the first key under it, and the store would then open
+    /// with the old KEK only).
+    pub fn check_rotation(&self, new: &Keyring, rows: usize) -> Result<()> {
         if self.current().id() == new.id() {
             return Err(Error::invalid(
                 "new_kek",
@@ -98,6 +102,14 @@ impl Keys {
                      nothing to rotate; give a new key (`openssl rand -hex 32`)",
                     new.id()
                 ),
+            ));
+        }
+        if rows == 0 {
+            return Err(Error::invalid(
+                "new_kek",
+                "the store holds no data keys yet, so there is nothing to rewrap: give the \
+                 new key-encryption key to every process using the store instead (restart \
+                 them with it); the first personal data is then sealed under it",
             ));
         }
         Ok(())

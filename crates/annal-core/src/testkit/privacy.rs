@@ -425,8 +425,16 @@ pub async fn a_store_without_a_kek_refuses_personal_data<H: PrivacyHarness>(mut 
 
 /// Rotating the KEK rewraps the data keys (a forgotten subject's row, without one, only
 /// names the new KEK): events read as before, the old KEK no longer opens the store and
-/// the new one does. A rotation to the KEK in use is refused.
+/// the new one does. A rotation to the KEK in use, or of an empty key table, is refused.
 pub async fn rotating_the_kek_rewraps_keys_without_rewriting_events<H: PrivacyHarness>(mut h: H) {
+    // An empty key table has nothing to rewrap and would keep no trace of the new KEK.
+    match h.store().rotate_kek(other_kek()).await {
+        Err(Error::InvalidRequest { field, reason }) => {
+            assert_eq!(field, "new_kek");
+            assert!(reason.contains("no data keys"), "{reason}");
+        }
+        other => panic!("a rotation of an empty key table must be refused: {other:?}"),
+    }
     let out = h.store().append(sofia_added()).await.expect("append");
     // A forgotten subject's row has no key left: the rotation only renames its KEK.
     h.store()
