@@ -108,6 +108,13 @@ async fn check_personal_data_round_trips_and_is_forgotten(b: &str) {
     assert_eq!(st, StatusCode::GONE, "{refused}");
     assert_eq!(refused["type"], "subject_forgotten");
     assert_eq!(refused["subject"], "family_123");
+    // A listing cursor that could not be a subject id is a bad request, on every store.
+    let (st, p) = get(&c, &format!("{b}/v1/subjects?after=%00")).await;
+    assert_eq!(
+        (st, p["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("after")),
+        "{p}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

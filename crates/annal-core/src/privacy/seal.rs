@@ -418,8 +418,12 @@ pub fn open_events(
                 let mut found = HashMap::with_capacity(rows.len());
                 for row in rows {
                     if row.wrapped.is_some() {
-                        return Err(Error::Corrupt(format!(
-                            "the data key of subject '{}' is wrapped by key-encryption key {}, and the store was opened without one",
+                        // Not corruption: another process with a KEK wrote personal data
+                        // since this one opened the store, which then had none.
+                        return Err(Error::Closed(format!(
+                            "the data key of subject '{}' is wrapped by the key-encryption \
+                             key with id {}, and this process was started without one: \
+                             restart it with that key (ANNAL_KEK_FILE or ANNAL_KEK)",
                             row.subject, row.kek_id
                         )));
                     }

@@ -527,6 +527,41 @@ pub async fn a_process_whose_kek_was_rotated_away_makes_no_key_under_the_old_one
     assert!(h.store().verify(None, None).await.expect("verify").ok);
 }
 
+/// A process started without a KEK on a store that held no keys, reading personal data
+/// another process (with a KEK) wrote since, is told to restart with that key
+/// ([`Error::Closed`]), not that the store is corrupt; its plain reads go on.
+pub async fn a_process_without_a_kek_is_told_to_restart_with_one_not_that_data_is_corrupt<
+    H: PrivacyHarness,
+>(
+    mut h: H,
+) {
+    h.reopen_with(None)
+        .await
+        .expect("an empty store opens without a KEK");
+    h.store()
+        .append(req("Family", "family_0", Any, vec![ev("Noted", "{}")]))
+        .await
+        .expect("plain");
+    let other = h
+        .another_process(kek())
+        .await
+        .expect("a process with the KEK");
+    other.append(sofia_added()).await.expect("personal");
+    drop(other);
+    match h.store().read_all(0, 10, &Filter::default()).await {
+        Err(Error::Closed(why)) => {
+            assert!(why.contains("restart") && why.contains(kek().id()), "{why}")
+        }
+        other => panic!("must say to restart with the KEK: {other:?}"),
+    }
+    let plain = h
+        .store()
+        .read_aggregate("family_0", Direction::Forward, None, 10)
+        .await
+        .expect("plain reads go on");
+    assert_eq!(plain.len(), 1);
+}
+
 /// KEK rotations racing appends (some for subjects with keys, some making new keys):
 /// every append is acknowledged, every event reads back decrypted, and the store
 /// afterwards names one KEK, the last one, so it opens with that one only.

@@ -20,7 +20,8 @@ use utoipa::IntoParams;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SubjectsQuery {
-    /// List the subjects after this id (default: from the first).
+    /// List the subjects after this id (default: from the first); a subject id's rules
+    /// apply (at most 255 bytes, no control characters).
     after: Option<String>,
     /// At most this many (default 1,000; at most the server's page limit).
     #[param(minimum = 1)]
@@ -49,6 +50,11 @@ pub async fn list_subjects(
     let Query(q) = query?;
     let limit = page(q.limit, 1000, app.config.max_page)?;
     let after = q.after.unwrap_or_default();
+    if !after.is_empty() {
+        // A cursor is a subject id: one that could not be one is a bad request, not a
+        // question for the store (PostgreSQL refuses a NUL in text).
+        path_name("after", &after)?;
+    }
     let subjects = app.store.subjects(&after, limit).await?;
     let next_after = (subjects.len() == limit)
         .then(|| subjects.last().map(|s| s.subject.clone()))
