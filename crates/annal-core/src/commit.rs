@@ -90,6 +90,7 @@ pub trait Lookup {
         }
         Ok(rows)
     }
+
     /// The id of the key-encryption key that wraps the key table's rows, as any one
     /// row names it (a rotation rewraps every row in one transaction, so they all name
     /// the same); `None` for an empty table. Provided: a store without a key table,
@@ -460,9 +461,9 @@ impl Group {
     }
 
     /// Refuses to make a data key under `kek` while the key table's rows are wrapped by
-    /// another key-encryption key: another process rotated it since this one opened
-    /// the store, and a row wrapped by the old one beside them would leave a store that
-    /// opens with neither. Asked once per group (no other process can rotate while the
+    /// another key-encryption key (another process rotated it since this one opened the
+    /// store, or made the first key under its own): a row wrapped by `kek` beside them
+    /// would leave a store that opens with neither. Asked once per group (no other process can rotate while the
     /// group's transaction holds the write lock).
     fn check_kek(&mut self, lookup: &mut impl Lookup, kek: &str) -> Result<(), Fail> {
         if self.kek_checked {
