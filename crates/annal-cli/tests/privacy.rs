@@ -1,8 +1,9 @@
 //! Personal data from the command line: a store keyed by `ANNAL_KEK_FILE` takes a
 //! personal part, reads it back, exports it; `annal forget` erases it while `annal
 //! verify` and docs/verify_chain.py still pass on the export; a missing or wrong KEK
-//! stops every command at start with a clear message; `annal subjects rotate-kek`
-//! moves the store to a new KEK.
+//! stops every command that reads or writes personal data at start with a clear
+//! message (verifying and digests need none); `annal subjects rotate-kek` moves the
+//! store to a new KEK.
 
 mod common;
 
@@ -131,6 +132,23 @@ fn a_family_is_forgotten_from_the_command_line_and_the_chain_still_verifies() {
     assert_eq!(python_verifies(&read), "ok: 3 events");
     let verify = annal(&["verify", "--store", s], "", Some(&kek_a));
     assert!(verify.status.success(), "{}", text(&verify.stdout));
+    // An auditor verifies the chain (and takes a digest) without the key that decrypts
+    // personal data; a wrong key given is still refused.
+    for args in [&["verify", "--store", s][..], &["digest", "--store", s][..]] {
+        let out = annal(args, "", None);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    let wrong = annal(&["verify", "--store", s], "", Some(&kek_b));
+    assert!(
+        text(&wrong.stderr).contains("wrong key-encryption key"),
+        "{}",
+        text(&wrong.stderr)
+    );
     let listed = text(&annal(&["subjects", "list", "--store", s], "", Some(&kek_a)).stdout);
     assert!(listed.contains(r#""status":"forgotten""#), "{listed}");
 

@@ -38,6 +38,12 @@ pub struct Options {
     /// keys another KEK wraps, or that holds keys while none is given, is refused
     /// ([`OpenError::Kek`]).
     pub keyring: Option<Keyring>,
+    /// Open a store that holds personal data even though no key-encryption key is given
+    /// (neither here nor in the environment), for work that needs none, such as
+    /// verifying the hash chain (which covers the sealed parts): personal parts then
+    /// cannot be read (`unavailable`) and personal data cannot be appended. A KEK that
+    /// is given is still checked. Default `false`: such a store is refused at open.
+    pub without_kek: bool,
 }
 
 impl Default for Options {
@@ -48,6 +54,7 @@ impl Default for Options {
             accept_truncated_wal: std::env::var("ANNAL_ACCEPT_TRUNCATED_WAL")
                 .is_ok_and(|v| v.trim() == "1"),
             keyring: None,
+            without_kek: false,
         }
     }
 }
@@ -228,7 +235,9 @@ impl SqliteStore {
             None => Keyring::from_env().map_err(kek_err)?,
         };
         let stored = crate::privacy::kek_ids(&conn).map_err(dberr)?;
-        Keyring::check_store(keyring.as_ref(), &stored).map_err(kek_err)?;
+        if keyring.is_some() || !options.without_kek {
+            Keyring::check_store(keyring.as_ref(), &stored).map_err(kek_err)?;
+        }
         durable::sync_at_open(&path).map_err(|source| OpenError::Io {
             path: path.clone(),
             source: std::io::Error::new(

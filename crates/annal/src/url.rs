@@ -167,11 +167,22 @@ pub fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, OpenError> {
 /// Opens the store a URL names, enforcing `limits` on appends (embedded store only; use
 /// [`connect_with`] for every backend).
 pub fn open_with(url: &StoreUrl, limits: Limits) -> Result<Arc<dyn Store>, OpenError> {
+    open_embedded(url, limits, false)
+}
+
+/// [`open_with`], opening a store that holds personal data without its KEK when
+/// `without_kek` ([`ConnectOptions::without_kek`]).
+fn open_embedded(
+    url: &StoreUrl,
+    limits: Limits,
+    without_kek: bool,
+) -> Result<Arc<dyn Store>, OpenError> {
     match url {
         #[cfg(feature = "sqlite")]
         StoreUrl::Sqlite(path) => {
             let options = annal_sqlite::Options {
                 limits,
+                without_kek,
                 ..annal_sqlite::Options::default()
             };
             Ok(Arc::new(annal_sqlite::SqliteStore::open_with(
@@ -180,7 +191,7 @@ pub fn open_with(url: &StoreUrl, limits: Limits) -> Result<Arc<dyn Store>, OpenE
         }
         #[cfg(not(feature = "sqlite"))]
         StoreUrl::Sqlite(_) => {
-            let _ = limits;
+            let _ = (limits, without_kek);
             Err(OpenError::NotBuilt(url.to_string()))
         }
         StoreUrl::Postgres(_) => Err(OpenError::NeedsAsync(url.to_string())),
@@ -215,6 +226,9 @@ pub struct ConnectOptions {
     /// How long a read waits for the read store to reach the position it needs before
     /// the primary answers it (default 100 ms).
     pub read_store_wait: Option<std::time::Duration>,
+    /// Open a store that holds personal data without its key-encryption key, for work
+    /// that needs none (verifying the chain): `annal_sqlite::Options::without_kek`.
+    pub without_kek: bool,
 }
 
 /// Opens or connects to the store a URL names, with a read store if given (PostgreSQL
@@ -227,6 +241,7 @@ pub async fn connect_with_options(
         limits,
         read_store,
         read_store_wait,
+        without_kek,
     } = options;
     match url {
         StoreUrl::Sqlite(_) => match read_store {
@@ -235,7 +250,7 @@ pub async fn connect_with_options(
                 reason: "a read store serves a PostgreSQL store; this store is embedded (sqlite:)"
                     .into(),
             }),
-            None => open_with(url, limits),
+            None => open_embedded(url, limits, without_kek),
         },
         #[cfg(feature = "postgres")]
         StoreUrl::Postgres(pg) => {
@@ -262,6 +277,7 @@ pub async fn connect_with_options(
             let options = annal_postgres::Options {
                 limits,
                 read_store,
+                without_kek,
                 ..annal_postgres::Options::default()
             };
             Ok(Arc::new(

@@ -116,6 +116,12 @@ impl StoreUrlArg {
     /// Opens the store for reading: an embedded store that does not exist yet is
     /// [`CliError::NotFound`], and nothing is created (no file, no folder).
     pub(crate) async fn open_existing(&self) -> Result<Arc<dyn annal::Store>, CliError> {
+        self.must_exist()?;
+        self.open(Limits::default()).await
+    }
+
+    /// [`CliError::NotFound`] for an embedded store that does not exist yet.
+    fn must_exist(&self) -> Result<(), CliError> {
         if let Ok(StoreUrl::Sqlite(path)) = self.store.parse::<StoreUrl>()
             && !path.exists()
         {
@@ -125,13 +131,28 @@ impl StoreUrlArg {
                 path.display()
             )));
         }
-        self.open(Limits::default()).await
+        Ok(())
     }
 
     /// Opens (or creates) the store, enforcing `limits` on appends.
     pub(crate) async fn open(&self, limits: Limits) -> Result<Arc<dyn annal::Store>, CliError> {
+        self.open_with_options(limits, false).await
+    }
+
+    /// [`Self::open`], without the key-encryption key when `without_kek`
+    /// ([`annal::ConnectOptions::without_kek`]).
+    async fn open_with_options(
+        &self,
+        limits: Limits,
+        without_kek: bool,
+    ) -> Result<Arc<dyn annal::Store>, CliError> {
         let url: StoreUrl = self.store.parse().map_err(CliError::Open)?;
-        annal::connect_with(&url, limits)
+        let options = annal::ConnectOptions {
+            limits,
+            without_kek,
+            ..annal::ConnectOptions::default()
+        };
+        annal::connect_with_options(&url, options)
             .await
             .map_err(CliError::Open)
     }
@@ -172,6 +193,20 @@ impl StoreArgs {
     async fn open_existing(&self) -> Result<Arc<dyn annal::Store>, CliError> {
         match self.server {
             None => self.url.open_existing().await,
+            Some(_) => self.open(Limits::default()).await,
+        }
+    }
+
+    /// [`Self::open_existing`] for work that reads no personal part (verifying the
+    /// chain, a digest): a store that holds personal data opens without its KEK, so an
+    /// auditor can verify without the key that decrypts it (one that is given is still
+    /// checked).
+    async fn open_to_verify(&self) -> Result<Arc<dyn annal::Store>, CliError> {
+        match self.server {
+            None => {
+                self.url.must_exist()?;
+                self.url.open_with_options(Limits::default(), true).await
+            }
             Some(_) => self.open(Limits::default()).await,
         }
     }

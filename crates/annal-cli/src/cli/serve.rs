@@ -203,6 +203,7 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
                     limits: args.limits.limits(),
                     read_store: Some(read.clone()),
                     read_store_wait: Some(args.read_store_wait),
+                    without_kek: false,
                 },
             )
             .await
