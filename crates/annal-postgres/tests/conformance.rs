@@ -245,6 +245,20 @@ impl annal_core::testkit::privacy::PrivacyHarness for Pg {
             .await
             .map_err(|e| e.to_string())
     }
+
+    async fn without_kek(&self) -> Result<PgStore, String> {
+        let config = annal_postgres::PgConfig::from_url(&self.url).map_err(|e| e.to_string())?;
+        let options = annal_postgres::Options {
+            without_kek: true,
+            read_store: self
+                .read_store
+                .then(|| annal_postgres::ReadStoreOptions::new(config.clone())),
+            ..annal_postgres::Options::default()
+        };
+        PgStore::connect_with(config, options)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 mod personal_data {

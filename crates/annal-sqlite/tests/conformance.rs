@@ -346,6 +346,15 @@ impl annal_core::testkit::privacy::PrivacyHarness for Sqlite {
     ) -> Result<SqliteStore, String> {
         open_with_kek(&self.path, Some(keyring)).map_err(|e| e.to_string())
     }
+
+    async fn without_kek(&self) -> Result<SqliteStore, String> {
+        let options = annal_sqlite::Options {
+            keyring: None,
+            without_kek: true,
+            ..annal_sqlite::Options::default()
+        };
+        SqliteStore::open_with(&self.path, options).map_err(|e| e.to_string())
+    }
 }
 
 annal_core::privacy_suite!(fresh_with_kek);

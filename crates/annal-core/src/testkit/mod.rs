@@ -172,6 +172,7 @@ macro_rules! privacy_suite {
             privacy::rotating_the_kek_rewraps_keys_without_rewriting_events,
             privacy::a_process_whose_kek_was_rotated_away_makes_no_key_under_the_old_one,
             privacy::a_process_without_a_kek_is_told_to_restart_with_one_not_that_data_is_corrupt,
+            privacy::a_store_opened_without_its_kek_verifies_and_opens_no_personal_part,
             privacy::appends_racing_kek_rotations_all_succeed_under_one_kek,
             privacy::appends_racing_a_forgetting_leave_none_readable,
             privacy::a_subjects_events_export_decrypted_in_order,

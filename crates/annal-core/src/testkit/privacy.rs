@@ -40,6 +40,9 @@ pub trait PrivacyHarness: Harness {
     /// A second store on the same data opened with `keyring`, as another process
     /// would open it; the open's error, as its message, if it refused.
     async fn another_process(&self, keyring: Keyring) -> Result<Self::Store, String>;
+    /// A second store on the same data opened without a KEK, asking to (`without_kek`:
+    /// for verifying); the open's error, as its message, if it refused.
+    async fn without_kek(&self) -> Result<Self::Store, String>;
 }
 
 /// An event whose personal part, as written, is `personal` about `subject`.
@@ -560,6 +563,41 @@ pub async fn a_process_without_a_kek_is_told_to_restart_with_one_not_that_data_i
         .await
         .expect("plain reads go on");
     assert_eq!(plain.len(), 1);
+}
+
+/// A store that holds personal data, opened without its KEK for verifying: the chain
+/// verifies (the deep check too), its personal parts answer [`Error::Closed`], and it
+/// takes no personal data; its plain events read as ever.
+pub async fn a_store_opened_without_its_kek_verifies_and_opens_no_personal_part<
+    H: PrivacyHarness,
+>(
+    h: H,
+) {
+    h.store().append(sofia_added()).await.expect("personal");
+    h.store()
+        .append(req("Family", "family_0", Any, vec![ev("Noted", "{}")]))
+        .await
+        .expect("plain");
+    let s = h
+        .without_kek()
+        .await
+        .expect("opens without its KEK when asked");
+    assert!(s.verify(None, None).await.expect("verify").ok);
+    assert!(s.verify_deep(None, None).await.expect("deep verify").ok);
+    match s.read_all(0, 10, &Filter::default()).await {
+        Err(Error::Closed(why)) => assert!(why.contains(kek().id()), "{why}"),
+        other => panic!("personal parts cannot be read without the KEK: {other:?}"),
+    }
+    let plain = s
+        .read_aggregate("family_0", Direction::Forward, None, 10)
+        .await
+        .expect("plain reads");
+    assert_eq!(plain.len(), 1);
+    let e = personal_ev("ChildAdded", "{}", "family_2", SOFIA);
+    match s.append(req("Family", "family_2", Any, vec![e])).await {
+        Err(Error::InvalidRequest { field, .. }) => assert_eq!(field, "events[0].personal"),
+        other => panic!("no personal data without the KEK: {other:?}"),
+    }
 }
 
 /// KEK rotations racing appends (some for subjects with keys, some making new keys):
