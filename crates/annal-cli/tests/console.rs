@@ -581,6 +581,9 @@ async fn travel_with_state(page: &mut Page, port: u16) {
             r#"return import('/console/browse.js').then((m) => m.csv([{
                  position: 7, event_type: 'ChildAdded',
                  raw: '{"position":7,"data":{"age_band":"7-9"},"metadata":{},"subjects":["family_123"],"personal":{"child_name": "Sofía"}}'
+               }, {
+                 position: 8, event_type: 'Noted',
+                 raw: '{"position":8,"data":{"a":1},"metadata":{}}'
                }]));"#,
         )
         .await;
@@ -593,6 +596,10 @@ async fn travel_with_state(page: &mut Page, port: u16) {
             .next()
             .is_some_and(|l| l.ends_with(r#","[""family_123""]","{""child_name"": ""Sofía""}""#)),
         "{csv}"
+    );
+    assert!(
+        lines.next().is_some_and(|l| l.ends_with(",,")),
+        "an event without a personal part leaves both cells empty: {csv}"
     );
 }
 

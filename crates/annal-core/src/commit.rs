@@ -463,8 +463,8 @@ impl Group {
     /// Refuses to make a data key under `kek` while the key table's rows are wrapped by
     /// another key-encryption key (another process rotated it since this one opened the
     /// store, or made the first key under its own): a row wrapped by `kek` beside them
-    /// would leave a store that opens with neither. Asked once per group (no other process can rotate while the
-    /// group's transaction holds the write lock).
+    /// would leave a store that opens with neither. Asked once per group (no other
+    /// process can rotate while the group's transaction holds the write lock).
     fn check_kek(&mut self, lookup: &mut impl Lookup, kek: &str) -> Result<(), Fail> {
         if self.kek_checked {
             return Ok(());

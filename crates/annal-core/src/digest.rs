@@ -68,12 +68,31 @@ pub async fn take<S: Store + ?Sized>(store: &S) -> Result<Digest> {
             taken_at,
         });
     }
-    let event = store
-        .read_all(head - 1, 1, &Filter::default())
-        .await?
+    // The head and the event before it, as stored (no personal part is opened, so a
+    // store opened without its KEK takes a digest too); the head is checked against its
+    // hash here, as a checked read would.
+    let mut events = store
+        .read_all_unchecked(head.saturating_sub(2), 2, &Filter::default())
+        .await?;
+    let missing = || Error::Corrupt(format!("the head event (position {head}) is missing"));
+    let event = events
         .pop()
         .filter(|e| e.position == head)
-        .ok_or_else(|| Error::Corrupt(format!("the head event (position {head}) is missing")))?;
+        .ok_or_else(missing)?;
+    let prev = match events.pop() {
+        Some(p) if p.position + 1 == head => p.hash,
+        None if head == 1 => Hash::ZERO,
+        _ => {
+            return Err(Error::Corrupt(format!(
+                "the event before the head (position {head}) is missing"
+            )));
+        }
+    };
+    if chain::event_hash(&prev, &event) != event.hash {
+        return Err(Error::Corrupt(format!(
+            "the head event (position {head}) does not match its hash: run annal verify"
+        )));
+    }
     Ok(Digest {
         position: head,
         hash: event.hash,

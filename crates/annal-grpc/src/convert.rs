@@ -190,8 +190,7 @@ pub fn new_event(
     // clear); it is kept as annal's metadata only when it is exact JSON.
     let custom_object =
         serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(custom_metadata).ok();
-    let mentions = |key: &[u8]| custom_metadata.windows(key.len()).any(|w| w == key);
-    if custom_object.is_none() && (mentions(b"\"$personal\"") || mentions(b"\"$subjects\"")) {
+    if custom_object.is_none() && names_personal_data(custom_metadata) {
         // Read as opaque bytes, the named members would be stored in the clear.
         return Err(Status::invalid_argument(
             "custom metadata names $personal or $subjects but is not one JSON object: send \
@@ -251,6 +250,20 @@ pub fn new_event(
         mark_personal(&mut event, obj)?;
     }
     Ok(event)
+}
+
+/// Whether metadata that is not one JSON object still begins with one (after a UTF-8
+/// byte order mark, if any) that names `$personal` or `$subjects`: a BOM, a trailing
+/// NUL or a second document must not leave personal data in the clear.
+fn names_personal_data(custom_metadata: &[u8]) -> bool {
+    let bytes = custom_metadata
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(custom_metadata);
+    serde_json::Deserializer::from_slice(bytes)
+        .into_iter::<serde_json::Map<String, serde_json::Value>>()
+        .next()
+        .and_then(Result::ok)
+        .is_some_and(|o| o.contains_key("$personal") || o.contains_key("$subjects"))
 }
 
 /// The metadata convention for personal data over gRPC (docs/privacy.md): custom
@@ -720,6 +733,16 @@ mod tests {
             "{}",
             why.message()
         );
+        let nul = b"{\"\\u0024personal\":[\"child_name\"],\"$subjects\":[\"f\"]}\0";
+        let why = new_event("f", None, &meta(JSON), nul, data).expect_err("escaped, NUL");
+        assert!(
+            why.message().contains("not one JSON object"),
+            "{}",
+            why.message()
+        );
+        // Metadata that is no object naming them is opaque metadata, as ever.
+        let opaque = br#"["$personal"]"#;
+        assert!(new_event("f", None, &meta(JSON), opaque, data).is_ok());
         let empty = br#"{"$personal":[],"$subjects":["family_123"]}"#;
         let why = new_event("f", None, &meta(JSON), empty, data).expect_err("empty");
         assert!(why.message().contains("is empty"), "{}", why.message());

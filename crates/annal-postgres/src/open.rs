@@ -27,8 +27,9 @@ pub struct Options {
     /// Open a store that holds personal data even though no key-encryption key is given
     /// (neither here nor in the environment), for work that needs none, such as
     /// verifying the hash chain (which covers the sealed parts): personal parts then
-    /// cannot be read (`unavailable`) and personal data cannot be appended. A KEK that
-    /// is given is still checked. Default `false`: such a store is refused at open.
+    /// cannot be read (`unavailable`) and personal data cannot be appended (forgetting
+    /// a subject still works: it needs no KEK). A KEK that is given is still checked.
+    /// Default `false`: such a store is refused at open.
     pub without_kek: bool,
     /// A hot standby of the store's server that serves its reads of the log and of
     /// streams ([`crate::replica`]); `None`: the primary serves every read.
@@ -210,9 +211,8 @@ impl PgStore {
             Some(k) => Some(k),
             None => Keyring::from_env().map_err(kek_err)?,
         };
-        if keyring.is_some() || !options.without_kek {
-            Keyring::check_store(keyring.as_ref(), &stored_keks).map_err(kek_err)?;
-        }
+        Keyring::check_store(keyring.as_ref(), &stored_keks, options.without_kek)
+            .map_err(kek_err)?;
 
         let head = stored::number(format_args!("{quoted}.head"), head).map_err(|source| {
             OpenError::Corrupt {

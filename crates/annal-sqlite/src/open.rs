@@ -41,8 +41,9 @@ pub struct Options {
     /// Open a store that holds personal data even though no key-encryption key is given
     /// (neither here nor in the environment), for work that needs none, such as
     /// verifying the hash chain (which covers the sealed parts): personal parts then
-    /// cannot be read (`unavailable`) and personal data cannot be appended. A KEK that
-    /// is given is still checked. Default `false`: such a store is refused at open.
+    /// cannot be read (`unavailable`) and personal data cannot be appended (forgetting
+    /// a subject still works: it needs no KEK). A KEK that is given is still checked.
+    /// Default `false`: such a store is refused at open.
     pub without_kek: bool,
 }
 
@@ -235,9 +236,7 @@ impl SqliteStore {
             None => Keyring::from_env().map_err(kek_err)?,
         };
         let stored = crate::privacy::kek_ids(&conn).map_err(dberr)?;
-        if keyring.is_some() || !options.without_kek {
-            Keyring::check_store(keyring.as_ref(), &stored).map_err(kek_err)?;
-        }
+        Keyring::check_store(keyring.as_ref(), &stored, options.without_kek).map_err(kek_err)?;
         durable::sync_at_open(&path).map_err(|source| OpenError::Io {
             path: path.clone(),
             source: std::io::Error::new(

@@ -227,7 +227,8 @@ pub struct ConnectOptions {
     /// the primary answers it (default 100 ms).
     pub read_store_wait: Option<std::time::Duration>,
     /// Open a store that holds personal data without its key-encryption key, for work
-    /// that needs none (verifying the chain): `annal_sqlite::Options::without_kek`.
+    /// that needs none (verifying the chain): `without_kek` of `annal_sqlite::Options`
+    /// and `annal_postgres::Options`.
     pub without_kek: bool,
 }
 

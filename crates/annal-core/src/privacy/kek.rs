@@ -147,12 +147,19 @@ impl Keyring {
     }
 
     /// Checks the ids of the KEKs that wrapped a store's data keys against this one (or
-    /// against none): the check every backend runs when it opens.
-    pub fn check_store(given: Option<&Self>, stored_ids: &[String]) -> Result<(), KekError> {
+    /// against none): the check every backend runs when it opens. With `without_kek`, a
+    /// store opened with no KEK at all passes (for verifying, which opens no part); a
+    /// KEK that is given is checked all the same.
+    pub fn check_store(
+        given: Option<&Self>,
+        stored_ids: &[String],
+        without_kek: bool,
+    ) -> Result<(), KekError> {
         let Some(stored) = stored_ids.first() else {
             return Ok(());
         };
         match given {
+            None if without_kek => Ok(()),
             None => Err(KekError::Missing {
                 stored: stored.clone(),
             }),
@@ -377,15 +384,19 @@ mod tests {
     #[test]
     fn opening_a_store_checks_the_kek_ids_its_keys_name() {
         let ids = vec![kek(1).id().to_owned()];
-        assert!(Keyring::check_store(Some(&kek(1)), &ids).is_ok());
+        assert!(Keyring::check_store(Some(&kek(1)), &ids, false).is_ok());
         assert!(matches!(
-            Keyring::check_store(Some(&kek(2)), &ids),
+            Keyring::check_store(Some(&kek(2)), &ids, true),
             Err(KekError::Wrong { .. })
         ));
         assert!(matches!(
-            Keyring::check_store(None, &ids),
+            Keyring::check_store(None, &ids, false),
             Err(KekError::Missing { .. })
         ));
-        assert!(Keyring::check_store(None, &[]).is_ok());
+        assert!(Keyring::check_store(None, &[], false).is_ok());
+        assert!(
+            Keyring::check_store(None, &ids, true).is_ok(),
+            "for verifying"
+        );
     }
 }
