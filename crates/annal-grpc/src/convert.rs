@@ -726,20 +726,18 @@ mod tests {
         let why = new_event("f", None, &meta("application/octet-stream"), custom, data)
             .expect_err("not JSON");
         assert!(why.message().contains("JSON object"), "{}", why.message());
-        let bom = b"\xEF\xBB\xBF{\"$personal\":[\"child_name\"],\"$subjects\":[\"f\"]}";
-        let why = new_event("f", None, &meta(JSON), bom, data).expect_err("not one object");
-        assert!(
-            why.message().contains("not one JSON object"),
-            "{}",
-            why.message()
-        );
-        let nul = b"{\"\\u0024personal\":[\"child_name\"],\"$subjects\":[\"f\"]}\0";
-        let why = new_event("f", None, &meta(JSON), nul, data).expect_err("escaped, NUL");
-        assert!(
-            why.message().contains("not one JSON object"),
-            "{}",
-            why.message()
-        );
+        // Not one object, but beginning with one that names them: after a BOM; escaped
+        // names before a NUL.
+        let bom = &b"\xEF\xBB\xBF{\"$personal\":[\"child_name\"],\"$subjects\":[\"f\"]}"[..];
+        let nul = &b"{\"\\u0024personal\":[\"child_name\"],\"$subjects\":[\"f\"]}\0"[..];
+        for custom in [bom, nul] {
+            let why = new_event("f", None, &meta(JSON), custom, data).expect_err("not one object");
+            assert!(
+                why.message().contains("not one JSON object"),
+                "{}",
+                why.message()
+            );
+        }
         // Metadata that is no object naming them is opaque metadata, as ever.
         let opaque = br#"["$personal"]"#;
         assert!(new_event("f", None, &meta(JSON), opaque, data).is_ok());
