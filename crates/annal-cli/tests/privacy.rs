@@ -149,6 +149,25 @@ fn a_family_is_forgotten_from_the_command_line_and_the_chain_still_verifies() {
         "{}",
         text(&wrong.stderr)
     );
+    // ... and exports the log as stored for docs/verify_chain.py: sealed parts with
+    // their subjects, nothing opened.
+    let sealed = annal(&["read", "--sealed", "--store", s], "", None);
+    let export = text(&sealed.stdout);
+    assert!(sealed.status.success(), "{}", text(&sealed.stderr));
+    assert_eq!(python_verifies(&export), "ok: 3 events");
+    let child = export.lines().nth(1).expect("the sealed event");
+    assert!(
+        child.contains(r#""sealed":{"alg":"xchacha20poly1305""#)
+            && child.contains(r#""subjects":["family_123"]"#)
+            && !child.contains(r#""personal""#),
+        "{child}"
+    );
+    let refused = annal(
+        &["read", "--sealed", "--server", "http://127.0.0.1:9"],
+        "",
+        None,
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
     let listed = text(&annal(&["subjects", "list", "--store", s], "", Some(&kek_a)).stdout);
     assert!(listed.contains(r#""status":"forgotten""#), "{listed}");
 
@@ -225,4 +244,35 @@ fn a_family_is_forgotten_from_the_command_line_and_the_chain_still_verifies() {
         .stdout,
     );
     assert!(read.contains("Sofia Martinez"), "{read}");
+}
+
+#[test]
+fn the_sealed_export_stops_at_an_event_edited_behind_the_stores_back() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("annal.db");
+    let store = format!("sqlite:{}", db.display());
+    let kek = dir.path().join("kek.hex");
+    std::fs::write(&kek, KEK_A).expect("kek");
+    let s = store.as_str();
+    let out = annal(&["append", "--store", s], &format!("{ENROL}\n"), Some(&kek));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let conn = rusqlite::Connection::open(&db).expect("open behind the store's back");
+    conn.execute_batch("DROP TRIGGER IF EXISTS events_are_immutable")
+        .expect("drop guard");
+    conn.execute(
+        "UPDATE events SET data = '{\"age_band\":\"1-3\"}' WHERE position = 2",
+        [],
+    )
+    .expect("edit");
+    drop(conn);
+
+    let sealed = annal(&["read", "--sealed", "--store", s], "", None);
+    assert!(!sealed.status.success());
+    assert!(
+        text(&sealed.stderr).contains("position 2 does not match its hash"),
+        "{}",
+        text(&sealed.stderr)
+    );
+    let printed = text(&sealed.stdout);
+    assert_eq!(printed.lines().count(), 1, "{printed}");
 }

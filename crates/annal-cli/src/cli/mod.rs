@@ -211,6 +211,20 @@ impl StoreArgs {
         }
     }
 
+    /// [`Self::open_to_verify`] for `annal read --sealed`, which reads the store as
+    /// stored: a store file or database only, since a server opens personal parts for
+    /// its readers.
+    async fn open_sealed(&self) -> Result<Arc<dyn annal::Store>, CliError> {
+        if self.server.is_some() {
+            return Err(CliError::Usage(
+                "--sealed reads a store as stored (--store), not a server: a server's reads \
+                 show each event's `sealed` part already, beside the opened one"
+                    .to_owned(),
+            ));
+        }
+        self.open_to_verify().await
+    }
+
     /// Opens (or creates) the store, enforcing `limits` on appends.
     async fn open(&self, limits: Limits) -> Result<Arc<dyn annal::Store>, CliError> {
         if let Some(server) = &self.server {

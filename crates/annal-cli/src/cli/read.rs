@@ -1,10 +1,17 @@
 //! `annal read`: events from the whole log (filtered) or one aggregate, optionally
 //! following new commits. On a terminal, one readable line per event (coloured unless
 //! `NO_COLOR`); piped, into a file, or with `--json`, NDJSON, one event per line.
+//!
+//! `--sealed` is the auditor's export: the log as stored, read without the
+//! key-encryption key (personal parts stay sealed: `sealed` and `subjects`, no
+//! `personal`), for `docs/verify_chain.py`. Invariant: it prints an event only after
+//! checking it against its hash and its predecessor's, in position order with no gap,
+//! so a tampered log stops the export at the first bad event, as a checked read would.
 
 use super::table::{self, clip};
 use super::{CliError, StoreArgs, list};
-use annal::{Direction, Filter, RecordedEvent, Store, Timestamp};
+use annal::chain::{self, Hash};
+use annal::{Direction, Filter, RecordedEvent, Store, Timestamp, privacy};
 use anstyle::Style;
 use clap::Args;
 use std::io::IsTerminal as _;
@@ -65,6 +72,16 @@ pub struct ReadArgs {
     /// they are committed (add --after-position HEAD to skip the history).
     #[arg(long)]
     follow: bool,
+    /// The whole log as stored, without the key-encryption key: personal parts stay
+    /// sealed (`sealed` and `subjects`, no `personal`), each event still checked
+    /// against its hash. An auditor's export for docs/verify_chain.py; a store file or
+    /// database only (--store), not a server.
+    #[arg(long, conflicts_with_all = [
+        "aggregate", "from_version", "event_type", "aggregate_type", "correlation_id",
+        "causation_id", "user_id", "aggregate_id_prefix", "principal", "since", "until",
+        "follow",
+    ])]
+    sealed: bool,
 }
 
 fn time(flag: &str, v: &Option<String>) -> Result<Option<Timestamp>, CliError> {
@@ -85,7 +102,11 @@ pub async fn run(args: ReadArgs) -> Result<ExitCode, CliError> {
         since: time("since", &args.since)?,
         until: time("until", &args.until)?,
     };
-    let store = args.store.open_existing().await?;
+    let store = if args.sealed {
+        args.store.open_sealed().await?
+    } else {
+        args.store.open_existing().await?
+    };
     let people = !args.json && std::io::stdout().is_terminal();
     let mut out = Output {
         w: BufWriter::new(std::io::stdout().lock()),
@@ -105,6 +126,7 @@ pub async fn run(args: ReadArgs) -> Result<ExitCode, CliError> {
             )
             .await?
         }
+        None if args.sealed => read_sealed(&*store, args.after_position, &mut out).await?,
         None => read_all(&*store, args.after_position, &filter, args.follow, &mut out).await?,
     }
     out.w.flush()?;
@@ -203,6 +225,70 @@ async fn read_all<W: Write>(
         after = after.max(scanned);
         store.wait_for_head(after, FOLLOW_WAIT).await?;
     }
+}
+
+/// The log after `after` as stored, each event checked against its hash and its
+/// predecessor's before it is printed (see the module's invariant), with the subjects
+/// its sealed part names.
+async fn read_sealed<W: Write>(
+    store: &dyn Store,
+    after: u64,
+    out: &mut Output<W>,
+) -> Result<(), CliError> {
+    let all = Filter::default();
+    let mut prev = match after {
+        0 => Hash::ZERO,
+        _ => match store.read_all_unchecked(after - 1, 1, &all).await?.pop() {
+            Some(e) if e.position == after => e.hash,
+            _ => return Ok(()),
+        },
+    };
+    let mut at = after;
+    loop {
+        let mut page = store.read_all_unchecked(at, PAGE, &all).await?;
+        let full = page.len() == PAGE;
+        let mut bad = None;
+        for (i, e) in page.iter_mut().enumerate() {
+            if let Err(why) = check_stored(e, at, &prev) {
+                bad = Some((i, why));
+                break;
+            }
+            prev = e.hash;
+            at = e.position;
+        }
+        // The events checked before a bad one are printed, then the error.
+        if let Some((i, why)) = bad {
+            out.print(&page[..i], &all)?;
+            return Err(why);
+        }
+        if !out.print(&page, &all)? || !full {
+            return Ok(());
+        }
+    }
+}
+
+/// Checks the stored event `e` that should follow position `at`, whose hash is `prev`,
+/// and gives it the subjects its sealed part names.
+fn check_stored(e: &mut RecordedEvent, at: u64, prev: &Hash) -> Result<(), CliError> {
+    if e.position != at + 1 {
+        return Err(annal::Error::Corrupt(format!(
+            "the log has no event at position {} (the next is at {}): run annal verify",
+            at + 1,
+            e.position
+        ))
+        .into());
+    }
+    if chain::event_hash(prev, e) != e.hash {
+        return Err(annal::Error::Corrupt(format!(
+            "event at position {} does not match its hash: run annal verify",
+            e.position
+        ))
+        .into());
+    }
+    if let Some(sealed) = e.sealed.as_ref().filter(|_| e.subjects.is_empty()) {
+        e.subjects = privacy::Envelope::parse(sealed, e.position)?.subjects;
+    }
+    Ok(())
 }
 
 async fn read_aggregate<W: Write>(
