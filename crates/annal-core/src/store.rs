@@ -12,7 +12,7 @@ use crate::checkpoint::{Checkpoint, CheckpointWrite};
 use crate::error::{Error, Result};
 use crate::event::{RawJson, RecordedEvent};
 use crate::lease::Lease;
-use crate::privacy::{ForgetRequest, Forgotten, Keyring, SubjectInfo};
+use crate::privacy::{ForgetRequest, Forgotten, Keyring, SubjectInfo, SubjectKey};
 use crate::read::{Direction, EventCounts, Filter};
 use crate::snapshot::Snapshot;
 use crate::stream_record::StreamRecord;
@@ -319,6 +319,25 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let _ = (subject, after_position, limit);
+        Err(no_privacy())
+    }
+
+    /// The key table's rows after subject `after` (`""`: from the first), at most
+    /// `limit`, in subject order, as stored: data keys still wrapped by the KEK, and
+    /// forgotten subjects' rows without one (for `annal copy`, which copies them into
+    /// another store opened with the same KEK).
+    async fn key_rows(&self, after: &str, limit: usize) -> Result<Vec<SubjectKey>> {
+        let _ = (after, limit);
+        Err(no_privacy())
+    }
+
+    /// Adds key rows read from another store ([`Store::key_rows`]) to this store's key
+    /// table, in one commit ordered with appends: every row must be wrapped by this
+    /// store's KEK (`Keys::check_imported`), and a subject that has a row here already
+    /// is refused; when anything is refused, nothing is written. Answers how many rows
+    /// were added.
+    async fn import_key_rows(&self, rows: Vec<SubjectKey>) -> Result<u64> {
+        let _ = rows;
         Err(no_privacy())
     }
 

@@ -41,7 +41,7 @@ pub use replica::ReadStoreOptions;
 use annal_core::append::{ProposedTransaction, check_name};
 use annal_core::cluster::{Node, NodeRegistration};
 use annal_core::lease::{self, Lease};
-use annal_core::privacy::{ForgetRequest, Forgotten, Keyring, Keys, SubjectInfo};
+use annal_core::privacy::{ForgetRequest, Forgotten, Keyring, Keys, SubjectInfo, SubjectKey};
 use annal_core::{
     AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, EventCounts, Filter, Limits,
     RawJson, RecordedEvent, Result, Snapshot, Store, StreamRecord, TransactionResult, Uuid, stored,
@@ -568,15 +568,8 @@ impl Store for PgStore {
     }
 
     async fn subjects(&self, after: &str, limit: usize) -> Result<Vec<SubjectInfo>> {
-        let sql = format!(
-            "SELECT {} FROM {}.subject_keys WHERE subject > $1 ORDER BY subject LIMIT $2",
-            privacy::KEY_COLUMNS,
-            self.inner.quoted
-        );
-        let found = self
-            .query("listing subjects", &sql, &[&after, &clamp(limit)])
-            .await?;
-        privacy::infos(&found)
+        let rows = self.key_rows(after, limit).await?;
+        Ok(rows.iter().map(SubjectInfo::from).collect())
     }
 
     async fn subject(&self, subject: &str) -> Result<Option<SubjectInfo>> {
@@ -611,6 +604,28 @@ impl Store for PgStore {
             .await?;
         let events = self.checked(rows::events_from_rows(&found)?).await?;
         self.opened(events).await
+    }
+
+    async fn key_rows(&self, after: &str, limit: usize) -> Result<Vec<SubjectKey>> {
+        let sql = format!(
+            "SELECT {} FROM {}.subject_keys WHERE subject > $1 ORDER BY subject LIMIT $2",
+            privacy::KEY_COLUMNS,
+            self.inner.quoted
+        );
+        let found = self
+            .query("listing key rows", &sql, &[&after, &clamp(limit)])
+            .await?;
+        found.iter().map(privacy::key_from_row).collect()
+    }
+
+    async fn import_key_rows(&self, rows: Vec<SubjectKey>) -> Result<u64> {
+        let keys = self.keys().ok_or_else(|| {
+            Error::invalid(
+                "kek",
+                "the store was opened without a key-encryption key: open it with the key that wraps the rows",
+            )
+        })?;
+        self.import_keys(&keys, &rows).await
     }
 
     async fn rotate_kek(&self, new: Keyring) -> Result<u64> {

@@ -101,9 +101,16 @@ pub struct KeyColumns<'a> {
     pub forgotten: Vec<&'a str>,
 }
 
-impl<'a> From<&'a Writes> for KeyColumns<'a> {
-    fn from(w: &'a Writes) -> Self {
-        let mut c = KeyColumns {
+impl<'a> KeyColumns<'a> {
+    /// Key rows alone as column arrays (no events to index, nobody forgotten).
+    pub fn of_rows(rows: &'a [SubjectKey]) -> Self {
+        let mut c = Self::empty(Vec::new());
+        c.push_rows(rows);
+        c
+    }
+
+    fn empty(forgotten: Vec<&'a str>) -> Self {
+        KeyColumns {
             subject: Vec::new(),
             key_id: Vec::new(),
             kek_id: Vec::new(),
@@ -113,9 +120,13 @@ impl<'a> From<&'a Writes> for KeyColumns<'a> {
             forgotten_position: Vec::new(),
             index_subject: Vec::new(),
             index_position: Vec::new(),
-            forgotten: w.forgotten.iter().map(String::as_str).collect(),
-        };
-        for k in &w.keys {
+            forgotten,
+        }
+    }
+
+    fn push_rows(&mut self, rows: &'a [SubjectKey]) {
+        let c = self;
+        for k in rows {
             c.subject.push(&k.subject);
             c.key_id.push(&k.key_id);
             c.kek_id.push(&k.kek_id);
@@ -124,6 +135,13 @@ impl<'a> From<&'a Writes> for KeyColumns<'a> {
             c.forgotten_at.push(k.forgotten_at.map(|t| t.as_micros()));
             c.forgotten_position.push(k.forgotten_position.map(clamp));
         }
+    }
+}
+
+impl<'a> From<&'a Writes> for KeyColumns<'a> {
+    fn from(w: &'a Writes) -> Self {
+        let mut c = KeyColumns::empty(w.forgotten.iter().map(String::as_str).collect());
+        c.push_rows(&w.keys);
         for e in &w.events {
             for s in &e.subjects {
                 c.index_subject.push(s);
@@ -217,6 +235,62 @@ impl crate::PgStore {
             return Err(fail(e).into());
         }
         Ok(rewrapped)
+    }
+}
+
+impl crate::PgStore {
+    /// Adds key rows read from another store (`annal copy`) in one transaction holding
+    /// the head lock, so ordered with every commit: refused, with nothing written, when
+    /// a row does not fit this store's KEK (`Keys::check_imported`) or its subject has a
+    /// row here already.
+    pub(crate) async fn import_keys(
+        &self,
+        keys: &annal_core::privacy::Keys,
+        rows: &[SubjectKey],
+    ) -> Result<u64> {
+        keys.check_imported(rows)?;
+        let ctx = "copying key rows";
+        let q = &self.inner.quoted;
+        let sql = KeySql::new(q);
+        let mut client = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| crate::pool_failure(ctx, e))?;
+        let fail = |e| crate::StorageFailure::new(ctx, e);
+        let tx = client.transaction().await.map_err(fail)?;
+        tx.query_one(&format!("SELECT position FROM {q}.head FOR UPDATE"), &[])
+            .await
+            .map_err(fail)?;
+        let subjects: Vec<&str> = rows.iter().map(|r| r.subject.as_str()).collect();
+        if let Some(there) = tx
+            .query(&sql.by_subject, &[&subjects])
+            .await
+            .map_err(fail)?
+            .first()
+        {
+            return Err(annal_core::privacy::imported_key_exists(
+                &key_from_row(there)?.subject,
+            ));
+        }
+        let c = KeyColumns::of_rows(rows);
+        tx.execute(
+            &sql.upsert,
+            &[
+                &c.subject,
+                &c.key_id,
+                &c.kek_id,
+                &c.wrapped,
+                &c.created_at,
+                &c.forgotten_at,
+                &c.forgotten_position,
+            ],
+        )
+        .await
+        .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        Ok(rows.len() as u64)
     }
 }
 

@@ -45,7 +45,7 @@ pub use open::{OpenError, Options, default_readers};
 use annal_core::append::{ProposedTransaction, check_name};
 use annal_core::failures::WriteHealth;
 use annal_core::lease;
-use annal_core::privacy::{ForgetRequest, Forgotten, Keyring, Keys, SubjectInfo};
+use annal_core::privacy::{ForgetRequest, Forgotten, Keyring, Keys, SubjectInfo, SubjectKey};
 use annal_core::{
     AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, EventCounts, Filter, Lease,
     Limits, RawJson, RecordedEvent, Result, Snapshot, Store, StreamRecord, Timestamp,
@@ -287,6 +287,28 @@ impl Store for SqliteStore {
             privacy::open(c, keys.as_deref(), rows::checked(c, events)?)
         })
         .await
+    }
+
+    async fn key_rows(&self, after: &str, limit: usize) -> Result<Vec<SubjectKey>> {
+        let after = after.to_owned();
+        self.read(move |c| privacy::key_rows_after(c, &after, limit))
+            .await
+    }
+
+    async fn import_key_rows(&self, rows: Vec<SubjectKey>) -> Result<u64> {
+        let keys = self.keys().ok_or_else(|| {
+            Error::invalid(
+                "kek",
+                "the store was opened without a key-encryption key: open it with the key that wraps the rows",
+            )
+        })?;
+        let path = self.inner.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = open_connection(&path, false).map_err(db)?;
+            privacy::import_keys(&mut conn, &keys, &rows)
+        })
+        .await
+        .map_err(|e| Error::storage(format!("the key import task failed: {e}")))?
     }
 
     async fn rotate_kek(&self, new: Keyring) -> Result<u64> {

@@ -224,7 +224,12 @@ pub fn kek_ids(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 
 /// Writes a group's key rows.
 pub fn write_keys(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
-    if w.keys.is_empty() {
+    write_key_rows(conn, &w.keys)
+}
+
+/// Writes key rows, each replacing its subject's.
+fn write_key_rows(conn: &Connection, rows: &[SubjectKey]) -> rusqlite::Result<()> {
+    if rows.is_empty() {
         return Ok(());
     }
     let mut put = conn.prepare_cached(
@@ -232,7 +237,7 @@ pub fn write_keys(conn: &Connection, w: &Writes) -> rusqlite::Result<()> {
            (subject, key_id, kek_id, wrapped_key, created_at, forgotten_at, forgotten_position)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    for k in &w.keys {
+    for k in rows {
         put.execute(params![
             k.subject,
             k.key_id,
@@ -337,13 +342,36 @@ fn indexed_positions(
 
 /// Subjects after `after` (by id), at most `limit`.
 pub fn subjects(conn: &Connection, after: &str, limit: usize) -> Result<Vec<SubjectInfo>> {
-    let sql = format!(
-        "SELECT {KEY_COLUMNS} FROM subject_keys WHERE subject > ?1 ORDER BY subject LIMIT ?2"
-    );
-    Ok(query_keys(conn, &sql, params![after, clamp(limit)])?
+    Ok(key_rows_after(conn, after, limit)?
         .iter()
         .map(SubjectInfo::from)
         .collect())
+}
+
+/// Key rows after `after` (by subject), at most `limit`, as stored.
+pub fn key_rows_after(conn: &Connection, after: &str, limit: usize) -> Result<Vec<SubjectKey>> {
+    let sql = format!(
+        "SELECT {KEY_COLUMNS} FROM subject_keys WHERE subject > ?1 ORDER BY subject LIMIT ?2"
+    );
+    query_keys(conn, &sql, params![after, clamp(limit)])
+}
+
+/// Adds key rows read from another store (`annal copy`) in one write transaction,
+/// which waits for the writer's like any commit: refused, with nothing written, when a
+/// row does not fit this store's KEK ([`Keys::check_imported`]) or its subject has a row
+/// here already.
+pub fn import_keys(conn: &mut Connection, keys: &Keys, rows: &[SubjectKey]) -> Result<u64> {
+    keys.check_imported(rows)?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db)?;
+    let subjects: Vec<String> = rows.iter().map(|r| r.subject.clone()).collect();
+    if let Some(there) = key_rows(&tx, &subjects)?.first() {
+        return Err(privacy::imported_key_exists(&there.subject));
+    }
+    write_key_rows(&tx, rows).map_err(db)?;
+    tx.commit().map_err(db)?;
+    Ok(rows.len() as u64)
 }
 
 /// One subject's status.

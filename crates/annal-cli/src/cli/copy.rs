@@ -10,6 +10,10 @@
 //! source's checkpoints are copied too (position, status, error count, last error; their
 //! `updated_at` becomes the copy's time), so consumers resume where they were. Snapshots
 //! are not copied (the Store API cannot list them): they are rebuilt on the next load.
+//! The key table of personal data is copied before the events, read after the source's
+//! head: live data keys stay wrapped by the KEK (both stores are opened with the same
+//! one), and forgotten subjects stay forgotten, so the copy reads and refuses as the
+//! source does. A target that holds keys already is refused like one with events.
 //! On a terminal, stderr shows how far the copy, then its check, has got.
 
 use super::CliError;
@@ -57,7 +61,16 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CliError> {
             "the target store is not empty (its head is position {target_head}): copy only fills an empty store"
         )));
     }
+    if let Some(row) = to.key_rows("", 1).await?.first() {
+        return Err(CliError::Failed(format!(
+            "the target store holds data keys already (subject '{}'): copy only fills an empty store",
+            row.subject
+        )));
+    }
     let total = from.head(&[]).await?;
+    // The key table after the head is read, so every event copied finds its key (rows
+    // are never removed; a key made later is copied unused).
+    let keys = copy_keys(&*from, &*to, args.batch).await?;
     let all = Filter::default();
     let mut events = stream_all(&*from, 0, &all, args.batch).chunks(args.batch);
     let mut copied = 0u64;
@@ -99,6 +112,7 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CliError> {
         "verified": report.ok,
         "checked": report.checked,
         "checkpoints": checkpoints,
+        "keys": keys,
     });
     let mut out = std::io::stdout().lock();
     writeln!(out, "{summary}")?;
@@ -108,5 +122,29 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CliError> {
         Err(CliError::Failed(format!(
             "the copy does not verify: {copied} of {total} events, {report:?}"
         )))
+    }
+}
+
+/// Copies the source's key table (live keys still wrapped by the KEK both stores were
+/// opened with, forgotten subjects' rows without one) into the target's, `batch` rows
+/// at a time; answers how many rows.
+async fn copy_keys(
+    from: &dyn annal::Store,
+    to: &dyn annal::Store,
+    batch: usize,
+) -> Result<u64, CliError> {
+    let mut after = String::new();
+    let mut copied = 0;
+    loop {
+        let rows = from.key_rows(&after, batch).await?;
+        let Some(last) = rows.last() else {
+            return Ok(copied);
+        };
+        after = last.subject.clone();
+        let full = rows.len() == batch;
+        copied += to.import_key_rows(rows).await?;
+        if !full {
+            return Ok(copied);
+        }
     }
 }

@@ -27,6 +27,18 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+/// The refusal of an imported key row ([`Keys::check_imported`]) whose subject has a
+/// row in the store already.
+pub fn imported_key_exists(subject: &str) -> Error {
+    Error::invalid(
+        "keys",
+        format!(
+            "subject '{subject}' has a data key in this store already: key rows are copied \
+             only into a store that has none of theirs (annal copy fills an empty store)"
+        ),
+    )
+}
+
 /// The most unwrapped data keys each of a store's caches keeps in memory.
 pub const CACHE_CAPACITY: usize = 16_384;
 
@@ -111,6 +123,42 @@ impl Keys {
                  new key-encryption key to every process using the store instead (restart \
                  them with it); the first personal data is then sealed under it",
             ));
+        }
+        Ok(())
+    }
+
+    /// Refuses key rows read from another store's key table (`annal copy`) that this
+    /// store could not use as they are: a row wrapped by another KEK than this store's
+    /// (the copy must be opened with the source's KEK), a live key that does not open
+    /// with it, or a forgotten row that says nothing of when.
+    pub fn check_imported(&self, rows: &[SubjectKey]) -> Result<()> {
+        let kek = self.current();
+        for row in rows {
+            if row.kek_id != kek.id() {
+                return Err(Error::invalid(
+                    "kek",
+                    format!(
+                        "the data key of subject '{}' is wrapped by the key-encryption key \
+                         with id {}, and this store's has id {}: open both stores with the \
+                         same key (ANNAL_KEK_FILE or ANNAL_KEK)",
+                        row.subject,
+                        row.kek_id,
+                        kek.id()
+                    ),
+                ));
+            }
+            match &row.wrapped {
+                Some(_) => {
+                    kek.unwrap(row)?;
+                }
+                None if row.forgotten_at.is_none() => {
+                    return Err(Error::Corrupt(format!(
+                        "the key-table row of subject '{}' has no key and no time it was forgotten",
+                        row.subject
+                    )));
+                }
+                None => {}
+            }
         }
         Ok(())
     }
@@ -264,6 +312,42 @@ mod tests {
             .new_key("family_1", Timestamp::now())
             .expect("key")
             .1
+    }
+
+    #[test]
+    fn imported_rows_are_taken_only_when_this_stores_kek_opens_them() {
+        let keys = Keys::new(kek(1));
+        let row = new_row(&keys);
+        let forgotten = SubjectKey {
+            subject: "family_2".into(),
+            wrapped: None,
+            forgotten_at: Some(Timestamp::now()),
+            ..new_row(&keys)
+        };
+        keys.check_imported(&[row.clone(), forgotten.clone()])
+            .expect("rows of this KEK, live and forgotten");
+        let other = Keys::new(kek(2));
+        let refused = other
+            .check_imported(std::slice::from_ref(&row))
+            .expect_err("another KEK");
+        assert!(
+            matches!(&refused, Error::InvalidRequest { field, .. } if field == "kek"),
+            "{refused:?}"
+        );
+        let mut bad = row.clone();
+        bad.wrapped = Some(new_row(&other).wrapped.expect("wrapped"));
+        assert!(matches!(
+            keys.check_imported(&[bad]),
+            Err(Error::Corrupt(_))
+        ));
+        let no_time = SubjectKey {
+            forgotten_at: None,
+            ..forgotten
+        };
+        assert!(matches!(
+            keys.check_imported(&[no_time]),
+            Err(Error::Corrupt(_))
+        ));
     }
 
     #[test]
