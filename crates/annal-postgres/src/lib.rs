@@ -553,6 +553,7 @@ impl Store for PgStore {
     }
 
     async fn commit(&self, mut proposed: ProposedTransaction) -> Result<TransactionResult> {
+        annal_core::privacy::refuse_reserved(&proposed)?;
         annal_core::privacy::attach(&mut proposed, self.keys().as_ref())?;
         self.submit(|tx| writer::Job::Transact(proposed, tx)).await
     }

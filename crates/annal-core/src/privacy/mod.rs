@@ -96,6 +96,52 @@ pub fn attach(
     Ok(())
 }
 
+/// Refuses, whatever the caller's role, an append that would write what only a
+/// forgetting writes ([`crate::store::Store::forget_subject`], which does not come
+/// through here): anything in the [`SUBJECTS_STREAM`] or its metadata stream (a
+/// tombstone or a deletion there would make every later forgetting fail, and an event
+/// of another aggregate type there would too), or a [`FORGOTTEN_EVENT_TYPE`] event
+/// anywhere (a forged record, which read models rebuilding on forgettings would act
+/// on while the subject's key still exists).
+pub fn refuse_reserved(proposed: &crate::append::ProposedTransaction) -> Result<()> {
+    let many = proposed.appends.len() > 1;
+    let at = |i: usize| {
+        if many {
+            format!("appends[{i}].")
+        } else {
+            String::new()
+        }
+    };
+    let metadata = crate::streams::metadata_stream(SUBJECTS_STREAM);
+    for (i, a) in proposed.appends.iter().enumerate() {
+        if a.aggregate_id == SUBJECTS_STREAM || a.aggregate_id == metadata {
+            return Err(Error::invalid(
+                format!("{}aggregate_id", at(i)),
+                format!(
+                    "'{}' is annal's record of forgettings: only forgetting a subject writes \
+                     there (POST /v1/subjects/{{subject}}/forget, annal forget), and it \
+                     cannot be deleted, tombstoned or given metadata",
+                    a.aggregate_id
+                ),
+            ));
+        }
+        if let Some(j) = a
+            .events
+            .iter()
+            .position(|e| e.event_type == FORGOTTEN_EVENT_TYPE)
+        {
+            return Err(Error::invalid(
+                format!("{}events[{j}].event_type", at(i)),
+                format!(
+                    "'{FORGOTTEN_EVENT_TYPE}' records a forgetting, and only forgetting a \
+                     subject writes it (POST /v1/subjects/{{subject}}/forget, annal forget)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A member name of a JSON object, borrowed from its text unless it had escapes.
 struct Name<'a>(Cow<'a, str>);
 

@@ -177,6 +177,7 @@ macro_rules! privacy_suite {
             privacy::appends_racing_a_forgetting_leave_none_readable,
             privacy::a_subjects_events_export_decrypted_in_order,
             privacy::a_retried_personal_append_writes_nothing_again,
+            privacy::the_record_of_forgettings_is_written_by_forgetting_only,
             privacy::bad_personal_input_gets_typed_errors_and_writes_nothing,
         );
     };

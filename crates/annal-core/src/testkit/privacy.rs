@@ -224,6 +224,61 @@ pub async fn a_forgotten_subject_reads_as_erased_and_the_chain_still_verifies<H:
     assert!(matches!(missing, Error::NotFound { .. }), "{missing:?}");
 }
 
+/// Only a forgetting writes the record of forgettings: an append to `$subjects` or its
+/// metadata stream, its deletion or tombstone, and a `$subjectForgotten` event anywhere
+/// are refused with nothing written, and forgetting works afterwards.
+pub async fn the_record_of_forgettings_is_written_by_forgetting_only<H: PrivacyHarness>(h: H) {
+    use crate::streams::{self, Deletion};
+    let s = h.store();
+    s.append(sofia_added()).await.expect("append");
+    let head = s.head(&[]).await.expect("head");
+    let forged = || vec![ev(FORGOTTEN_EVENT_TYPE, r#"{"subject":"family_1"}"#)];
+    let refusals = [
+        s.append(req(SUBJECTS_STREAM, SUBJECTS_STREAM, Any, forged()))
+            .await,
+        s.append(req("Foo", SUBJECTS_STREAM, Any, vec![ev("Noted", "{}")]))
+            .await,
+        s.append(req("Family", "family_1", Any, forged())).await,
+        s.append(req(
+            "$metadata",
+            "$$$subjects",
+            Any,
+            vec![ev("$metadata", "{}")],
+        ))
+        .await,
+    ];
+    for (i, r) in refusals.into_iter().enumerate() {
+        let e = r.expect_err("refused");
+        assert!(matches!(e, Error::InvalidRequest { .. }), "{i}: {e:?}");
+    }
+    for how in [Deletion::Soft, Deletion::Tombstone] {
+        let e = streams::delete(s, SUBJECTS_STREAM, Any, how, &Default::default())
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(
+                e,
+                Error::InvalidRequest { .. } | Error::WrongExpectedVersion { .. }
+            ),
+            "{e:?}"
+        );
+    }
+    assert_eq!(s.head(&[]).await.expect("head"), head, "nothing written");
+    let done = s.forget_subject(forget("family_1")).await.expect("forget");
+    assert_eq!(done.position, head + 1);
+    let e = streams::delete(
+        s,
+        SUBJECTS_STREAM,
+        Any,
+        Deletion::Tombstone,
+        &Default::default(),
+    )
+    .await
+    .expect_err("refused");
+    assert!(matches!(e, Error::InvalidRequest { .. }), "{e:?}");
+    assert!(all(s).await[0].is_erased());
+}
+
 /// An event about two subjects opens only while both keys exist.
 pub async fn an_event_about_two_subjects_is_erased_when_either_is_forgotten<H: PrivacyHarness>(
     h: H,
