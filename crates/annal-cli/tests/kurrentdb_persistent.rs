@@ -975,3 +975,70 @@ async fn an_all_group_starting_past_the_last_event_is_an_internal_error() {
             .await,
     );
 }
+
+#[tokio::test]
+async fn an_event_offered_again_after_its_subject_was_forgotten_reads_as_erased() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kek = dir.path().join("kek.hex");
+    std::fs::write(&kek, "4".repeat(64)).expect("kek");
+    let data = dir.path().join("data");
+    let served = common::serve_with_env(
+        &["--data", data.to_str().expect("path")],
+        &[("ANNAL_KEK_FILE", kek.as_os_str())],
+    );
+    let settings: ClientSettings = format!("kurrentdb://127.0.0.1:{}?tls=false", served.port)
+        .parse()
+        .expect("connection string");
+    let client = Client::new(settings).expect("client");
+    let s = stream("family");
+    let event = EventData::json("ChildAdded", &json!({ "grade": 3, "name": "Sofia" }))
+        .expect("json")
+        .metadata_as_json(&json!({ "$personal": ["name"], "$subjects": ["family_7"] }))
+        .expect("metadata");
+    client
+        .append_to_stream(s.as_str(), &AppendToStreamOptions::default(), event)
+        .await
+        .expect("append");
+    let g = group();
+    client
+        .create_persistent_subscription(s.as_str(), &g, &from_start())
+        .await
+        .expect("create");
+    let mut sub = subscribe(&client, &s, &g).await;
+    let (first, _) = next(&mut sub).await;
+    let body = String::from_utf8_lossy(&first.get_original_event().data).into_owned();
+    assert!(body.contains("Sofia"), "{body}");
+
+    let forgot = common::annal(
+        &[
+            "forget",
+            "family_7",
+            "--reason",
+            "erasure request",
+            "--server",
+            &format!("http://127.0.0.1:{}", served.port),
+        ],
+        "",
+    );
+    assert!(
+        forgot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forgot.stderr)
+    );
+    sub.nack(&first, NakAction::Retry, "again")
+        .await
+        .expect("nack");
+    let (again, retry) = next(&mut sub).await;
+    let body = String::from_utf8_lossy(&again.get_original_event().data).into_owned();
+    assert_eq!(retry, 1);
+    assert!(
+        body.contains(r#""$erased":true"#) && !body.contains("Sofia"),
+        "offered again after the forgetting: {body}"
+    );
+    // A consumer that joins later gets it erased too.
+    drop(sub);
+    let mut later = subscribe(&client, &s, &g).await;
+    let (third, _) = next(&mut later).await;
+    let body = String::from_utf8_lossy(&third.get_original_event().data).into_owned();
+    assert!(!body.contains("Sofia"), "{body}");
+}

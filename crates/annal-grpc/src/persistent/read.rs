@@ -6,6 +6,8 @@
 //! and nowhere else. Acks and nacks read from the call become commands to the group's
 //! task; when the call ends the consumer leaves (what it held is offered again), and when
 //! the group lets the consumer go the call ends even if the client keeps its side open.
+//! An event with a personal part is read again as it is delivered ([`as_now`]), so no
+//! delivery that starts after a forgetting committed shows the forgotten subject's data.
 
 use super::dispatcher::{Consumer, Delivery, NackAction};
 use super::service::Persistent;
@@ -121,7 +123,11 @@ impl Persistent {
             }
             let _ = cmds.send(Cmd::Leave(id));
         });
-        let deliveries = ReceiverStream::new(rx).map(move |d| message(d, structured));
+        let store = self.store.clone();
+        let deliveries = Box::pin(ReceiverStream::new(rx).then(move |d| {
+            let store = store.clone();
+            async move { message(as_now(&*store, d).await, structured) }
+        }));
         let denied = ReceiverStream::new(deny_rx).map(Err);
         let stream = tokio_stream::once(Ok(confirmation)).chain(deliveries.merge(denied));
         Ok(Response::new(Box::pin(stream)))
@@ -142,6 +148,34 @@ fn nack_action(action: i32) -> NackAction {
         Action::Skip => NackAction::Skip,
         Action::Stop => NackAction::Stop,
         Action::Retry | Action::Unknown => NackAction::Retry,
+    }
+}
+
+/// The delivery with its event's personal part as it reads now: an event held by the
+/// group (read ahead, or offered again after a nack, a timeout or a consumer leaving)
+/// may have been read before its subject was forgotten, so one with a sealed part is
+/// read again (erased if its subject was forgotten since). A read that fails lets the
+/// consumer go (its events are offered again) rather than deliver the old part.
+async fn as_now(store: &dyn annal_core::Store, delivery: Delivery) -> Delivery {
+    let Delivery::Event { event, retry } = delivery else {
+        return delivery;
+    };
+    if event.sealed.is_none() {
+        return Delivery::Event { event, retry };
+    }
+    match store.event(event.event_id).await {
+        Ok(Some(now)) => Delivery::Event {
+            event: std::sync::Arc::new(now),
+            retry,
+        },
+        Ok(None) => Delivery::Dropped(format!(
+            "event {} is no longer in the store",
+            event.event_id
+        )),
+        Err(e) => Delivery::Dropped(format!(
+            "reading event {} again for its personal part failed: {e}",
+            event.event_id
+        )),
     }
 }
 
