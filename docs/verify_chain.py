@@ -8,7 +8,9 @@ export does not start at position 1, pass the stored hash of the event before it
 `--prev HEX`. To check a digest (`annal digest`) too, pass `--expect POSITION:HASH`:
 the export must then reach that position, and the event there must have that hash.
 Exits 0 and prints "ok: N events" when every event links to its predecessor (and the
-digest holds), else prints the first problem and exits 1.
+digest holds), else prints the first problem and exits 1. No events at all is a problem
+too (an export that failed prints none), unless the digest checked is an empty log's
+(`--expect 0:` and the zero hash).
 """
 
 import hashlib
@@ -94,11 +96,13 @@ def event_hash(prev, raw):
 
 def main():
     prev = bytes(32)
+    given_prev = False
     expect = None
     args = sys.argv[1:]
     while args:
         if len(args) >= 2 and args[0] == "--prev":
             prev = bytes.fromhex(args[1])
+            given_prev = True
         elif len(args) >= 2 and args[0] == "--expect":
             position, _, digest = args[1].partition(":")
             expect = (int(position), bytes.fromhex(digest))
@@ -120,13 +124,21 @@ def main():
         got = event_hash(prev, raw)
         stored = bytes.fromhex(json.loads(raw["hash"]))
         if got != stored:
-            print(f"bad: position {position}: computed {got.hex()}, stored {stored.hex()}")
+            hint = ""
+            if checked == 0 and position > 1 and not given_prev:
+                hint = (f" (the export starts at position {position}: pass --prev with the "
+                        f"stored hash of position {position - 1})")
+            print(f"bad: position {position}: computed {got.hex()}, stored {stored.hex()}{hint}")
             return 1
         prev = stored
         checked += 1
         expected_position = position + 1
         if expect is not None and position == expect[0]:
             seen[position] = stored
+    if checked == 0 and (expect is None or expect[0] != 0):
+        # An export that failed (no KEK, a wrong store) prints nothing: that is no "ok".
+        print("bad: no events on stdin: nothing was verified (did the export fail?)")
+        return 1
     if expect is not None:
         position, digest = expect
         last = (expected_position or 1) - 1

@@ -260,6 +260,20 @@ fn an_exported_log_reverifies_with_the_documented_python_recipe() {
         "{}",
         text(&short.stdout)
     );
+    // No events is no "ok" (an export that failed prints none), unless the digest is an
+    // empty log's; an export that starts later says to pass --prev.
+    let none = run("");
+    assert_eq!(none.status.code(), Some(1), "{}", text(&none.stdout));
+    let empty_log = run_with("", &["--expect", &format!("0:{}", "0".repeat(64))]);
+    assert!(empty_log.status.success(), "{}", text(&empty_log.stdout));
+    let later: String = export.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    let unlinked = run(&later);
+    assert_eq!(unlinked.status.code(), Some(1));
+    assert!(
+        text(&unlinked.stdout).contains("pass --prev"),
+        "{}",
+        text(&unlinked.stdout)
+    );
 }
 
 #[test]
