@@ -276,3 +276,58 @@ fn the_sealed_export_stops_at_an_event_edited_behind_the_stores_back() {
     let printed = text(&sealed.stdout);
     assert_eq!(printed.lines().count(), 1, "{printed}");
 }
+
+#[test]
+fn a_backup_and_a_forgetting_need_no_kek_and_a_wrong_one_is_still_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("annal.db");
+    let store = format!("sqlite:{}", db.display());
+    let kek_a = dir.path().join("kek-a.hex");
+    let kek_b = dir.path().join("kek-b.hex");
+    std::fs::write(&kek_a, KEK_A).expect("kek");
+    std::fs::write(&kek_b, KEK_B).expect("kek");
+    let s = store.as_str();
+    let out = annal(
+        &["append", "--store", s],
+        &format!("{ENROL}\n"),
+        Some(&kek_a),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let copy = dir.path().join("backup.db");
+    let to = copy.to_str().expect("path");
+    let wrong = annal(&["backup", "--store", s, "--to", to], "", Some(&kek_b));
+    assert!(
+        !wrong.status.success() && text(&wrong.stderr).contains("wrong key-encryption key"),
+        "{}",
+        text(&wrong.stderr)
+    );
+    let backup = annal(&["backup", "--store", s, "--to", to], "", None);
+    assert!(backup.status.success(), "{}", text(&backup.stderr));
+    assert!(text(&backup.stdout).contains(r#""verified":true"#));
+
+    let forgot = annal(
+        &[
+            "forget",
+            "family_123",
+            "--reason",
+            "lost key drill",
+            "--store",
+            s,
+        ],
+        "",
+        None,
+    );
+    assert!(forgot.status.success(), "{}", text(&forgot.stderr));
+    let read = text(&annal(&["read", "--store", s], "", Some(&kek_a)).stdout);
+    assert!(
+        read.contains(r#""personal":{"$erased":true}"#) && !read.contains("Sofia"),
+        "{read}"
+    );
+    let kept = format!("sqlite:{}", copy.display());
+    let old = text(&annal(&["read", "--store", &kept], "", Some(&kek_a)).stdout);
+    assert!(
+        old.contains("Sofia Martinez"),
+        "the backup predates it: {old}"
+    );
+}

@@ -8,7 +8,7 @@
 
 use super::progress::{self, Progress};
 use super::{CliError, chain_check};
-use annal::sqlite::SqliteStore;
+use annal::sqlite::{Options, SqliteStore};
 use annal::{Error, StoreUrl, Timestamp, url::DEFAULT_STORE};
 use clap::Args;
 use std::io::Write as _;
@@ -45,10 +45,17 @@ pub async fn run(args: BackupArgs) -> Result<ExitCode, CliError> {
             path.display()
         )));
     }
-    let store = SqliteStore::open(&path).map_err(|e| CliError::Store(e.into()))?;
+    // A backup copies the file and verifies the chain, which covers the sealed parts:
+    // it needs no KEK (one that is given is still checked).
+    let options = || Options {
+        without_kek: true,
+        ..Options::default()
+    };
+    let store = SqliteStore::open_with(&path, options()).map_err(|e| CliError::Store(e.into()))?;
     let taken_at = Timestamp::now();
     copy_with_progress(&store, &path, &args.to).await?;
-    let copy = SqliteStore::open(&args.to).map_err(|e| CliError::Store(e.into()))?;
+    let copy =
+        SqliteStore::open_with(&args.to, options()).map_err(|e| CliError::Store(e.into()))?;
     let report = chain_check::check(&copy, None, None, false, "verifying the backup").await?;
     let line = serde_json::json!({
         "to": args.to.display().to_string(),

@@ -197,11 +197,12 @@ impl StoreArgs {
         }
     }
 
-    /// [`Self::open_existing`] for work that reads no personal part (verifying the
-    /// chain, a digest): a store that holds personal data opens without its KEK, so an
-    /// auditor can verify without the key that decrypts it (one that is given is still
-    /// checked).
-    async fn open_to_verify(&self) -> Result<Arc<dyn annal::Store>, CliError> {
+    /// [`Self::open_existing`] for work that opens no personal part (verifying the
+    /// chain, a digest, the sealed export, forgetting a subject): a store that holds
+    /// personal data opens without its KEK, so an auditor can verify without the key
+    /// that decrypts it, and a subject can be forgotten even once the KEK is lost (one
+    /// that is given is still checked).
+    async fn open_without_kek(&self) -> Result<Arc<dyn annal::Store>, CliError> {
         match self.server {
             None => {
                 self.url.must_exist()?;
@@ -211,7 +212,7 @@ impl StoreArgs {
         }
     }
 
-    /// [`Self::open_to_verify`] for `annal read --sealed`, which reads the store as
+    /// [`Self::open_without_kek`] for `annal read --sealed`, which reads the store as
     /// stored: a store file or database only, since a server opens personal parts for
     /// its readers.
     async fn open_sealed(&self) -> Result<Arc<dyn annal::Store>, CliError> {
@@ -222,7 +223,7 @@ impl StoreArgs {
                     .to_owned(),
             ));
         }
-        self.open_to_verify().await
+        self.open_without_kek().await
     }
 
     /// Opens (or creates) the store, enforcing `limits` on appends.

@@ -37,7 +37,8 @@ pub async fn forget(args: ForgetArgs) -> Result<ExitCode, CliError> {
                 .into(),
         ));
     }
-    let store = args.store.open_existing().await?;
+    // Forgetting opens no personal part: it works without the KEK (one given is checked).
+    let store = args.store.open_without_kek().await?;
     let done = store
         .forget_subject(ForgetRequest {
             subject: args.subject,

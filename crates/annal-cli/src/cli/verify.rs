@@ -44,7 +44,7 @@ pub struct DigestArgs {
 
 pub async fn run(args: VerifyArgs) -> Result<ExitCode, CliError> {
     let expected = expectation(&args)?;
-    let store = args.store.open_to_verify().await?;
+    let store = args.store.open_without_kek().await?;
     let (from, to) = (args.from_position, args.to_position);
     let deep = !args.quick;
     // A digest's own claim first (one event read), then the whole chain, as
@@ -95,7 +95,7 @@ fn expectation(args: &VerifyArgs) -> Result<Option<(u64, Hash)>, CliError> {
 
 /// Prints the log's digest as one JSON line.
 pub async fn digest(args: DigestArgs) -> Result<ExitCode, CliError> {
-    let store = args.store.open_to_verify().await?;
+    let store = args.store.open_without_kek().await?;
     let d = digest::take(store.as_ref()).await?;
     let json = serde_json::to_string(&d).map_err(std::io::Error::from)?;
     writeln!(std::io::stdout(), "{json}")?;
