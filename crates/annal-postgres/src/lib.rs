@@ -823,9 +823,13 @@ impl Store for PgStore {
         self.inner.health.failure()
     }
 
-    /// The head row and the stream records against the log.
+    /// The head row and the stream records against the log, and the key table against
+    /// the log and the KEK.
     async fn check_storage(&self) -> Result<Vec<String>> {
-        self.problems().await
+        let mut found = self.problems().await?;
+        let keys = self.keys();
+        found.extend(annal_core::privacy::key_table_problems(self, keys.as_deref()).await?);
+        Ok(found)
     }
 
     async fn head(&self, aggregate_types: &[String]) -> Result<u64> {

@@ -403,3 +403,25 @@ async fn a_head_row_or_stream_records_out_of_step_with_the_log_fail_the_deep_ver
     );
     assert!(h.store.verify(None, None).await.expect("quick").ok);
 }
+
+/// A key table edited behind the store's back (a key that no longer opens, a key
+/// removed with no forgetting recorded) fails the deep verify.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_table_edited_behind_the_stores_back_fails_the_deep_verify() {
+    use annal_core::testkit::privacy;
+    if !common::available() {
+        return;
+    }
+    let h = fresh_with_kek().await;
+    privacy::seed_for_key_table_check(&h.store).await;
+    let c = common::admin().await;
+    c.batch_execute(&format!("SET search_path TO \"{}\"", h.schema))
+        .await
+        .expect("schema");
+    for edit in privacy::KEY_TABLE_EDITS {
+        c.batch_execute(edit)
+            .await
+            .expect("edit behind the store's back");
+    }
+    privacy::edited_key_table_fails_the_deep_verify(&h.store).await;
+}

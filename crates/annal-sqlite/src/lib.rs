@@ -466,9 +466,13 @@ impl Store for SqliteStore {
         self.inner.health.failure()
     }
 
-    /// SQLite's `integrity_check` and the stream records against the log.
+    /// SQLite's `integrity_check`, the stream records and the index file against the
+    /// log, and the key table against the log and the KEK.
     async fn check_storage(&self) -> Result<Vec<String>> {
-        self.read(check::problems).await
+        let mut found = self.read(check::problems).await?;
+        let keys = self.keys();
+        found.extend(annal_core::privacy::key_table_problems(self, keys.as_deref()).await?);
+        Ok(found)
     }
 
     async fn head(&self, aggregate_types: &[String]) -> Result<u64> {

@@ -180,3 +180,22 @@ async fn subject_entries_that_disagree_with_the_sealed_parts_fail_the_deep_verif
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_key_table_edited_behind_the_stores_back_fails_the_deep_verify() {
+    use annal_core::testkit::privacy;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("annal.db");
+    let options = annal_sqlite::Options {
+        keyring: Some(privacy::kek()),
+        ..annal_sqlite::Options::default()
+    };
+    let store = SqliteStore::open_with(&file, options).expect("open");
+    privacy::seed_for_key_table_check(&store).await;
+    let c = rusqlite::Connection::open(&file).expect("open by hand");
+    for edit in privacy::KEY_TABLE_EDITS {
+        c.execute(edit, []).expect("edit behind the store's back");
+    }
+    drop(c);
+    privacy::edited_key_table_fails_the_deep_verify(&store).await;
+}

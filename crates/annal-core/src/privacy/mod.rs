@@ -22,12 +22,14 @@
 //! - the personal part is returned byte for byte as written while the keys exist.
 
 mod aead;
+mod check;
 mod kek;
 mod keys;
 pub mod packed;
 mod read_cache;
 mod seal;
 
+pub use check::key_table_problems;
 pub use kek::{DataKey, KEK_ENV, KEK_FILE_ENV, KekError, Keyring, SubjectKey, kek_rotated};
 pub use keys::{CACHE_CAPACITY, Keys, imported_key_exists};
 pub use seal::{

@@ -279,6 +279,54 @@ pub async fn the_record_of_forgettings_is_written_by_forgetting_only<H: PrivacyH
     assert!(all(s).await[0].is_erased());
 }
 
+/// The edits behind the store's back that a backend's test makes between
+/// [`seed_for_key_table_check`] and [`edited_key_table_fails_the_deep_verify`], as SQL
+/// on the schema's `subject_keys` (the same text on SQLite and PostgreSQL): `family_1`'s
+/// row gets `family_2`'s wrapped key (its own no longer opens), and `family_2` loses its
+/// key as if forgotten at a position where no forgetting is recorded.
+pub const KEY_TABLE_EDITS: [&str; 2] = [
+    "UPDATE subject_keys SET wrapped_key = (SELECT wrapped_key FROM subject_keys \
+     WHERE subject = 'family_2') WHERE subject = 'family_1'",
+    "UPDATE subject_keys SET wrapped_key = NULL, forgotten_at = created_at, \
+     forgotten_position = 999 WHERE subject = 'family_2'",
+];
+
+/// Three subjects with personal data, the third forgotten; a deep verify passes.
+pub async fn seed_for_key_table_check<S: Store + ?Sized>(s: &S) {
+    for f in ["family_1", "family_2", "family_3"] {
+        s.append(req(
+            "Family",
+            f,
+            Any,
+            vec![personal_ev("ChildAdded", r#"{"n":1}"#, f, SOFIA)],
+        ))
+        .await
+        .expect("append");
+    }
+    s.forget_subject(forget("family_3")).await.expect("forget");
+    let deep = s.verify_deep(None, None).await.expect("deep");
+    assert!(deep.ok && deep.storage.is_empty(), "{deep:?}");
+}
+
+/// After [`KEY_TABLE_EDITS`]: the deep verify names both rows, the chain-only one passes.
+pub async fn edited_key_table_fails_the_deep_verify<S: Store + ?Sized>(s: &S) {
+    let deep = s.verify_deep(None, None).await.expect("deep");
+    assert!(!deep.ok, "{deep:?}");
+    let said = deep.storage.join("\n");
+    assert!(
+        said.contains("the data key of subject 'family_1' does not open"),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "subject 'family_2' has no data key, but no $subjectForgotten event at position 999"
+        ),
+        "{said}"
+    );
+    assert!(!said.contains("family_3"), "{said}");
+    assert!(s.verify(None, None).await.expect("quick").ok);
+}
+
 /// An event about two subjects opens only while both keys exist.
 pub async fn an_event_about_two_subjects_is_erased_when_either_is_forgotten<H: PrivacyHarness>(
     h: H,

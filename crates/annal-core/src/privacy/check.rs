@@ -1,0 +1,156 @@
+//! The key table against the log and the KEK, for a deep verify (`Store::check_storage`
+//! of each backend): the chain covers the events, not the key table, so a row changed
+//! behind the store's back, or a record of forgetting with no forgetting behind it,
+//! would otherwise go unseen until a read fails on it.
+//!
+//! Invariants:
+//! - read-only; every finding is a sentence naming the subject or the position, at most
+//!   [`MOST`] of them (then one saying how many more);
+//! - every forgotten row (no wrapped key) names the position of a `$subjectForgotten`
+//!   event in `$subjects` for the same subject and key id, and every such event is
+//!   named by its subject's forgotten row: a forgetting writes both in one commit, and
+//!   nothing else writes either (`super::refuse_reserved`);
+//! - with the store's KEK at hand, every row names it, and every live key opens with it;
+//!   a store opened without its KEK checks the rest only.
+
+use super::{FORGOTTEN_EVENT_TYPE, Keys, SUBJECTS_STREAM};
+use crate::error::Result;
+use crate::read::Filter;
+use crate::store::Store;
+use std::collections::HashMap;
+
+/// Most findings reported.
+pub const MOST: usize = 20;
+/// Rows and events read at a time.
+const PAGE: usize = 5000;
+
+/// Findings, capped at [`MOST`].
+#[derive(Default)]
+struct Findings {
+    said: Vec<String>,
+    more: usize,
+}
+
+impl Findings {
+    fn add(&mut self, finding: String) {
+        if self.said.len() < MOST {
+            self.said.push(finding);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn done(mut self) -> Vec<String> {
+        if self.more > 0 {
+            self.said.push(format!(
+                "and {} more findings about the key table",
+                self.more
+            ));
+        }
+        self.said
+    }
+}
+
+/// What is wrong between the key table, the record of forgettings and `keys` (the
+/// store's KEK, `None` when it was opened without one).
+pub async fn key_table_problems<S: Store + ?Sized>(
+    store: &S,
+    keys: Option<&Keys>,
+) -> Result<Vec<String>> {
+    let mut found = Findings::default();
+    let kek = keys.map(Keys::current);
+    // Forgotten rows by the position of the event that should record them.
+    let mut forgotten: HashMap<u64, (String, String)> = HashMap::new();
+    let mut after = String::new();
+    loop {
+        let rows = store.key_rows(&after, PAGE).await?;
+        for row in &rows {
+            let s = &row.subject;
+            if let Some(kek) = &kek {
+                if row.kek_id != kek.id() {
+                    found.add(format!(
+                        "the key table's row of subject '{s}' names the key-encryption key \
+                         {}, not the store's ({})",
+                        row.kek_id,
+                        kek.id()
+                    ));
+                } else if row.wrapped.is_some() && kek.unwrap(row).is_err() {
+                    found.add(format!(
+                        "the data key of subject '{s}' does not open with the store's \
+                         key-encryption key: its row was changed behind the store's back, \
+                         and its personal parts cannot be read (restore the row from a backup)"
+                    ));
+                }
+            }
+            if row.wrapped.is_some() {
+                continue;
+            }
+            match (row.forgotten_at, row.forgotten_position) {
+                (Some(_), Some(p)) => {
+                    forgotten.insert(p, (s.clone(), row.key_id.clone()));
+                }
+                _ => found.add(format!(
+                    "subject '{s}' has no data key, but its row says neither when nor at \
+                     which position it was forgotten: it was changed behind the store's back"
+                )),
+            }
+        }
+        match rows.last() {
+            Some(last) if rows.len() == PAGE => after = last.subject.clone(),
+            _ => break,
+        }
+    }
+
+    let records = Filter {
+        event_types: vec![FORGOTTEN_EVENT_TYPE.to_owned()],
+        ..Filter::default()
+    };
+    let mut at = 0;
+    loop {
+        let page = store.read_all_unchecked(at, PAGE, &records).await?;
+        for e in &page {
+            let p = e.position;
+            let data: serde_json::Value = e.data.to_value().unwrap_or_default();
+            let named = |k: &str| {
+                data.get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let (subject, key_id) = (named("subject"), named("key_id"));
+            if e.aggregate_id != SUBJECTS_STREAM {
+                found.add(format!(
+                    "the {FORGOTTEN_EVENT_TYPE} event at position {p} is in '{}', not in \
+                     '{SUBJECTS_STREAM}': no forgetting wrote it",
+                    e.aggregate_id
+                ));
+                continue;
+            }
+            match forgotten.remove(&p) {
+                Some((s, k)) if s == subject && k == key_id => {}
+                Some((s, _)) => found.add(format!(
+                    "the {FORGOTTEN_EVENT_TYPE} event at position {p} names subject \
+                     '{subject}', but the key table says it recorded forgetting '{s}'"
+                )),
+                None => found.add(format!(
+                    "the {FORGOTTEN_EVENT_TYPE} event at position {p} records forgetting \
+                     subject '{subject}', but the key table does not say it was forgotten \
+                     there: no forgetting wrote it, or the row was changed since"
+                )),
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => at = last.position,
+            _ => break,
+        }
+    }
+    let mut left: Vec<_> = forgotten.into_iter().collect();
+    left.sort();
+    for (p, (s, _)) in left {
+        found.add(format!(
+            "subject '{s}' has no data key, but no {FORGOTTEN_EVENT_TYPE} event at position \
+             {p} records its forgetting: its key was removed behind the store's back"
+        ));
+    }
+    Ok(found.done())
+}
