@@ -28,7 +28,10 @@
 //!   without a checkpoint compare-and-set (the store answers such a replay from what it
 //!   stored). [`Store::commit`] sends the prepared events with their event_ids, so its
 //!   retries are always safe;
-//! - reads larger than the server's page limit are fetched in pages (`page_size`).
+//! - reads larger than the server's page limit are fetched in pages (`page_size`); a
+//!   server whose page limit (`--max-page`) is lower answers `invalid_request` on
+//!   `limit`, and the page size is then halved, for this read and the ones after, and the
+//!   page asked for again, so a read never fails for asking too much at once.
 //!
 //! Aggregate ids and checkpoint names travel in URL paths, which cannot carry `.` or
 //! `..`: those answer [`Error::InvalidRequest`] rather than reaching another route.
@@ -36,6 +39,7 @@
 //! contains a comma or starts or ends with a space cannot be sent: such a read answers
 //! [`Error::InvalidRequest`] instead of a different result.
 
+mod paging;
 mod problem;
 mod request;
 mod sse;
@@ -131,7 +135,8 @@ impl HttpStoreBuilder {
     }
 
     /// The most events asked for in one request (default 10,000, the server's default
-    /// page limit; set it to the server's `--max-page` if that is lower).
+    /// page limit; against a server whose `--max-page` is lower, it shrinks by itself
+    /// after the server's first refusal).
     pub fn page_size(mut self, events: usize) -> Self {
         self.page_size = events;
         self
@@ -218,7 +223,7 @@ impl HttpStoreBuilder {
                 timeout: self.timeout,
                 verify_timeout: self.verify_timeout,
                 idle_timeout: self.idle_timeout,
-                page_size: self.page_size,
+                page_size: self.page_size.into(),
                 limits: self.limits,
             }),
         })
@@ -239,7 +244,9 @@ struct Inner {
     timeout: Duration,
     verify_timeout: Duration,
     idle_timeout: Duration,
-    page_size: usize,
+    /// The most events asked for at once: the builder's page size, halved whenever the
+    /// server answers that a `limit` is over its page limit ([`HttpStore::smaller_page`]).
+    page_size: std::sync::atomic::AtomicUsize,
     limits: Limits,
 }
 

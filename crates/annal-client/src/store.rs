@@ -126,7 +126,7 @@ impl Store for HttpStore {
         let mut out = Vec::new();
         let mut from = from_version;
         while out.len() < limit {
-            let want = (limit - out.len()).min(self.inner.page_size);
+            let want = self.page_for(limit - out.len());
             let mut url = self.url(&["v1", "streams", aggregate_id]);
             {
                 let mut q = url.query_pairs_mut();
@@ -143,7 +143,11 @@ impl Store for HttpStore {
                 }
             }
             // 404: no such aggregate, which reads as no events.
-            let Some(page) = self.get_opt::<StreamPage>(url).await? else {
+            let page = match self.get_opt::<StreamPage>(url).await {
+                Err(e) if self.smaller_page(&e, want) => continue,
+                answer => answer?,
+            };
+            let Some(page) = page else {
                 break;
             };
             let got = page.events.len();
@@ -165,9 +169,12 @@ impl Store for HttpStore {
         let mut out = Vec::new();
         let mut after = after_position;
         while out.len() < limit {
-            let want = (limit - out.len()).min(self.inner.page_size);
+            let want = self.page_for(limit - out.len());
             let url = self.filtered_url(&["events"], after, Some(want), filter)?;
-            let page: EventsPage = self.get(url, self.inner.timeout).await?;
+            let page: EventsPage = match self.get(url, self.inner.timeout).await {
+                Err(e) if self.smaller_page(&e, want) => continue,
+                answer => answer?,
+            };
             let got = page.events.len();
             out.extend(page.events);
             match page.next_after_position {
@@ -298,12 +305,27 @@ impl Store for HttpStore {
         after: &str,
         limit: usize,
     ) -> Result<Vec<annal_core::privacy::SubjectInfo>> {
-        let mut url = self.url(&["v1", "subjects"]);
-        url.query_pairs_mut()
-            .append_pair("after", after)
-            .append_pair("limit", &limit.to_string());
-        let list: annal_core::wire::SubjectList = self.get(url, self.inner.timeout).await?;
-        Ok(list.subjects)
+        let mut out = Vec::new();
+        let mut after = after.to_owned();
+        while out.len() < limit {
+            let want = self.page_for(limit - out.len());
+            let mut url = self.url(&["v1", "subjects"]);
+            url.query_pairs_mut()
+                .append_pair("after", &after)
+                .append_pair("limit", &want.to_string());
+            let list: annal_core::wire::SubjectList = match self.get(url, self.inner.timeout).await
+            {
+                Err(e) if self.smaller_page(&e, want) => continue,
+                answer => answer?,
+            };
+            let got = list.subjects.len();
+            out.extend(list.subjects);
+            match list.next_after {
+                Some(next) if got > 0 => after = next,
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     /// `GET /v1/subjects/{subject}`.
@@ -320,12 +342,26 @@ impl Store for HttpStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         addressable("subject", subject)?;
-        let mut url = self.url(&["v1", "subjects", subject, "events"]);
-        url.query_pairs_mut()
-            .append_pair("after_position", &after_position.to_string())
-            .append_pair("limit", &limit.to_string());
-        let page: annal_core::wire::EventsPage = self.get(url, self.inner.timeout).await?;
-        Ok(page.events)
+        let mut out = Vec::new();
+        let mut after = after_position;
+        while out.len() < limit {
+            let want = self.page_for(limit - out.len());
+            let mut url = self.url(&["v1", "subjects", subject, "events"]);
+            url.query_pairs_mut()
+                .append_pair("after_position", &after.to_string())
+                .append_pair("limit", &want.to_string());
+            let page: annal_core::wire::EventsPage = match self.get(url, self.inner.timeout).await {
+                Err(e) if self.smaller_page(&e, want) => continue,
+                answer => answer?,
+            };
+            let got = page.events.len();
+            out.extend(page.events);
+            match page.next_after_position {
+                Some(next) if got > 0 => after = next,
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     /// `PUT /v1/checkpoints/{name}`.

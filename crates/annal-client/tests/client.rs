@@ -21,8 +21,17 @@ struct Server {
 
 /// A server on a fresh SQLite store; `wrap` may add layers to the router.
 async fn start_with(config: Config, wrap: impl FnOnce(axum::Router) -> axum::Router) -> Server {
+    start_on(annal_sqlite::Options::default(), config, wrap).await
+}
+
+/// [`start_with`] on a store opened with `options`.
+async fn start_on(
+    options: annal_sqlite::Options,
+    config: Config,
+    wrap: impl FnOnce(axum::Router) -> axum::Router,
+) -> Server {
     let dir = tempfile::tempdir().expect("dir");
-    let store = Arc::new(SqliteStore::open(dir.path().join("s.db")).expect("open"));
+    let store = Arc::new(SqliteStore::open_with(dir.path().join("s.db"), options).expect("open"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -205,15 +214,46 @@ async fn reads_larger_than_the_server_page_limit_are_fetched_in_pages() {
         back.iter().map(|e| e.aggregate_version).collect::<Vec<_>>(),
         (1..=20).rev().collect::<Vec<_>>()
     );
-    let unpaged = HttpStore::connect(&s.base).expect("client");
-    let err = unpaged
+    // A client asking for more than the server's page limit pages under it: the
+    // server refuses the first page's `limit`, and the client asks for smaller pages.
+    let default = HttpStore::connect(&s.base).expect("client");
+    let all = default
         .read_all(0, 100, &Filter::default())
         .await
-        .expect_err("a page over the server's limit");
-    assert!(
-        matches!(&err, Error::InvalidRequest { field, .. } if field == "limit"),
-        "{err:?}"
-    );
+        .expect("read all");
+    assert_eq!(all.len(), 20);
+    let back = default
+        .read_aggregate("c", Direction::Backward, None, 100)
+        .await
+        .expect("read aggregate");
+    assert_eq!(back.len(), 20);
+}
+
+#[tokio::test]
+async fn subjects_and_their_events_are_listed_under_the_server_page_limit() {
+    let options = annal_sqlite::Options {
+        keyring: Some(annal_core::privacy::Keyring::from_bytes([5; 32])),
+        ..annal_sqlite::Options::default()
+    };
+    let config = Config {
+        max_page: 7,
+        ..Config::default()
+    };
+    let s = start_on(options, config, |r| r).await;
+    let store = HttpStore::connect(&s.base).expect("client");
+    let events = (0..20)
+        .map(|i| {
+            let mut e = ev("{}");
+            e.personal = Some(RawJson::parse(format!("{{\"i\": {i}}}")).expect("json"));
+            e.subjects = vec![format!("s{:02}", i % 10), "all".to_owned()];
+            e
+        })
+        .collect();
+    store.append(append("c", events)).await.expect("append");
+    let listed = store.subjects("", 1000).await.expect("subjects");
+    assert_eq!(listed.len(), 11, "{listed:?}");
+    let theirs = store.subject_events("all", 0, 1000).await.expect("events");
+    assert_eq!(theirs.len(), 20);
 }
 
 #[tokio::test]
