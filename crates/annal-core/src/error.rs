@@ -128,8 +128,11 @@ pub enum Error {
     /// back or is damaged. Run `annal verify`.
     #[error("store content is corrupt: {0}")]
     Corrupt(String),
-    /// The store is shutting down or its writer stopped after a failure; reopen it.
-    #[error("the store is closed: {0}")]
+    /// The store cannot serve this now: it is shutting down, its writer stopped after a
+    /// failure (reopen it), or, for personal data, this process lacks the
+    /// key-encryption key the key table needs (restart it with that key). The message
+    /// says which.
+    #[error("unavailable: {0}")]
     Closed(String),
     /// The request carries no valid credentials (the server has auth on).
     #[error("{reason}")]

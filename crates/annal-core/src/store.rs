@@ -349,6 +349,14 @@ pub trait Store: Send + Sync {
         Err(no_privacy())
     }
 
+    /// Why this process cannot serve the store's personal data, if it cannot: the key
+    /// table is wrapped by another KEK than this process's (rotated by another
+    /// process), or by one while this process has none ([`crate::privacy::kek_problem`]).
+    /// For readiness checks. Provided: nothing.
+    async fn kek_problem(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// The backend's own consistency checks (its pages and indexes, its stream records
     /// against the log): what is wrong, if anything. Provided: nothing to check.
     async fn check_storage(&self) -> Result<Vec<String>> {

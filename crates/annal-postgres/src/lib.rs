@@ -629,6 +629,20 @@ impl Store for PgStore {
         self.import_keys(&keys, &rows).await
     }
 
+    async fn kek_problem(&self) -> Result<Option<String>> {
+        let sql = privacy::KeySql::new(&self.inner.quoted).kek_in_use;
+        let found = self.query("reading the key table's KEK", &sql, &[]).await?;
+        let in_use: Option<String> = match found.first() {
+            Some(r) => Some(rows::get(r, 0)?),
+            None => None,
+        };
+        let given = self.keys().map(|k| k.current());
+        Ok(annal_core::privacy::kek_problem(
+            in_use.as_deref(),
+            given.as_ref().map(|k| k.id()),
+        ))
+    }
+
     async fn rotate_kek(&self, new: Keyring) -> Result<u64> {
         let keys = self.keys().ok_or_else(|| {
             Error::invalid(

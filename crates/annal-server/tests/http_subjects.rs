@@ -209,3 +209,35 @@ async fn a_server_without_a_kek_refuses_personal_data_as_invalid() {
         "{p}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_kek_another_process_rotated_is_not_ready() {
+    use annal_core::Store;
+    use annal_core::testkit::privacy::{kek, other_kek};
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("s.db");
+    let with = |k| annal_sqlite::Options {
+        keyring: Some(k),
+        ..annal_sqlite::Options::default()
+    };
+    let store = std::sync::Arc::new(
+        annal_sqlite::SqliteStore::open_with(&file, with(kek())).expect("open"),
+    );
+    let s = common::serve(store, annal_server::Config::default()).await;
+    let c = Client::new();
+    append_child(&c, &s.base).await;
+    let ready = format!("{}/health/ready", s.base);
+    assert_eq!(get(&c, &ready).await.0, StatusCode::OK);
+
+    let other = annal_sqlite::SqliteStore::open_with(&file, with(kek())).expect("open");
+    other.rotate_kek(other_kek()).await.expect("rotate");
+    drop(other);
+    let (st, p) = get(&c, &ready).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    let said = p["detail"].as_str().unwrap_or_default();
+    assert!(
+        said.contains(other_kek().id()) && said.contains("restart"),
+        "{p}"
+    );
+    assert!(!said.contains("closed"), "{p}");
+}

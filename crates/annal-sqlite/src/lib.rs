@@ -312,6 +312,16 @@ impl Store for SqliteStore {
         .map_err(|e| Error::storage(format!("the key import task failed: {e}")))?
     }
 
+    async fn kek_problem(&self) -> Result<Option<String>> {
+        let keys = self.keys();
+        let in_use = self.read(privacy::kek_in_use).await?;
+        let given = keys.as_ref().map(|k| k.current());
+        Ok(annal_core::privacy::kek_problem(
+            in_use.as_deref(),
+            given.as_ref().map(|k| k.id()),
+        ))
+    }
+
     async fn rotate_kek(&self, new: Keyring) -> Result<u64> {
         let keys = self.keys().ok_or_else(|| {
             Error::invalid(

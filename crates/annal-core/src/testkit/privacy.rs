@@ -601,9 +601,19 @@ pub async fn a_process_whose_kek_was_rotated_away_makes_no_key_under_the_old_one
     mut h: H,
 ) {
     h.store().append(sofia_added()).await.expect("append");
+    assert_eq!(h.store().kek_problem().await.expect("kek check"), None);
     let second = h.another_process(kek()).await.expect("second process");
     assert_eq!(second.rotate_kek(other_kek()).await.expect("rotate"), 1);
+    assert_eq!(second.kek_problem().await.expect("kek check"), None);
     drop(second);
+    // What a readiness check reports, before any personal read or append meets it.
+    let problem = h.store().kek_problem().await.expect("kek check");
+    assert!(
+        problem
+            .as_deref()
+            .is_some_and(|why| why.contains(other_kek().id()) && why.contains("restart")),
+        "{problem:?}"
+    );
     for family in ["family_1", "family_2"] {
         let e = personal_ev("ChildAdded", "{}", family, SOFIA);
         match h.store().append(req("Family", family, Any, vec![e])).await {
@@ -622,6 +632,7 @@ pub async fn a_process_whose_kek_was_rotated_away_makes_no_key_under_the_old_one
     h.reopen_with(Some(other_kek()))
         .await
         .expect("every key is wrapped by the new KEK");
+    assert_eq!(h.store().kek_problem().await.expect("kek check"), None);
     let e = personal_ev("ChildAdded", "{}", "family_2", SOFIA);
     h.store()
         .append(req("Family", "family_2", Any, vec![e]))
@@ -654,6 +665,13 @@ pub async fn a_process_without_a_kek_is_told_to_restart_with_one_not_that_data_i
         .expect("a process with the KEK");
     other.append(sofia_added()).await.expect("personal");
     drop(other);
+    let problem = h.store().kek_problem().await.expect("kek check");
+    assert!(
+        problem
+            .as_deref()
+            .is_some_and(|why| why.contains("restart") && why.contains(kek().id())),
+        "{problem:?}"
+    );
     match h.store().read_all(0, 10, &Filter::default()).await {
         Err(Error::Closed(why)) => {
             assert!(why.contains("restart") && why.contains(kek().id()), "{why}")

@@ -30,7 +30,7 @@ pub async fn live() -> Res {
     get,
     path = "/health/ready",
     tag = "operations",
-    description = "Readiness: the store answers reads, and its last commit did not fail (a full disk, a lost primary). A 503 says which.",
+    description = "Readiness: the store answers reads, its last commit did not fail (a full disk, a lost primary), and this process holds the key-encryption key its personal data needs (another process may have rotated it). A 503 says which.",
     responses(
         (status = 200, description = "The store answers and writes", body = Health),
         Guarded
@@ -46,6 +46,22 @@ pub async fn ready(State(app): State<AppState>, Extension(caller): Extension<Cal
             )));
         }
     };
+    // A process whose KEK no longer wraps the key table (rotated by another process)
+    // serves plain events but no personal data until it restarts: not ready.
+    match app.store.kek_problem().await {
+        Ok(None) => {}
+        Ok(Some(why)) => {
+            return Err(Problem::unavailable(format!(
+                "the store answers, but this process cannot serve its personal data: {why}"
+            )));
+        }
+        Err(e) => {
+            crate::problem::store_failed("http", &e);
+            return Err(Problem::unavailable(format!(
+                "the store does not answer: {e}"
+            )));
+        }
+    }
     match app.store.write_failure() {
         // The global head only for callers who may see the whole log.
         None if caller.sees_everything() => ok(&Health::ready(head)),
