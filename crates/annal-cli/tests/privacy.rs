@@ -306,6 +306,12 @@ fn a_backup_and_a_forgetting_need_no_kek_and_a_wrong_one_is_still_refused() {
     assert!(backup.status.success(), "{}", text(&backup.stderr));
     assert!(text(&backup.stdout).contains(r#""verified":true"#));
 
+    let unknown = annal(
+        &["forget", "nobody", "--reason", "r", "--store", s],
+        "",
+        None,
+    );
+    assert_eq!(unknown.status.code(), Some(3), "{}", text(&unknown.stderr));
     let forgot = annal(
         &[
             "forget",

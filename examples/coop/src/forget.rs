@@ -80,6 +80,13 @@ pub async fn forget(
     reason: &str,
     out: &mut impl Write,
 ) -> Result<Shown, StoryError> {
+    if store.subject(family).await?.is_none() {
+        // Nothing to show before, and nothing to forget.
+        return Err(annal::Error::NotFound {
+            what: format!("subject '{family}' (no personal data was ever stored for it)"),
+        }
+        .into());
+    }
     let families = Repository::<Family>::new(store.clone()).with_upcasters(upcasters());
     writeln!(out, "== {family} before")?;
     timeline(&*store, family, out).await?;

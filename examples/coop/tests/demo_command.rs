@@ -122,4 +122,18 @@ fn coop_forget_erases_a_familys_names_and_the_chain_still_verifies() {
     let again = coop(dir.path(), tmp.path(), &["forget", "family_123"]);
     assert!(again.status.success(), "{}", text(&again.stderr));
     assert!(text(&again.stdout).contains(r#""already":true"#));
+
+    // A family the co-op never had: nothing to show, nothing forgotten.
+    let unknown = coop(dir.path(), tmp.path(), &["forget", "family_999"]);
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown.stdout).is_empty(),
+        "{}",
+        text(&unknown.stdout)
+    );
+    assert!(
+        text(&unknown.stderr).contains("family_999"),
+        "{}",
+        text(&unknown.stderr)
+    );
 }

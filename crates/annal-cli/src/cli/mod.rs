@@ -285,6 +285,7 @@ impl CliError {
             CliError::Input { .. } | CliError::Usage(_) => ExitCode::from(2),
             CliError::Store(e) if e.is_bad_input() => ExitCode::from(2),
             CliError::NotFound(_) => ExitCode::from(3),
+            CliError::Store(e) if e.kind() == annal::ErrorKind::NotFound => ExitCode::from(3),
             _ => ExitCode::from(1),
         }
     }
