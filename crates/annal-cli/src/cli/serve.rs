@@ -164,6 +164,10 @@ pub async fn run(mut args: ServeArgs) -> Result<ExitCode, CliError> {
             plain.join(", ")
         );
     }
+    if let Some(warning) = annal::privacy::Keyring::env_file_warning() {
+        tracing::warn!(%warning, "key-encryption key file readable by others");
+        eprintln!("annal: warning: {warning}");
+    }
     let addresses = resolve(&args.listen).await?;
     let outside = addresses.iter().find(|a| !a.ip().is_loopback());
     let only_loopback = outside.is_none();

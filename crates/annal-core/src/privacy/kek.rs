@@ -128,6 +128,15 @@ impl Keyring {
         Self::from_hex(&text, &path.display().to_string())
     }
 
+    /// A warning when the key file `ANNAL_KEK_FILE` names can be read by other users
+    /// than its owner (its mode lets the group or others read it), for a server to say
+    /// at start; `None` when it cannot, or no file is named. A KEK read by whoever can
+    /// read the data defeats keeping it apart (docs/privacy.md).
+    pub fn env_file_warning() -> Option<String> {
+        let path = std::env::var_os(KEK_FILE_ENV).filter(|v| !v.is_empty())?;
+        exposed(Path::new(&path))
+    }
+
     /// The KEK named by the environment: the file in `ANNAL_KEK_FILE`, or the digits in
     /// `ANNAL_KEK`; `None` when neither is set.
     pub fn from_env() -> Result<Option<Self>, KekError> {
@@ -288,6 +297,27 @@ pub fn kek_rotated(stored: &str, given: &str) -> Error {
     ))
 }
 
+/// The warning for a key file other users may read (unix permissions), if it is one.
+#[cfg(unix)]
+fn exposed(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "the key-encryption key file {} can be read by other users than its owner \
+             (mode {:o}): `chmod 600` it, and keep it apart from the data and its backups \
+             (docs/privacy.md)",
+            path.display(),
+            mode & 0o777
+        )
+    })
+}
+
+#[cfg(not(unix))]
+fn exposed(_path: &Path) -> Option<String> {
+    None
+}
+
 /// Why a process cannot serve the store's personal data, given the KEK id one row of
 /// the key table names (`in_use`, `None`: no rows) and the process's KEK (`given`,
 /// `None`: it has none): the message of [`kek_rotated`], or of a process started
@@ -358,6 +388,26 @@ mod tests {
 
     fn kek(b: u8) -> Keyring {
         Keyring::from_bytes([b; 32])
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_can_read_is_warned_about_and_a_private_one_is_not() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = std::env::temp_dir().join(format!("annal-kek-{}.hex", uuid::Uuid::now_v7()));
+        std::fs::write(&path, "1".repeat(64)).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let warned = exposed(&path);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let private = exposed(&path);
+        std::fs::remove_file(&path).expect("remove");
+        assert!(
+            warned
+                .as_deref()
+                .is_some_and(|w| w.contains("644") && w.contains("chmod 600")),
+            "{warned:?}"
+        );
+        assert_eq!(private, None);
     }
 
     #[test]
