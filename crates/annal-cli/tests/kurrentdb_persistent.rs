@@ -1042,3 +1042,52 @@ async fn an_event_offered_again_after_its_subject_was_forgotten_reads_as_erased(
     let body = String::from_utf8_lossy(&third.get_original_event().data).into_owned();
     assert!(!body.contains("Sofia"), "{body}");
 }
+
+#[tokio::test]
+async fn an_event_that_cannot_be_read_again_for_its_personal_part_is_parked_not_sent_as_it_was() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kek = dir.path().join("kek.hex");
+    std::fs::write(&kek, "5".repeat(64)).expect("kek");
+    let data = dir.path().join("data");
+    let served = common::serve_with_env(
+        &["--data", data.to_str().expect("path")],
+        &[("ANNAL_KEK_FILE", kek.as_os_str())],
+    );
+    let settings: ClientSettings = format!("kurrentdb://127.0.0.1:{}?tls=false", served.port)
+        .parse()
+        .expect("connection string");
+    let client = Client::new(settings).expect("client");
+    let s = stream("family");
+    let event = EventData::json("ChildAdded", &json!({ "grade": 3, "name": "Sofia" }))
+        .expect("json")
+        .metadata_as_json(&json!({ "$personal": ["name"], "$subjects": ["family_8"] }))
+        .expect("metadata");
+    client
+        .append_to_stream(s.as_str(), &AppendToStreamOptions::default(), event)
+        .await
+        .expect("append");
+    let g = group();
+    client
+        .create_persistent_subscription(s.as_str(), &g, &from_start().max_retry_count(1))
+        .await
+        .expect("create");
+    let mut sub = subscribe(&client, &s, &g).await;
+    let (first, _) = next(&mut sub).await;
+
+    // Edited behind the store's back: reading it again now fails its hash check.
+    let db = rusqlite::Connection::open(data.join("annal.db")).expect("open by hand");
+    db.execute_batch("DROP TRIGGER IF EXISTS events_are_immutable")
+        .expect("drop guard");
+    let n = db
+        .execute(
+            "UPDATE events SET data = '{\"grade\":4}' WHERE aggregate_id = ?1",
+            [s.as_str()],
+        )
+        .expect("edit");
+    assert_eq!(n, 1);
+    drop(db);
+    sub.nack(&first, NakAction::Retry, "again")
+        .await
+        .expect("nack");
+    parked_reaches(&client, &s, &g, 1).await;
+}

@@ -67,10 +67,12 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CliError> {
             row.subject
         )));
     }
-    let total = from.head(&[]).await?;
+    let head = from.head(&[]).await?;
     // The key table after the head is read, so every event copied finds its key (rows
-    // are never removed; a key made later is copied unused).
-    let keys = copy_keys(&*from, &*to, args.batch).await?;
+    // are never removed; a key made later is copied unused). A subject forgotten since
+    // comes with the position of its $subjectForgotten event: the copy reaches it.
+    let (keys, forgotten_up_to) = copy_keys(&*from, &*to, args.batch).await?;
+    let total = head.max(forgotten_up_to);
     let all = Filter::default();
     let mut events = stream_all(&*from, 0, &all, args.batch).chunks(args.batch);
     let mut copied = 0u64;
@@ -127,24 +129,28 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CliError> {
 
 /// Copies the source's key table (live keys still wrapped by the KEK both stores were
 /// opened with, forgotten subjects' rows without one) into the target's, `batch` rows
-/// at a time; answers how many rows.
+/// at a time; answers how many rows, and the last position a forgotten row names.
 async fn copy_keys(
     from: &dyn annal::Store,
     to: &dyn annal::Store,
     batch: usize,
-) -> Result<u64, CliError> {
+) -> Result<(u64, u64), CliError> {
     let mut after = String::new();
     let mut copied = 0;
+    let mut forgotten_up_to = 0;
     loop {
         let rows = from.key_rows(&after, batch).await?;
         let Some(last) = rows.last() else {
-            return Ok(copied);
+            return Ok((copied, forgotten_up_to));
         };
         after = last.subject.clone();
         let full = rows.len() == batch;
+        for p in rows.iter().filter_map(|r| r.forgotten_position) {
+            forgotten_up_to = forgotten_up_to.max(p);
+        }
         copied += to.import_key_rows(rows).await?;
         if !full {
-            return Ok(copied);
+            return Ok((copied, forgotten_up_to));
         }
     }
 }

@@ -240,7 +240,15 @@ async fn read_sealed<W: Write>(
         0 => Hash::ZERO,
         _ => match store.read_all_unchecked(after - 1, 1, &all).await?.pop() {
             Some(e) if e.position == after => e.hash,
-            _ => return Ok(()),
+            // Past the head: nothing to print (the caller says so).
+            None => return Ok(()),
+            Some(e) => {
+                return Err(annal::Error::Corrupt(format!(
+                    "the log has no event at position {after} (the next is at {}): run annal verify",
+                    e.position
+                ))
+                .into());
+            }
         },
     };
     let mut at = after;

@@ -11,7 +11,10 @@
 //!   named by its subject's forgotten row: a forgetting writes both in one commit, and
 //!   nothing else writes either (`super::refuse_reserved`);
 //! - with the store's KEK at hand, every row names it, and every live key opens with it;
-//!   a store opened without its KEK checks the rest only.
+//!   a store opened without its KEK checks the rest only;
+//! - a forgetting that commits while the check runs is no finding: the head is read
+//!   first, then the rows, then the events up to that head; a row forgotten past that
+//!   head is only checked to name a position the log reaches (its event is not read).
 
 use super::{FORGOTTEN_EVENT_TYPE, Keys, SUBJECTS_STREAM};
 use crate::error::Result;
@@ -58,9 +61,12 @@ pub async fn key_table_problems<S: Store + ?Sized>(
     keys: Option<&Keys>,
 ) -> Result<Vec<String>> {
     let mut found = Findings::default();
+    let head = store.head(&[]).await?;
     let kek = keys.map(Keys::current);
     // Forgotten rows by the position of the event that should record them.
     let mut forgotten: HashMap<u64, (String, String)> = HashMap::new();
+    // Rows forgotten past the head read first: checked against the head at the end.
+    let mut later: Vec<(u64, String)> = Vec::new();
     let mut after = String::new();
     loop {
         let rows = store.key_rows(&after, PAGE).await?;
@@ -86,6 +92,8 @@ pub async fn key_table_problems<S: Store + ?Sized>(
                 continue;
             }
             match (row.forgotten_at, row.forgotten_position) {
+                // Forgotten after the head was read: its event is not read either.
+                (Some(_), Some(p)) if p > head => later.push((p, s.clone())),
                 (Some(_), Some(p)) => {
                     forgotten.insert(p, (s.clone(), row.key_id.clone()));
                 }
@@ -108,7 +116,7 @@ pub async fn key_table_problems<S: Store + ?Sized>(
     let mut at = 0;
     loop {
         let page = store.read_all_unchecked(at, PAGE, &records).await?;
-        for e in &page {
+        for e in page.iter().filter(|e| e.position <= head) {
             let p = e.position;
             let data: serde_json::Value = e.data.to_value().unwrap_or_default();
             let named = |k: &str| {
@@ -140,8 +148,27 @@ pub async fn key_table_problems<S: Store + ?Sized>(
             }
         }
         match page.last() {
-            Some(last) if page.len() == PAGE => at = last.position,
+            Some(last) if page.len() == PAGE && last.position < head => at = last.position,
             _ => break,
+        }
+    }
+    // A row forgotten past the first head is a forgetting that committed meanwhile when
+    // the log reaches its position (give a commit not yet durable a moment); a row that
+    // names a position the log never reaches was edited.
+    let reached = match later.iter().map(|(p, _)| *p).max() {
+        Some(last) => {
+            store
+                .wait_for_head(last - 1, std::time::Duration::from_secs(1))
+                .await?
+        }
+        None => head,
+    };
+    for (p, s) in later {
+        if reached < p {
+            found.add(format!(
+                "subject '{s}' has no data key, and its row says it was forgotten at position \
+                 {p}, past the log's head ({reached}): it was changed behind the store's back"
+            ));
         }
     }
     let mut left: Vec<_> = forgotten.into_iter().collect();

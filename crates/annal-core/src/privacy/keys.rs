@@ -130,7 +130,7 @@ impl Keys {
     /// Refuses key rows read from another store's key table (`annal copy`) that this
     /// store could not use as they are: a row wrapped by another KEK than this store's
     /// (the copy must be opened with the source's KEK), a live key that does not open
-    /// with it, or a forgotten row that says nothing of when.
+    /// with it, or a forgotten row that does not say when and where it was forgotten.
     pub fn check_imported(&self, rows: &[SubjectKey]) -> Result<()> {
         let kek = self.current();
         for row in rows {
@@ -151,9 +151,10 @@ impl Keys {
                 Some(_) => {
                     kek.unwrap(row)?;
                 }
-                None if row.forgotten_at.is_none() => {
+                None if row.forgotten_at.is_none() || row.forgotten_position.is_none() => {
                     return Err(Error::Corrupt(format!(
-                        "the key-table row of subject '{}' has no key and no time it was forgotten",
+                        "the key-table row of subject '{}' has no key, but does not say when \
+                         or at which position it was forgotten",
                         row.subject
                     )));
                 }
@@ -322,6 +323,7 @@ mod tests {
             subject: "family_2".into(),
             wrapped: None,
             forgotten_at: Some(Timestamp::now()),
+            forgotten_position: Some(9),
             ..new_row(&keys)
         };
         keys.check_imported(&[row.clone(), forgotten.clone()])
@@ -342,10 +344,18 @@ mod tests {
         ));
         let no_time = SubjectKey {
             forgotten_at: None,
-            ..forgotten
+            ..forgotten.clone()
         };
         assert!(matches!(
             keys.check_imported(&[no_time]),
+            Err(Error::Corrupt(_))
+        ));
+        let no_position = SubjectKey {
+            forgotten_position: None,
+            ..forgotten
+        };
+        assert!(matches!(
+            keys.check_imported(&[no_position]),
             Err(Error::Corrupt(_))
         ));
     }

@@ -178,6 +178,7 @@ macro_rules! privacy_suite {
             privacy::a_subjects_events_export_decrypted_in_order,
             privacy::a_retried_personal_append_writes_nothing_again,
             privacy::the_record_of_forgettings_is_written_by_forgetting_only,
+            privacy::imported_key_rows_are_taken_once_and_only_under_the_stores_kek,
             privacy::bad_personal_input_gets_typed_errors_and_writes_nothing,
         );
     };

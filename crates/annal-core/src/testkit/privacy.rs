@@ -266,6 +266,11 @@ pub async fn the_record_of_forgettings_is_written_by_forgetting_only<H: PrivacyH
     assert_eq!(s.head(&[]).await.expect("head"), head, "nothing written");
     let done = s.forget_subject(forget("family_1")).await.expect("forget");
     assert_eq!(done.position, head + 1);
+    // Now that it exists, deleting it softly reaches the refusal too.
+    let e = streams::delete(s, SUBJECTS_STREAM, Any, Deletion::Soft, &Default::default())
+        .await
+        .expect_err("refused");
+    assert!(matches!(e, Error::InvalidRequest { .. }), "{e:?}");
     let e = streams::delete(
         s,
         SUBJECTS_STREAM,
@@ -282,13 +287,15 @@ pub async fn the_record_of_forgettings_is_written_by_forgetting_only<H: PrivacyH
 /// The edits behind the store's back that a backend's test makes between
 /// [`seed_for_key_table_check`] and [`edited_key_table_fails_the_deep_verify`], as SQL
 /// on the schema's `subject_keys` (the same text on SQLite and PostgreSQL): `family_1`'s
-/// row gets `family_2`'s wrapped key (its own no longer opens), and `family_2` loses its
-/// key as if forgotten at a position where no forgetting is recorded.
-pub const KEY_TABLE_EDITS: [&str; 2] = [
+/// row gets `family_2`'s wrapped key (its own no longer opens), `family_2` loses its
+/// key as if forgotten at a position where no forgetting is recorded, and forgotten
+/// `family_3`'s row names a position past the log's head.
+pub const KEY_TABLE_EDITS: [&str; 3] = [
     "UPDATE subject_keys SET wrapped_key = (SELECT wrapped_key FROM subject_keys \
      WHERE subject = 'family_2') WHERE subject = 'family_1'",
     "UPDATE subject_keys SET wrapped_key = NULL, forgotten_at = created_at, \
-     forgotten_position = 999 WHERE subject = 'family_2'",
+     forgotten_position = 2 WHERE subject = 'family_2'",
+    "UPDATE subject_keys SET forgotten_position = 999 WHERE subject = 'family_3'",
 ];
 
 /// Three subjects with personal data, the third forgotten; a deep verify passes.
@@ -317,14 +324,70 @@ pub async fn edited_key_table_fails_the_deep_verify<S: Store + ?Sized>(s: &S) {
         said.contains("the data key of subject 'family_1' does not open"),
         "{said}"
     );
-    assert!(
-        said.contains(
-            "subject 'family_2' has no data key, but no $subjectForgotten event at position 999"
-        ),
-        "{said}"
-    );
-    assert!(!said.contains("family_3"), "{said}");
+    for finding in [
+        "subject 'family_2' has no data key, but no $subjectForgotten event at position 2",
+        "subject 'family_3' has no data key, and its row says it was forgotten at position 999, past the log's head",
+        "the $subjectForgotten event at position 4 records forgetting subject 'family_3', but the key table does not say",
+    ] {
+        assert!(said.contains(finding), "{finding}: {said}");
+    }
+    assert_eq!(deep.storage.len(), 4, "{said}");
     assert!(s.verify(None, None).await.expect("quick").ok);
+}
+
+/// Key rows read from one store ([`Store::key_rows`]) are taken by another only when
+/// its KEK wraps them and it has none of their subjects: a subject it has and a row of
+/// another KEK are refused, writing nothing; a new subject's row is taken, and its key
+/// then seals that subject's personal data.
+pub async fn imported_key_rows_are_taken_once_and_only_under_the_stores_kek<H: PrivacyHarness>(
+    h: H,
+) {
+    let s = h.store();
+    s.append(sofia_added()).await.expect("append");
+    let rows = s.key_rows("", 10).await.expect("rows");
+    assert_eq!(rows.len(), 1);
+    let e = s.import_key_rows(rows).await.expect_err("a subject it has");
+    assert!(
+        matches!(&e, Error::InvalidRequest { field, .. } if field == "keys"),
+        "{e:?}"
+    );
+    let now = crate::event::Timestamp::now();
+    let (_, theirs) = other_kek().new_key("family_9", now).expect("key");
+    let e = s
+        .import_key_rows(vec![theirs])
+        .await
+        .expect_err("another KEK");
+    assert!(
+        matches!(&e, Error::InvalidRequest { field, .. } if field == "kek"),
+        "{e:?}"
+    );
+    let (_, ours) = kek().new_key("family_8", now).expect("key");
+    let (_, mixed) = other_kek().new_key("family_7", now).expect("key");
+    let e = s
+        .import_key_rows(vec![ours.clone(), mixed])
+        .await
+        .expect_err("one bad row refuses the batch");
+    assert!(matches!(e, Error::InvalidRequest { .. }), "{e:?}");
+    assert_eq!(
+        s.key_rows("", 10).await.expect("rows").len(),
+        1,
+        "nothing written"
+    );
+    assert_eq!(s.import_key_rows(vec![ours]).await.expect("import"), 1);
+    let listed: Vec<String> = s
+        .key_rows("", 10)
+        .await
+        .expect("rows")
+        .into_iter()
+        .map(|r| r.subject)
+        .collect();
+    assert_eq!(listed, ["family_1", "family_8"]);
+    let e = personal_ev("ChildAdded", "{}", "family_8", SOFIA);
+    s.append(req("Family", "family_8", Any, vec![e]))
+        .await
+        .expect("the imported key seals");
+    let read = family_events(s, "family_8").await;
+    assert_eq!(read[0].personal.as_ref().map(RawJson::get), Some(SOFIA));
 }
 
 /// An event about two subjects opens only while both keys exist.

@@ -124,10 +124,15 @@ impl Persistent {
             let _ = cmds.send(Cmd::Leave(id));
         });
         let store = self.store.clone();
-        let deliveries = Box::pin(ReceiverStream::new(rx).then(move |d| {
-            let store = store.clone();
-            async move { message(as_now(&*store, d).await, structured) }
-        }));
+        let nacks = handle.cmds.clone();
+        let deliveries = Box::pin(
+            ReceiverStream::new(rx)
+                .then(move |d| {
+                    let (store, nacks) = (store.clone(), nacks.clone());
+                    async move { as_now(&*store, d, id, &nacks).await }
+                })
+                .filter_map(move |d| d.map(|d| message(d, structured))),
+        );
         let denied = ReceiverStream::new(deny_rx).map(Err);
         let stream = tokio_stream::once(Ok(confirmation)).chain(deliveries.merge(denied));
         Ok(Response::new(Box::pin(stream)))
@@ -154,29 +159,48 @@ fn nack_action(action: i32) -> NackAction {
 /// The delivery with its event's personal part as it reads now: an event held by the
 /// group (read ahead, or offered again after a nack, a timeout or a consumer leaving)
 /// may have been read before its subject was forgotten, so one with a sealed part is
-/// read again (erased if its subject was forgotten since). A read that fails lets the
-/// consumer go (its events are offered again) rather than deliver the old part.
-async fn as_now(store: &dyn annal_core::Store, delivery: Delivery) -> Delivery {
+/// read again (erased if its subject was forgotten since). The old part is never
+/// delivered: when this process cannot open personal parts (`unavailable`: it needs
+/// the KEK the store now uses) the consumer is let go, as any read would fail; when the
+/// event cannot be read again (corrupt, say), it is nacked for the consumer
+/// (`consumer`, through `nacks`), so its retries count and it is parked in the end
+/// instead of going round for ever; `None` then, and the consumer receives nothing.
+async fn as_now(
+    store: &dyn annal_core::Store,
+    delivery: Delivery,
+    consumer: u64,
+    nacks: &tokio::sync::mpsc::UnboundedSender<Cmd>,
+) -> Option<Delivery> {
     let Delivery::Event { event, retry } = delivery else {
-        return delivery;
+        return Some(delivery);
     };
     if event.sealed.is_none() {
-        return Delivery::Event { event, retry };
+        return Some(Delivery::Event { event, retry });
     }
-    match store.event(event.event_id).await {
-        Ok(Some(now)) => Delivery::Event {
-            event: std::sync::Arc::new(now),
-            retry,
-        },
-        Ok(None) => Delivery::Dropped(format!(
-            "event {} is no longer in the store",
-            event.event_id
-        )),
-        Err(e) => Delivery::Dropped(format!(
-            "reading event {} again for its personal part failed: {e}",
-            event.event_id
-        )),
-    }
+    let why = match store.event(event.event_id).await {
+        Ok(Some(now)) => {
+            return Some(Delivery::Event {
+                event: std::sync::Arc::new(now),
+                retry,
+            });
+        }
+        Err(e @ annal_core::Error::Closed(_)) => {
+            return Some(Delivery::Dropped(format!(
+                "event {} has a personal part this process cannot open: {e}",
+                event.event_id
+            )));
+        }
+        Ok(None) => "it is no longer in the store".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    let reason = format!(
+        "annal could not read event {} again for its personal part: {why}",
+        event.event_id
+    );
+    tracing::warn!(%reason, "persistent subscription delivery");
+    let ids = vec![crate::convert::client_event_id(&event)];
+    let _ = nacks.send(Cmd::Nack(consumer, ids, NackAction::Retry, reason));
+    None
 }
 
 /// What the consumer receives as the call's next message.
