@@ -337,3 +337,28 @@ fn a_backup_and_a_forgetting_need_no_kek_and_a_wrong_one_is_still_refused() {
         "the backup predates it: {old}"
     );
 }
+
+#[test]
+fn the_sealed_export_prints_the_events_before_a_damaged_sealed_part_then_fails() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("annal.db");
+    let store = format!("sqlite:{}", db.display());
+    let kek = dir.path().join("kek.hex");
+    std::fs::write(&kek, KEK_A).expect("kek");
+    let s = store.as_str();
+    let out = annal(&["append", "--store", s], &format!("{ENROL}\n"), Some(&kek));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let conn = rusqlite::Connection::open(&db).expect("open behind the store's back");
+    conn.execute_batch("DROP TRIGGER IF EXISTS events_are_immutable")
+        .expect("drop guard");
+    // A packed sealed part with an unknown tag: it cannot even be rendered.
+    conn.execute("UPDATE events SET sealed = X'09' WHERE position = 2", [])
+        .expect("edit");
+    drop(conn);
+
+    let sealed = annal(&["read", "--sealed", "--store", s], "", None);
+    assert_eq!(sealed.status.code(), Some(1), "{}", text(&sealed.stderr));
+    let printed = text(&sealed.stdout);
+    assert_eq!(printed.lines().count(), 1, "{printed}");
+    assert!(printed.contains(r#""position":1"#), "{printed}");
+}

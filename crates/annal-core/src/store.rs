@@ -325,7 +325,8 @@ pub trait Store: Send + Sync {
     /// The key table's rows after subject `after` (`""`: from the first), at most
     /// `limit`, in subject order, as stored: data keys still wrapped by the KEK, and
     /// forgotten subjects' rows without one (for `annal copy`, which copies them into
-    /// another store opened with the same KEK).
+    /// another store opened with the same KEK). One call reads one snapshot of the
+    /// table; pages read by several calls may each see another.
     async fn key_rows(&self, after: &str, limit: usize) -> Result<Vec<SubjectKey>> {
         let _ = (after, limit);
         Err(no_privacy())

@@ -10,10 +10,13 @@
 //! source's checkpoints are copied too (position, status, error count, last error; their
 //! `updated_at` becomes the copy's time), so consumers resume where they were. Snapshots
 //! are not copied (the Store API cannot list them): they are rebuilt on the next load.
-//! The key table of personal data is copied before the events, read after the source's
-//! head: live data keys stay wrapped by the KEK (both stores are opened with the same
-//! one), and forgotten subjects stay forgotten, so the copy reads and refuses as the
-//! source does. A target that holds keys already is refused like one with events.
+//! The key table of personal data is read in one snapshot after the source's head and
+//! copied before the events: live data keys stay wrapped by the KEK (both stores are
+//! opened with the same one), and forgotten subjects stay forgotten, so the copy reads
+//! and refuses as the source does. The copy reaches the last position a forgotten row
+//! of that snapshot names, so every forgetting it holds has its event and every event
+//! it holds has its key. A target that holds keys already is refused like one with
+//! events; a copy cut short is not usable (start again into a new target).
 //! On a terminal, stderr shows how far the copy, then its check, has got.
 
 use super::CliError;
@@ -68,11 +71,22 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CliError> {
         )));
     }
     let head = from.head(&[]).await?;
-    // The key table after the head is read, so every event copied finds its key (rows
-    // are never removed; a key made later is copied unused). A subject forgotten since
-    // comes with the position of its $subjectForgotten event: the copy reaches it.
-    let (keys, forgotten_up_to) = copy_keys(&*from, &*to, args.batch).await?;
-    let total = head.max(forgotten_up_to);
+    // The key table in one read, after the head: one snapshot of it (helper-36 saw a
+    // table read in pages miss a forgetting and a new key made meanwhile). Commits are
+    // ordered, so every event up to the last position a forgotten row of that snapshot
+    // names committed before the snapshot, with its key in it; the copy reaches that
+    // position, and its forgettings come with their events.
+    let rows = from.key_rows("", usize::MAX).await?;
+    let total = rows
+        .iter()
+        .filter_map(|r| r.forgotten_position)
+        .fold(head, u64::max);
+    if total > head {
+        // A forgetting is durable before it is answered; give one just committed a moment.
+        from.wait_for_head(total - 1, std::time::Duration::from_secs(10))
+            .await?;
+    }
+    let keys = import_keys(&*to, rows, args.batch).await?;
     let all = Filter::default();
     let mut events = stream_all(&*from, 0, &all, args.batch).chunks(args.batch);
     let mut copied = 0u64;
@@ -127,30 +141,20 @@ pub async fn run(args: CopyArgs) -> Result<ExitCode, CliError> {
     }
 }
 
-/// Copies the source's key table (live keys still wrapped by the KEK both stores were
-/// opened with, forgotten subjects' rows without one) into the target's, `batch` rows
-/// at a time; answers how many rows, and the last position a forgotten row names.
-async fn copy_keys(
-    from: &dyn annal::Store,
+/// Writes the source's key rows (live keys still wrapped by the KEK both stores were
+/// opened with, forgotten subjects' rows without one) into the target's key table,
+/// `batch` rows at a time; answers how many.
+async fn import_keys(
     to: &dyn annal::Store,
+    rows: Vec<annal::privacy::SubjectKey>,
     batch: usize,
-) -> Result<(u64, u64), CliError> {
-    let mut after = String::new();
+) -> Result<u64, CliError> {
     let mut copied = 0;
-    let mut forgotten_up_to = 0;
-    loop {
-        let rows = from.key_rows(&after, batch).await?;
-        let Some(last) = rows.last() else {
-            return Ok((copied, forgotten_up_to));
-        };
-        after = last.subject.clone();
-        let full = rows.len() == batch;
-        for p in rows.iter().filter_map(|r| r.forgotten_position) {
-            forgotten_up_to = forgotten_up_to.max(p);
-        }
-        copied += to.import_key_rows(rows).await?;
-        if !full {
-            return Ok((copied, forgotten_up_to));
-        }
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        copied += to
+            .import_key_rows(rows.by_ref().take(batch).collect())
+            .await?;
     }
+    Ok(copied)
 }

@@ -252,9 +252,19 @@ async fn read_sealed<W: Write>(
         },
     };
     let mut at = after;
+    let mut want = PAGE;
     loop {
-        let mut page = store.read_all_unchecked(at, PAGE, &all).await?;
-        let full = page.len() == PAGE;
+        let mut page = match store.read_all_unchecked(at, want, &all).await {
+            Ok(page) => page,
+            // A page with an event that cannot even be read as stored (a damaged sealed
+            // part): read on one event at a time, so those before it are printed.
+            Err(annal::Error::Corrupt(_)) if want > 1 => {
+                want = 1;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let full = page.len() == want;
         let mut bad = None;
         for (i, e) in page.iter_mut().enumerate() {
             if let Err(why) = check_stored(e, at, &prev) {

@@ -10,17 +10,19 @@
 //!   event in `$subjects` for the same subject and key id, and every such event is
 //!   named by its subject's forgotten row: a forgetting writes both in one commit, and
 //!   nothing else writes either (`super::refuse_reserved`);
+//! - every key id a sealed part in the log names has a row (a row deleted by hand would
+//!   otherwise read as a forgetting that no record holds);
 //! - with the store's KEK at hand, every row names it, and every live key opens with it;
-//!   a store opened without its KEK checks the rest only;
+//!   without it, every row names the same KEK;
 //! - a forgetting that commits while the check runs is no finding: the head is read
 //!   first, then the rows, then the events up to that head; a row forgotten past that
 //!   head is only checked to name a position the log reaches (its event is not read).
 
-use super::{FORGOTTEN_EVENT_TYPE, Keys, SUBJECTS_STREAM};
+use super::{Envelope, FORGOTTEN_EVENT_TYPE, Keys, SUBJECTS_STREAM};
 use crate::error::Result;
 use crate::read::Filter;
 use crate::store::Store;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Most findings reported.
 pub const MOST: usize = 20;
@@ -67,11 +69,16 @@ pub async fn key_table_problems<S: Store + ?Sized>(
     let mut forgotten: HashMap<u64, (String, String)> = HashMap::new();
     // Rows forgotten past the head read first: checked against the head at the end.
     let mut later: Vec<(u64, String)> = Vec::new();
+    // Every row's key id, and the KEK ids the rows name.
+    let mut key_ids: HashSet<String> = HashSet::new();
+    let mut kek_ids: BTreeSet<String> = BTreeSet::new();
     let mut after = String::new();
     loop {
         let rows = store.key_rows(&after, PAGE).await?;
         for row in &rows {
             let s = &row.subject;
+            key_ids.insert(row.key_id.clone());
+            kek_ids.insert(row.kek_id.clone());
             if let Some(kek) = &kek {
                 if row.kek_id != kek.id() {
                     found.add(format!(
@@ -108,6 +115,16 @@ pub async fn key_table_problems<S: Store + ?Sized>(
             _ => break,
         }
     }
+    if kek.is_none() && kek_ids.len() > 1 {
+        // With the KEK the store would not have opened; without it, say so here.
+        let ids: Vec<&str> = kek_ids.iter().map(String::as_str).collect();
+        found.add(format!(
+            "the key table's rows name {} key-encryption keys ({}), where every row names \
+             the one the store uses: rows were changed behind the store's back",
+            ids.len(),
+            ids.join(", ")
+        ));
+    }
 
     let records = Filter {
         event_types: vec![FORGOTTEN_EVENT_TYPE.to_owned()],
@@ -136,6 +153,10 @@ pub async fn key_table_problems<S: Store + ?Sized>(
             }
             match forgotten.remove(&p) {
                 Some((s, k)) if s == subject && k == key_id => {}
+                Some((s, k)) if s == subject => found.add(format!(
+                    "the {FORGOTTEN_EVENT_TYPE} event at position {p} records destroying key \
+                     {key_id} of subject '{s}', but the key table's row of '{s}' holds key {k}"
+                )),
                 Some((s, _)) => found.add(format!(
                     "the {FORGOTTEN_EVENT_TYPE} event at position {p} names subject \
                      '{subject}', but the key table says it recorded forgetting '{s}'"
@@ -167,7 +188,8 @@ pub async fn key_table_problems<S: Store + ?Sized>(
         if reached < p {
             found.add(format!(
                 "subject '{s}' has no data key, and its row says it was forgotten at position \
-                 {p}, past the log's head ({reached}): it was changed behind the store's back"
+                 {p}, past the log's head ({reached}): it was changed behind the store's \
+                 back, or the store is a copy cut short (copy again into a new store)"
             ));
         }
     }
@@ -179,5 +201,46 @@ pub async fn key_table_problems<S: Store + ?Sized>(
              {p} records its forgetting: its key was removed behind the store's back"
         ));
     }
+    sealed_with_missing_keys(store, head, &key_ids, &mut found).await?;
     Ok(found.done())
+}
+
+/// Every event up to `head` whose sealed part names a key id the key table has no row
+/// for (`key_ids`: every row's): a row deleted behind the store's back (its subject's
+/// parts read as erased with no forgetting recorded, and a new key could be made for
+/// it), or a copy cut short. A sealed part that cannot be read is left to the reads and
+/// the chain check, which report it.
+async fn sealed_with_missing_keys<S: Store + ?Sized>(
+    store: &S,
+    head: u64,
+    key_ids: &HashSet<String>,
+    found: &mut Findings,
+) -> Result<()> {
+    let all = Filter::default();
+    let mut at = 0;
+    while at < head {
+        let page = store.read_all_unchecked(at, PAGE, &all).await?;
+        let Some(last) = page.last().map(|e| e.position) else {
+            break;
+        };
+        for e in page.iter().filter(|e| e.position <= head) {
+            let Some(sealed) = &e.sealed else { continue };
+            let Ok(env) = Envelope::parse(sealed, e.position) else {
+                continue;
+            };
+            for (subject, key) in env.subjects.iter().zip(&env.keys) {
+                if !key_ids.contains(key) {
+                    found.add(format!(
+                        "the event at position {} is sealed with key {key} of subject \
+                         '{subject}', which the key table has no row for: the row was \
+                         removed behind the store's back (its parts read as erased with no \
+                         forgetting recorded), or the store is a copy cut short",
+                        e.position
+                    ));
+                }
+            }
+        }
+        at = last;
+    }
+    Ok(())
 }

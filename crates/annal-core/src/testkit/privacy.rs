@@ -288,19 +288,21 @@ pub async fn the_record_of_forgettings_is_written_by_forgetting_only<H: PrivacyH
 /// [`seed_for_key_table_check`] and [`edited_key_table_fails_the_deep_verify`], as SQL
 /// on the schema's `subject_keys` (the same text on SQLite and PostgreSQL): `family_1`'s
 /// row gets `family_2`'s wrapped key (its own no longer opens), `family_2` loses its
-/// key as if forgotten at a position where no forgetting is recorded, and forgotten
-/// `family_3`'s row names a position past the log's head.
-pub const KEY_TABLE_EDITS: [&str; 3] = [
+/// key as if forgotten at a position where no forgetting is recorded, forgotten
+/// `family_3`'s row names a position past the log's head, and `family_4`'s row is gone.
+pub const KEY_TABLE_EDITS: [&str; 4] = [
     "UPDATE subject_keys SET wrapped_key = (SELECT wrapped_key FROM subject_keys \
      WHERE subject = 'family_2') WHERE subject = 'family_1'",
     "UPDATE subject_keys SET wrapped_key = NULL, forgotten_at = created_at, \
      forgotten_position = 2 WHERE subject = 'family_2'",
     "UPDATE subject_keys SET forgotten_position = 999 WHERE subject = 'family_3'",
+    "DELETE FROM subject_keys WHERE subject = 'family_4'",
 ];
 
-/// Three subjects with personal data, the third forgotten; a deep verify passes.
+/// Four subjects with personal data (positions 1 to 4), the third forgotten (5); a deep
+/// verify passes.
 pub async fn seed_for_key_table_check<S: Store + ?Sized>(s: &S) {
-    for f in ["family_1", "family_2", "family_3"] {
+    for f in ["family_1", "family_2", "family_3", "family_4"] {
         s.append(req(
             "Family",
             f,
@@ -327,11 +329,16 @@ pub async fn edited_key_table_fails_the_deep_verify<S: Store + ?Sized>(s: &S) {
     for finding in [
         "subject 'family_2' has no data key, but no $subjectForgotten event at position 2",
         "subject 'family_3' has no data key, and its row says it was forgotten at position 999, past the log's head",
-        "the $subjectForgotten event at position 4 records forgetting subject 'family_3', but the key table does not say",
+        "the $subjectForgotten event at position 5 records forgetting subject 'family_3', but the key table does not say",
+        "the event at position 4 is sealed with key",
     ] {
         assert!(said.contains(finding), "{finding}: {said}");
     }
-    assert_eq!(deep.storage.len(), 4, "{said}");
+    assert!(
+        said.contains("of subject 'family_4', which the key table has no row for"),
+        "{said}"
+    );
+    assert_eq!(deep.storage.len(), 5, "{said}");
     assert!(s.verify(None, None).await.expect("quick").ok);
 }
 
