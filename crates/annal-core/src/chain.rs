@@ -374,11 +374,30 @@ pub async fn verify<S: Store + ?Sized>(
     };
     let mut checked = 0u64;
     let mut next = from;
+    // Events asked for at once: one at a time after a page that could not be read as
+    // stored, so the report names the first event that cannot.
+    let mut most = VERIFY_PAGE;
     while next <= to {
         let want = usize::try_from(to - next + 1)
             .unwrap_or(usize::MAX)
-            .min(VERIFY_PAGE);
-        let page = store.read_all_unchecked(next - 1, want, &all).await?;
+            .min(most);
+        let page = match store.read_all_unchecked(next - 1, want, &all).await {
+            Ok(page) => page,
+            Err(Error::Corrupt(_)) if want > 1 => {
+                most = 1;
+                continue;
+            }
+            Err(Error::Corrupt(why)) => {
+                return Ok(bad(
+                    checked,
+                    next,
+                    format!("the event cannot be read as stored: {why}"),
+                    None,
+                    None,
+                ));
+            }
+            Err(e) => return Err(e),
+        };
         if page.is_empty() {
             return Ok(bad(
                 checked,

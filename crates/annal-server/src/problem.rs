@@ -123,9 +123,25 @@ impl From<JsonRejection> for Problem {
 }
 
 impl From<QueryRejection> for Problem {
+    /// `invalid_request` naming the query parameter serde names (`limit`, say), or
+    /// `query` when it names none.
     fn from(r: QueryRejection) -> Self {
-        Problem::invalid("query", r.body_text())
+        let text = r.body_text();
+        match query_parameter(&text) {
+            Some((name, why)) => Problem::invalid(name, why),
+            None => Problem::invalid("query", text),
+        }
     }
+}
+
+/// The parameter and the reason in a query rejection's text ("Failed to deserialize
+/// query string: limit: invalid digit found in string"), if it names one.
+fn query_parameter(text: &str) -> Option<(&str, &str)> {
+    let (name, why) = text
+        .strip_prefix("Failed to deserialize query string: ")?
+        .split_once(": ")?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    (!name.is_empty() && name.chars().all(plain)).then_some((name, why))
 }
 
 impl From<PathRejection> for Problem {
@@ -152,6 +168,21 @@ impl IntoResponse for Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_query_rejection_names_the_parameter_serde_names() {
+        assert_eq!(
+            query_parameter(
+                "Failed to deserialize query string: limit: invalid digit found in string"
+            ),
+            Some(("limit", "invalid digit found in string"))
+        );
+        assert_eq!(
+            query_parameter("Failed to deserialize query string: expected `,` or `}`"),
+            None
+        );
+        assert_eq!(query_parameter("something else: entirely"), None);
+    }
 
     #[test]
     fn every_kind_is_titled_with_its_statuss_reason_phrase() {

@@ -191,18 +191,19 @@ async fn a_body_without_a_json_content_type_is_an_unsupported_media_type() {
 async fn bad_log_query_parameters_are_invalid_request_problems() {
     let (s, c) = one_event().await;
     let b = &s.base;
-    for q in [
-        "limit=0",
-        "limit=10001",
-        "limit=x",
-        "since=yesterday",
-        "after_position=-1",
-        "typo=1",
+    // Each names the parameter it is about, an unknown one too.
+    for (q, field) in [
+        ("limit=0", "limit"),
+        ("limit=10001", "limit"),
+        ("limit=x", "limit"),
+        ("since=yesterday", "since"),
+        ("after_position=-1", "after_position"),
+        ("typo=1", "typo"),
     ] {
         let (st, p) = get(&c, &format!("{b}/v1/events?{q}")).await;
         assert_eq!(
-            (st, p["type"].as_str()),
-            (StatusCode::BAD_REQUEST, Some("invalid_request")),
+            (st, p["type"].as_str(), p["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request"), Some(field)),
             "{q}: {p}"
         );
     }

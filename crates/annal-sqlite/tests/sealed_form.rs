@@ -129,6 +129,20 @@ async fn a_blob_of_the_wrong_shape_is_reported_corrupt_not_guessed() {
             }
             other => panic!("{bad:?}: expected Error::Corrupt, got {other:?}"),
         }
+        // verify reports it at its position, rather than failing without a report,
+        // and so does the deep verify, whose own checks step over it.
+        for deep in [false, true] {
+            let report = if deep {
+                f.store.verify_deep(None, None).await
+            } else {
+                f.store.verify(None, None).await
+            }
+            .expect("a report");
+            assert!(
+                !report.ok && report.first_bad_position == Some(2),
+                "{bad:?}: {report:?}"
+            );
+        }
     }
 }
 
