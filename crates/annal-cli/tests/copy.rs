@@ -1,7 +1,8 @@
 //! `annal copy`: a whole log moves between stores (SQLite to SQLite always; SQLite to
 //! PostgreSQL and back when `ANNAL_TEST_POSTGRES_URL` is set) keeping event_ids,
 //! positions, versions, times and hashes, verified at the end; a non-empty target is
-//! refused and left as it was.
+//! refused and left as it was. The key table of personal data comes along. Reading or
+//! verifying a PostgreSQL schema without a store says so, and creates nothing.
 
 mod common;
 
@@ -272,4 +273,33 @@ async fn copy_carries_the_key_table_so_personal_data_reads_and_forgotten_subject
     assert_eq!(in_pg, Some(personal_view(&a, &kek)));
     assert_eq!(personal_view(&back, &kek), personal_view(&a, &kek));
     assert!(drop.status.success(), "{}", said(&drop));
+}
+
+#[test]
+fn reading_or_verifying_a_postgres_schema_without_a_store_says_so_and_creates_nothing() {
+    let Ok(base) = std::env::var("ANNAL_TEST_POSTGRES_URL") else {
+        eprintln!("notice: ANNAL_TEST_POSTGRES_URL is not set: skipping");
+        return;
+    };
+    let schema = format!("annal_test_{:016x}", fastrand::u64(..));
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let pg = format!("{base}{sep}schema={schema}");
+    for args in [
+        &["verify", "--store", pg.as_str()][..],
+        &["read", "--store", pg.as_str()][..],
+        &["read", "--sealed", "--store", pg.as_str()][..],
+    ] {
+        let out = annal(args, "");
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", said(&out));
+        assert!(said(&out).contains("no store in schema"), "{}", said(&out));
+    }
+    let there = std::process::Command::new("psql")
+        .args([
+            base.as_str(),
+            "-tAc",
+            &format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{schema}'"),
+        ])
+        .output()
+        .expect("psql");
+    assert_eq!(String::from_utf8_lossy(&there.stdout).trim(), "0");
 }

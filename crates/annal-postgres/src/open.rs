@@ -140,6 +140,30 @@ pub(crate) fn build_pool(
 }
 
 impl PgStore {
+    /// Whether the schema `config` names holds a store (its `schema_version` table),
+    /// without creating anything: for commands that only read an existing store, so that
+    /// a misspelt schema is said to hold nothing rather than made empty.
+    pub async fn exists(config: &PgConfig) -> std::result::Result<bool, OpenError> {
+        let tls = config.tls_connector()?;
+        let pool = build_pool(config, tls.as_ref())?;
+        let client = pool.get().await.map_err(|e| OpenError::Connect {
+            target: target(&config.pg),
+            source: pool_failure("connecting", e),
+        })?;
+        let table = format!("{}.schema_version", schema::quoted(&config.schema));
+        let found = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await
+            .map_err(|e| OpenError::Connect {
+                target: target(&config.pg),
+                source: crate::StorageFailure::new("looking for the schema", e),
+            })?;
+        found.try_get(0).map_err(|e| OpenError::Connect {
+            target: target(&config.pg),
+            source: crate::StorageFailure::new("looking for the schema", e),
+        })
+    }
+
     /// Connects to the store a URL names (`postgres://…`; see [`crate::config`] for the
     /// parameters), creating or migrating its schema.
     pub async fn connect(url: &str) -> std::result::Result<Self, OpenError> {

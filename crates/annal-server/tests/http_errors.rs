@@ -203,7 +203,11 @@ async fn bad_log_query_parameters_are_invalid_request_problems() {
         let (st, p) = get(&c, &format!("{b}/v1/events?{q}")).await;
         assert_eq!(
             (st, p["type"].as_str(), p["field"].as_str()),
-            (StatusCode::BAD_REQUEST, Some("invalid_request"), Some(field)),
+            (
+                StatusCode::BAD_REQUEST,
+                Some("invalid_request"),
+                Some(field)
+            ),
             "{q}: {p}"
         );
     }

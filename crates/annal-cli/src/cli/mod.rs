@@ -116,22 +116,39 @@ impl StoreUrlArg {
     /// Opens the store for reading: an embedded store that does not exist yet is
     /// [`CliError::NotFound`], and nothing is created (no file, no folder).
     pub(crate) async fn open_existing(&self) -> Result<Arc<dyn annal::Store>, CliError> {
-        self.must_exist()?;
+        self.must_exist().await?;
         self.open(Limits::default()).await
     }
 
-    /// [`CliError::NotFound`] for an embedded store that does not exist yet.
-    fn must_exist(&self) -> Result<(), CliError> {
-        if let Ok(StoreUrl::Sqlite(path)) = self.store.parse::<StoreUrl>()
-            && !path.exists()
-        {
-            return Err(CliError::NotFound(format!(
+    /// [`CliError::NotFound`] for a store that does not exist yet: an embedded store's
+    /// file, or a PostgreSQL schema without a store (nothing is created either way).
+    async fn must_exist(&self) -> Result<(), CliError> {
+        match self.store.parse::<StoreUrl>() {
+            Ok(StoreUrl::Sqlite(path)) if !path.exists() => Err(CliError::NotFound(format!(
                 "no store at {}: nothing has been written there yet (`annal append` or \
                  `annal serve` creates it; --store or ANNAL_STORE names another)",
                 path.display()
-            )));
+            ))),
+            Ok(StoreUrl::Postgres(url)) => {
+                let config = annal::postgres::PgConfig::from_url(url.expose())
+                    .map_err(|e| CliError::Store(annal::Error::invalid("store", e.to_string())))?;
+                let there = annal::postgres::PgStore::exists(&config)
+                    .await
+                    .map_err(|e| CliError::Store(annal::Error::storage(e.to_string())))?;
+                if there {
+                    Ok(())
+                } else {
+                    Err(CliError::NotFound(format!(
+                        "no store in schema '{}' of {}: nothing has been written there yet \
+                         (`annal append` or `annal serve` creates it; --store or ANNAL_STORE \
+                         names another)",
+                        config.schema,
+                        self.shown()
+                    )))
+                }
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Opens (or creates) the store, enforcing `limits` on appends.
@@ -205,7 +222,7 @@ impl StoreArgs {
     async fn open_without_kek(&self) -> Result<Arc<dyn annal::Store>, CliError> {
         match self.server {
             None => {
-                self.url.must_exist()?;
+                self.url.must_exist().await?;
                 self.url.open_with_options(Limits::default(), true).await
             }
             Some(_) => self.open(Limits::default()).await,
