@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
     let argv = match cli::config::expand(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("annal: {e}");
+            say(&e);
             return e.exit_code();
         }
     };
@@ -42,8 +42,15 @@ async fn main() -> ExitCode {
             ExitCode::from(141)
         }
         Err(e) => {
-            eprintln!("annal: {e}");
+            say(&e);
             e.exit_code()
         }
     }
+}
+
+/// Writes why the command failed to stderr. A stderr that is gone (`annal verify 2>&1 |
+/// head -c 10`) drops it rather than panicking: the exit code still says it.
+fn say(e: &dyn std::fmt::Display) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "annal: {e}");
 }

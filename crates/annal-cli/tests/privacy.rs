@@ -275,6 +275,25 @@ fn the_sealed_export_stops_at_an_event_edited_behind_the_stores_back() {
     );
     let printed = text(&sealed.stdout);
     assert_eq!(printed.lines().count(), 1, "{printed}");
+
+    // A reader that goes away early takes stderr with it: the failure is still an exit
+    // code, not a panic (101).
+    let script = format!(
+        "{} verify --quick --store {s} 2>&1 | head -c 10 >/dev/null; exit ${{PIPESTATUS[0]}}",
+        env!("CARGO_BIN_EXE_annal")
+    );
+    let cut = Command::new("bash")
+        .args(["-c", &script])
+        .env_remove("ANNAL_KEK")
+        .env_remove("ANNAL_KEK_FILE")
+        .output()
+        .expect("bash");
+    assert!(
+        matches!(cut.status.code(), Some(1 | 141)),
+        "{:?}: {}",
+        cut.status,
+        text(&cut.stderr)
+    );
 }
 
 #[test]
