@@ -119,13 +119,19 @@ pub fn refuse_reserved(proposed: &crate::append::ProposedTransaction) -> Result<
     let metadata = crate::streams::metadata_stream(SUBJECTS_STREAM);
     for (i, a) in proposed.appends.iter().enumerate() {
         if a.aggregate_id == SUBJECTS_STREAM || a.aggregate_id == metadata {
+            // A soft deletion or stream metadata of `$subjects` is written to its
+            // metadata stream: name the stream the caller meant.
+            let which = if a.aggregate_id == metadata {
+                format!("'{metadata}' (the metadata of '{SUBJECTS_STREAM}')")
+            } else {
+                format!("'{SUBJECTS_STREAM}'")
+            };
             return Err(Error::invalid(
                 format!("{}aggregate_id", at(i)),
                 format!(
-                    "'{}' is annal's record of forgettings: only forgetting a subject writes \
-                     there (POST /v1/subjects/{{subject}}/forget, annal forget), and it \
-                     cannot be deleted, tombstoned or given metadata",
-                    a.aggregate_id
+                    "{which}: '{SUBJECTS_STREAM}' is annal's record of forgettings: only \
+                     forgetting a subject writes there (POST /v1/subjects/{{subject}}/forget, \
+                     annal forget), and it cannot be deleted, tombstoned or given metadata"
                 ),
             ));
         }
