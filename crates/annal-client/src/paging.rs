@@ -6,10 +6,41 @@
 //! the life of the store before its pages fit.
 
 use crate::HttpStore;
-use annal_core::Error;
+use annal_core::{Error, Result};
+use reqwest::Url;
+use serde::de::DeserializeOwned;
 use std::sync::atomic::Ordering;
 
 impl HttpStore {
+    /// Up to `limit` items of a paged route, a page at a time from `cursor`: `url` is
+    /// the request for a page of at most `want` items after a cursor, and `split` takes
+    /// an answer apart into its items and the next page's cursor (`None`: the last).
+    /// A page refused as over the server's limit is asked for again, smaller.
+    pub(crate) async fn pages<P: DeserializeOwned, T, C>(
+        &self,
+        limit: usize,
+        mut cursor: C,
+        url: impl Fn(usize, &C) -> Result<Url>,
+        split: impl Fn(P) -> (Vec<T>, Option<C>),
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let want = self.page_for(limit - out.len());
+            let page: P = match self.get(url(want, &cursor)?, self.inner.timeout).await {
+                Err(e) if self.smaller_page(&e, want) => continue,
+                answer => answer?,
+            };
+            let (items, next) = split(page);
+            let got = items.len();
+            out.extend(items);
+            match next {
+                Some(next) if got > 0 => cursor = next,
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// How many of `left` events to ask for in the next page: at most the page size.
     pub(crate) fn page_for(&self, left: usize) -> usize {
         left.min(self.inner.page_size.load(Ordering::Relaxed))

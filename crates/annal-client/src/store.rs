@@ -166,23 +166,13 @@ impl Store for HttpStore {
         limit: usize,
         filter: &Filter,
     ) -> Result<Vec<RecordedEvent>> {
-        let mut out = Vec::new();
-        let mut after = after_position;
-        while out.len() < limit {
-            let want = self.page_for(limit - out.len());
-            let url = self.filtered_url(&["events"], after, Some(want), filter)?;
-            let page: EventsPage = match self.get(url, self.inner.timeout).await {
-                Err(e) if self.smaller_page(&e, want) => continue,
-                answer => answer?,
-            };
-            let got = page.events.len();
-            out.extend(page.events);
-            match page.next_after_position {
-                Some(next) if got > 0 => after = next,
-                _ => break,
-            }
-        }
-        Ok(out)
+        self.pages(
+            limit,
+            after_position,
+            |want, after| self.filtered_url(&["events"], *after, Some(want), filter),
+            |page: EventsPage| (page.events, page.next_after_position),
+        )
+        .await
     }
 
     /// `GET /v1/events/counts`: the server counts in one query.
@@ -305,27 +295,19 @@ impl Store for HttpStore {
         after: &str,
         limit: usize,
     ) -> Result<Vec<annal_core::privacy::SubjectInfo>> {
-        let mut out = Vec::new();
-        let mut after = after.to_owned();
-        while out.len() < limit {
-            let want = self.page_for(limit - out.len());
-            let mut url = self.url(&["v1", "subjects"]);
-            url.query_pairs_mut()
-                .append_pair("after", &after)
-                .append_pair("limit", &want.to_string());
-            let list: annal_core::wire::SubjectList = match self.get(url, self.inner.timeout).await
-            {
-                Err(e) if self.smaller_page(&e, want) => continue,
-                answer => answer?,
-            };
-            let got = list.subjects.len();
-            out.extend(list.subjects);
-            match list.next_after {
-                Some(next) if got > 0 => after = next,
-                _ => break,
-            }
-        }
-        Ok(out)
+        self.pages(
+            limit,
+            after.to_owned(),
+            |want, after| {
+                let mut url = self.url(&["v1", "subjects"]);
+                url.query_pairs_mut()
+                    .append_pair("after", after)
+                    .append_pair("limit", &want.to_string());
+                Ok(url)
+            },
+            |list: annal_core::wire::SubjectList| (list.subjects, list.next_after),
+        )
+        .await
     }
 
     /// `GET /v1/subjects/{subject}`.
@@ -342,26 +324,19 @@ impl Store for HttpStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         addressable("subject", subject)?;
-        let mut out = Vec::new();
-        let mut after = after_position;
-        while out.len() < limit {
-            let want = self.page_for(limit - out.len());
-            let mut url = self.url(&["v1", "subjects", subject, "events"]);
-            url.query_pairs_mut()
-                .append_pair("after_position", &after.to_string())
-                .append_pair("limit", &want.to_string());
-            let page: annal_core::wire::EventsPage = match self.get(url, self.inner.timeout).await {
-                Err(e) if self.smaller_page(&e, want) => continue,
-                answer => answer?,
-            };
-            let got = page.events.len();
-            out.extend(page.events);
-            match page.next_after_position {
-                Some(next) if got > 0 => after = next,
-                _ => break,
-            }
-        }
-        Ok(out)
+        self.pages(
+            limit,
+            after_position,
+            |want, after| {
+                let mut url = self.url(&["v1", "subjects", subject, "events"]);
+                url.query_pairs_mut()
+                    .append_pair("after_position", &after.to_string())
+                    .append_pair("limit", &want.to_string());
+                Ok(url)
+            },
+            |page: annal_core::wire::EventsPage| (page.events, page.next_after_position),
+        )
+        .await
     }
 
     /// `PUT /v1/checkpoints/{name}`.
