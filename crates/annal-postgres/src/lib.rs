@@ -41,7 +41,9 @@ pub use replica::ReadStoreOptions;
 use annal_core::append::{ProposedTransaction, check_name};
 use annal_core::cluster::{Node, NodeRegistration};
 use annal_core::lease::{self, Lease};
-use annal_core::privacy::{ForgetRequest, Forgotten, Keyring, Keys, SubjectInfo, SubjectKey};
+use annal_core::privacy::{
+    ForgetRequest, Forgotten, Keyring, Keys, SubjectInfo, SubjectKey, kek_problem, opened_with_kek,
+};
 use annal_core::{
     AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, EventCounts, Filter, Limits,
     RawJson, RecordedEvent, Result, Snapshot, Store, StreamRecord, TransactionResult, Uuid, stored,
@@ -620,12 +622,7 @@ impl Store for PgStore {
     }
 
     async fn import_key_rows(&self, rows: Vec<SubjectKey>) -> Result<u64> {
-        let keys = self.keys().ok_or_else(|| {
-            Error::invalid(
-                "kek",
-                "the store was opened without a key-encryption key: open it with the key that wraps the rows",
-            )
-        })?;
+        let keys = opened_with_kek(self.keys(), "the key that wraps the rows")?;
         self.import_keys(&keys, &rows).await
     }
 
@@ -636,20 +633,11 @@ impl Store for PgStore {
             Some(r) => Some(rows::get(r, 0)?),
             None => None,
         };
-        let given = self.keys().map(|k| k.current());
-        Ok(annal_core::privacy::kek_problem(
-            in_use.as_deref(),
-            given.as_ref().map(|k| k.id()),
-        ))
+        Ok(kek_problem(in_use.as_deref(), self.keys().as_deref()))
     }
 
     async fn rotate_kek(&self, new: Keyring) -> Result<u64> {
-        let keys = self.keys().ok_or_else(|| {
-            Error::invalid(
-                "kek",
-                "the store was opened without a key-encryption key: open it with the current one to rotate",
-            )
-        })?;
+        let keys = opened_with_kek(self.keys(), "the current one to rotate")?;
         self.rotate(&keys, new).await
     }
 

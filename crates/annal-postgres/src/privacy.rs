@@ -180,17 +180,10 @@ impl crate::PgStore {
     ) -> Result<u64> {
         let ctx = "rotating the key-encryption key";
         let q = &self.inner.quoted;
-        let mut client = self
-            .inner
-            .pool
-            .get()
-            .await
-            .map_err(|e| crate::pool_failure(ctx, e))?;
+        let mut client = self.key_table_client(ctx).await?;
         let fail = |e| crate::StorageFailure::new(ctx, e);
         let tx = client.transaction().await.map_err(fail)?;
-        tx.query_one(&format!("SELECT position FROM {q}.head FOR UPDATE"), &[])
-            .await
-            .map_err(fail)?;
+        lock_head(&tx, q).await.map_err(fail)?;
         let old = keys.current();
         let live = tx
             .query(&format!("SELECT {KEY_COLUMNS} FROM {q}.subject_keys"), &[])
@@ -252,17 +245,10 @@ impl crate::PgStore {
         let ctx = "copying key rows";
         let q = &self.inner.quoted;
         let sql = KeySql::new(q);
-        let mut client = self
-            .inner
-            .pool
-            .get()
-            .await
-            .map_err(|e| crate::pool_failure(ctx, e))?;
+        let mut client = self.key_table_client(ctx).await?;
         let fail = |e| crate::StorageFailure::new(ctx, e);
         let tx = client.transaction().await.map_err(fail)?;
-        tx.query_one(&format!("SELECT position FROM {q}.head FOR UPDATE"), &[])
-            .await
-            .map_err(fail)?;
+        lock_head(&tx, q).await.map_err(fail)?;
         let subjects: Vec<&str> = rows.iter().map(|r| r.subject.as_str()).collect();
         if let Some(there) = tx
             .query(&sql.by_subject, &[&subjects])
@@ -292,6 +278,31 @@ impl crate::PgStore {
         tx.commit().await.map_err(fail)?;
         Ok(rows.len() as u64)
     }
+}
+
+impl crate::PgStore {
+    /// A pooled connection for a transaction that changes the key table outside the
+    /// writer (a rotation, an import), which takes the head lock first ([`lock_head`]);
+    /// `ctx` names the work in errors.
+    async fn key_table_client(&self, ctx: &str) -> Result<deadpool_postgres::Object> {
+        Ok(self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| crate::pool_failure(ctx, e))?)
+    }
+}
+
+/// Locks the head row in `tx` (schema `q`, quoted), as every commit does first: the
+/// transaction is then ordered with every commit, from every process.
+async fn lock_head(
+    tx: &tokio_postgres::Transaction<'_>,
+    q: &str,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    tx.query_one(&format!("SELECT position FROM {q}.head FOR UPDATE"), &[])
+        .await
+        .map(drop)
 }
 
 /// The ids of the KEKs a schema's key table names (forgotten rows too).

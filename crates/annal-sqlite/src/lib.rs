@@ -45,7 +45,9 @@ pub use open::{OpenError, Options, default_readers};
 use annal_core::append::{ProposedTransaction, check_name};
 use annal_core::failures::WriteHealth;
 use annal_core::lease;
-use annal_core::privacy::{ForgetRequest, Forgotten, Keyring, Keys, SubjectInfo, SubjectKey};
+use annal_core::privacy::{
+    ForgetRequest, Forgotten, Keyring, Keys, SubjectInfo, SubjectKey, kek_problem, opened_with_kek,
+};
 use annal_core::{
     AggregateInfo, Checkpoint, CheckpointStatus, Direction, Error, EventCounts, Filter, Lease,
     Limits, RawJson, RecordedEvent, Result, Snapshot, Store, StreamRecord, Timestamp,
@@ -132,6 +134,23 @@ impl SqliteStore {
             .map_err(|_| Error::Closed("the writer thread has stopped".into()))?;
         rx.await
             .map_err(|_| Error::Closed("the writer thread stopped before answering".into()))?
+    }
+
+    /// Runs `f` on a connection of its own, on the blocking pool: for work that takes
+    /// SQLite's write lock beside the writer (a KEK rotation, a key import), named
+    /// `what` in errors.
+    async fn on_own_connection<T: Send + 'static>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let path = self.inner.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = open_connection(&path, false).map_err(db)?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| Error::storage(format!("{what} task failed: {e}")))?
     }
 
     /// Runs `f` on a pooled read connection on the blocking pool, once one is free.
@@ -297,45 +316,24 @@ impl Store for SqliteStore {
     }
 
     async fn import_key_rows(&self, rows: Vec<SubjectKey>) -> Result<u64> {
-        let keys = self.keys().ok_or_else(|| {
-            Error::invalid(
-                "kek",
-                "the store was opened without a key-encryption key: open it with the key that wraps the rows",
-            )
-        })?;
-        let path = self.inner.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = open_connection(&path, false).map_err(db)?;
-            privacy::import_keys(&mut conn, &keys, &rows)
+        let keys = opened_with_kek(self.keys(), "the key that wraps the rows")?;
+        self.on_own_connection("the key import", move |conn| {
+            privacy::import_keys(conn, &keys, &rows)
         })
         .await
-        .map_err(|e| Error::storage(format!("the key import task failed: {e}")))?
     }
 
     async fn kek_problem(&self) -> Result<Option<String>> {
-        let keys = self.keys();
         let in_use = self.read(privacy::kek_in_use).await?;
-        let given = keys.as_ref().map(|k| k.current());
-        Ok(annal_core::privacy::kek_problem(
-            in_use.as_deref(),
-            given.as_ref().map(|k| k.id()),
-        ))
+        Ok(kek_problem(in_use.as_deref(), self.keys().as_deref()))
     }
 
     async fn rotate_kek(&self, new: Keyring) -> Result<u64> {
-        let keys = self.keys().ok_or_else(|| {
-            Error::invalid(
-                "kek",
-                "the store was opened without a key-encryption key: open it with the current one to rotate",
-            )
-        })?;
-        let path = self.inner.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = open_connection(&path, false).map_err(db)?;
-            privacy::rotate(&mut conn, &keys, new)
+        let keys = opened_with_kek(self.keys(), "the current one to rotate")?;
+        self.on_own_connection("the rotation", move |conn| {
+            privacy::rotate(conn, &keys, new)
         })
         .await
-        .map_err(|e| Error::storage(format!("the rotation task failed: {e}")))?
     }
 
     async fn import(&self, events: Vec<RecordedEvent>) -> Result<u64> {

@@ -318,24 +318,6 @@ fn exposed(_path: &Path) -> Option<String> {
     None
 }
 
-/// Why a process cannot serve the store's personal data, given the KEK id one row of
-/// the key table names (`in_use`, `None`: no rows) and the process's KEK (`given`,
-/// `None`: it has none): the message of [`kek_rotated`], or of a process started
-/// without a KEK on a store that holds keys now; `None` when nothing is wrong. What a
-/// readiness check reports (the reads and appends that meet it answer `unavailable`).
-pub fn kek_problem(in_use: Option<&str>, given: Option<&str>) -> Option<String> {
-    let stored = in_use?;
-    match given {
-        Some(given) if given == stored => None,
-        Some(given) => Some(kek_rotated(stored, given).to_string()),
-        None => Some(format!(
-            "this process has no key-encryption key, and the store holds personal data whose \
-             keys the key with id {stored} wraps: restart it with that key (ANNAL_KEK_FILE \
-             or ANNAL_KEK)"
-        )),
-    }
-}
-
 fn wrap_aad(subject: &str, key_id: &str) -> Vec<u8> {
     let mut aad = b"annal-subject-key-v1\0".to_vec();
     aad.extend_from_slice(key_id.as_bytes());

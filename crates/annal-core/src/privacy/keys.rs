@@ -39,6 +39,36 @@ pub fn imported_key_exists(subject: &str) -> Error {
     )
 }
 
+/// The keys of a store that must have been opened with a KEK for what it is asked
+/// (`to`: what to open it with, for the message), or `invalid_request` naming `kek`.
+pub fn opened_with_kek(keys: Option<Arc<Keys>>, to: &str) -> Result<Arc<Keys>> {
+    keys.ok_or_else(|| {
+        Error::invalid(
+            "kek",
+            format!("the store was opened without a key-encryption key: open it with {to}"),
+        )
+    })
+}
+
+/// Why a process cannot serve the store's personal data, given the KEK id one row of
+/// the key table names (`in_use`, `None`: no rows) and the process's keys (`keys`,
+/// `None`: it has no KEK): the message of [`super::kek_rotated`], or of a process
+/// started without a KEK on a store that holds keys now; `None` when nothing is wrong.
+/// What a readiness check reports (the reads and appends that meet it answer
+/// `unavailable`).
+pub fn kek_problem(in_use: Option<&str>, keys: Option<&Keys>) -> Option<String> {
+    let stored = in_use?;
+    match keys.map(Keys::current) {
+        Some(given) if given.id() == stored => None,
+        Some(given) => Some(super::kek_rotated(stored, given.id()).to_string()),
+        None => Some(format!(
+            "this process has no key-encryption key, and the store holds personal data whose \
+             keys the key with id {stored} wraps: restart it with that key (ANNAL_KEK_FILE \
+             or ANNAL_KEK)"
+        )),
+    }
+}
+
 /// The most unwrapped data keys each of a store's caches keeps in memory.
 pub const CACHE_CAPACITY: usize = 16_384;
 

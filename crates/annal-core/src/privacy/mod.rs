@@ -30,10 +30,8 @@ mod read_cache;
 mod seal;
 
 pub use check::key_table_problems;
-pub use kek::{
-    DataKey, KEK_ENV, KEK_FILE_ENV, KekError, Keyring, SubjectKey, kek_problem, kek_rotated,
-};
-pub use keys::{CACHE_CAPACITY, Keys, imported_key_exists};
+pub use kek::{DataKey, KEK_ENV, KEK_FILE_ENV, KekError, Keyring, SubjectKey, kek_rotated};
+pub use keys::{CACHE_CAPACITY, Keys, imported_key_exists, kek_problem, opened_with_kek};
 pub use seal::{
     Envelope, SealedPart, key_ids, open_events, open_events_with, open_kept, seal_part,
 };
