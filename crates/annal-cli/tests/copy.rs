@@ -40,6 +40,14 @@ async fn log(url: &str) -> Vec<RecordedEvent> {
         .expect("read")
 }
 
+/// A fresh schema's name on the test server at `base`, and its store URL.
+fn fresh_schema(base: &str) -> (String, String) {
+    let schema = format!("annal_test_{:016x}", fastrand::u64(..));
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}schema={schema}");
+    (schema, url)
+}
+
 fn copy(from: &str, to: &str) -> Output {
     annal(&["copy", "--from", from, "--to", to, "--batch", "50"], "")
 }
@@ -99,9 +107,7 @@ async fn copy_from_sqlite_to_postgres_and_back_keeps_every_event_exactly() {
         eprintln!("notice: ANNAL_TEST_POSTGRES_URL is not set: skipping the PostgreSQL copy");
         return;
     };
-    let schema = format!("annal_test_{:016x}", fastrand::u64(..));
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let pg = format!("{base}{sep}schema={schema}");
+    let (schema, pg) = fresh_schema(&base);
     let dir = tempfile::tempdir().expect("temp dir");
     let a = format!("sqlite:{}", dir.path().join("a.db").display());
     let back = format!("sqlite:{}", dir.path().join("back.db").display());
@@ -253,9 +259,7 @@ async fn copy_carries_the_key_table_so_personal_data_reads_and_forgotten_subject
         eprintln!("notice: ANNAL_TEST_POSTGRES_URL is not set: skipping the PostgreSQL copy");
         return;
     };
-    let schema = format!("annal_test_{:016x}", fastrand::u64(..));
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let pg = format!("{base}{sep}schema={schema}");
+    let (schema, pg) = fresh_schema(&base);
     let back = format!("sqlite:{}", dir.path().join("back.db").display());
     let to_pg = keyed(&["copy", "--from", &a, "--to", &pg], "", &kek);
     let from_pg = keyed(&["copy", "--from", &pg, "--to", &back], "", &kek);
@@ -281,9 +285,7 @@ fn reading_or_verifying_a_postgres_schema_without_a_store_says_so_and_creates_no
         eprintln!("notice: ANNAL_TEST_POSTGRES_URL is not set: skipping");
         return;
     };
-    let schema = format!("annal_test_{:016x}", fastrand::u64(..));
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let pg = format!("{base}{sep}schema={schema}");
+    let (schema, pg) = fresh_schema(&base);
     for args in [
         &["verify", "--store", pg.as_str()][..],
         &["read", "--store", pg.as_str()][..],

@@ -976,8 +976,22 @@ async fn an_all_group_starting_past_the_last_event_is_an_internal_error() {
     );
 }
 
-#[tokio::test]
-async fn an_event_offered_again_after_its_subject_was_forgotten_reads_as_erased() {
+/// A server with a key-encryption key, and a group (`options`) on a new stream holding
+/// one event whose `name` is personal data about `subject`, which a subscription has
+/// received once. Bind `served` and `_dir` where it is taken apart: dropping them stops
+/// the server and removes its folder.
+struct PersonalGroup {
+    client: Client,
+    served: Served,
+    data: std::path::PathBuf,
+    stream: String,
+    group: String,
+    sub: PersistentSubscription,
+    first: ResolvedEvent,
+    _dir: tempfile::TempDir,
+}
+
+async fn personal_group(subject: &str, options: &PersistentSubscriptionOptions) -> PersonalGroup {
     let dir = tempfile::tempdir().expect("tempdir");
     let kek = dir.path().join("kek.hex");
     std::fs::write(&kek, "4".repeat(64)).expect("kek");
@@ -990,22 +1004,46 @@ async fn an_event_offered_again_after_its_subject_was_forgotten_reads_as_erased(
         .parse()
         .expect("connection string");
     let client = Client::new(settings).expect("client");
-    let s = stream("family");
+    let stream = stream("family");
     let event = EventData::json("ChildAdded", &json!({ "grade": 3, "name": "Sofia" }))
         .expect("json")
-        .metadata_as_json(&json!({ "$personal": ["name"], "$subjects": ["family_7"] }))
+        .metadata_as_json(&json!({ "$personal": ["name"], "$subjects": [subject] }))
         .expect("metadata");
     client
-        .append_to_stream(s.as_str(), &AppendToStreamOptions::default(), event)
+        .append_to_stream(stream.as_str(), &AppendToStreamOptions::default(), event)
         .await
         .expect("append");
-    let g = group();
+    let group = group();
     client
-        .create_persistent_subscription(s.as_str(), &g, &from_start())
+        .create_persistent_subscription(stream.as_str(), &group, options)
         .await
         .expect("create");
-    let mut sub = subscribe(&client, &s, &g).await;
+    let mut sub = subscribe(&client, &stream, &group).await;
     let (first, _) = next(&mut sub).await;
+    PersonalGroup {
+        client,
+        served,
+        data,
+        stream,
+        group,
+        sub,
+        first,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn an_event_offered_again_after_its_subject_was_forgotten_reads_as_erased() {
+    let PersonalGroup {
+        client,
+        served,
+        stream: s,
+        group: g,
+        mut sub,
+        first,
+        _dir,
+        ..
+    } = personal_group("family_7", &from_start()).await;
     let body = String::from_utf8_lossy(&first.get_original_event().data).into_owned();
     assert!(body.contains("Sofia"), "{body}");
 
@@ -1045,34 +1083,16 @@ async fn an_event_offered_again_after_its_subject_was_forgotten_reads_as_erased(
 
 #[tokio::test]
 async fn an_event_that_cannot_be_read_again_for_its_personal_part_is_parked_not_sent_as_it_was() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kek = dir.path().join("kek.hex");
-    std::fs::write(&kek, "5".repeat(64)).expect("kek");
-    let data = dir.path().join("data");
-    let served = common::serve_with_env(
-        &["--data", data.to_str().expect("path")],
-        &[("ANNAL_KEK_FILE", kek.as_os_str())],
-    );
-    let settings: ClientSettings = format!("kurrentdb://127.0.0.1:{}?tls=false", served.port)
-        .parse()
-        .expect("connection string");
-    let client = Client::new(settings).expect("client");
-    let s = stream("family");
-    let event = EventData::json("ChildAdded", &json!({ "grade": 3, "name": "Sofia" }))
-        .expect("json")
-        .metadata_as_json(&json!({ "$personal": ["name"], "$subjects": ["family_8"] }))
-        .expect("metadata");
-    client
-        .append_to_stream(s.as_str(), &AppendToStreamOptions::default(), event)
-        .await
-        .expect("append");
-    let g = group();
-    client
-        .create_persistent_subscription(s.as_str(), &g, &from_start().max_retry_count(1))
-        .await
-        .expect("create");
-    let mut sub = subscribe(&client, &s, &g).await;
-    let (first, _) = next(&mut sub).await;
+    let PersonalGroup {
+        client,
+        data,
+        stream: s,
+        group: g,
+        mut sub,
+        first,
+        served: _served,
+        _dir,
+    } = personal_group("family_8", &from_start().max_retry_count(1)).await;
 
     // Edited behind the store's back: reading it again now fails its hash check.
     let db = rusqlite::Connection::open(data.join("annal.db")).expect("open by hand");

@@ -246,25 +246,39 @@ fn a_family_is_forgotten_from_the_command_line_and_the_chain_still_verifies() {
     assert!(read.contains("Sofia Martinez"), "{read}");
 }
 
-#[test]
-fn the_sealed_export_stops_at_an_event_edited_behind_the_stores_back() {
+/// A store in a new folder holding ENROL, written with KEK_A (kept there as
+/// `kek-a.hex`): the folder, the store's file and its URL.
+fn enrolled() -> (tempfile::TempDir, std::path::PathBuf, String) {
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("annal.db");
     let store = format!("sqlite:{}", db.display());
-    let kek = dir.path().join("kek.hex");
+    let kek = dir.path().join("kek-a.hex");
     std::fs::write(&kek, KEK_A).expect("kek");
-    let s = store.as_str();
-    let out = annal(&["append", "--store", s], &format!("{ENROL}\n"), Some(&kek));
+    let out = annal(
+        &["append", "--store", &store],
+        &format!("{ENROL}\n"),
+        Some(&kek),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let conn = rusqlite::Connection::open(&db).expect("open behind the store's back");
+    (dir, db, store)
+}
+
+/// Runs `sql` on the store's file `db` behind the store's back (its guard dropped).
+fn behind_the_back(db: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(db).expect("open behind the store's back");
     conn.execute_batch("DROP TRIGGER IF EXISTS events_are_immutable")
         .expect("drop guard");
-    conn.execute(
+    conn.execute(sql, []).expect("edit");
+}
+
+#[test]
+fn the_sealed_export_stops_at_an_event_edited_behind_the_stores_back() {
+    let (_dir, db, store) = enrolled();
+    let s = store.as_str();
+    behind_the_back(
+        &db,
         "UPDATE events SET data = '{\"age_band\":\"1-3\"}' WHERE position = 2",
-        [],
-    )
-    .expect("edit");
-    drop(conn);
+    );
 
     let sealed = annal(&["read", "--sealed", "--store", s], "", None);
     assert!(!sealed.status.success());
@@ -298,20 +312,11 @@ fn the_sealed_export_stops_at_an_event_edited_behind_the_stores_back() {
 
 #[test]
 fn a_backup_and_a_forgetting_need_no_kek_and_a_wrong_one_is_still_refused() {
-    let dir = tempfile::tempdir().expect("dir");
-    let db = dir.path().join("annal.db");
-    let store = format!("sqlite:{}", db.display());
+    let (dir, _db, store) = enrolled();
     let kek_a = dir.path().join("kek-a.hex");
     let kek_b = dir.path().join("kek-b.hex");
-    std::fs::write(&kek_a, KEK_A).expect("kek");
     std::fs::write(&kek_b, KEK_B).expect("kek");
     let s = store.as_str();
-    let out = annal(
-        &["append", "--store", s],
-        &format!("{ENROL}\n"),
-        Some(&kek_a),
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
 
     let copy = dir.path().join("backup.db");
     let to = copy.to_str().expect("path");
@@ -359,21 +364,10 @@ fn a_backup_and_a_forgetting_need_no_kek_and_a_wrong_one_is_still_refused() {
 
 #[test]
 fn the_sealed_export_prints_the_events_before_a_damaged_sealed_part_then_fails() {
-    let dir = tempfile::tempdir().expect("dir");
-    let db = dir.path().join("annal.db");
-    let store = format!("sqlite:{}", db.display());
-    let kek = dir.path().join("kek.hex");
-    std::fs::write(&kek, KEK_A).expect("kek");
+    let (_dir, db, store) = enrolled();
     let s = store.as_str();
-    let out = annal(&["append", "--store", s], &format!("{ENROL}\n"), Some(&kek));
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let conn = rusqlite::Connection::open(&db).expect("open behind the store's back");
-    conn.execute_batch("DROP TRIGGER IF EXISTS events_are_immutable")
-        .expect("drop guard");
     // A packed sealed part with an unknown tag: it cannot even be rendered.
-    conn.execute("UPDATE events SET sealed = X'09' WHERE position = 2", [])
-        .expect("edit");
-    drop(conn);
+    behind_the_back(&db, "UPDATE events SET sealed = X'09' WHERE position = 2");
 
     let sealed = annal(&["read", "--sealed", "--store", s], "", None);
     assert_eq!(sealed.status.code(), Some(1), "{}", text(&sealed.stderr));

@@ -72,6 +72,20 @@ fn forget(subject: &str) -> ForgetRequest {
     }
 }
 
+/// Appends Sofia, as personal data about each of `families`, to each family in turn.
+async fn sofia_for_each<S: Store + ?Sized>(s: &S, families: &[&str]) {
+    for f in families {
+        s.append(req(
+            "Family",
+            f,
+            Any,
+            vec![personal_ev("ChildAdded", r#"{"n":1}"#, f, SOFIA)],
+        ))
+        .await
+        .expect("append");
+    }
+}
+
 async fn family_events<S: Store + ?Sized>(s: &S, id: &str) -> Vec<RecordedEvent> {
     s.read_aggregate(id, Direction::Forward, None, 1000)
         .await
@@ -157,16 +171,7 @@ pub async fn a_forgotten_subject_reads_as_erased_and_the_chain_still_verifies<H:
     h: H,
 ) {
     let s = h.store();
-    for f in ["family_1", "family_2"] {
-        s.append(req(
-            "Family",
-            f,
-            Any,
-            vec![personal_ev("ChildAdded", r#"{"n":1}"#, f, SOFIA)],
-        ))
-        .await
-        .expect("append");
-    }
+    sofia_for_each(s, &["family_1", "family_2"]).await;
     let done = s.forget_subject(forget("family_1")).await.expect("forget");
     assert!(!done.already);
     let log = all(s).await;
@@ -302,16 +307,7 @@ pub const KEY_TABLE_EDITS: [&str; 4] = [
 /// Four subjects with personal data (positions 1 to 4), the third forgotten (5); a deep
 /// verify passes.
 pub async fn seed_for_key_table_check<S: Store + ?Sized>(s: &S) {
-    for f in ["family_1", "family_2", "family_3", "family_4"] {
-        s.append(req(
-            "Family",
-            f,
-            Any,
-            vec![personal_ev("ChildAdded", r#"{"n":1}"#, f, SOFIA)],
-        ))
-        .await
-        .expect("append");
-    }
+    sofia_for_each(s, &["family_1", "family_2", "family_3", "family_4"]).await;
     s.forget_subject(forget("family_3")).await.expect("forget");
     let deep = s.verify_deep(None, None).await.expect("deep");
     assert!(deep.ok && deep.storage.is_empty(), "{deep:?}");
